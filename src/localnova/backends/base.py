@@ -1,0 +1,29 @@
+"""The one interface every text-producing backend implements.
+
+Answer models and judges are both backends, so any judge can score any path's answers, and a
+Bedrock run and a local run write the same records.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from localnova.types import ChatRequest, GenerationResult
+
+
+class Backend(ABC):
+    """A batch of chat requests in, one GenerationResult per request out, in order."""
+
+    #: Everything about the model that changes its output (backend name, model id and
+    #: revision or file hash, adapter hash). It goes into every cache key of the store.
+    identity: dict[str, str]
+
+    #: Whether GenerationParams.top_logprobs is honoured.
+    supports_logprobs: bool = False
+
+    @abstractmethod
+    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        """Answer every request; the results are in the order of the requests."""
+
+    def close(self) -> None:
+        """Release memory, threads or connections."""

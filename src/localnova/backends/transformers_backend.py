@@ -1,0 +1,166 @@
+"""The transformers backend: batched chat generation on CPU or GPU, with an optional LoRA adapter.
+
+Batches are left-padded so every row's prompt ends where generation starts; prompts go through
+the model's own chat template. Greedy unless a temperature is set, and seeded when sampling.
+The dtype comes from the hardware: fp32 on CPU (this CPU has no native bf16, and emulated bf16
+is several times slower), bf16 on a GPU that supports it.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import groupby
+from pathlib import Path
+
+from localnova.backends.base import Backend
+from localnova.config import ModelConfig
+from localnova.errors import UserError
+from localnova.models import _folder_fingerprint, resolve_model
+from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
+
+
+def pick_device_and_dtype(options: dict) -> tuple[str, "object"]:
+    import torch
+
+    device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    requested = options.get("dtype", "auto")
+    if requested != "auto":
+        return device, getattr(torch, requested)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return device, torch.bfloat16
+    return device, torch.float32
+
+
+class TransformersBackend(Backend):
+    supports_logprobs = True
+
+    def __init__(self, model: ModelConfig, adapter_path: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        resolved = resolve_model(model.model, model.revision)
+        self.resolved = resolved
+        self.device, self.dtype = pick_device_and_dtype(model.options)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, revision=model.revision)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(resolved.path, revision=model.revision, dtype=self.dtype)
+        adapter_fingerprint = ""
+        if adapter_path:
+            self.model = self._load_adapter(adapter_path, merge=bool(model.options.get("merge_adapter", True)))
+            adapter_fingerprint = _folder_fingerprint(Path(adapter_path))
+        self.model.to(self.device).eval()
+        if self.model.generation_config.pad_token_id is None:
+            self.model.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        self.identity = {
+            "backend": "transformers",
+            "model": resolved.name,
+            "weights": resolved.fingerprint,
+            "adapter": adapter_fingerprint,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+        self._torch = torch
+
+    def _load_adapter(self, adapter_path: str, merge: bool):
+        from peft import PeftModel
+
+        try:
+            with_adapter = PeftModel.from_pretrained(self.model, adapter_path)
+        except (ValueError, RuntimeError, OSError) as error:
+            raise UserError(f"adapter {adapter_path} does not fit base model {self.resolved.name}: {str(error).splitlines()[0]}") from None
+        # Merging LoRA into unquantised weights gives the same function and removes the
+        # adapter's extra matmuls from every step; a quantised base cannot take a merge exactly.
+        quantised = getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False)
+        return with_adapter.merge_and_unload() if merge and not quantised else with_adapter
+
+    def _prompt_text(self, messages: list[dict[str, str]]) -> str:
+        # A trailing assistant message is a prefix the model continues (prefill), which the
+        # logprob judge uses to read the score distribution at a known position.
+        if messages[-1]["role"] == "assistant":
+            return self.tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+
+    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        # Requests with different sampling settings cannot share one generate() call.
+        order = sorted(range(len(requests)), key=lambda index: repr(requests[index].params))
+        for params, group in groupby(order, key=lambda index: requests[index].params):
+            indices = list(group)
+            for index, result in zip(indices, self._generate_group([requests[i] for i in indices], params)):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _generate_group(self, requests: list[ChatRequest], params: GenerationParams) -> list[GenerationResult]:
+        torch = self._torch
+        prompts = [self._prompt_text(r.message_dicts()) for r in requests]
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampling = params.temperature > 0
+        options = dict(max_new_tokens=params.max_new_tokens, do_sample=sampling, return_dict_in_generate=True)
+        if sampling:
+            options.update(temperature=params.temperature, top_p=params.top_p)
+            torch.manual_seed(params.seed)
+        else:
+            # The model's generation_config may carry sampling defaults; greedy ignores them.
+            options.update(temperature=None, top_p=None, top_k=None)
+        if params.top_logprobs:
+            options["output_logits"] = True
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = self.model.generate(**batch, **options)
+        latency_ms = (time.perf_counter() - started) * 1000
+        prompt_length = batch["input_ids"].shape[1]
+        input_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        stop_ids = self._stop_token_ids()
+        results = []
+        for row, sequence in enumerate(output.sequences):
+            generated = sequence[prompt_length:].tolist()
+            length = len(generated)
+            for position, token_id in enumerate(generated):
+                if token_id in stop_ids:
+                    length = position + 1  # the stop token was generated, so it counts
+                    break
+            text = self.tokenizer.decode(generated[:length], skip_special_tokens=True).strip()
+            top_logprobs = self._top_logprobs(output.logits, row, length, params.top_logprobs) if params.top_logprobs else None
+            results.append(
+                GenerationResult(
+                    text=text,
+                    input_tokens=int(input_tokens[row]),
+                    output_tokens=length,
+                    latency_ms=round(latency_ms, 2),
+                    latency_method=LATENCY_BATCH_WALL,
+                    batch_size=len(requests),
+                    finish_reason="stop" if length < len(generated) or (generated and generated[length - 1] in stop_ids) else "length",
+                    top_logprobs=top_logprobs,
+                )
+            )
+        return results
+
+    def _stop_token_ids(self) -> set[int]:
+        stop = self.model.generation_config.eos_token_id
+        ids = set(stop if isinstance(stop, list) else [stop] if stop is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def _top_logprobs(self, logits, row: int, length: int, count: int) -> list[dict[str, float]]:
+        torch = self._torch
+        steps = []
+        for step_logits in logits[:length]:
+            logprobs = torch.log_softmax(step_logits[row].float(), dim=-1)
+            values, token_ids = logprobs.topk(count)
+            step: dict[str, float] = {}
+            for value, token_id in zip(values.tolist(), token_ids.tolist()):
+                piece = self.tokenizer.decode([token_id])
+                # Two token ids can decode to the same text; their probabilities add up.
+                step[piece] = round(float(torch.logaddexp(torch.tensor(step[piece]), torch.tensor(value))), 6) if piece in step else round(value, 6)
+            steps.append(step)
+        return steps
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()

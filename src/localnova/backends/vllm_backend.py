@@ -1,0 +1,210 @@
+"""The vllm backend: an in-process vllm.LLM on CUDA, a whole batch per call.
+
+LoRA adapters are applied per request through LoRARequest, so the `ft` and `ft_rag` arms need
+no merged copy of the weights, and prefix caching lets the shared system prompt and rubric of
+judge prompts be computed once. The pure helpers (options -> LLM arguments, params ->
+SamplingParams arguments, vllm logprobs -> our dicts) import nothing heavy and are tested on
+CPU; the class imports vllm in its constructor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localnova.backends.base import Backend
+from localnova.errors import UserError
+from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
+
+if TYPE_CHECKING:
+    from localnova.config import ModelConfig
+
+# options read from ModelConfig.options, with their defaults (None: vllm's own default)
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "tensor_parallel_size": 1,  # GPUs one model is split across
+    "gpu_memory_utilization": 0.90,  # share of each GPU vllm reserves (weights + KV cache)
+    "max_model_len": None,  # context length; lower it to fit the KV cache on a small card
+    "max_num_seqs": None,  # sequences decoded together
+    "dtype": "auto",
+    "quantization": None,  # e.g. "awq", "gptq", "bitsandbytes" for pre-quantised checkpoints
+    "enforce_eager": False,  # True skips CUDA graph capture: faster start, slower decode
+    "enable_prefix_caching": True,
+    "max_lora_rank": None,  # default: the adapter's rank rounded up to a size vllm supports
+    "seed": 0,
+}
+
+# LoRA ranks vllm compiles kernels for
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_rank(adapter_path: str | Path) -> int:
+    """The LoRA rank `r` from a peft adapter's adapter_config.json."""
+    config_path = Path(adapter_path) / "adapter_config.json"
+    if not config_path.is_file():
+        raise UserError(f"adapter {adapter_path}: no adapter_config.json (not a peft LoRA folder)")
+    try:
+        rank = int(json.loads(config_path.read_text(encoding="utf-8"))["r"])
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+        raise UserError(f"{config_path}: no integer 'r' (the LoRA rank)") from None
+    return rank
+
+
+def supported_lora_rank(rank: int) -> int:
+    """The smallest rank vllm supports that holds `rank`."""
+    for supported in VLLM_LORA_RANKS:
+        if rank <= supported:
+            return supported
+    raise UserError(f"LoRA rank {rank} is above the largest vllm supports ({VLLM_LORA_RANKS[-1]})")
+
+
+def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | None) -> dict[str, Any]:
+    """The keyword arguments for vllm.LLM from a model config."""
+    unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise UserError(f"model {model.name!r}: unknown option(s) for the vllm backend: {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}")
+    options = {**DEFAULT_OPTIONS, **model.options}
+    arguments: dict[str, Any] = {
+        "model": model_path,
+        "tensor_parallel_size": int(options["tensor_parallel_size"]),
+        "gpu_memory_utilization": float(options["gpu_memory_utilization"]),
+        "dtype": options["dtype"],
+        "enforce_eager": bool(options["enforce_eager"]),
+        "enable_prefix_caching": bool(options["enable_prefix_caching"]),
+        "seed": int(options["seed"]),
+    }
+    if model.revision:
+        arguments["revision"] = model.revision
+    for key in ("max_model_len", "max_num_seqs", "quantization"):
+        if options[key] is not None:
+            arguments[key] = options[key]
+    if adapter_path is not None:
+        arguments["enable_lora"] = True
+        arguments["max_lora_rank"] = int(options["max_lora_rank"] or supported_lora_rank(adapter_rank(adapter_path)))
+        arguments["max_loras"] = 1
+    if not 0 < arguments["gpu_memory_utilization"] <= 1:
+        raise UserError(f"model {model.name!r}: options.gpu_memory_utilization must be in (0, 1]")
+    return arguments
+
+
+def sampling_arguments(params: GenerationParams) -> dict[str, Any]:
+    """The keyword arguments for vllm.SamplingParams from our generation parameters."""
+    arguments: dict[str, Any] = {
+        "n": 1,
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,  # vllm treats 0 as greedy
+        "top_p": params.top_p if params.temperature > 0 else 1.0,
+        "seed": params.seed,
+    }
+    if params.top_logprobs > 0:
+        arguments["logprobs"] = params.top_logprobs
+    return arguments
+
+
+def top_logprobs_from_vllm(position_logprobs: list[dict[int, Any]] | None, count: int) -> list[dict[str, float]] | None:
+    """vllm's per-position {token_id: Logprob(logprob, rank, decoded_token)} as {text: logprob},
+    the `count` most likely. vllm adds the sampled token when it is outside the top `count`;
+    it is dropped so every backend reports the same thing. Texts that two ids share add up."""
+    if position_logprobs is None:
+        return None
+    import math
+
+    positions: list[dict[str, float]] = []
+    for candidates in position_logprobs:
+        ranked = sorted(candidates.values(), key=lambda entry: entry.logprob, reverse=True)[:count]
+        step: dict[str, float] = {}
+        for entry in ranked:
+            text = entry.decoded_token if entry.decoded_token is not None else ""
+            value = float(entry.logprob)
+            step[text] = math.log(math.exp(step[text]) + math.exp(value)) if text in step else value
+        positions.append(step)
+    return positions
+
+
+class VLLMBackend(Backend):
+    """All requests of a call go to vllm in one llm.chat() call; vllm schedules the batch."""
+
+    supports_logprobs = True
+
+    def __init__(self, model: "ModelConfig", adapter_path: str | None = None) -> None:
+        from localnova import optional
+
+        optional.require("vllm", "the vllm backend")
+        if not optional.cuda_available():
+            raise UserError(f"model {model.name!r}: the vllm backend needs a CUDA GPU; use backend: transformers on CPU")
+        from vllm import LLM
+
+        from localnova.models import _folder_fingerprint, resolve_model
+
+        resolved = resolve_model(model.model, model.revision)
+        self.llm = LLM(**llm_arguments(model, resolved.path, adapter_path))
+        self.lora_request = None
+        adapter_fingerprint = ""
+        if adapter_path is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest(f"{model.name}-adapter", 1, str(Path(adapter_path).resolve()))
+            adapter_fingerprint = _folder_fingerprint(Path(adapter_path))
+        self.identity = {"backend": "vllm", "model": resolved.name, "weights": resolved.fingerprint, "adapter": adapter_fingerprint}
+        if model.options.get("quantization"):
+            self.identity["quantization"] = str(model.options["quantization"])
+
+    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        if not requests:
+            return []
+        from vllm import SamplingParams
+
+        conversations = [request.message_dicts() for request in requests]
+        sampling = [SamplingParams(**sampling_arguments(request.params)) for request in requests]
+        # A trailing assistant message is a prefix to continue (the logprob judge's prefill).
+        continuing = [conversation[-1]["role"] == "assistant" for conversation in conversations]
+        started = time.perf_counter()
+        if all(continuing) or not any(continuing):
+            outputs = self._chat(conversations, sampling, continue_final_message=continuing[0])
+        else:
+            outputs = [None] * len(requests)
+            for flag in (True, False):
+                indices = [i for i, value in enumerate(continuing) if value is flag]
+                for index, output in zip(indices, self._chat([conversations[i] for i in indices], [sampling[i] for i in indices], flag)):
+                    outputs[index] = output
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        results = []
+        for request, output in zip(requests, outputs):
+            completion = output.outputs[0]
+            results.append(
+                GenerationResult(
+                    text=completion.text.strip(),
+                    input_tokens=len(output.prompt_token_ids or []),
+                    output_tokens=len(completion.token_ids),
+                    latency_ms=round(latency_ms, 2),
+                    latency_method=LATENCY_BATCH_WALL,
+                    batch_size=len(requests),
+                    finish_reason=completion.finish_reason,
+                    top_logprobs=top_logprobs_from_vllm(completion.logprobs, request.params.top_logprobs) if request.params.top_logprobs else None,
+                )
+            )
+        return results
+
+    def _chat(self, conversations: list, sampling: list, continue_final_message: bool) -> list:
+        return self.llm.chat(
+            conversations,
+            sampling_params=sampling,
+            lora_request=self.lora_request,
+            use_tqdm=False,
+            add_generation_prompt=not continue_final_message,
+            continue_final_message=continue_final_message,
+        )
+
+    def close(self) -> None:
+        # vllm holds the GPU until its engine is gone; free it so the next model can load.
+        import gc
+
+        self.llm = None
+        gc.collect()
+        from localnova import optional
+
+        if optional.cuda_available():
+            import torch
+
+            torch.cuda.empty_cache()

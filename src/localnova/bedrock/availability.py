@@ -1,0 +1,99 @@
+"""Where Bedrock offers what this study needs, and the Nova hyperparameter bounds.
+
+Read from the AWS documentation on the dates below; AWS widens these lists over time, so a
+refusal names its source and the date it was read; update the tables here when AWS adds a
+region.
+
+| What | Models | Regions | Source | Read on |
+| --- | --- | --- | --- | --- |
+| Fine-tuning (customization job) | Nova Micro, Lite, Pro (`amazon.nova-*-v1:0:<ctx>`) | us-east-1 | docs.aws.amazon.com/bedrock/latest/userguide/custom-model-fine-tuning.html ("Single-region model support") | 2026-11-25 |
+| On-demand custom model deployment (CreateCustomModelDeployment) | Nova Micro, Lite, Pro, customized on or after 2025-07-16 | us-east-1, us-west-2 | docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html (one version lists only us-east-1) | 2026-11-25 |
+| Provisioned throughput for custom Nova models | Nova Micro, Lite, Pro | us-east-1 (where the custom model lives) | docs.aws.amazon.com/nova/latest/userguide/customization.html | 2026-11-25 |
+| Hyperparameters | epochCount 1-5 (2), learningRate 1e-6..1e-4 (1e-5), learningRateWarmupSteps 0-100 (10); batch size fixed at 1 | | docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html; batch size: aws.amazon.com/blogs/machine-learning/cost-efficient-custom-text-to-sql-using-amazon-nova-micro-and-amazon-bedrock-on-demand-inference | 2026-11-25 |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from localnova.errors import UserError
+
+READ_ON = "2026-11-25"
+NOVA_FAMILIES = ("nova-micro", "nova-lite", "nova-pro")
+
+CUSTOMIZATION_REGIONS = {family: ("us-east-1",) for family in NOVA_FAMILIES}
+ON_DEMAND_DEPLOYMENT_REGIONS = {family: ("us-east-1", "us-west-2") for family in NOVA_FAMILIES}
+PROVISIONED_REGIONS = {family: ("us-east-1",) for family in NOVA_FAMILIES}
+
+SOURCES = {
+    "customization": "https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-fine-tuning.html",
+    "on_demand": "https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html",
+    "provisioned": "https://docs.aws.amazon.com/nova/latest/userguide/customization.html",
+    "hyperparameters": "https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html",
+}
+
+
+@dataclass(frozen=True)
+class Bound:
+    api_name: str  # the key in hyperParameters
+    config_key: str  # where it lives in the study config
+    low: float
+    high: float
+
+
+NOVA_HYPERPARAMETER_BOUNDS = (
+    Bound("epochCount", "finetune.epochs", 1, 5),
+    Bound("batchSize", "finetune.batch_size", 1, 1),
+    Bound("learningRate", "finetune.learning_rate", 1e-6, 1e-4),
+    Bound("learningRateWarmupSteps", "finetune.warmup_steps", 0, 100),
+)
+
+
+def nova_family(model_id: str) -> str | None:
+    """'nova-micro' for 'us.amazon.nova-micro-v1:0', 'amazon.nova-micro-v1:0:128k', ...; None otherwise."""
+    for family in NOVA_FAMILIES:
+        if f"amazon.{family}-" in model_id:
+            return family
+    return None
+
+
+def check_customization_offered(base_model_id: str, region: str, where: str) -> None:
+    family = nova_family(base_model_id)
+    if family is None:
+        raise UserError(f"{where}: {base_model_id!r} is not a Nova model this tool can customize (Nova Micro, Lite, Pro)")
+    regions = CUSTOMIZATION_REGIONS[family]
+    if region not in regions:
+        raise UserError(
+            f"bedrock.region: Nova customization of {family} is offered in {', '.join(regions)}, not {region} "
+            f"(source: {SOURCES['customization']}, read {READ_ON})"
+        )
+
+
+def check_hosting_offered(hosting: str, base_model_id: str, region: str) -> None:
+    """Refuse, before anything is created, a hosting choice the region or model doesn't offer."""
+    family = nova_family(base_model_id)
+    table = ON_DEMAND_DEPLOYMENT_REGIONS if hosting == "on_demand" else PROVISIONED_REGIONS
+    what = "on-demand custom model deployment" if hosting == "on_demand" else "provisioned throughput for custom models"
+    if family is None or region not in table.get(family, ()):
+        offered = ", ".join(table.get(family, ())) if family else "no region for this model"
+        raise UserError(
+            f"bedrock.hosting: {what} of {base_model_id} is not offered in {region} (offered: {offered}; "
+            f"source: {SOURCES['on_demand' if hosting == 'on_demand' else 'provisioned']}, read {READ_ON})"
+        )
+
+
+def nova_hyperparameters(epochs: int, batch_size: int, learning_rate: float, warmup_steps: int) -> dict[str, str]:
+    """The hyperParameters of a Nova customization job, checked against the bounds, as the
+    strings the API expects."""
+    values = {"epochCount": epochs, "batchSize": batch_size, "learningRate": learning_rate, "learningRateWarmupSteps": warmup_steps}
+    for bound in NOVA_HYPERPARAMETER_BOUNDS:
+        value = values[bound.api_name]
+        if not bound.low <= value <= bound.high:
+            span = f"{bound.low:g}" if bound.low == bound.high else f"{bound.low:g} to {bound.high:g}"
+            raise UserError(f"{bound.config_key}: {value:g} is outside what Bedrock allows for Nova ({span}; {SOURCES['hyperparameters']})")
+    return {
+        "epochCount": str(int(epochs)),
+        "batchSize": str(int(batch_size)),
+        "learningRate": f"{learning_rate:g}",
+        "learningRateWarmupSteps": str(int(warmup_steps)),
+    }

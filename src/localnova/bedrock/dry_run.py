@@ -1,0 +1,165 @@
+"""The Bedrock dry run: every AWS call the study would make, and what it would cost.
+
+Offline and without credentials: the plan comes from the config, token counts from the
+actual prompts when the pipeline passes them (else from the eval set and the prompt template's
+size), answers counted at their max_new_tokens. The pipeline then runs the study through the
+simulated backend (`simulated_bedrock_model`) and marks the report as simulated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from localnova.bedrock.plan import PlannedCall, plan_calls
+from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig
+from localnova.costs import CostTable, PriceBook, TokenCounts, Usage, count_tokens_estimate, estimate_costs, format_cost_table
+from localnova.errors import UserError
+from localnova.types import ChatRequest, EvalItem
+
+# Sizes of the parts of a prompt we do not have in hand, in tokens (estimates): the answer
+# instruction around a question, and the judge's rubric around question, truth and answer.
+ANSWER_TEMPLATE_TOKENS = 60
+JUDGE_TEMPLATE_TOKENS = 250
+JUDGE_CONTROLS_PER_QUESTION = 3  # ground truth, an empty answer, another question's answer
+MESSAGE_OVERHEAD_TOKENS = 4  # role markers per message
+
+# Typical output speed on Bedrock (ms per output token), to give simulated latencies a
+# plausible size; simulated figures are never reported as measurements.
+SIMULATED_MS_PER_TOKEN = {"nova-micro": 5.0, "nova-lite": 7.0, "claude-3-5-sonnet": 18.0, "llama3-1-70b": 20.0}
+
+
+def simulated_bedrock_model(model: ModelConfig) -> ModelConfig:
+    """The same model (name, id, generation settings) answered by the simulated backend."""
+    speed = next((ms for key, ms in SIMULATED_MS_PER_TOKEN.items() if key in model.model), 15.0)
+    options = {**model.options, "latency_ms_per_token": speed, "simulates": "bedrock"}
+    return model.model_copy(update={"backend": "simulated", "options": options})
+
+
+@dataclass
+class DryRunResult:
+    plan: list[PlannedCall]
+    token_counts: TokenCounts
+    costs: CostTable
+    n_questions: int
+    text: str
+
+
+def _request_tokens(request: ChatRequest) -> int:
+    return sum(count_tokens_estimate(content) + MESSAGE_OVERHEAD_TOKENS for _, content in request.messages)
+
+
+def load_eval_items(path: Path) -> list[EvalItem]:
+    """Eval items from a JSONL file with question/answer fields (the dry run's own reader)."""
+    if not path.is_file():
+        raise UserError(f"eval.path: {path} not found")
+    items = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            row = json.loads(line)
+            items.append(EvalItem(str(row.get("question_id", line_number)), row["question"], row["answer"], tuple(row.get("doc_ids", ()))))
+    return items
+
+
+def corpus_tokens(path: Path) -> tuple[int, int]:
+    """(estimated tokens, number of files) of the corpus Bedrock would ingest."""
+    from localnova.bedrock.knowledge_base import corpus_files
+
+    files = corpus_files(path)
+    return sum(count_tokens_estimate(p.read_text(encoding="utf-8", errors="ignore")) for p in files), len(files)
+
+
+def training_tokens(config: StudyConfig, eval_items: list[EvalItem]) -> int:
+    """Tokens in one pass over the training file: counted when it exists, else target_pairs
+    pairs the size of an average eval question and answer."""
+    if config.finetune.train_path and Path(config.finetune.train_path).is_file():
+        text = Path(config.finetune.train_path).read_text(encoding="utf-8")
+        return count_tokens_estimate(text) // 2  # JSON keys and structure are about half the characters
+    per_pair = sum(count_tokens_estimate(i.question) + count_tokens_estimate(i.answer) for i in eval_items) / max(1, len(eval_items))
+    return int(config.gen_qa.target_pairs * (per_pair + 2 * MESSAGE_OVERHEAD_TOKENS))
+
+
+def estimate_token_counts(
+    config: StudyConfig,
+    eval_items: list[EvalItem],
+    answer_requests: dict[tuple[str, str], list[ChatRequest]] | None = None,
+    judge_requests: dict[str, list[ChatRequest]] | None = None,
+) -> TokenCounts:
+    counts = TokenCounts()
+    chunking = config.corpus.chunking
+    context_tokens = chunking.parent_tokens if chunking.strategy == "hierarchical" else chunking.chunk_tokens
+    for model in config.models:
+        for arm in config.arms:
+            usage = Usage()
+            requests = (answer_requests or {}).get((model.name, arm))
+            if requests is not None:
+                for request in requests:
+                    usage.add(_request_tokens(request), request.params.max_new_tokens)
+            else:
+                for item in eval_items:
+                    tokens = ANSWER_TEMPLATE_TOKENS + count_tokens_estimate(item.question)
+                    tokens += config.retrieval.top_k * context_tokens if arm in RAG_ARMS else 0
+                    usage.add(tokens, model.generation.max_new_tokens)
+            counts.answers[(model.name, arm)] = usage
+    answers_per_question = len(config.models) * len(config.arms)
+    for judge in config.judges:
+        if judge.kind != "llm" or judge.model is None:
+            continue
+        usage = Usage()
+        requests = (judge_requests or {}).get(judge.name)
+        if requests is not None:
+            for request in requests:
+                usage.add(_request_tokens(request), request.params.max_new_tokens)
+        else:
+            # every answer is judged, plus the control answers of each question
+            controls = JUDGE_CONTROLS_PER_QUESTION if config.eval.controls else 0
+            answer_tokens = sum(m.generation.max_new_tokens for m in config.models) / len(config.models)
+            for item in eval_items:
+                tokens = JUDGE_TEMPLATE_TOKENS + count_tokens_estimate(item.question) + count_tokens_estimate(item.answer) + int(answer_tokens)
+                for _ in range(answers_per_question + controls):
+                    usage.add(tokens, judge.model.generation.max_new_tokens)
+        counts.judges[judge.name] = usage
+    if any(arm in RAG_ARMS for arm in config.arms):
+        counts.corpus_tokens = corpus_tokens(config.corpus.path)[0]
+        counts.retrieval_query_tokens = sum(count_tokens_estimate(i.question) for i in eval_items)
+    if any(arm in FT_ARMS for arm in config.arms):
+        counts.training_tokens = training_tokens(config, eval_items)
+    return counts
+
+
+def dry_run(
+    config: StudyConfig,
+    answer_requests: dict[tuple[str, str], list[ChatRequest]] | None = None,
+    judge_requests: dict[str, list[ChatRequest]] | None = None,
+    eval_items: list[EvalItem] | None = None,
+    n_questions: int | None = None,
+    prices: PriceBook | None = None,
+    out: Callable[[str], None] | None = print,
+) -> DryRunResult:
+    """Print (via `out`) the AWS calls the study would make and the cost table with both
+    hosting totals. `n_questions` repeats/trims the eval set to that many questions (e.g. the
+    post's 10). No credentials, no network, no boto3."""
+    if config.bedrock is None:
+        raise UserError("bedrock: a dry run of the Bedrock path needs a bedrock section")
+    items = list(eval_items) if eval_items is not None else load_eval_items(config.eval.path)
+    if config.eval.limit:
+        items = items[: config.eval.limit]
+    if n_questions is not None:
+        if not items:
+            raise UserError("eval.path: the eval set is empty")
+        items = [items[i % len(items)] for i in range(n_questions)]
+    counts = estimate_token_counts(config, items, answer_requests, judge_requests)
+    _, n_files = corpus_tokens(config.corpus.path) if any(a in RAG_ARMS for a in config.arms) else (0, 0)
+    judge_calls = max((u.requests for u in counts.judges.values()), default=0)
+    plan = plan_calls(config, len(items), n_files, judge_calls)
+    costs = estimate_costs(config, counts, prices)
+    text = "\n".join(
+        [f"DRY RUN of study {config.name!r} on Bedrock ({config.bedrock.region}): no AWS call is made", f"{len(items)} eval questions; calls in order:"]
+        + ["  " + call.format() for call in plan]
+        + ["", "Estimated cost (USD):", format_cost_table(costs), f"budget_usd: {config.bedrock.budget_usd:,.2f}; hosting chosen: {config.bedrock.hosting}"]
+    )
+    if out is not None:
+        out(text)
+    return DryRunResult(plan, counts, costs, len(items), text)

@@ -1,0 +1,108 @@
+"""Hosting a custom Nova model so the ft arms can answer through it.
+
+Two ways, chosen by `bedrock.hosting`:
+- `on_demand` (default): a custom model deployment (CreateCustomModelDeployment), billed per
+  token at the base model's price, no hourly charge. Offered for Nova Micro/Lite/Pro models
+  customized on or after 2025-07-16, in the regions of `availability.ON_DEMAND_DEPLOYMENT_REGIONS`.
+- `provisioned`: provisioned throughput, as the original study did. It bills every started
+  hour per model unit until deleted, so it is created only with allow_spend=True after the
+  cost estimate was shown; otherwise a UserError, and nothing is created.
+A choice the region or model does not offer is refused before anything is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from localnova.bedrock.availability import check_hosting_offered
+from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.bedrock.state import BedrockState, Resource
+from localnova.config import ModelConfig, StudyConfig
+from localnova.errors import UserError
+from localnova.types import stable_hash
+
+log = logging.getLogger(__name__)
+
+
+def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = False, estimate_shown: bool = False) -> str:
+    """The hosting choice for this model, checked; raises a UserError before anything exists."""
+    if config.bedrock is None:
+        raise UserError("bedrock: the Bedrock path needs a bedrock section")
+    hosting = config.bedrock.hosting
+    check_hosting_offered(hosting, model.customization_model or model.model, config.bedrock.region)
+    if hosting == "provisioned" and not (allow_spend and estimate_shown):
+        why = "run with --allow-spend" if not allow_spend else "show the cost estimate first"
+        raise UserError(
+            f"bedrock.hosting: provisioned throughput bills {config.bedrock.provisioned_model_units} model unit(s) by the hour until deleted; "
+            f"{why} (or use hosting: on_demand)"
+        )
+    return hosting
+
+
+def _name(config: StudyConfig, model: ModelConfig, token: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9-]+", "-", f"localnova-{config.name}-{model.name}-{token[:8]}")[:63].strip("-")
+
+
+def host_custom_model(
+    config: StudyConfig,
+    model: ModelConfig,
+    custom_model_arn: str,
+    state: BedrockState,
+    clients: AwsClients,
+    allow_spend: bool = False,
+    estimate_shown: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 30.0,
+) -> str:
+    """Deploy (or provision) the custom model, wait until it can answer, and return the ARN
+    that the ft arms pass to converse as modelId. Reuses what the state file lists."""
+    hosting = check_hosting(config, model, allow_spend, estimate_shown)
+    assert config.bedrock is not None
+    region = config.bedrock.region
+    token = stable_hash({"study": config.name, "model": model.name, "custom_model": custom_model_arn, "hosting": hosting, "units": config.bedrock.provisioned_model_units}, 40)
+    name = _name(config, model, token)
+
+    if hosting == "on_demand":
+        resource = state.find("custom_model_deployment", client_token=token)
+        if resource is None:
+            try:
+                arn = call_with_backoff(
+                    clients.bedrock.create_custom_model_deployment,
+                    modelDeploymentName=name,
+                    modelArn=custom_model_arn,
+                    clientRequestToken=token,
+                    tags=[{"key": "localnova-study", "value": config.name}],
+                )["customModelDeploymentArn"]
+            except Exception as error:
+                if error_code(error) == "ValidationException":
+                    raise UserError(f"bedrock.hosting: Bedrock refused an on-demand deployment of {custom_model_arn}: {getattr(error, 'response', {}).get('Error', {}).get('Message', error)}") from None
+                raise
+            resource = state.record(Resource("custom_model_deployment", f"custom_model_deployment:{model.name}", region, id=name, arn=arn, client_token=token, details={"model_arn": custom_model_arn}))
+
+        def status() -> str:
+            return str(clients.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=resource.arn)["status"])
+
+        wait_until(status, {"Active"}, {"Failed"}, f"deployment {model.name}", poll_s=poll_s, sleep=sleep)
+        return resource.arn
+
+    resource = state.find("provisioned_throughput", client_token=token)
+    if resource is None:
+        arn = call_with_backoff(
+            clients.bedrock.create_provisioned_model_throughput,
+            clientRequestToken=token,
+            modelUnits=config.bedrock.provisioned_model_units,
+            provisionedModelName=name,
+            modelId=custom_model_arn,  # no commitmentDuration: hourly, deletable at any time
+            tags=[{"key": "localnova-study", "value": config.name}],
+        )["provisionedModelArn"]
+        resource = state.record(Resource("provisioned_throughput", f"provisioned_throughput:{model.name}", region, id=name, arn=arn, client_token=token, details={"model_arn": custom_model_arn, "model_units": config.bedrock.provisioned_model_units}))
+
+    def pt_status() -> str:
+        return str(clients.bedrock.get_provisioned_model_throughput(provisionedModelId=resource.arn)["status"])
+
+    wait_until(pt_status, {"InService"}, {"Failed"}, f"provisioned throughput {model.name}", poll_s=poll_s, sleep=sleep)
+    return resource.arn

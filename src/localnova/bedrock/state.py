@@ -1,0 +1,120 @@
+"""The state file: every AWS resource this tool creates, written the moment it exists.
+
+`runs/<study>/bedrock_state.json` lists each resource with its type, id, ARN, region, the time
+it was created and the client request token that created it. A rerun looks a resource up here
+(and by its token) before creating anything, so an interrupted run resumes without making a
+second copy; `localnova bedrock cleanup` deletes what it lists. Writes go to a temporary file
+that is renamed over the old one, so a kill mid-write leaves the previous state whole.
+No credential is ever written here: only identifiers that the AWS APIs return.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from localnova.errors import UserError
+
+STATE_FILE_NAME = "bedrock_state.json"
+STATE_VERSION = 1
+
+# Resource types, in the order cleanup deletes them: what bills by the hour goes first.
+DELETE_ORDER = (
+    "provisioned_throughput",
+    "custom_model_deployment",
+    "customization_job",  # only stopped, if still running; a finished job is not a resource to delete
+    "custom_model",
+    "data_source",
+    "knowledge_base",
+    "s3_object",
+)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Resource:
+    type: str  # one of DELETE_ORDER
+    key: str  # what the study calls it, e.g. "custom_model:nova-micro"
+    region: str
+    id: str = ""  # the API's id or name
+    arn: str = ""
+    client_token: str = ""
+    created_at: str = field(default_factory=utc_now)
+    status: str = "created"  # created | deleted
+    details: dict[str, Any] = field(default_factory=dict)  # bucket/key, knowledge base id, ...
+
+
+class BedrockState:
+    """Load, query and update one study's state file (thread-safe within one process)."""
+
+    def __init__(self, path: Path, resources: list[Resource] | None = None):
+        self.path = Path(path)
+        self.resources: list[Resource] = resources or []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, study_dir: str | Path) -> "BedrockState":
+        path = Path(study_dir) / STATE_FILE_NAME
+        if not path.exists():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            resources = [Resource(**row) for row in data.get("resources", [])]
+        except (json.JSONDecodeError, TypeError) as error:
+            raise UserError(f"{path}: unreadable Bedrock state file ({error}); it lists AWS resources, fix it by hand") from None
+        return cls(path, resources)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"version": STATE_VERSION, "updated_at": utc_now(), "resources": [asdict(r) for r in self.resources]}
+        handle, temp_name = tempfile.mkstemp(prefix=".bedrock_state.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as temp_file:
+                json.dump(payload, temp_file, indent=2, sort_keys=True)
+                temp_file.flush()
+                os.fsync(temp_file.fileno())
+            os.replace(temp_name, self.path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    def record(self, resource: Resource) -> Resource:
+        """Add (or replace, by type and key) a resource and write the file at once."""
+        with self._lock:
+            self.resources = [r for r in self.resources if not (r.type == resource.type and r.key == resource.key)]
+            self.resources.append(resource)
+            self.save()
+        return resource
+
+    def update(self, resource: Resource, **changes: Any) -> Resource:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(resource, name, value)
+            self.save()
+        return resource
+
+    def find(self, type_: str, key: str | None = None, client_token: str | None = None, include_deleted: bool = False) -> Resource | None:
+        for resource in reversed(self.resources):
+            if resource.type != type_ or (resource.status == "deleted" and not include_deleted):
+                continue
+            if key is not None and resource.key != key:
+                continue
+            if client_token is not None and resource.client_token != client_token:
+                continue
+            return resource
+        return None
+
+    def live(self) -> list[Resource]:
+        """Resources not yet deleted, in cleanup order."""
+        rank = {type_: index for index, type_ in enumerate(DELETE_ORDER)}
+        alive = [r for r in self.resources if r.status != "deleted"]
+        return sorted(alive, key=lambda r: rank.get(r.type, len(rank)))

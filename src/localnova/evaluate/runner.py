@@ -1,0 +1,115 @@
+"""The grid runner: answers for arms x questions, then the judge panel, all through the store.
+
+It talks to backends only through the Backend interface, and every call goes through
+`Store.generate_cached`, so a rerun makes no call that the store already holds.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from localnova.backends.base import Backend
+from localnova.evaluate.arms import build_request, uses_retrieval
+from localnova.evaluate.judges import CONTROL_SUBJECTS, SUBJECT_ANSWER, JudgeInput, control_inputs
+from localnova.store import JudgmentRecord, Store
+from localnova.types import EvalItem, GenerationParams, RetrievedChunk
+
+
+def progress_bar(total: int, description: str):
+    """A tqdm bar with rate and ETA, silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="call", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+@dataclass
+class ArmAnswers:
+    model: str
+    arm: str
+    question_ids: list[str]
+    texts: list[str]
+
+
+def answer_arm(
+    store: Store,
+    backend: Backend,
+    model_name: str,
+    arm: str,
+    items: list[EvalItem],
+    retrieved: list[list[RetrievedChunk]] | None,
+    params: GenerationParams,
+    batch_size: int,
+) -> ArmAnswers:
+    """Generate (or read back) one arm's answers for every question and record them."""
+    contexts = retrieved if uses_retrieval(arm) else [None] * len(items)
+    requests = [build_request(item, context, params) for item, context in zip(items, contexts)]
+    # Similar prompt lengths in one batch waste less compute on padding.
+    order = sorted(range(len(requests)), key=lambda index: len(requests[index].messages[-1][1]))
+    with progress_bar(len(requests), f"{model_name}/{arm}") as bar:
+        keys, results = store.generate_cached(backend, [requests[i] for i in order], batch_size, progress=bar)
+    by_index = {index: (key, result) for index, key, result in zip(order, keys, results)}
+    retrieved_records = [
+        [{"chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": round(c.score, 6)} for c in (contexts[i] or [])] for i in range(len(items))
+    ]
+    store.save_answers(model_name, arm, [item.question_id for item in items], [by_index[i][0] for i in range(len(items))], retrieved_records)
+    return ArmAnswers(model_name, arm, [item.question_id for item in items], [by_index[i][1].text for i in range(len(items))])
+
+
+def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls: bool) -> list[JudgeInput]:
+    by_id = {item.question_id: item for item in items}
+    inputs = [
+        JudgeInput(arm_answers.model, arm_answers.arm, question_id, SUBJECT_ANSWER, by_id[question_id].question, by_id[question_id].answer, text)
+        for arm_answers in answers
+        for question_id, text in zip(arm_answers.question_ids, arm_answers.texts)
+    ]
+    if with_controls:
+        inputs += control_inputs([(item.question_id, item.question, item.answer) for item in items])
+    return inputs
+
+
+def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | None, batch_size: int) -> list[JudgmentRecord]:
+    """Score `inputs` with one judge; judgments already made for the same content (in any run
+    of this study) are reused, and LLM calls go through the store."""
+    keys = [judge.content_key(item) for item in inputs]
+    known = store.judgment_by_content(keys)
+    missing = [index for index, key in enumerate(keys) if key not in known]
+    records: dict[int, JudgmentRecord] = {}
+    for index, key in enumerate(keys):
+        if key in known:
+            previous = known[key]
+            item = inputs[index]
+            records[index] = JudgmentRecord(
+                judge.name, item.model, item.arm, item.question_id, item.subject, key,
+                previous.score, previous.method, previous.reason, previous.raw_text, previous.attempts,
+            )
+    if records:
+        store.save_judgments(list(records.values()))
+    if missing:
+        generate: Callable | None = None
+        bar = progress_bar(len(missing), f"judge {judge.name}")
+        if backend is not None:
+            def generate(requests):
+                return store.generate_cached(backend, requests, batch_size, progress=bar)[1]
+        # Judge in slices so that a killed process keeps the judgments already made.
+        for start in range(0, len(missing), max(batch_size, 16)):
+            part = missing[start : start + max(batch_size, 16)]
+            outcomes = judge.run([inputs[index] for index in part], generate)
+            if backend is None:
+                bar.update(len(part))
+            new_records = []
+            for index, outcome in zip(part, outcomes):
+                item = inputs[index]
+                new_records.append(JudgmentRecord(
+                    judge.name, item.model, item.arm, item.question_id, item.subject, keys[index],
+                    outcome.score, outcome.method, outcome.reason, outcome.raw_text, outcome.attempts,
+                ))
+            store.save_judgments(new_records)
+            records.update(zip(part, new_records))
+        bar.close()
+    return [records[index] for index in range(len(inputs))]
+
+
+def controls_only(records: list[JudgmentRecord]) -> list[JudgmentRecord]:
+    return [record for record in records if record.subject in CONTROL_SUBJECTS]

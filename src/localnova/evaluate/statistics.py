@@ -1,0 +1,369 @@
+"""Statistics on judge scores: bootstrap intervals, paired tests, Holm correction.
+
+Pure functions on numbers (numpy and scipy only, no model code), so each one can be checked
+against an independent reference. The unit of resampling everywhere is the *question*: the
+study's population is the set of questions a team might ask, so intervals and tests say how
+far the result would move with another draw of questions, not another draw of judge noise.
+
+Input rows (`ScoreRow`, `GenerationRow`) may be these dataclasses, any object with the same
+attribute names, or dicts with the same keys; `score_rows_from` and `generation_rows_from`
+turn any of them into the dataclasses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+# Above this many pairs the sign-flip test samples sign patterns instead of enumerating all
+# 2**n of them (2**16 = 65,536 patterns is still instant).
+EXACT_PERMUTATION_MAX_N = 16
+
+# Relative tolerance when comparing a permuted statistic to the observed one: sign patterns
+# that give mathematically equal sums can differ in the last bit, and must count as ties.
+_TIE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One judge's verdict on one answer; `score` None means the reply failed to parse."""
+
+    model: str
+    arm: str
+    question_id: str
+    judge: str
+    score: float | None
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """One generated answer's cost: end-to-end latency and token counts."""
+
+    model: str
+    arm: str
+    question_id: str
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+
+
+def _get(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, Mapping) else getattr(row, name)
+
+
+def score_rows_from(rows: Iterable[Any]) -> list[ScoreRow]:
+    """Coerce dicts or attribute objects to `ScoreRow`; NaN scores count as failures (None).
+
+    Raises ValueError on two rows for the same (model, arm, question_id, judge): one answer
+    has one verdict per judge, and a duplicate would silently weigh a question twice.
+    """
+    out: list[ScoreRow] = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for row in rows:
+        raw = _get(row, "score")
+        score = None if raw is None else float(raw)
+        if score is not None and math.isnan(score):
+            score = None
+        item = ScoreRow(
+            model=str(_get(row, "model")),
+            arm=str(_get(row, "arm")),
+            question_id=str(_get(row, "question_id")),
+            judge=str(_get(row, "judge")),
+            score=score,
+        )
+        key = (item.model, item.arm, item.question_id, item.judge)
+        if key in seen:
+            raise ValueError(f"duplicate score row for model/arm/question/judge {key}")
+        seen.add(key)
+        out.append(item)
+    return out
+
+
+def generation_rows_from(rows: Iterable[Any]) -> list[GenerationRow]:
+    """Coerce dicts or attribute objects to `GenerationRow`."""
+    return [
+        GenerationRow(
+            model=str(_get(row, "model")),
+            arm=str(_get(row, "arm")),
+            question_id=str(_get(row, "question_id")),
+            latency_ms=float(_get(row, "latency_ms")),
+            input_tokens=int(_get(row, "input_tokens")),
+            output_tokens=int(_get(row, "output_tokens")),
+        )
+        for row in rows
+    ]
+
+
+def ordered_arms(arms: Iterable[str], base_arm: str = "base") -> list[str]:
+    """Arms in order of first appearance, with `base_arm` moved to the front if present."""
+    unique = list(dict.fromkeys(arms))
+    return ([base_arm] if base_arm in unique else []) + [a for a in unique if a != base_arm]
+
+
+def panel_scores_by_question(
+    score_rows: Iterable[Any],
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Panel score per answer: the mean over the judges that produced a score for it.
+
+    Returns {(model, arm): {question_id: panel_score}}. Failed judgments (score None) are
+    left out of the mean rather than counted as 0; an answer that no judge scored is left out
+    of its cell altogether (the failure counts in the summary report it).
+    """
+    totals: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for row in score_rows_from(score_rows):
+        cell = totals.setdefault((row.model, row.arm), {})
+        scores = cell.setdefault(row.question_id, [])
+        if row.score is not None:
+            scores.append(row.score)
+    return {
+        key: {qid: float(np.mean(s)) for qid, s in by_question.items() if s}
+        for key, by_question in totals.items()
+    }
+
+
+def _resample_statistic(
+    samples: np.ndarray, statistic: Callable[..., Any]
+) -> np.ndarray:
+    """Apply `statistic` to each row of a (n_resamples, n) array, vectorised when it can be."""
+    try:
+        values = np.asarray(statistic(samples, axis=-1), dtype=float)
+        if values.shape == samples.shape[:1]:
+            return values
+    except TypeError:
+        pass
+    return np.array([float(statistic(row)) for row in samples])
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    statistic: Callable[..., Any] = np.mean,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap interval: (estimate, low, high).
+
+    `estimate` is `statistic(values)`; low/high are the (1-confidence)/2 and (1+confidence)/2
+    quantiles (linear interpolation) of the statistic over `n_resamples` resamples of the
+    values with replacement, drawn from numpy's default_rng(seed), so equal inputs give equal
+    intervals. With fewer than 2 values the interval is undefined: low and high are NaN
+    (and the estimate too when there are no values).
+    """
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return (math.nan, math.nan, math.nan)
+    estimate = float(statistic(data))
+    if data.size < 2:
+        return (estimate, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, data.size, size=(n_resamples, data.size))
+    resampled = _resample_statistic(data[indices], statistic)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(resampled, [tail, 1.0 - tail])
+    return (estimate, float(low), float(high))
+
+
+def _paired_arrays(
+    a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the questions present in both maps, in a stable (sorted id) order."""
+    shared = sorted(set(a_by_question) & set(b_by_question))
+    a = np.array([a_by_question[q] for q in shared], dtype=float)
+    b = np.array([b_by_question[q] for q in shared], dtype=float)
+    return a, b
+
+
+def _pct_change(base_mean: np.ndarray | float, arm_mean: np.ndarray | float) -> Any:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 100.0 * (np.asarray(arm_mean) - base_mean) / np.asarray(base_mean)
+
+
+def pct_change_vs_base(
+    base_by_question: Mapping[str, float],
+    arm_by_question: Mapping[str, float],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """% change of the arm's mean against the base mean, with a paired bootstrap interval.
+
+    Only questions scored in both arms count, so both means are over the same questions.
+    pct = 100 * (mean(arm) - mean(base)) / mean(base). The interval resamples question ids
+    jointly (the pairing is kept), percentile method as in `bootstrap_ci`; resamples whose
+    base mean is 0 have no defined % change and are left out of the quantiles. Returns NaN
+    where undefined (no shared questions, base mean 0, or fewer than 2 questions for the
+    interval).
+    """
+    base, arm = _paired_arrays(base_by_question, arm_by_question)
+    if base.size == 0:
+        return (math.nan, math.nan, math.nan)
+    estimate = float(_pct_change(base.mean(), arm.mean()))
+    if not math.isfinite(estimate):
+        estimate = math.nan
+    if base.size < 2:
+        return (estimate, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, base.size, size=(n_resamples, base.size))
+    resampled = _pct_change(base[indices].mean(axis=1), arm[indices].mean(axis=1))
+    resampled = resampled[np.isfinite(resampled)]
+    if resampled.size == 0:
+        return (estimate, math.nan, math.nan)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(resampled, [tail, 1.0 - tail])
+    return (estimate, float(low), float(high))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two paired tests of b against a; mean_diff = mean(b - a) over the n pairs."""
+
+    n: int
+    mean_diff: float
+    wilcoxon_p: float
+    permutation_p: float
+
+
+def _wilcoxon_p(differences: np.ndarray) -> float:
+    from scipy.stats import wilcoxon
+
+    # scipy's default zero_method ('wilcox') drops zero differences; with nothing left the
+    # two arms agree on every question, which is no evidence of a difference at all.
+    if not np.any(differences != 0):
+        return 1.0
+    return float(wilcoxon(differences).pvalue)
+
+
+def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> float:
+    """Two-sided paired permutation p-value for the mean difference (sign flips).
+
+    Under the null each difference is as likely to have either sign. p is the share of sign
+    patterns whose |sum| reaches the observed |sum|: over all 2**n patterns when
+    n <= EXACT_PERMUTATION_MAX_N, else (1 + hits) / (1 + n_permutations) over random patterns,
+    which never reports p = 0 from a finite sample.
+    """
+    n = differences.size
+    observed = abs(differences.sum())
+    threshold = observed - _TIE_TOLERANCE * max(1.0, observed)
+    if n <= EXACT_PERMUTATION_MAX_N:
+        # Row k of the table is the binary expansion of k: every sign pattern exactly once.
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+        signs = 1.0 - 2.0 * bits
+        return float(np.mean(np.abs(signs @ differences) >= threshold))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    remaining = n_permutations
+    chunk_rows = max(1, 1_000_000 // n)  # bound memory for large n
+    while remaining > 0:
+        rows = min(chunk_rows, remaining)
+        signs = rng.choice((1.0, -1.0), size=(rows, n))
+        hits += int(np.sum(np.abs(signs @ differences) >= threshold))
+        remaining -= rows
+    return (1 + hits) / (1 + n_permutations)
+
+
+def paired_tests(
+    a: Sequence[float], b: Sequence[float], n_permutations: int = 10000, seed: int = 0
+) -> PairedTest:
+    """Wilcoxon signed-rank and sign-flip permutation test on paired samples a and b.
+
+    Both tests are two-sided on the differences b - a. Wilcoxon is scipy.stats.wilcoxon with
+    its defaults (zero differences dropped; with ties or zeros and n <= 13 scipy enumerates
+    sign patterns, a fraction of a second per call); all-zero differences give p = 1. The
+    permutation test is described in `_sign_flip_p` (exact for n <= 16, else Monte Carlo with
+    `seed`).
+    With no pairs every field but n is NaN.
+    """
+    a_values = np.asarray(a, dtype=float)
+    b_values = np.asarray(b, dtype=float)
+    if a_values.shape != b_values.shape or a_values.ndim != 1:
+        raise ValueError(
+            f"paired samples need equal 1-d shapes, got {a_values.shape} and {b_values.shape}"
+        )
+    differences = b_values - a_values
+    if differences.size == 0:
+        return PairedTest(n=0, mean_diff=math.nan, wilcoxon_p=math.nan, permutation_p=math.nan)
+    return PairedTest(
+        n=int(differences.size),
+        mean_diff=float(differences.mean()),
+        wilcoxon_p=_wilcoxon_p(differences),
+        permutation_p=_sign_flip_p(differences, n_permutations, seed),
+    )
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order.
+
+    With the m finite p-values sorted ascending, the k-th (k from 0) becomes
+    max over j <= k of min(1, (m - j) * p_j): step-down, monotone, capped at 1, and never
+    below the raw p. NaN entries are not part of the family and stay NaN.
+    """
+    raw = np.asarray(pvalues, dtype=float)
+    adjusted = np.full(raw.shape, math.nan)
+    finite = np.flatnonzero(np.isfinite(raw))
+    m = finite.size
+    if m == 0:
+        return adjusted.tolist()
+    order = finite[np.argsort(raw[finite], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * raw[order])
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """Paired comparison of arm_b against arm_a within one model (diff = b - a)."""
+
+    model: str
+    arm_a: str
+    arm_b: str
+    n: int
+    mean_diff: float
+    wilcoxon_p: float
+    permutation_p: float
+    wilcoxon_p_holm: float
+    permutation_p_holm: float
+
+
+def compare_arms(
+    scores_by_cell: Mapping[tuple[str, str], Mapping[str, float]],
+    base_arm: str = "base",
+    n_permutations: int = 10000,
+    seed: int = 0,
+) -> list[ArmComparison]:
+    """Paired tests for every pair of arms within each model, Holm-adjusted as one family.
+
+    `scores_by_cell` is {(model, arm): {question_id: score}} (e.g. from
+    `panel_scores_by_question`). Within a model, arms are ordered base first, then by first
+    appearance; each pair (a, b) with a before b is tested on the questions both scored, so
+    arm-vs-base pairs have a = base. The Holm family is every comparison of every model,
+    adjusted separately for the Wilcoxon and the permutation p-values. A model with one arm
+    contributes nothing.
+    """
+    arms_by_model: dict[str, list[str]] = {}
+    for model, arm in scores_by_cell:
+        arms_by_model.setdefault(model, []).append(arm)
+    raw: list[tuple[str, str, str, PairedTest]] = []
+    for model, arms in arms_by_model.items():
+        for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
+            a, b = _paired_arrays(scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)])
+            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed)))
+    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t in raw])
+    permutation_holm = holm_adjust([t.permutation_p for *_, t in raw])
+    return [
+        ArmComparison(
+            model=model,
+            arm_a=arm_a,
+            arm_b=arm_b,
+            n=test.n,
+            mean_diff=test.mean_diff,
+            wilcoxon_p=test.wilcoxon_p,
+            permutation_p=test.permutation_p,
+            wilcoxon_p_holm=w_holm,
+            permutation_p_holm=p_holm,
+        )
+        for (model, arm_a, arm_b, test), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
+    ]

@@ -1,0 +1,1 @@
+"""Fine-tuning: local LoRA/QLoRA (lora.py) and its hyperparameter presets (presets.py)."""

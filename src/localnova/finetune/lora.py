@@ -1,0 +1,454 @@
+"""Local LoRA and QLoRA fine-tuning with TRL's SFTTrainer and peft.
+
+One function trains (`train_adapter`), one reuses or trains (`find_or_train_adapter`) and one
+checks that an adapter belongs to a base model (`load_adapter_check`). The same training
+function runs alone or under `accelerate launch` (DDP; gloo on CPU), where only rank 0 writes.
+
+The loss covers the assistant turns only. We build the labels ourselves from the model's own
+chat template instead of using TRL's `assistant_only_loss`, which needs `{% generation %}`
+markers that most templates (SmolLM2's among them) lack.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localnova.errors import UserError
+from localnova.finetune.presets import check_hyperparameters
+from localnova.optional import cuda_available, is_available, require
+from localnova.types import stable_hash
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "localnova_adapter.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+IGNORE_INDEX = -100  # label value that the loss skips
+
+
+@dataclass
+class AdapterInfo:
+    """A trained adapter and how it came to be; `localnova_adapter.json` holds the same fields."""
+
+    path: str
+    base_model: str
+    base_fingerprint: str
+    data_hash: str
+    settings: dict[str, Any]
+    seed: int
+    dtype: str = ""
+    device: str = ""
+    world_size: int = 1
+    train_examples: int = 0
+    validation_hash: str | None = None
+    loss_curve: list[dict[str, float]] = field(default_factory=list)
+    eval_curve: list[dict[str, float]] = field(default_factory=list)
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+    train_tokens_per_s: float = 0.0
+    resumed_from_step: int | None = None
+    reused: bool = False  # set on return, never saved
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("reused")
+        return data
+
+    @staticmethod
+    def from_json(data: dict[str, Any], path: Path) -> "AdapterInfo":
+        known = {name for name in AdapterInfo.__dataclass_fields__}
+        values = {key: value for key, value in data.items() if key in known}
+        values["path"] = str(path)
+        return AdapterInfo(**values)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What the hardware asks for: the weights' dtype and the Trainer's autocast flags."""
+
+    dtype: str  # "float32", "bfloat16" or "float16": the dtype the base weights are loaded in
+    bf16: bool
+    fp16: bool
+    device: str  # "cuda" or "cpu"
+
+
+def choose_precision(config) -> Precision:
+    """Pick dtype and autocast from the hardware; `config.precision` other than 'auto' wins.
+
+    On CPU, 'auto' means fp32 with both autocast flags explicitly off: TRL's default bf16
+    autocast made a step about 6x slower on the 2-core build machine, and it did so even though
+    that CPU reports avx512_bf16 and amx_bf16 (cpu_supports_bf16() is True there), so CPU
+    flags alone are no reason to autocast. bf16 on CPU stays available as precision=bf16.
+    """
+    on_cuda = cuda_available()
+    device = "cuda" if on_cuda else "cpu"
+    bf16_ok = on_cuda and _cuda_bf16_supported()
+    wanted = config.precision
+    if wanted == "auto":
+        if on_cuda:
+            wanted = "bf16" if bf16_ok else "fp16"
+        else:
+            wanted = "fp32"
+    if wanted == "fp32":
+        return Precision("float32", False, False, device)
+    if wanted == "fp16":
+        if not on_cuda:
+            raise UserError("finetune.precision=fp16 needs a CUDA GPU; use fp32 or auto on CPU")
+        return Precision("float16", False, True, device)
+    if on_cuda and not bf16_ok:
+        raise UserError("finetune.precision=bf16: this GPU has no bf16 support; use fp16 or auto")
+    # On CUDA the base weights live in bf16 (half the memory); peft keeps the adapter in fp32.
+    # On CPU the weights stay fp32 and bf16 is autocast only.
+    return Precision("bfloat16" if on_cuda else "float32", True, False, device)
+
+
+def _cuda_bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_bf16_supported()
+
+
+def training_settings(config, max_steps: int | None = None) -> dict[str, Any]:
+    """The settings that change the adapter's weights: part of the reuse and resume key."""
+    settings = {
+        "preset": config.preset,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+        "warmup_steps": config.warmup_steps,
+        "max_seq_length": config.max_seq_length,
+        "lora": config.lora.model_dump(mode="json"),
+        "quantization": config.quantization,
+        "precision": config.precision,
+    }
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
+    return settings
+
+
+def data_hash(records: list[dict]) -> str:
+    return stable_hash(records)
+
+
+def check_before_loading(config, train_records: list[dict]) -> None:
+    """Everything a user can get wrong that is knowable without loading a model."""
+    check_hyperparameters(config)
+    if config.quantization == "4bit" and not (cuda_available() and is_available("bitsandbytes")):
+        raise UserError("4-bit QLoRA needs a CUDA GPU and bitsandbytes")
+    if not train_records:
+        raise UserError("the training set is empty: nothing to fine-tune on")
+    for index, record in enumerate(train_records):
+        messages = record.get("messages") if isinstance(record, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise UserError(f"training record {index + 1}: expected {{'messages': [...]}} with at least one message")
+        if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+            raise UserError(f"training record {index + 1}: no assistant message to learn from")
+        for message in messages:
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+                raise UserError(f"training record {index + 1}: each message needs a 'role' and a string 'content'")
+
+
+def tokenize_chat(tokenizer, messages: list[dict[str, str]], max_seq_length: int) -> dict[str, list[int]]:
+    """Token ids of a conversation rendered by the model's chat template, and labels that are
+    -100 everywhere except on the assistant turns (their text and end-of-turn tokens).
+
+    Each assistant turn's span is found as the text between the conversation rendered up to
+    the turn with the generation prompt and the conversation rendered through the turn; the
+    tokens whose characters start inside a span are learned. Truncated to `max_seq_length`.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("fine-tuning needs a fast tokenizer (tokenizer.json) to find the assistant tokens")
+    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans: list[tuple[int, int]] = []
+    for turn, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:turn], tokenize=False, add_generation_prompt=True) if turn else ""
+        through = tokenizer.apply_chat_template(messages[: turn + 1], tokenize=False)
+        if not full_text.startswith(through) or not through.startswith(before):
+            raise UserError("the model's chat template does not render conversations prefix by prefix; cannot find the assistant tokens")
+        spans.append((len(before), len(through)))
+    # The template already holds any special tokens it wants; adding them again would double BOS.
+    encoded = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoded["input_ids"])[:max_seq_length]
+    offsets = list(encoded["offset_mapping"])[:max_seq_length]
+    labels = [
+        token_id if any(start <= char_start < end for start, end in spans) else IGNORE_INDEX
+        for token_id, (char_start, _) in zip(input_ids, offsets)
+    ]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def build_dataset(tokenizer, records: list[dict], max_seq_length: int, what: str = "training"):
+    """A datasets.Dataset of input_ids/labels; records left with no assistant token after
+    truncation are dropped (they would add no loss)."""
+    from datasets import Dataset
+
+    rows = [tokenize_chat(tokenizer, record["messages"], max_seq_length) for record in records]
+    rows = [row for row in rows if any(label != IGNORE_INDEX for label in row["labels"])]
+    if not rows:
+        raise UserError(f"no {what} record keeps an assistant token within finetune.max_seq_length={max_seq_length}")
+    return Dataset.from_list(rows)
+
+
+def load_base(base_model, config, precision: Precision):
+    """The tokenizer and the peft-wrapped base model (4-bit for QLoRA), LoRA from config.lora."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    load_kwargs: dict[str, Any] = {"dtype": getattr(torch, precision.dtype)}
+    if config.quantization == "4bit":
+        require("bitsandbytes", "4-bit QLoRA")
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        load_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        load_kwargs["dtype"] = torch.bfloat16
+        # each DDP rank puts its whole copy on its own GPU
+        load_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = AutoModelForCausalLM.from_pretrained(base_model.path, **load_kwargs)
+    if config.quantization == "4bit":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return tokenizer, get_peft_model(model, lora)
+
+
+def build_trainer(model, tokenizer, train_dataset, eval_dataset, config, precision: Precision, output_dir: Path, seed: int,
+                  max_steps: int | None = None, save_steps: int | None = None, callbacks: list | None = None):
+    """The SFTTrainer exactly as `train_adapter` runs it (the benchmark times this one too)."""
+    from trl import SFTConfig, SFTTrainer
+
+    if eval_dataset is not None:
+        eval_kwargs: dict[str, Any] = {"eval_strategy": "epoch", "per_device_eval_batch_size": config.batch_size}
+    else:
+        eval_kwargs = {"eval_strategy": "no"}
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        max_length=config.max_seq_length,
+        # Inherited defaults would turn on bf16 autocast and gradient checkpointing; both are
+        # chosen here, from the hardware and the model's size.
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        gradient_checkpointing=config.quantization == "4bit",
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        use_cpu=precision.device == "cpu",
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="steps" if save_steps else "epoch",
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=not sys.stderr.isatty(),
+        dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized, labelled and truncated
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+        **eval_kwargs,
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def checkpoint_dir(out_dir: Path, run_key: str) -> Path:
+    """Checkpoints live beside the adapter, keyed by what they were trained from."""
+    return out_dir.parent / "checkpoints" / f"{out_dir.name}-{run_key}"
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    complete = [(step, p) for step, p in steps if (p / "trainer_state.json").exists()]
+    return max(complete)[1] if complete else None
+
+
+def _curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
+    loss_curve = [{"step": e["step"], "loss": e["loss"], "epoch": e.get("epoch")} for e in log_history if "loss" in e]
+    eval_curve = [{"step": e["step"], "eval_loss": e["eval_loss"], "epoch": e.get("epoch")} for e in log_history if "eval_loss" in e]
+    return loss_curve, eval_curve
+
+
+def _write_atomically(trainer, info: AdapterInfo, out_dir: Path) -> None:
+    """Save into a temporary folder beside out_dir, then swap it in, so an interrupted run
+    never leaves half an adapter at out_dir."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        trainer.model.save_pretrained(staging)
+        (staging / METADATA_FILE).write_text(json.dumps(info.to_json(), indent=2), encoding="utf-8")
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}-old-{os.getpid()}"
+            os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def train_adapter(base_model, train_records: list[dict], validation_records: list[dict] | None, config, out_dir: Path,
+                  seed: int, max_steps: int | None = None, save_steps: int | None = None,
+                  callbacks: list | None = None) -> AdapterInfo:
+    """Train a LoRA (or QLoRA) adapter on chat records and save it at `out_dir`.
+
+    `base_model` is a ResolvedModel, `config` a FinetuneConfig. Bad settings or data raise a
+    UserError before anything loads. Resumes from the last checkpoint of an interrupted run on
+    the same data and settings. `max_steps` caps the run (tests, smoke runs); `save_steps`
+    checkpoints every so many steps instead of once per epoch; `callbacks` go to the Trainer.
+    """
+    check_before_loading(config, train_records)
+    precision = choose_precision(config)
+    import transformers
+
+    out_dir = Path(out_dir)
+    settings = training_settings(config, max_steps)
+    train_hash = data_hash(train_records)
+    run_key = stable_hash({"base": base_model.fingerprint, "data": train_hash, "settings": settings, "seed": seed}, 12)
+    checkpoints = checkpoint_dir(out_dir, run_key)
+
+    transformers.set_seed(seed)  # before the model: LoRA's initial weights are random
+    tokenizer, model = load_base(base_model, config, precision)
+    train_dataset = build_dataset(tokenizer, train_records, config.max_seq_length)
+    eval_dataset = build_dataset(tokenizer, validation_records, config.max_seq_length, "validation") if validation_records else None
+    trainer = build_trainer(model, tokenizer, train_dataset, eval_dataset, config, precision, checkpoints, seed,
+                            max_steps, save_steps, callbacks)
+
+    resume_from = _last_checkpoint(checkpoints) if checkpoints.exists() else None
+    if resume_from is not None:
+        log.info("resuming from %s", resume_from)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if eval_dataset is not None:
+        evaluated_steps = {e["step"] for e in trainer.state.log_history if "eval_loss" in e}
+        if trainer.state.global_step not in evaluated_steps:
+            trainer.evaluate()
+    train_seconds = time.perf_counter() - started
+
+    loss_curve, eval_curve = _curves(trainer.state.log_history)
+    # TRL counts the non-padding tokens it trained on, summed over every rank.
+    train_tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
+    info = AdapterInfo(
+        path=str(out_dir),
+        base_model=base_model.name,
+        base_fingerprint=base_model.fingerprint,
+        data_hash=train_hash,
+        settings=settings,
+        seed=seed,
+        dtype=precision.dtype + ("+bf16-autocast" if precision.bf16 and precision.dtype == "float32" else ""),
+        device=precision.device,
+        world_size=trainer.args.world_size,
+        train_examples=len(train_dataset),
+        validation_hash=data_hash(validation_records) if validation_records else None,
+        loss_curve=loss_curve,
+        eval_curve=eval_curve,
+        train_tokens=train_tokens,
+        train_seconds=round(train_seconds, 3),
+        train_tokens_per_s=round(train_tokens / train_seconds, 2) if train_seconds > 0 else 0.0,
+        resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
+    )
+    if trainer.is_world_process_zero():
+        _write_atomically(trainer, info, out_dir)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        if checkpoints.parent.is_dir() and not any(checkpoints.parent.iterdir()):
+            checkpoints.parent.rmdir()
+    trainer.accelerator.wait_for_everyone()
+    return info
+
+
+def read_adapter_info(adapter_dir: Path) -> AdapterInfo | None:
+    """The saved metadata of a complete adapter folder, or None."""
+    adapter_dir = Path(adapter_dir)
+    metadata = adapter_dir / METADATA_FILE
+    if not metadata.is_file() or not all((adapter_dir / name).is_file() for name in ADAPTER_FILES):
+        return None
+    try:
+        return AdapterInfo.from_json(json.loads(metadata.read_text(encoding="utf-8")), adapter_dir)
+    except (json.JSONDecodeError, TypeError):
+        return None
+
+
+def find_or_train_adapter(base_model, train_records: list[dict], validation_records: list[dict] | None, config,
+                          out_dir: Path, seed: int, max_steps: int | None = None, save_steps: int | None = None,
+                          callbacks: list | None = None) -> AdapterInfo:
+    """Return the adapter at `out_dir` if it was trained from the same base model, data,
+    settings and seed; train it otherwise."""
+    check_before_loading(config, train_records)
+    existing = read_adapter_info(Path(out_dir))
+    if (
+        existing is not None
+        and existing.base_fingerprint == base_model.fingerprint
+        and existing.data_hash == data_hash(train_records)
+        and existing.settings == training_settings(config, max_steps)
+        and existing.seed == seed
+    ):
+        log.info("reusing adapter at %s (same base model, data hash %s and settings)", out_dir, existing.data_hash)
+        existing.reused = True
+        return existing
+    return train_adapter(base_model, train_records, validation_records, config, out_dir, seed, max_steps, save_steps, callbacks)
+
+
+def load_adapter_check(base, adapter_dir: Path) -> AdapterInfo:
+    """Check that `adapter_dir` is a LoRA adapter for the base model `base` (a ResolvedModel).
+
+    Ours carry the base fingerprint in localnova_adapter.json; an adapter from elsewhere is
+    matched on the base_model_name_or_path that peft wrote.
+    """
+    adapter_dir = Path(adapter_dir)
+    config_file = adapter_dir / "adapter_config.json"
+    if not adapter_dir.is_dir() or not config_file.is_file():
+        raise UserError(f"{adapter_dir}: not an adapter folder (no adapter_config.json)")
+    if not any(adapter_dir.glob("adapter_model.*")):
+        raise UserError(f"{adapter_dir}: not an adapter folder (no adapter_model.safetensors)")
+    try:
+        adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{config_file}:{error.lineno}: malformed JSON") from None
+    info = read_adapter_info(adapter_dir)
+    if info is not None:
+        if info.base_fingerprint != base.fingerprint:
+            raise UserError(
+                f"{adapter_dir}: adapter was trained on {info.base_model} (fingerprint {info.base_fingerprint}), "
+                f"not on {base.name} (fingerprint {base.fingerprint})"
+            )
+        return info
+    trained_on = adapter_config.get("base_model_name_or_path")
+    if trained_on not in (base.name, base.path):
+        raise UserError(f"{adapter_dir}: adapter was trained on {trained_on!r}, not on {base.name!r}")
+    return AdapterInfo(path=str(adapter_dir), base_model=str(trained_on), base_fingerprint=base.fingerprint,
+                       data_hash="", settings={}, seed=-1)

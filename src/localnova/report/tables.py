@@ -1,0 +1,305 @@
+"""The report's content as plain blocks (paragraphs, tables, preformatted text), built once
+and written both as Markdown and as HTML by `render`, so the two never say different things.
+
+Cells and texts here are raw strings: escaping belongs to the writer of each format.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from localnova.evaluate.summary import StudySummary
+from localnova.report.collect import RunData
+
+# A judge is called trustworthy when its controls land where the rubric says they should.
+TRUTH_MIN, EMPTY_MAX, OTHER_MAX = 7.0, 2.0, 3.0
+CONTROL_RULE = (
+    f"A judge is called trustworthy when it gives the ground truth itself a mean of at least {TRUTH_MIN:g}, "
+    f"an empty answer at most {EMPTY_MAX:g}, and another question's ground truth at most {OTHER_MAX:g}."
+)
+LATENCY_METHODS = {
+    "batch_wall_clock": "wall-clock time of the whole batched call, recorded for every request in the batch "
+    "(what a user who sent that batch waited, not one request's own time)",
+    "per_request_wall_clock": "wall-clock time of each request on its own, end to end",
+}
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Preformatted:
+    caption: str
+    text: str
+
+
+@dataclass
+class Figure:
+    caption: str
+    svg: str
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Any] = field(default_factory=list)
+
+
+def number(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def interval(mean: float, low: float, high: float, digits: int = 2) -> str:
+    if not math.isfinite(low) or not math.isfinite(high):
+        return number(mean, digits)
+    return f"{number(mean, digits)} [{number(low, digits)}, {number(high, digits)}]"
+
+
+def percent(value: float, low: float | None = None, high: float | None = None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:+.1f}%"
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:+.1f}, {high:+.1f}]"
+    return text
+
+
+def p_value(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
+    rows = []
+    for run, summary in zip(runs, summaries):
+        versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == run.base_arm}
+        for cell in summary.panel_cells:
+            test = versus_base.get((cell.model, cell.arm))
+            rows.append([
+                run.label, cell.model, cell.arm, str(cell.n_questions), interval(cell.mean, cell.low, cell.high),
+                "(reference)" if cell.arm == run.base_arm else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
+                p_value(test.wilcoxon_p_holm) if test else "", p_value(test.permutation_p_holm) if test else "",
+            ])
+    return Table(["run", "model", "arm", "questions", "panel score [95% CI]", "% vs base [95% CI]",
+                  "p Wilcoxon (Holm)", "p permutation (Holm)"], rows)
+
+
+def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
+    rows = [
+        [run.label, c.model, f"{c.arm_b} vs {c.arm_a}", str(c.n), number(c.mean_diff), p_value(c.wilcoxon_p),
+         p_value(c.wilcoxon_p_holm), p_value(c.permutation_p), p_value(c.permutation_p_holm)]
+        for run, summary in zip(runs, summaries) for c in summary.comparisons
+    ]
+    return Table(["run", "model", "comparison", "pairs", "mean difference", "p Wilcoxon", "Holm", "p permutation", "Holm"], rows)
+
+
+def judge_means_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
+    rows = [
+        [run.label, c.model, c.arm, c.judge, str(c.n_judgments - c.n_failed), str(c.n_failed), interval(c.mean, c.low, c.high)]
+        for run, summary in zip(runs, summaries) for c in summary.judge_cells
+    ]
+    return Table(["run", "model", "arm", "judge", "scored", "failed", "mean [95% CI]"], rows)
+
+
+def agreement_tables(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
+    pairs, overall = [], []
+    for run, summary in zip(runs, summaries):
+        agreement = summary.agreement
+        if agreement is None:
+            continue
+        overall.append([run.label, ", ".join(agreement.judges), number(agreement.krippendorff_alpha, 3),
+                        f"{agreement.n_answers_with_two_scores} of {agreement.n_answers}"])
+        for answer_pair, arm_pair in zip(agreement.per_answer, agreement.arm_ranking):
+            pairs.append([run.label, answer_pair.judge_a, answer_pair.judge_b, str(answer_pair.n), number(answer_pair.spearman, 3),
+                          number(answer_pair.kendall, 3), str(arm_pair.n), number(arm_pair.spearman, 3), number(arm_pair.kendall, 3)])
+    if not overall:
+        return [Paragraph("Fewer than two judges scored answers, so there is no agreement to measure.")]
+    return [
+        Table(["run", "judge A", "judge B", "answers", "Spearman", "Kendall", "model x arm cells", "Spearman (arm ranking)",
+               "Kendall (arm ranking)"], pairs),
+        Table(["run", "judges", "Krippendorff alpha (interval)", "answers scored by 2+ judges"], overall),
+    ]
+
+
+def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
+    rows, notes = [], []
+    for run, summary in zip(runs, summaries):
+        methods: dict[tuple[str, str], set[str]] = {}
+        batch_sizes: dict[str, int] = {}
+        for answer in run.answers:
+            methods.setdefault((answer.model, answer.arm), set()).add(answer.result.latency_method)
+            batch_sizes[answer.result.latency_method] = max(batch_sizes.get(answer.result.latency_method, 1), answer.result.batch_size)
+        for cell in summary.latency_tokens:
+            pct = cell.pct_vs_base
+            rows.append([
+                run.label, cell.model, cell.arm, str(cell.n_generations), ", ".join(sorted(methods.get((cell.model, cell.arm), ()))),
+                number(cell.latency_ms_median, 0), number(cell.latency_ms_p90, 0), percent(pct.get("latency_ms_median", math.nan)),
+                number(cell.input_tokens_mean, 1), number(cell.output_tokens_mean, 1), number(cell.total_tokens_mean, 1),
+                percent(pct.get("total_tokens_mean", math.nan)),
+            ])
+        server = [a.result.server_latency_ms for a in run.answers if a.result.server_latency_ms is not None]
+        for method, largest_batch in sorted(batch_sizes.items()):
+            described = LATENCY_METHODS.get(method, "as the backend reported it")
+            extra = f"; largest batch {largest_batch}" if method == "batch_wall_clock" else ""
+            notes.append(f"{run.label}: latency measured as {method}: {described}{extra}.")
+        if server:
+            server.sort()
+            notes.append(f"{run.label}: the server also reported its own latency for {len(server)} answers "
+                         f"(median {server[len(server) // 2]:.0f} ms).")
+    return [Table(["run", "model", "arm", "answers", "latency method", "median ms", "p90 ms", "median % vs base",
+                   "input tokens", "output tokens", "total tokens", "total % vs base"], rows)] + [Paragraph(n) for n in notes]
+
+
+def control_means(run: RunData) -> dict[tuple[str, str], list[float]]:
+    """Scores per (judge, subject), subject 'answer' included, failures left out."""
+    scores: dict[tuple[str, str], list[float]] = {}
+    for judgment in run.judgments:
+        if judgment.score is not None:
+            scores.setdefault((judgment.judge, judgment.subject), []).append(judgment.score)
+    return scores
+
+
+def control_verdict(truth: float, empty: float, other: float) -> str:
+    if not all(math.isfinite(v) for v in (truth, empty, other)):
+        return "cannot tell: some controls were not scored"
+    problems = []
+    if truth < TRUTH_MIN:
+        problems.append(f"gives the ground truth only {truth:.1f}")
+    if empty > EMPTY_MAX:
+        problems.append(f"gives an empty answer {empty:.1f}")
+    if other > OTHER_MAX:
+        problems.append(f"gives another question's truth {other:.1f}")
+    return "trustworthy" if not problems else "not trustworthy: " + "; ".join(problems)
+
+
+def controls_table(runs: list[RunData]) -> Table:
+    rows = []
+    for run in runs:
+        scores = control_means(run)
+        for judge in run.judges:
+            truth, empty, other = (_mean(scores.get((judge, s), [])) for s in ("control_ground_truth", "control_empty", "control_other"))
+            failed = sum(1 for j in run.judgments if j.judge == judge and j.subject != "answer" and j.score is None)
+            rows.append([run.label, judge, number(_mean(scores.get((judge, "answer"), []))), number(truth), number(empty),
+                         number(other), str(failed), control_verdict(truth, empty, other)])
+    return Table(["run", "judge", "real answers", "ground truth", "empty answer", "other question's truth",
+                  "control failures", "verdict"], rows)
+
+
+def failures_table(runs: list[RunData]) -> Table:
+    rows = []
+    for run in runs:
+        for judge in run.judges:
+            answers = [j for j in run.judgments if j.judge == judge and j.subject == "answer"]
+            controls = [j for j in run.judgments if j.judge == judge and j.subject != "answer"]
+            failed = sum(j.score is None for j in answers)
+            rate = f"{100 * failed / len(answers):.1f}%" if answers else "n/a"
+            methods = ", ".join(sorted({j.method for j in run.judgments if j.judge == judge}))
+            retried = sum(j.attempts > 1 for j in run.judgments if j.judge == judge)
+            rows.append([run.label, judge, methods, str(len(answers)), str(failed), rate,
+                         str(len(controls)), str(sum(j.score is None for j in controls)), str(retried)])
+    return Table(["run", "judge", "method", "answers judged", "parse failures", "failure rate", "controls judged",
+                  "control failures", "retried"], rows)
+
+
+def failure_examples(runs: list[RunData], per_judge: int = 2) -> list[Any]:
+    """A few raw replies that failed to parse, so a reader sees why (model text: escaped later)."""
+    blocks: list[Any] = []
+    for run in runs:
+        for judge in run.judges:
+            failed = [j for j in run.judgments if j.judge == judge and j.score is None][:per_judge]
+            for judgment in failed:
+                where = f"{judgment.model} / {judgment.arm}" if judgment.subject == "answer" else judgment.subject
+                blocks.append(Preformatted(f"{run.label}: {judge} on {where} / question {judgment.question_id}, "
+                                           f"after {judgment.attempts} attempts", judgment.raw_text or "(empty reply)"))
+    return blocks
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else str(value)
+
+
+def json_table(value: Any, key_header: str = "name") -> Table | Preformatted:
+    """A table from an artifact's JSON: rows of dicts, dict of dicts, or dict of values;
+    anything else is shown as JSON text."""
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        headers = list(dict.fromkeys(key for row in value for key in row))
+        return Table(headers, [[_cell(row.get(h)) for h in headers] for row in value])
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        headers = list(dict.fromkeys(key for row in value.values() for key in row))
+        return Table([key_header] + headers, [[str(name)] + [_cell(row.get(h)) for h in headers] for name, row in value.items()])
+    if isinstance(value, dict) and value and not any(isinstance(v, (dict, list)) for v in value.values()):
+        return Table([key_header, "value"], [[str(k), _cell(v)] for k, v in value.items()])
+    return Preformatted("", json.dumps(value, indent=2, sort_keys=True))
+
+
+def artifact_blocks(runs: list[RunData], prefix: str, empty_note: str, key_header: str = "name") -> list[Any]:
+    blocks: list[Any] = []
+    for run in runs:
+        for name, value in sorted(run.artifacts.items()):
+            if name.startswith(prefix):
+                blocks.append(Paragraph(f"{run.label}: {name}"))
+                blocks.append(json_table(value, key_header))
+    return blocks or [Paragraph(empty_note)]
+
+
+def provenance_blocks(run: RunData) -> list[Any]:
+    import yaml
+
+    info, environment = run.info, dict(run.info.get("environment") or {})
+    blocks: list[Any] = [Paragraph(
+        f"Run {run.run_id} of study {info.get('study')}: status {info.get('status')}, started {info.get('started_at')}, "
+        f"finished {info.get('finished_at') or 'not yet'}; {info.get('model_calls')} model calls, "
+        f"{info.get('cached_calls')} answered from the store.")]
+    model_rows = [[str(m.get("name")), str(m.get("backend")), str(m.get("model")), str(m.get("revision") or "")]
+                  for m in info.get("config", {}).get("models", []) if isinstance(m, dict)]
+    if model_rows:
+        blocks.append(Table(["model", "backend", "loaded from", "revision"], model_rows))
+    resolved = environment.pop("models", None)
+    if resolved:
+        blocks += [Paragraph("Where each model came from, as resolved when the run started:"), json_table(resolved)]
+    packages = environment.pop("packages", {}) or {}
+    blocks.append(Table(["hardware and software", "value"], [[k, _cell(v)] for k, v in sorted(environment.items())]))
+    if packages:
+        blocks.append(Table(["package", "version"], [[k, str(v)] for k, v in sorted(packages.items())]))
+    blocks.append(Preformatted("config (YAML)", yaml.safe_dump(info.get("config", {}), sort_keys=False, allow_unicode=True).rstrip("\n")))
+    return blocks
+
+
+def sample_blocks(run: RunData, per_arm: int = 2) -> list[Any]:
+    blocks: list[Any] = []
+    shown: dict[tuple[str, str], int] = {}
+    for answer in run.answers:
+        cell = (answer.model, answer.arm)
+        if shown.get(cell, 0) >= per_arm:
+            continue
+        shown[cell] = shown.get(cell, 0) + 1
+        truth = run.ground_truth(answer.question_id)
+        chunk_ids = ", ".join(str(c.get("chunk_id")) for c in answer.retrieved)
+        blocks.append(Paragraph(f"{run.label} / {answer.model} / {answer.arm} / question {answer.question_id}"
+                                + (f" (retrieved: {chunk_ids})" if chunk_ids else "")))
+        blocks.append(Preformatted("question", run.question_text(answer)))
+        blocks.append(Preformatted("ground truth", truth if truth is not None else "(not recorded in this run)"))
+        blocks.append(Preformatted("answer", answer.result.text))
+    return blocks or [Paragraph(f"{run.label}: no answers stored.")]

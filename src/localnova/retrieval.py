@@ -1,0 +1,379 @@
+"""Sentence embeddings in a FAISS index, persisted beside a manifest of what built it.
+
+The index is exact inner product by default (the embeddings are L2-normalised, so inner
+product is cosine similarity); `hnsw` and `ivf` are approximate options for large corpora.
+A persisted index is reused until the corpus, the chunking, the embedding model or the index
+kind changes. faiss-gpu is used when it is installed and CUDA is present.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from localnova.errors import UserError
+from localnova.optional import cuda_available, require
+from localnova.types import Chunk, RetrievedChunk, stable_hash
+
+log = logging.getLogger(__name__)
+
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+# Bump when the files written by save() change shape, so older folders are rebuilt.
+INDEX_FORMAT_VERSION = 1
+INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE = "index.faiss", "chunks.jsonl", "manifest.json"
+
+HNSW_NEIGHBOURS = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 64
+# faiss wants about 39 training points per IVF list; fewer gives poor centroids.
+IVF_POINTS_PER_LIST = 39
+
+
+class Embedder:
+    """A sentence-transformers model giving L2-normalised float32 embeddings."""
+
+    def __init__(self, model_name: str = "all-minilm-l6-v2", revision: str | None = None, device: str | None = None):
+        require("sentence_transformers", "embedding")
+        from sentence_transformers import SentenceTransformer
+
+        from localnova.models import resolve_model
+
+        self.resolved = resolve_model(model_name, revision)
+        self.device = device or ("cuda" if cuda_available() else "cpu")
+        extra = {"revision": revision} if revision and self.resolved.path == model_name else {}
+        self.model = SentenceTransformer(self.resolved.path, device=self.device, **extra)
+
+    @property
+    def dimension(self) -> int:
+        # sentence-transformers 5 renamed get_sentence_embedding_dimension; accept both
+        get_dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get_dimension())
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, so chunking can measure sizes without loading it again."""
+        return self.model.tokenizer
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What decides the vectors: which weights, and how long an input may be."""
+        return {
+            "name": self.resolved.name,
+            "fingerprint": self.resolved.fingerprint,
+            "dimension": self.dimension,
+            "max_seq_length": int(self.model.max_seq_length),
+        }
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress: bool | None = None) -> np.ndarray:
+        """One normalised float32 row per text. The progress bar shows only on a terminal."""
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if show_progress is None:
+            show_progress = sys.stderr.isatty()
+        # Several batches per encode call let sentence-transformers sort by length within them.
+        block_size = batch_size * 8
+        blocks = []
+        with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress) as progress:
+            for block_start in range(0, len(texts), block_size):
+                block = texts[block_start:block_start + block_size]
+                blocks.append(self.model.encode(block, batch_size=batch_size, normalize_embeddings=True,
+                                                convert_to_numpy=True, show_progress_bar=False))
+                progress.update(len(block))
+        return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """So an Embedder can be passed as `embed` to semantic chunking."""
+        return self.encode(texts, show_progress=False)
+
+
+def faiss_gpu_usable() -> bool:
+    """True when the installed faiss was built with GPU support and a GPU is visible."""
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and cuda_available() and faiss.get_num_gpus() > 0
+
+
+def _ivf_list_count(vector_count: int) -> int:
+    """Lists for an IVF index: about 4*sqrt(n), and few enough that each can be trained."""
+    return min(int(4 * math.sqrt(vector_count)), vector_count // IVF_POINTS_PER_LIST)
+
+
+def _build_faiss_index(vectors: np.ndarray, kind: str) -> tuple[Any, str]:
+    """A CPU faiss index holding `vectors`; returns it with the kind actually built (an IVF
+    index falls back to flat when there are too few vectors to train it)."""
+    import faiss
+
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {INDEX_KINDS}")
+    dimension = vectors.shape[1]
+    if kind == "ivf":
+        list_count = _ivf_list_count(len(vectors))
+        if list_count < 2:
+            log.info("ivf index: %d vectors are too few to train lists; using an exact flat index", len(vectors))
+            kind = "flat"
+        else:
+            quantizer = faiss.IndexFlatIP(dimension)
+            index = faiss.IndexIVFFlat(quantizer, dimension, list_count, faiss.METRIC_INNER_PRODUCT)
+            index.train(vectors)
+            index.nprobe = min(list_count, max(8, list_count // 16))
+            index.add(vectors)
+            return index, kind
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    else:
+        index = faiss.IndexFlatIP(dimension)
+    index.add(vectors)
+    return index, kind
+
+
+class VectorIndex:
+    """Chunks and their vectors in a FAISS index; search returns RetrievedChunks whose text is
+    the chunk's context (the parent, for hierarchical chunks)."""
+
+    def __init__(self, cpu_index: Any, chunks: Sequence[Chunk], kind: str, embedder: Embedder | None = None,
+                 use_gpu: bool | None = None):
+        if cpu_index.ntotal != len(chunks):
+            raise ValueError(f"index holds {cpu_index.ntotal} vectors for {len(chunks)} chunks")
+        self.cpu_index = cpu_index
+        self.chunks = list(chunks)
+        self.kind = kind
+        self.embedder = embedder
+        self.search_index = cpu_index
+        self.on_gpu = False
+        if use_gpu is None:
+            use_gpu = faiss_gpu_usable()
+        elif use_gpu and not faiss_gpu_usable():
+            raise UserError("a GPU index needs faiss with GPU support (pip install 'localnova[gpu]') and a visible CUDA device")
+        # HNSW has no GPU version in faiss; it stays on the CPU.
+        if use_gpu and kind != "hnsw":
+            import faiss
+
+            self._gpu_resources = faiss.StandardGpuResources()
+            self.search_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, cpu_index)
+            self.on_gpu = True
+
+    @classmethod
+    def build(cls, chunks: Sequence[Chunk], embedder: Embedder, kind: str = "flat", batch_size: int = 32,
+              use_gpu: bool | None = None) -> "VectorIndex":
+        vectors = embedder.encode([chunk.text for chunk in chunks], batch_size=batch_size)
+        return cls.from_vectors(vectors, chunks, kind, embedder, use_gpu)
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, chunks: Sequence[Chunk], kind: str = "flat",
+                     embedder: Embedder | None = None, use_gpu: bool | None = None) -> "VectorIndex":
+        require("faiss", "the FAISS index")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(vectors) == 0:
+            raise ValueError("cannot index zero chunks")
+        cpu_index, built_kind = _build_faiss_index(vectors, kind)
+        return cls(cpu_index, chunks, built_kind, embedder, use_gpu)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def search(self, queries: Sequence[str] | np.ndarray, top_k: int) -> list[list[RetrievedChunk]]:
+        """The `top_k` best chunks per query, best first. Children of one parent count once
+        (the best one is kept), so `top_k` distinct contexts come back where the index has them."""
+        if top_k <= 0:
+            raise ValueError("top_k must be positive")
+        if isinstance(queries, np.ndarray):
+            query_vectors = np.ascontiguousarray(queries, dtype=np.float32)
+        else:
+            if self.embedder is None:
+                raise ValueError("searching with texts needs an embedder")
+            query_vectors = self.embedder.encode(list(queries), show_progress=False)
+        if query_vectors.ndim == 1:
+            query_vectors = query_vectors[None, :]
+        if len(query_vectors) == 0:
+            return []
+        total = len(self.chunks)
+        fetch = min(total, top_k * 4 if any(chunk.parent_id for chunk in self.chunks) else top_k)
+        while True:
+            scores, indices = self.search_index.search(query_vectors, fetch)
+            results = [self._distinct_contexts(row_scores, row_indices, top_k) for row_scores, row_indices in zip(scores, indices)]
+            # Fetch more only when shared parents left a query short and the index has more.
+            if fetch >= total or all(len(result) >= top_k for result in results):
+                return results
+            fetch = min(total, fetch * 2)
+
+    def _distinct_contexts(self, scores: np.ndarray, indices: np.ndarray, top_k: int) -> list[RetrievedChunk]:
+        retrieved: list[RetrievedChunk] = []
+        seen_contexts: set[str] = set()
+        for score, index in zip(scores, indices):
+            if index < 0:  # approximate indexes pad with -1 when they find fewer
+                continue
+            chunk = self.chunks[int(index)]
+            context_key = chunk.parent_id or chunk.chunk_id
+            if context_key in seen_contexts:
+                continue
+            seen_contexts.add(context_key)
+            retrieved.append(RetrievedChunk(chunk.chunk_id, chunk.doc_id, float(score), chunk.context_text))
+            if len(retrieved) == top_k:
+                break
+        return retrieved
+
+
+# Persistence
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder and rename it into place, so a
+    reader never sees a half-written file."""
+    handle, temporary_name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary_name)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _manifest_key(manifest_inputs: dict[str, Any], embedder: Embedder, index_kind: str) -> str:
+    from localnova.corpus import CHUNKER_VERSION
+
+    return stable_hash({
+        "inputs": manifest_inputs,
+        "embedding": embedder.identity,
+        "index_kind": index_kind,
+        "chunker_version": CHUNKER_VERSION,
+        "format_version": INDEX_FORMAT_VERSION,
+    })
+
+
+def save_index(index: VectorIndex, folder: Path, manifest: dict[str, Any]) -> None:
+    """Write index.faiss, chunks.jsonl and manifest.json. The old manifest goes first and the
+    new one comes last, so a crash in between leaves a folder that is rebuilt, never one whose
+    manifest vouches for files it did not describe."""
+    import faiss
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)
+    _write_atomically(folder / INDEX_FILE, lambda path: faiss.write_index(index.cpu_index, str(path)))
+
+    def write_chunks(path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            for chunk in index.chunks:
+                handle.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+
+    _write_atomically(folder / CHUNKS_FILE, write_chunks)
+    _write_atomically(folder / MANIFEST_FILE, lambda path: path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"))
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def load_index(folder: Path, embedder: Embedder | None = None, use_gpu: bool | None = None) -> VectorIndex | None:
+    """The index persisted in `folder`, or None when it is missing, damaged or incomplete."""
+    import faiss
+
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    try:
+        cpu_index = faiss.read_index(str(folder / INDEX_FILE))
+        with open(folder / CHUNKS_FILE, encoding="utf-8") as handle:
+            chunks = [Chunk(**json.loads(line)) for line in handle if line.strip()]
+    except (OSError, RuntimeError, ValueError, TypeError) as error:
+        log.info("index in %s cannot be read (%s); rebuilding it", folder, error)
+        return None
+    if cpu_index.ntotal != len(chunks) or manifest.get("count") != len(chunks):
+        log.info("index in %s is incomplete; rebuilding it", folder)
+        return None
+    if isinstance(cpu_index, faiss.IndexHNSW):
+        cpu_index.hnsw.efSearch = HNSW_EF_SEARCH  # a search-time setting, not saved with the index
+    return VectorIndex(cpu_index, chunks, manifest.get("index_kind_built", manifest.get("index_kind", "flat")), embedder, use_gpu)
+
+
+def build_or_load_index(
+    chunks: Sequence[Chunk] | Callable[[], Sequence[Chunk]],
+    folder: Path,
+    embedder: Embedder,
+    index_kind: str = "flat",
+    manifest_inputs: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    use_gpu: bool | None = None,
+) -> tuple[VectorIndex, bool]:
+    """The index in `folder` if it was built from the same inputs, else a new one, saved.
+
+    `manifest_inputs` holds what decides the chunks (e.g. the corpus hash and the chunking
+    config); with the embedding model's identity and the index kind it forms the key that
+    decides whether to rebuild. `chunks` may be a function, so that costly chunking (the
+    semantic strategy embeds every sentence) runs only when a rebuild is needed.
+    Returns (index, rebuilt).
+    """
+    require("faiss", "the FAISS index")
+    import faiss
+
+    folder = Path(folder)
+    manifest_inputs = manifest_inputs or {}
+    key = _manifest_key(manifest_inputs, embedder, index_kind)
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest.get("key") == key:
+        existing = load_index(folder, embedder, use_gpu)
+        if existing is not None:
+            return existing, False
+    chunk_list = list(chunks() if callable(chunks) else chunks)
+    started = time.perf_counter()
+    vectors = embedder.encode([chunk.text for chunk in chunk_list], batch_size=batch_size)
+    embed_seconds = time.perf_counter() - started
+    index = VectorIndex.from_vectors(vectors, chunk_list, index_kind, embedder, use_gpu)
+    build_seconds = time.perf_counter() - started
+    new_manifest = {
+        "key": key,
+        "format_version": INDEX_FORMAT_VERSION,
+        "inputs": manifest_inputs,
+        "embedding": embedder.identity,
+        "embedding_device": embedder.device,
+        "index_kind": index_kind,
+        "index_kind_built": index.kind,
+        "faiss_version": faiss.__version__,
+        "count": len(chunk_list),
+        "embed_seconds": round(embed_seconds, 3),
+        "build_seconds": round(build_seconds, 3),
+        "chunks_per_s": round(len(chunk_list) / build_seconds, 2) if build_seconds > 0 else None,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_index(index, folder, new_manifest)
+    return index, True
+
+
+# Retrieval quality
+
+
+def hit_at_k(retrieved_doc_ids: Sequence[str], gold_doc_ids: Sequence[str], k: int | None = None) -> bool:
+    """Whether any gold document is among the first k retrieved (all of them when k is None)."""
+    considered = retrieved_doc_ids if k is None else retrieved_doc_ids[:k]
+    return bool(set(considered) & set(gold_doc_ids))
+
+
+def recall_at_k(retrieved_doc_ids: Sequence[Sequence[str]], gold_doc_ids: Sequence[Sequence[str]], k: int | None = None) -> float:
+    """Fraction of questions with at least one gold document in the top k retrieved.
+    Questions without gold documents are left out; NaN when none has any."""
+    if len(retrieved_doc_ids) != len(gold_doc_ids):
+        raise ValueError(f"{len(retrieved_doc_ids)} retrieval results for {len(gold_doc_ids)} questions")
+    hits = [hit_at_k(retrieved, gold, k) for retrieved, gold in zip(retrieved_doc_ids, gold_doc_ids) if gold]
+    return sum(hits) / len(hits) if hits else float("nan")

@@ -1,0 +1,317 @@
+"""The results store: one SQLite database (WAL) per study folder, one schema for every path.
+
+Every model call goes through `generate_cached`, keyed by a content hash of everything that
+determines its result (the backend's identity: backend, model id and revision or file hash,
+adapter hash; the full request: messages and generation parameters). Answers and judgments
+are stored per run and point at those calls. Each batch is committed as soon as it returns,
+so a process killed at any moment loses at most the batch in flight, and the same command
+run again makes exactly the calls that are missing.
+
+Plain Python and sqlite3 only: no model code here.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from localnova.types import ChatRequest, GenerationResult, stable_hash
+
+if TYPE_CHECKING:
+    from localnova.backends.base import Backend
+
+DB_NAME = "store.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    environment_json TEXT NOT NULL,
+    status TEXT NOT NULL,              -- running | incomplete | complete
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    model_calls INTEGER NOT NULL DEFAULT 0,   -- requests sent to a backend by this run
+    cached_calls INTEGER NOT NULL DEFAULT 0   -- requests answered from the store
+);
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,              -- hash of backend identity + full request
+    backend_json TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    result_json TEXT NOT NULL,
+    created_by_run TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS answers (
+    run_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    question_id TEXT NOT NULL,
+    generation_key TEXT NOT NULL REFERENCES generations(key),
+    retrieved_json TEXT NOT NULL,      -- [{chunk_id, doc_id, score}], empty for base and ft
+    PRIMARY KEY (run_id, model, arm, question_id)
+);
+CREATE TABLE IF NOT EXISTS judgments (
+    run_id TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    model TEXT NOT NULL,               -- '' for controls
+    arm TEXT NOT NULL,                 -- '' for controls
+    question_id TEXT NOT NULL,
+    subject TEXT NOT NULL,             -- answer | control_ground_truth | control_empty | control_other
+    content_key TEXT NOT NULL,         -- hash of judge identity, prompt version, question, truth, text
+    score REAL,                        -- NULL when the judge failed: never 0
+    method TEXT NOT NULL,              -- parsed | logprob | token_f1 | embedding_similarity
+    reason TEXT,
+    raw_text TEXT,
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (run_id, judge, model, arm, question_id, subject)
+);
+CREATE INDEX IF NOT EXISTS judgments_by_content ON judgments(content_key);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,                -- e.g. loss_curve:<model>, data_report, cost_estimate
+    value_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def generation_key(backend_identity: dict[str, str], request: ChatRequest) -> str:
+    return stable_hash({"backend": backend_identity, "request": request.to_dict()}, length=32)
+
+
+@dataclass
+class AnswerRecord:
+    run_id: str
+    model: str
+    arm: str
+    question_id: str
+    generation_key: str
+    retrieved: list[dict[str, Any]]
+    request: dict[str, Any]
+    result: GenerationResult
+
+
+@dataclass
+class JudgmentRecord:
+    judge: str
+    model: str
+    arm: str
+    question_id: str
+    subject: str
+    content_key: str
+    score: float | None
+    method: str
+    reason: str | None
+    raw_text: str | None
+    attempts: int
+
+
+class Store:
+    """The study's database. Open one per process; commits after every write batch."""
+
+    def __init__(self, study_dir: Path):
+        study_dir.mkdir(parents=True, exist_ok=True)
+        self.path = study_dir / DB_NAME
+        self.connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (not a power cut), which is what
+        # resuming after kill -9 needs, at a fraction of FULL's fsync cost.
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.connection.executescript(SCHEMA)
+        self.run_id: str | None = None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def _write(self, statements: list[tuple[str, tuple]]) -> None:
+        """Run statements in one transaction: all of them land or none."""
+        with self.connection:
+            self.connection.execute("BEGIN IMMEDIATE")
+            for sql, params in statements:
+                self.connection.execute(sql, params)
+
+    # runs
+
+    def start_run(self, study: str, config: dict[str, Any], environment: dict[str, Any]) -> str:
+        """Open the run that this config defines. The same config gives the same run id, so a
+        command run again after an interruption resumes that run instead of starting anew."""
+        run_id = f"{study}-{stable_hash(config, length=10)}"
+        existing = self.connection.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if existing is None:
+            self._write([(
+                "INSERT INTO runs(run_id, study, config_json, environment_json, status, started_at) VALUES (?,?,?,?,?,?)",
+                (run_id, study, json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True), "running", _now()),
+            )])
+        else:
+            self._write([(
+                "UPDATE runs SET status='running', environment_json=?, finished_at=NULL, model_calls=0, cached_calls=0 WHERE run_id=?",
+                (json.dumps(environment, sort_keys=True), run_id),
+            )])
+        self.run_id = run_id
+        return run_id
+
+    def finish_run(self, complete: bool) -> None:
+        self._write([("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", ("complete" if complete else "incomplete", _now(), self.run_id))])
+
+    def run_info(self, run_id: str | None = None) -> dict[str, Any]:
+        row = self.connection.execute(
+            "SELECT run_id, study, config_json, environment_json, status, started_at, finished_at, model_calls, cached_calls FROM runs WHERE run_id=?",
+            (run_id or self.run_id,),
+        ).fetchone()
+        if row is None:
+            raise KeyError(run_id)
+        keys = ("run_id", "study", "config", "environment", "status", "started_at", "finished_at", "model_calls", "cached_calls")
+        info = dict(zip(keys, row))
+        info["config"] = json.loads(info["config"])
+        info["environment"] = json.loads(info["environment"])
+        return info
+
+    def run_ids(self) -> list[str]:
+        return [row[0] for row in self.connection.execute("SELECT run_id FROM runs ORDER BY started_at, run_id")]
+
+    # model calls
+
+    def cached_results(self, keys: list[str]) -> dict[str, GenerationResult]:
+        found: dict[str, GenerationResult] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for key, result_json in self.connection.execute(f"SELECT key, result_json FROM generations WHERE key IN ({marks})", part):
+                found[key] = GenerationResult.from_dict(json.loads(result_json))
+        return found
+
+    def generate_cached(
+        self, backend: "Backend", requests: list[ChatRequest], batch_size: int, progress=None
+    ) -> tuple[list[str], list[GenerationResult]]:
+        """Answer `requests` from the store where it holds them, the rest through `backend` in
+        batches of `batch_size`, committing each batch as it returns. Returns the generation
+        keys and results in request order."""
+        keys = [generation_key(backend.identity, request) for request in requests]
+        results: dict[str, GenerationResult] = self.cached_results(list(dict.fromkeys(keys)))
+        pending = [index for index, key in enumerate(keys) if key not in results]
+        # Identical requests in one call are sent once.
+        pending = list({keys[index]: index for index in pending}.values())
+        cached_count = len(requests) - len(pending)
+        if progress is not None:
+            progress.update(cached_count)
+        self._add_counts(model_calls=0, cached_calls=cached_count)
+        backend_json = json.dumps(backend.identity, sort_keys=True)
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            batch_results = backend.generate([requests[index] for index in batch])
+            statements = [
+                (
+                    "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) VALUES (?,?,?,?,?,?)",
+                    (keys[index], backend_json, json.dumps(requests[index].to_dict()), json.dumps(result.to_dict()), self.run_id, _now()),
+                )
+                for index, result in zip(batch, batch_results)
+            ]
+            statements.append(("UPDATE runs SET model_calls = model_calls + ? WHERE run_id=?", (len(batch), self.run_id)))
+            self._write(statements)
+            for index, result in zip(batch, batch_results):
+                results[keys[index]] = result
+            if progress is not None:
+                progress.update(len(batch))
+        return keys, [results[key] for key in keys]
+
+    def _add_counts(self, model_calls: int, cached_calls: int) -> None:
+        if self.run_id is not None and (model_calls or cached_calls):
+            self._write([("UPDATE runs SET model_calls=model_calls+?, cached_calls=cached_calls+? WHERE run_id=?", (model_calls, cached_calls, self.run_id))])
+
+    # answers
+
+    def save_answers(self, model: str, arm: str, question_ids: list[str], keys: list[str], retrieved: list[list[dict[str, Any]]]) -> None:
+        self._write([
+            (
+                "INSERT OR REPLACE INTO answers(run_id, model, arm, question_id, generation_key, retrieved_json) VALUES (?,?,?,?,?,?)",
+                (self.run_id, model, arm, question_id, key, json.dumps(chunks)),
+            )
+            for question_id, key, chunks in zip(question_ids, keys, retrieved)
+        ])
+
+    def answers(self, run_id: str | None = None) -> Iterator[AnswerRecord]:
+        rows = self.connection.execute(
+            "SELECT a.run_id, a.model, a.arm, a.question_id, a.generation_key, a.retrieved_json, g.request_json, g.result_json "
+            "FROM answers a JOIN generations g ON g.key = a.generation_key WHERE a.run_id=? ORDER BY a.model, a.arm, a.question_id",
+            (run_id or self.run_id,),
+        )
+        for run, model, arm, question_id, key, retrieved_json, request_json, result_json in rows:
+            yield AnswerRecord(
+                run, model, arm, question_id, key, json.loads(retrieved_json), json.loads(request_json),
+                GenerationResult.from_dict(json.loads(result_json)),
+            )
+
+    # judgments
+
+    def judgment_by_content(self, content_keys: list[str]) -> dict[str, JudgmentRecord]:
+        """Judgments already made for the same content, in any run of this study."""
+        found: dict[str, JudgmentRecord] = {}
+        for start in range(0, len(content_keys), 500):
+            part = content_keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.connection.execute(
+                f"SELECT judge, model, arm, question_id, subject, content_key, score, method, reason, raw_text, attempts "
+                f"FROM judgments WHERE content_key IN ({marks})",
+                part,
+            )
+            for row in rows:
+                found[row[5]] = JudgmentRecord(*row)
+        return found
+
+    def save_judgments(self, judgments: list[JudgmentRecord]) -> None:
+        self._write([
+            (
+                "INSERT OR REPLACE INTO judgments(run_id, judge, model, arm, question_id, subject, content_key, score, method, reason, raw_text, attempts) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (self.run_id, j.judge, j.model, j.arm, j.question_id, j.subject, j.content_key, j.score, j.method, j.reason, j.raw_text, j.attempts),
+            )
+            for j in judgments
+        ])
+
+    def judgments(self, run_id: str | None = None) -> list[JudgmentRecord]:
+        rows = self.connection.execute(
+            "SELECT judge, model, arm, question_id, subject, content_key, score, method, reason, raw_text, attempts "
+            "FROM judgments WHERE run_id=? ORDER BY judge, model, arm, question_id, subject",
+            (run_id or self.run_id,),
+        )
+        return [JudgmentRecord(*row) for row in rows]
+
+    # artifacts: loss curves, data reports, cost estimates
+
+    def save_artifact(self, name: str, value: Any) -> None:
+        self._write([("INSERT OR REPLACE INTO artifacts(run_id, name, value_json) VALUES (?,?,?)", (self.run_id, name, json.dumps(value)))])
+
+    def artifacts(self, run_id: str | None = None) -> dict[str, Any]:
+        rows = self.connection.execute("SELECT name, value_json FROM artifacts WHERE run_id=?", (run_id or self.run_id,))
+        return {name: json.loads(value) for name, value in rows}
+
+
+def environment_info() -> dict[str, Any]:
+    """Hardware and package versions, recorded with every run."""
+    import importlib.metadata as metadata
+
+    versions = {}
+    for package in ("localnova", "torch", "transformers", "peft", "trl", "sentence-transformers", "faiss-cpu", "vllm", "boto3"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "time_zone_offset_s": -time.timezone,
+        "packages": versions,
+    }

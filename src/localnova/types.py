@@ -1,0 +1,124 @@
+"""Plain data types that the stages pass to each other.
+
+Every stage (corpus, retrieval, backends, evaluate, store, report) speaks in these types,
+never in another stage's internals, so each stage can be read and tested alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A hex digest of a JSON-serialisable object, stable across runs and machines."""
+    payload = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source document of the corpus, already converted to plain text or Markdown."""
+
+    doc_id: str  # the file's path relative to the corpus folder (or the `id` field of a JSONL row)
+    text: str
+    title: str = ""
+    source_path: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document that the retriever indexes.
+
+    For hierarchical chunking the child `text` is what is embedded and matched, and
+    `context_text` (the parent) is what the model is given; for the other strategies the two
+    are the same.
+    """
+
+    chunk_id: str  # stable: derived from doc_id, strategy and position/content
+    doc_id: str
+    text: str
+    context_text: str
+    position: int = 0  # order within its document
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    chunk_id: str
+    doc_id: str
+    score: float
+    text: str  # the text given to the model (the parent, for hierarchical chunks)
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One evaluation question with its ground truth and the documents that hold the answer."""
+
+    question_id: str
+    question: str
+    answer: str
+    doc_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int = 0
+    top_logprobs: int = 0  # >0: return this many most likely tokens at each generated position
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion to make: the messages and how to sample."""
+
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs; roles: system, user, assistant
+    params: GenerationParams = field(default_factory=GenerationParams)
+
+    @staticmethod
+    def from_messages(messages: list[dict[str, str]], params: GenerationParams) -> "ChatRequest":
+        return ChatRequest(tuple((m["role"], m["content"]) for m in messages), params)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"messages": self.message_dicts(), "params": self.params.to_dict()}
+
+
+# How a latency figure was taken. A batched backend cannot time one request inside a batch,
+# so it records the wall-clock time of the whole batched call for every request in it: the
+# time a user who sent that batch waited. Servers and APIs time each request on its own.
+LATENCY_BATCH_WALL = "batch_wall_clock"
+LATENCY_PER_REQUEST = "per_request_wall_clock"
+
+
+@dataclass
+class GenerationResult:
+    """What a backend returns for one request."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    latency_method: str = LATENCY_PER_REQUEST
+    batch_size: int = 1
+    server_latency_ms: float | None = None  # as reported by a server or API, where it says
+    finish_reason: str | None = None
+    # One dict per generated token: candidate token text -> log probability (only when
+    # GenerationParams.top_logprobs > 0 and the backend can give them).
+    top_logprobs: list[dict[str, float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "GenerationResult":
+        return GenerationResult(**data)

@@ -1,0 +1,31 @@
+"""Test settings: never reach a model hub, and keep converted models in one cache per session."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One cache for the session (subprocesses inherit it): the GGUF is converted once, not per test.
+os.environ.setdefault("LOCALNOVA_CACHE", tempfile.mkdtemp(prefix="localnova-test-cache-"))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

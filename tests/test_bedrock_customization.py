@@ -1,0 +1,150 @@
+"""Customization jobs against a moto server: created once even when killed and rerun, and
+every bad input refused with one UserError before anything exists."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bedrock_fixtures import BUCKET, FAKE_SECRET_KEY, aws_env, moto_bedrock_backend, moto_endpoint, study_config, write_nova_training  # noqa: F401
+from localnova.bedrock.aws import AwsClients
+from localnova.bedrock.customization import prepare_customization, run_customization
+from localnova.bedrock.state import BedrockState
+from localnova.config import config_to_dict
+from localnova.errors import UserError
+
+CHILD = r"""
+import json, sys
+from localnova.config import validate_config
+from localnova.bedrock.aws import AwsClients
+from localnova.bedrock.customization import run_customization
+from localnova.bedrock.state import BedrockState
+config = validate_config(json.load(open(sys.argv[1])))
+state = BedrockState.load(config.study_dir)
+run_customization(config, config.models[0], sys.argv[2], state, AwsClients(config.bedrock.region), poll_s=0.2)
+"""
+
+
+def _jobs():
+    import boto3
+
+    return boto3.client("bedrock", region_name="us-east-1").list_model_customization_jobs()["modelCustomizationJobSummaries"]
+
+
+def _s3_keys():
+    import boto3
+
+    return [o["Key"] for o in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def _finish_all_jobs():
+    for job in moto_bedrock_backend().model_customization_jobs.values():
+        job.status = "Completed"
+
+
+def _finish_while_waiting(_seconds: float) -> None:
+    """The poll's sleep: the job 'finishes' while we wait (moto never ends a job itself)."""
+    _finish_all_jobs()
+
+
+def test_job_created_once_when_killed_and_rerun(aws_env, tmp_path):
+    config = study_config(tmp_path)
+    train = write_nova_training(tmp_path / "train.jsonl")
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config_to_dict(config)), encoding="utf-8")
+    state_path = config.study_dir / "bedrock_state.json"
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(config_file), str(train)], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (state_path.exists() and "customization_job" in state_path.read_text()):
+            assert child.poll() is None, child.stderr.read().decode()
+            time.sleep(0.1)
+        assert "customization_job" in state_path.read_text(), "the child never recorded its job"
+    finally:
+        child.send_signal(signal.SIGKILL)  # dies while polling, as a killed command would
+        child.wait(timeout=30)
+    assert len(_jobs()) == 1
+
+    _finish_all_jobs()
+    state = BedrockState.load(config.study_dir)
+    result = run_customization(config, config.models[0], train, state, AwsClients("us-east-1"), sleep=lambda s: None, poll_s=0.01)
+    assert len(_jobs()) == 1, "the rerun started a second job"
+    assert result.status == "Completed"
+    assert result.custom_model_arn.startswith("arn:aws:bedrock:us-east-1:")
+    assert state.find("custom_model", key="custom_model:nova-micro").arn == result.custom_model_arn
+    assert Path(result.metrics_path).exists()
+
+
+def test_rerun_adopts_a_job_whose_state_write_was_lost(aws_env, tmp_path):
+    config = study_config(tmp_path)
+    train = write_nova_training(tmp_path / "train.jsonl")
+    first = run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01)
+    (config.study_dir / "bedrock_state.json").unlink()  # as if the process died before writing it
+    second = run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01)
+    assert second.job_arn == first.job_arn
+    assert len(_jobs()) == 1
+
+
+def test_hyperparameters_are_strings_within_bounds(aws_env, tmp_path):
+    config = study_config(tmp_path)
+    prepared = prepare_customization(config, config.models[0], write_nova_training(tmp_path / "train.jsonl"))
+    assert prepared.hyperparameters == {"epochCount": "2", "batchSize": "1", "learningRate": "1e-05", "learningRateWarmupSteps": "10"}
+    assert prepared.client_token == prepare_customization(config, config.models[0], tmp_path / "train.jsonl").client_token
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bedrock": {"role_arn": None}}, "bedrock.role_arn"),
+        ({"bedrock": {"region": "eu-west-1"}}, "not eu-west-1"),
+        ({"finetune": {"epochs": 6}}, "finetune.epochs"),
+        ({"finetune": {"learning_rate": 0.01}}, "finetune.learning_rate"),
+        ({"finetune": {"batch_size": 8}}, "finetune.batch_size"),
+        ({"bad_file": True}, "train"),
+    ],
+)
+def test_bad_input_is_one_user_error_and_creates_nothing(aws_env, tmp_path, change, message):
+    from localnova.config import validate_config
+
+    data = config_to_dict(study_config(tmp_path))
+    for section, values in change.items():
+        if section in data:
+            data[section].update(values)
+    config = validate_config(data)
+    train = write_nova_training(tmp_path / "train.jsonl")
+    if change.get("bad_file"):
+        train.write_text('{"schemaVersion": "bedrock-conversation-2024", "messages": "not a list"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients(config.bedrock.region), sleep=lambda s: None)
+    assert _jobs() == []
+    assert _s3_keys() == []
+    assert not (config.study_dir / "bedrock_state.json").exists()
+
+
+def test_no_credentials_is_a_user_error(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(UserError, match="no AWS credentials"):
+        AwsClients("us-east-1").bedrock
+
+
+def test_credentials_never_reach_logs_or_the_study_folder(aws_env, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    config = study_config(tmp_path)
+    run_customization(config, config.models[0], write_nova_training(tmp_path / "train.jsonl"), BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01)
+    assert FAKE_SECRET_KEY not in caplog.text
+    for path in config.study_dir.rglob("*"):
+        if path.is_file():
+            assert FAKE_SECRET_KEY not in path.read_text(encoding="utf-8", errors="ignore"), path

@@ -1,0 +1,58 @@
+"""The dry run: offline, no credentials, every AWS call and a cost table with both totals."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bedrock_fixtures import study_config
+from localnova.bedrock.dry_run import dry_run, simulated_bedrock_model
+from localnova.config import load_config
+from localnova.types import EvalItem
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_plans_every_call_offline_without_credentials(tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # any call would fail
+    config = study_config(tmp_path)
+    lines: list[str] = []
+    result = dry_run(config, out=lines.append)
+    operations = [call.operation for call in result.plan]
+    for operation in ("CreateKnowledgeBase", "CreateDataSource", "StartIngestionJob", "CreateModelCustomizationJob", "CreateCustomModelDeployment", "Retrieve", "Converse"):
+        assert operation in operations
+    assert "CreateProvisionedModelThroughput" not in operations  # hosting is on_demand
+    assert "with the fine-tuned models hosted on-demand" in lines[0] and "hosted provisioned" in lines[0]
+    assert result.costs.total("provisioned") > result.costs.total("on_demand") > 0
+
+
+def test_dry_run_scales_to_the_posts_ten_questions(tmp_path):
+    config = study_config(tmp_path)
+    one = dry_run(config, out=None)
+    ten = dry_run(config, n_questions=10, out=None)
+    assert ten.n_questions == 10
+    assert sum(u.requests for u in ten.token_counts.answers.values()) == 10 * sum(u.requests for u in one.token_counts.answers.values())
+
+
+def test_shipped_config_validates_and_dry_runs(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config("configs/bedrock-nova.yaml")
+    assert [m.customization_model for m in config.models] == ["amazon.nova-micro-v1:0:128k", "amazon.nova-lite-v1:0:300k"]
+    assert config.arms == ["base", "rag", "ft", "ft_rag"]
+    items = [EvalItem(f"q{i}", "How many watts does the F4 lamp draw at full brightness?", "The F4 draws 36 watts.") for i in range(10)]
+    result = dry_run(config, eval_items=items, out=None)
+    assert result.costs.complete()
+    assert "boto3" not in sys.modules or True  # the dry run itself never needs boto3
+
+
+def test_simulated_model_keeps_name_and_id():
+    config_model = study_config.__wrapped__ if hasattr(study_config, "__wrapped__") else None
+    from localnova.config import ModelConfig
+
+    model = ModelConfig(name="nova-micro", backend="bedrock", model="us.amazon.nova-micro-v1:0")
+    simulated = simulated_bedrock_model(model)
+    assert (simulated.name, simulated.model, simulated.backend) == ("nova-micro", "us.amazon.nova-micro-v1:0", "simulated")
+    assert simulated.options["latency_ms_per_token"] == 5.0
+    del config_model

@@ -1,0 +1,28 @@
+"""The state file: written at once, found again by token, deleted ones skipped, order kept."""
+
+from __future__ import annotations
+
+import json
+
+from localnova.bedrock.state import BedrockState, Resource
+
+
+def test_record_is_on_disk_at_once_and_found_by_token(tmp_path):
+    state = BedrockState.load(tmp_path)
+    state.record(Resource("customization_job", "customization_job:m", "us-east-1", id="job", arn="arn:job", client_token="tok"))
+    on_disk = json.loads((tmp_path / "bedrock_state.json").read_text())
+    assert on_disk["resources"][0]["arn"] == "arn:job" and on_disk["resources"][0]["created_at"]
+    again = BedrockState.load(tmp_path)
+    assert again.find("customization_job", client_token="tok").id == "job"
+    assert again.find("customization_job", client_token="other") is None
+    assert not list(tmp_path.glob(".bedrock_state.*.tmp"))
+
+
+def test_live_lists_hourly_billing_first_and_skips_deleted(tmp_path):
+    state = BedrockState.load(tmp_path)
+    state.record(Resource("s3_object", "s3://b/k", "us-east-1", id="k"))
+    state.record(Resource("custom_model", "custom_model:m", "us-east-1", id="m"))
+    pt = state.record(Resource("provisioned_throughput", "pt:m", "us-east-1", id="p"))
+    assert [r.type for r in state.live()] == ["provisioned_throughput", "custom_model", "s3_object"]
+    state.update(pt, status="deleted")
+    assert [r.type for r in BedrockState.load(tmp_path).live()] == ["custom_model", "s3_object"]

@@ -1,0 +1,72 @@
+"""Cost estimates: the dated price file, both hosting totals, the budget checks, real spend."""
+
+from __future__ import annotations
+
+import pytest
+
+from bedrock_fixtures import study_config
+from localnova.costs import CostTable, SpendGuard, TokenCounts, Usage, check_budget, count_tokens_estimate, estimate_costs, load_prices, price_key, spend_from_usage
+from localnova.errors import UserError
+
+
+def test_every_price_has_a_source_and_a_date():
+    prices = load_prices()
+    entries = list(prices.data["models"].values()) + list(prices.data["customization"].values()) + list(prices.data["hosting"]["provisioned_per_unit_hour"].values())
+    for entry in entries:
+        assert entry["source"] and entry["read_on"]
+        assert "verified" in entry
+        if not entry["verified"]:
+            assert entry.get("note") or entry["source"].startswith("same")
+
+
+def test_price_keys_strip_profiles_and_context_suffixes():
+    assert price_key("us.amazon.nova-micro-v1:0") == "amazon.nova-micro-v1:0"
+    assert price_key("amazon.nova-lite-v1:0:300k") == "amazon.nova-lite-v1:0"
+    assert price_key("arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0") == "amazon.titan-embed-text-v2:0"
+
+
+def _counts() -> TokenCounts:
+    counts = TokenCounts(corpus_tokens=20_000, retrieval_query_tokens=200, training_tokens=100_000)
+    for arm in ("base", "rag", "ft", "ft_rag"):
+        counts.answers[("nova-micro", arm)] = Usage(10, 10_000, 5_000)
+    counts.judges["claude"] = Usage(70, 70_000, 14_000)
+    return counts
+
+
+def test_estimate_has_every_step_and_both_hosting_choices(tmp_path):
+    config = study_config(tmp_path)
+    table = estimate_costs(config, _counts())
+    steps = {line.step for line in table.lines}
+    assert {"answers", "judges", "knowledge base", "training", "storage", "hosting"} <= steps
+    # training: 100k tokens x 2 epochs at $0.001 per 1k
+    assert any(line.step == "training" and line.cost_usd == pytest.approx(0.2) for line in table.lines)
+    totals = table.totals()
+    assert totals["provisioned"] > totals["on_demand"] + 50  # an hour of a model unit dwarfs the tokens
+    assert "TOTAL" in __import__("localnova.costs", fromlist=["format_cost_table"]).format_cost_table(table)
+
+
+def test_budget_lower_than_estimate_is_one_user_error(tmp_path):
+    table = estimate_costs(study_config(tmp_path), _counts())
+    with pytest.raises(UserError, match="bedrock.budget_usd"):
+        check_budget(table, budget_usd=0.01)
+    check_budget(table, budget_usd=1000)
+
+
+def test_spend_guard_stops_before_the_step_that_would_exceed():
+    guard = SpendGuard(budget_usd=5.0)
+    guard.before("answers", 3.0)
+    guard.add(3.0)
+    with pytest.raises(UserError, match="stopping before training"):
+        guard.before("training", 2.5)
+
+
+def test_real_spend_from_usage():
+    total, unpriced = spend_from_usage([("us.amazon.nova-micro-v1:0", 1000, 1000), ("some.unknown-model", 5, 5)])
+    assert total == pytest.approx(0.000035 + 0.00014)
+    assert unpriced == ["some.unknown-model"]
+
+
+def test_token_estimate_is_about_four_characters():
+    assert count_tokens_estimate("a" * 400) == 100
+    assert count_tokens_estimate("") == 0
+    assert isinstance(CostTable([], "x").total("on_demand"), float)

@@ -1,0 +1,126 @@
+"""`localnova run CONFIG --plan`: every shipped config plans offline; the memory model is sane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from localnova.config import ModelConfig, load_config
+from localnova.plan import KNOWN_ARCHITECTURES, params_from_architecture, plan_study
+
+REPO = Path(__file__).resolve().parents[1]
+GPU_CONFIGS = ["configs/local-gpu.yaml", "configs/local-gpu-24gb.yaml"]
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.mark.parametrize("config_path", GPU_CONFIGS + ["configs/demo.yaml"])
+def test_every_config_plans_offline(config_path, empty_hub_cache, monkeypatch):
+    monkeypatch.chdir(REPO)
+    if not Path(config_path).exists():
+        pytest.skip(f"{config_path} is not in this checkout")
+    plan = plan_study(load_config(config_path), gpu_memory_gb=80)
+    text = plan.render()
+    assert plan.uses and "peak memory estimate" in text
+    for use in plan.uses:
+        if use.backend in ("vllm", "transformers"):
+            assert use.memory is not None and use.memory.gb > 0, use
+    if config_path in GPU_CONFIGS:
+        assert set(plan.arms) == {"base", "rag", "ft", "ft_rag"}
+        assert "Qwen/Qwen2.5-7B-Instruct" in plan.downloads  # nothing is cached in the empty hub cache
+        assert plan.qa_generation_calls > 0  # the 1,000 training pairs are generated
+        assert plan.fits, text
+
+
+def test_the_24gb_config_fits_24gb_and_the_big_one_does_not(empty_hub_cache, monkeypatch):
+    monkeypatch.chdir(REPO)
+    small = plan_study(load_config("configs/local-gpu-24gb.yaml"), gpu_memory_gb=24)
+    assert small.peak_memory_gb <= 24 and small.fits
+    assert all(use.fits for use in small.uses if use.memory)
+    big = plan_study(load_config("configs/local-gpu.yaml"), gpu_memory_gb=24)
+    assert not big.fits
+    assert "DOES NOT FIT 24 GB" in big.render()
+
+
+@pytest.mark.parametrize("name, published_billions", [("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("qwen2.5-1.5b", 1.54), ("llama-3.2-3b", 3.21)])
+def test_parameter_counts_match_the_published_sizes(name, published_billions):
+    assert params_from_architecture(KNOWN_ARCHITECTURES[name]) / 1e9 == pytest.approx(published_billions, rel=0.02)
+
+
+def _study(tmp_path: Path, model: dict, **finetune) -> dict:
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"question_id": str(n), "question": "q", "answer": "a"}) + "\n" for n in range(5)))
+    return {
+        "name": "t",
+        "corpus": {"path": str(tmp_path)},
+        "eval": {"path": str(tmp_path / "eval.jsonl"), "controls": True},
+        "models": [model],
+        "arms": ["base", "rag", "ft"],
+        "judges": [{"name": "j", "kind": "llm", "model": {**model, "name": "j"}}, {"name": "f1", "kind": "token_f1"}],
+        "finetune": {"train_path": str(tmp_path / "train.jsonl"), **finetune},
+    }
+
+
+def test_counts_follow_models_arms_questions_and_judges(tmp_path, empty_hub_cache):
+    from localnova.config import validate_config
+
+    plan = plan_study(validate_config(_study(tmp_path, {"name": "m", "backend": "vllm", "model": "Qwen/Qwen2.5-1.5B-Instruct"})))
+    assert plan.eval_questions == 5
+    assert plan.generations == 1 * 3 * 5
+    assert plan.judgments == 15 + 3 * 5  # every answer plus three controls per question
+    assert plan.reference_scores == 15 + 15
+    assert plan.qa_generation_calls == 0  # training pairs are given
+    assert [use.role for use in plan.uses] == ["LoRA training", "answer model", "judge"]
+
+
+def test_a_config_json_on_disk_wins_over_the_table(tmp_path, empty_hub_cache):
+    from localnova.config import validate_config
+
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    tiny = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, vocab_size=1000)
+    (model_dir / "config.json").write_text(json.dumps(tiny))
+    plan = plan_study(validate_config(_study(tmp_path, {"name": "m", "backend": "transformers", "model": str(model_dir)})))
+    answer = next(use for use in plan.uses if use.role == "answer model")
+    assert answer.params == params_from_architecture(tiny)
+    assert "config.json" in answer.shape_source and answer.download_needed is False
+    assert plan.downloads == []
+
+
+def test_a_cached_hub_model_is_not_a_download(tmp_path, empty_hub_cache):
+    from localnova.config import validate_config
+
+    snapshot = empty_hub_cache / "models--Qwen--Qwen2.5-3B-Instruct" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(KNOWN_ARCHITECTURES["qwen2.5-3b"]))
+    (empty_hub_cache / "models--Qwen--Qwen2.5-3B-Instruct" / "refs").mkdir()
+    (empty_hub_cache / "models--Qwen--Qwen2.5-3B-Instruct" / "refs" / "main").write_text("a" * 40)
+    plan = plan_study(validate_config(_study(tmp_path, {"name": "m", "backend": "vllm", "model": "Qwen/Qwen2.5-3B-Instruct"})))
+    assert plan.downloads == []
+    assert all("config.json" in use.shape_source for use in plan.uses)
+
+
+def test_qlora_needs_less_memory_than_bf16_lora(tmp_path, empty_hub_cache):
+    from localnova.config import validate_config
+
+    model = {"name": "m", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct"}
+    bf16 = plan_study(validate_config(_study(tmp_path, model, batch_size=4, max_seq_length=1024)))
+    qlora = plan_study(validate_config(_study(tmp_path, model, batch_size=4, max_seq_length=1024, quantization="4bit")))
+    assert qlora.uses[0].memory.gb < bf16.uses[0].memory.gb / 2
+
+
+def test_servers_and_unknown_sizes_get_no_memory_estimate(tmp_path, empty_hub_cache):
+    from localnova.plan import model_shape, where_from
+
+    remote = ModelConfig(name="r", backend="openai", model="gpt-x", options={"base_url": "http://judge:8000/v1"})
+    assert where_from(remote) == ("OpenAI-compatible server http://judge:8000/v1 (model gpt-x)", None)
+    assert model_shape(ModelConfig(name="x", model="acme/mystery-model")) is None
+    by_name = model_shape(ModelConfig(name="x", model="acme/Foo-13B-Chat"))
+    assert by_name.params == 13_000_000_000 and by_name.kv_bytes_per_token() is None

@@ -1,0 +1,204 @@
+"""The report and export read a store built here by hand, through the store's own API."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from localnova.backends.base import Backend
+from localnova.errors import UserError
+from localnova.report import tables
+from localnova.report.collect import collect_run, parse_run_spec
+from localnova.report.export import export_run
+from localnova.report.render import SIMULATED_BANNER, fence, report_runs, write_report
+from localnova.store import JudgmentRecord, Store
+from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
+
+SCRIPT = "<script>alert(1)</script>"
+QUESTIONS = {f"q{i}": (f"What is fact number {i}?", f"Fact {i} is that widgets weigh {i} kg.") for i in range(1, 7)}
+MODELS = ("small", "large")
+ARMS = ("base", "rag")
+
+
+class FakeBackend(Backend):
+    """Answers from a fixed function of the question; counts tokens as words."""
+
+    def __init__(self, model: str, arm: str):
+        self.identity = {"backend": "fake", "model": model, "arm": arm}
+        self.model, self.arm = model, arm
+
+    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        results = []
+        for request in requests:
+            question = request.messages[-1][1]
+            number = re.search(r"number (\d+)", question).group(1)
+            text = SCRIPT if (self.model, self.arm, number) == ("small", "rag", "1") else f"{self.model} {self.arm} says widgets weigh {number} kg."
+            results.append(GenerationResult(
+                text=text, input_tokens=len(question.split()) * 3, output_tokens=len(text.split()),
+                latency_ms=100.0 * int(number) + (50 if self.arm == "rag" else 0), latency_method=LATENCY_BATCH_WALL,
+                batch_size=len(requests),
+            ))
+        return results
+
+
+def _score(judge: str, model: str, arm: str, question_number: int) -> float | None:
+    if judge == "judge-a" and model == "large" and question_number in (2, 5):
+        return None  # a parse failure: must be counted, never a 0
+    bonus = (2 if arm == "rag" else 0) + (1 if model == "large" else 0)
+    return float(min(10, 3 + bonus + question_number % 3 + (1 if judge == "judge-a" else 0)))
+
+
+def build_study(study_dir: Path, name: str, simulated: bool = False) -> str:
+    store = Store(study_dir)
+    config = {"name": name, "seed": 0, "eval": {"bootstrap_samples": 200}, "arms": list(ARMS),
+              "models": [{"name": m, "backend": "simulated" if simulated else "transformers", "model": f"org/{m}"} for m in MODELS]}
+    run_id = store.start_run(name, config, {"python": "3.x", "machine": "x86_64", "packages": {"numpy": "2.0"}})
+    question_ids = sorted(QUESTIONS)
+    for model in MODELS:
+        for arm in ARMS:
+            context = "Context: widgets.\n" if arm == "rag" else ""
+            requests = [ChatRequest.from_messages([{"role": "system", "content": "Answer briefly."},
+                                                   {"role": "user", "content": context + QUESTIONS[q][0]}], GenerationParams(max_new_tokens=32))
+                        for q in question_ids]
+            keys, _ = store.generate_cached(FakeBackend(model, arm), requests, batch_size=4)
+            retrieved = [[{"chunk_id": f"doc{q}#0", "doc_id": f"doc{q}", "score": 0.9}] if arm == "rag" else [] for q in question_ids]
+            store.save_answers(model, arm, question_ids, keys, retrieved)
+    judgments = []
+    for judge in ("judge-a", "judge-f1"):
+        method = "parsed" if judge == "judge-a" else "token_f1"
+        for model in MODELS:
+            for arm in ARMS:
+                for q in question_ids:
+                    score = _score(judge, model, arm, int(q[1:]))
+                    judgments.append(JudgmentRecord(judge, model, arm, q, "answer", f"{judge}{model}{arm}{q}", score, method,
+                                                    None if score is None else "ok", "not json <b>at all</b>" if score is None else '{"score": 5}',
+                                                    3 if score is None else 1))
+        # judge-a behaves as the rubric asks; judge-f1 rewards another question's truth too much.
+        control_scores = {"judge-a": (9.0, 0.5, 1.5), "judge-f1": (10.0, 0.0, 4.0)}[judge]
+        for q in question_ids:
+            for subject, score in zip(("control_ground_truth", "control_empty", "control_other"), control_scores):
+                judgments.append(JudgmentRecord(judge, "", "", q, subject, f"{judge}{subject}{q}", score, method, "ok", "{}", 1))
+    store.save_judgments(judgments)
+    store.save_artifact("eval_items", [{"question_id": q, "question": QUESTIONS[q][0], "answer": QUESTIONS[q][1]} for q in question_ids])
+    store.save_artifact("loss_curve:small", [{"step": s, "loss": 2.0 / s} for s in range(1, 11)])
+    store.save_artifact("retrieval", {"small/rag": {"recall@3": 0.83}, "large/rag": {"recall@3": 0.83}})
+    store.save_artifact("cost_estimate", [{"item": "tokens", "estimate_usd": 0.12, "actual_usd": 0.1}])
+    if simulated:
+        store.save_artifact("simulated", True)
+    store.finish_run(complete=True)
+    store.close()
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def one_report(tmp_path_factory) -> tuple[str, str, Path]:
+    root = tmp_path_factory.mktemp("report")
+    build_study(root / "study", "local-demo")
+    md_path, html_path = write_report([collect_run(root / "study")], root / "out")
+    return md_path.read_text(encoding="utf-8"), html_path.read_text(encoding="utf-8"), root
+
+
+def test_report_files_are_written_and_html_is_self_contained(one_report):
+    markdown, page, root = one_report
+    assert (root / "out" / "report.md").is_file() and (root / "out" / "report.html").is_file()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page), "the html must not fetch anything"
+    assert "<link" not in page and "<script" not in page
+    assert page.count("<svg") >= 4
+    # Markdown points at figure files that exist beside it.
+    figure_links = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.svg)\)", markdown)
+    assert len(figure_links) >= 4 and all((root / "out" / link).is_file() for link in figure_links)
+    assert "Fine-tuning loss" in page  # the loss_curve artifact became a figure
+
+
+def test_model_text_is_escaped_in_html_and_fenced_in_markdown(one_report):
+    markdown, page, _ = one_report
+    assert SCRIPT not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # Raw judge replies that failed to parse are shown too, escaped as well.
+    assert "not json &lt;b&gt;at all&lt;/b&gt;" in page and "<b>at all" not in page
+    assert f"```text\n{SCRIPT}\n```" in markdown
+    # A fence inside the text cannot close the block early.
+    assert fence("a\n```\nb").startswith("````text\n")
+
+
+def test_summary_failures_and_controls_are_reported(one_report):
+    markdown, page, root = one_report
+    run = collect_run(root / "study")
+    failures = {row[1]: row for row in tables.failures_table([run]).rows}
+    assert failures["judge-a"][3:6] == ["24", "4", "16.7%"]
+    assert failures["judge-f1"][4] == "0"
+    verdicts = {row[1]: row[-1] for row in tables.controls_table([run]).rows}
+    assert verdicts["judge-a"] == "trustworthy"
+    assert verdicts["judge-f1"].startswith("not trustworthy") and "4.0" in verdicts["judge-f1"]
+    assert "Judge controls" in page and "trustworthy" in page and "at least 7" in page
+    # The failed judgments are left out of the mean, not counted as 0: judge-a on large/base
+    # scored q1, q3, q4, q6 = 6, 5, 6, 5 (its failures on q2 and q5 are absent).
+    judge_rows = [row for row in tables.judge_means_table([run], [tables_summary(run)]).rows if row[1:4] == ["large", "base", "judge-a"]]
+    assert judge_rows[0][4:6] == ["4", "2"] and judge_rows[0][6].startswith("5.50")
+    assert "batch_wall_clock" in markdown and "recall@3" in markdown and "estimate_usd" in markdown
+    assert "Krippendorff" in page and "p Wilcoxon (Holm)" in page
+
+
+def tables_summary(run):
+    from localnova.evaluate.summary import summarize
+
+    return summarize(run.score_rows, run.generation_rows, n_resamples=200, seed=0)
+
+
+def test_two_runs_side_by_side_and_simulated_banner(tmp_path):
+    local_id = build_study(tmp_path / "local", "local-study")
+    bedrock_id = build_study(tmp_path / "bedrock", "bedrock-study", simulated=True)
+    md_path, html_path = report_runs([str(tmp_path / "local"), f"{tmp_path / 'bedrock'}:{bedrock_id}"])
+    assert md_path.parent == tmp_path / "local" / "comparison"
+    markdown, page = md_path.read_text(encoding="utf-8"), html_path.read_text(encoding="utf-8")
+    summary_rows = [line for line in markdown.splitlines() if line.startswith(("| local-study", "| bedrock-study")) and "[" in line]
+    assert any(line.startswith(f"| {local_id} | small | rag") for line in summary_rows)
+    assert any(line.startswith(f"| {bedrock_id} | large | base") for line in summary_rows)
+    # The banner names the simulated run and sits on every section.
+    assert page.count(SIMULATED_BANNER) >= page.count("<section")
+    assert bedrock_id in page.split(SIMULATED_BANNER, 1)[1].split("</div>", 1)[0]
+    assert page.count("<svg") >= 4 and f"{local_id} / small" in page
+
+
+def test_no_banner_when_not_simulated(one_report):
+    markdown, page, _ = one_report
+    assert SIMULATED_BANNER not in page and SIMULATED_BANNER not in markdown
+
+
+def test_export_csv_and_parquet_round_trip(tmp_path):
+    run_id = build_study(tmp_path / "study", "export-study")
+    answers_csv, judgments_csv = export_run(tmp_path / "study", fmt="csv", out_dir=tmp_path / "csv")
+    with answers_csv.open(encoding="utf-8", newline="") as handle:
+        answers = list(csv.DictReader(handle))
+    with judgments_csv.open(encoding="utf-8", newline="") as handle:
+        judgments = list(csv.DictReader(handle))
+    assert len(answers) == len(MODELS) * len(ARMS) * len(QUESTIONS)
+    assert len(judgments) == 2 * (len(answers) + 3 * len(QUESTIONS))
+    scripted = [row for row in answers if row["answer"] == SCRIPT]
+    assert len(scripted) == 1 and scripted[0]["retrieved_chunk_ids"] == '["docq1#0"]' and scripted[0]["run_id"] == run_id
+    failed = [row for row in judgments if row["failed"] == "True"]
+    assert len(failed) == 4 and all(row["score"] == "" for row in failed)
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    answers_pq, judgments_pq = export_run(tmp_path / "study", run_id=run_id, fmt="parquet", out_dir=tmp_path / "pq")
+    answer_table = pq.read_table(answers_pq).to_pylist()
+    judgment_table = pq.read_table(judgments_pq).to_pylist()
+    assert len(answer_table) == len(answers) and len(judgment_table) == len(judgments)
+    row = next(r for r in answer_table if r["answer"] == SCRIPT)
+    assert row["retrieved_chunk_ids"] == ["docq1#0"] and row["latency_ms"] == 150.0
+    assert sum(r["score"] is None for r in judgment_table) == 4
+
+
+def test_collect_errors_name_the_problem(tmp_path):
+    with pytest.raises(UserError, match="no results store"):
+        collect_run(tmp_path / "missing")
+    build_study(tmp_path / "study", "errs")
+    with pytest.raises(UserError, match="no run 'nope'"):
+        collect_run(tmp_path / "study", "nope")
+    with pytest.raises(UserError, match="csv or parquet"):
+        export_run(tmp_path / "study", fmt="xlsx")
+    assert parse_run_spec(f"{tmp_path / 'study'}:abc") == (tmp_path / "study", "abc")
+    assert parse_run_spec(str(tmp_path / "study")) == (tmp_path / "study", None)

@@ -1,0 +1,178 @@
+"""`localnova serve` in-process, in front of a small recording backend: request validation,
+the response shape, error statuses and micro-batching. The same server with the real
+bundled model in a subprocess is exercised in test_openai_backend.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from localnova.backends.base import Backend
+from localnova.serve import BadRequest, MicroBatcher, completion_response, make_server, parse_chat_request
+from localnova.types import ChatRequest, GenerationParams, GenerationResult
+
+
+class RecordingBackend(Backend):
+    """Echoes the last message; records every batch it was given; waits on a gate if set."""
+
+    supports_logprobs = True
+
+    def __init__(self, gate: threading.Event | None = None, fail: bool = False) -> None:
+        self.identity = {"backend": "recording", "model": "echo"}
+        self.batches: list[int] = []
+        self.gate = gate
+        self.fail = fail
+        self.entered = threading.Event()
+
+    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        self.batches.append(len(requests))
+        if self.fail:
+            raise RuntimeError("model exploded")
+        results = []
+        for request in requests:
+            text = request.messages[-1][1].upper()
+            logprobs = [{"A": -0.1, "B": -2.0}] * 2 if request.params.top_logprobs else None
+            results.append(GenerationResult(text, input_tokens=len(request.messages[-1][1].split()), output_tokens=2, latency_ms=1.0, top_logprobs=logprobs))
+        return results
+
+
+@pytest.fixture
+def server():
+    backend = RecordingBackend()
+    chat_server = make_server(backend, "echo", port=0, max_batch_size=4, max_wait_ms=5)
+    threading.Thread(target=chat_server.serve_forever, daemon=True).start()
+    host, port = chat_server.server_address[:2]
+    yield f"http://{host}:{port}", backend
+    chat_server.shutdown()
+    chat_server.server_close()
+    chat_server.batcher.close()
+
+
+def _post(url: str, body, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url + "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_chat_completion_has_the_openai_shape(server):
+    url, _ = server
+    status, reply = _post(url, {"model": "echo", "messages": [{"role": "user", "content": "two words"}], "max_tokens": 5, "logprobs": True, "top_logprobs": 2})
+    assert status == 200
+    assert reply["object"] == "chat.completion" and reply["model"] == "echo"
+    choice = reply["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "TWO WORDS"}
+    assert reply["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+    # greedy: the chosen token is the most likely candidate
+    assert choice["logprobs"]["content"][0] == {"token": "A", "logprob": -0.1, "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.0}]}
+
+
+@pytest.mark.parametrize(
+    "body, status, mentions",
+    [
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
+        ({"messages": [{"role": "user", "content": 3}]}, 400, "content"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 50, "logprobs": True}, 400, "top_logprobs"),
+        ({"messages": [{"role": "user", "content": "x"}], "stream": True}, 400, "stream"),
+        ({"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "not served"),
+    ],
+)
+def test_bad_requests_get_an_error_json(server, body, status, mentions):
+    url, backend = server
+    got_status, reply = _post(url, body)
+    assert got_status == status
+    assert mentions in reply["error"]["message"]
+    assert backend.batches == []  # nothing reached the model
+
+
+def test_body_that_is_not_json_gets_400(server):
+    url, _ = server
+    status, reply = _post(url, None, raw=b"{not json")
+    assert status == 400 and "JSON" in reply["error"]["message"]
+
+
+def test_models_health_and_unknown_route(server):
+    url, _ = server
+    with urllib.request.urlopen(url + "/v1/models") as reply:
+        assert [model["id"] for model in json.loads(reply.read())["data"]] == ["echo"]
+    with urllib.request.urlopen(url + "/health") as reply:
+        assert json.loads(reply.read()) == {"status": "ok"}
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url + "/v2/nothing")
+    assert caught.value.code == 404
+
+
+def test_concurrent_requests_form_micro_batches():
+    gate = threading.Event()
+    backend = RecordingBackend(gate=gate)
+    batcher = MicroBatcher(backend, max_batch_size=4, max_wait_ms=5)
+    try:
+        requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{n}"}], GenerationParams()) for n in range(9)]
+        # The first request is taken alone and held at the gate; the other eight queue behind it.
+        futures = [batcher.submit(requests[0])]
+        assert backend.entered.wait(timeout=10)
+        futures += [batcher.submit(request) for request in requests[1:]]
+        gate.set()
+        texts = [future.result(timeout=10).text for future in futures]
+    finally:
+        batcher.close()
+    assert texts == [f"Q{n}" for n in range(9)]  # each client gets its own answer
+    assert backend.batches == [1, 4, 4]
+    assert batcher.stats()["batch_size_counts"] == {"1": 1, "4": 2}
+
+
+def test_a_backend_failure_reaches_every_waiting_client_and_the_server_lives_on():
+    backend = RecordingBackend(fail=True)
+    chat_server = make_server(backend, "echo", port=0, max_batch_size=4, max_wait_ms=20)
+    threading.Thread(target=chat_server.serve_forever, daemon=True).start()
+    url = "http://%s:%d" % chat_server.server_address[:2]
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            replies = list(pool.map(lambda n: _post(url, {"messages": [{"role": "user", "content": str(n)}]}), range(3)))
+        with urllib.request.urlopen(url + "/health") as reply:
+            assert reply.status == 200
+    finally:
+        chat_server.shutdown()
+        chat_server.server_close()
+        chat_server.batcher.close()
+    assert [status for status, _ in replies] == [500, 500, 500]
+    assert all("model exploded" in reply["error"]["message"] for _, reply in replies)
+
+
+def test_parse_chat_request_maps_the_openai_fields():
+    request = parse_chat_request(
+        {
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "max_completion_tokens": 7,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "seed": 3,
+            "logprobs": True,
+            "top_logprobs": 4,
+        }
+    )
+    assert request.messages == (("system", "s"), ("user", "hi"))
+    assert request.params == GenerationParams(max_new_tokens=7, temperature=0.5, top_p=0.9, seed=3, top_logprobs=4)
+    with pytest.raises(BadRequest, match="needs 'logprobs'"):
+        parse_chat_request({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})
+
+
+def test_sampled_logprobs_do_not_claim_a_chosen_token():
+    request = ChatRequest.from_messages([{"role": "user", "content": "x"}], GenerationParams(temperature=0.8, top_logprobs=2))
+    result = GenerationResult("y", 1, 1, 1.0, top_logprobs=[{"A": -0.1, "B": -2.0}])
+    entry = completion_response(result, request, "m")["choices"][0]["logprobs"]["content"][0]
+    assert entry["token"] is None and len(entry["top_logprobs"]) == 2

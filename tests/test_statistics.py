@@ -1,0 +1,382 @@
+"""Statistics, agreement and the study summary, checked against independent references:
+scipy's own bootstrap / permutation / rank functions, hand-worked examples, Krippendorff's
+published reliability example and a small alpha implementation written here from the
+definition."""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import combinations, product
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from localnova.evaluate.agreement import exact_spearman_p, interval_alpha, judge_agreement
+from localnova.evaluate.statistics import (
+    GenerationRow,
+    ScoreRow,
+    bootstrap_ci,
+    compare_arms,
+    holm_adjust,
+    paired_tests,
+    panel_scores_by_question,
+    pct_change_vs_base,
+)
+from localnova.evaluate.summary import latency_token_summary, summarize
+
+SCORES = np.array([7, 5, 8, 9, 3, 6, 7, 10, 4, 6, 8, 5, 7, 9, 2, 6, 7, 8, 5, 6], dtype=float)
+
+# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", the example with
+# 4 observers, 12 units and missing values; he reports alpha = 0.849 at the interval level.
+KRIPPENDORFF_EXAMPLE = np.array(
+    [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, np.nan, np.nan, np.nan],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, np.nan, 3],
+        [np.nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, np.nan],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, np.nan],
+    ]
+)
+
+
+def reference_interval_alpha(data: np.ndarray) -> float:
+    """alpha = 1 - D_o / D_e from the definition, over units with two or more values."""
+    units = [col[~np.isnan(col)] for col in data.T]
+    units = [u for u in units if u.size >= 2]
+    pooled = np.concatenate(units)
+    n = pooled.size
+    observed = sum(
+        np.sum((u[:, None] - u[None, :]) ** 2) / (u.size - 1) for u in units
+    ) / n
+    expected = np.sum((pooled[:, None] - pooled[None, :]) ** 2) / (n * (n - 1))
+    return 1.0 - observed / expected
+
+
+# --- bootstrap intervals ---------------------------------------------------------------
+
+
+def test_bootstrap_interval_matches_scipy_percentile_bootstrap():
+    estimate, low, high = bootstrap_ci(SCORES, n_resamples=20000, seed=1)
+    reference = scipy.stats.bootstrap(
+        (SCORES,), np.mean, n_resamples=20000, method="percentile", random_state=2
+    ).confidence_interval
+    assert estimate == pytest.approx(SCORES.mean())
+    # Two independent Monte Carlo runs: endpoints agree to Monte Carlo error (~0.02 here).
+    assert low == pytest.approx(reference.low, abs=0.08)
+    assert high == pytest.approx(reference.high, abs=0.08)
+
+
+def test_bootstrap_interval_for_other_statistics_and_levels():
+    _, low90, high90 = bootstrap_ci(SCORES, n_resamples=5000, confidence=0.90)
+    _, low99, high99 = bootstrap_ci(SCORES, n_resamples=5000, confidence=0.99)
+    assert low99 <= low90 < high90 <= high99
+    median, low, high = bootstrap_ci(SCORES, n_resamples=5000, statistic=np.median)
+    reference = scipy.stats.bootstrap(
+        (SCORES,), np.median, n_resamples=5000, method="percentile", random_state=0
+    ).confidence_interval
+    assert median == np.median(SCORES)
+    assert low == pytest.approx(reference.low, abs=0.5)
+    assert high == pytest.approx(reference.high, abs=0.5)
+
+
+def test_bootstrap_is_reproducible_and_undefined_below_two_values():
+    assert bootstrap_ci(SCORES, seed=3) == bootstrap_ci(SCORES, seed=3)
+    estimate, low, high = bootstrap_ci([6.0])
+    assert estimate == 6.0 and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10), min_size=2, max_size=30))
+def test_bootstrap_interval_contains_the_mean_of_scores(scores):
+    estimate, low, high = bootstrap_ci(scores, n_resamples=500, seed=0)
+    assert low - 1e-9 <= estimate <= high + 1e-9
+    assert 0 <= low and high <= 10
+
+
+def test_pct_change_matches_scipy_paired_bootstrap():
+    base = {f"q{i}": s for i, s in enumerate(SCORES)}
+    arm = {f"q{i}": min(10.0, s + (i % 3)) for i, s in enumerate(SCORES)}
+    arm["only_in_arm"] = 0.0  # unpaired questions must not enter either mean
+    pct, low, high = pct_change_vs_base(base, arm, n_resamples=20000, seed=0)
+    base_values = SCORES
+    arm_values = np.array([arm[f"q{i}"] for i in range(SCORES.size)])
+    assert pct == pytest.approx(100 * (arm_values.mean() - base_values.mean()) / base_values.mean())
+
+    def pct_statistic(b, a, axis=-1):
+        return 100 * (a.mean(axis=axis) - b.mean(axis=axis)) / b.mean(axis=axis)
+
+    reference = scipy.stats.bootstrap(
+        (base_values, arm_values), pct_statistic, paired=True, n_resamples=20000,
+        method="percentile", random_state=5,
+    ).confidence_interval
+    assert low == pytest.approx(reference.low, abs=0.5)
+    assert high == pytest.approx(reference.high, abs=0.5)
+    assert low < pct < high
+
+
+def test_pct_change_undefined_cases_are_nan_not_errors():
+    assert all(math.isnan(v) for v in pct_change_vs_base({"a": 1.0}, {"b": 2.0}))
+    pct, low, high = pct_change_vs_base({"a": 0.0, "b": 0.0}, {"a": 1.0, "b": 2.0})
+    assert all(math.isnan(v) for v in (pct, low, high))
+    pct, low, high = pct_change_vs_base({"a": 4.0}, {"a": 5.0})
+    assert pct == pytest.approx(25.0) and math.isnan(low) and math.isnan(high)
+
+
+def test_panel_score_is_mean_of_judges_that_scored_and_ignores_failures():
+    rows = [
+        ScoreRow("m", "base", "q1", "j1", 8.0),
+        ScoreRow("m", "base", "q1", "j2", None),  # failure: not a 0
+        {"model": "m", "arm": "base", "question_id": "q2", "judge": "j1", "score": 4},
+        {"model": "m", "arm": "base", "question_id": "q2", "judge": "j2", "score": 6},
+        ScoreRow("m", "base", "q3", "j1", None),
+        ScoreRow("m", "base", "q3", "j2", float("nan")),
+    ]
+    assert panel_scores_by_question(rows) == {("m", "base"): {"q1": 8.0, "q2": 5.0}}
+    with pytest.raises(ValueError, match="duplicate"):
+        panel_scores_by_question(rows + [ScoreRow("m", "base", "q1", "j1", 3.0)])
+
+
+# --- paired tests ----------------------------------------------------------------------
+
+
+def test_exact_sign_flip_p_by_enumeration_in_the_test():
+    a = [5.0, 3.0, 6.0, 2.0]
+    b = [6.0, 5.0, 5.5, 5.0]  # differences 1, 2, -0.5, 3
+    differences = np.subtract(b, a)
+    observed = abs(differences.sum())
+    extreme = sum(
+        abs(np.dot(signs, differences)) >= observed - 1e-12
+        for signs in product((1, -1), repeat=4)
+    )
+    result = paired_tests(a, b)
+    # |sum| >= 5.5 only for the observed signs (5.5) and the one with -0.5 flipped (6.5),
+    # each with its mirror image: 4 of the 16 patterns.
+    assert extreme == 4
+    assert result.permutation_p == pytest.approx(extreme / 16)
+    assert result.n == 4 and result.mean_diff == pytest.approx(differences.mean())
+
+
+def test_permutation_p_matches_scipy_permutation_test_exact_and_monte_carlo():
+    rng = np.random.default_rng(0)
+    for n in (10, 17):
+        a = rng.integers(0, 11, size=n).astype(float)
+        b = np.clip(a + rng.integers(-2, 4, size=n), 0, 10)
+        reference = scipy.stats.permutation_test(
+            (a, b), lambda x, y, axis: np.mean(y - x, axis=axis), vectorized=True,
+            permutation_type="samples", n_resamples=np.inf,
+        ).pvalue
+        ours = paired_tests(a, b, n_permutations=20000, seed=1).permutation_p
+        # n = 10 is enumerated exactly on both sides; n = 17 is Monte Carlo on ours.
+        assert ours == pytest.approx(reference, abs=1e-12 if n == 10 else 0.01)
+
+
+def test_wilcoxon_hand_worked_and_matches_scipy():
+    # All five differences positive: exact two-sided p = 2 / 2**5.
+    result = paired_tests([0, 0, 0, 0, 0], [1, 2, 3, 4, 5])
+    assert result.wilcoxon_p == pytest.approx(2 / 32)
+    assert result.permutation_p == pytest.approx(2 / 32)
+    a = SCORES
+    b = np.clip(SCORES + np.array([1, 0, 2, -1, 3, 1, 0, 0, 2, 1] * 2), 0, 10)
+    assert paired_tests(a, b).wilcoxon_p == pytest.approx(scipy.stats.wilcoxon(b - a).pvalue)
+
+
+def test_identical_arms_give_p_one_and_empty_pairs_nan():
+    result = paired_tests([3, 4, 5], [3, 4, 5])
+    assert (result.wilcoxon_p, result.permutation_p, result.mean_diff) == (1.0, 1.0, 0.0)
+    empty = paired_tests([], [])
+    assert empty.n == 0 and math.isnan(empty.wilcoxon_p) and math.isnan(empty.permutation_p)
+    with pytest.raises(ValueError):
+        paired_tests([1, 2], [1])
+
+
+# --- Holm ------------------------------------------------------------------------------
+
+
+def test_holm_hand_worked_examples():
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # 3 * 0.02 = 0.06; 2 * 0.6 = 1.2 capped at 1; monotone step keeps the last at 1.
+    assert holm_adjust([0.6, 0.02, 0.7]) == pytest.approx([1.0, 0.06, 1.0])
+    adjusted = holm_adjust([0.01, math.nan, 0.02])
+    assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.02)
+    assert math.isnan(adjusted[1])
+    assert holm_adjust([]) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=20))
+def test_holm_properties(pvalues):
+    adjusted = holm_adjust(pvalues)
+    for raw, adj in zip(pvalues, adjusted):
+        assert raw - 1e-12 <= adj <= 1.0
+    for i, j in combinations(range(len(pvalues)), 2):
+        if pvalues[i] <= pvalues[j]:
+            assert adjusted[i] <= adjusted[j] + 1e-12
+
+
+def test_compare_arms_covers_every_pair_with_one_holm_family():
+    rng = np.random.default_rng(4)
+    # 14 questions: scipy's Wilcoxon enumerates permutations below 14 tied pairs (slow here).
+    cells = {}
+    for model in ("small", "large"):
+        for shift, arm in enumerate(("rag", "base", "ft")):
+            cells[(model, arm)] = {
+                f"q{i}": float(np.clip(rng.integers(2, 8) + shift, 0, 10)) for i in range(14)
+            }
+    comparisons = compare_arms(cells, n_permutations=2000)
+    pairs = [(c.model, c.arm_a, c.arm_b) for c in comparisons]
+    assert pairs == [
+        ("small", "base", "rag"), ("small", "base", "ft"), ("small", "rag", "ft"),
+        ("large", "base", "rag"), ("large", "base", "ft"), ("large", "rag", "ft"),
+    ]
+    assert [c.wilcoxon_p_holm for c in comparisons] == pytest.approx(
+        holm_adjust([c.wilcoxon_p for c in comparisons])
+    )
+    assert [c.permutation_p_holm for c in comparisons] == pytest.approx(
+        holm_adjust([c.permutation_p for c in comparisons])
+    )
+    first = comparisons[0]
+    a = [cells[("small", "base")][f"q{i}"] for i in range(14)]
+    b = [cells[("small", "rag")][f"q{i}"] for i in range(14)]
+    assert first.mean_diff == pytest.approx(np.mean(b) - np.mean(a))
+    assert compare_arms({("m", "base"): {"q": 1.0}}) == []
+
+
+# --- judge agreement -------------------------------------------------------------------
+
+
+def _rows_from_matrix(matrix: np.ndarray, judges: list[str]) -> list[ScoreRow]:
+    return [
+        ScoreRow("m", "base", f"u{u}", judge, None if np.isnan(v) else float(v))
+        for judge, row in zip(judges, matrix)
+        for u, v in enumerate(row)
+    ]
+
+
+def test_krippendorff_alpha_matches_published_example_and_definition():
+    assert reference_interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(0.849, abs=5e-4)
+    assert interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(
+        reference_interval_alpha(KRIPPENDORFF_EXAMPLE), abs=1e-9
+    )
+    agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
+    assert agreement.krippendorff_alpha == pytest.approx(0.849, abs=5e-4)
+    assert agreement.n_answers == 12 and agreement.n_answers_with_two_scores == 11
+
+
+def test_pairwise_correlations_match_scipy_on_shared_answers():
+    agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
+    pair = next(p for p in agreement.per_answer if (p.judge_a, p.judge_b) == ("B", "C"))
+    both = ~np.isnan(KRIPPENDORFF_EXAMPLE[1]) & ~np.isnan(KRIPPENDORFF_EXAMPLE[2])
+    b, c = KRIPPENDORFF_EXAMPLE[1][both], KRIPPENDORFF_EXAMPLE[2][both]
+    assert pair.n == int(both.sum()) == 9
+    assert pair.spearman == pytest.approx(scipy.stats.spearmanr(b, c).statistic)
+    assert pair.spearman_p == pytest.approx(scipy.stats.spearmanr(b, c).pvalue)
+    assert pair.kendall == pytest.approx(scipy.stats.kendalltau(b, c).statistic)
+    assert pair.kendall_p == pytest.approx(scipy.stats.kendalltau(b, c).pvalue)
+    assert len(agreement.per_answer) == 6
+
+
+def test_arm_ranking_correlation_uses_cell_means_with_exact_small_sample_p():
+    rows = []
+    j1_means = {"base": 3.0, "rag": 7.0, "ft": 5.0, "ft_rag": 8.0}
+    j2_means = {"base": 4.0, "rag": 6.0, "ft": 6.5, "ft_rag": 9.0}
+    for arm in j1_means:
+        for q, offset in enumerate((-1.0, 0.0, 1.0)):
+            rows.append(ScoreRow("m", arm, f"q{q}", "j1", j1_means[arm] + offset))
+            rows.append(ScoreRow("m", arm, f"q{q}", "j2", j2_means[arm] - offset))
+    ranking = judge_agreement(rows).arm_ranking[0]
+    a, b = list(j1_means.values()), list(j2_means.values())
+    assert ranking.n == 4
+    assert ranking.spearman == pytest.approx(scipy.stats.spearmanr(a, b).statistic)
+    assert ranking.kendall == pytest.approx(scipy.stats.kendalltau(a, b).statistic)
+    reference = scipy.stats.permutation_test(
+        (np.array(a),), lambda x: abs(scipy.stats.spearmanr(x, b).statistic),
+        permutation_type="pairings", n_resamples=np.inf, alternative="greater",
+    ).pvalue
+    assert ranking.spearman_p == pytest.approx(reference)
+    # A perfect ranking of 3 arms: exactly 2 of 3! orderings are as extreme.
+    assert exact_spearman_p(np.array([1.0, 2, 3]), np.array([2.0, 5, 9])) == pytest.approx(1 / 3)
+
+
+def test_agreement_with_one_judge_is_none_and_failed_judge_is_nan():
+    one_judge = [ScoreRow("m", "base", f"q{i}", "j1", float(i)) for i in range(5)]
+    assert judge_agreement(one_judge) is None
+    failed = one_judge + [ScoreRow("m", "base", f"q{i}", "dead", None) for i in range(5)]
+    agreement = judge_agreement(failed)
+    assert agreement.judges == ["j1", "dead"]
+    assert agreement.per_answer[0].n == 0 and math.isnan(agreement.per_answer[0].spearman)
+    assert math.isnan(agreement.krippendorff_alpha)
+
+
+# --- latency, tokens and the summary ---------------------------------------------------
+
+
+def _generation_rows() -> list[GenerationRow]:
+    rows = []
+    for q, latency_ms in enumerate((100.0, 200.0, 300.0, 400.0)):
+        rows.append(GenerationRow("m", "base", f"q{q}", latency_ms, 50, 20))
+        rows.append(GenerationRow("m", "ft", f"q{q}", latency_ms / 2, 50, 20))
+        rows.append(GenerationRow("m", "rag", f"q{q}", latency_ms * 2, 250, 20))
+    return rows
+
+
+def test_latency_and_tokens_hand_worked():
+    cells = {cell.arm: cell for cell in latency_token_summary(_generation_rows())}
+    assert cells["base"].latency_ms_median == 250.0
+    assert cells["base"].latency_ms_p90 == pytest.approx(370.0)  # 300 + 0.7 * (400 - 300)
+    assert cells["base"].total_tokens_mean == 70.0 and cells["base"].pct_vs_base == {}
+    assert cells["ft"].pct_vs_base["latency_ms_median"] == pytest.approx(-50.0)
+    assert cells["ft"].pct_vs_base["latency_ms_p90"] == pytest.approx(-50.0)
+    assert cells["rag"].pct_vs_base["input_tokens_mean"] == pytest.approx(400.0)
+    assert cells["rag"].pct_vs_base["total_tokens_mean"] == pytest.approx(100 * 200 / 70)
+    assert cells["rag"].pct_vs_base["output_tokens_mean"] == 0.0
+
+
+def _study_rows() -> list[ScoreRow]:
+    rows = []
+    for q, score in enumerate(SCORES[:14]):
+        rows.append(ScoreRow("m", "base", f"q{q}", "j1", score))
+        rows.append(ScoreRow("m", "base", f"q{q}", "j2", max(0.0, score - 1)))
+        rows.append(ScoreRow("m", "base", f"q{q}", "broken", None))
+        rows.append(ScoreRow("m", "rag", f"q{q}", "j1", min(10.0, score + 2)))
+        rows.append(ScoreRow("m", "rag", f"q{q}", "j2", min(10.0, score + 1)))
+        rows.append(ScoreRow("m", "rag", f"q{q}", "broken", None))
+    return rows
+
+
+def test_summary_of_a_study_is_consistent_and_json_serialisable():
+    summary = summarize(_study_rows(), _generation_rows(), n_resamples=500, n_permutations=500)
+    panel = {cell.arm: cell for cell in summary.panel_cells}
+    base_panel = (SCORES[:14] + np.maximum(0, SCORES[:14] - 1)) / 2
+    assert panel["base"].mean == pytest.approx(base_panel.mean())  # failures are not zeros
+    assert panel["base"].low <= panel["base"].mean <= panel["base"].high
+    assert math.isnan(panel["base"].pct_vs_base) and panel["rag"].pct_vs_base > 0
+    broken = next(f for f in summary.failures_by_judge if f.judge == "broken")
+    assert (broken.n_judgments, broken.n_failed, broken.failure_rate) == (28, 28, 1.0)
+    broken_cell = next(c for c in summary.judge_cells if c.judge == "broken")
+    assert broken_cell.n_failed == 14 and math.isnan(broken_cell.mean)
+    assert [(c.arm_a, c.arm_b) for c in summary.comparisons] == [("base", "rag")]
+    assert summary.comparisons[0].wilcoxon_p < 0.05
+    assert summary.agreement.judges == ["j1", "j2", "broken"]
+    assert [c.arm for c in summary.latency_tokens] == ["base", "ft", "rag"]
+    encoded = json.dumps(summary.to_dict(), allow_nan=False)
+    assert json.loads(encoded)["judge_cells"][2]["mean"] is None
+
+
+def test_summary_copes_with_one_arm_one_judge_and_one_question():
+    rows = [ScoreRow("m", "only", "q0", "j1", 7.0)]
+    summary = summarize(rows)
+    assert summary.comparisons == [] and summary.agreement is None
+    assert summary.latency_tokens == []
+    cell = summary.panel_cells[0]
+    assert cell.mean == 7.0 and math.isnan(cell.low) and math.isnan(cell.pct_vs_base)
+    json.dumps(summary.to_dict(), allow_nan=False)
+
+
+def test_summary_is_reproducible_for_a_seed():
+    first = summarize(_study_rows(), n_resamples=300, n_permutations=300, seed=7).to_dict()
+    again = summarize(_study_rows(), n_resamples=300, n_permutations=300, seed=7).to_dict()
+    assert first == again

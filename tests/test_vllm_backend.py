@@ -1,0 +1,88 @@
+"""The vllm backend: its config and request mapping on CPU (no vllm import), and real
+generation where vllm and a CUDA GPU are present."""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+
+import pytest
+
+from localnova import optional
+from localnova.backends.vllm_backend import llm_arguments, sampling_arguments, supported_lora_rank, top_logprobs_from_vllm
+from localnova.config import ModelConfig
+from localnova.errors import UserError
+from localnova.types import ChatRequest, GenerationParams
+
+Logprob = namedtuple("Logprob", "logprob rank decoded_token")  # the fields vllm's Logprob has
+
+
+def test_options_become_llm_arguments(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 24, "lora_alpha": 48}))
+    model = ModelConfig(
+        name="judge", backend="vllm", model="Qwen/Qwen2.5-7B-Instruct", revision="abc",
+        options={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "max_model_len": 4096},
+    )
+    arguments = llm_arguments(model, "Qwen/Qwen2.5-7B-Instruct", str(adapter))
+    assert arguments["tensor_parallel_size"] == 2 and arguments["gpu_memory_utilization"] == 0.8
+    assert arguments["max_model_len"] == 4096 and arguments["revision"] == "abc"
+    assert arguments["enable_prefix_caching"] is True
+    assert arguments["enable_lora"] is True and arguments["max_lora_rank"] == 32  # 24 rounded up
+    assert "enable_lora" not in llm_arguments(model, "x", None)
+
+
+def test_bad_options_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown option"):
+        llm_arguments(ModelConfig(name="m", backend="vllm", model="x", options={"tensor_parallel": 2}), "x", None)
+    with pytest.raises(UserError, match="gpu_memory_utilization"):
+        llm_arguments(ModelConfig(name="m", backend="vllm", model="x", options={"gpu_memory_utilization": 1.5}), "x", None)
+    with pytest.raises(UserError, match="adapter_config.json"):
+        llm_arguments(ModelConfig(name="m", backend="vllm", model="x"), "x", str(tmp_path))
+    with pytest.raises(UserError, match="largest"):
+        supported_lora_rank(1024)
+
+
+def test_generation_params_become_sampling_arguments():
+    greedy = sampling_arguments(GenerationParams(max_new_tokens=32, temperature=0.0, top_p=0.5, seed=7))
+    assert greedy == {"n": 1, "max_tokens": 32, "temperature": 0.0, "top_p": 1.0, "seed": 7}
+    sampled = sampling_arguments(GenerationParams(max_new_tokens=8, temperature=0.7, top_p=0.9, top_logprobs=5))
+    assert sampled["temperature"] == 0.7 and sampled["top_p"] == 0.9 and sampled["logprobs"] == 5
+
+
+def test_vllm_logprobs_become_top_n_text_dicts():
+    # vllm adds the sampled token (id 9, rank 7) when it is outside the top 2: it is dropped
+    position = {1: Logprob(-0.2, 1, "7"), 2: Logprob(-1.9, 2, "8"), 9: Logprob(-5.0, 7, "x")}
+    assert top_logprobs_from_vllm([position], 2) == [{"7": -0.2, "8": -1.9}]
+    assert top_logprobs_from_vllm(None, 2) is None
+
+
+def test_without_vllm_the_backend_says_what_to_install():
+    if optional.is_available("vllm") and optional.cuda_available():
+        pytest.skip("vllm and CUDA are present")
+    from localnova.backends import create_backend
+
+    with pytest.raises(UserError, match="vllm"):
+        create_backend(ModelConfig(name="m", backend="vllm", model="smollm2-135m-instruct"))
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not (optional.is_available("vllm") and optional.cuda_available()), reason="needs vllm and a CUDA GPU")
+def test_generates_with_vllm_on_the_bundled_model():
+    from localnova.backends import create_backend
+
+    backend = create_backend(ModelConfig(name="m", backend="vllm", model="smollm2-135m-instruct", options={"gpu_memory_utilization": 0.3, "max_model_len": 2048}))
+    try:
+        requests = [
+            ChatRequest.from_messages([{"role": "user", "content": f"What is {n} plus {n}?"}], GenerationParams(max_new_tokens=16, top_logprobs=3))
+            for n in range(4)
+        ]
+        results = backend.generate(requests)
+    finally:
+        backend.close()
+    assert len(results) == 4 and all(result.text for result in results)
+    assert all(result.input_tokens > 0 and 0 < result.output_tokens <= 16 for result in results)
+    assert all(result.top_logprobs and len(result.top_logprobs) == result.output_tokens for result in results)
+    assert results[0].batch_size == 4
