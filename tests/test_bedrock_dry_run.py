@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from bedrock_fixtures import study_config
@@ -44,15 +43,12 @@ def test_shipped_config_validates_and_dry_runs(monkeypatch):
     items = [EvalItem(f"q{i}", "How many watts does the F4 lamp draw at full brightness?", "The F4 draws 36 watts.") for i in range(10)]
     result = dry_run(config, eval_items=items, out=None)
     assert result.costs.complete()
-    assert "boto3" not in sys.modules or True  # the dry run itself never needs boto3
 
 
 def test_simulated_model_keeps_name_and_id():
-    config_model = study_config.__wrapped__ if hasattr(study_config, "__wrapped__") else None
     from localnova.config import ModelConfig
 
     model = ModelConfig(name="nova-micro", backend="bedrock", model="us.amazon.nova-micro-v1:0")
     simulated = simulated_bedrock_model(model)
     assert (simulated.name, simulated.model, simulated.backend) == ("nova-micro", "us.amazon.nova-micro-v1:0", "simulated")
     assert simulated.options["latency_ms_per_token"] == 5.0
-    del config_model

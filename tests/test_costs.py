@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bedrock_fixtures import study_config
-from localnova.costs import CostTable, SpendGuard, TokenCounts, Usage, check_budget, count_tokens_estimate, estimate_costs, load_prices, price_key, spend_from_usage
+from localnova.costs import CostTable, SpendGuard, TokenCounts, Usage, check_budget, count_tokens_estimate, estimate_costs, format_cost_table, load_prices, price_key, spend_from_usage
 from localnova.errors import UserError
 
 
@@ -42,7 +42,7 @@ def test_estimate_has_every_step_and_both_hosting_choices(tmp_path):
     assert any(line.step == "training" and line.cost_usd == pytest.approx(0.2) for line in table.lines)
     totals = table.totals()
     assert totals["provisioned"] > totals["on_demand"] + 50  # an hour of a model unit dwarfs the tokens
-    assert "TOTAL" in __import__("localnova.costs", fromlist=["format_cost_table"]).format_cost_table(table)
+    assert "TOTAL" in format_cost_table(table)
 
 
 def test_budget_lower_than_estimate_is_one_user_error(tmp_path):

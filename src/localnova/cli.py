@@ -55,15 +55,36 @@ def cmd_run(args) -> int:
 
         # Shows the plan and cost estimate, asks before the first billable call, and returns
         # the config to run (Knowledge Base and custom model ARNs filled in).
-        config = prepare_bedrock_run(config, dry_run=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, arms=_split_arms(args.arms))
+        bedrock_run = prepare_bedrock_run(config, dry_run=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, arms=_split_arms(args.arms))
+        config, adapters, artifacts = bedrock_run.config, (bedrock_run.adapters or None), bedrock_run.artifacts
+        if args.dry_run:
+            adapters = {m.name: "simulated-adapter" for m in config.models}
+            config = simulated_study(config)
     elif args.dry_run:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
-    study_dir = pipeline.run_study(config, arms=_split_arms(args.arms), limit=args.limit, simulate=args.dry_run, report=not args.no_report)
+    else:
+        adapters, artifacts = None, None
+    study_dir = pipeline.run_study(
+        config, arms=_split_arms(args.arms), limit=args.limit, simulate=args.dry_run, report=not args.no_report, adapters=adapters, artifacts=artifacts
+    )
     print(f"study folder: {study_dir}")
     for name in ("answers.jsonl", "summary.json", "report.md", "report.html"):
         if (study_dir / name).exists():
             print(f"  {study_dir / name}")
     return 0
+
+
+def simulated_study(config):
+    """The dry run's study: every Bedrock model and judge answered by the simulated backend
+    at Bedrock-like speeds, in a folder of its own so it never mixes with a real run."""
+    from localnova.bedrock.dry_run import simulated_bedrock_model
+
+    judges = [j.model_copy(update={"model": simulated_bedrock_model(j.model)}) if j.model else j for j in config.judges]
+    return config.model_copy(update={
+        "name": f"{config.name}-dry-run",
+        "models": [simulated_bedrock_model(m) for m in config.models],
+        "judges": judges,
+    })
 
 
 def cmd_index(args) -> int:
@@ -228,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Only a hub id the user wrote may reach the network; the bundled models never do.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not sys.stderr.isatty():
+        # transformers' weight-loading bars would drown the one-line errors and logs.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return args.func(args)
     except UserError as error:

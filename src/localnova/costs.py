@@ -133,7 +133,7 @@ class CostTable:
     assumptions: list[str] = field(default_factory=list)
 
     def total(self, hosting: str) -> float:
-        return round(sum(line.cost_usd or 0.0 for line in self.lines if line.hosting in (None, hosting)), 4)
+        return float(round(sum((line.cost_usd or 0.0 for line in self.lines if line.hosting in (None, hosting)), 0.0), 4))
 
     def complete(self) -> bool:
         return all(line.cost_usd is not None for line in self.lines)

@@ -55,34 +55,48 @@ def generation_params(model: ModelConfig, seed: int) -> GenerationParams:
 
 
 def _needs_embedder(config: StudyConfig, arms: list[str]) -> bool:
-    wants_rag = any(arm in RAG_ARMS for arm in arms) and not config.retrieval.knowledge_base_id
+    wants_rag = any(arm in RAG_ARMS for arm in arms)
     return wants_rag or any(judge.kind == "embedding_similarity" for judge in config.judges)
 
 
-def prepare_inputs(config: StudyConfig, arms: list[str], limit: int | None) -> StudyInputs:
+def prepare_inputs(config: StudyConfig, arms: list[str], limit: int | None, simulate: bool = False) -> StudyInputs:
     """Load the eval set, and where an arm retrieves, the corpus and its index."""
     from localnova.data.eval_set import load_eval_set
 
     items = load_eval_set(config.eval.path, limit or config.eval.limit)
     inputs = StudyInputs(items)
+    local_rag = any(arm in RAG_ARMS for arm in arms) and (simulate or not config.retrieval.knowledge_base_id)
+    documents = None
+    if local_rag:
+        from localnova.corpus import load_documents
+
+        documents = load_documents(config.corpus.path)  # before any model loads: a bad corpus fails fast
     if _needs_embedder(config, arms):
         from localnova.retrieval import Embedder
 
         inputs.embedder = Embedder(config.retrieval.embedding_model)
-    if any(arm in RAG_ARMS for arm in arms):
-        index, rebuilt = build_index(config, inputs.embedder)
+    if any(arm in RAG_ARMS for arm in arms) and config.retrieval.knowledge_base_id and not simulate:
+        from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, corpus_prefix
+
+        retriever = KnowledgeBaseRetriever(config.retrieval.knowledge_base_id, corpus_prefix(config), config.bedrock.region)
+        inputs.retrieved = retriever.search([item.question for item in items], config.retrieval.top_k)
+        inputs.retrieval_info = {"knowledge_base_id": config.retrieval.knowledge_base_id, "top_k": config.retrieval.top_k}
+    elif local_rag:
+        # A dry run of the Bedrock path retrieves from the local index over the same corpus,
+        # so its simulated rag prompts are of realistic size.
+        index, rebuilt = build_index(config, inputs.embedder, documents)
         inputs.retrieved = index.search([item.question for item in items], config.retrieval.top_k)
         inputs.retrieval_info = {"index_rebuilt": rebuilt, "chunks": len(index), "top_k": config.retrieval.top_k}
     return inputs
 
 
-def build_index(config: StudyConfig, embedder=None):
+def build_index(config: StudyConfig, embedder=None, documents=None):
     """Build the study's FAISS index, or load it when corpus, chunking and embedder are unchanged."""
     from localnova.corpus import chunk_documents, corpus_hash, load_documents
     from localnova.retrieval import Embedder, build_or_load_index
 
+    documents = documents if documents is not None else load_documents(config.corpus.path)
     embedder = embedder or Embedder(config.retrieval.embedding_model)
-    documents = load_documents(config.corpus.path)
     chunking = config.corpus.chunking
     manifest_inputs = {"corpus_hash": corpus_hash(documents), "chunking": chunking.model_dump(mode="json")}
 
@@ -150,6 +164,18 @@ def write_answers_jsonl(store, items: list[EvalItem], path: Path) -> int:
         }, ensure_ascii=False))
     write_atomically(path, "\n".join(lines) + "\n")
     return len(lines)
+
+
+def check_models(config: StudyConfig) -> None:
+    """Resolve every locally loaded model before anything is written, so an unknown name or an
+    unwritable cache stops the run with one line and no half-made study folder."""
+    from localnova.models import resolve_model
+
+    local = [m for m in config.models if m.backend in ("transformers", "vllm")]
+    local += [j.model for j in config.judges if j.model is not None and j.model.backend in ("transformers", "vllm")]
+    for model in local:
+        resolve_model(model.model, model.revision)
+    resolve_model(config.retrieval.embedding_model)
 
 
 def simulated_model(model: ModelConfig) -> ModelConfig:
@@ -226,10 +252,18 @@ def prepare_adapters(config: StudyConfig, models: list[ModelConfig]) -> dict[str
 
 
 def run_study(
-    config: StudyConfig, arms: list[str] | None = None, limit: int | None = None, simulate: bool = False, report: bool = True
+    config: StudyConfig,
+    arms: list[str] | None = None,
+    limit: int | None = None,
+    simulate: bool = False,
+    report: bool = True,
+    adapters: dict[str, str] | None = None,
+    artifacts: dict[str, Any] | None = None,
 ) -> Path:
     """Run the study the config describes; return its folder. `simulate` answers every model
-    call with the deterministic simulated backend (the offline dry run)."""
+    call with the deterministic simulated backend (the offline dry run). `adapters` maps a
+    model name to what its ft arms load (an adapter folder, or a Bedrock ARN); without it the
+    local adapters are trained or reused. `artifacts` are saved with the run (cost estimates)."""
     from localnova.store import Store, environment_info
 
     arms = arms or list(config.arms)
@@ -237,10 +271,13 @@ def run_study(
     if unknown:
         raise UserError(f"--arms {','.join(unknown)}: not among the config's arms ({', '.join(config.arms)})")
     study_dir = config.study_dir
-    inputs = prepare_inputs(config, arms, limit)
-    adapters = {}
-    if any(arm in FT_ARMS for arm in arms):
-        adapters = {m.name: "simulated-adapter" for m in config.models} if simulate else prepare_adapters(config, config.models)
+    if not simulate:
+        check_models(config)
+    inputs = prepare_inputs(config, arms, limit, simulate)
+    if adapters is None:
+        adapters = {}
+        if any(arm in FT_ARMS for arm in arms):
+            adapters = {m.name: "simulated-adapter" for m in config.models} if simulate else prepare_adapters(config, config.models)
 
     store = Store(study_dir)
     run_config = {"config": config_to_dict(config), "arms": arms, "limit": limit, "simulated": simulate}
@@ -251,6 +288,8 @@ def run_study(
     try:
         if simulate:
             store.save_artifact("simulated", True)
+        for name, value in (artifacts or {}).items():
+            store.save_artifact(name, value)
         store.save_artifact("retrieval", inputs.retrieval_info)
         store.save_artifact("eval_items", [{"question_id": i.question_id, "question": i.question, "answer": i.answer} for i in inputs.items])
         for model_name, adapter_path in adapters.items():
@@ -261,6 +300,10 @@ def run_study(
         run_judges(config, store, inputs, answers, simulate)
         metrics = answer_metrics(inputs.items, inputs.retrieved, store, config.retrieval.top_k)
         store.save_artifact("answer_metrics", metrics)
+        if config.bedrock is not None:
+            from localnova.bedrock.study import actual_spend
+
+            store.save_artifact("cost_actual" + ("_simulated" if simulate else ""), actual_spend(store, config))
         write_answers_jsonl(store, inputs.items, study_dir / "answers.jsonl")
         complete = True
     finally:

@@ -36,7 +36,7 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
 
     bedrock = config.bedrock
     assert bedrock is not None, "plan_calls needs a bedrock section"
-    region, bucket = bedrock.region, bedrock.s3_bucket or "<bedrock.s3_bucket>"
+    bucket = bedrock.s3_bucket or "<bedrock.s3_bucket>"
     role = bedrock.role_arn or "<bedrock.role_arn>"
     calls: list[PlannedCall] = []
     uses_rag = any(arm in RAG_ARMS for arm in config.arms)

@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -302,23 +301,30 @@ def _curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
     return loss_curve, eval_curve
 
 
-def _write_atomically(trainer, info: AdapterInfo, out_dir: Path) -> None:
-    """Save into a temporary folder beside out_dir, then swap it in, so an interrupted run
-    never leaves half an adapter at out_dir."""
+def _write_atomically(trainer, info: AdapterInfo, out_dir: Path, run_key: str) -> None:
+    """Save into a staging folder beside out_dir, then swap it in, so an interrupted run never
+    leaves half an adapter at out_dir. Every rank calls this: under FSDP, gathering the
+    adapter's shards is collective; the Trainer writes files on rank 0 only."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    staging = out_dir.parent / f".{out_dir.name}-{run_key}-staging"
     try:
-        trainer.model.save_pretrained(staging)
-        (staging / METADATA_FILE).write_text(json.dumps(info.to_json(), indent=2), encoding="utf-8")
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}-old-{os.getpid()}"
-            os.replace(out_dir, old)
-        os.replace(staging, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if trainer.is_world_process_zero() and staging.exists():
+            shutil.rmtree(staging)
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(staging))  # the adapter (peft's save_pretrained) and the tokenizer
+        if trainer.is_world_process_zero():
+            (staging / "training_args.bin").unlink(missing_ok=True)
+            (staging / METADATA_FILE).write_text(json.dumps(info.to_json(), indent=2), encoding="utf-8")
+            old = None
+            if out_dir.exists():
+                old = out_dir.parent / f".{out_dir.name}-old-{os.getpid()}"
+                os.replace(out_dir, old)
+            os.replace(staging, out_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if trainer.is_world_process_zero():
+            shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
@@ -382,8 +388,8 @@ def train_adapter(base_model, train_records: list[dict], validation_records: lis
         train_tokens_per_s=round(train_tokens / train_seconds, 2) if train_seconds > 0 else 0.0,
         resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
     )
+    _write_atomically(trainer, info, out_dir, run_key)
     if trainer.is_world_process_zero():
-        _write_atomically(trainer, info, out_dir)
         shutil.rmtree(checkpoints, ignore_errors=True)
         if checkpoints.parent.is_dir() and not any(checkpoints.parent.iterdir()):
             checkpoints.parent.rmdir()

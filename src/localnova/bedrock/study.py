@@ -1,0 +1,115 @@
+"""The Bedrock steps of a study, in the order a real run takes them.
+
+Every check that can fail on the user's input runs first, then the plan and cost estimate are
+shown and confirmed, and only then is anything created: Knowledge Base, customization jobs,
+hosting. The answers and judges then run through the shared pipeline with the Bedrock
+backend, so a Bedrock run writes the same store and report as a local run.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from localnova.config import FT_ARMS, RAG_ARMS, StudyConfig
+from localnova.errors import UserError
+
+
+@dataclass
+class BedrockRun:
+    """What the pipeline needs from the Bedrock steps."""
+
+    config: StudyConfig  # with retrieval.knowledge_base_id filled in for the rag arms
+    adapters: dict[str, str] = field(default_factory=dict)  # model name -> ARN the ft arms answer through
+    artifacts: dict[str, Any] = field(default_factory=dict)  # cost estimate, for the report
+
+
+def training_file(config: StudyConfig) -> Path:
+    """The training set that goes to Bedrock: the configured file, else gen-qa's output."""
+    path = config.finetune.train_path or config.study_dir / "gen_qa" / "train.jsonl"
+    if not Path(path).is_file():
+        raise UserError(f"finetune.train_path: {path} not found; run `localnova gen-qa CONFIG` first or set finetune.train_path")
+    return Path(path)
+
+
+def confirm_on_terminal(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise UserError("this run would spend money on AWS; rerun with --yes to confirm without a terminal")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def prepare_bedrock_run(
+    config: StudyConfig,
+    dry_run: bool,
+    allow_spend: bool,
+    assume_yes: bool,
+    arms: list[str] | None = None,
+    clients: Any = None,
+    confirm: Callable[[str], bool] = confirm_on_terminal,
+) -> BedrockRun:
+    """Plan, estimate, confirm, then create what the study needs. A dry run stops after the
+    plan and estimate: the pipeline then answers through the simulated backend."""
+    from localnova.bedrock.dry_run import dry_run as print_plan
+    from localnova.costs import check_budget
+    from localnova.data.eval_set import load_eval_set
+
+    if config.bedrock is None:
+        raise UserError("bedrock: a study with Bedrock models needs a bedrock section (region, role_arn, s3_bucket, ...)")
+    arms = arms or list(config.arms)
+    wants_ft = any(arm in FT_ARMS for arm in arms)
+    items = load_eval_set(config.eval.path, config.eval.limit)
+    if dry_run:
+        plan = print_plan(config, eval_items=items)
+        return BedrockRun(config, artifacts={"cost_estimate": cost_artifact(plan.costs)})
+
+    from localnova.bedrock.aws import AwsClients
+    from localnova.bedrock.customization import prepare_customization, run_customization
+    from localnova.bedrock.hosting import check_hosting, host_custom_model
+    from localnova.bedrock.knowledge_base import ensure_knowledge_base
+    from localnova.bedrock.state import BedrockState
+
+    clients = clients or AwsClients(config.bedrock.region)
+    clients.get("bedrock")  # no credentials: one clear line now, before anything else
+    ft_models = [m for m in config.models if m.backend == "bedrock"] if wants_ft else []
+    train_path = training_file(config) if ft_models else None
+    for model in ft_models:
+        prepare_customization(config, model, train_path)
+        check_hosting(config, model, allow_spend, estimate_shown=True)
+    plan = print_plan(config, eval_items=items)
+    check_budget(plan.costs, config.bedrock.budget_usd, config.bedrock.hosting)
+    if not assume_yes and not confirm(f"Start the study on AWS (estimate above, hosting {config.bedrock.hosting})?"):
+        raise UserError("stopped before the first billable call: not confirmed")
+
+    state = BedrockState.load(config.study_dir)
+    if any(arm in RAG_ARMS for arm in arms) and not config.retrieval.knowledge_base_id:
+        kb_id = ensure_knowledge_base(config, state, clients)
+        config = config.model_copy(update={"retrieval": config.retrieval.model_copy(update={"knowledge_base_id": kb_id})})
+    adapters = {}
+    for model in ft_models:
+        result = run_customization(config, model, train_path, state, clients)
+        adapters[model.name] = host_custom_model(config, model, result.custom_model_arn, state, clients, allow_spend, estimate_shown=True)
+    return BedrockRun(config, adapters, {"cost_estimate": cost_artifact(plan.costs)})
+
+
+def cost_artifact(costs) -> dict[str, Any]:
+    """The estimate as the report shows it: each line, and the total for each hosting choice."""
+    return {
+        "lines": [
+            {"step": line.step, "item": line.item, "hosting": line.hosting or "either", "cost_usd": line.cost_usd, "verified": line.verified}
+            for line in costs.lines
+        ],
+        "totals_usd": costs.totals(),
+        "prices_read_on": costs.prices_read_on,
+    }
+
+
+def actual_spend(store, config: StudyConfig) -> dict[str, Any]:
+    """Spending read back from the usage the Bedrock API reported for this run's calls."""
+    from localnova.costs import spend_from_usage
+
+    price_ids = {m.name: (m.customization_model or m.model) for m in config.models}
+    usage = [(price_ids.get(a.model, a.model), a.result.input_tokens, a.result.output_tokens) for a in store.answers()]
+    usd, unpriced = spend_from_usage(usage)
+    return {"answers_usd": round(usd, 4), "unpriced_models": unpriced, "source": "usage.inputTokens/outputTokens x prices/bedrock.yaml"}

