@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -210,7 +211,7 @@ def test_adapter_check_accepts_its_base_and_rejects_others(trained, base, tmp_pa
 
     _, out_dir, _ = trained
     assert load_adapter_check(base, out_dir).base_fingerprint == base.fingerprint
-    other = replace(base, name="other-model", fingerprint="ffffffffffffffff")
+    other = replace(base, name="other-model", path="/models/other-model", fingerprint="ffffffffffffffff")
     with pytest.raises(UserError, match="trained on smollm2-135m-instruct"):
         load_adapter_check(other, out_dir)
     # an adapter from elsewhere (no localnova metadata) is matched on peft's base_model_name_or_path
@@ -261,6 +262,7 @@ def test_interrupted_run_leaves_no_adapter_and_resumes_from_its_checkpoint(base,
 def test_two_process_gloo_launch_trains_and_rank0_writes(tmp_path):
     train_path = tmp_path / "train.jsonl"
     train_path.write_text("\n".join(json.dumps(FACT) for _ in range(4)) + "\n")
+    (tmp_path / "eval.jsonl").write_text('{"question_id": "e1", "question": "Who makes the Orbi kettle?", "answer": "Halden."}\n')
     config_path = tmp_path / "study.yaml"
     config_path.write_text(
         "name: launch-test\n"
@@ -275,14 +277,20 @@ def test_two_process_gloo_launch_trains_and_rank0_writes(tmp_path):
     )
     out_dir = tmp_path / "adapter"
     accelerate = Path(sys.executable).parent / "accelerate"
-    command = [str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+    with socket.socket() as probe:  # a free port, so parallel runs don't collide
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # `--multi_gpu` picks accelerate's torchrun launcher; without CUDA each process trains on the
+    # CPU and they talk over gloo. (`--cpu` would start one process: its multi-CPU mode needs MPI.)
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
                "-m", "localnova.finetune.launch", "--config", str(config_path), "--out", str(out_dir), "--max-steps", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads((out_dir / "localnova_adapter.json").read_text())
-    assert saved["world_size"] == 2
+    assert saved["world_size"] == 2 and saved["distributed_backend"] == "gloo"
+    assert done.stdout.count("(trained in") == 1  # only rank 0 reports
     assert [point["step"] for point in saved["loss_curve"]] == [1, 2]
     assert (out_dir / "adapter_model.safetensors").is_file()
 

@@ -45,7 +45,7 @@ def cmd_run(args) -> int:
     if args.plan:
         from localnova.plan import plan_study
 
-        print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).format())
+        print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).render())
         return 0
     from localnova import pipeline
 
@@ -136,22 +136,15 @@ def cmd_export(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from localnova.data.nova_validator import format_problems, validate_nova_file
+    from localnova.data.nova_validator import validate_command
 
-    problems, samples = validate_nova_file(Path(args.file), args.model)
-    if problems:
-        print(format_problems(problems, args.file), file=sys.stderr)
-        return 2
-    print(f"{args.file}: {samples} samples, valid")
-    return 0
+    return validate_command(args.file, args.model)
 
 
 def cmd_gen_qa(args) -> int:
-    from localnova.data.stage import gen_qa_for_study
+    from localnova.pipeline import gen_qa_for_study
 
-    report = gen_qa_for_study(_load(args))
-    print(report)
-    return 0
+    return gen_qa_for_study(_load(args))
 
 
 def cmd_finetune(args) -> int:
@@ -167,15 +160,16 @@ def cmd_serve(args) -> int:
     from localnova.config import ModelConfig
     from localnova.serve import serve
 
-    model = ModelConfig(name=args.model, backend=args.backend, model=args.model)
-    serve(model, host=args.host, port=args.port, adapter_path=args.adapter, max_batch_size=args.max_batch_size)
+    model = ModelConfig(name=args.served_model_name or args.model, backend=args.backend, model=args.model)
+    serve(model, host=args.host, port=args.port, adapter_path=args.adapter, max_batch_size=args.max_batch_size,
+          max_wait_ms=args.max_wait_ms, served_model_name=args.served_model_name)
     return 0
 
 
 def cmd_bedrock_cleanup(args) -> int:
-    from localnova.bedrock.cleanup import cleanup_cli
+    from localnova.bedrock.cleanup import cleanup_command
 
-    return cleanup_cli(Path(args.study), assume_yes=args.yes)
+    return cleanup_command(Path(args.study), yes=args.yes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--adapter", help="LoRA adapter folder")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-batch-size", type=int, default=16)
+    serve.add_argument("--max-batch-size", type=int, default=16, help="requests gathered into one backend call")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
+    serve.add_argument("--served-model-name", help="the model name clients send (default: --model)")
     serve.set_defaults(func=cmd_serve)
 
     bedrock = verbs.add_parser("bedrock", help="Bedrock resources this tool created")

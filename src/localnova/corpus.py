@@ -10,7 +10,6 @@ every chunk's text is a slice of the original document string, so it reads as wr
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 
 from localnova.config import ChunkingConfig
 from localnova.errors import UserError
+from localnova.jsonl import read_json_lines
 from localnova.types import Chunk, Document, stable_hash
 
 log = logging.getLogger(__name__)
@@ -101,14 +101,8 @@ def _first_heading(text: str) -> str:
 def _load_jsonl(path: Path, relative: str) -> list[Document]:
     documents: list[Document] = []
     seen_ids: set[str] = set()
-    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_number, row in read_json_lines(path):
         where = f"{path}:{line_number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{where}: malformed JSON ({error.msg})") from None
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object with 'id' and 'text'")
         for key in ("id", "text"):

@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,16 @@ class StudyInputs:
     embedder: Any = None
 
 
+@contextmanager
+def timed(timings: dict[str, float], name: str):
+    """Add the wall-clock seconds of a stage to `timings` (they go into summary.json)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
 def generation_params(model: ModelConfig, seed: int) -> GenerationParams:
     generation = model.generation
     return GenerationParams(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature, top_p=generation.top_p, seed=seed)
@@ -56,7 +68,8 @@ def generation_params(model: ModelConfig, seed: int) -> GenerationParams:
 
 def _needs_embedder(config: StudyConfig, arms: list[str]) -> bool:
     wants_rag = any(arm in RAG_ARMS for arm in arms)
-    return wants_rag or any(judge.kind == "embedding_similarity" for judge in config.judges)
+    wants_ft = any(arm in FT_ARMS for arm in arms)  # decontaminating the training set embeds it
+    return wants_rag or wants_ft or any(judge.kind == "embedding_similarity" for judge in config.judges)
 
 
 def prepare_inputs(config: StudyConfig, arms: list[str], limit: int | None, simulate: bool = False) -> StudyInputs:
@@ -206,7 +219,9 @@ def build_judges(config: StudyConfig, inputs: StudyInputs, simulate: bool):
     return panel
 
 
-def run_answers(config: StudyConfig, store, inputs: StudyInputs, arms: list[str], adapters: dict[str, str], simulate: bool) -> list:
+def run_answers(
+    config: StudyConfig, store, inputs: StudyInputs, arms: list[str], adapters: dict[str, str], simulate: bool, timings: dict[str, float]
+) -> list:
     from localnova.backends import create_backend
     from localnova.evaluate.runner import answer_arm
 
@@ -218,37 +233,46 @@ def run_answers(config: StudyConfig, store, inputs: StudyInputs, arms: list[str]
             group = [arm for arm in arms if uses_adapter(arm) == with_adapter]
             if not group:
                 continue
-            backend = create_backend(backend_model, adapter_path=adapters.get(model.name) if with_adapter else None)
+            with timed(timings, f"load {model.name}" + (" + adapter" if with_adapter else "")):
+                backend = create_backend(backend_model, adapter_path=adapters.get(model.name) if with_adapter else None)
             try:
                 for arm in group:
-                    all_answers.append(
-                        answer_arm(store, backend, model.name, arm, inputs.items, inputs.retrieved, params, model.generation.batch_size)
-                    )
+                    with timed(timings, f"answers {model.name}/{arm}"):
+                        all_answers.append(
+                            answer_arm(store, backend, model.name, arm, inputs.items, inputs.retrieved, params, model.generation.batch_size)
+                        )
             finally:
                 backend.close()
     return all_answers
 
 
-def run_judges(config: StudyConfig, store, inputs: StudyInputs, answers: list, simulate: bool) -> None:
+def run_judges(config: StudyConfig, store, inputs: StudyInputs, answers: list, simulate: bool, timings: dict[str, float]) -> dict[str, int]:
+    """Every judge over every answer and control; returns how many judgments each made now."""
     from localnova.evaluate.runner import judge_inputs, run_judge
 
     judge_items = judge_inputs(inputs.items, answers, config.eval.controls)
-    for judge, backend in build_judges(config, inputs, simulate):
+    made = {}
+    with timed(timings, "load judges"):
+        panel = build_judges(config, inputs, simulate)
+    for judge, backend in panel:
         batch_size = 16
         if backend is not None:
             batch_size = next(j.model.generation.batch_size for j in config.judges if j.name == judge.name)
         try:
-            run_judge(store, judge, judge_items, backend, batch_size)
+            with timed(timings, f"judge {judge.name}"):
+                made[judge.name] = run_judge(store, judge, judge_items, backend, batch_size)[1]
         finally:
             if backend is not None:
                 backend.close()
+    return made
 
 
-def prepare_adapters(config: StudyConfig, models: list[ModelConfig]) -> dict[str, str]:
-    """Train (or reuse) one LoRA adapter per local answer model, for the ft arms."""
+def prepare_adapters(config: StudyConfig, models: list[ModelConfig], embedder=None) -> dict[str, str]:
+    """Train (or reuse) one LoRA adapter per local answer model, for the ft arms; the training
+    pairs are decontaminated against the whole eval set, not only the questions of this run."""
     from localnova.finetune.stage import adapters_for_study
 
-    return adapters_for_study(config, models)
+    return adapters_for_study(config, models, embed=embedder)
 
 
 def run_study(
@@ -271,13 +295,17 @@ def run_study(
     if unknown:
         raise UserError(f"--arms {','.join(unknown)}: not among the config's arms ({', '.join(config.arms)})")
     study_dir = config.study_dir
+    timings: dict[str, float] = {}
     if not simulate:
         check_models(config)
-    inputs = prepare_inputs(config, arms, limit, simulate)
+    with timed(timings, "eval set, corpus and index"):
+        inputs = prepare_inputs(config, arms, limit, simulate)
     if adapters is None:
         adapters = {}
         if any(arm in FT_ARMS for arm in arms):
-            adapters = {m.name: "simulated-adapter" for m in config.models} if simulate else prepare_adapters(config, config.models)
+            with timed(timings, "fine-tuning (or reuse)"):
+                adapters = {m.name: "simulated-adapter" for m in config.models} if simulate else prepare_adapters(config, config.models, inputs.embedder)
+    judgments_made: dict[str, int] = {}
 
     store = Store(study_dir)
     run_config = {"config": config_to_dict(config), "arms": arms, "limit": limit, "simulated": simulate}
@@ -292,12 +320,15 @@ def run_study(
             store.save_artifact(name, value)
         store.save_artifact("retrieval", inputs.retrieval_info)
         store.save_artifact("eval_items", [{"question_id": i.question_id, "question": i.question, "answer": i.answer} for i in inputs.items])
+        data_report = study_dir / "data" / "training_data_report.json"
+        if adapters and data_report.is_file():
+            store.save_artifact("training_data", json.loads(data_report.read_text()))
         for model_name, adapter_path in adapters.items():
             curve_file = Path(adapter_path) / "localnova_adapter.json"
             if curve_file.is_file():
                 store.save_artifact(f"loss_curve:{model_name}", json.loads(curve_file.read_text()).get("loss_curve", []))
-        answers = run_answers(config, store, inputs, arms, adapters, simulate)
-        run_judges(config, store, inputs, answers, simulate)
+        answers = run_answers(config, store, inputs, arms, adapters, simulate, timings)
+        judgments_made = run_judges(config, store, inputs, answers, simulate, timings)
         metrics = answer_metrics(inputs.items, inputs.retrieved, store, config.retrieval.top_k)
         store.save_artifact("answer_metrics", metrics)
         if config.bedrock is not None:
@@ -319,6 +350,8 @@ def run_study(
             "simulated": simulate,
             "retrieval": inputs.retrieval_info,
             "answer_metrics": store.artifacts().get("answer_metrics", {}),
+            "judgments_made": judgments_made,
+            "timings_s": timings,
         }
         write_atomically(study_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         store.close()
@@ -326,5 +359,27 @@ def run_study(
         from localnova.report.collect import collect_run
         from localnova.report.render import write_report
 
-        write_report([collect_run(study_dir, run_id)], study_dir)
+        with timed(timings, "report"):
+            write_report([collect_run(study_dir, run_id)], study_dir)
+        log.info("stage timings (s): %s", timings)
     return study_dir
+
+
+def gen_qa_for_study(config: StudyConfig) -> int:
+    """`localnova gen-qa`: Q&A pairs from the corpus chunks by the configured generator (or the
+    first answer model), filtered, decontaminated and split, into <study>/gen_qa/."""
+    from localnova.backends import create_backend
+    from localnova.corpus import chunk_documents, load_documents
+    from localnova.data.eval_set import load_eval_set
+    from localnova.data.gen_qa import gen_qa_command
+    from localnova.retrieval import Embedder
+
+    eval_items = load_eval_set(config.eval.path)
+    documents = load_documents(config.corpus.path)
+    embedder = Embedder(config.retrieval.embedding_model)
+    chunks = chunk_documents(documents, config.corpus.chunking, embedder.tokenizer, embed=embedder)
+    backend = create_backend(config.gen_qa.generator or config.models[0])
+    try:
+        return gen_qa_command(config, chunks, eval_items, backend, embedder, config.study_dir / "gen_qa")
+    finally:
+        backend.close()

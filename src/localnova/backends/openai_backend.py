@@ -73,6 +73,11 @@ def request_payload(model_name: str, request: ChatRequest) -> dict[str, Any]:
     if params.top_logprobs > 0:
         payload["logprobs"] = True
         payload["top_logprobs"] = params.top_logprobs
+    if request.messages[-1][0] == "assistant":
+        # A trailing assistant message is a prefix to continue (the logprob judge's prefill);
+        # vLLM's server and `localnova serve` take these two fields for that.
+        payload["continue_final_message"] = True
+        payload["add_generation_prompt"] = False
     return payload
 
 

@@ -81,9 +81,6 @@ class TransformersBackend(Backend):
             return self.tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return len(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)
         # Requests with different sampling settings cannot share one generate() call.

@@ -8,7 +8,6 @@ simulated backend (`simulated_bedrock_model`) and marks the report as simulated.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from typing import Callable
 from localnova.bedrock.plan import PlannedCall, plan_calls
 from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig
 from localnova.costs import CostTable, PriceBook, TokenCounts, Usage, count_tokens_estimate, estimate_costs, format_cost_table
+from localnova.data.eval_set import load_eval_set
 from localnova.errors import UserError
 from localnova.types import ChatRequest, EvalItem
 
@@ -49,18 +49,6 @@ class DryRunResult:
 
 def _request_tokens(request: ChatRequest) -> int:
     return sum(count_tokens_estimate(content) + MESSAGE_OVERHEAD_TOKENS for _, content in request.messages)
-
-
-def load_eval_items(path: Path) -> list[EvalItem]:
-    """Eval items from a JSONL file with question/answer fields (the dry run's own reader)."""
-    if not path.is_file():
-        raise UserError(f"eval.path: {path} not found")
-    items = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            row = json.loads(line)
-            items.append(EvalItem(str(row.get("question_id", line_number)), row["question"], row["answer"], tuple(row.get("doc_ids", ()))))
-    return items
 
 
 def corpus_tokens(path: Path) -> tuple[int, int]:
@@ -143,7 +131,7 @@ def dry_run(
     post's 10). No credentials, no network, no boto3."""
     if config.bedrock is None:
         raise UserError("bedrock: a dry run of the Bedrock path needs a bedrock section")
-    items = list(eval_items) if eval_items is not None else load_eval_items(config.eval.path)
+    items = list(eval_items) if eval_items is not None else load_eval_set(config.eval.path)
     if config.eval.limit:
         items = items[: config.eval.limit]
     if n_questions is not None:

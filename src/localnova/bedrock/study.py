@@ -34,6 +34,23 @@ def training_file(config: StudyConfig) -> Path:
     return Path(path)
 
 
+def actual_answer_requests(config: StudyConfig, arms: list[str]) -> dict:
+    """The answer prompts the study will send, per (model, arm), so the estimate counts their
+    real length. Before a Knowledge Base exists, the rag prompts are built from the local
+    index over the same corpus, with the same chunking: the closest stand-in we have."""
+    from localnova.evaluate.arms import build_request
+    from localnova.pipeline import generation_params, prepare_inputs
+
+    inputs = prepare_inputs(config, arms, None, simulate=True)
+    requests = {}
+    for model in config.models:
+        params = generation_params(model, config.seed)
+        for arm in arms:
+            contexts = inputs.retrieved if arm in RAG_ARMS else [None] * len(inputs.items)
+            requests[(model.name, arm)] = [build_request(item, context, params) for item, context in zip(inputs.items, contexts)]
+    return requests
+
+
 def confirm_on_terminal(question: str) -> bool:
     if not sys.stdin.isatty():
         raise UserError("this run would spend money on AWS; rerun with --yes to confirm without a terminal")
@@ -61,7 +78,7 @@ def prepare_bedrock_run(
     wants_ft = any(arm in FT_ARMS for arm in arms)
     items = load_eval_set(config.eval.path, config.eval.limit)
     if dry_run:
-        plan = print_plan(config, eval_items=items)
+        plan = print_plan(config, answer_requests=actual_answer_requests(config, arms), eval_items=items)
         return BedrockRun(config, artifacts={"cost_estimate": cost_artifact(plan.costs)})
 
     from localnova.bedrock.aws import AwsClients
@@ -77,7 +94,7 @@ def prepare_bedrock_run(
     for model in ft_models:
         prepare_customization(config, model, train_path)
         check_hosting(config, model, allow_spend, estimate_shown=True)
-    plan = print_plan(config, eval_items=items)
+    plan = print_plan(config, answer_requests=actual_answer_requests(config, arms), eval_items=items)
     check_budget(plan.costs, config.bedrock.budget_usd, config.bedrock.hosting)
     if not assume_yes and not confirm(f"Start the study on AWS (estimate above, hosting {config.bedrock.hosting})?"):
         raise UserError("stopped before the first billable call: not confirmed")

@@ -3,27 +3,19 @@ and doc_ids (the documents that hold the answer, for recall@k)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from localnova.errors import UserError
+from localnova.jsonl import read_json_lines
 from localnova.types import EvalItem
 
 REQUIRED_FIELDS = ("question_id", "question", "answer")
 
 
 def load_eval_set(path: Path, limit: int | None = None) -> list[EvalItem]:
-    if not path.is_file():
-        raise UserError(f"{path}: eval file not found")
     items: list[EvalItem] = []
     seen: set[str] = set()
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+    for line_number, row in read_json_lines(path):
         if not isinstance(row, dict):
             raise UserError(f"{path}:{line_number}: expected a JSON object")
         missing = [name for name in REQUIRED_FIELDS if not isinstance(row.get(name), str) or not row[name].strip()]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.jsonl import read_json_lines
 from localnova.types import stable_hash
 
 NOVA_SCHEMA_VERSION = "bedrock-conversation-2024"
@@ -111,22 +112,6 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return len(lines)
 
 
-def _read_json_lines(path: Path) -> list[tuple[int, Any]]:
-    """(line number, parsed value) for every non-blank line; malformed JSON is a UserError."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((line_number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{line_number}: malformed JSON: {error.msg} at column {error.colno}") from None
-    return rows
-
-
 def chat_record_from_dict(row: Any, where: str) -> ChatRecord:
     """Build a ChatRecord from one parsed chat line; `where` (path:line) names it in errors."""
     if not isinstance(row, dict):
@@ -146,7 +131,7 @@ def chat_record_from_dict(row: Any, where: str) -> ChatRecord:
 
 def read_chat_jsonl(path: str | Path) -> list[ChatRecord]:
     path = Path(path)
-    return [chat_record_from_dict(row, f"{path}:{line}") for line, row in _read_json_lines(path)]
+    return [chat_record_from_dict(row, f"{path}:{line}") for line, row in read_json_lines(path)]
 
 
 def write_chat_jsonl(records: Iterable[ChatRecord], path: str | Path) -> int:
@@ -195,7 +180,7 @@ def write_nova_jsonl(records: Iterable[ChatRecord], path: str | Path) -> int:
 
 def read_nova_jsonl(path: str | Path) -> list[ChatRecord]:
     path = Path(path)
-    return [nova_to_record(row, f"{path}:{line}") for line, row in _read_json_lines(path)]
+    return [nova_to_record(row, f"{path}:{line}") for line, row in read_json_lines(path)]
 
 
 def is_nova_row(row: Any) -> bool:
@@ -211,7 +196,7 @@ def is_nova_row(row: Any) -> bool:
 def read_training_file(path: str | Path) -> list[ChatRecord]:
     """Read a chat JSONL or a Nova JSONL file, telling them apart by the first record."""
     path = Path(path)
-    rows = _read_json_lines(path)
+    rows = read_json_lines(path)
     if not rows:
         raise UserError(f"{path}: the file holds no records")
     convert = nova_to_record if is_nova_row(rows[0][1]) else chat_record_from_dict

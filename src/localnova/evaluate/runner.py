@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Callable
 
 from localnova.backends.base import Backend
 from localnova.evaluate.arms import build_request, uses_retrieval
@@ -69,9 +68,10 @@ def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls
     return inputs
 
 
-def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | None, batch_size: int) -> list[JudgmentRecord]:
+def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | None, batch_size: int) -> tuple[list[JudgmentRecord], int]:
     """Score `inputs` with one judge; judgments already made for the same content (in any run
-    of this study) are reused, and LLM calls go through the store."""
+    of this study) are reused, and LLM calls go through the store. Returns the judgments and
+    how many of them were made now."""
     keys = [judge.content_key(item) for item in inputs]
     known = store.judgment_by_content(keys)
     missing = [index for index, key in enumerate(keys) if key not in known]
@@ -87,15 +87,14 @@ def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | 
     if records:
         store.save_judgments(list(records.values()))
     if missing:
-        generate: Callable | None = None
         bar = progress_bar(len(missing), f"judge {judge.name}")
-        if backend is not None:
-            def generate(requests):
-                return store.generate_cached(backend, requests, batch_size, progress=bar)[1]
+
+        def generate(requests):
+            return store.generate_cached(backend, requests, batch_size, progress=bar)[1]
         # Judge in slices so that a killed process keeps the judgments already made.
         for start in range(0, len(missing), max(batch_size, 16)):
             part = missing[start : start + max(batch_size, 16)]
-            outcomes = judge.run([inputs[index] for index in part], generate)
+            outcomes = judge.run([inputs[index] for index in part], generate if backend is not None else None)
             if backend is None:
                 bar.update(len(part))
             new_records = []
@@ -108,7 +107,7 @@ def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | 
             store.save_judgments(new_records)
             records.update(zip(part, new_records))
         bar.close()
-    return [records[index] for index in range(len(inputs))]
+    return [records[index] for index in range(len(inputs))], len(missing)
 
 
 def controls_only(records: list[JudgmentRecord]) -> list[JudgmentRecord]:

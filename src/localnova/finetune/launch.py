@@ -2,42 +2,25 @@
 
     python -m localnova.finetune.launch --config configs/demo.yaml
     accelerate launch --config_file configs/accelerate/ddp.yaml -m localnova.finetune.launch --config CONFIG
-    accelerate launch --cpu --num_processes 2 -m localnova.finetune.launch --config CONFIG   # gloo, no GPU
+    accelerate launch --multi_gpu --num_processes 2 -m localnova.finetune.launch --config CONFIG
+        (on a machine without CUDA the same command starts 2 CPU processes that talk over gloo;
+        `accelerate launch --cpu` starts only one process unless MPI is set up)
+    torchrun --nproc_per_node 2 -m localnova.finetune.launch --config CONFIG   # the same, without accelerate
 
 Every rank runs the same `train_adapter`; the Trainer shards the data across ranks and only
-rank 0 writes the adapter. The training data is the chat JSONL at `finetune.train_path`
-(one {"messages": [...]} object per line).
+rank 0 writes the adapter. The training data is `finetune.train_path` (chat or Nova JSONL), decontaminated
+against the eval set exactly as the study's own fine-tuning stage does (finetune/stage.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from localnova.errors import UserError
-
-
-def read_chat_jsonl(path: Path) -> list[dict]:
-    """Chat records from a JSONL file; a bad line raises a UserError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: training file not found")
-    records = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{line_number}: malformed JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-            hint = " (a Nova bedrock-conversation file: convert it to chat JSONL first)" if isinstance(record, dict) and "schemaVersion" in record else ""
-            raise UserError(f"{path}:{line_number}: expected an object with a 'messages' list{hint}")
-        records.append({"messages": record["messages"]})
-    return records
 
 
 def default_adapter_dir(config, model_name: str) -> Path:
@@ -47,19 +30,20 @@ def default_adapter_dir(config, model_name: str) -> Path:
 def finetune_from_config(config, model_name: str | None = None, out_dir: Path | None = None,
                          max_steps: int | None = None, reuse: bool = True):
     """Train (or reuse) the adapter for one answer model of a study config; returns AdapterInfo."""
+    from localnova.data.eval_set import load_eval_set
     from localnova.finetune.lora import find_or_train_adapter, train_adapter
+    from localnova.finetune.stage import training_records
+    from localnova.retrieval import Embedder
     from localnova.finetune.presets import check_hyperparameters
     from localnova.models import resolve_model
 
     check_hyperparameters(config.finetune)
-    if config.finetune.train_path is None:
-        raise UserError("finetune.train_path is not set: give a chat JSONL file (or run gen-qa first)")
     models = {model.name: model for model in config.models}
     model_config = models.get(model_name) if model_name else config.models[0]
     if model_config is None:
         raise UserError(f"--model {model_name!r}: not one of the config's models ({', '.join(models)})")
-    train_records = read_chat_jsonl(config.finetune.train_path)
-    validation_records = read_chat_jsonl(config.finetune.validation_path) if config.finetune.validation_path else None
+    # The same decontaminated records, with the arms' system prompt, as a single-process run.
+    train_records, validation_records, _ = training_records(config, load_eval_set(config.eval.path), Embedder(config.retrieval.embedding_model))
     base = resolve_model(model_config.model, model_config.revision)
     target = Path(out_dir) if out_dir else default_adapter_dir(config, model_config.name)
     train = find_or_train_adapter if reuse else train_adapter
@@ -84,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     state = "reused" if info.reused else f"trained in {info.train_seconds:.1f} s on {info.world_size} process(es)"
     print(f"adapter {info.path} ({state}); final loss {info.loss_curve[-1]['loss'] if info.loss_curve else 'n/a'}")
     return 0

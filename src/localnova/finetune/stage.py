@@ -1,0 +1,79 @@
+"""The fine-tuning stage of a study: training data checked against the eval set, then one LoRA
+adapter per local answer model, trained or reused.
+
+The training pairs are decontaminated against the evaluation questions first (n-gram overlap
+and embedding similarity): a fine-tuned arm must not score well by having seen the test.
+Every pair gets the same system prompt the answer arms use, so the fine-tuned model is trained
+in the context it is asked in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from localnova.config import StudyConfig
+from localnova.errors import UserError
+
+log = logging.getLogger("localnova.finetune")
+
+LOCAL_BACKENDS = ("transformers", "vllm")
+
+
+def training_records(config: StudyConfig, eval_items, embed) -> tuple[list[dict], list[dict] | None, dict[str, Any]]:
+    """(train records, validation records or None, data report) for local training."""
+    from localnova.data.formats import read_training_pairs
+    from localnova.data.qa_filters import DataReport, EmptyTrainingSet, decontaminate
+    from localnova.evaluate.arms import SYSTEM_PROMPT
+
+    train_path = config.finetune.train_path or config.study_dir / "gen_qa" / "train.jsonl"
+    if not Path(train_path).is_file():
+        raise UserError(f"finetune.train_path: {train_path} not found; set it or run `localnova gen-qa CONFIG` first")
+    pairs = read_training_pairs(train_path)
+    report = DataReport(source=str(train_path), grounding_checked=False, input_pairs=len(pairs), parsed_pairs=len(pairs))
+    gen_qa = config.gen_qa
+    report.settings.update(decontam_ngram=gen_qa.decontam_ngram, decontam_similarity=gen_qa.decontam_similarity)
+    pairs, _ = decontaminate(pairs, eval_items, embed, gen_qa.decontam_ngram, gen_qa.decontam_similarity, report=report)
+    if not pairs:
+        report.status = "empty"
+        raise EmptyTrainingSet(report, str(train_path))
+    report.train_pairs = len(pairs)
+    train = [pair.to_record(system_prompt=SYSTEM_PROMPT).to_dict() for pair in pairs]
+    validation = None
+    if config.finetune.validation_path:
+        validation = [p.to_record(system_prompt=SYSTEM_PROMPT).to_dict() for p in read_training_pairs(config.finetune.validation_path)]
+    return train, validation, report.to_dict()
+
+
+def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None) -> dict[str, str]:
+    """Train or reuse one adapter per local answer model; returns model name -> adapter folder.
+    Bedrock models are fine-tuned by customization jobs instead (bedrock/study.py)."""
+    from localnova.finetune.lora import find_or_train_adapter
+    from localnova.finetune.presets import check_hyperparameters
+    from localnova.models import resolve_model
+
+    local_models = [model for model in models if model.backend in LOCAL_BACKENDS]
+    if not local_models:
+        return {}
+    check_hyperparameters(config.finetune)  # out-of-bounds settings stop before anything loads
+    if eval_items is None:
+        from localnova.data.eval_set import load_eval_set
+
+        eval_items = load_eval_set(config.eval.path)
+    if embed is None:
+        from localnova.retrieval import Embedder
+
+        embed = Embedder(config.retrieval.embedding_model)
+    train, validation, report = training_records(config, eval_items, embed)
+    data_dir = config.study_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "training_data_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("training pairs: %d kept, %d dropped as too close to the eval set", report["train_pairs"], report["dropped_contaminated"])
+    adapters = {}
+    for model in local_models:
+        base = resolve_model(model.model, model.revision)
+        info = find_or_train_adapter(base, train, validation, config.finetune, config.study_dir / "adapters" / model.name, config.seed)
+        adapters[model.name] = str(info.path)
+    return adapters
