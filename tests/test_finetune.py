@@ -139,17 +139,19 @@ def test_qlora_on_cpu_is_refused_before_loading(tmp_path):
         train_adapter(UNLOADABLE, [FACT], None, tiny_config(quantization="4bit"), tmp_path / "adapter", seed=0)
 
 
-def test_cpu_precision_is_fp32_with_autocast_off():
-    from localnova.finetune.lora import choose_precision
-    from localnova.optional import cuda_available
+@pytest.mark.parametrize("cpu_has_bf16", [False, True])
+def test_cpu_precision_follows_the_cpu(monkeypatch, cpu_has_bf16):
+    from localnova.finetune import lora
 
-    if cuda_available():
-        pytest.skip("checks the CPU choice")
-    precision = choose_precision(tiny_config())
-    assert (precision.dtype, precision.bf16, precision.fp16, precision.device) == ("float32", False, False, "cpu")
-    assert choose_precision(tiny_config(precision="bf16")).bf16 is True  # an explicit choice wins
+    monkeypatch.setattr(lora, "cuda_available", lambda: False)
+    monkeypatch.setattr(lora, "cpu_supports_bf16", lambda: cpu_has_bf16)
+    precision = lora.choose_precision(tiny_config())
+    # weights stay fp32 on CPU; bf16 is autocast only, and only where the CPU has it in hardware
+    assert (precision.dtype, precision.bf16, precision.fp16, precision.device) == ("float32", cpu_has_bf16, False, "cpu")
+    assert lora.choose_precision(tiny_config(precision="fp32")).bf16 is False  # an explicit choice wins
+    assert lora.choose_precision(tiny_config(precision="bf16")).bf16 is True
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
-        choose_precision(tiny_config(precision="fp16"))
+        lora.choose_precision(tiny_config(precision="fp16"))
 
 
 @pytest.fixture(scope="module")

