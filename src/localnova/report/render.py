@@ -161,7 +161,7 @@ def build_sections(runs: list[RunData]) -> list[Section]:
         Section("Per-question scores", figs.get("per_question", []) or [Paragraph("No scored answers.")]),
         Section("Latency and tokens", [*tables.latency_tokens_blocks(runs, summaries), *figs.get("latency", [])]),
         Section("Retrieval", tables.artifact_blocks(runs, "retrieval", "No retrieval metrics recorded.", "model / arm")),
-        Section("Reference metrics", tables.artifact_blocks(runs, "summary", "No reference metrics recorded.")),
+        Section("Reference metrics", tables.artifact_blocks(runs, "answer_metrics", "No reference metrics recorded.", "model / arm")),
         Section("Cost", tables.artifact_blocks(runs, "cost", "No cost estimate or spend recorded.")),
         Section("Fine-tuning", figs.get("finetune", []) or [Paragraph("No training loss recorded.")]),
         Section("Sample answers", [block for run in runs for block in tables.sample_blocks(run)]),
