@@ -158,24 +158,18 @@ def clean_markdown(text: str) -> str:
     """Markdown as a reader sees it: backslash escapes (`\\.`, `\\-`, `\\_`) become the plain
     character and HTML anchor tags go, keeping the text of links. Code is left untouched,
     because a backslash there is literal."""
-    pieces: list[str] = []
-    position = 0
-    for fence in _FENCE.finditer(text):
-        pieces.append(_clean_prose(text[position:fence.start()]))
-        pieces.append(fence.group(0))
-        position = fence.end()
-    pieces.append(_clean_prose(text[position:]))
-    return _tidy_blank_lines("".join(pieces))
+    return _tidy_blank_lines(_apply_outside(_FENCE, text, lambda prose: _apply_outside(_INLINE_CODE, prose, _clean_span)))
 
 
-def _clean_prose(text: str) -> str:
+def _apply_outside(pattern: re.Pattern, text: str, clean) -> str:
+    """`clean` applied to the text between the matches of `pattern`; the matches stay as they are."""
     pieces: list[str] = []
     position = 0
-    for code in _INLINE_CODE.finditer(text):
-        pieces.append(_clean_span(text[position:code.start()]))
-        pieces.append(code.group(0))
-        position = code.end()
-    pieces.append(_clean_span(text[position:]))
+    for match in pattern.finditer(text):
+        pieces.append(clean(text[position:match.start()]))
+        pieces.append(match.group(0))
+        position = match.end()
+    pieces.append(clean(text[position:]))
     return "".join(pieces)
 
 

@@ -66,10 +66,9 @@ def generation_params(model: ModelConfig, seed: int) -> GenerationParams:
     return GenerationParams(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature, top_p=generation.top_p, seed=seed)
 
 
-def _needs_embedder(config: StudyConfig, arms: list[str]) -> bool:
-    wants_rag = any(arm in RAG_ARMS for arm in arms)
+def _needs_embedder(config: StudyConfig, arms: list[str], local_rag: bool) -> bool:
     wants_ft = any(arm in FT_ARMS for arm in arms)  # decontaminating the training set embeds it
-    return wants_rag or wants_ft or any(judge.kind == "embedding_similarity" for judge in config.judges)
+    return local_rag or wants_ft or any(judge.kind == "embedding_similarity" for judge in config.judges)
 
 
 def prepare_inputs(config: StudyConfig, arms: list[str], limit: int | None, simulate: bool = False) -> StudyInputs:
@@ -84,7 +83,7 @@ def prepare_inputs(config: StudyConfig, arms: list[str], limit: int | None, simu
         from localnova.corpus import load_documents
 
         documents = load_documents(config.corpus.path)  # before any model loads: a bad corpus fails fast
-    if _needs_embedder(config, arms):
+    if _needs_embedder(config, arms, local_rag):
         from localnova.retrieval import Embedder
 
         inputs.embedder = Embedder(config.retrieval.embedding_model)
@@ -121,7 +120,7 @@ def build_index(config: StudyConfig, embedder=None, documents=None):
     )
 
 
-def answer_metrics(items: list[EvalItem], retrieved: list[list[RetrievedChunk]] | None, store, top_k: int) -> dict[str, Any]:
+def answer_metrics(items: list[EvalItem], store, top_k: int) -> dict[str, Any]:
     """Per model x arm: recall@k, token F1, ROUGE-L, mean latency and tokens."""
     from localnova.evaluate.metrics import rouge_l, token_f1
     from localnova.retrieval import recall_at_k
@@ -333,7 +332,7 @@ def run_study(
                 store.save_artifact(f"loss_curve:{model_name}", json.loads(curve_file.read_text()).get("loss_curve", []))
         answers = run_answers(config, store, inputs, arms, adapters, simulate, timings)
         judgments_made = run_judges(config, store, inputs, answers, simulate, timings)
-        metrics = answer_metrics(inputs.items, inputs.retrieved, store, config.retrieval.top_k)
+        metrics = answer_metrics(inputs.items, store, config.retrieval.top_k)
         store.save_artifact("answer_metrics", metrics)
         if config.bedrock is not None:
             from localnova.bedrock.study import actual_spend

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def training_records(config: StudyConfig, eval_items, embed) -> tuple[list[dict]
     if not pairs:
         report.status = "empty"
         raise EmptyTrainingSet(report, str(train_path))
+    limit = config.finetune.max_train_pairs
+    if limit is not None and len(pairs) > limit:
+        kept = sorted(random.Random(config.seed).sample(range(len(pairs)), limit))
+        report.settings["sampled"] = f"{limit} of {len(pairs)} pairs (finetune.max_train_pairs, seed {config.seed})"
+        pairs = [pairs[index] for index in kept]
     report.train_pairs = len(pairs)
     train = [pair.to_record(system_prompt=SYSTEM_PROMPT).to_dict() for pair in pairs]
     validation = None
