@@ -161,7 +161,8 @@ class LLMJudge:
         messages = judge_messages(item)
         if self.config.scoring == "logprob":
             messages.append({"role": "assistant", "content": SCORE_PREFILL})
-            return ChatRequest.from_messages(messages, GenerationParams(max_new_tokens=3, top_logprobs=20))
+            # Two tokens are enough: the score's first digit, and a "0" after a "1" for 10.
+            return ChatRequest.from_messages(messages, GenerationParams(max_new_tokens=2, top_logprobs=20))
         # The first attempt is greedy; retries sample so that they can differ from it.
         temperature = 0.0 if attempt == 0 else 0.7
         return ChatRequest.from_messages(messages, GenerationParams(max_new_tokens=self.max_new_tokens, temperature=temperature, seed=attempt))
