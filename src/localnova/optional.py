@@ -56,3 +56,12 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def gpu_description() -> str:
+    """What GPUs this process sees, for the run's record ("none" without CUDA)."""
+    if not cuda_available():
+        return "none"
+    import torch
+
+    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"

@@ -178,16 +178,21 @@ def write_answers_jsonl(store, items: list[EvalItem], path: Path) -> int:
     return len(lines)
 
 
-def check_models(config: StudyConfig) -> None:
+def check_models(config: StudyConfig) -> dict[str, dict[str, str]]:
     """Resolve every locally loaded model before anything is written, so an unknown name or an
-    unwritable cache stops the run with one line and no half-made study folder."""
+    unwritable cache stops the run with one line and no half-made study folder. Returns where
+    each came from, for the run's record."""
     from localnova.models import resolve_model
 
     local = [m for m in config.models if m.backend in ("transformers", "vllm")]
     local += [j.model for j in config.judges if j.model is not None and j.model.backend in ("transformers", "vllm")]
+    sources = {}
     for model in local:
-        resolve_model(model.model, model.revision)
-    resolve_model(config.retrieval.embedding_model)
+        resolved = resolve_model(model.model, model.revision)
+        sources[model.name] = {"model": model.model, "source": resolved.source, "fingerprint": resolved.fingerprint}
+    embedder = resolve_model(config.retrieval.embedding_model)
+    sources["embedding"] = {"model": embedder.name, "source": embedder.source, "fingerprint": embedder.fingerprint}
+    return sources
 
 
 def simulated_model(model: ModelConfig) -> ModelConfig:
@@ -287,6 +292,7 @@ def run_study(
     call with the deterministic simulated backend (the offline dry run). `adapters` maps a
     model name to what its ft arms load (an adapter folder, or a Bedrock ARN); without it the
     local adapters are trained or reused. `artifacts` are saved with the run (cost estimates)."""
+    from localnova.optional import cpu_supports_bf16, gpu_description
     from localnova.store import Store, environment_info
 
     arms = arms or list(config.arms)
@@ -299,8 +305,7 @@ def run_study(
         from localnova.finetune.presets import check_hyperparameters
 
         check_hyperparameters(config.finetune)  # a bound broken: one line, before any model loads
-    if not simulate:
-        check_models(config)
+    model_sources = {} if simulate else check_models(config)
     with timed(timings, "eval set, corpus and index"):
         inputs = prepare_inputs(config, arms, limit, simulate)
     if adapters is None:
@@ -312,7 +317,8 @@ def run_study(
 
     store = Store(study_dir)
     run_config = {"config": config_to_dict(config), "arms": arms, "limit": limit, "simulated": simulate}
-    run_id = store.start_run(config.name, run_config, environment_info())
+    environment = {**environment_info(), "gpu": gpu_description(), "cpu_supports_bf16": cpu_supports_bf16(), "models": model_sources}
+    run_id = store.start_run(config.name, run_config, environment)
     write_atomically(study_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     log.info("study %s, run %s, in %s", config.name, run_id, study_dir)
     complete = False

@@ -13,6 +13,7 @@ Plain Python and sqlite3 only: no model code here.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sqlite3
 import time
@@ -308,6 +309,7 @@ def environment_info() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             continue
     return {
+        "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
