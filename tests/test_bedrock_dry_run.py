@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bedrock_fixtures import study_config
@@ -52,3 +53,24 @@ def test_simulated_model_keeps_name_and_id():
     simulated = simulated_bedrock_model(model)
     assert (simulated.name, simulated.model, simulated.backend) == ("nova-micro", "us.amazon.nova-micro-v1:0", "simulated")
     assert simulated.options["latency_ms_per_token"] == 5.0
+
+
+def test_cli_dry_run_runs_the_whole_study_offline_and_marks_the_report_simulated(tmp_path, monkeypatch, capsys):
+    from localnova.cli import main
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
+    code = main(["run", str(config), "--dry-run", "--limit", "3", "--set", f"output_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "bedrock-runtime.Converse" in out and "CreateModelCustomizationJob" in out and "TOTAL" in out
+    study = tmp_path / "bedrock-nova-dry-run"
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["simulated"] is True
+    assert {cell["arm"] for cell in summary["answer_metrics"].values()} == {"base", "rag", "ft", "ft_rag"}
+    html = (study / "report.html").read_text()
+    assert "SIMULATED" in html and html.count("<svg") >= 4
+    assert not (study / "bedrock_state.json").exists()  # nothing was created, so nothing is recorded

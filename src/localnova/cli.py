@@ -58,6 +58,8 @@ def cmd_run(args) -> int:
         bedrock_run = prepare_bedrock_run(config, dry_run=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, arms=_split_arms(args.arms))
         config, adapters, artifacts = bedrock_run.config, (bedrock_run.adapters or None), bedrock_run.artifacts
         if args.dry_run:
+            from localnova.bedrock.dry_run import simulated_study
+
             adapters = {m.name: "simulated-adapter" for m in config.models}
             config = simulated_study(config)
     elif args.dry_run:
@@ -72,19 +74,6 @@ def cmd_run(args) -> int:
         if (study_dir / name).exists():
             print(f"  {study_dir / name}")
     return 0
-
-
-def simulated_study(config):
-    """The dry run's study: every Bedrock model and judge answered by the simulated backend
-    at Bedrock-like speeds, in a folder of its own so it never mixes with a real run."""
-    from localnova.bedrock.dry_run import simulated_bedrock_model
-
-    judges = [j.model_copy(update={"model": simulated_bedrock_model(j.model)}) if j.model else j for j in config.judges]
-    return config.model_copy(update={
-        "name": f"{config.name}-dry-run",
-        "models": [simulated_bedrock_model(m) for m in config.models],
-        "judges": judges,
-    })
 
 
 def cmd_index(args) -> int:

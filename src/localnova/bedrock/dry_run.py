@@ -151,3 +151,14 @@ def dry_run(
     if out is not None:
         out(text)
     return DryRunResult(plan, counts, costs, len(items), text)
+
+
+def simulated_study(config: StudyConfig) -> StudyConfig:
+    """The dry run's study: every Bedrock model and judge answered by the simulated backend
+    at Bedrock-like speeds, in a folder of its own so it never mixes with a real run."""
+    judges = [j.model_copy(update={"model": simulated_bedrock_model(j.model)}) if j.model else j for j in config.judges]
+    return config.model_copy(update={
+        "name": f"{config.name}-dry-run",
+        "models": [simulated_bedrock_model(m) for m in config.models],
+        "judges": judges,
+    })
