@@ -12,6 +12,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ["TQDM_DISABLE"] = "1"
+# Tests never reach AWS: botocore must not probe the EC2 instance-metadata address either.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # One cache for the session (subprocesses inherit it): the GGUF is converted once, not per test.
 os.environ.setdefault("LOCALNOVA_CACHE", tempfile.mkdtemp(prefix="localnova-test-cache-"))
 

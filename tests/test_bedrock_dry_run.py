@@ -74,3 +74,17 @@ def test_cli_dry_run_runs_the_whole_study_offline_and_marks_the_report_simulated
     html = (study / "report.html").read_text()
     assert "SIMULATED" in html and html.count("<svg") >= 4
     assert not (study / "bedrock_state.json").exists()  # nothing was created, so nothing is recorded
+
+
+def test_cli_real_run_without_credentials_stops_with_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    from localnova.cli import main
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
+    code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "credentials" in err[0]
+    assert not (tmp_path / "runs").exists()
