@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bedrock_fixtures import study_config
 from localnova.bedrock.dry_run import dry_run, simulated_bedrock_model
 from localnova.config import load_config
@@ -55,13 +57,18 @@ def test_simulated_model_keeps_name_and_id():
     assert simulated.options["latency_ms_per_token"] == 5.0
 
 
-def test_cli_dry_run_runs_the_whole_study_offline_and_marks_the_report_simulated(tmp_path, monkeypatch, capsys):
-    from localnova.cli import main
-
+@pytest.fixture
+def no_aws_credentials(tmp_path, monkeypatch):
+    """No credentials anywhere botocore looks: environment, config and credentials files."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+
+def test_cli_dry_run_runs_the_whole_study_offline_and_marks_the_report_simulated(tmp_path, no_aws_credentials, capsys):
+    from localnova.cli import main
+
     config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
     code = main(["run", str(config), "--dry-run", "--limit", "3", "--set", f"output_dir={tmp_path}"])
     out = capsys.readouterr().out
@@ -76,13 +83,9 @@ def test_cli_dry_run_runs_the_whole_study_offline_and_marks_the_report_simulated
     assert not (study / "bedrock_state.json").exists()  # nothing was created, so nothing is recorded
 
 
-def test_cli_real_run_without_credentials_stops_with_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys):
+def test_cli_real_run_without_credentials_stops_with_one_line_and_creates_nothing(tmp_path, no_aws_credentials, capsys):
     from localnova.cli import main
 
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
     code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}"])
     err = capsys.readouterr().err.strip().splitlines()
