@@ -60,7 +60,6 @@ def cmd_run(args) -> int:
         if args.dry_run:
             from localnova.bedrock.dry_run import simulated_study
 
-            adapters = {m.name: "simulated-adapter" for m in config.models}
             config = simulated_study(config)
     elif args.dry_run:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")

@@ -17,6 +17,7 @@ from localnova.errors import UserError
 ARMS = ("base", "rag", "ft", "ft_rag")
 RAG_ARMS = ("rag", "ft_rag")
 FT_ARMS = ("ft", "ft_rag")
+LOCAL_BACKENDS = ("transformers", "vllm")  # backends that load weights here (vs a server or API)
 
 
 class Section(BaseModel):

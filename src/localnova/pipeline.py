@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig, config_to_dict
+from localnova.config import FT_ARMS, LOCAL_BACKENDS, RAG_ARMS, ModelConfig, StudyConfig, config_to_dict
 from localnova.errors import UserError
 from localnova.evaluate.arms import uses_adapter
 from localnova.types import EvalItem, GenerationParams, RetrievedChunk
@@ -184,8 +184,8 @@ def check_models(config: StudyConfig) -> dict[str, dict[str, str]]:
     each came from, for the run's record."""
     from localnova.models import resolve_model
 
-    local = [m for m in config.models if m.backend in ("transformers", "vllm")]
-    local += [j.model for j in config.judges if j.model is not None and j.model.backend in ("transformers", "vllm")]
+    local = [m for m in config.models if m.backend in LOCAL_BACKENDS]
+    local += [j.model for j in config.judges if j.model is not None and j.model.backend in LOCAL_BACKENDS]
     sources = {}
     for model in local:
         resolved = resolve_model(model.model, model.revision)

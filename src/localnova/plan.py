@@ -24,15 +24,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from localnova.config import ModelConfig, StudyConfig
+from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig
 
 GB = 1e9
 RUNTIME_OVERHEAD_GB = 1.5
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "4bit": 0.56}
-LOCAL_BACKENDS = ("transformers", "vllm")
 
 # config.json fields of known models (from their published configs), lower-case name keys
 KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from localnova.config import FT_ARMS, RAG_ARMS, StudyConfig
@@ -24,14 +23,6 @@ class BedrockRun:
     config: StudyConfig  # with retrieval.knowledge_base_id filled in for the rag arms
     adapters: dict[str, str] = field(default_factory=dict)  # model name -> ARN the ft arms answer through
     artifacts: dict[str, Any] = field(default_factory=dict)  # cost estimate, for the report
-
-
-def training_file(config: StudyConfig) -> Path:
-    """The training set that goes to Bedrock: the configured file, else gen-qa's output."""
-    path = config.finetune.train_path or config.study_dir / "gen_qa" / "train.jsonl"
-    if not Path(path).is_file():
-        raise UserError(f"finetune.train_path: {path} not found; run `localnova gen-qa CONFIG` first or set finetune.train_path")
-    return Path(path)
 
 
 def actual_answer_requests(config: StudyConfig, arms: list[str]) -> dict:
@@ -71,6 +62,7 @@ def prepare_bedrock_run(
     from localnova.bedrock.dry_run import dry_run as print_plan
     from localnova.costs import check_budget
     from localnova.data.eval_set import load_eval_set
+    from localnova.finetune.stage import training_file
 
     if config.bedrock is None:
         raise UserError("bedrock: a study with Bedrock models needs a bedrock section (region, role_arn, s3_bucket, ...)")

@@ -15,12 +15,19 @@ import random
 from pathlib import Path
 from typing import Any
 
-from localnova.config import StudyConfig
+from localnova.config import LOCAL_BACKENDS, StudyConfig
 from localnova.errors import UserError
 
 log = logging.getLogger("localnova.finetune")
 
-LOCAL_BACKENDS = ("transformers", "vllm")
+
+def training_file(config: StudyConfig) -> Path:
+    """The training set, for local LoRA and Bedrock customization alike: the configured file,
+    else what `localnova gen-qa` wrote."""
+    path = Path(config.finetune.train_path or config.study_dir / "gen_qa" / "train.jsonl")
+    if not path.is_file():
+        raise UserError(f"finetune.train_path: {path} not found; set it or run `localnova gen-qa CONFIG` first")
+    return path
 
 
 def training_records(config: StudyConfig, eval_items, embed) -> tuple[list[dict], list[dict] | None, dict[str, Any]]:
@@ -29,9 +36,7 @@ def training_records(config: StudyConfig, eval_items, embed) -> tuple[list[dict]
     from localnova.data.qa_filters import DataReport, EmptyTrainingSet, decontaminate
     from localnova.evaluate.arms import SYSTEM_PROMPT
 
-    train_path = config.finetune.train_path or config.study_dir / "gen_qa" / "train.jsonl"
-    if not Path(train_path).is_file():
-        raise UserError(f"finetune.train_path: {train_path} not found; set it or run `localnova gen-qa CONFIG` first")
+    train_path = training_file(config)
     pairs = read_training_pairs(train_path)
     report = DataReport(source=str(train_path), grounding_checked=False, input_pairs=len(pairs), parsed_pairs=len(pairs))
     gen_qa = config.gen_qa

@@ -50,6 +50,12 @@ class RunData:
         return bool(self.artifacts.get("simulated"))
 
     @property
+    def study_config(self) -> dict[str, Any]:
+        """The study config the run used (a run stores {config, arms, limit, simulated})."""
+        stored = self.info.get("config") or {}
+        return stored.get("config", stored)
+
+    @property
     def base_arm(self) -> str:
         return "base"
 

@@ -36,8 +36,7 @@ nav ul { columns: 2; }
 
 
 def _settings(run: RunData) -> tuple[int, int]:
-    config = run.info.get("config") or {}
-    config = config.get("config", config)  # a run stores {config, arms, limit, simulated}
+    config = run.study_config
     n_resamples = int((config.get("eval") or {}).get("bootstrap_samples") or 2000)
     return n_resamples, int(config.get("seed") or 0)
 

@@ -272,10 +272,8 @@ def provenance_blocks(run: RunData) -> list[Any]:
         f"Run {run.run_id} of study {info.get('study')}: status {info.get('status')}, started {info.get('started_at')}, "
         f"finished {info.get('finished_at') or 'not yet'}; {info.get('model_calls')} model calls, "
         f"{info.get('cached_calls')} answered from the store.")]
-    config = info.get("config") or {}
-    config = config.get("config", config)  # a run stores {config, arms, limit, simulated}
     model_rows = [[str(m.get("name")), str(m.get("backend")), str(m.get("model")), str(m.get("revision") or "")]
-                  for m in config.get("models", []) if isinstance(m, dict)]
+                  for m in run.study_config.get("models", []) if isinstance(m, dict)]
     if model_rows:
         blocks.append(Table(["model", "backend", "loaded from", "revision"], model_rows))
     resolved = environment.pop("models", None)
