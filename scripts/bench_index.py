@@ -22,7 +22,8 @@ from pathlib import Path
 
 from localnova.config import ChunkingConfig
 from localnova.corpus import chunk_documents, load_documents
-from localnova.retrieval import Embedder, VectorIndex
+from localnova.embedder import Embedder
+from localnova.retrieval import VectorIndex
 from localnova.types import Document
 
 STRATEGIES = ("fixed", "hierarchical", "semantic", "none")

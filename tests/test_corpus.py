@@ -27,7 +27,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from localnova.retrieval import Embedder
+    from localnova.embedder import Embedder
 
     return Embedder("all-minilm-l6-v2", device="cpu")
 

@@ -31,7 +31,7 @@ DEMO_CORPUS = Path(__file__).resolve().parents[1] / "data" / "demo" / "corpus"
 def embed():
     """The project's embedder, or the bundled MiniLM straight through sentence-transformers."""
     try:
-        from localnova.retrieval import Embedder
+        from localnova.embedder import Embedder
 
         return Embedder()
     except ImportError:

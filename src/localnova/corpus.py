@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from localnova.config import ChunkingConfig
+from localnova.embedder import EmbedFn
 from localnova.errors import UserError
 from localnova.jsonl import read_json_lines
 from localnova.types import Chunk, Document, stable_hash
@@ -33,7 +34,6 @@ SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".jso
 CHUNKER_VERSION = 1
 
 # `embed` for semantic chunking: texts in, one L2-normalised row per text out.
-EmbedFn = Callable[[list[str]], np.ndarray]
 
 
 # Loading

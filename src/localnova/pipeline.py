@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import yaml
 from localnova.config import FT_ARMS, LOCAL_BACKENDS, RAG_ARMS, ModelConfig, StudyConfig, config_to_dict
 from localnova.errors import UserError
 from localnova.evaluate.arms import uses_adapter
+from localnova.timing import timed
 from localnova.types import EvalItem, GenerationParams, RetrievedChunk
 
 log = logging.getLogger("localnova")
@@ -51,16 +50,6 @@ class StudyInputs:
     embedder: Any = None
 
 
-@contextmanager
-def timed(timings: dict[str, float], name: str):
-    """Add the wall-clock seconds of a stage to `timings` (they go into summary.json)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - started, 3)
-
-
 def generation_params(model: ModelConfig, seed: int) -> GenerationParams:
     generation = model.generation
     return GenerationParams(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature, top_p=generation.top_p, seed=seed)
@@ -84,7 +73,7 @@ def prepare_inputs(config: StudyConfig, arms: list[str], limit: int | None, simu
 
         documents = load_documents(config.corpus.path)  # before any model loads: a bad corpus fails fast
     if _needs_embedder(config, arms, local_rag):
-        from localnova.retrieval import Embedder
+        from localnova.embedder import Embedder
 
         inputs.embedder = Embedder(config.retrieval.embedding_model)
     if any(arm in RAG_ARMS for arm in arms) and config.retrieval.knowledge_base_id and not simulate:
@@ -105,7 +94,8 @@ def prepare_inputs(config: StudyConfig, arms: list[str], limit: int | None, simu
 def build_index(config: StudyConfig, embedder=None, documents=None):
     """Build the study's FAISS index, or load it when corpus, chunking and embedder are unchanged."""
     from localnova.corpus import chunk_documents, corpus_hash, load_documents
-    from localnova.retrieval import Embedder, build_or_load_index
+    from localnova.embedder import Embedder
+    from localnova.retrieval import build_or_load_index
 
     documents = documents if documents is not None else load_documents(config.corpus.path)
     embedder = embedder or Embedder(config.retrieval.embedding_model)
@@ -210,7 +200,7 @@ def build_judges(config: StudyConfig, inputs: StudyInputs, simulate: bool):
         if judge_config.kind == "token_f1":
             panel.append((TokenF1Judge(judge_config), None))
         elif judge_config.kind == "embedding_similarity":
-            from localnova.retrieval import Embedder
+            from localnova.embedder import Embedder
 
             embedder = inputs.embedder
             if embedder is None or judge_config.embedding_model != config.retrieval.embedding_model:
@@ -381,7 +371,7 @@ def gen_qa_for_study(config: StudyConfig) -> int:
     from localnova.corpus import chunk_documents, load_documents
     from localnova.data.eval_set import load_eval_set
     from localnova.data.gen_qa import gen_qa_command
-    from localnova.retrieval import Embedder
+    from localnova.embedder import Embedder
 
     eval_items = load_eval_set(config.eval.path)
     documents = load_documents(config.corpus.path)

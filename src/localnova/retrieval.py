@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from localnova.embedder import Embedder
 from localnova.errors import UserError
 from localnova.optional import cuda_available, require
 from localnova.types import Chunk, RetrievedChunk, stable_hash
@@ -39,66 +39,6 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
 # faiss wants about 39 training points per IVF list; fewer gives poor centroids.
 IVF_POINTS_PER_LIST = 39
-
-
-class Embedder:
-    """A sentence-transformers model giving L2-normalised float32 embeddings."""
-
-    def __init__(self, model_name: str = "all-minilm-l6-v2", revision: str | None = None, device: str | None = None):
-        require("sentence_transformers", "embedding")
-        from sentence_transformers import SentenceTransformer
-
-        from localnova.models import resolve_model
-
-        self.resolved = resolve_model(model_name, revision)
-        self.device = device or ("cuda" if cuda_available() else "cpu")
-        extra = {"revision": revision} if revision and self.resolved.path == model_name else {}
-        self.model = SentenceTransformer(self.resolved.path, device=self.device, **extra)
-
-    @property
-    def dimension(self) -> int:
-        # sentence-transformers 5 renamed get_sentence_embedding_dimension; accept both
-        get_dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(get_dimension())
-
-    @property
-    def tokenizer(self) -> Any:
-        """The model's tokenizer, so chunking can measure sizes without loading it again."""
-        return self.model.tokenizer
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """What decides the vectors: which weights, and how long an input may be."""
-        return {
-            "name": self.resolved.name,
-            "fingerprint": self.resolved.fingerprint,
-            "dimension": self.dimension,
-            "max_seq_length": int(self.model.max_seq_length),
-        }
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress: bool | None = None) -> np.ndarray:
-        """One normalised float32 row per text. The progress bar shows only on a terminal."""
-        from tqdm.auto import tqdm
-
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        if show_progress is None:
-            show_progress = sys.stderr.isatty()
-        # Several batches per encode call let sentence-transformers sort by length within them.
-        block_size = batch_size * 8
-        blocks = []
-        with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress) as progress:
-            for block_start in range(0, len(texts), block_size):
-                block = texts[block_start:block_start + block_size]
-                blocks.append(self.model.encode(block, batch_size=batch_size, normalize_embeddings=True,
-                                                convert_to_numpy=True, show_progress_bar=False))
-                progress.update(len(block))
-        return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        """So an Embedder can be passed as `embed` to semantic chunking."""
-        return self.encode(texts, show_progress=False)
 
 
 def faiss_gpu_usable() -> bool:

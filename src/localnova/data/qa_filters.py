@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from localnova.data.formats import TrainingPair
+from localnova.embedder import EmbedFn
 from localnova.errors import UserError
 from localnova.types import Chunk, EvalItem
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from localnova.config import GenQAConfig
 
 # Texts in, one vector per text out (rows normalised here if they are not already).
-EmbedFn = Callable[[list[str]], "np.ndarray"]
 
 # Small words that say nothing about whether an answer is supported by its source.
 STOPWORDS = frozenset(

@@ -33,7 +33,7 @@ def finetune_from_config(config, model_name: str | None = None, out_dir: Path | 
     from localnova.data.eval_set import load_eval_set
     from localnova.finetune.lora import find_or_train_adapter, train_adapter
     from localnova.finetune.stage import training_records
-    from localnova.retrieval import Embedder
+    from localnova.embedder import Embedder
     from localnova.finetune.presets import check_hyperparameters
     from localnova.models import resolve_model
 

@@ -80,7 +80,7 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
 
         eval_items = load_eval_set(config.eval.path)
     if embed is None:
-        from localnova.retrieval import Embedder
+        from localnova.embedder import Embedder
 
         embed = Embedder(config.retrieval.embedding_model)
     train, validation, report = training_records(config, eval_items, embed)
