@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint-docker bench clean
+.PHONY: install demo test test-fast lint dead-code bench clean
 
 # torch goes in first, pinned: that takes the CPU build; an unpinned torch pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -23,9 +23,16 @@ demo: install
 	$(BIN)/localnova run configs/demo.yaml
 	@echo "open runs/demo/report.html"
 
-# The whole suite, slow tests included: CI is the only place they run.
-test: install
+# Lint, then the whole suite, slow tests included: CI is the only place they run.
+test: install lint
 	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+
+# Not in `make test`: vulture guesses, so its findings are read by a person.
+dead-code: install
+	$(BIN)/vulture src/localnova --min-confidence 80
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"

@@ -35,8 +35,8 @@ def main() -> None:
     from localnova.backends import create_backend
     from localnova.config import load_config
     from localnova.data.eval_set import load_eval_set
-    from localnova.evaluate.arms import build_request
-    from localnova.pipeline import build_index, generation_params
+    from localnova.evaluate.arms import build_request, generation_params
+    from localnova.pipeline import build_index
 
     config = load_config(args.config)
     model = config.models[0]

@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from localnova.chunking import chunk_documents
 from localnova.config import ChunkingConfig
-from localnova.corpus import chunk_documents, load_documents
+from localnova.corpus import load_documents
 from localnova.embedder import Embedder
 from localnova.retrieval import VectorIndex
 from localnova.types import Document

@@ -2,9 +2,8 @@
 
 import os
 import tempfile
-from pathlib import Path
 
-import pytest
+import numpy as np
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -17,20 +16,8 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # One cache for the session (subprocesses inherit it): the GGUF is converted once, not per test.
 os.environ.setdefault("LOCALNOVA_CACHE", tempfile.mkdtemp(prefix="localnova-test-cache-"))
 
-REPO = Path(__file__).resolve().parents[1]
+# The moto server and AWS fixtures, for every Bedrock test.
+pytest_plugins = ["bedrock_fixtures"]
 
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
-
-
-@pytest.fixture(scope="session")
-def repo() -> Path:
-    return REPO
+# Twenty judge scores on the 0-10 scale: used by test_statistics.py and test_summary.py.
+SCORES = np.array([7, 5, 8, 9, 3, 6, 7, 10, 4, 6, 8, 5, 7, 9, 2, 6, 7, 8, 5, 6], dtype=float)

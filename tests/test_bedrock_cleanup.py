@@ -8,7 +8,7 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 from botocore.stub import Stubber  # noqa: E402
 
-from bedrock_fixtures import BUCKET, ROLE_ARN, aws_env, moto_bedrock_backend, moto_endpoint, study_config, write_nova_training  # noqa: E402,F401
+from bedrock_fixtures import BUCKET, ROLE_ARN, moto_bedrock_backend, study_config, write_nova_training  # noqa: E402
 from localnova.bedrock.aws import AwsClients  # noqa: E402
 from localnova.bedrock.cleanup import cleanup  # noqa: E402
 from localnova.bedrock.customization import run_customization  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bedrock_fixtures import BUCKET, FAKE_SECRET_KEY, aws_env, moto_bedrock_backend, moto_endpoint, study_config, write_nova_training  # noqa: F401
+from bedrock_fixtures import BUCKET, FAKE_SECRET_KEY, moto_bedrock_backend, study_config, write_nova_training
 from localnova.bedrock.aws import AwsClients
 from localnova.bedrock.customization import prepare_customization, run_customization
 from localnova.bedrock.state import BedrockState
@@ -137,7 +137,7 @@ def test_no_credentials_is_a_user_error(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(UserError, match="no AWS credentials"):
-        AwsClients("us-east-1").bedrock
+        _ = AwsClients("us-east-1").bedrock
 
 
 def test_credentials_never_reach_logs_or_the_study_folder(aws_env, tmp_path, caplog):

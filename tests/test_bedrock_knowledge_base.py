@@ -8,7 +8,7 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
-from bedrock_fixtures import BUCKET, aws_env, moto_endpoint, study_config  # noqa: E402,F401
+from bedrock_fixtures import BUCKET, study_config  # noqa: E402
 from localnova.bedrock.aws import AwsClients  # noqa: E402
 from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, chunking_configuration, ensure_knowledge_base  # noqa: E402
 from localnova.bedrock.state import BedrockState  # noqa: E402

@@ -5,13 +5,30 @@ from __future__ import annotations
 import pytest
 
 from bedrock_fixtures import study_config
-from localnova.costs import CostTable, SpendGuard, TokenCounts, Usage, check_budget, count_tokens_estimate, estimate_costs, format_cost_table, load_prices, price_key, spend_from_usage
+from localnova import costs
+from localnova.backends import simulated
+from localnova.config import ModelConfig
+from localnova.costs import (
+    CostTable,
+    SpendGuard,
+    TokenCounts,
+    Usage,
+    check_budget,
+    count_tokens_estimate,
+    estimate_costs,
+    format_cost_table,
+    load_prices,
+    price_key,
+    spend_from_usage,
+)
 from localnova.errors import UserError
+from localnova.types import ChatRequest, GenerationParams
 
 
 def test_every_price_has_a_source_and_a_date():
     prices = load_prices()
-    entries = list(prices.data["models"].values()) + list(prices.data["customization"].values()) + list(prices.data["hosting"]["provisioned_per_unit_hour"].values())
+    entries = (list(prices.data["models"].values()) + list(prices.data["customization"].values())
+               + list(prices.data["hosting"]["provisioned_per_unit_hour"].values()))
     for entry in entries:
         assert entry["source"] and entry["read_on"]
         assert "verified" in entry
@@ -70,3 +87,28 @@ def test_token_estimate_is_about_four_characters():
     assert count_tokens_estimate("a" * 400) == 100
     assert count_tokens_estimate("") == 0
     assert isinstance(CostTable([], "x").total("on_demand"), float)
+
+
+def test_token_estimate_is_zero_for_empty_text_and_at_least_one_otherwise():
+    # Empty text is 0 tokens, so summing the fields of a request (an empty system prompt, an
+    # empty answer) adds nothing for them; any character at all is at least one token.
+    assert count_tokens_estimate("") == 0
+    assert count_tokens_estimate("a") == 1
+    assert count_tokens_estimate("ab") == 1
+    assert count_tokens_estimate("abcdef") == 2
+    assert count_tokens_estimate("a" * 401) == 100
+
+
+def test_simulated_backend_counts_tokens_with_the_one_shared_estimate():
+    assert simulated.count_tokens_estimate is costs.count_tokens_estimate
+    assert simulated.CHARS_PER_TOKEN is costs.CHARS_PER_TOKEN
+    assert not hasattr(simulated, "estimate_tokens")
+    backend = simulated.SimulatedBackend(ModelConfig(name="sim", backend="simulated", model="sim-model"))
+    messages = (("system", ""), ("user", "The pump is red and weighs twelve kilograms. Question: What colour is the pump?"))
+    answered, empty = backend.generate([
+        ChatRequest(messages, GenerationParams(max_new_tokens=64)),
+        ChatRequest(messages, GenerationParams(max_new_tokens=0)),  # the reply is cut to nothing
+    ])
+    assert answered.text and answered.output_tokens == count_tokens_estimate(answered.text)
+    assert answered.input_tokens == sum(count_tokens_estimate(content) + 4 for _, content in messages)
+    assert empty.text == "" and empty.output_tokens == 0

@@ -141,10 +141,12 @@ def test_qlora_on_cpu_is_refused_before_loading(tmp_path):
 
 @pytest.mark.parametrize("cpu_has_bf16", [False, True])
 def test_cpu_precision_follows_the_cpu(monkeypatch, cpu_has_bf16):
+    from localnova import optional
     from localnova.finetune import lora
 
-    monkeypatch.setattr(lora, "cuda_available", lambda: False)
-    monkeypatch.setattr(lora, "cpu_supports_bf16", lambda: cpu_has_bf16)
+    # the hardware facts behind the one dtype table (optional.precision_for)
+    monkeypatch.setattr(optional, "cuda_available", lambda: False)
+    monkeypatch.setattr(optional, "cpu_supports_bf16", lambda: cpu_has_bf16)
     precision = lora.choose_precision(tiny_config())
     # weights stay fp32 on CPU; bf16 is autocast only, and only where the CPU has it in hardware
     assert (precision.dtype, precision.bf16, precision.fp16, precision.device) == ("float32", cpu_has_bf16, False, "cpu")

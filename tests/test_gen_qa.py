@@ -9,6 +9,7 @@ from localnova.backends.base import Backend
 from localnova.config import GenQAConfig, StudyConfig
 from localnova.data.formats import TrainingPair, read_chat_jsonl, read_nova_jsonl, write_chat_jsonl
 from localnova.data.gen_qa import generate_pairs, parse_pairs, run_gen_qa
+from localnova.data.nova_validator import validate_nova_file
 from localnova.data.qa_filters import (
     DataReport,
     EmptyTrainingSet,
@@ -20,7 +21,6 @@ from localnova.data.qa_filters import (
     remove_near_duplicates,
     split_by_document,
 )
-from localnova.data.nova_validator import validate_nova_file
 from localnova.errors import UserError
 from localnova.types import Chunk, EvalItem, GenerationParams, GenerationResult
 
@@ -248,8 +248,9 @@ def test_gen_qa_end_to_end_with_smollm2_on_the_demo_corpus(tmp_path, embed, monk
     through parsing, every filter and the writers, and that what survives is grounded."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from localnova.backends.transformers_backend import TransformersBackend
+    from localnova.chunking import chunk_documents
     from localnova.config import ChunkingConfig
-    from localnova.corpus import chunk_documents, load_documents
+    from localnova.corpus import load_documents
 
     corpus = DEMO_CORPUS if DEMO_CORPUS.is_dir() else None
     if corpus is None:

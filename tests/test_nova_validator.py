@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from localnova.data.formats import ChatRecord, read_nova_jsonl, write_chat_jsonl, write_nova_jsonl, read_chat_jsonl
+from localnova.data.formats import ChatRecord, read_chat_jsonl, read_nova_jsonl, write_chat_jsonl, write_nova_jsonl
 from localnova.data.nova_validator import (
     SAMPLE_BOUNDS,
     Problem,

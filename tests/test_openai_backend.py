@@ -88,7 +88,8 @@ def test_answers_with_the_tokenizers_token_counts(served_model, tokenizer):
 @pytest.mark.slow
 def test_returns_top_logprobs_when_asked(served_model):
     backend = _backend(served_model)
-    with_logprobs, without = backend.generate([_ask("Name a colour.", max_new_tokens=5, top_logprobs=3), _ask("Name a colour.", max_new_tokens=5)])
+    with_logprobs, without = backend.generate([_ask("Name a colour.", max_new_tokens=5, top_logprobs=3),
+                                               _ask("Name a colour.", max_new_tokens=5)])
     assert without.top_logprobs is None
     assert with_logprobs.top_logprobs is not None and len(with_logprobs.top_logprobs) == with_logprobs.output_tokens
     for candidates in with_logprobs.top_logprobs:
@@ -218,6 +219,7 @@ def test_config_problems_are_user_errors(monkeypatch):
 
 
 def test_parse_top_logprobs_reads_the_openai_shape():
-    choice = {"logprobs": {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.5}]}]}}
+    candidates = [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.5}]
+    choice = {"logprobs": {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": candidates}]}}
     assert parse_top_logprobs(choice) == [{"A": -0.1, "B": -2.5}]
     assert parse_top_logprobs({"logprobs": None}) is None

@@ -50,13 +50,15 @@ def test_the_24gb_config_fits_24gb_and_the_big_one_does_not(empty_hub_cache, mon
     assert "DOES NOT FIT 24 GB" in big.render()
 
 
-@pytest.mark.parametrize("name, published_billions", [("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("qwen2.5-1.5b", 1.54), ("llama-3.2-3b", 3.21)])
+@pytest.mark.parametrize("name, published_billions",
+                         [("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("qwen2.5-1.5b", 1.54), ("llama-3.2-3b", 3.21)])
 def test_parameter_counts_match_the_published_sizes(name, published_billions):
     assert params_from_architecture(KNOWN_ARCHITECTURES[name]) / 1e9 == pytest.approx(published_billions, rel=0.02)
 
 
 def _study(tmp_path: Path, model: dict, **finetune) -> dict:
-    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"question_id": str(n), "question": "q", "answer": "a"}) + "\n" for n in range(5)))
+    rows = (json.dumps({"question_id": str(n), "question": "q", "answer": "a"}) + "\n" for n in range(5))
+    (tmp_path / "eval.jsonl").write_text("".join(rows))
     return {
         "name": "t",
         "corpus": {"path": str(tmp_path)},
@@ -124,3 +126,17 @@ def test_servers_and_unknown_sizes_get_no_memory_estimate(tmp_path, empty_hub_ca
     assert model_shape(ModelConfig(name="x", model="acme/mystery-model")) is None
     by_name = model_shape(ModelConfig(name="x", model="acme/Foo-13B-Chat"))
     assert by_name.params == 13_000_000_000 and by_name.kv_bytes_per_token() is None
+
+
+def test_weights_dtype_comes_from_the_one_dtype_table_for_a_gpu():
+    from localnova.errors import UserError
+    from localnova.plan import _weights_dtype
+
+    def dtype(**options) -> str:
+        return _weights_dtype(ModelConfig(name="m", backend="vllm", model="Qwen/Qwen2.5-7B-Instruct", options=options))
+
+    assert dtype() == "bf16" and dtype(dtype="auto") == "bf16"  # a GPU with bf16 is what the plan sizes for
+    assert (dtype(dtype="float32"), dtype(dtype="half"), dtype(dtype="bfloat16")) == ("fp32", "fp16", "bf16")
+    assert dtype(quantization="awq") == "4bit"
+    with pytest.raises(UserError, match="options.dtype"):
+        dtype(dtype="int3")

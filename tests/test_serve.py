@@ -4,6 +4,7 @@ bundled model in a subprocess is exercised in test_openai_backend.py."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import urllib.error
@@ -12,8 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from localnova import serve as serve_module
 from localnova.backends.base import Backend
-from localnova.serve import BadRequest, MicroBatcher, completion_response, make_server, parse_chat_request
+from localnova.cli import build_parser
+from localnova.serve import BadRequest, MicroBatcher, add_serve_arguments, completion_response, make_server, parse_chat_request
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
 
@@ -40,7 +43,8 @@ class RecordingBackend(Backend):
         for request in requests:
             text = request.messages[-1][1].upper()
             logprobs = [{"A": -0.1, "B": -2.0}] * 2 if request.params.top_logprobs else None
-            results.append(GenerationResult(text, input_tokens=len(request.messages[-1][1].split()), output_tokens=2, latency_ms=1.0, top_logprobs=logprobs))
+            input_tokens = len(request.messages[-1][1].split())
+            results.append(GenerationResult(text, input_tokens=input_tokens, output_tokens=2, latency_ms=1.0, top_logprobs=logprobs))
         return results
 
 
@@ -68,14 +72,16 @@ def _post(url: str, body, raw: bytes | None = None) -> tuple[int, dict]:
 
 def test_chat_completion_has_the_openai_shape(server):
     url, _ = server
-    status, reply = _post(url, {"model": "echo", "messages": [{"role": "user", "content": "two words"}], "max_tokens": 5, "logprobs": True, "top_logprobs": 2})
+    body = {"model": "echo", "messages": [{"role": "user", "content": "two words"}], "max_tokens": 5, "logprobs": True, "top_logprobs": 2}
+    status, reply = _post(url, body)
     assert status == 200
     assert reply["object"] == "chat.completion" and reply["model"] == "echo"
     choice = reply["choices"][0]
     assert choice["message"] == {"role": "assistant", "content": "TWO WORDS"}
     assert reply["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
     # greedy: the chosen token is the most likely candidate
-    assert choice["logprobs"]["content"][0] == {"token": "A", "logprob": -0.1, "top_logprobs": [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.0}]}
+    candidates = [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.0}]
+    assert choice["logprobs"]["content"][0] == {"token": "A", "logprob": -0.1, "top_logprobs": candidates}
 
 
 @pytest.mark.parametrize(
@@ -139,7 +145,8 @@ def test_a_backend_failure_reaches_every_waiting_client_and_the_server_lives_on(
     backend = RecordingBackend(fail=True)
     chat_server = make_server(backend, "echo", port=0, max_batch_size=4, max_wait_ms=20)
     threading.Thread(target=chat_server.serve_forever, daemon=True).start()
-    url = "http://%s:%d" % chat_server.server_address[:2]
+    host, port = chat_server.server_address[:2]
+    url = f"http://{host}:{port}"
     try:
         with ThreadPoolExecutor(3) as pool:
             replies = list(pool.map(lambda n: _post(url, {"messages": [{"role": "user", "content": str(n)}]}), range(3)))
@@ -176,3 +183,21 @@ def test_sampled_logprobs_do_not_claim_a_chosen_token():
     result = GenerationResult("y", 1, 1, 1.0, top_logprobs=[{"A": -0.1, "B": -2.0}])
     entry = completion_response(result, request, "m")["choices"][0]["logprobs"]["content"][0]
     assert entry["token"] is None and len(entry["top_logprobs"]) == 2
+
+
+def test_the_cli_and_python_m_serve_share_one_set_of_flags_and_exit_codes(monkeypatch, capsys):
+    flags = ["--model", "m", "--port", "0", "--max-wait-ms", "5"]
+    from_cli = vars(build_parser().parse_args(["serve", *flags]))
+    alone = vars(add_serve_arguments(argparse.ArgumentParser()).parse_args(flags))
+    assert {key: from_cli[key] for key in alone} == alone
+    assert alone == {"model": "m", "backend": "transformers", "adapter": None, "host": "127.0.0.1", "port": 0,
+                     "max_batch_size": 16, "max_wait_ms": 5.0, "served_model_name": None}
+
+    def refuse(model_config, **kwargs):
+        from localnova.errors import UserError
+
+        raise UserError(f"no model {model_config.model!r}")
+
+    monkeypatch.setattr(serve_module, "serve", refuse)
+    assert serve_module.main(flags) == 2
+    assert capsys.readouterr().err == "localnova: error: no model 'm'\n"

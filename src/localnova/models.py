@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from localnova.config import LOCAL_BACKENDS, StudyConfig
 from localnova.errors import UserError
 
 
@@ -130,3 +131,18 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
         return ResolvedModel(name, name, f"Hugging Face hub id {name}" + (f" @ {revision}" if revision else ""), f"{name}@{revision or 'main'}")
     known = ", ".join(BUNDLED_MODELS)
     raise UserError(f"unknown model {name!r}: not a bundled name ({known}), an existing path or a hub id of the form org/name")
+
+
+def check_models(config: StudyConfig) -> dict[str, dict[str, str]]:
+    """Resolve every locally loaded model of a study before anything is written, so an unknown
+    name or an unwritable cache stops the run with one line and no half-made study folder.
+    Returns where each came from, for the run's record."""
+    local = [model for model in config.models if model.backend in LOCAL_BACKENDS]
+    local += [judge.model for judge in config.judges if judge.model is not None and judge.model.backend in LOCAL_BACKENDS]
+    sources = {}
+    for model in local:
+        resolved = resolve_model(model.model, model.revision)
+        sources[model.name] = {"model": model.model, "source": resolved.source, "fingerprint": resolved.fingerprint}
+    embedder = resolve_model(config.retrieval.embedding_model)
+    sources["embedding"] = {"model": embedder.name, "source": embedder.source, "fingerprint": embedder.fingerprint}
+    return sources

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig
+from localnova.models import BUNDLED_MODELS, cache_dir
+from localnova.optional import precision_for
 
 GB = 1e9
 RUNTIME_OVERHEAD_GB = 1.5
@@ -34,16 +36,26 @@ BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "4bit": 0.56}
 
 # config.json fields of known models (from their published configs), lower-case name keys
 KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
-    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-3b": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2, intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
-    "qwen2.5-14b": dict(hidden_size=5120, num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8, intermediate_size=13824, vocab_size=152064, tie_word_embeddings=False),
-    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
-    "llama-3.2-3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
-    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),
-    "llama-3.1-70b": dict(hidden_size=8192, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, intermediate_size=28672, vocab_size=128256, tie_word_embeddings=False),
+    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
+    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                         intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-3b": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                       intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                       intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "qwen2.5-14b": dict(hidden_size=5120, num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
+                        intermediate_size=13824, vocab_size=152064, tie_word_embeddings=False),
+    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
+    "llama-3.2-3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
+                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
+    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),
+    "llama-3.1-70b": dict(hidden_size=8192, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8,
+                          intermediate_size=28672, vocab_size=128256, tie_word_embeddings=False),
 }
 
 
@@ -96,8 +108,6 @@ def _known_architecture(model_id: str) -> dict[str, Any] | None:
 
 def _local_config_json(model: "ModelConfig") -> Path | None:
     """A config.json on this disk for the model, without converting or downloading anything."""
-    from localnova.models import BUNDLED_MODELS, cache_dir
-
     if model.model in BUNDLED_MODELS:
         found = sorted((cache_dir() / "models").glob(f"{model.model}-*/config.json"))
         return found[0] if found else None
@@ -139,8 +149,6 @@ def model_shape(model: "ModelConfig") -> ModelShape | None:
 
 def where_from(model: "ModelConfig") -> tuple[str, bool | None]:
     """Where the weights come from, and whether a download is needed (None: not a local model)."""
-    from localnova.models import BUNDLED_MODELS
-
     if model.backend == "bedrock":
         return f"Amazon Bedrock model {model.model}", None
     if model.backend == "openai":
@@ -246,13 +254,15 @@ class Plan:
         return "\n".join(lines)
 
 
-def _weights_dtype(model: "ModelConfig", for_training: str | None = None) -> str:
-    if for_training is not None:
-        return for_training
+# The plan sizes a run for a CUDA GPU; one without bf16 takes fp16, the same 2 bytes a parameter.
+PLANNED_GPU = {"on_cuda": True, "cuda_bf16": True}
+
+
+def _weights_dtype(model: "ModelConfig") -> str:
+    """The weights' dtype a local model would load in on the GPU (the table in optional.py)."""
     if model.backend == "vllm" and model.options.get("quantization") in ("awq", "gptq", "bitsandbytes", "awq_marlin", "gptq_marlin"):
         return "4bit"
-    dtype = str(model.options.get("dtype", "auto"))
-    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(dtype, dtype if dtype in BYTES_PER_PARAM else "bf16")
+    return precision_for(str(model.options.get("dtype", "auto")), "inference", **PLANNED_GPU).short_dtype
 
 
 def inference_memory(model: "ModelConfig", shape: ModelShape | None, prompt_tokens: int) -> MemoryEstimate | None:
@@ -286,7 +296,7 @@ def training_memory(model: "ModelConfig", shape: ModelShape | None, config: "Stu
     if shape is None or shape.architecture is None:
         return None
     finetune = config.finetune
-    dtype = "4bit" if finetune.quantization == "4bit" else ("fp32" if finetune.precision == "fp32" else "bf16")
+    dtype = "4bit" if finetune.quantization == "4bit" else precision_for(finetune.precision, "training", **PLANNED_GPU).short_dtype
     arch = shape.architecture
     weights_gb = shape.params * BYTES_PER_PARAM[dtype] / GB
     lora_gb = (shape.lora_params(finetune.lora.r) or 0) * 16 / GB
@@ -304,7 +314,8 @@ def training_memory(model: "ModelConfig", shape: ModelShape | None, config: "Stu
     total = weights_gb + lora_gb + activations_gb + logits_gb + RUNTIME_OVERHEAD_GB
     detail = (
         f"weights {weights_gb:.1f} ({dtype}) + LoRA states {lora_gb:.2f} + activations {activations_gb:.1f} "
-        f"({tokens} tokens, {'with' if checkpointing else 'no'} gradient checkpointing) + logits {logits_gb:.1f} + runtime {RUNTIME_OVERHEAD_GB}"
+        f"({tokens} tokens, {'with' if checkpointing else 'no'} gradient checkpointing) + logits {logits_gb:.1f} "
+        f"+ runtime {RUNTIME_OVERHEAD_GB}"
     )
     return MemoryEstimate(total, detail)
 
@@ -362,9 +373,8 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
                  else f"{m.name} (Bedrock customization job)" for m in config.models] if uses_ft else []
 
     downloads = sorted({use.model_id for use in uses if use.download_needed})
-    for embedding_model in {config.retrieval.embedding_model} | {j.embedding_model for j in config.judges if j.kind == "embedding_similarity"}:
-        from localnova.models import BUNDLED_MODELS
-
+    similarity_models = {j.embedding_model for j in config.judges if j.kind == "embedding_similarity"}
+    for embedding_model in {config.retrieval.embedding_model} | similarity_models:
         if embedding_model not in BUNDLED_MODELS and not Path(embedding_model).exists() and embedding_model.count("/") == 1:
             if _hub_cached_file(embedding_model, "config.json", None) is None:
                 downloads.append(f"{embedding_model} (embeddings)")
@@ -376,7 +386,8 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
         notes.append(f"training activations are for full {config.finetune.max_seq_length}-token rows; short Q&A pairs need far less.")
     unknown = [use.name for use in uses if use.backend in LOCAL_BACKENDS and use.memory is None]
     if unknown:
-        notes.append(f"no memory estimate for {', '.join(sorted(set(unknown)))}: shape unknown offline (put its config.json in the HF cache).")
+        names = ", ".join(sorted(set(unknown)))
+        notes.append(f"no memory estimate for {names}: shape unknown offline (put its config.json in the HF cache).")
     return Plan(config.name, list(config.arms), questions, eval_note, uses, generations, judgments, reference_scores,
                 math.ceil(config.gen_qa.target_pairs / config.gen_qa.pairs_per_chunk) if needs_pairs else 0,
                 finetunes, downloads, gpu_memory_gb, notes)

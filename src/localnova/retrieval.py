@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from localnova.chunking import CHUNKER_VERSION
 from localnova.embedder import Embedder
 from localnova.errors import UserError
+from localnova.files import atomic_path, write_jsonl_atomic, write_text_atomic
 from localnova.optional import cuda_available, require
 from localnova.types import Chunk, RetrievedChunk, stable_hash
 
@@ -83,6 +83,19 @@ def _build_faiss_index(vectors: np.ndarray, kind: str) -> tuple[Any, str]:
     return index, kind
 
 
+class Retriever(Protocol):
+    """What the rag arms need from a retriever: the local FAISS index below, or a Bedrock
+    Knowledge Base (bedrock/knowledge_base.py). The arms build the same prompt from either."""
+
+    def search(self, queries: list[str], top_k: int) -> list[list[RetrievedChunk]]:
+        """The top_k chunks for each query, best first."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the run records about where its chunks came from."""
+        ...
+
+
 class VectorIndex:
     """Chunks and their vectors in a FAISS index; search returns RetrievedChunks whose text is
     the chunk's context (the parent, for hierarchical chunks)."""
@@ -124,6 +137,9 @@ class VectorIndex:
             raise ValueError("cannot index zero chunks")
         cpu_index, built_kind = _build_faiss_index(vectors, kind)
         return cls(cpu_index, chunks, built_kind, embedder, use_gpu)
+
+    def describe(self) -> dict[str, Any]:
+        return {"chunks": len(self)}
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -173,23 +189,7 @@ class VectorIndex:
 # Persistence
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and rename it into place, so a
-    reader never sees a half-written file."""
-    handle, temporary_name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(handle)
-    temporary = Path(temporary_name)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _manifest_key(manifest_inputs: dict[str, Any], embedder: Embedder, index_kind: str) -> str:
-    from localnova.corpus import CHUNKER_VERSION
-
     return stable_hash({
         "inputs": manifest_inputs,
         "embedding": embedder.identity,
@@ -207,15 +207,10 @@ def save_index(index: VectorIndex, folder: Path, manifest: dict[str, Any]) -> No
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).unlink(missing_ok=True)
-    _write_atomically(folder / INDEX_FILE, lambda path: faiss.write_index(index.cpu_index, str(path)))
-
-    def write_chunks(path: Path) -> None:
-        with open(path, "w", encoding="utf-8") as handle:
-            for chunk in index.chunks:
-                handle.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
-
-    _write_atomically(folder / CHUNKS_FILE, write_chunks)
-    _write_atomically(folder / MANIFEST_FILE, lambda path: path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"))
+    with atomic_path(folder / INDEX_FILE) as temporary:
+        faiss.write_index(index.cpu_index, str(temporary))
+    write_jsonl_atomic(folder / CHUNKS_FILE, (asdict(chunk) for chunk in index.chunks))
+    write_text_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -295,7 +290,7 @@ def build_or_load_index(
         "embed_seconds": round(embed_seconds, 3),
         "build_seconds": round(build_seconds, 3),
         "chunks_per_s": round(len(chunk_list) / build_seconds, 2) if build_seconds > 0 else None,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     save_index(index, folder, new_manifest)
     return index, True

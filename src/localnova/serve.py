@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from localnova.backends import create_backend
+from localnova.config import ModelConfig
+from localnova.errors import exit_on_user_error
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
 if TYPE_CHECKING:
     from localnova.backends.base import Backend
-    from localnova.config import ModelConfig
 
 ROLES = ("system", "user", "assistant")
 MAX_TOP_LOGPROBS = 20  # OpenAI's own limit
@@ -264,7 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise BadRequest("the body is not valid JSON") from None
             requested_model = body.get("model") if isinstance(body, dict) else None
             if requested_model not in (None, self.server.model_name):
-                raise BadRequest(f"model {requested_model!r} is not served here; this server serves {self.server.model_name!r}", "model", 404)
+                served = self.server.model_name
+                raise BadRequest(f"model {requested_model!r} is not served here; this server serves {served!r}", "model", 404)
             request = parse_chat_request(body)
         except BadRequest as error:
             self._send_error(error.status, str(error), error.param)
@@ -280,7 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
 class ChatServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], batcher: MicroBatcher, model_name: str, identity: dict[str, str], verbose: bool = False) -> None:
+    def __init__(self, address: tuple[str, int], batcher: MicroBatcher, model_name: str, identity: dict[str, str],
+                 verbose: bool = False) -> None:
         super().__init__(address, _Handler)
         self.batcher = batcher
         self.model_name = model_name
@@ -298,7 +302,7 @@ def make_server(
 
 
 def serve(
-    model_config: "ModelConfig",
+    model_config: ModelConfig,
     host: str = "127.0.0.1",
     port: int = 8000,
     adapter_path: str | None = None,
@@ -308,8 +312,6 @@ def serve(
 ) -> None:
     """Load the backend `model_config` names (with an optional LoRA adapter) and serve it until
     interrupted. Clients ask for the model by `served_model_name` (default: model_config.model)."""
-    from localnova.backends import create_backend
-
     backend = create_backend(model_config, adapter_path=adapter_path)
     model_name = served_model_name or model_config.model
     server = make_server(backend, model_name, host, port, max_batch_size, max_wait_ms)
@@ -326,31 +328,32 @@ def serve(
         backend.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m localnova.serve`: the same flags the CLI's `serve` subcommand takes."""
-    from localnova.config import ModelConfig
-
-    parser = argparse.ArgumentParser(prog="localnova serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="bundled name, local path or hub id")
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of `localnova serve` and `python -m localnova.serve`, defined once."""
+    parser.add_argument("--model", required=True, help="bundled name, hub id or local path")
     parser.add_argument("--backend", default="transformers")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--max-wait-ms", type=float, default=10.0)
-    parser.add_argument("--served-model-name", default=None)
-    args = parser.parse_args(argv)
+    parser.add_argument("--max-batch-size", type=int, default=16, help="requests gathered into one backend call")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
+    parser.add_argument("--served-model-name", default=None, help="the model name clients send (default: --model)")
+    return parser
+
+
+def serve_from_args(args: argparse.Namespace) -> int:
+    """Serve what the flags of `add_serve_arguments` describe, until interrupted."""
     model_config = ModelConfig(name=args.served_model_name or args.model, backend=args.backend, model=args.model)
-    serve(model_config, args.host, args.port, args.adapter, args.max_batch_size, args.max_wait_ms, args.served_model_name)
+    serve(model_config, host=args.host, port=args.port, adapter_path=args.adapter, max_batch_size=args.max_batch_size,
+          max_wait_ms=args.max_wait_ms, served_model_name=args.served_model_name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m localnova.serve`: the same flags, and the same exit codes, as `localnova serve`."""
+    parser = add_serve_arguments(argparse.ArgumentParser(prog="localnova serve", description=__doc__.split("\n\n")[0]))
+    return exit_on_user_error(serve_from_args, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as error:  # UserError: one line and exit 2, as the CLI does
-        from localnova.errors import UserError
-
-        if not isinstance(error, UserError):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

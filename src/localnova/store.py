@@ -12,15 +12,17 @@ Plain Python and sqlite3 only: no model code here.
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import json
 import os
 import platform
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from localnova.types import ChatRequest, GenerationResult, stable_hash
 
@@ -84,7 +86,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def generation_key(backend_identity: dict[str, str], request: ChatRequest) -> str:
@@ -300,8 +302,6 @@ class Store:
 
 def environment_info() -> dict[str, Any]:
     """Hardware and package versions, recorded with every run."""
-    import importlib.metadata as metadata
-
     versions = {}
     for package in ("localnova", "torch", "transformers", "peft", "trl", "sentence-transformers", "faiss-cpu", "vllm", "boto3"):
         try:

@@ -25,5 +25,5 @@ class Backend(ABC):
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         """Answer every request; the results are in the order of the requests."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default: a backend that holds nothing needs no close
         """Release memory, threads or connections."""

@@ -11,19 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from localnova.backends.base import Backend
-from localnova.bedrock.aws import RETRYABLE_ERROR_CODES, BOTOCORE_MAX_ATTEMPTS, backoff_delay_s, error_code
-from localnova.config import ModelConfig
+from localnova.bedrock.aws import BOTOCORE_MAX_ATTEMPTS, error_code, is_retryable, make_client, require_credentials
+from localnova.config import BedrockConfig, ModelConfig
 from localnova.errors import UserError
+from localnova.retry import RetryPolicy, retry_call
 from localnova.types import LATENCY_PER_REQUEST, ChatRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REGION = "us-east-1"
-DEFAULT_MAX_CONCURRENCY = 4
+# A Bedrock model outside a study with a bedrock section gets that section's defaults; in a
+# study, bedrock/study.py fills options.region and options.max_concurrency from it.
+DEFAULT_REGION = BedrockConfig().region
+DEFAULT_MAX_CONCURRENCY = BedrockConfig().max_concurrency
 DEFAULT_MAX_RETRIES = 8  # our own tries on throttling, after botocore's adaptive retries gave up
 
 
@@ -81,13 +85,12 @@ class BedrockBackend(Backend):
         self.max_concurrency = int(options.get("max_concurrency", DEFAULT_MAX_CONCURRENCY))
         self.max_retries = int(options.get("max_retries", DEFAULT_MAX_RETRIES))
         self.base_delay_s = float(options.get("retry_base_delay_s", 1.0))
+        self.retry_policy = RetryPolicy(max_attempts=self.max_retries + 1, base_delay_s=self.base_delay_s)
         self.identity = {"backend": "bedrock", "model": self.model_id, "region": self.region}
         self._sleep = sleep
         self._stats_lock = threading.Lock()
         self.throttled_retries = 0
         if client is None:
-            from localnova.bedrock.aws import make_client, require_credentials
-
             require_credentials(self.region)
             client = make_client("bedrock-runtime", self.region, int(options.get("botocore_max_attempts", BOTOCORE_MAX_ATTEMPTS)))
         self.client = client
@@ -96,23 +99,24 @@ class BedrockBackend(Backend):
         if request.params.top_logprobs:
             raise UserError(f"{self.model_id}: Bedrock's Converse API returns no log probabilities; use scoring: parsed")
         body = converse_request(self.model_id, request)
-        for attempt in range(self.max_retries + 1):
+
+        def converse() -> tuple[dict[str, Any], float]:
             started = time.perf_counter()
-            try:
-                response = self.client.converse(**body)
-            except Exception as error:
-                code = error_code(error)
-                if code not in RETRYABLE_ERROR_CODES or attempt == self.max_retries:
-                    if code in ("AccessDeniedException", "ValidationException", "ResourceNotFoundException"):
-                        raise UserError(f"Bedrock {code} for model {self.model_id} in {self.region}: {_message(error)}") from None
-                    raise
-                with self._stats_lock:
-                    self.throttled_retries += 1
-                self._sleep(backoff_delay_s(attempt, self.base_delay_s))
-                continue
-            wall_ms = (time.perf_counter() - started) * 1000.0
-            return result_from_response(response, wall_ms)
-        raise AssertionError("unreachable")
+            response = self.client.converse(**body)
+            return response, (time.perf_counter() - started) * 1000.0  # the successful try only
+
+        try:
+            response, wall_ms = retry_call(converse, is_retryable, self.retry_policy, sleep=self._sleep, on_retry=self._count_retry)
+        except Exception as error:
+            code = error_code(error)
+            if code in ("AccessDeniedException", "ValidationException", "ResourceNotFoundException"):
+                raise UserError(f"Bedrock {code} for model {self.model_id} in {self.region}: {_message(error)}") from None
+            raise
+        return result_from_response(response, wall_ms)
+
+    def _count_retry(self, attempt: int, error: Exception, delay_s: float) -> None:
+        with self._stats_lock:
+            self.throttled_retries += 1
 
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         if not requests:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import socket
 import threading
 import time
 import urllib.error
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from localnova.backends.base import Backend
 from localnova.errors import UserError
+from localnova.retry import RetryPolicy, retry_call
 from localnova.types import LATENCY_PER_REQUEST, ChatRequest, GenerationResult
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "api_key_env": "OPENAI_API_KEY",  # the NAME of the variable holding the key, never the key
     "max_concurrency": 8,  # requests in flight at once
     "max_attempts": 5,  # tries per request, the first included
-    "backoff_initial_s": 0.5,  # first retry waits up to this long (full jitter), doubling
+    "backoff_initial_s": 0.5,  # first retry waits up to this long (full jitter, localnova.retry), doubling
     "backoff_max_s": 30.0,
     "timeout_s": 300.0,  # per HTTP attempt
 }
@@ -101,7 +100,9 @@ class OpenAIBackend(Backend):
     def __init__(self, model: "ModelConfig", adapter_path: str | None = None) -> None:
         unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
         if unknown:
-            raise UserError(f"model {model.name!r}: unknown option(s) for the openai backend: {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}")
+            raise UserError(
+                f"model {model.name!r}: unknown option(s) for the openai backend: {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}"
+            )
         if adapter_path is not None:
             # The server owns the weights: an adapter is served under its own model name.
             raise UserError(
@@ -123,6 +124,7 @@ class OpenAIBackend(Backend):
         self.timeout_s = float(options["timeout_s"])
         if self.max_concurrency < 1 or self.max_attempts < 1:
             raise UserError(f"model {model.name!r}: max_concurrency and max_attempts must be at least 1")
+        self.retry_policy = RetryPolicy(self.max_attempts, self.backoff_initial_s, self.backoff_max_s)
         self.identity = {"backend": "openai", "base_url": self.base_url, "model": self.model_name}
         if model.revision:
             self.identity["revision"] = model.revision
@@ -169,38 +171,45 @@ class OpenAIBackend(Backend):
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        last_problem = ""
-        for attempt in range(1, self.max_attempts + 1):
-            retry_after_s: float | None = None
+
+        def post() -> tuple[dict[str, Any], float]:
             started = time.perf_counter()
             try:
                 http_request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
                 with urllib.request.urlopen(http_request, timeout=self.timeout_s) as reply:
                     payload = reply.read()
-                latency_ms = (time.perf_counter() - started) * 1000.0
-                try:
-                    return json.loads(payload), latency_ms
-                except json.JSONDecodeError:
-                    last_problem = f"reply is not JSON: {payload[:120]!r}"
             except urllib.error.HTTPError as error:
                 detail = _error_detail(error)
                 if error.code not in RETRYABLE_STATUS:
                     raise UserError(f"{self.url}: HTTP {error.code}: {detail}") from None
-                last_problem = f"HTTP {error.code}: {detail}"
                 retry_after_s = _retry_after_seconds(error.headers.get("Retry-After") if error.headers else None)
-            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as error:
-                last_problem = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
-            if attempt == self.max_attempts:
-                break
+                raise _RetryableFailure(f"HTTP {error.code}: {detail}", retry_after_s) from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                raise _RetryableFailure(f"{type(error).__name__}: {getattr(error, 'reason', error)}") from None
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            try:
+                return json.loads(payload), latency_ms
+            except json.JSONDecodeError:
+                raise _RetryableFailure(f"reply is not JSON: {payload[:120]!r}") from None
+
+        def count_retry(attempt: int, failure: Exception, delay_s: float) -> None:
             with self._retry_lock:
                 self.retry_count += 1
-            # full jitter: spreads retries of many threads hitting one rate limit
-            backoff_s = random.uniform(0, min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1)))
-            if retry_after_s is not None:
-                backoff_s = max(backoff_s, min(retry_after_s, self.backoff_max_s))
-            log.info("%s: attempt %d/%d failed (%s); retrying in %.2f s", self.url, attempt, self.max_attempts, last_problem, backoff_s)
-            time.sleep(backoff_s)
-        raise UserError(f"{self.url}: gave up after {self.max_attempts} attempts; last error: {last_problem}")
+            log.info("%s: attempt %d/%d failed (%s); retrying in %.2f s", self.url, attempt, self.max_attempts, failure, delay_s)
+
+        try:
+            return retry_call(post, lambda error: isinstance(error, _RetryableFailure), self.retry_policy,
+                              on_retry=count_retry, min_delay_s=lambda failure: getattr(failure, "retry_after_s", None))
+        except _RetryableFailure as failure:
+            raise UserError(f"{self.url}: gave up after {self.max_attempts} attempts; last error: {failure}") from None
+
+
+class _RetryableFailure(Exception):
+    """One failed attempt worth another: a rate limit, a server error, a dropped connection."""
+
+    def __init__(self, problem: str, retry_after_s: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_after_s = retry_after_s  # what the server's Retry-After header asked for
 
 
 def _error_detail(error: urllib.error.HTTPError) -> str:

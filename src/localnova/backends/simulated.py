@@ -15,14 +15,8 @@ import re
 
 from localnova.backends.base import Backend
 from localnova.config import ModelConfig
-from localnova.types import ChatRequest, GenerationResult, LATENCY_PER_REQUEST, stable_hash
-
-CHARS_PER_TOKEN = 4.0
-
-
-def estimate_tokens(text: str) -> int:
-    """Token count of English text at ~4 characters a token (an estimate, not a tokenizer)."""
-    return max(1, round(len(text) / CHARS_PER_TOKEN))
+from localnova.costs import CHARS_PER_TOKEN, count_tokens_estimate
+from localnova.types import LATENCY_PER_REQUEST, ChatRequest, GenerationResult, stable_hash
 
 
 class SimulatedBackend(Backend):
@@ -43,17 +37,18 @@ class SimulatedBackend(Backend):
         prompt = request.messages[-1][1]
         if "JSON object" in prompt and '"score"' in prompt:
             # A judge prompt: score by word overlap of the fenced answer with the truth.
-            truth = _between(prompt, "<ground_truth>", "</ground_truth>")
-            answer = _between(prompt, "<answer>", "</answer>")
+            truth = _last_between(prompt, "<ground_truth>", "</ground_truth>")
+            answer = _last_between(prompt, "<answer>", "</answer>")
             truth_words, answer_words = _words(truth), _words(answer)
             overlap = len(truth_words & answer_words) / max(1, len(truth_words))
             return json.dumps({"score": int(round(10 * overlap)), "reason": "simulated: word overlap with the ground truth"})
-        # An answer: echo the sentence of the prompt that shares most words with the question.
-        question = prompt.rsplit("Question:", 1)[-1]
-        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", prompt) if len(s.strip()) > 20]
+        # An answer: echo the sentence before the question (the passages, in a rag prompt) that
+        # shares most words with it; without passages, the question itself.
+        context, _, question = prompt.rpartition("Question:")
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", context) if len(s.strip()) > 20]
         question_words = _words(question)
-        best = max(sentences, key=lambda s: len(_words(s) & question_words), default=question)
-        if rng.random() < 0.3:
+        best = max(sentences, key=lambda s: len(_words(s) & question_words), default=question.strip())
+        if rng.random() < 0.3 and best:
             best = "I am not certain, but " + best[0].lower() + best[1:]
         return best[: request.params.max_new_tokens * int(CHARS_PER_TOKEN)]
 
@@ -63,8 +58,8 @@ class SimulatedBackend(Backend):
             self.calls += 1
             rng = self._rng(request)
             text = self._reply(request, rng)
-            input_tokens = sum(estimate_tokens(content) + 4 for _, content in request.messages)
-            output_tokens = estimate_tokens(text)
+            input_tokens = sum(count_tokens_estimate(content) + 4 for _, content in request.messages)
+            output_tokens = count_tokens_estimate(text)
             logprobs = None
             if request.params.top_logprobs:
                 logprobs = [{piece: 0.0} for piece in re.findall(r"\d+|\S", text)]
@@ -84,9 +79,11 @@ class SimulatedBackend(Backend):
         return results
 
 
-def _between(text: str, start: str, end: str) -> str:
-    head, _, tail = text.partition(start)
-    return tail.partition(end)[0] if tail else ""
+def _last_between(text: str, start: str, end: str) -> str:
+    """The text inside the last `start`...`end` pair: the judge template names its tags in its
+    instructions before the fenced fields."""
+    head, _, tail = text.rpartition(start)
+    return tail.partition(end)[0] if head or tail else ""
 
 
 def _words(text: str) -> set[str]:

@@ -2,8 +2,8 @@
 
 Batches are left-padded so every row's prompt ends where generation starts; prompts go through
 the model's own chat template. Greedy unless a temperature is set, and seeded when sampling.
-The dtype comes from the hardware: fp32 on CPU (this CPU has no native bf16, and emulated bf16
-is several times slower), bf16 on a GPU that supports it.
+The dtype comes from the hardware (optional.precision_for): fp32 on CPU (emulated bf16 is
+several times slower), bf16 on a GPU that supports it, fp16 on one that does not.
 """
 
 from __future__ import annotations
@@ -16,19 +16,8 @@ from localnova.backends.base import Backend
 from localnova.config import ModelConfig
 from localnova.errors import UserError
 from localnova.models import _folder_fingerprint, resolve_model
+from localnova.optional import pick_precision
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
-
-
-def pick_device_and_dtype(options: dict) -> tuple[str, "object"]:
-    import torch
-
-    device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-    requested = options.get("dtype", "auto")
-    if requested != "auto":
-        return device, getattr(torch, requested)
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return device, torch.bfloat16
-    return device, torch.float32
 
 
 class TransformersBackend(Backend):
@@ -40,7 +29,9 @@ class TransformersBackend(Backend):
 
         resolved = resolve_model(model.model, model.revision)
         self.resolved = resolved
-        self.device, self.dtype = pick_device_and_dtype(model.options)
+        # options.device and options.dtype win; otherwise the hardware decides (optional.precision_for)
+        precision = pick_precision(str(model.options.get("dtype", "auto")), "inference", model.options.get("device"))
+        self.device, self.dtype = precision.device, getattr(torch, precision.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, revision=model.revision)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -153,7 +144,10 @@ class TransformersBackend(Backend):
             for value, token_id in zip(values.tolist(), token_ids.tolist()):
                 piece = self.tokenizer.decode([token_id])
                 # Two token ids can decode to the same text; their probabilities add up.
-                step[piece] = round(float(torch.logaddexp(torch.tensor(step[piece]), torch.tensor(value))), 6) if piece in step else round(value, 6)
+                if piece in step:
+                    step[piece] = round(float(torch.logaddexp(torch.tensor(step[piece]), torch.tensor(value))), 6)
+                else:
+                    step[piece] = round(value, 6)
             steps.append(step)
         return steps
 

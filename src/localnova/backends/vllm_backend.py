@@ -9,13 +9,17 @@ CPU; the class imports vllm in its constructor.
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localnova.backends.base import Backend
 from localnova.errors import UserError
+from localnova.models import _folder_fingerprint, resolve_model
+from localnova.optional import cuda_available, require
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
 
 if TYPE_CHECKING:
@@ -108,8 +112,6 @@ def top_logprobs_from_vllm(position_logprobs: list[dict[int, Any]] | None, count
     it is dropped so every backend reports the same thing. Texts that two ids share add up."""
     if position_logprobs is None:
         return None
-    import math
-
     positions: list[dict[str, float]] = []
     for candidates in position_logprobs:
         ranked = sorted(candidates.values(), key=lambda entry: entry.logprob, reverse=True)[:count]
@@ -128,14 +130,10 @@ class VLLMBackend(Backend):
     supports_logprobs = True
 
     def __init__(self, model: "ModelConfig", adapter_path: str | None = None) -> None:
-        from localnova import optional
-
-        optional.require("vllm", "the vllm backend")
-        if not optional.cuda_available():
+        require("vllm", "the vllm backend")
+        if not cuda_available():
             raise UserError(f"model {model.name!r}: the vllm backend needs a CUDA GPU; use backend: transformers on CPU")
         from vllm import LLM
-
-        from localnova.models import _folder_fingerprint, resolve_model
 
         resolved = resolve_model(model.model, model.revision)
         self.llm = LLM(**llm_arguments(model, resolved.path, adapter_path))
@@ -198,13 +196,9 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         # vllm holds the GPU until its engine is gone; free it so the next model can load.
-        import gc
-
         self.llm = None
         gc.collect()
-        from localnova import optional
-
-        if optional.cuda_available():
+        if cuda_available():
             import torch
 
             torch.cuda.empty_cache()

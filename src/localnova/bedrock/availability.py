@@ -35,17 +35,28 @@ SOURCES = {
 
 @dataclass(frozen=True)
 class Bound:
+    """One Nova hyperparameter's documented range: the one definition that the local `nova`
+    preset (finetune/presets.py) and the customization job's request both check."""
+
     api_name: str  # the key in hyperParameters
-    config_key: str  # where it lives in the study config
+    field: str  # the FinetuneConfig field that sets it
     low: float
     high: float
+    note: str = ""
+
+    @property
+    def config_key(self) -> str:
+        return f"finetune.{self.field}"
+
+    def holds(self, value: float) -> bool:
+        return self.low <= value <= self.high
 
 
 NOVA_HYPERPARAMETER_BOUNDS = (
-    Bound("epochCount", "finetune.epochs", 1, 5),
-    Bound("batchSize", "finetune.batch_size", 1, 1),
-    Bound("learningRate", "finetune.learning_rate", 1e-6, 1e-4),
-    Bound("learningRateWarmupSteps", "finetune.warmup_steps", 0, 100),
+    Bound("epochCount", "epochs", 1, 5),
+    Bound("batchSize", "batch_size", 1, 1, "Bedrock fixes the batch size at 1"),
+    Bound("learningRate", "learning_rate", 1e-6, 1e-4),
+    Bound("learningRateWarmupSteps", "warmup_steps", 0, 100),
 )
 
 
@@ -88,7 +99,7 @@ def nova_hyperparameters(epochs: int, batch_size: int, learning_rate: float, war
     values = {"epochCount": epochs, "batchSize": batch_size, "learningRate": learning_rate, "learningRateWarmupSteps": warmup_steps}
     for bound in NOVA_HYPERPARAMETER_BOUNDS:
         value = values[bound.api_name]
-        if not bound.low <= value <= bound.high:
+        if not bound.holds(value):
             span = f"{bound.low:g}" if bound.low == bound.high else f"{bound.low:g} to {bound.high:g}"
             raise UserError(f"{bound.config_key}: {value:g} is outside what Bedrock allows for Nova ({span}; {SOURCES['hyperparameters']})")
     return {

@@ -3,18 +3,19 @@
 botocore's adaptive retry mode already retries throttled calls a few times; long studies
 still hit sustained throttling (a provisioned model warming up, a busy account), so calls
 that change or read resources go through `call_with_backoff`, which waits longer, with
-jitter, up to a fixed number of tries.
+jitter, up to a fixed number of tries (the one policy of localnova.retry).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from localnova.errors import UserError
 from localnova.optional import require
+from localnova.retry import RetryPolicy, retry_call
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,9 @@ def error_code(error: BaseException) -> str:
     return ""
 
 
-def backoff_delay_s(attempt: int, base_s: float = 1.0, cap_s: float = 30.0, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff: a random wait in [0, min(cap, base * 2^attempt)]."""
-    upper = min(cap_s, base_s * (2**attempt))
-    return (rng or random).uniform(0.0, upper)
+def is_retryable(error: Exception) -> bool:
+    """Whether an AWS error means "try again later" (botocore's ClientError carries the code)."""
+    return error_code(error) in RETRYABLE_ERROR_CODES
 
 
 def call_with_backoff(
@@ -56,18 +56,15 @@ def call_with_backoff(
     sleep: Callable[[float], None] = time.sleep,
     **kwargs: Any,
 ) -> Any:
-    """Call `call(*args, **kwargs)`, retrying throttling and unavailability with jittered
-    exponential backoff; any other error, or the last retryable one, is raised."""
-    for attempt in range(max_tries):
-        try:
-            return call(*args, **kwargs)
-        except Exception as error:  # botocore ClientError, without importing botocore here
-            if error_code(error) not in RETRYABLE_ERROR_CODES or attempt == max_tries - 1:
-                raise
-            delay_s = backoff_delay_s(attempt, base_delay_s, cap_delay_s)
-            log.info("%s: %s, retrying in %.1f s (try %d of %d)", getattr(call, "__name__", "call"), error_code(error), delay_s, attempt + 2, max_tries)
-            sleep(delay_s)
-    raise AssertionError("unreachable")
+    """Call `call(*args, **kwargs)`, retrying throttling and unavailability with the project's
+    retry policy (localnova.retry); any other error, or the last retryable one, is raised."""
+    name = getattr(call, "__name__", "call")
+
+    def log_retry(attempt: int, error: Exception, delay_s: float) -> None:
+        log.info("%s: %s, retrying in %.1f s (try %d of %d)", name, error_code(error), delay_s, attempt + 1, max_tries)
+
+    policy = RetryPolicy(max_attempts=max_tries, base_delay_s=base_delay_s, cap_delay_s=cap_delay_s)
+    return retry_call(lambda: call(*args, **kwargs), is_retryable, policy, sleep=sleep, on_retry=log_retry)
 
 
 def require_credentials(region: str) -> None:

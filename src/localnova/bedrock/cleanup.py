@@ -10,9 +10,10 @@ knows counts as deleted; whatever could not be deleted stays in the state file a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code
 from localnova.bedrock.state import BedrockState, Resource

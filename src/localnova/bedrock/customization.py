@@ -12,19 +12,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from localnova.bedrock.availability import check_customization_offered, nova_hyperparameters
 from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
 from localnova.bedrock.state import BedrockState, Resource
 from localnova.config import ModelConfig, StudyConfig
 from localnova.costs import count_tokens_estimate
+from localnova.data.formats import is_nova_row, read_nova_jsonl, read_training_file, write_nova_jsonl
+from localnova.data.nova_validator import validate_nova_file
 from localnova.errors import UserError
+from localnova.files import write_text_atomic
 from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
@@ -75,13 +80,6 @@ def _aws_name(text: str, limit: int = 63) -> str:
 
 def _validate_training_file(path: Path) -> None:
     """Run the Nova validator; one UserError naming the first problem and how many there are."""
-    try:
-        from localnova.data.nova_validator import validate_nova_file
-    except ImportError:  # the validator module is optional at import time; parsing still checks shape
-        from localnova.data.formats import read_nova_jsonl
-
-        read_nova_jsonl(path)
-        return
     problems = list(validate_nova_file(path))
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -92,8 +90,6 @@ def _validate_training_file(path: Path) -> None:
 
 
 def _first_row(path: Path) -> Any:
-    import json
-
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, 1):
             if line.strip():
@@ -106,8 +102,6 @@ def _first_row(path: Path) -> Any:
 
 def _nova_file(train_path: Path, work_dir: Path) -> Path:
     """The training file in Nova format: as given, or converted from chat JSONL."""
-    from localnova.data.formats import is_nova_row, read_training_file, write_nova_jsonl
-
     if is_nova_row(_first_row(train_path)):
         return train_path
     nova_path = work_dir / f"{train_path.stem}.nova.jsonl"
@@ -116,8 +110,6 @@ def _nova_file(train_path: Path, work_dir: Path) -> Path:
 
 
 def _count_training_tokens(nova_path: Path) -> int:
-    from localnova.data.formats import read_nova_jsonl
-
     return sum(count_tokens_estimate(m["content"]) for record in read_nova_jsonl(nova_path) for m in record.messages)
 
 
@@ -251,8 +243,6 @@ def wait_for_customization(
     poll_s: float = 60.0,
 ) -> CustomizationResult:
     """Poll the job until it ends; record the custom model; read its training metrics."""
-    import json
-
     latest: dict[str, Any] = {}
 
     def status() -> str:
@@ -271,8 +261,9 @@ def wait_for_customization(
         state.record(Resource("custom_model", f"custom_model:{job.details.get('model')}", job.region, id=job.details.get("custom_model_name", model_name), arn=model_arn, client_token=job.client_token, details={"job": job.id}))
     metrics = read_training_metrics(clients, str(job.details.get("output_uri", "")), job.arn) if job.details.get("output_uri") else []
     metrics_path = config.study_dir / "bedrock" / f"{job.details.get('model', job.id)}_training_metrics.json"
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps({"job": job.id, "status": final, "trainingMetrics": latest.get("trainingMetrics"), "validationMetrics": latest.get("validationMetrics"), "step_metrics": metrics}, indent=2, default=str), encoding="utf-8")
+    metrics_report = {"job": job.id, "status": final, "trainingMetrics": latest.get("trainingMetrics"),
+                      "validationMetrics": latest.get("validationMetrics"), "step_metrics": metrics}
+    write_text_atomic(metrics_path, json.dumps(metrics_report, indent=2, default=str))
     return CustomizationResult(job.id, job.arn, model_arn, final, metrics, str(metrics_path))
 
 

@@ -8,15 +8,18 @@ simulated backend (`simulated_bedrock_model`) and marks the report as simulated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from localnova.bedrock.knowledge_base import corpus_files
 from localnova.bedrock.plan import PlannedCall, plan_calls
-from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig
+from localnova.config import RAG_ARMS, ModelConfig, StudyConfig
 from localnova.costs import CostTable, PriceBook, TokenCounts, Usage, count_tokens_estimate, estimate_costs, format_cost_table
 from localnova.data.eval_set import load_eval_set
 from localnova.errors import UserError
+from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.pipeline import prepare_inputs
 from localnova.types import ChatRequest, EvalItem
 
 # Sizes of the parts of a prompt we do not have in hand, in tokens (estimates): the answer
@@ -47,14 +50,26 @@ class DryRunResult:
     text: str
 
 
+def actual_answer_requests(config: StudyConfig) -> dict[tuple[str, str], list[ChatRequest]]:
+    """The answer prompts the study will send, per (model, arm), so the estimate counts their
+    real length. Before a Knowledge Base exists, the rag prompts are built from the local
+    index over the same corpus, with the same chunking: the closest stand-in we have."""
+    inputs = prepare_inputs(config)
+    requests = {}
+    for model in config.models:
+        params = generation_params(model, config.seed)
+        for arm in config.arms:
+            contexts = inputs.retrieved if uses_retrieval(arm) else [None] * len(inputs.items)
+            requests[(model.name, arm)] = [build_request(item, context, params) for item, context in zip(inputs.items, contexts)]
+    return requests
+
+
 def _request_tokens(request: ChatRequest) -> int:
     return sum(count_tokens_estimate(content) + MESSAGE_OVERHEAD_TOKENS for _, content in request.messages)
 
 
 def corpus_tokens(path: Path) -> tuple[int, int]:
     """(estimated tokens, number of files) of the corpus Bedrock would ingest."""
-    from localnova.bedrock.knowledge_base import corpus_files
-
     files = corpus_files(path)
     return sum(count_tokens_estimate(p.read_text(encoding="utf-8", errors="ignore")) for p in files), len(files)
 
@@ -109,10 +124,10 @@ def estimate_token_counts(
                 for _ in range(answers_per_question + controls):
                     usage.add(tokens, judge.model.generation.max_new_tokens)
         counts.judges[judge.name] = usage
-    if any(arm in RAG_ARMS for arm in config.arms):
+    if config.retrieves:
         counts.corpus_tokens = corpus_tokens(config.corpus.path)[0]
         counts.retrieval_query_tokens = sum(count_tokens_estimate(i.question) for i in eval_items)
-    if any(arm in FT_ARMS for arm in config.arms):
+    if config.fine_tunes:
         counts.training_tokens = training_tokens(config, eval_items)
     return counts
 
@@ -139,7 +154,7 @@ def dry_run(
             raise UserError("eval.path: the eval set is empty")
         items = [items[i % len(items)] for i in range(n_questions)]
     counts = estimate_token_counts(config, items, answer_requests, judge_requests)
-    _, n_files = corpus_tokens(config.corpus.path) if any(a in RAG_ARMS for a in config.arms) else (0, 0)
+    _, n_files = corpus_tokens(config.corpus.path) if config.retrieves else (0, 0)
     judge_calls = max((u.requests for u in counts.judges.values()), default=0)
     plan = plan_calls(config, len(items), n_files, judge_calls)
     costs = estimate_costs(config, counts, prices)

@@ -13,8 +13,9 @@ A choice the region or model does not offer is refused before anything is create
 from __future__ import annotations
 
 import logging
+import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from localnova.bedrock.availability import check_hosting_offered
 from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
@@ -42,8 +43,6 @@ def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = F
 
 
 def _name(config: StudyConfig, model: ModelConfig, token: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9-]+", "-", f"localnova-{config.name}-{model.name}-{token[:8]}")[:63].strip("-")
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 from localnova.bedrock.aws import AwsClients, call_with_backoff, wait_until
 from localnova.bedrock.state import BedrockState, Resource
@@ -228,6 +229,9 @@ class KnowledgeBaseRetriever:
     def search(self, queries: list[str], top_k: int) -> list[list[RetrievedChunk]]:
         return [self._search_one(query, top_k) for query in queries]
 
+    def describe(self) -> dict[str, Any]:
+        return {"knowledge_base_id": self.knowledge_base_id}
+
     def _search_one(self, query: str, top_k: int) -> list[RetrievedChunk]:
         response = call_with_backoff(
             self.client.retrieve,
@@ -237,7 +241,7 @@ class KnowledgeBaseRetriever:
             sleep=self._sleep,
         )
         chunks = []
-        for rank, result in enumerate(response.get("retrievalResults", [])[:top_k]):
+        for result in response.get("retrievalResults", [])[:top_k]:
             uri = result.get("location", {}).get("s3Location", {}).get("uri", "")
             doc_id = doc_id_from_uri(uri, self.corpus_s3_prefix) if uri else str(result.get("documentId", ""))
             text = result.get("content", {}).get("text", "")

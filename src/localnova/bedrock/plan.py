@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localnova.bedrock.availability import NOVA_HYPERPARAMETER_BOUNDS
-from localnova.config import FT_ARMS, RAG_ARMS, StudyConfig
+from localnova.bedrock.knowledge_base import chunking_configuration, corpus_prefix, existing_knowledge_base_id
+from localnova.config import FT_ARMS, StudyConfig
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,13 @@ class PlannedCall:
 
 
 def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge_calls_per_judge: int) -> list[PlannedCall]:
-    from localnova.bedrock.knowledge_base import chunking_configuration, corpus_prefix, existing_knowledge_base_id
-
     bedrock = config.bedrock
     assert bedrock is not None, "plan_calls needs a bedrock section"
     bucket = bedrock.s3_bucket or "<bedrock.s3_bucket>"
     role = bedrock.role_arn or "<bedrock.role_arn>"
     calls: list[PlannedCall] = []
-    uses_rag = any(arm in RAG_ARMS for arm in config.arms)
-    uses_ft = any(arm in FT_ARMS for arm in config.arms)
+    uses_rag = config.retrieves
+    uses_ft = config.fine_tunes
 
     if uses_rag:
         kb_id = existing_knowledge_base_id(config)

@@ -11,15 +11,14 @@ No credential is ever written here: only identifiers that the AWS APIs return.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.files import write_text_atomic
 
 STATE_FILE_NAME = "bedrock_state.json"
 STATE_VERSION = 1
@@ -37,7 +36,7 @@ DELETE_ORDER = (
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -74,18 +73,9 @@ class BedrockState:
         return cls(path, resources)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"version": STATE_VERSION, "updated_at": utc_now(), "resources": [asdict(r) for r in self.resources]}
-        handle, temp_name = tempfile.mkstemp(prefix=".bedrock_state.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as temp_file:
-                json.dump(payload, temp_file, indent=2, sort_keys=True)
-                temp_file.flush()
-                os.fsync(temp_file.fileno())
-            os.replace(temp_name, self.path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        # fsync: the file is the only record of what bills by the hour; a power cut must not lose it
+        write_text_atomic(self.path, json.dumps(payload, indent=2, sort_keys=True), fsync=True)
 
     def record(self, resource: Resource) -> Resource:
         """Add (or replace, by type and key) a resource and write the file at once."""

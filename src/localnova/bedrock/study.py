@@ -1,45 +1,35 @@
-"""The Bedrock steps of a study, in the order a real run takes them.
+"""The study on Bedrock, above the local study: the cloud steps, then the shared pipeline.
 
 Every check that can fail on the user's input runs first, then the plan and cost estimate are
 shown and confirmed, and only then is anything created: Knowledge Base, customization jobs,
-hosting. The answers and judges then run through the shared pipeline with the Bedrock
-backend, so a Bedrock run writes the same store and report as a local run.
+hosting. The answers and judges then run through the local study's pipeline with the Bedrock
+backend, a Knowledge Base retriever and the custom models' ARNs, so a Bedrock run writes the
+same store and report as a local run. The dry run takes the same road with every model
+answered by the simulated backend.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from localnova.config import FT_ARMS, RAG_ARMS, StudyConfig
+from localnova.bedrock.aws import AwsClients
+from localnova.bedrock.customization import prepare_customization, run_customization
+from localnova.bedrock.dry_run import actual_answer_requests, dry_run, simulated_study
+from localnova.bedrock.hosting import check_hosting, host_custom_model
+from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, corpus_prefix, ensure_knowledge_base
+from localnova.bedrock.state import BedrockState
+from localnova.config import BedrockConfig, ModelConfig, StudyConfig
+from localnova.costs import CostTable, check_budget, spend_from_usage
 from localnova.errors import UserError
+from localnova.finetune.stage import training_file
+from localnova.pipeline import run_study
+from localnova.store import Store
 
-
-@dataclass
-class BedrockRun:
-    """What the pipeline needs from the Bedrock steps."""
-
-    config: StudyConfig  # with retrieval.knowledge_base_id filled in for the rag arms
-    adapters: dict[str, str] = field(default_factory=dict)  # model name -> ARN the ft arms answer through
-    artifacts: dict[str, Any] = field(default_factory=dict)  # cost estimate, for the report
-
-
-def actual_answer_requests(config: StudyConfig, arms: list[str]) -> dict:
-    """The answer prompts the study will send, per (model, arm), so the estimate counts their
-    real length. Before a Knowledge Base exists, the rag prompts are built from the local
-    index over the same corpus, with the same chunking: the closest stand-in we have."""
-    from localnova.evaluate.arms import build_request
-    from localnova.pipeline import generation_params, prepare_inputs
-
-    inputs = prepare_inputs(config, arms, None, simulate=True)
-    requests = {}
-    for model in config.models:
-        params = generation_params(model, config.seed)
-        for arm in arms:
-            contexts = inputs.retrieved if arm in RAG_ARMS else [None] * len(inputs.items)
-            requests[(model.name, arm)] = [build_request(item, context, params) for item, context in zip(inputs.items, contexts)]
-    return requests
+# Stand-ins for the custom models' ARNs in a dry run: the simulated backend only records them.
+SIMULATED_ADAPTER = "simulated-adapter"
 
 
 def confirm_on_terminal(question: str) -> bool:
@@ -48,61 +38,78 @@ def confirm_on_terminal(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
-def prepare_bedrock_run(
+def with_bedrock_settings(config: StudyConfig) -> StudyConfig:
+    """Every Bedrock model of the study calls the study's region with its concurrency, unless
+    the model's own options say otherwise: `bedrock.region` and `bedrock.max_concurrency` are
+    the one place a user sets them."""
+    bedrock = config.bedrock or BedrockConfig()
+
+    def settle(model: ModelConfig) -> ModelConfig:
+        if model.backend != "bedrock":
+            return model
+        options = {"region": bedrock.region, "max_concurrency": bedrock.max_concurrency, **model.options}
+        return model.model_copy(update={"options": options})
+
+    judges = [judge.model_copy(update={"model": settle(judge.model)}) if judge.model else judge for judge in config.judges]
+    return config.model_copy(update={"models": [settle(model) for model in config.models], "judges": judges})
+
+
+def run_bedrock_study(
     config: StudyConfig,
-    dry_run: bool,
+    dry_run_only: bool,
     allow_spend: bool,
     assume_yes: bool,
-    arms: list[str] | None = None,
-    clients: Any = None,
+    clients: AwsClients | None = None,
     confirm: Callable[[str], bool] = confirm_on_terminal,
-) -> BedrockRun:
-    """Plan, estimate, confirm, then create what the study needs. A dry run stops after the
-    plan and estimate: the pipeline then answers through the simulated backend."""
-    from localnova.bedrock.dry_run import dry_run as print_plan
-    from localnova.costs import check_budget
-    from localnova.data.eval_set import load_eval_set
-    from localnova.finetune.stage import training_file
-
+) -> tuple[Path, str]:
+    """Plan, estimate, confirm, create what the study needs, then run it; returns the study
+    folder and run id. A dry run prints the plan and estimate and runs the whole study on the
+    simulated backend, offline, in a folder of its own."""
     if config.bedrock is None:
         raise UserError("bedrock: a study with Bedrock models needs a bedrock section (region, role_arn, s3_bucket, ...)")
-    arms = arms or list(config.arms)
-    wants_ft = any(arm in FT_ARMS for arm in arms)
-    items = load_eval_set(config.eval.path, config.eval.limit)
-    if dry_run:
-        plan = print_plan(config, answer_requests=actual_answer_requests(config, arms), eval_items=items)
-        return BedrockRun(config, artifacts={"cost_estimate": cost_artifact(plan.costs)})
-
-    from localnova.bedrock.aws import AwsClients
-    from localnova.bedrock.customization import prepare_customization, run_customization
-    from localnova.bedrock.hosting import check_hosting, host_custom_model
-    from localnova.bedrock.knowledge_base import ensure_knowledge_base
-    from localnova.bedrock.state import BedrockState
+    config = with_bedrock_settings(config)
+    if dry_run_only:
+        plan = dry_run(config, answer_requests=actual_answer_requests(config))
+        simulated = simulated_study(config)
+        adapters = {model.name: SIMULATED_ADAPTER for model in simulated.models} if config.fine_tunes else {}
+        return run_study(
+            simulated,
+            adapters=adapters,
+            artifacts={"cost_estimate": cost_artifact(plan.costs)},
+            artifacts_from_store=lambda store: {"cost_actual_simulated": actual_spend(store, config)},
+        )
 
     clients = clients or AwsClients(config.bedrock.region)
     clients.get("bedrock")  # no credentials: one clear line now, before anything else
-    ft_models = [m for m in config.models if m.backend == "bedrock"] if wants_ft else []
+    ft_models = [model for model in config.models if model.backend == "bedrock"] if config.fine_tunes else []
     train_path = training_file(config) if ft_models else None
     for model in ft_models:
         prepare_customization(config, model, train_path)
         check_hosting(config, model, allow_spend, estimate_shown=True)
-    plan = print_plan(config, answer_requests=actual_answer_requests(config, arms), eval_items=items)
+    plan = dry_run(config, answer_requests=actual_answer_requests(config))
     check_budget(plan.costs, config.bedrock.budget_usd, config.bedrock.hosting)
     if not assume_yes and not confirm(f"Start the study on AWS (estimate above, hosting {config.bedrock.hosting})?"):
         raise UserError("stopped before the first billable call: not confirmed")
 
     state = BedrockState.load(config.study_dir)
-    if any(arm in RAG_ARMS for arm in arms) and not config.retrieval.knowledge_base_id:
-        kb_id = ensure_knowledge_base(config, state, clients)
-        config = config.model_copy(update={"retrieval": config.retrieval.model_copy(update={"knowledge_base_id": kb_id})})
+    retriever = None
+    if config.retrieves:
+        knowledge_base_id = config.retrieval.knowledge_base_id or ensure_knowledge_base(config, state, clients)
+        retriever = KnowledgeBaseRetriever(knowledge_base_id, corpus_prefix(config), config.bedrock.region, client=clients.agent_runtime)
     adapters = {}
     for model in ft_models:
         result = run_customization(config, model, train_path, state, clients)
         adapters[model.name] = host_custom_model(config, model, result.custom_model_arn, state, clients, allow_spend, estimate_shown=True)
-    return BedrockRun(config, adapters, {"cost_estimate": cost_artifact(plan.costs)})
+    return run_study(
+        config,
+        adapters=adapters,
+        retriever=retriever,
+        artifacts={"cost_estimate": cost_artifact(plan.costs)},
+        artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config)},
+    )
 
 
-def cost_artifact(costs) -> dict[str, Any]:
+def cost_artifact(costs: CostTable) -> dict[str, Any]:
     """The estimate as the report shows it: each line, and the total for each hosting choice."""
     return {
         "lines": [
@@ -114,10 +121,8 @@ def cost_artifact(costs) -> dict[str, Any]:
     }
 
 
-def actual_spend(store, config: StudyConfig) -> dict[str, Any]:
+def actual_spend(store: Store, config: StudyConfig) -> dict[str, Any]:
     """Spending read back from the usage the Bedrock API reported for this run's calls."""
-    from localnova.costs import spend_from_usage
-
     price_ids = {m.name: (m.customization_model or m.model) for m in config.models}
     usage = [(price_ids.get(a.model, a.model), a.result.input_tokens, a.result.output_tokens) for a in store.answers()]
     usd, unpriced = spend_from_usage(usage)

@@ -15,21 +15,19 @@ Converting a chat record to Nova and back keeps the system prompt and every user
 turn exactly. Nova samples have no id or source document, so those two fields do not survive
 the trip: an imported record gets an id derived from its content and an empty doc_id.
 
-Every writer here writes to a temporary file beside the target and renames it, so a failure
-never leaves a half-written file behind.
+Every writer here goes through localnova.files: a temporary file beside the target, renamed
+into place, so a failure never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.files import write_jsonl_atomic
 from localnova.jsonl import read_json_lines
 from localnova.types import stable_hash
 
@@ -91,27 +89,6 @@ class ChatRecord:
         return {"id": self.id, "doc_id": self.doc_id, "messages": self.messages, **self.extra}
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}-", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write one JSON object a line, atomically; returns the number of lines."""
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
-    return len(lines)
-
-
 def chat_record_from_dict(row: Any, where: str) -> ChatRecord:
     """Build a ChatRecord from one parsed chat line; `where` (path:line) names it in errors."""
     if not isinstance(row, dict):
@@ -162,7 +139,8 @@ def nova_to_record(sample: Any, where: str = "nova sample") -> ChatRecord:
             raise UserError(f"{where}: 'system' must be a list of {{'text': ...}} blocks")
         messages.append({"role": "system", "content": block["text"]})
     for index, message in enumerate(sample["messages"]):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant") or not isinstance(message.get("content"), list):
+        role_ok = isinstance(message, dict) and message.get("role") in ("user", "assistant")
+        if not role_ok or not isinstance(message.get("content"), list):
             raise UserError(f"{where}: messages[{index}] must have role user or assistant and a content list")
         texts = []
         for block in message["content"]:

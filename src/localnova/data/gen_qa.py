@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localnova.data.formats import TrainingPair, record_to_nova, write_jsonl_atomic, write_text_atomic
+from localnova.data.formats import TrainingPair, record_to_nova
 from localnova.data.qa_filters import DataReport, EmptyTrainingSet, filter_pairs, words
 from localnova.embedder import EmbedFn
 from localnova.errors import UserError
+from localnova.files import write_jsonl_atomic, write_text_atomic
 from localnova.types import ChatRequest, Chunk, EvalItem, GenerationParams
 
 if TYPE_CHECKING:

@@ -13,19 +13,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from localnova.data.formats import TrainingPair
+import numpy as np
+
+from localnova.config import GenQAConfig
+from localnova.data.formats import TrainingPair, read_training_pairs
 from localnova.embedder import EmbedFn
 from localnova.errors import UserError
 from localnova.types import Chunk, EvalItem
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from localnova.config import GenQAConfig
-
-# Texts in, one vector per text out (rows normalised here if they are not already).
 
 # Small words that say nothing about whether an answer is supported by its source.
 STOPWORDS = frozenset(
@@ -131,9 +127,7 @@ class DataReport:
                 lines.append(f"| {drop.question_id} | {drop.reason} | {drop.detail.replace('|', '/')} | {question} |")
         return "\n".join(lines) + "\n"
 
-def _normalised(vectors: Any) -> "np.ndarray":
-    import numpy as np
-
+def _normalised(vectors: Any) -> np.ndarray:
     matrix = np.asarray(vectors, dtype=np.float32)
     if matrix.ndim == 1:
         matrix = matrix[None, :]
@@ -285,7 +279,7 @@ def filter_pairs(
     pairs: list[TrainingPair],
     eval_items: Sequence[EvalItem],
     embed: EmbedFn | None,
-    config: "GenQAConfig",
+    config: GenQAConfig,
     seed: int,
     chunks: Sequence[Chunk] | None = None,
     report: DataReport | None = None,
@@ -347,13 +341,11 @@ def decontaminate_training_file(
     path: str | Path,
     eval_items: Sequence[EvalItem],
     embed: EmbedFn | None,
-    config: "GenQAConfig",
+    config: GenQAConfig,
     against_answers: bool = False,
 ) -> tuple[list[TrainingPair], DataReport]:
     """Apply near-duplicate removal and decontamination to a user's own training file (chat or
     Nova JSONL), such as data/demo/train.jsonl. Raises UserError when no pair is left."""
-    from localnova.data.formats import read_training_pairs
-
     pairs = read_training_pairs(path)
     report = DataReport(source=str(path), grounding_checked=False, input_pairs=len(pairs), parsed_pairs=len(pairs))
     report.settings.update(

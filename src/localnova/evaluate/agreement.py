@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations, permutations
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -7,9 +7,8 @@ path (FAISS locally, a Knowledge Base on Bedrock), so every path means the same 
 
 from __future__ import annotations
 
+from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig
 from localnova.types import ChatRequest, EvalItem, GenerationParams, RetrievedChunk
-
-PROMPT_VERSION = "answer-v1"
 
 SYSTEM_PROMPT = "You are a helpful assistant. Answer the question accurately and concisely, in one or two sentences."
 
@@ -23,11 +22,17 @@ PASSAGE_TEMPLATE = "[{number}] (source: {doc_id})\n{text}"
 
 
 def uses_retrieval(arm: str) -> bool:
-    return arm in ("rag", "ft_rag")
+    return arm in RAG_ARMS
 
 
 def uses_adapter(arm: str) -> bool:
-    return arm in ("ft", "ft_rag")
+    return arm in FT_ARMS
+
+
+def generation_params(model: ModelConfig, seed: int) -> GenerationParams:
+    """How an answer model samples, from its config and the study's seed."""
+    generation = model.generation
+    return GenerationParams(max_new_tokens=generation.max_new_tokens, temperature=generation.temperature, top_p=generation.top_p, seed=seed)
 
 
 def format_passages(chunks: list[RetrievedChunk]) -> str:

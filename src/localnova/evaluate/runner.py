@@ -1,7 +1,8 @@
 """The grid runner: answers for arms x questions, then the judge panel, all through the store.
 
 It talks to backends only through the Backend interface, and every call goes through
-`Store.generate_cached`, so a rerun makes no call that the store already holds.
+`Store.generate_cached`, so a rerun makes no call that the store already holds. The panel's
+judges are opened one after another, so at most one judge model is loaded at a time.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import dataclass
 
 from localnova.backends.base import Backend
 from localnova.evaluate.arms import build_request, uses_retrieval
-from localnova.evaluate.judges import CONTROL_SUBJECTS, SUBJECT_ANSWER, JudgeInput, control_inputs
+from localnova.evaluate.judges import SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
 from localnova.store import JudgmentRecord, Store
+from localnova.timing import timed
 from localnova.types import EvalItem, GenerationParams, RetrievedChunk
 
 
@@ -52,14 +54,16 @@ def answer_arm(
     retrieved_records = [
         [{"chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": round(c.score, 6)} for c in (contexts[i] or [])] for i in range(len(items))
     ]
-    store.save_answers(model_name, arm, [item.question_id for item in items], [by_index[i][0] for i in range(len(items))], retrieved_records)
-    return ArmAnswers(model_name, arm, [item.question_id for item in items], [by_index[i][1].text for i in range(len(items))])
+    question_ids = [item.question_id for item in items]
+    store.save_answers(model_name, arm, question_ids, [by_index[i][0] for i in range(len(items))], retrieved_records)
+    return ArmAnswers(model_name, arm, question_ids, [by_index[i][1].text for i in range(len(items))])
 
 
 def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls: bool) -> list[JudgeInput]:
     by_id = {item.question_id: item for item in items}
     inputs = [
-        JudgeInput(arm_answers.model, arm_answers.arm, question_id, SUBJECT_ANSWER, by_id[question_id].question, by_id[question_id].answer, text)
+        JudgeInput(arm_answers.model, arm_answers.arm, question_id, SUBJECT_ANSWER, by_id[question_id].question, by_id[question_id].answer,
+                   text)
         for arm_answers in answers
         for question_id, text in zip(arm_answers.question_ids, arm_answers.texts)
     ]
@@ -68,10 +72,10 @@ def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls
     return inputs
 
 
-def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | None, batch_size: int) -> tuple[list[JudgmentRecord], int]:
-    """Score `inputs` with one judge; judgments already made for the same content (in any run
-    of this study) are reused, and LLM calls go through the store. Returns the judgments and
-    how many of them were made now."""
+def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[list[JudgmentRecord], int]:
+    """Score `inputs` with one opened judge; judgments already made for the same content (in
+    any run of this study) are reused, and model calls go through the store in batches of the
+    judge's batch size. Returns the judgments and how many of them were made now."""
     keys = [judge.content_key(item) for item in inputs]
     known = store.judgment_by_content(keys)
     missing = [index for index, key in enumerate(keys) if key not in known]
@@ -87,13 +91,15 @@ def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | 
     if records:
         store.save_judgments(list(records.values()))
     if missing:
+        backend, batch_size = judge.backend, judge.batch_size
         bar = progress_bar(len(missing), f"judge {judge.name}")
 
         def generate(requests):
             return store.generate_cached(backend, requests, batch_size, progress=bar)[1]
         # Judge in slices so that a killed process keeps the judgments already made.
-        for start in range(0, len(missing), max(batch_size, 16)):
-            part = missing[start : start + max(batch_size, 16)]
+        slice_size = max(batch_size, 16)
+        for start in range(0, len(missing), slice_size):
+            part = missing[start : start + slice_size]
             outcomes = judge.run([inputs[index] for index in part], generate if backend is not None else None)
             if backend is None:
                 bar.update(len(part))
@@ -110,5 +116,12 @@ def run_judge(store: Store, judge, inputs: list[JudgeInput], backend: Backend | 
     return [records[index] for index in range(len(inputs))], len(missing)
 
 
-def controls_only(records: list[JudgmentRecord]) -> list[JudgmentRecord]:
-    return [record for record in records if record.subject in CONTROL_SUBJECTS]
+def run_panel(store: Store, panel: list[Judge], judge_items: list[JudgeInput], timings: dict[str, float]) -> dict[str, int]:
+    """Every judge of `panel` over `judge_items`, one at a time: each is opened (its model
+    loaded), run and closed before the next opens. Adds each judge's seconds, loading included,
+    to `timings["judge <name>"]`; returns how many judgments each made now."""
+    made: dict[str, int] = {}
+    for judge in panel:
+        with timed(timings, f"judge {judge.name}"), judge.opened():
+            made[judge.name] = run_judge(store, judge, judge_items)[1]
+    return made

@@ -20,30 +20,31 @@ import os
 import sys
 from pathlib import Path
 
-from localnova.errors import UserError
+from localnova.config import StudyConfig, load_config
+from localnova.data.eval_set import load_eval_set
+from localnova.embedder import Embedder
+from localnova.errors import UserError, exit_on_user_error
+from localnova.finetune.lora import AdapterInfo, find_or_train_adapter, train_adapter
+from localnova.finetune.presets import check_hyperparameters
+from localnova.finetune.stage import training_records
+from localnova.models import resolve_model
 
 
-def default_adapter_dir(config, model_name: str) -> Path:
+def default_adapter_dir(config: StudyConfig, model_name: str) -> Path:
     return config.study_dir / "adapters" / model_name
 
 
-def finetune_from_config(config, model_name: str | None = None, out_dir: Path | None = None,
-                         max_steps: int | None = None, reuse: bool = True):
-    """Train (or reuse) the adapter for one answer model of a study config; returns AdapterInfo."""
-    from localnova.data.eval_set import load_eval_set
-    from localnova.finetune.lora import find_or_train_adapter, train_adapter
-    from localnova.finetune.stage import training_records
-    from localnova.embedder import Embedder
-    from localnova.finetune.presets import check_hyperparameters
-    from localnova.models import resolve_model
-
+def finetune_from_config(config: StudyConfig, model_name: str | None = None, out_dir: Path | None = None,
+                         max_steps: int | None = None, reuse: bool = True) -> AdapterInfo:
+    """Train (or reuse) the adapter for one answer model of a study config."""
     check_hyperparameters(config.finetune)
     models = {model.name: model for model in config.models}
     model_config = models.get(model_name) if model_name else config.models[0]
     if model_config is None:
         raise UserError(f"--model {model_name!r}: not one of the config's models ({', '.join(models)})")
     # The same decontaminated records, with the arms' system prompt, as a single-process run.
-    train_records, validation_records, _ = training_records(config, load_eval_set(config.eval.path), Embedder(config.retrieval.embedding_model))
+    eval_items = load_eval_set(config.eval.path)
+    train_records, validation_records, _ = training_records(config, eval_items, Embedder(config.retrieval.embedding_model))
     base = resolve_model(model_config.model, model_config.revision)
     target = Path(out_dir) if out_dir else default_adapter_dir(config, model_config.name)
     train = find_or_train_adapter if reuse else train_adapter
@@ -51,9 +52,8 @@ def finetune_from_config(config, model_name: str | None = None, out_dir: Path | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from localnova.config import load_config
-
-    parser = argparse.ArgumentParser(prog="python -m localnova.finetune.launch", description="Fine-tune a LoRA adapter from a study config.")
+    parser = argparse.ArgumentParser(prog="python -m localnova.finetune.launch",
+                                     description="Fine-tune a LoRA adapter from a study config.")
     parser.add_argument("--config", required=True, help="study config YAML")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--model", help="which answer model of the config (default: the first)")
@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="train even if a matching adapter exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config, args.overrides)
-        info = finetune_from_config(config, args.model, args.out, args.max_steps, reuse=not args.retrain)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return exit_on_user_error(_finetune_and_report, args)
+
+
+def _finetune_and_report(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    info = finetune_from_config(config, args.model, args.out, args.max_steps, reuse=not args.retrain)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     state = "reused" if info.reused else f"trained in {info.train_seconds:.1f} s on {info.world_size} process(es)"

@@ -23,7 +23,7 @@ from typing import Any
 
 from localnova.errors import UserError
 from localnova.finetune.presets import check_hyperparameters
-from localnova.optional import cpu_supports_bf16, cuda_available, is_available, require
+from localnova.optional import Precision, cuda_available, is_available, pick_precision, require
 from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
@@ -70,50 +70,11 @@ class AdapterInfo:
         return AdapterInfo(**values)
 
 
-@dataclass(frozen=True)
-class Precision:
-    """What the hardware asks for: the weights' dtype and the Trainer's autocast flags."""
-
-    dtype: str  # "float32", "bfloat16" or "float16": the dtype the base weights are loaded in
-    bf16: bool
-    fp16: bool
-    device: str  # "cuda" or "cpu"
-
-
 def choose_precision(config) -> Precision:
-    """Pick dtype and autocast from the hardware; `config.precision` other than 'auto' wins.
-
-    On CPU, 'auto' means bf16 autocast only where the CPU does bf16 in hardware (AVX512-BF16 or
-    AMX): on such a CPU scripts/bench_finetune.py measured a step at 1.85 s against 2.4 s in
-    fp32 (batch 4 x 128). Elsewhere it means fp32 with both autocast flags explicitly off, never
-    TRL's default bf16 autocast, which made a step about 6x slower on a CPU that emulates bf16.
-    """
-    on_cuda = cuda_available()
-    device = "cuda" if on_cuda else "cpu"
-    bf16_ok = on_cuda and _cuda_bf16_supported()
-    wanted = config.precision
-    if wanted == "auto":
-        if on_cuda:
-            wanted = "bf16" if bf16_ok else "fp16"
-        else:
-            wanted = "bf16" if cpu_supports_bf16() else "fp32"
-    if wanted == "fp32":
-        return Precision("float32", False, False, device)
-    if wanted == "fp16":
-        if not on_cuda:
-            raise UserError("finetune.precision=fp16 needs a CUDA GPU; use fp32 or auto on CPU")
-        return Precision("float16", False, True, device)
-    if on_cuda and not bf16_ok:
-        raise UserError("finetune.precision=bf16: this GPU has no bf16 support; use fp16 or auto")
-    # On CUDA the base weights live in bf16 (half the memory); peft keeps the adapter in fp32.
-    # On CPU the weights stay fp32 and bf16 is autocast only.
-    return Precision("bfloat16" if on_cuda else "float32", True, False, device)
-
-
-def _cuda_bf16_supported() -> bool:
-    import torch
-
-    return torch.cuda.is_bf16_supported()
+    """Device, weights' dtype and autocast for training, from the hardware; `config.precision`
+    other than 'auto' wins. The table is optional.precision_for, shared with inference and
+    the memory plan."""
+    return pick_precision(config.precision, "training")
 
 
 def training_settings(config, max_steps: int | None = None) -> dict[str, Any]:
@@ -301,7 +262,7 @@ def _curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
     return loss_curve, eval_curve
 
 
-def _write_atomically(trainer, info: AdapterInfo, out_dir: Path, run_key: str) -> None:
+def _save_adapter_atomically(trainer, info: AdapterInfo, out_dir: Path, run_key: str) -> None:
     """Save into a staging folder beside out_dir, then swap it in, so an interrupted run never
     leaves half an adapter at out_dir. Every rank calls this: under FSDP, gathering the
     adapter's shards is collective; the Trainer writes files on rank 0 only."""
@@ -389,7 +350,7 @@ def train_adapter(base_model, train_records: list[dict], validation_records: lis
         train_tokens_per_s=round(train_tokens / train_seconds, 2) if train_seconds > 0 else 0.0,
         resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
     )
-    _write_atomically(trainer, info, out_dir, run_key)
+    _save_adapter_atomically(trainer, info, out_dir, run_key)
     if trainer.is_world_process_zero():
         shutil.rmtree(checkpoints, ignore_errors=True)
         if checkpoints.parent.is_dir() and not any(checkpoints.parent.iterdir()):

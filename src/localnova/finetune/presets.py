@@ -10,38 +10,23 @@ Checked before any model or tokenizer is loaded, so a bad value costs the user n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import get_args
 
+from localnova.bedrock.availability import NOVA_HYPERPARAMETER_BOUNDS
+from localnova.config import FinetuneConfig, Preset
 from localnova.errors import UserError
 
-
-@dataclass(frozen=True)
-class Bound:
-    key: str  # the field of FinetuneConfig
-    low: float
-    high: float
-    note: str = ""
+PRESETS = get_args(Preset)
 
 
-# Bedrock's documented ranges for Nova Micro/Lite/Pro customization jobs.
-NOVA_BOUNDS: tuple[Bound, ...] = (
-    Bound("epochs", 1, 5),
-    Bound("batch_size", 1, 1, "Bedrock fixes the batch size at 1"),
-    Bound("learning_rate", 1e-6, 1e-4),
-    Bound("warmup_steps", 0, 100),
-)
-
-PRESETS = ("nova", "free")
-
-
-def check_hyperparameters(config) -> None:
+def check_hyperparameters(config: FinetuneConfig) -> None:
     """Raise a UserError naming the first bound that `config` (a FinetuneConfig) breaks."""
     if config.preset not in PRESETS:
         raise UserError(f"finetune.preset={config.preset!r} is not one of {', '.join(PRESETS)}")
     if config.preset != "nova":
         return
-    for bound in NOVA_BOUNDS:
-        value = getattr(config, bound.key)
-        if not bound.low <= value <= bound.high:
+    for bound in NOVA_HYPERPARAMETER_BOUNDS:
+        value = getattr(config, bound.field)
+        if not bound.holds(value):
             note = f" ({bound.note})" if bound.note else ""
-            raise UserError(f"finetune.{bound.key}={value} is outside the nova bound {bound.low}..{bound.high}{note}")
+            raise UserError(f"{bound.config_key}={value} is outside the nova bound {bound.low}..{bound.high}{note}")

@@ -16,9 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from localnova.config import LOCAL_BACKENDS, StudyConfig
+from localnova.data.eval_set import load_eval_set
+from localnova.data.formats import read_training_pairs
+from localnova.data.qa_filters import DataReport, EmptyTrainingSet, decontaminate
+from localnova.embedder import Embedder, EmbedFn
 from localnova.errors import UserError
+from localnova.evaluate.arms import SYSTEM_PROMPT
+from localnova.files import write_text_atomic
+from localnova.finetune.lora import METADATA_FILE, find_or_train_adapter, load_adapter_check
+from localnova.finetune.presets import check_hyperparameters
+from localnova.models import resolve_model
 
 log = logging.getLogger("localnova.finetune")
+
+TRAINING_REPORT_FILE = "training_data_report.json"
 
 
 def training_file(config: StudyConfig) -> Path:
@@ -30,12 +41,13 @@ def training_file(config: StudyConfig) -> Path:
     return path
 
 
-def training_records(config: StudyConfig, eval_items, embed) -> tuple[list[dict], list[dict] | None, dict[str, Any]]:
-    """(train records, validation records or None, data report) for local training."""
-    from localnova.data.formats import read_training_pairs
-    from localnova.data.qa_filters import DataReport, EmptyTrainingSet, decontaminate
-    from localnova.evaluate.arms import SYSTEM_PROMPT
+def training_report_path(config: StudyConfig) -> Path:
+    """Where the stage writes what it did to the training set (kept, dropped, sampled)."""
+    return config.study_dir / "data" / TRAINING_REPORT_FILE
 
+
+def training_records(config: StudyConfig, eval_items, embed: EmbedFn) -> tuple[list[dict], list[dict] | None, dict[str, Any]]:
+    """(train records, validation records or None, data report) for local training."""
     train_path = training_file(config)
     pairs = read_training_pairs(train_path)
     report = DataReport(source=str(train_path), grounding_checked=False, input_pairs=len(pairs), parsed_pairs=len(pairs))
@@ -61,10 +73,6 @@ def training_records(config: StudyConfig, eval_items, embed) -> tuple[list[dict]
 def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None) -> dict[str, str]:
     """Train or reuse one adapter per local answer model; returns model name -> adapter folder.
     Bedrock models are fine-tuned by customization jobs instead (bedrock/study.py)."""
-    from localnova.finetune.lora import find_or_train_adapter, load_adapter_check
-    from localnova.finetune.presets import check_hyperparameters
-    from localnova.models import resolve_model
-
     local_models = [model for model in models if model.backend in LOCAL_BACKENDS]
     adapters = {}
     for model in [m for m in local_models if m.adapter is not None]:
@@ -76,20 +84,28 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
         return adapters
     check_hyperparameters(config.finetune)  # out-of-bounds settings stop before anything loads
     if eval_items is None:
-        from localnova.data.eval_set import load_eval_set
-
         eval_items = load_eval_set(config.eval.path)
     if embed is None:
-        from localnova.embedder import Embedder
-
         embed = Embedder(config.retrieval.embedding_model)
     train, validation, report = training_records(config, eval_items, embed)
-    data_dir = config.study_dir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "training_data_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(training_report_path(config), json.dumps(report, indent=2) + "\n")
     log.info("training pairs: %d kept, %d dropped as too close to the eval set", report["train_pairs"], report["dropped_contaminated"])
     for model in local_models:
         base = resolve_model(model.model, model.revision)
         info = find_or_train_adapter(base, train, validation, config.finetune, config.study_dir / "adapters" / model.name, config.seed)
         adapters[model.name] = str(info.path)
     return adapters
+
+
+def adapter_artifacts(config: StudyConfig, adapters: dict[str, str]) -> dict[str, Any]:
+    """What the report shows of the fine-tuning: the training-data report, and each trained
+    adapter's loss curve (adapters trained elsewhere, or Bedrock ARNs, have none here)."""
+    artifacts: dict[str, Any] = {}
+    report_path = training_report_path(config)
+    if adapters and report_path.is_file():
+        artifacts["training_data"] = json.loads(report_path.read_text(encoding="utf-8"))
+    for model_name, adapter in adapters.items():
+        metadata = Path(adapter) / METADATA_FILE
+        if metadata.is_file():
+            artifacts[f"loss_curve:{model_name}"] = json.loads(metadata.read_text(encoding="utf-8")).get("loss_curve", [])
+    return artifacts

@@ -12,20 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.evaluate.judges import SUBJECT_ANSWER
 from localnova.evaluate.statistics import GenerationRow, ScoreRow
 from localnova.store import DB_NAME, AnswerRecord, JudgmentRecord, Store
-
-CONTROL_SUBJECTS = ("control_ground_truth", "control_empty", "control_other")
-
-
-@dataclass(frozen=True)
-class ControlRow:
-    """One judge's verdict on a control text for one question; score None is a parse failure."""
-
-    judge: str
-    question_id: str
-    subject: str  # one of CONTROL_SUBJECTS
-    score: float | None
 
 
 @dataclass
@@ -65,7 +54,7 @@ class RunData:
         return [
             ScoreRow(j.model, j.arm, j.question_id, j.judge, j.score)
             for j in self.judgments
-            if j.subject == "answer"
+            if j.subject == SUBJECT_ANSWER
         ]
 
     @property
@@ -73,14 +62,6 @@ class RunData:
         return [
             GenerationRow(a.model, a.arm, a.question_id, a.result.latency_ms, a.result.input_tokens, a.result.output_tokens)
             for a in self.answers
-        ]
-
-    @property
-    def control_rows(self) -> list[ControlRow]:
-        return [
-            ControlRow(j.judge, j.question_id, j.subject, j.score)
-            for j in self.judgments
-            if j.subject in CONTROL_SUBJECTS
         ]
 
     @property

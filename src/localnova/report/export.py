@@ -13,36 +13,47 @@ from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.files import atomic_path, write_jsonl_atomic
 from localnova.report.collect import RunData, collect_run
 
 ANSWER_COLUMNS = (
-    "run_id", "model", "arm", "question_id", "prompt_json", "answer", "input_tokens", "output_tokens",
-    "latency_ms", "latency_method", "batch_size", "server_latency_ms", "finish_reason",
-    "retrieved_chunk_ids", "max_new_tokens", "temperature", "generation_key",
+    "run_id", "model", "arm", "question_id", "question", "ground_truth", "prompt", "generation_params", "answer",
+    "input_tokens", "output_tokens", "latency_ms", "latency_method", "batch_size", "server_latency_ms", "finish_reason",
+    "retrieved", "retrieved_chunk_ids", "generation_key",
 )
 JUDGMENT_COLUMNS = (
     "run_id", "judge", "model", "arm", "question_id", "subject", "score", "failed", "method",
     "reason", "raw_text", "attempts", "content_key",
 )
+# Columns that hold lists or mappings: JSON text in a CSV cell or a parquet string column
+# (retrieved_chunk_ids is a real list column in parquet).
+NESTED_COLUMNS = ("prompt", "generation_params", "retrieved")
 
 
 def answer_rows(run: RunData) -> list[dict[str, Any]]:
+    """One row per answer, with the question and ground truth beside it: the one row shape of
+    answers.jsonl and of the exported tables."""
     rows = []
     for answer in run.answers:
-        params = answer.request.get("params", {})
         rows.append({
             "run_id": run.run_id, "model": answer.model, "arm": answer.arm, "question_id": answer.question_id,
-            "prompt_json": json.dumps(answer.request.get("messages", []), ensure_ascii=False),
+            "question": run.question_text(answer), "ground_truth": run.ground_truth(answer.question_id),
+            "prompt": answer.request.get("messages", []), "generation_params": answer.request.get("params", {}),
             "answer": answer.result.text,
             "input_tokens": answer.result.input_tokens, "output_tokens": answer.result.output_tokens,
             "latency_ms": answer.result.latency_ms, "latency_method": answer.result.latency_method,
             "batch_size": answer.result.batch_size, "server_latency_ms": answer.result.server_latency_ms,
             "finish_reason": answer.result.finish_reason,
+            "retrieved": answer.retrieved,
             "retrieved_chunk_ids": [str(chunk.get("chunk_id")) for chunk in answer.retrieved],
-            "max_new_tokens": params.get("max_new_tokens"), "temperature": params.get("temperature"),
             "generation_key": answer.generation_key,
         })
     return rows
+
+
+def write_answers_jsonl(run: RunData, path: Path) -> int:
+    """answers.jsonl: one JSON object per answer; returns how many were written."""
+    return write_jsonl_atomic(path, answer_rows(run))
 
 
 def judgment_rows(run: RunData) -> list[dict[str, Any]]:
@@ -57,14 +68,15 @@ def judgment_rows(run: RunData) -> list[dict[str, Any]]:
 
 
 def _write_csv(rows: list[dict[str, Any]], columns: tuple[str, ...], path: Path) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             flat = dict(row)
-            if isinstance(flat.get("retrieved_chunk_ids"), list):
-                # A JSON list keeps ids that contain commas or semicolons intact.
-                flat["retrieved_chunk_ids"] = json.dumps(flat["retrieved_chunk_ids"])
+            # JSON keeps lists and ids that contain commas or semicolons intact in one cell.
+            for column in (*NESTED_COLUMNS, "retrieved_chunk_ids"):
+                if column in flat:
+                    flat[column] = json.dumps(flat[column], ensure_ascii=False)
             writer.writerow({key: "" if value is None else value for key, value in flat.items()})
 
 
@@ -74,11 +86,14 @@ def _write_parquet(rows: list[dict[str, Any]], columns: tuple[str, ...], path: P
         import pyarrow.parquet as pq
     except ImportError:
         raise UserError("export to parquet needs the package 'pyarrow': pip install pyarrow") from None
-    columns_data = {name: [row.get(name) for row in rows] for name in columns}
+    columns_data = {
+        name: [json.dumps(row[name], ensure_ascii=False) if name in NESTED_COLUMNS else row.get(name) for row in rows] for name in columns
+    }
     types = {"score": pa.float64(), "server_latency_ms": pa.float64(), "latency_ms": pa.float64(),
              "temperature": pa.float64(), "retrieved_chunk_ids": pa.list_(pa.string())}
     arrays = {name: pa.array(values, type=types.get(name)) for name, values in columns_data.items()}
-    pq.write_table(pa.table(arrays), path)
+    with atomic_path(path) as temporary:
+        pq.write_table(pa.table(arrays), temporary)
 
 
 def export_run(study_dir: Path, run_id: str | None = None, fmt: str = "csv", out_dir: Path | None = None) -> list[Path]:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 from itertools import count
-from typing import Any, Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 ARM_COLOURS = {"base": "#7f7f7f", "rag": "#1f77b4", "ft": "#ff7f0e", "ft_rag": "#2ca02c"}
 EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
@@ -130,8 +133,6 @@ def tokens_figure(groups: Sequence[str], arms: Sequence[str], cells: Mapping[tup
 
 def _heatmap(axes, matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column_labels: Sequence[str],
              vmin: float, vmax: float, cmap: str, annotate: bool, digits: int):
-    import numpy as np
-
     values = np.array(matrix, dtype=float)
     masked = np.ma.masked_invalid(values)
     image = axes.imshow(masked, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")

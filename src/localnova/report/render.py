@@ -15,8 +15,9 @@ from typing import Any
 
 from localnova.evaluate.statistics import panel_scores_by_question
 from localnova.evaluate.summary import StudySummary, summarize
+from localnova.files import write_text_atomic
 from localnova.report import figures, tables
-from localnova.report.collect import RunData
+from localnova.report.collect import RunData, collect_runs
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
 
 SIMULATED_BANNER = "SIMULATED — no real model was called"
@@ -214,8 +215,7 @@ def _markdown(title: str, banner: str | None, sections: list[Section], figure_di
             elif isinstance(block, Figure):
                 figure_count += 1
                 name = f"figure-{figure_count}-{_anchor(section.title)}.svg"
-                figure_dir.mkdir(parents=True, exist_ok=True)
-                (figure_dir / name).write_text(block.svg, encoding="utf-8")
+                write_text_atomic(figure_dir / name, block.svg)
                 lines += [f"![{block.caption}]({figure_dir.name}/{name})", "", f"*{block.caption}*", ""]
     return "\n".join(lines)
 
@@ -264,8 +264,8 @@ def write_report(runs: list[RunData], out_dir: Path) -> tuple[Path, Path]:
     banner = _banner(runs)
     sections = build_sections(runs)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(_markdown(title, banner, sections, out_dir / "figures"), encoding="utf-8")
-    html_path.write_text(_html(title, banner, sections), encoding="utf-8")
+    write_text_atomic(md_path, _markdown(title, banner, sections, out_dir / "figures"))
+    write_text_atomic(html_path, _html(title, banner, sections))
     return md_path, html_path
 
 
@@ -273,8 +273,6 @@ def report_runs(specs: list[str], out_dir: Path | None = None) -> tuple[Path, Pa
     """What `localnova report RUN [RUN ...] [--out DIR]` does: each RUN is a study folder,
     optionally `folder:run_id` (default: its latest run). Without --out, a single run's report
     goes into its study folder and several runs' into `<first study folder>/comparison`."""
-    from localnova.report.collect import collect_runs
-
     runs = collect_runs(specs)
     if out_dir is None:
         out_dir = runs[0].study_dir if len(runs) == 1 else runs[0].study_dir / "comparison"

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from localnova.evaluate.summary import StudySummary
 from localnova.report.collect import RunData
 
@@ -265,8 +267,6 @@ def artifact_blocks(runs: list[RunData], prefix: str, empty_note: str, key_heade
 
 
 def provenance_blocks(run: RunData) -> list[Any]:
-    import yaml
-
     info, environment = run.info, dict(run.info.get("environment") or {})
     blocks: list[Any] = [Paragraph(
         f"Run {run.run_id} of study {info.get('study')}: status {info.get('status')}, started {info.get('started_at')}, "

@@ -1,0 +1,26 @@
+"""What a finished run leaves in its study folder for people: answers.jsonl, and the report.
+
+Both are written from the store alone, after the study (local or Bedrock) has run, so a report
+can be rewritten at any time without a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from localnova.report.collect import collect_run
+from localnova.report.export import write_answers_jsonl
+from localnova.report.render import write_report
+
+ANSWERS_FILE = "answers.jsonl"
+
+
+def publish_run(study_dir: Path, run_id: str, with_report: bool = True) -> list[Path]:
+    """Write answers.jsonl and (unless `with_report` is False) report.md and report.html for
+    one run; returns the paths written."""
+    run = collect_run(study_dir, run_id)
+    answers_path = study_dir / ANSWERS_FILE
+    write_answers_jsonl(run, answers_path)
+    if not with_report:
+        return [answers_path]
+    return [answers_path, *write_report([run], study_dir)]
