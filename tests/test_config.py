@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from localnova.backends import BACKENDS
-from localnova.config import ModelConfig, load_config
+from localnova.config import ARMS, BASE_ARM, FT_ARMS, LOCAL_BACKENDS, RAG_ARMS, ModelConfig, StudyConfig, load_config
 from localnova.errors import UserError
+from localnova.report.figures import ARM_COLOURS
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -27,6 +28,16 @@ def test_backend_names_agree_with_the_registry():
     # One source of truth: the config's allowed backends are exactly the registry's names.
     allowed = set(ModelConfig.model_fields["backend"].annotation.__args__)
     assert allowed == set(BACKENDS)
+
+
+def test_the_arm_vocabulary_is_one_set_of_names():
+    # The schema's allowed arms are ARMS; the subsets and the base arm are drawn from it, and
+    # every arm has its colour in the figures (the one copy of the names outside config.py).
+    assert list(StudyConfig.model_fields["arms"].annotation.__args__[0].__args__) == list(ARMS)
+    assert BASE_ARM in ARMS and set(RAG_ARMS) <= set(ARMS) and set(FT_ARMS) <= set(ARMS)
+    assert BASE_ARM not in RAG_ARMS + FT_ARMS
+    assert set(ARM_COLOURS) == set(ARMS)
+    assert set(LOCAL_BACKENDS) <= set(BACKENDS)
 
 
 def write(tmp_path, text):

@@ -20,7 +20,7 @@ from localnova.data.nova_validator import validate_command
 from localnova.errors import UserError, exit_on_user_error
 from localnova.finetune.stage import adapters_for_study
 from localnova.models import BUNDLED_MODELS, resolve_model
-from localnova.pipeline import build_index, gen_qa_for_study, run_study
+from localnova.pipeline import INDEX_DIR, SUMMARY_FILE, build_index, gen_qa_for_study, run_study
 from localnova.plan import plan_study
 from localnova.report.collect import parse_run_spec
 from localnova.report.export import export_run
@@ -67,18 +67,17 @@ def cmd_run(args) -> int:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
     else:
         study_dir, run_id = run_study(config)
-    publish_run(study_dir, run_id, with_report=not args.no_report)
+    written = publish_run(study_dir, run_id, with_report=not args.no_report)
     print(f"study folder: {study_dir}")
-    for name in ("answers.jsonl", "summary.json", "report.md", "report.html"):
-        if (study_dir / name).exists():
-            print(f"  {study_dir / name}")
+    for path in [study_dir / SUMMARY_FILE, *written]:
+        print(f"  {path}")
     return 0
 
 
 def cmd_index(args) -> int:
     config = _load(args)
     index, rebuilt = build_index(config)
-    print(f"{'built' if rebuilt else 'up to date'}: {len(index)} chunks in {config.study_dir / 'index'}")
+    print(f"{'built' if rebuilt else 'up to date'}: {len(index)} chunks in {config.study_dir / INDEX_DIR}")
     return 0
 
 

@@ -17,6 +17,7 @@ from localnova.errors import UserError
 # The study's vocabulary, defined once: every other module reads these names.
 Arm = Literal["base", "rag", "ft", "ft_rag"]
 ARMS: tuple[str, ...] = get_args(Arm)
+BASE_ARM = "base"  # the arm every other arm is compared with
 RAG_ARMS = ("rag", "ft_rag")  # arms whose prompt carries retrieved chunks
 FT_ARMS = ("ft", "ft_rag")  # arms answered by the fine-tuned model
 BackendName = Literal["transformers", "vllm", "openai", "bedrock", "simulated"]  # backends.BACKENDS agrees (a test checks)

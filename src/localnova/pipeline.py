@@ -25,7 +25,7 @@ from localnova.chunking import chunk_documents
 from localnova.config import StudyConfig, config_to_dict
 from localnova.corpus import corpus_hash, load_documents
 from localnova.data.eval_set import load_eval_set
-from localnova.data.gen_qa import gen_qa_command
+from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command
 from localnova.embedder import Embedder
 from localnova.evaluate.arms import generation_params, uses_adapter
 from localnova.evaluate.judges import build_panel
@@ -42,6 +42,9 @@ from localnova.timing import timed
 from localnova.types import Document, EvalItem, RetrievedChunk
 
 log = logging.getLogger("localnova")
+
+# What the pipeline writes into the study folder besides the store.
+CONFIG_FILE, SUMMARY_FILE, INDEX_DIR = "config.yaml", "summary.json", "index"
 
 # Computes more artifacts from the finished answers (the Bedrock study prices them).
 ArtifactsFromStore = Callable[[Store], dict[str, Any]]
@@ -75,7 +78,7 @@ def build_index(config: StudyConfig, embedder: Embedder | None = None, documents
         return chunk_documents(documents, chunking, embedder.tokenizer, embed=embedder)
 
     return build_or_load_index(
-        make_chunks, config.study_dir / "index", embedder, config.retrieval.index, manifest_inputs, batch_size=config.retrieval.batch_size
+        make_chunks, config.study_dir / INDEX_DIR, embedder, config.retrieval.index, manifest_inputs, batch_size=config.retrieval.batch_size
     )
 
 
@@ -156,7 +159,7 @@ def run_study(
     run_config = {"config": config_to_dict(config), "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}
     environment = {**environment_info(), "gpu": gpu_description(), "cpu_supports_bf16": cpu_supports_bf16(), "models": model_sources}
     run_id = store.start_run(config.name, run_config, environment)
-    write_text_atomic(study_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_text_atomic(study_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False))
     log.info("study %s, run %s, in %s", config.name, run_id, study_dir)
     judgments_made: dict[str, int] = {}
     complete = False
@@ -180,7 +183,7 @@ def run_study(
         complete = True
     finally:
         store.finish_run(complete)
-        write_summary(store, inputs, judgments_made, timings, study_dir / "summary.json")
+        write_summary(store, inputs, judgments_made, timings, study_dir / SUMMARY_FILE)
         store.close()
     log.info("stage timings (s): %s", timings)
     return study_dir, run_id
@@ -214,6 +217,6 @@ def gen_qa_for_study(config: StudyConfig) -> int:
     chunks = chunk_documents(documents, config.corpus.chunking, embedder.tokenizer, embed=embedder)
     backend = create_backend(config.gen_qa.generator or config.models[0])
     try:
-        return gen_qa_command(config, chunks, eval_items, backend, embedder, config.study_dir / "gen_qa")
+        return gen_qa_command(config, chunks, eval_items, backend, embedder, config.study_dir / GEN_QA_DIR)
     finally:
         backend.close()

@@ -334,8 +334,8 @@ def _count_eval_questions(config: "StudyConfig") -> tuple[int | None, str]:
 def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Plan:
     """What `localnova run` would do with this config: models, counts, downloads, memory."""
     questions, eval_note = _count_eval_questions(config)
-    uses_ft = any(arm in ("ft", "ft_rag") for arm in config.arms)
-    uses_rag = any(arm in ("rag", "ft_rag") for arm in config.arms)
+    uses_ft = config.fine_tunes
+    uses_rag = config.retrieves
     chunking = config.corpus.chunking
     context_tokens = chunking.parent_tokens if chunking.strategy == "hierarchical" else chunking.chunk_tokens
     answer_prompt_tokens = 200 + (config.retrieval.top_k * context_tokens if uses_rag else 0)

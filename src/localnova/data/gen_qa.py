@@ -36,6 +36,14 @@ GENERATOR_USER_TEMPLATE = (
 )
 
 
+# Where `localnova gen-qa` writes inside a study folder, and the training file it makes there.
+GEN_QA_DIR = "gen_qa"
+
+
+def generated_train_file(study_dir: Path) -> Path:
+    return study_dir / GEN_QA_DIR / "train.jsonl"
+
+
 def build_request(chunk: Chunk, pairs_per_chunk: int, params: GenerationParams) -> ChatRequest:
     user = GENERATOR_USER_TEMPLATE.format(passage=chunk.context_text.strip(), count=pairs_per_chunk)
     return ChatRequest((("system", GENERATOR_SYSTEM_PROMPT), ("user", user)), params)

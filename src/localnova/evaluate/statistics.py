@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from localnova.config import BASE_ARM
+
 # Above this many pairs the sign-flip test samples sign patterns instead of enumerating all
 # 2**n of them (2**16 = 65,536 patterns is still instant).
 EXACT_PERMUTATION_MAX_N = 16
@@ -99,7 +101,7 @@ def generation_rows_from(rows: Iterable[Any]) -> list[GenerationRow]:
     ]
 
 
-def ordered_arms(arms: Iterable[str], base_arm: str = "base") -> list[str]:
+def ordered_arms(arms: Iterable[str], base_arm: str = BASE_ARM) -> list[str]:
     """Arms in order of first appearance, with `base_arm` moved to the front if present."""
     unique = list(dict.fromkeys(arms))
     return ([base_arm] if base_arm in unique else []) + [a for a in unique if a != base_arm]
@@ -331,7 +333,7 @@ class ArmComparison:
 
 def compare_arms(
     scores_by_cell: Mapping[tuple[str, str], Mapping[str, float]],
-    base_arm: str = "base",
+    base_arm: str = BASE_ARM,
     n_permutations: int = 10000,
     seed: int = 0,
 ) -> list[ArmComparison]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from localnova.config import BASE_ARM
 from localnova.evaluate.agreement import JudgeAgreement, judge_agreement
 from localnova.evaluate.statistics import (
     ArmComparison,
@@ -130,7 +131,7 @@ def _pct(base: float, value: float) -> float:
 
 
 def latency_token_summary(
-    generation_rows: Iterable[Any], base_arm: str = "base"
+    generation_rows: Iterable[Any], base_arm: str = BASE_ARM
 ) -> list[LatencyTokenCell]:
     """Per model x arm: latency median and p90 (ms), mean input/output/total tokens.
 
@@ -185,7 +186,7 @@ def summarize(
     seed: int = 0,
     confidence: float = 0.95,
     n_permutations: int = 10000,
-    base_arm: str = "base",
+    base_arm: str = BASE_ARM,
 ) -> StudySummary:
     """Summarise a study from its judgments and generations.
 

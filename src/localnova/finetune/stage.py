@@ -18,6 +18,7 @@ from typing import Any
 from localnova.config import LOCAL_BACKENDS, StudyConfig
 from localnova.data.eval_set import load_eval_set
 from localnova.data.formats import read_training_pairs
+from localnova.data.gen_qa import generated_train_file
 from localnova.data.qa_filters import DataReport, EmptyTrainingSet, decontaminate
 from localnova.embedder import Embedder, EmbedFn
 from localnova.errors import UserError
@@ -35,7 +36,7 @@ TRAINING_REPORT_FILE = "training_data_report.json"
 def training_file(config: StudyConfig) -> Path:
     """The training set, for local LoRA and Bedrock customization alike: the configured file,
     else what `localnova gen-qa` wrote."""
-    path = Path(config.finetune.train_path or config.study_dir / "gen_qa" / "train.jsonl")
+    path = Path(config.finetune.train_path or generated_train_file(config.study_dir))
     if not path.is_file():
         raise UserError(f"finetune.train_path: {path} not found; set it or run `localnova gen-qa CONFIG` first")
     return path

@@ -45,10 +45,6 @@ class RunData:
         return stored.get("config", stored)
 
     @property
-    def base_arm(self) -> str:
-        return "base"
-
-    @property
     def score_rows(self) -> list[ScoreRow]:
         """Judgments of real answers only (controls excluded), failures kept as None."""
         return [

@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from localnova.config import BASE_ARM
+from localnova.evaluate.judges import CONTROL_SUBJECTS, SUBJECT_ANSWER
 from localnova.evaluate.statistics import panel_scores_by_question
 from localnova.evaluate.summary import StudySummary, summarize
 from localnova.files import write_text_atomic
@@ -46,7 +48,7 @@ def _summaries(runs: list[RunData]) -> list[StudySummary]:
     summaries = []
     for run in runs:
         n_resamples, seed = _settings(run)
-        summaries.append(summarize(run.score_rows, run.generation_rows, n_resamples=n_resamples, seed=seed, base_arm=run.base_arm))
+        summaries.append(summarize(run.score_rows, run.generation_rows, n_resamples=n_resamples, seed=seed, base_arm=BASE_ARM))
     return summaries
 
 
@@ -110,7 +112,7 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
                                         figures.per_question_figure(question_ids, columns, matrix))]
 
     judges, means = [], {}
-    subjects = dict(zip(("answer", "control_ground_truth", "control_empty", "control_other"), figures.CONTROL_LABELS))
+    subjects = dict(zip((SUBJECT_ANSWER, *CONTROL_SUBJECTS), figures.CONTROL_LABELS))
     for run in runs:
         for (judge, subject), scores in tables.control_means(run).items():
             name = f"{run.label}: {judge}" if several else judge

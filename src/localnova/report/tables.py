@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from localnova.config import BASE_ARM
+from localnova.evaluate.judges import CONTROL_SUBJECTS
 from localnova.evaluate.summary import StudySummary
 from localnova.report.collect import RunData
 
@@ -92,12 +94,12 @@ def _mean(values: list[float]) -> float:
 def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = []
     for run, summary in zip(runs, summaries):
-        versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == run.base_arm}
+        versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == BASE_ARM}
         for cell in summary.panel_cells:
             test = versus_base.get((cell.model, cell.arm))
             rows.append([
                 run.label, cell.model, cell.arm, str(cell.n_questions), interval(cell.mean, cell.low, cell.high),
-                "(reference)" if cell.arm == run.base_arm else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
+                "(reference)" if cell.arm == BASE_ARM else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
                 p_value(test.wilcoxon_p_holm) if test else "", p_value(test.permutation_p_holm) if test else "",
             ])
     return Table(["run", "model", "arm", "questions", "panel score [95% CI]", "% vs base [95% CI]",
@@ -197,7 +199,7 @@ def controls_table(runs: list[RunData]) -> Table:
     for run in runs:
         scores = control_means(run)
         for judge in run.judges:
-            truth, empty, other = (_mean(scores.get((judge, s), [])) for s in ("control_ground_truth", "control_empty", "control_other"))
+            truth, empty, other = (_mean(scores.get((judge, s), [])) for s in CONTROL_SUBJECTS)
             failed = sum(1 for j in run.judgments if j.judge == judge and j.subject != "answer" and j.score is None)
             rows.append([run.label, judge, number(_mean(scores.get((judge, "answer"), []))), number(truth), number(empty),
                          number(other), str(failed), control_verdict(truth, empty, other)])
