@@ -29,6 +29,7 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 # Not in `make test`: vulture guesses, so its findings are read by a person.
 dead-code: install

@@ -24,8 +24,7 @@ def synthetic_records(count: int, seq_len: int) -> list[dict]:
     """Chat records long enough to be truncated to exactly `seq_len` tokens."""
     filler = " ".join(f"fact{i} holds that the river runs north past the old mill" for i in range(seq_len))
     return [
-        {"messages": [{"role": "user", "content": f"Question {n}: what does the record say?"},
-                      {"role": "assistant", "content": filler}]}
+        {"messages": [{"role": "user", "content": f"Question {n}: what does the record say?"}, {"role": "assistant", "content": filler}]}
         for n in range(count)
     ]
 
@@ -43,11 +42,12 @@ def time_ours(base, config, rows_dataset, tokenizer_and_model, precision, steps:
 
     tokenizer, model = tokenizer_and_model
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = build_trainer(model, tokenizer, rows_dataset, None, config, precision, Path(scratch), seed,
-                                max_steps=warmup + steps, callbacks=[StepClock()])
+        trainer = build_trainer(
+            model, tokenizer, rows_dataset, None, config, precision, Path(scratch), seed, max_steps=warmup + steps, callbacks=[StepClock()]
+        )
         trainer.train()
     intervals = [later - earlier for earlier, later in zip(step_ends, step_ends[1:])]
-    return intervals[warmup - 1:] if warmup > 0 else intervals
+    return intervals[warmup - 1 :] if warmup > 0 else intervals
 
 
 def time_plain(config, rows: list[dict], tokenizer_and_model, collator, steps: int, warmup: int) -> list[float]:
@@ -60,7 +60,7 @@ def time_plain(config, rows: list[dict], tokenizer_and_model, collator, steps: i
     seconds: list[float] = []
     for step in range(warmup + steps):
         started = time.perf_counter()
-        batch = collator(rows[step * batch_size:(step + 1) * batch_size])
+        batch = collator(rows[step * batch_size : (step + 1) * batch_size])
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
@@ -89,8 +89,7 @@ def main() -> None:
     from localnova.models import resolve_model
 
     base = resolve_model(args.model)
-    config = FinetuneConfig(batch_size=args.batch_size, max_seq_length=args.seq_len, learning_rate=1e-4,
-                            epochs=1, precision=args.precision)
+    config = FinetuneConfig(batch_size=args.batch_size, max_seq_length=args.seq_len, learning_rate=1e-4, epochs=1, precision=args.precision)
     precision = choose_precision(config)
     total_steps = args.warmup + args.steps
     records = synthetic_records(args.batch_size * total_steps, args.seq_len)
@@ -109,9 +108,11 @@ def main() -> None:
     collator = DataCollatorForLanguageModeling(pad_token_id=ours_setup[0].pad_token_id)
 
     device = "cuda" if precision.device == "cuda" else "cpu"
-    print(f"model {base.name}, batch {args.batch_size} x {args.seq_len} tokens ({tokens_per_step} tokens/step), "
-          f"dtype {precision.dtype}, bf16 autocast {precision.bf16}, device {device}, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"model {base.name}, batch {args.batch_size} x {args.seq_len} tokens ({tokens_per_step} tokens/step), "
+        f"dtype {precision.dtype}, bf16 autocast {precision.bf16}, device {device}, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     plain_setup = fresh()
     plain_seconds = time_plain(config, rows, plain_setup, collator, args.steps, args.warmup)
     ours_seconds = time_ours(base, config, dataset, ours_setup, precision, args.steps, args.warmup, args.seed)
@@ -120,10 +121,14 @@ def main() -> None:
 
     ours_median = statistics.median(ours_seconds)
     plain_median = statistics.median(plain_seconds)
-    print(f"ours (SFTTrainer as train_adapter builds it): median {ours_median * 1000:.0f} ms/step over {len(ours_seconds)} steps, "
-          f"{tokens_per_step / ours_median:.0f} training tokens/s")
-    print(f"plain peft loop (AdamW):                      median {plain_median * 1000:.0f} ms/step over {len(plain_seconds)} steps, "
-          f"{tokens_per_step / plain_median:.0f} training tokens/s")
+    print(
+        f"ours (SFTTrainer as train_adapter builds it): median {ours_median * 1000:.0f} ms/step over {len(ours_seconds)} steps, "
+        f"{tokens_per_step / ours_median:.0f} training tokens/s"
+    )
+    print(
+        f"plain peft loop (AdamW):                      median {plain_median * 1000:.0f} ms/step over {len(plain_seconds)} steps, "
+        f"{tokens_per_step / plain_median:.0f} training tokens/s"
+    )
     print(f"ratio ours / plain: {ours_median / plain_median:.2f}x (aim <= 1.3x)")
 
 

@@ -62,10 +62,20 @@ def main() -> None:
         return texts, output_tokens, seconds
 
     backend.generate(requests[:2])  # warm-up: first-call allocations are not what we measure
-    figures = {"model": model.model, "arm": args.arm, "prompts": len(requests), "threads": torch.get_num_threads(),
-               "index_chunks": len(index), "index_build_chunks_per_s": round(len(index) / index_seconds, 1)}
+    figures = {
+        "model": model.model,
+        "arm": args.arm,
+        "prompts": len(requests),
+        "threads": torch.get_num_threads(),
+        "index_chunks": len(index),
+        "index_build_chunks_per_s": round(len(index) / index_seconds, 1),
+    }
     single_texts, single_tokens, single_seconds = timed(1)
-    figures["batch_1"] = {"output_tokens": single_tokens, "seconds": round(single_seconds, 2), "tokens_per_s": round(single_tokens / single_seconds, 1)}
+    figures["batch_1"] = {
+        "output_tokens": single_tokens,
+        "seconds": round(single_seconds, 2),
+        "tokens_per_s": round(single_tokens / single_seconds, 1),
+    }
     for batch_size in [int(size) for size in args.batch_sizes.split(",")]:
         texts, tokens, seconds = timed(batch_size)
         differ = [index for index, (a, b) in enumerate(zip(single_texts, texts)) if a != b]

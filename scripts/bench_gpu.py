@@ -78,8 +78,15 @@ def device_info() -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"cuda": False, "reason": f"no CUDA device (torch {torch.__version__})"}
     name = torch.cuda.get_device_name(0)
-    info: dict[str, Any] = {"cuda": True, "name": name, "memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1),
-                            "torch": torch.__version__, "cuda_version": torch.version.cuda, "peak_bf16_flops": None, "bandwidth_bytes_s": None}
+    info: dict[str, Any] = {
+        "cuda": True,
+        "name": name,
+        "memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1),
+        "torch": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "peak_bf16_flops": None,
+        "bandwidth_bytes_s": None,
+    }
     for fragment, flops, bandwidth in GPU_PEAKS:
         if fragment in name:
             info.update(peak_bf16_flops=flops, bandwidth_bytes_s=bandwidth, peak_source=f"data sheet for {fragment}")
@@ -181,9 +188,16 @@ def bench_train(device: dict[str, Any], quick: bool) -> dict[str, Any]:
         flops_per_token = 4 * n + 6 * lora_params + attention
         peak = device["peak_bf16_flops"]
         results[shape] = {
-            "shape": SHAPES[shape][1], "params": params_from_architecture(arch), "matmul_params": n, "lora_params": lora_params,
-            "batch": batch, "seq_len": seq_len, "step_s": round(seconds, 4), "tokens_per_s": round(tokens_per_s),
-            "flops_per_token": flops_per_token, "achieved_tflops": round(tokens_per_s * flops_per_token / 1e12, 1),
+            "shape": SHAPES[shape][1],
+            "params": params_from_architecture(arch),
+            "matmul_params": n,
+            "lora_params": lora_params,
+            "batch": batch,
+            "seq_len": seq_len,
+            "step_s": round(seconds, 4),
+            "tokens_per_s": round(tokens_per_s),
+            "flops_per_token": flops_per_token,
+            "achieved_tflops": round(tokens_per_s * flops_per_token / 1e12, 1),
             "mfu": round(tokens_per_s * flops_per_token / peak, 4) if peak else None,
             "mfu_6n_convention": round(tokens_per_s * (6 * n + attention) / peak, 4) if peak else None,
             "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1),
@@ -210,14 +224,26 @@ def bench_decode(device: dict[str, Any], quick: bool) -> dict[str, Any]:
         model.generation_config.pad_token_id = 0
         bytes_per_token = matmul_params(arch) * 2  # bf16 weights read once per decoded token
         bound = device["bandwidth_bytes_s"] / bytes_per_token if device["bandwidth_bytes_s"] else None
-        entry: dict[str, Any] = {"shape": SHAPES[shape][1], "weight_bytes_per_token": bytes_per_token,
-                                 "bandwidth_bound_tokens_per_s": round(bound, 1) if bound else None}
+        entry: dict[str, Any] = {
+            "shape": SHAPES[shape][1],
+            "weight_bytes_per_token": bytes_per_token,
+            "bandwidth_bound_tokens_per_s": round(bound, 1) if bound else None,
+        }
 
         def run(batch: int, **options) -> float:
             prompt = torch.randint(1, arch["vocab_size"], (batch, prompt_len), device="cuda")
             with torch.inference_mode():
-                generate = lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,  # noqa: E731
-                                                  min_new_tokens=new_tokens, do_sample=False, **options)
+
+                def generate() -> None:
+                    model.generate(
+                        prompt,
+                        attention_mask=torch.ones_like(prompt),
+                        max_new_tokens=new_tokens,
+                        min_new_tokens=new_tokens,
+                        do_sample=False,
+                        **options,
+                    )
+
                 seconds = timed(generate, warmup=1, repeats=2)
             return batch * new_tokens / seconds
 
@@ -233,7 +259,11 @@ def bench_decode(device: dict[str, Any], quick: bool) -> dict[str, Any]:
         del model.forward  # back to the eager forward for the batched run
         entry["batch32_tokens_per_s"] = round(run(32), 1)
         results[shape] = entry
-        print(f"  decode {shape}: batch 1 {best:.0f} tokens/s ({entry['batch1_fraction_of_bound']} of bound), batch 32 {entry['batch32_tokens_per_s']:.0f}", flush=True)
+        print(
+            f"  decode {shape}: batch 1 {best:.0f} tokens/s ({entry['batch1_fraction_of_bound']} of bound), "
+            f"batch 32 {entry['batch32_tokens_per_s']:.0f}",
+            flush=True,
+        )
         del model
         torch.cuda.empty_cache()
     return results
@@ -280,9 +310,14 @@ def bench_vllm(device: dict[str, Any], quick: bool) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         input_tokens = sum(a.input_tokens for a in answers)
         output_tokens = sum(a.output_tokens for a in answers)
-        results["ours"] = {"requests": num_prompts, "requests_per_s": round(num_prompts / seconds, 2),
-                           "output_tokens_per_s": round(output_tokens / seconds, 1), "total_tokens_per_s": round((input_tokens + output_tokens) / seconds, 1),
-                           "mean_input_tokens": input_tokens // num_prompts, "mean_output_tokens": output_tokens // num_prompts}
+        results["ours"] = {
+            "requests": num_prompts,
+            "requests_per_s": round(num_prompts / seconds, 2),
+            "output_tokens_per_s": round(output_tokens / seconds, 1),
+            "total_tokens_per_s": round((input_tokens + output_tokens) / seconds, 1),
+            "mean_input_tokens": input_tokens // num_prompts,
+            "mean_output_tokens": output_tokens // num_prompts,
+        }
         backend.close()
         del backend
         torch.cuda.empty_cache()
@@ -299,8 +334,25 @@ def _vllm_bench_throughput(model_dir: Path, num_prompts: int, input_len: int, ou
     if executable is None:
         return {"status": "skipped", "reason": "the `vllm` command is not on PATH"}
     out = model_dir / "vllm_bench.json"
-    command = [executable, "bench", "throughput", "--model", str(model_dir), "--dataset-name", "random", "--input-len", str(input_len),
-               "--output-len", str(output_len), "--num-prompts", str(num_prompts), "--gpu-memory-utilization", "0.6", "--output-json", str(out)]
+    command = [
+        executable,
+        "bench",
+        "throughput",
+        "--model",
+        str(model_dir),
+        "--dataset-name",
+        "random",
+        "--input-len",
+        str(input_len),
+        "--output-len",
+        str(output_len),
+        "--num-prompts",
+        str(num_prompts),
+        "--gpu-memory-utilization",
+        "0.6",
+        "--output-json",
+        str(out),
+    ]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=400)
     if finished.returncode != 0 or not out.exists():
         return {"status": "failed", "command": " ".join(command), "stderr_tail": finished.stderr[-1500:]}
@@ -329,9 +381,17 @@ def bench_faiss(device: dict[str, Any], quick: bool) -> dict[str, Any]:
     _, gpu_ids = gpu_index.search(query_vectors, k)
     gpu_s = time.perf_counter() - started
     agreement = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(cpu_ids, gpu_ids)]))
-    result = {"vectors": count, "dim": dim, "queries": queries, "k": k, "cpu_threads": faiss.omp_get_max_threads(),
-              "cpu_queries_per_s": round(queries / cpu_s), "gpu_queries_per_s": round(queries / gpu_s),
-              "speedup": round(cpu_s / gpu_s, 1), "top_k_agreement": round(agreement, 4)}
+    result = {
+        "vectors": count,
+        "dim": dim,
+        "queries": queries,
+        "k": k,
+        "cpu_threads": faiss.omp_get_max_threads(),
+        "cpu_queries_per_s": round(queries / cpu_s),
+        "gpu_queries_per_s": round(queries / gpu_s),
+        "speedup": round(cpu_s / gpu_s, 1),
+        "top_k_agreement": round(agreement, 4),
+    }
     print(f"  faiss: {result}", flush=True)
     return result
 
@@ -351,7 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown part(s): {', '.join(unknown)}")
     device = device_info()
-    report: dict[str, Any] = {"device": device, "host": platform.node(), "python": platform.python_version(), "quick": args.quick, "parts": {}}
+    report: dict[str, Any] = {
+        "device": device,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "parts": {},
+    }
     print(f"device: {device.get('name') or device['reason']}", flush=True)
     for part in parts:
         blocker = part_blockers(part, device)
@@ -368,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report["parts"][part] = {"status": "ok", **RUNNERS[part](device, args.quick)}
         except Exception as error:  # noqa: BLE001 - one part failing must not stop the others
-            report["parts"][part] = {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-3000:]}
+            report["parts"][part] = {
+                "status": "failed",
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc()[-3000:],
+            }
             print(f"{part}: failed: {type(error).__name__}: {error}", flush=True)
         report["parts"][part]["seconds"] = round(time.perf_counter() - started, 1)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -62,14 +62,17 @@ def main() -> None:
         base_documents, corpus_name = synthetic_corpus(), "synthetic (repeated paragraphs)"
     documents = [
         Document(f"{document.doc_id}@{copy}" if args.repeat > 1 else document.doc_id, document.text, document.title)
-        for copy in range(args.repeat) for document in base_documents
+        for copy in range(args.repeat)
+        for document in base_documents
     ]
 
     embedder = Embedder("all-minilm-l6-v2")
     embedder.encode(["warm-up"] * 4)  # the first call pays one-off start-up costs
-    print(f"corpus: {corpus_name}, {len(documents)} documents; index: {args.index}; device: {embedder.device}; "
-          f"batch size: {args.batch_size}; python {platform.python_version()}; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"corpus: {corpus_name}, {len(documents)} documents; index: {args.index}; device: {embedder.device}; "
+        f"batch size: {args.batch_size}; python {platform.python_version()}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+    )
     print(f"{'strategy':<13} {'chunks':>7} {'chunk_s':>8} {'embed_s':>8} {'index_s':>8} {'chunks/s':>9}")
     figures = []
     for strategy in args.strategies.split(","):
@@ -84,15 +87,27 @@ def main() -> None:
         VectorIndex.from_vectors(vectors, chunks, args.index, embedder)
         index_seconds = time.perf_counter() - started
         chunks_per_s = len(chunks) / (embed_seconds + index_seconds)
-        figures.append({
-            "strategy": strategy, "chunks": len(chunks), "chunking_s": round(chunk_seconds, 3),
-            "embed_s": round(embed_seconds, 3), "index_s": round(index_seconds, 4), "chunks_per_s": round(chunks_per_s, 1),
-        })
+        figures.append(
+            {
+                "strategy": strategy,
+                "chunks": len(chunks),
+                "chunking_s": round(chunk_seconds, 3),
+                "embed_s": round(embed_seconds, 3),
+                "index_s": round(index_seconds, 4),
+                "chunks_per_s": round(chunks_per_s, 1),
+            }
+        )
         print(f"{strategy:<13} {len(chunks):>7} {chunk_seconds:>8.2f} {embed_seconds:>8.2f} {index_seconds:>8.4f} {chunks_per_s:>9.1f}")
         sys.stdout.flush()
     if args.json:
-        args.json.write_text(json.dumps({"corpus": corpus_name, "documents": len(documents), "index": args.index,
-                                         "device": embedder.device, "figures": figures}, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(
+            json.dumps(
+                {"corpus": corpus_name, "documents": len(documents), "index": args.index, "device": embedder.device, "figures": figures},
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 if __name__ == "__main__":

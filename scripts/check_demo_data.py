@@ -91,9 +91,7 @@ def _nonempty_str(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def check_eval_rows(
-    rows: list[tuple[int, dict]], doc_ids: set[str], file_name: str = "eval.jsonl"
-) -> list[str]:
+def check_eval_rows(rows: list[tuple[int, dict]], doc_ids: set[str], file_name: str = "eval.jsonl") -> list[str]:
     """Each eval row needs question_id, question, answer (non-empty strings) and doc_ids
     (a non-empty list of corpus files); question_ids must be unique."""
     problems, seen_ids = [], set()
@@ -116,9 +114,7 @@ def check_eval_rows(
     return problems
 
 
-def check_train_rows(
-    rows: list[tuple[int, dict]], doc_ids: set[str], file_name: str = "train.jsonl"
-) -> list[str]:
+def check_train_rows(rows: list[tuple[int, dict]], doc_ids: set[str], file_name: str = "train.jsonl") -> list[str]:
     """Each train row needs a unique id, a corpus doc_id and messages: one user turn then one
     assistant turn, both with non-empty content."""
     problems, seen_ids = [], set()
@@ -213,9 +209,7 @@ def check_demo_data(data_dir: Path) -> DemoDataReport:
 
     report.overlaps = find_eval_overlaps(train_rows, eval_rows)
     for train_id, question_id, words in report.overlaps:
-        report.problems.append(
-            f"train {train_id} shares {OVERLAP_WORDS} words with eval {question_id}: '{words}'"
-        )
+        report.problems.append(f"train {train_id} shares {OVERLAP_WORDS} words with eval {question_id}: '{words}'")
     return report
 
 

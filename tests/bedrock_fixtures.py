@@ -77,7 +77,11 @@ def study_config(tmp_path: Path, **bedrock_overrides):
     (corpus / "guides").mkdir(exist_ok=True)
     (corpus / "guides" / "setup.md").write_text("# Setup\nPlug the hub in first.\n", encoding="utf-8")
     eval_path = tmp_path / "eval.jsonl"
-    eval_path.write_text(json.dumps({"question_id": "q1", "question": "How many watts does the F4 draw?", "answer": "36 watts.", "doc_ids": ["lamps.md"]}) + "\n", encoding="utf-8")
+    eval_path.write_text(
+        json.dumps({"question_id": "q1", "question": "How many watts does the F4 draw?", "answer": "36 watts.", "doc_ids": ["lamps.md"]})
+        + "\n",
+        encoding="utf-8",
+    )
     bedrock = {
         "region": "us-east-1",
         "role_arn": ROLE_ARN,
@@ -101,8 +105,21 @@ def study_config(tmp_path: Path, **bedrock_overrides):
         "corpus": {"path": str(corpus)},
         "eval": {"path": str(eval_path)},
         "arms": ["base", "rag", "ft", "ft_rag"],
-        "models": [{"name": "nova-micro", "backend": "bedrock", "model": "us.amazon.nova-micro-v1:0", "customization_model": "amazon.nova-micro-v1:0:128k"}],
-        "judges": [{"name": "claude", "kind": "llm", "model": {"name": "claude", "backend": "bedrock", "model": "anthropic.claude-3-5-sonnet-20240620-v1:0"}}],
+        "models": [
+            {
+                "name": "nova-micro",
+                "backend": "bedrock",
+                "model": "us.amazon.nova-micro-v1:0",
+                "customization_model": "amazon.nova-micro-v1:0:128k",
+            }
+        ],
+        "judges": [
+            {
+                "name": "claude",
+                "kind": "llm",
+                "model": {"name": "claude", "backend": "bedrock", "model": "anthropic.claude-3-5-sonnet-20240620-v1:0"},
+            }
+        ],
         "finetune": {"preset": "nova", "epochs": 2, "batch_size": 1, "learning_rate": 1e-5, "warmup_steps": 10},
         "bedrock": bedrock,
     }

@@ -31,9 +31,7 @@ def reference_interval_alpha(data: np.ndarray) -> float:
     units = [u for u in units if u.size >= 2]
     pooled = np.concatenate(units)
     n = pooled.size
-    observed = sum(
-        np.sum((u[:, None] - u[None, :]) ** 2) / (u.size - 1) for u in units
-    ) / n
+    observed = sum(np.sum((u[:, None] - u[None, :]) ** 2) / (u.size - 1) for u in units) / n
     expected = np.sum((pooled[:, None] - pooled[None, :]) ** 2) / (n * (n - 1))
     return 1.0 - observed / expected
 
@@ -48,9 +46,7 @@ def _rows_from_matrix(matrix: np.ndarray, judges: list[str]) -> list[ScoreRow]:
 
 def test_krippendorff_alpha_matches_published_example_and_definition():
     assert reference_interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(0.849, abs=5e-4)
-    assert interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(
-        reference_interval_alpha(KRIPPENDORFF_EXAMPLE), abs=1e-9
-    )
+    assert interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(reference_interval_alpha(KRIPPENDORFF_EXAMPLE), abs=1e-9)
     agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
     assert agreement.krippendorff_alpha == pytest.approx(0.849, abs=5e-4)
     assert agreement.n_answers == 12 and agreement.n_answers_with_two_scores == 11
@@ -83,8 +79,11 @@ def test_arm_ranking_correlation_uses_cell_means_with_exact_small_sample_p():
     assert ranking.spearman == pytest.approx(scipy.stats.spearmanr(a, b).statistic)
     assert ranking.kendall == pytest.approx(scipy.stats.kendalltau(a, b).statistic)
     reference = scipy.stats.permutation_test(
-        (np.array(a),), lambda x: abs(scipy.stats.spearmanr(x, b).statistic),
-        permutation_type="pairings", n_resamples=np.inf, alternative="greater",
+        (np.array(a),),
+        lambda x: abs(scipy.stats.spearmanr(x, b).statistic),
+        permutation_type="pairings",
+        n_resamples=np.inf,
+        alternative="greater",
     ).pvalue
     assert ranking.spearman_p == pytest.approx(reference)
     # A perfect ranking of 3 arms: exactly 2 of 3! orderings are as extreme.

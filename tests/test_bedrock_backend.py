@@ -16,8 +16,9 @@ from localnova.config import ModelConfig  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 from localnova.types import ChatRequest, GenerationParams  # noqa: E402
 
-MODEL = ModelConfig(name="nova-micro", backend="bedrock", model="us.amazon.nova-micro-v1:0",
-                    options={"region": "us-east-1", "max_concurrency": 4})
+MODEL = ModelConfig(
+    name="nova-micro", backend="bedrock", model="us.amazon.nova-micro-v1:0", options={"region": "us-east-1", "max_concurrency": 4}
+)
 
 
 def _client():

@@ -49,7 +49,12 @@ def _make_everything(config, tmp_path):
     kb = agent.create_knowledge_base(
         name="kb-test",
         roleArn=ROLE_ARN,
-        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"}},
+        knowledgeBaseConfiguration={
+            "type": "VECTOR",
+            "vectorKnowledgeBaseConfiguration": {
+                "embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
+            },
+        },
         storageConfiguration=config.bedrock.knowledge_base["storage"],
     )["knowledgeBase"]
     state.record(Resource("knowledge_base", "knowledge_base", "us-east-1", id=kb["knowledgeBaseId"], arn=kb["knowledgeBaseArn"]))
@@ -63,14 +68,23 @@ def test_cleanup_deletes_everything_listed_provisioned_first(aws_env, tmp_path):
     _make_everything(config, tmp_path)
     calls: list[str] = []
     stub_bedrock = boto3.client("bedrock", region_name="us-east-1")
-    bedrock = RecordingSplitClient(boto3.client("bedrock", region_name="us-east-1"), stub_bedrock, {"delete_provisioned_model_throughput", "delete_custom_model_deployment"}, calls)
+    bedrock = RecordingSplitClient(
+        boto3.client("bedrock", region_name="us-east-1"),
+        stub_bedrock,
+        {"delete_provisioned_model_throughput", "delete_custom_model_deployment"},
+        calls,
+    )
     agent = RecordingSplitClient(boto3.client("bedrock-agent", region_name="us-east-1"), None, set(), calls)
     s3 = RecordingSplitClient(boto3.client("s3", region_name="us-east-1"), None, set(), calls)
     asked: list[str] = []
     with Stubber(stub_bedrock) as stubber:
         stubber.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_ARN})
         stubber.add_response("delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": DEPLOYMENT_ARN})
-        report = cleanup(config.study_dir, lambda summary: asked.append(summary) or True, clients=AwsClients("us-east-1", {"bedrock": bedrock, "bedrock-agent": agent, "s3": s3}))
+        report = cleanup(
+            config.study_dir,
+            lambda summary: asked.append(summary) or True,
+            clients=AwsClients("us-east-1", {"bedrock": bedrock, "bedrock-agent": agent, "s3": s3}),
+        )
     assert len(asked) == 1 and PT_ARN in asked[0]
     assert calls[:2] == ["delete_provisioned_model_throughput", "delete_custom_model_deployment"]
     assert calls.index("delete_custom_model") < calls.index("delete_knowledge_base") < calls.index("delete_object")

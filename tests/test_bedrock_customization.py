@@ -62,7 +62,9 @@ def test_job_created_once_when_killed_and_rerun(aws_env, tmp_path):
     config_file.write_text(json.dumps(config_to_dict(config)), encoding="utf-8")
     state_path = config.study_dir / "bedrock_state.json"
 
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(config_file), str(train)], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(config_file), str(train)], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (state_path.exists() and "customization_job" in state_path.read_text()):
@@ -87,9 +89,25 @@ def test_job_created_once_when_killed_and_rerun(aws_env, tmp_path):
 def test_rerun_adopts_a_job_whose_state_write_was_lost(aws_env, tmp_path):
     config = study_config(tmp_path)
     train = write_nova_training(tmp_path / "train.jsonl")
-    first = run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01)
+    first = run_customization(
+        config,
+        config.models[0],
+        train,
+        BedrockState.load(config.study_dir),
+        AwsClients("us-east-1"),
+        sleep=_finish_while_waiting,
+        poll_s=0.01,
+    )
     (config.study_dir / "bedrock_state.json").unlink()  # as if the process died before writing it
-    second = run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01)
+    second = run_customization(
+        config,
+        config.models[0],
+        train,
+        BedrockState.load(config.study_dir),
+        AwsClients("us-east-1"),
+        sleep=_finish_while_waiting,
+        poll_s=0.01,
+    )
     assert second.job_arn == first.job_arn
     assert len(_jobs()) == 1
 
@@ -124,14 +142,24 @@ def test_bad_input_is_one_user_error_and_creates_nothing(aws_env, tmp_path, chan
     if change.get("bad_file"):
         train.write_text('{"schemaVersion": "bedrock-conversation-2024", "messages": "not a list"}\n', encoding="utf-8")
     with pytest.raises(UserError, match=message):
-        run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients(config.bedrock.region), sleep=lambda s: None)
+        run_customization(
+            config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients(config.bedrock.region), sleep=lambda s: None
+        )
     assert _jobs() == []
     assert _s3_keys() == []
     assert not (config.study_dir / "bedrock_state.json").exists()
 
 
 def test_no_credentials_is_a_user_error(monkeypatch, tmp_path):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -143,7 +171,15 @@ def test_no_credentials_is_a_user_error(monkeypatch, tmp_path):
 def test_credentials_never_reach_logs_or_the_study_folder(aws_env, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     config = study_config(tmp_path)
-    run_customization(config, config.models[0], write_nova_training(tmp_path / "train.jsonl"), BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01)
+    run_customization(
+        config,
+        config.models[0],
+        write_nova_training(tmp_path / "train.jsonl"),
+        BedrockState.load(config.study_dir),
+        AwsClients("us-east-1"),
+        sleep=_finish_while_waiting,
+        poll_s=0.01,
+    )
     assert FAKE_SECRET_KEY not in caplog.text
     for path in config.study_dir.rglob("*"):
         if path.is_file():

@@ -23,7 +23,15 @@ def test_dry_run_plans_every_call_offline_without_credentials(tmp_path, monkeypa
     lines: list[str] = []
     result = dry_run(config, out=lines.append)
     operations = [call.operation for call in result.plan]
-    for operation in ("CreateKnowledgeBase", "CreateDataSource", "StartIngestionJob", "CreateModelCustomizationJob", "CreateCustomModelDeployment", "Retrieve", "Converse"):
+    for operation in (
+        "CreateKnowledgeBase",
+        "CreateDataSource",
+        "StartIngestionJob",
+        "CreateModelCustomizationJob",
+        "CreateCustomModelDeployment",
+        "Retrieve",
+        "Converse",
+    ):
         assert operation in operations
     assert "CreateProvisionedModelThroughput" not in operations  # hosting is on_demand
     assert "with the fine-tuned models hosted on-demand" in lines[0] and "hosted provisioned" in lines[0]

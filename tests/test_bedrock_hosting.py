@@ -26,16 +26,43 @@ def test_on_demand_deployment_is_created_once_and_waited_for(tmp_path):
     config = study_config(tmp_path)
     client, stubber = _stubbed()
     arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1"
-    stubber.add_response("create_custom_model_deployment", {"customModelDeploymentArn": arn}, {"modelDeploymentName": ANY, "modelArn": CUSTOM_MODEL, "clientRequestToken": ANY, "tags": ANY})
+    stubber.add_response(
+        "create_custom_model_deployment",
+        {"customModelDeploymentArn": arn},
+        {"modelDeploymentName": ANY, "modelArn": CUSTOM_MODEL, "clientRequestToken": ANY, "tags": ANY},
+    )
     for status in ("Creating", "Active"):
-        stubber.add_response("get_custom_model_deployment", {"customModelDeploymentArn": arn, "modelDeploymentName": "d", "modelArn": CUSTOM_MODEL, "createdAt": "2026-01-01T00:00:00Z", "status": status}, {"customModelDeploymentIdentifier": arn})
-    stubber.add_response("get_custom_model_deployment", {"customModelDeploymentArn": arn, "modelDeploymentName": "d", "modelArn": CUSTOM_MODEL, "createdAt": "2026-01-01T00:00:00Z", "status": "Active"}, {"customModelDeploymentIdentifier": arn})
+        stubber.add_response(
+            "get_custom_model_deployment",
+            {
+                "customModelDeploymentArn": arn,
+                "modelDeploymentName": "d",
+                "modelArn": CUSTOM_MODEL,
+                "createdAt": "2026-01-01T00:00:00Z",
+                "status": status,
+            },
+            {"customModelDeploymentIdentifier": arn},
+        )
+    stubber.add_response(
+        "get_custom_model_deployment",
+        {
+            "customModelDeploymentArn": arn,
+            "modelDeploymentName": "d",
+            "modelArn": CUSTOM_MODEL,
+            "createdAt": "2026-01-01T00:00:00Z",
+            "status": "Active",
+        },
+        {"customModelDeploymentIdentifier": arn},
+    )
     state = BedrockState.load(config.study_dir)
     with stubber:
         clients = AwsClients("us-east-1", {"bedrock": client}, check_credentials=False)
         assert host_custom_model(config, config.models[0], CUSTOM_MODEL, state, clients, sleep=lambda s: None) == arn
         # a rerun finds the deployment in the state file and only waits for it
-        assert host_custom_model(config, config.models[0], CUSTOM_MODEL, BedrockState.load(config.study_dir), clients, sleep=lambda s: None) == arn
+        assert (
+            host_custom_model(config, config.models[0], CUSTOM_MODEL, BedrockState.load(config.study_dir), clients, sleep=lambda s: None)
+            == arn
+        )
         stubber.assert_no_pending_responses()
     assert BedrockState.load(config.study_dir).find("custom_model_deployment").arn == arn
 
@@ -46,7 +73,15 @@ def test_no_provisioned_throughput_without_allow_spend(tmp_path, allow_spend, es
     client, stubber = _stubbed()
     with stubber:  # no responses queued: any call would fail the test
         with pytest.raises(UserError, match="provisioned throughput"):
-            host_custom_model(config, config.models[0], CUSTOM_MODEL, BedrockState.load(config.study_dir), AwsClients("us-east-1", {"bedrock": client}, check_credentials=False), allow_spend=allow_spend, estimate_shown=estimate_shown)
+            host_custom_model(
+                config,
+                config.models[0],
+                CUSTOM_MODEL,
+                BedrockState.load(config.study_dir),
+                AwsClients("us-east-1", {"bedrock": client}, check_credentials=False),
+                allow_spend=allow_spend,
+                estimate_shown=estimate_shown,
+            )
     assert not (config.study_dir / "bedrock_state.json").exists()
 
 
@@ -54,10 +89,38 @@ def test_provisioned_throughput_with_allow_spend(tmp_path):
     config = study_config(tmp_path, hosting="provisioned", provisioned_model_units=1)
     client, stubber = _stubbed()
     arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1"
-    stubber.add_response("create_provisioned_model_throughput", {"provisionedModelArn": arn}, {"clientRequestToken": ANY, "modelUnits": 1, "provisionedModelName": ANY, "modelId": CUSTOM_MODEL, "tags": ANY})
-    stubber.add_response("get_provisioned_model_throughput", {"modelUnits": 1, "desiredModelUnits": 1, "provisionedModelName": "p", "provisionedModelArn": arn, "modelArn": CUSTOM_MODEL, "desiredModelArn": CUSTOM_MODEL, "foundationModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0", "status": "InService", "creationTime": "2026-01-01T00:00:00Z", "lastModifiedTime": "2026-01-01T00:00:00Z"}, {"provisionedModelId": arn})
+    stubber.add_response(
+        "create_provisioned_model_throughput",
+        {"provisionedModelArn": arn},
+        {"clientRequestToken": ANY, "modelUnits": 1, "provisionedModelName": ANY, "modelId": CUSTOM_MODEL, "tags": ANY},
+    )
+    stubber.add_response(
+        "get_provisioned_model_throughput",
+        {
+            "modelUnits": 1,
+            "desiredModelUnits": 1,
+            "provisionedModelName": "p",
+            "provisionedModelArn": arn,
+            "modelArn": CUSTOM_MODEL,
+            "desiredModelArn": CUSTOM_MODEL,
+            "foundationModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
+            "status": "InService",
+            "creationTime": "2026-01-01T00:00:00Z",
+            "lastModifiedTime": "2026-01-01T00:00:00Z",
+        },
+        {"provisionedModelId": arn},
+    )
     with stubber:
-        got = host_custom_model(config, config.models[0], CUSTOM_MODEL, BedrockState.load(config.study_dir), AwsClients("us-east-1", {"bedrock": client}, check_credentials=False), allow_spend=True, estimate_shown=True, sleep=lambda s: None)
+        got = host_custom_model(
+            config,
+            config.models[0],
+            CUSTOM_MODEL,
+            BedrockState.load(config.study_dir),
+            AwsClients("us-east-1", {"bedrock": client}, check_credentials=False),
+            allow_spend=True,
+            estimate_shown=True,
+            sleep=lambda s: None,
+        )
     assert got == arn
     assert BedrockState.load(config.study_dir).find("provisioned_throughput").arn == arn
 
@@ -68,5 +131,13 @@ def test_hosting_the_region_does_not_offer_is_refused_before_anything(tmp_path, 
     client, stubber = _stubbed(region)
     with stubber:
         with pytest.raises(UserError, match=f"not offered in {region}"):
-            host_custom_model(config, config.models[0], CUSTOM_MODEL, BedrockState.load(config.study_dir), AwsClients(region, {"bedrock": client}, check_credentials=False), allow_spend=True, estimate_shown=True)
+            host_custom_model(
+                config,
+                config.models[0],
+                CUSTOM_MODEL,
+                BedrockState.load(config.study_dir),
+                AwsClients(region, {"bedrock": client}, check_credentials=False),
+                allow_spend=True,
+                estimate_shown=True,
+            )
     assert not (config.study_dir / "bedrock_state.json").exists()

@@ -27,11 +27,17 @@ class SplitClient:
 
 
 def test_chunking_maps_to_bedrock_strategies():
-    assert chunking_configuration(ChunkingConfig(strategy="fixed", chunk_tokens=300, overlap_tokens=60)) == {"chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {"maxTokens": 300, "overlapPercentage": 20}}
+    assert chunking_configuration(ChunkingConfig(strategy="fixed", chunk_tokens=300, overlap_tokens=60)) == {
+        "chunkingStrategy": "FIXED_SIZE",
+        "fixedSizeChunkingConfiguration": {"maxTokens": 300, "overlapPercentage": 20},
+    }
     hierarchical = chunking_configuration(ChunkingConfig(strategy="hierarchical", parent_tokens=1500, child_tokens=300, overlap_tokens=60))
     assert hierarchical["hierarchicalChunkingConfiguration"]["levelConfigurations"] == [{"maxTokens": 1500}, {"maxTokens": 300}]
     semantic = chunking_configuration(ChunkingConfig(strategy="semantic", breakpoint_percentile=95, max_chunk_tokens=400))
-    assert semantic == {"chunkingStrategy": "SEMANTIC", "semanticChunkingConfiguration": {"maxTokens": 400, "bufferSize": 0, "breakpointPercentileThreshold": 95}}
+    assert semantic == {
+        "chunkingStrategy": "SEMANTIC",
+        "semanticChunkingConfiguration": {"maxTokens": 400, "bufferSize": 0, "breakpointPercentileThreshold": 95},
+    }
     assert chunking_configuration(ChunkingConfig(strategy="none")) == {"chunkingStrategy": "NONE"}
 
 
@@ -43,13 +49,56 @@ def test_create_knowledge_base_ingest_and_resume(aws_env, tmp_path):
     stubber = Stubber(stub_agent)
     stubber.add_response(
         "create_data_source",
-        {"dataSource": {"knowledgeBaseId": "kb", "dataSourceId": "DS12345678", "name": "n", "status": "AVAILABLE", "dataSourceConfiguration": {"type": "S3"}, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"}},
-        {"knowledgeBaseId": ANY, "clientToken": ANY, "name": ANY, "dataSourceConfiguration": {"type": "S3", "s3Configuration": {"bucketArn": f"arn:aws:s3:::{BUCKET}", "inclusionPrefixes": ["localnova/bedrock-test/corpus/"]}}, "vectorIngestionConfiguration": {"chunkingConfiguration": {"chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {"maxTokens": 200, "overlapPercentage": 15}}}, "dataDeletionPolicy": "DELETE"},
+        {
+            "dataSource": {
+                "knowledgeBaseId": "kb",
+                "dataSourceId": "DS12345678",
+                "name": "n",
+                "status": "AVAILABLE",
+                "dataSourceConfiguration": {"type": "S3"},
+                "createdAt": "2026-01-01T00:00:00Z",
+                "updatedAt": "2026-01-01T00:00:00Z",
+            }
+        },
+        {
+            "knowledgeBaseId": ANY,
+            "clientToken": ANY,
+            "name": ANY,
+            "dataSourceConfiguration": {
+                "type": "S3",
+                "s3Configuration": {"bucketArn": f"arn:aws:s3:::{BUCKET}", "inclusionPrefixes": ["localnova/bedrock-test/corpus/"]},
+            },
+            "vectorIngestionConfiguration": {
+                "chunkingConfiguration": {
+                    "chunkingStrategy": "FIXED_SIZE",
+                    "fixedSizeChunkingConfiguration": {"maxTokens": 200, "overlapPercentage": 15},
+                }
+            },
+            "dataDeletionPolicy": "DELETE",
+        },
     )
-    job = {"knowledgeBaseId": "kb", "dataSourceId": "DS12345678", "ingestionJobId": "JOB1234567", "startedAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"}
-    stubber.add_response("start_ingestion_job", {"ingestionJob": {**job, "status": "STARTING"}}, {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "clientToken": ANY})
-    stubber.add_response("get_ingestion_job", {"ingestionJob": {**job, "status": "IN_PROGRESS"}}, {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "ingestionJobId": "JOB1234567"})
-    stubber.add_response("get_ingestion_job", {"ingestionJob": {**job, "status": "COMPLETE"}}, {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "ingestionJobId": "JOB1234567"})
+    job = {
+        "knowledgeBaseId": "kb",
+        "dataSourceId": "DS12345678",
+        "ingestionJobId": "JOB1234567",
+        "startedAt": "2026-01-01T00:00:00Z",
+        "updatedAt": "2026-01-01T00:00:00Z",
+    }
+    stubber.add_response(
+        "start_ingestion_job",
+        {"ingestionJob": {**job, "status": "STARTING"}},
+        {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "clientToken": ANY},
+    )
+    stubber.add_response(
+        "get_ingestion_job",
+        {"ingestionJob": {**job, "status": "IN_PROGRESS"}},
+        {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "ingestionJobId": "JOB1234567"},
+    )
+    stubber.add_response(
+        "get_ingestion_job",
+        {"ingestionJob": {**job, "status": "COMPLETE"}},
+        {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "ingestionJobId": "JOB1234567"},
+    )
     clients = AwsClients("us-east-1", {"bedrock-agent": agent})
     with stubber:
         kb_id = ensure_knowledge_base(config, BedrockState.load(config.study_dir), clients, sleep=lambda s: None)
@@ -72,11 +121,28 @@ def test_retrieve_gives_doc_ids_relative_to_the_corpus_prefix():
     client = boto3.client("bedrock-agent-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
     prefix = "localnova/study/corpus/"
     results = [
-        {"content": {"text": "The F4 lamp draws 36 watts."}, "location": {"type": "S3", "s3Location": {"uri": f"s3://b/{prefix}lamps.md"}}, "score": 0.9, "metadata": {"x-amz-bedrock-kb-chunk-id": "c1"}},
-        {"content": {"text": "Plug the hub in first."}, "location": {"type": "S3", "s3Location": {"uri": f"s3://b/{prefix}guides/setup.md"}}, "score": 0.5},
+        {
+            "content": {"text": "The F4 lamp draws 36 watts."},
+            "location": {"type": "S3", "s3Location": {"uri": f"s3://b/{prefix}lamps.md"}},
+            "score": 0.9,
+            "metadata": {"x-amz-bedrock-kb-chunk-id": "c1"},
+        },
+        {
+            "content": {"text": "Plug the hub in first."},
+            "location": {"type": "S3", "s3Location": {"uri": f"s3://b/{prefix}guides/setup.md"}},
+            "score": 0.5,
+        },
     ]
     with Stubber(client) as stubber:
-        stubber.add_response("retrieve", {"retrievalResults": results}, {"knowledgeBaseId": "KB12345678", "retrievalQuery": {"text": "watts?"}, "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 2}}})
+        stubber.add_response(
+            "retrieve",
+            {"retrievalResults": results},
+            {
+                "knowledgeBaseId": "KB12345678",
+                "retrievalQuery": {"text": "watts?"},
+                "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 2}},
+            },
+        )
         [chunks] = KnowledgeBaseRetriever("KB12345678", prefix, client=client).search(["watts?"], top_k=2)
     assert [c.doc_id for c in chunks] == ["lamps.md", "guides/setup.md"]
     assert chunks[0].chunk_id == "c1" and chunks[0].score == 0.9 and chunks[1].text == "Plug the hub in first."

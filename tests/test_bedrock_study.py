@@ -49,7 +49,10 @@ def test_limit_and_arms_reach_the_estimate_and_the_budget_check(tmp_path):
     config = study_config(tmp_path)
     eval_path = Path(config.eval.path)
     eval_path.write_text(
-        "".join(json.dumps({"question_id": f"q{i}", "question": f"How many watts does lamp F{i} draw?", "answer": f"{i} watts."}) + "\n" for i in range(6)),
+        "".join(
+            json.dumps({"question_id": f"q{i}", "question": f"How many watts does lamp F{i} draw?", "answer": f"{i} watts."}) + "\n"
+            for i in range(6)
+        ),
         encoding="utf-8",
     )
     whole = bedrock_study.dry_run(config, out=None)

@@ -30,10 +30,17 @@ def test_without_cuda_every_part_says_why_and_the_json_is_written(tmp_path):
 
 def test_dry_run_runs_nothing_and_unknown_parts_are_refused(tmp_path):
     out = tmp_path / "bench.json"
-    finished = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--parts", "faiss,decode", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    finished = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--parts", "faiss,decode", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert finished.returncode == 0, finished.stderr
     assert set(json.loads(out.read_text())["parts"]) == {"faiss", "decode"}
-    refused = subprocess.run([sys.executable, str(SCRIPT), "--parts", "nope", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, str(SCRIPT), "--parts", "nope", "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode == 2 and "unknown part" in refused.stderr
 
 
@@ -56,7 +63,9 @@ def test_flop_accounting_counts_the_matmul_weights():
 @pytest.mark.skipif(not optional.cuda_available(), reason="needs a CUDA GPU")
 def test_quick_pass_on_a_gpu(tmp_path):
     out = tmp_path / "bench.json"
-    finished = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--parts", "train,decode", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    finished = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--parts", "train,decode", "--out", str(out)], capture_output=True, text=True, timeout=900
+    )
     assert finished.returncode == 0, finished.stderr
     report = json.loads(out.read_text())
     assert report["parts"]["train"]["status"] == "ok", report["parts"]["train"]

@@ -134,6 +134,7 @@ def test_semantic_chunks_break_at_a_topic_change(tokenizer, embedder):
 
 def test_semantic_chunks_never_exceed_max_tokens(tokenizer):
     document = long_document()
+
     # A constant embedding has no breakpoints, so only the token limit cuts the text.
     def flat_embed(texts):
         return np.ones((len(texts), 4), dtype=np.float32) / 2.0

@@ -22,20 +22,25 @@ def study_config(tmp_path, **changes):
     if not eval_path.exists():
         eval_path.write_text('{"question_id": "q1", "question": "How big is the tank?", "answer": "22 litres.", "doc_ids": ["a.md"]}\n')
     values = {
-        "corpus": corpus, "eval": eval_path, "model": "smollm2-135m-instruct", "top_k": 2, "out": tmp_path / "runs", "extra": "",
+        "corpus": corpus,
+        "eval": eval_path,
+        "model": "smollm2-135m-instruct",
+        "top_k": 2,
+        "out": tmp_path / "runs",
+        "extra": "",
     }
     values.update(changes)
     text = f"""name: t
-output_dir: {values['out']}
-corpus: {{path: {values['corpus']}}}
-retrieval: {{top_k: {values['top_k']}}}
-eval: {{path: {values['eval']}}}
+output_dir: {values["out"]}
+corpus: {{path: {values["corpus"]}}}
+retrieval: {{top_k: {values["top_k"]}}}
+eval: {{path: {values["eval"]}}}
 models:
-  - {{name: m, backend: simulated, model: {values['model']}}}
+  - {{name: m, backend: simulated, model: {values["model"]}}}
 arms: [base, rag]
 judges:
   - {{name: f1, kind: token_f1}}
-{values['extra']}"""
+{values["extra"]}"""
     path = tmp_path / "study.yaml"
     path.write_text(text)
     return path

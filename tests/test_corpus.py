@@ -18,8 +18,7 @@ def minimal_pdf(text: str) -> bytes:
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
         b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
@@ -47,8 +46,10 @@ def write_mixed_corpus(folder: Path) -> None:
         encoding="utf-8",
     )
     (folder / "faq.jsonl").write_text(
-        json.dumps({"id": "q1", "text": "The valve opens at 3 bar.", "title": "Valve"}) + "\n\n"
-        + json.dumps({"id": 2, "text": "The seal lasts ten years."}) + "\n",
+        json.dumps({"id": "q1", "text": "The valve opens at 3 bar.", "title": "Valve"})
+        + "\n\n"
+        + json.dumps({"id": 2, "text": "The seal lasts ten years."})
+        + "\n",
         encoding="utf-8",
     )
     (folder / "manual.pdf").write_bytes(minimal_pdf("The Zephyr pump weighs 12 kilograms."))
@@ -62,7 +63,12 @@ def test_load_documents_reads_every_format_in_stable_order(tmp_path):
     documents = load_documents(tmp_path)
     by_id = {document.doc_id: document for document in documents}
     assert [document.doc_id for document in documents] == [
-        "faq.jsonl#q1", "faq.jsonl#2", "guides/setup.md", "manual.pdf", "notes.txt", "page.html",
+        "faq.jsonl#q1",
+        "faq.jsonl#2",
+        "guides/setup.md",
+        "manual.pdf",
+        "notes.txt",
+        "page.html",
     ]
     assert by_id["guides/setup.md"].text == "# Setup\n\nRun `nova init`. Then restart-now."
     assert by_id["guides/setup.md"].title == "Setup"

@@ -27,8 +27,11 @@ from localnova.types import ChatRequest, GenerationParams
 
 def test_every_price_has_a_source_and_a_date():
     prices = load_prices()
-    entries = (list(prices.data["models"].values()) + list(prices.data["customization"].values())
-               + list(prices.data["hosting"]["provisioned_per_unit_hour"].values()))
+    entries = (
+        list(prices.data["models"].values())
+        + list(prices.data["customization"].values())
+        + list(prices.data["hosting"]["provisioned_per_unit_hour"].values())
+    )
     for entry in entries:
         assert entry["source"] and entry["read_on"]
         assert "verified" in entry
@@ -105,10 +108,12 @@ def test_simulated_backend_counts_tokens_with_the_one_shared_estimate():
     assert not hasattr(simulated, "estimate_tokens")
     backend = simulated.SimulatedBackend(ModelConfig(name="sim", backend="simulated", model="sim-model"))
     messages = (("system", ""), ("user", "The pump is red and weighs twelve kilograms. Question: What colour is the pump?"))
-    answered, empty = backend.generate([
-        ChatRequest(messages, GenerationParams(max_new_tokens=64)),
-        ChatRequest(messages, GenerationParams(max_new_tokens=0)),  # the reply is cut to nothing
-    ])
+    answered, empty = backend.generate(
+        [
+            ChatRequest(messages, GenerationParams(max_new_tokens=64)),
+            ChatRequest(messages, GenerationParams(max_new_tokens=0)),  # the reply is cut to nothing
+        ]
+    )
     assert answered.text and answered.output_tokens == count_tokens_estimate(answered.text)
     assert answered.input_tokens == sum(count_tokens_estimate(content) + 4 for _, content in messages)
     assert empty.text == "" and empty.output_tokens == 0

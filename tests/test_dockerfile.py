@@ -62,7 +62,7 @@ def test_image_is_what_the_readme_promises():
     volumes = json.loads(re.search(r"^VOLUME (\[.*\])$", text, flags=re.MULTILINE).group(1))
     assert env["HF_HOME"] in volumes and env["LOCALNOVA_CACHE"] in volumes
     assert '".[gpu,bedrock]"' in text
-    assert "--index-url \"${TORCH_INDEX_URL}\"" in text and args["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
+    assert '--index-url "${TORCH_INDEX_URL}"' in text and args["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
     # the extras the image installs exist in pyproject.toml
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert {"gpu", "bedrock"} <= set(extras)
@@ -107,11 +107,22 @@ def test_the_pip_lines_resolve_on_pypi(tmp_path):
     platform_args = [argument for platform in platforms for argument in ("--platform", platform)]
     report = tmp_path / "report.json"
     result = _pip_dry_run(
-        ["--python-version", python_version, *platform_args, "--only-binary=:all:", "--target", str(tmp_path / "target"),
-         f"torch=={args['TORCH_VERSION']}", f"vllm=={args['VLLM_VERSION']}", *wheels],
+        [
+            "--python-version",
+            python_version,
+            *platform_args,
+            "--only-binary=:all:",
+            "--target",
+            str(tmp_path / "target"),
+            f"torch=={args['TORCH_VERSION']}",
+            f"vllm=={args['VLLM_VERSION']}",
+            *wheels,
+        ],
         report,
     )
-    if result.returncode != 0 and re.search(r"NewConnectionError|Network is unreachable|Temporary failure in name resolution", result.stderr):
+    if result.returncode != 0 and re.search(
+        r"NewConnectionError|Network is unreachable|Temporary failure in name resolution", result.stderr
+    ):
         pytest.skip("PyPI went out of reach during the dry run")
     assert result.returncode == 0, result.stderr[-2000:]
     resolved = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}

@@ -43,8 +43,13 @@ UNLOADABLE = ResolvedModel("nowhere", "/nonexistent/model", "test", "0000")
 
 
 def tiny_config(**overrides) -> FinetuneConfig:
-    values = dict(epochs=1, batch_size=1, learning_rate=1e-3, max_seq_length=48,
-                  lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    values = dict(
+        epochs=1,
+        batch_size=1,
+        learning_rate=1e-3,
+        max_seq_length=48,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    )
     values.update(overrides)
     return FinetuneConfig(**values)
 
@@ -290,9 +295,29 @@ def test_two_process_gloo_launch_trains_and_rank0_writes(tmp_path):
         port = probe.getsockname()[1]
     # `--multi_gpu` picks accelerate's torchrun launcher; without CUDA each process trains on the
     # CPU and they talk over gloo. (`--cpu` would start one process: its multi-CPU mode needs MPI.)
-    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-               "-m", "localnova.finetune.launch", "--config", str(config_path), "--out", str(out_dir), "--max-steps", "2"]
+    command = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "localnova.finetune.launch",
+        "--config",
+        str(config_path),
+        "--out",
+        str(out_dir),
+        "--max-steps",
+        "2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

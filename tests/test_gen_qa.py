@@ -73,7 +73,9 @@ class SentenceQuizBackend(Backend):
                 text = "Sure! Here are some facts about the lamp, in no particular format."
             else:
                 sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", passage) if s.strip()]
-                text = "\n\n".join(f"Q: {i + 1}. What does the guide say about point {i + 1} here?\nA: {s}" for i, s in enumerate(sentences))
+                text = "\n\n".join(
+                    f"Q: {i + 1}. What does the guide say about point {i + 1} here?\nA: {s}" for i, s in enumerate(sentences)
+                )
             results.append(GenerationResult(text=text, input_tokens=10, output_tokens=10, latency_ms=1.0))
         return results
 

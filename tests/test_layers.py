@@ -68,9 +68,28 @@ FLOORS: dict[str, int] = {
 # Imports that a module may make inside a function: heavy or optional packages, loaded only by
 # the code that needs them, so `localnova --help` and `localnova report` stay light.
 LAZY_IMPORTS = {
-    "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "vllm", "faiss", "sentence_transformers",
-    "boto3", "botocore", "matplotlib", "pyarrow", "pypdf", "bs4", "rouge_score", "gguf", "krippendorff", "scipy",
-    "huggingface_hub", "safetensors", "datasets",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "bitsandbytes",
+    "vllm",
+    "faiss",
+    "sentence_transformers",
+    "boto3",
+    "botocore",
+    "matplotlib",
+    "pyarrow",
+    "pypdf",
+    "bs4",
+    "rouge_score",
+    "gguf",
+    "krippendorff",
+    "scipy",
+    "huggingface_hub",
+    "safetensors",
+    "datasets",
     # tqdm reads TQDM_DISABLE when first imported, which cli.main sets for a console without a terminal
     "tqdm",
 }

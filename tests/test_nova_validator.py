@@ -124,7 +124,9 @@ def test_bad_schema_version(tmp_path):
     sample = good_sample()
     sample["schemaVersion"] = 2024
     problems = validate_nova_file(write_file(tmp_path, [sample]))
-    assert [(p.line, p.message) for p in problems] == [(1, "'schemaVersion' must be a string (e.g. \"bedrock-conversation-2024\"), got 2024")]
+    assert [(p.line, p.message) for p in problems] == [
+        (1, "'schemaVersion' must be a string (e.g. \"bedrock-conversation-2024\"), got 2024")
+    ]
 
 
 def test_bad_system_shape(tmp_path):
@@ -154,7 +156,10 @@ def test_media_rules(tmp_path):
 
 def test_file_name_rule(tmp_path):
     problems = validate_nova_file(write_file(tmp_path, [], name="my data.json"))
-    assert messages_of(problems) == ["the file name must end in .jsonl", "the file name may hold only letters, digits, '_', '-', '/' and '.'"]
+    assert messages_of(problems) == [
+        "the file name must end in .jsonl",
+        "the file name may hold only letters, digits, '_', '-', '/' and '.'",
+    ]
 
 
 def test_every_problem_is_reported_with_its_line(tmp_path, capsys):

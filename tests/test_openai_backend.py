@@ -88,8 +88,9 @@ def test_answers_with_the_tokenizers_token_counts(served_model, tokenizer):
 @pytest.mark.slow
 def test_returns_top_logprobs_when_asked(served_model):
     backend = _backend(served_model)
-    with_logprobs, without = backend.generate([_ask("Name a colour.", max_new_tokens=5, top_logprobs=3),
-                                               _ask("Name a colour.", max_new_tokens=5)])
+    with_logprobs, without = backend.generate(
+        [_ask("Name a colour.", max_new_tokens=5, top_logprobs=3), _ask("Name a colour.", max_new_tokens=5)]
+    )
     assert without.top_logprobs is None
     assert with_logprobs.top_logprobs is not None and len(with_logprobs.top_logprobs) == with_logprobs.output_tokens
     for candidates in with_logprobs.top_logprobs:

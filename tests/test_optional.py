@@ -27,8 +27,14 @@ def test_auto_on_cuda_is_bf16_where_the_gpu_has_it_else_fp16(purpose):
 
 
 def test_an_explicit_choice_wins_for_inference_in_either_spelling():
-    for requested, dtype in [("fp32", "float32"), ("float32", "float32"), ("bf16", "bfloat16"), ("bfloat16", "bfloat16"),
-                             ("float16", "float16"), ("half", "float16")]:
+    for requested, dtype in [
+        ("fp32", "float32"),
+        ("float32", "float32"),
+        ("bf16", "bfloat16"),
+        ("bfloat16", "bfloat16"),
+        ("float16", "float16"),
+        ("half", "float16"),
+    ]:
         assert precision_for(requested, "inference", on_cuda=False).dtype == dtype
         assert precision_for(requested, "inference", **FP16_GPU).dtype == dtype  # taken as it is
     assert precision_for("auto", "inference", on_cuda=True, cuda_bf16=True, device="cuda:1").device == "cuda:1"

@@ -22,7 +22,7 @@ DEMO_CORPUS = REPO / "data" / "demo" / "corpus"
 def simulated_config(tmp_path, limit=6):
     path = tmp_path / "sim.yaml"
     path.write_text(f"""name: sim
-output_dir: {tmp_path / 'runs'}
+output_dir: {tmp_path / "runs"}
 corpus: {{path: {DEMO_CORPUS}, chunking: {{strategy: fixed, chunk_tokens: 120, overlap_tokens: 20}}}}
 retrieval: {{top_k: 3}}
 eval: {{path: {DEMO_EVAL}, limit: {limit}}}
@@ -70,7 +70,8 @@ def test_limit_and_arms_subset(tmp_path):
 def store_rows(study_dir):
     connection = sqlite3.connect(study_dir / "store.sqlite")
     answers = connection.execute(
-        "SELECT a.model, a.arm, a.question_id, json_extract(g.result_json, '$.text') FROM answers a JOIN generations g ON g.key=a.generation_key ORDER BY 1,2,3"
+        "SELECT a.model, a.arm, a.question_id, json_extract(g.result_json, '$.text') "
+        "FROM answers a JOIN generations g ON g.key=a.generation_key ORDER BY 1,2,3"
     ).fetchall()
     judgments = connection.execute("SELECT judge, model, arm, question_id, subject, score FROM judgments ORDER BY 1,2,3,4,5").fetchall()
     generations = connection.execute("SELECT count(*) FROM generations").fetchone()[0]
@@ -93,12 +94,28 @@ def generation_count(study_dir):
 
 def demo_command(output_dir):
     return [
-        sys.executable, "-m", "localnova.cli", "run", str(REPO / "configs" / "demo.yaml"),
-        "--arms", "base,rag", "--limit", "4", "--no-report",
-        "--set", f"output_dir={output_dir}",
-        "--set", f"corpus.path={DEMO_CORPUS}", "--set", f"eval.path={DEMO_EVAL}",
-        "--set", "models.0.generation.batch_size=2", "--set", "models.0.generation.max_new_tokens=24",
-        "--set", "judges.2.model.generation.batch_size=2",
+        sys.executable,
+        "-m",
+        "localnova.cli",
+        "run",
+        str(REPO / "configs" / "demo.yaml"),
+        "--arms",
+        "base,rag",
+        "--limit",
+        "4",
+        "--no-report",
+        "--set",
+        f"output_dir={output_dir}",
+        "--set",
+        f"corpus.path={DEMO_CORPUS}",
+        "--set",
+        f"eval.path={DEMO_EVAL}",
+        "--set",
+        "models.0.generation.batch_size=2",
+        "--set",
+        "models.0.generation.max_new_tokens=24",
+        "--set",
+        "judges.2.model.generation.batch_size=2",
     ]
 
 

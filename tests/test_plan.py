@@ -50,8 +50,9 @@ def test_the_24gb_config_fits_24gb_and_the_big_one_does_not(empty_hub_cache, mon
     assert "DOES NOT FIT 24 GB" in big.render()
 
 
-@pytest.mark.parametrize("name, published_billions",
-                         [("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("qwen2.5-1.5b", 1.54), ("llama-3.2-3b", 3.21)])
+@pytest.mark.parametrize(
+    "name, published_billions", [("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("qwen2.5-1.5b", 1.54), ("llama-3.2-3b", 3.21)]
+)
 def test_parameter_counts_match_the_published_sizes(name, published_billions):
     assert params_from_architecture(KNOWN_ARCHITECTURES[name]) / 1e9 == pytest.approx(published_billions, rel=0.02)
 

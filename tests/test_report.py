@@ -35,12 +35,21 @@ class FakeBackend(Backend):
         for request in requests:
             question = request.messages[-1][1]
             number = re.search(r"number (\d+)", question).group(1)
-            text = SCRIPT if (self.model, self.arm, number) == ("small", "rag", "1") else f"{self.model} {self.arm} says widgets weigh {number} kg."
-            results.append(GenerationResult(
-                text=text, input_tokens=len(question.split()) * 3, output_tokens=len(text.split()),
-                latency_ms=100.0 * int(number) + (50 if self.arm == "rag" else 0), latency_method=LATENCY_BATCH_WALL,
-                batch_size=len(requests),
-            ))
+            text = (
+                SCRIPT
+                if (self.model, self.arm, number) == ("small", "rag", "1")
+                else f"{self.model} {self.arm} says widgets weigh {number} kg."
+            )
+            results.append(
+                GenerationResult(
+                    text=text,
+                    input_tokens=len(question.split()) * 3,
+                    output_tokens=len(text.split()),
+                    latency_ms=100.0 * int(number) + (50 if self.arm == "rag" else 0),
+                    latency_method=LATENCY_BATCH_WALL,
+                    batch_size=len(requests),
+                )
+            )
         return results
 
 
@@ -53,16 +62,25 @@ def _score(judge: str, model: str, arm: str, question_number: int) -> float | No
 
 def build_study(study_dir: Path, name: str, simulated: bool = False) -> str:
     store = Store(study_dir)
-    config = {"name": name, "seed": 0, "eval": {"bootstrap_samples": 200}, "arms": list(ARMS),
-              "models": [{"name": m, "backend": "simulated" if simulated else "transformers", "model": f"org/{m}"} for m in MODELS]}
+    config = {
+        "name": name,
+        "seed": 0,
+        "eval": {"bootstrap_samples": 200},
+        "arms": list(ARMS),
+        "models": [{"name": m, "backend": "simulated" if simulated else "transformers", "model": f"org/{m}"} for m in MODELS],
+    }
     run_id = store.start_run(name, config, {"python": "3.x", "machine": "x86_64", "packages": {"numpy": "2.0"}})
     question_ids = sorted(QUESTIONS)
     for model in MODELS:
         for arm in ARMS:
             context = "Context: widgets.\n" if arm == "rag" else ""
-            requests = [ChatRequest.from_messages([{"role": "system", "content": "Answer briefly."},
-                                                   {"role": "user", "content": context + QUESTIONS[q][0]}], GenerationParams(max_new_tokens=32))
-                        for q in question_ids]
+            requests = [
+                ChatRequest.from_messages(
+                    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": context + QUESTIONS[q][0]}],
+                    GenerationParams(max_new_tokens=32),
+                )
+                for q in question_ids
+            ]
             keys, _ = store.generate_cached(FakeBackend(model, arm), requests, batch_size=4)
             retrieved = [[{"chunk_id": f"doc{q}#0", "doc_id": f"doc{q}", "score": 0.9}] if arm == "rag" else [] for q in question_ids]
             store.save_answers(model, arm, question_ids, keys, retrieved)
@@ -73,9 +91,21 @@ def build_study(study_dir: Path, name: str, simulated: bool = False) -> str:
             for arm in ARMS:
                 for q in question_ids:
                     score = _score(judge, model, arm, int(q[1:]))
-                    judgments.append(JudgmentRecord(judge, model, arm, q, "answer", f"{judge}{model}{arm}{q}", score, method,
-                                                    None if score is None else "ok", "not json <b>at all</b>" if score is None else '{"score": 5}',
-                                                    3 if score is None else 1))
+                    judgments.append(
+                        JudgmentRecord(
+                            judge,
+                            model,
+                            arm,
+                            q,
+                            "answer",
+                            f"{judge}{model}{arm}{q}",
+                            score,
+                            method,
+                            None if score is None else "ok",
+                            "not json <b>at all</b>" if score is None else '{"score": 5}',
+                            3 if score is None else 1,
+                        )
+                    )
         # judge-a behaves as the rubric asks; judge-f1 rewards another question's truth too much.
         control_scores = {"judge-a": (9.0, 0.5, 1.5), "judge-f1": (10.0, 0.0, 4.0)}[judge]
         for q in question_ids:

@@ -181,5 +181,6 @@ def test_faiss_gpu_gives_the_same_results_as_cpu(kind):
     cpu_results = cpu_index.search(queries, top_k=5)
     gpu_results = gpu_index.search(queries, top_k=5)
     assert [[item.chunk_id for item in result] for result in gpu_results] == [[item.chunk_id for item in result] for result in cpu_results]
-    assert np.allclose([[item.score for item in result] for result in gpu_results],
-                       [[item.score for item in result] for result in cpu_results], atol=1e-4)
+    assert np.allclose(
+        [[item.score for item in result] for result in gpu_results], [[item.score for item in result] for result in cpu_results], atol=1e-4
+    )

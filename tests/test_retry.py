@@ -44,8 +44,13 @@ def test_delays_are_bounded_by_a_doubling_ceiling_and_the_cap():
 def test_retries_until_success_and_reports_each_retry():
     sleeps, retries = [], []
     flaky = Flaky(failures=3)
-    result = retry_call(flaky, _retryable, RetryPolicy(max_attempts=5), sleep=sleeps.append,
-                        on_retry=lambda attempt, error, delay_s: retries.append((attempt, type(error).__name__, delay_s)))
+    result = retry_call(
+        flaky,
+        _retryable,
+        RetryPolicy(max_attempts=5),
+        sleep=sleeps.append,
+        on_retry=lambda attempt, error, delay_s: retries.append((attempt, type(error).__name__, delay_s)),
+    )
     assert result == "ok" and flaky.calls == 4
     assert [attempt for attempt, _, _ in retries] == [1, 2, 3]
     assert sleeps == [delay_s for _, _, delay_s in retries]
@@ -74,8 +79,13 @@ def test_non_retryable_errors_raise_at_once():
 
 def test_a_server_may_ask_for_a_longer_wait_but_not_beyond_the_cap():
     sleeps = []
-    retry_call(Flaky(failures=2), _retryable, RetryPolicy(max_attempts=3, base_delay_s=0.01, cap_delay_s=5.0),
-               sleep=sleeps.append, min_delay_s=lambda error: 60.0)
+    retry_call(
+        Flaky(failures=2),
+        _retryable,
+        RetryPolicy(max_attempts=3, base_delay_s=0.01, cap_delay_s=5.0),
+        sleep=sleeps.append,
+        min_delay_s=lambda error: 60.0,
+    )
     assert sleeps == [5.0, 5.0]
     sleeps.clear()
     policy = RetryPolicy(max_attempts=3, base_delay_s=0.01)

@@ -45,14 +45,24 @@ def counting(monkeypatch):
 
 
 def study_config(tmp_path):
-    llm = [{"name": name, "kind": "llm", "model": {"name": name, "backend": "simulated", "model": f"{name}-1",
-                                                   "generation": {"batch_size": 2}}} for name in ("judge-a", "judge-b")]
-    return validate_config({
-        "name": "s", "output_dir": str(tmp_path),
-        "corpus": {"path": str(tmp_path)}, "eval": {"path": str(tmp_path / "eval.jsonl")},
-        "models": [{"name": "m", "backend": "simulated", "model": "m-1"}],
-        "judges": [llm[0], {"name": "f1", "kind": "token_f1"}, llm[1]],
-    })
+    llm = [
+        {
+            "name": name,
+            "kind": "llm",
+            "model": {"name": name, "backend": "simulated", "model": f"{name}-1", "generation": {"batch_size": 2}},
+        }
+        for name in ("judge-a", "judge-b")
+    ]
+    return validate_config(
+        {
+            "name": "s",
+            "output_dir": str(tmp_path),
+            "corpus": {"path": str(tmp_path)},
+            "eval": {"path": str(tmp_path / "eval.jsonl")},
+            "models": [{"name": "m", "backend": "simulated", "model": "m-1"}],
+            "judges": [llm[0], {"name": "f1", "kind": "token_f1"}, llm[1]],
+        }
+    )
 
 
 ITEMS = [EvalItem("q1", "What colour is the sky?", "Blue."), EvalItem("q2", "How many legs has a spider?", "Eight.")]

@@ -190,8 +190,16 @@ def test_the_cli_and_python_m_serve_share_one_set_of_flags_and_exit_codes(monkey
     from_cli = vars(build_parser().parse_args(["serve", *flags]))
     alone = vars(add_serve_arguments(argparse.ArgumentParser()).parse_args(flags))
     assert {key: from_cli[key] for key in alone} == alone
-    assert alone == {"model": "m", "backend": "transformers", "adapter": None, "host": "127.0.0.1", "port": 0,
-                     "max_batch_size": 16, "max_wait_ms": 5.0, "served_model_name": None}
+    assert alone == {
+        "model": "m",
+        "backend": "transformers",
+        "adapter": None,
+        "host": "127.0.0.1",
+        "port": 0,
+        "max_batch_size": 16,
+        "max_wait_ms": 5.0,
+        "served_model_name": None,
+    }
 
     def refuse(model_config, **kwargs):
         from localnova.errors import UserError

@@ -28,9 +28,7 @@ from localnova.evaluate.statistics import (
 
 def test_bootstrap_interval_matches_scipy_percentile_bootstrap():
     estimate, low, high = bootstrap_ci(SCORES, n_resamples=20000, seed=1)
-    reference = scipy.stats.bootstrap(
-        (SCORES,), np.mean, n_resamples=20000, method="percentile", random_state=2
-    ).confidence_interval
+    reference = scipy.stats.bootstrap((SCORES,), np.mean, n_resamples=20000, method="percentile", random_state=2).confidence_interval
     assert estimate == pytest.approx(SCORES.mean())
     # Two independent Monte Carlo runs: endpoints agree to Monte Carlo error (~0.02 here).
     assert low == pytest.approx(reference.low, abs=0.08)
@@ -42,9 +40,7 @@ def test_bootstrap_interval_for_other_statistics_and_levels():
     _, low99, high99 = bootstrap_ci(SCORES, n_resamples=5000, confidence=0.99)
     assert low99 <= low90 < high90 <= high99
     median, low, high = bootstrap_ci(SCORES, n_resamples=5000, statistic=np.median)
-    reference = scipy.stats.bootstrap(
-        (SCORES,), np.median, n_resamples=5000, method="percentile", random_state=0
-    ).confidence_interval
+    reference = scipy.stats.bootstrap((SCORES,), np.median, n_resamples=5000, method="percentile", random_state=0).confidence_interval
     assert median == np.median(SCORES)
     assert low == pytest.approx(reference.low, abs=0.5)
     assert high == pytest.approx(reference.high, abs=0.5)
@@ -78,8 +74,12 @@ def test_pct_change_matches_scipy_paired_bootstrap():
         return 100 * (a.mean(axis=axis) - b.mean(axis=axis)) / b.mean(axis=axis)
 
     reference = scipy.stats.bootstrap(
-        (base_values, arm_values), pct_statistic, paired=True, n_resamples=20000,
-        method="percentile", random_state=5,
+        (base_values, arm_values),
+        pct_statistic,
+        paired=True,
+        n_resamples=20000,
+        method="percentile",
+        random_state=5,
     ).confidence_interval
     assert low == pytest.approx(reference.low, abs=0.5)
     assert high == pytest.approx(reference.high, abs=0.5)
@@ -116,10 +116,7 @@ def test_exact_sign_flip_p_by_enumeration_in_the_test():
     b = [6.0, 5.0, 5.5, 5.0]  # differences 1, 2, -0.5, 3
     differences = np.subtract(b, a)
     observed = abs(differences.sum())
-    extreme = sum(
-        abs(np.dot(signs, differences)) >= observed - 1e-12
-        for signs in product((1, -1), repeat=4)
-    )
+    extreme = sum(abs(np.dot(signs, differences)) >= observed - 1e-12 for signs in product((1, -1), repeat=4))
     result = paired_tests(a, b)
     # |sum| >= 5.5 only for the observed signs (5.5) and the one with -0.5 flipped (6.5),
     # each with its mirror image: 4 of the 16 patterns.
@@ -134,8 +131,11 @@ def test_permutation_p_matches_scipy_permutation_test_exact_and_monte_carlo():
         a = rng.integers(0, 11, size=n).astype(float)
         b = np.clip(a + rng.integers(-2, 4, size=n), 0, 10)
         reference = scipy.stats.permutation_test(
-            (a, b), lambda x, y, axis: np.mean(y - x, axis=axis), vectorized=True,
-            permutation_type="samples", n_resamples=np.inf,
+            (a, b),
+            lambda x, y, axis: np.mean(y - x, axis=axis),
+            vectorized=True,
+            permutation_type="samples",
+            n_resamples=np.inf,
         ).pvalue
         ours = paired_tests(a, b, n_permutations=20000, seed=1).permutation_p
         # n = 10 is enumerated exactly on both sides; n = 17 is Monte Carlo on ours.
@@ -191,21 +191,19 @@ def test_compare_arms_covers_every_pair_with_one_holm_family():
     cells = {}
     for model in ("small", "large"):
         for shift, arm in enumerate(("rag", "base", "ft")):
-            cells[(model, arm)] = {
-                f"q{i}": float(np.clip(rng.integers(2, 8) + shift, 0, 10)) for i in range(14)
-            }
+            cells[(model, arm)] = {f"q{i}": float(np.clip(rng.integers(2, 8) + shift, 0, 10)) for i in range(14)}
     comparisons = compare_arms(cells, n_permutations=2000)
     pairs = [(c.model, c.arm_a, c.arm_b) for c in comparisons]
     assert pairs == [
-        ("small", "base", "rag"), ("small", "base", "ft"), ("small", "rag", "ft"),
-        ("large", "base", "rag"), ("large", "base", "ft"), ("large", "rag", "ft"),
+        ("small", "base", "rag"),
+        ("small", "base", "ft"),
+        ("small", "rag", "ft"),
+        ("large", "base", "rag"),
+        ("large", "base", "ft"),
+        ("large", "rag", "ft"),
     ]
-    assert [c.wilcoxon_p_holm for c in comparisons] == pytest.approx(
-        holm_adjust([c.wilcoxon_p for c in comparisons])
-    )
-    assert [c.permutation_p_holm for c in comparisons] == pytest.approx(
-        holm_adjust([c.permutation_p for c in comparisons])
-    )
+    assert [c.wilcoxon_p_holm for c in comparisons] == pytest.approx(holm_adjust([c.wilcoxon_p for c in comparisons]))
+    assert [c.permutation_p_holm for c in comparisons] == pytest.approx(holm_adjust([c.permutation_p for c in comparisons]))
     first = comparisons[0]
     a = [cells[("small", "base")][f"q{i}"] for i in range(14)]
     b = [cells[("small", "rag")][f"q{i}"] for i in range(14)]

@@ -22,7 +22,10 @@ def test_options_become_llm_arguments(tmp_path):
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 24, "lora_alpha": 48}))
     model = ModelConfig(
-        name="judge", backend="vllm", model="Qwen/Qwen2.5-7B-Instruct", revision="abc",
+        name="judge",
+        backend="vllm",
+        model="Qwen/Qwen2.5-7B-Instruct",
+        revision="abc",
         options={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "max_model_len": 4096},
     )
     arguments = llm_arguments(model, "Qwen/Qwen2.5-7B-Instruct", str(adapter))
@@ -73,10 +76,14 @@ def test_without_vllm_the_backend_says_what_to_install():
 def test_generates_with_vllm_on_the_bundled_model():
     from localnova.backends import create_backend
 
-    backend = create_backend(ModelConfig(name="m", backend="vllm", model="smollm2-135m-instruct", options={"gpu_memory_utilization": 0.3, "max_model_len": 2048}))
+    backend = create_backend(
+        ModelConfig(name="m", backend="vllm", model="smollm2-135m-instruct", options={"gpu_memory_utilization": 0.3, "max_model_len": 2048})
+    )
     try:
         requests = [
-            ChatRequest.from_messages([{"role": "user", "content": f"What is {n} plus {n}?"}], GenerationParams(max_new_tokens=16, top_logprobs=3))
+            ChatRequest.from_messages(
+                [{"role": "user", "content": f"What is {n} plus {n}?"}], GenerationParams(max_new_tokens=16, top_logprobs=3)
+            )
             for n in range(4)
         ]
         results = backend.generate(requests)

@@ -97,9 +97,7 @@ class _TokenizedText:
             window_start = self._snap_to_word(next_start, window_start, window_stop)
 
 
-def chunk_documents(
-    documents: Sequence[Document], config: ChunkingConfig, tokenizer: Any, embed: EmbedFn | None = None
-) -> list[Chunk]:
+def chunk_documents(documents: Sequence[Document], config: ChunkingConfig, tokenizer: Any, embed: EmbedFn | None = None) -> list[Chunk]:
     """Cut documents into chunks with the strategy `config.strategy`. `tokenizer` (the
     embedding model's) measures sizes; `embed` is needed by the `semantic` strategy only."""
     strategy = config.strategy
@@ -149,8 +147,7 @@ def _section_spans(text: str) -> list[tuple[int, int]]:
     (the text before the first heading is a section too). Headings inside code fences are
     not headings."""
     fenced = [(match.start(), match.end()) for match in CODE_FENCE.finditer(text)]
-    cuts = [0] + [match.start() for match in _HEADING_LINE.finditer(text)
-                  if not any(start <= match.start() < end for start, end in fenced)]
+    cuts = [0] + [match.start() for match in _HEADING_LINE.finditer(text) if not any(start <= match.start() < end for start, end in fenced)]
     cuts = sorted(set(cuts)) + [len(text)]
     return [(start, end) for start, end in zip(cuts, cuts[1:]) if text[start:end].strip()]
 
@@ -237,7 +234,7 @@ def _semantic_chunks(documents: Sequence[Document], config: ChunkingConfig, toke
     chunks: list[Chunk] = []
     offset = 0
     for document, spans in zip(documents, sentence_spans):
-        vectors = all_vectors[offset:offset + len(spans)]
+        vectors = all_vectors[offset : offset + len(spans)]
         offset += len(spans)
         tokenized = _TokenizedText(document.text, tokenizer)
         breaks = set(semantic_breaks(vectors, config.breakpoint_percentile))

@@ -34,8 +34,13 @@ def load_documents(folder: Path) -> list[Document]:
     if not folder.is_dir():
         raise UserError(f"corpus path {folder} is not a folder")
     files = sorted(
-        (path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES
-         and not any(part.startswith(".") for part in path.relative_to(folder).parts)),
+        (
+            path
+            for path in folder.rglob("*")
+            if path.is_file()
+            and path.suffix.lower() in SUPPORTED_SUFFIXES
+            and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        ),
         key=lambda path: path.relative_to(folder).as_posix(),
     )
     if not files:
@@ -152,7 +157,7 @@ def _apply_outside(pattern: re.Pattern, text: str, clean) -> str:
     pieces: list[str] = []
     position = 0
     for match in pattern.finditer(text):
-        pieces.append(clean(text[position:match.start()]))
+        pieces.append(clean(text[position : match.start()]))
         pieces.append(match.group(0))
         position = match.end()
     pieces.append(clean(text[position:]))
@@ -172,8 +177,28 @@ def _tidy_blank_lines(text: str) -> str:
 
 
 _DROPPED_HTML_TAGS = ("script", "style", "nav", "noscript", "template", "svg", "head")
-_BLOCK_HTML_TAGS = ("p", "div", "section", "article", "main", "aside", "header", "footer", "table", "tr",
-                    "ul", "ol", "dl", "dt", "dd", "blockquote", "pre", "figure", "figcaption", "form")
+_BLOCK_HTML_TAGS = (
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "aside",
+    "header",
+    "footer",
+    "table",
+    "tr",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "blockquote",
+    "pre",
+    "figure",
+    "figcaption",
+    "form",
+)
 
 
 def html_to_markdown(html: str) -> tuple[str, str]:

@@ -151,12 +151,34 @@ class CostTable:
 def _token_line(step: str, item: str, model_id: str, usage: Usage, prices: PriceBook, hosting: str | None = None) -> list[CostLine]:
     entry = prices.token_prices(model_id)
     if entry is None:
-        return [CostLine(step, f"{item}: {usage.input_tokens + usage.output_tokens:,} tokens", usage.requests, "requests", None, None,
-                         hosting, False, f"no price for {price_key(model_id)} in {prices.path}")]
+        return [
+            CostLine(
+                step,
+                f"{item}: {usage.input_tokens + usage.output_tokens:,} tokens",
+                usage.requests,
+                "requests",
+                None,
+                None,
+                hosting,
+                False,
+                f"no price for {price_key(model_id)} in {prices.path}",
+            )
+        ]
     cost = usage.input_tokens / 1000 * entry["input_per_1k"] + usage.output_tokens / 1000 * entry["output_per_1k"]
     label = f"{item} ({usage.requests:,} calls, {usage.input_tokens:,} in / {usage.output_tokens:,} out tokens)"
-    return [CostLine(step, label, usage.requests, "requests", None, round(cost, 6), hosting,
-                     bool(entry.get("verified", False)), entry.get("note", ""))]
+    return [
+        CostLine(
+            step,
+            label,
+            usage.requests,
+            "requests",
+            None,
+            round(cost, 6),
+            hosting,
+            bool(entry.get("verified", False)),
+            entry.get("note", ""),
+        )
+    ]
 
 
 def provisioned_hours(requests: int, concurrency: int) -> int:
@@ -197,13 +219,44 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
         verified = bool(embed and embed.get("verified"))
         if not existing_kb:
             cost = None if embed_price is None else round(token_counts.corpus_tokens / 1000 * embed_price, 6)
-            lines.append(CostLine("knowledge base", f"embed the corpus at ingestion ({embed_id})", token_counts.corpus_tokens / 1000,
-                                  "1k tokens", embed_price, cost, None, verified))
+            lines.append(
+                CostLine(
+                    "knowledge base",
+                    f"embed the corpus at ingestion ({embed_id})",
+                    token_counts.corpus_tokens / 1000,
+                    "1k tokens",
+                    embed_price,
+                    cost,
+                    None,
+                    verified,
+                )
+            )
         cost = None if embed_price is None else round(token_counts.retrieval_query_tokens / 1000 * embed_price, 6)
-        lines.append(CostLine("knowledge base", f"embed retrieve queries ({embed_id})", token_counts.retrieval_query_tokens / 1000,
-                              "1k tokens", embed_price, cost, None, verified))
-        lines.append(CostLine("knowledge base", "vector store (billed by the store you named)", 0, "-", None, 0.0, None, False,
-                              "not estimated: OpenSearch Serverless bills per OCU-hour even when idle; S3 Vectors per GB and query"))
+        lines.append(
+            CostLine(
+                "knowledge base",
+                f"embed retrieve queries ({embed_id})",
+                token_counts.retrieval_query_tokens / 1000,
+                "1k tokens",
+                embed_price,
+                cost,
+                None,
+                verified,
+            )
+        )
+        lines.append(
+            CostLine(
+                "knowledge base",
+                "vector store (billed by the store you named)",
+                0,
+                "-",
+                None,
+                0.0,
+                None,
+                False,
+                "not estimated: OpenSearch Serverless bills per OCU-hour even when idle; S3 Vectors per GB and query",
+            )
+        )
 
     if any(arm in FT_ARMS for arm in config.arms):
         epochs = config.finetune.epochs
@@ -212,31 +265,103 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
             entry = prices.customization(base_id)
             train_1k = token_counts.training_tokens * epochs / 1000
             if entry is None:
-                lines.append(CostLine("training", f"{model.name}: customization job", train_1k, "1k tokens", None, None, None, False,
-                                      f"no customization price for {price_key(base_id)}"))
+                lines.append(
+                    CostLine(
+                        "training",
+                        f"{model.name}: customization job",
+                        train_1k,
+                        "1k tokens",
+                        None,
+                        None,
+                        None,
+                        False,
+                        f"no customization price for {price_key(base_id)}",
+                    )
+                )
                 continue
             verified = bool(entry.get("verified", False))
-            lines.append(CostLine("training", f"{model.name}: {token_counts.training_tokens:,} tokens x {epochs} epochs", train_1k,
-                                  "1k tokens", entry["train_per_1k"], round(train_1k * entry["train_per_1k"], 6), None, verified,
-                                  entry.get("note", "")))
-            lines.append(CostLine("storage", f"{model.name}: custom model storage", STORAGE_MONTHS, "months",
-                                  entry["storage_per_month"], round(STORAGE_MONTHS * entry["storage_per_month"], 6), None, verified))
+            lines.append(
+                CostLine(
+                    "training",
+                    f"{model.name}: {token_counts.training_tokens:,} tokens x {epochs} epochs",
+                    train_1k,
+                    "1k tokens",
+                    entry["train_per_1k"],
+                    round(train_1k * entry["train_per_1k"], 6),
+                    None,
+                    verified,
+                    entry.get("note", ""),
+                )
+            )
+            lines.append(
+                CostLine(
+                    "storage",
+                    f"{model.name}: custom model storage",
+                    STORAGE_MONTHS,
+                    "months",
+                    entry["storage_per_month"],
+                    round(STORAGE_MONTHS * entry["storage_per_month"], 6),
+                    None,
+                    verified,
+                )
+            )
             ft_requests = sum(u.requests for (name, arm), u in token_counts.answers.items() if name == model.name and arm in FT_ARMS)
             hours = provisioned_hours(ft_requests, concurrency)
             pt = prices.provisioned(base_id)
             if pt is None:
-                lines.append(CostLine("hosting", f"{model.name}: provisioned throughput", hours * units, "unit-hours", None, None,
-                                      "provisioned", False, f"no provisioned price for {price_key(base_id)}"))
+                lines.append(
+                    CostLine(
+                        "hosting",
+                        f"{model.name}: provisioned throughput",
+                        hours * units,
+                        "unit-hours",
+                        None,
+                        None,
+                        "provisioned",
+                        False,
+                        f"no provisioned price for {price_key(base_id)}",
+                    )
+                )
             else:
                 rate = pt["no_commitment"]
-                lines.append(CostLine("hosting", f"{model.name}: provisioned throughput, {units} unit(s) x {hours} h, no commitment",
-                                      hours * units, "unit-hours", rate, round(hours * units * rate, 4), "provisioned",
-                                      bool(pt.get("verified", False)), pt.get("note", "")))
-            lines.append(CostLine("hosting", f"{model.name}: on-demand deployment (no hourly charge; tokens under answers)", 0, "-", None,
-                                  0.0, "on_demand", True))
+                lines.append(
+                    CostLine(
+                        "hosting",
+                        f"{model.name}: provisioned throughput, {units} unit(s) x {hours} h, no commitment",
+                        hours * units,
+                        "unit-hours",
+                        rate,
+                        round(hours * units * rate, 4),
+                        "provisioned",
+                        bool(pt.get("verified", False)),
+                        pt.get("note", ""),
+                    )
+                )
+            lines.append(
+                CostLine(
+                    "hosting",
+                    f"{model.name}: on-demand deployment (no hourly charge; tokens under answers)",
+                    0,
+                    "-",
+                    None,
+                    0.0,
+                    "on_demand",
+                    True,
+                )
+            )
             # with provisioned throughput the ft answers' tokens are covered by the hourly charge
-            lines.append(CostLine("answers", f"{model.name} / ft arms on provisioned throughput (tokens included in the hourly charge)",
-                                  ft_requests, "requests", 0.0, 0.0, "provisioned", True))
+            lines.append(
+                CostLine(
+                    "answers",
+                    f"{model.name} / ft arms on provisioned throughput (tokens included in the hourly charge)",
+                    ft_requests,
+                    "requests",
+                    0.0,
+                    0.0,
+                    "provisioned",
+                    True,
+                )
+            )
 
     assumptions = [
         f"token counts of prompts are estimates at {CHARS_PER_TOKEN:g} characters a token; "
@@ -270,8 +395,10 @@ def check_budget(estimate: CostTable | float, budget_usd: float, hosting: str = 
     """A UserError when the estimate for the chosen hosting exceeds the budget."""
     total = estimate.total(hosting) if isinstance(estimate, CostTable) else float(estimate)
     if total > budget_usd:
-        raise UserError(f"bedrock.budget_usd: the estimate ${total:,.2f} (hosting {hosting}) exceeds the budget ${budget_usd:,.2f}; "
-                        "raise the budget or shrink the study")
+        raise UserError(
+            f"bedrock.budget_usd: the estimate ${total:,.2f} (hosting {hosting}) exceeds the budget ${budget_usd:,.2f}; "
+            "raise the budget or shrink the study"
+        )
 
 
 class SpendGuard:

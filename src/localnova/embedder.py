@@ -66,9 +66,12 @@ class Embedder:
         blocks = []
         with tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress) as progress:
             for block_start in range(0, len(texts), block_size):
-                block = texts[block_start:block_start + block_size]
-                blocks.append(self.model.encode(block, batch_size=batch_size, normalize_embeddings=True,
-                                                convert_to_numpy=True, show_progress_bar=False))
+                block = texts[block_start : block_start + block_size]
+                blocks.append(
+                    self.model.encode(
+                        block, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                    )
+                )
                 progress.update(len(block))
         return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 

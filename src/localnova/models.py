@@ -128,7 +128,9 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
             raise UserError(f"model path {local} has no config.json: not a model folder")
         return ResolvedModel(name, str(local.resolve()), f"local folder {local.resolve()}", _folder_fingerprint(local))
     if name.count("/") == 1 and not name.startswith((".", "/")):
-        return ResolvedModel(name, name, f"Hugging Face hub id {name}" + (f" @ {revision}" if revision else ""), f"{name}@{revision or 'main'}")
+        return ResolvedModel(
+            name, name, f"Hugging Face hub id {name}" + (f" @ {revision}" if revision else ""), f"{name}@{revision or 'main'}"
+        )
     known = ", ".join(BUNDLED_MODELS)
     raise UserError(f"unknown model {name!r}: not a bundled name ({known}), an existing path or a hub id of the form org/name")
 

@@ -83,9 +83,14 @@ def cuda_bf16_supported() -> bool:
 # What a user may write for a precision: finetune.precision's short names and the torch names
 # a model's options.dtype takes, as one vocabulary.
 DTYPE_NAMES = {
-    "fp32": "float32", "float32": "float32", "float": "float32",
-    "bf16": "bfloat16", "bfloat16": "bfloat16",
-    "fp16": "float16", "float16": "float16", "half": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
 }
 SHORT_DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 Purpose = Literal["inference", "training"]
@@ -107,8 +112,9 @@ class Precision:
         return SHORT_DTYPE_NAMES[self.dtype]
 
 
-def precision_for(requested: str, purpose: Purpose, *, on_cuda: bool, cuda_bf16: bool = False, cpu_bf16: bool = False,
-                  device: str | None = None) -> Precision:
+def precision_for(
+    requested: str, purpose: Purpose, *, on_cuda: bool, cuda_bf16: bool = False, cpu_bf16: bool = False, device: str | None = None
+) -> Precision:
     """The one dtype table, as a pure function of the hardware facts (tests and the memory
     plan pass them in; `pick_precision` reads them from this machine).
 

@@ -101,7 +101,9 @@ def prepare_inputs(config: StudyConfig, retriever: Retriever | None = None) -> S
     return inputs
 
 
-def run_answers(config: StudyConfig, store: Store, inputs: StudyInputs, adapters: dict[str, str], timings: dict[str, float]) -> list[ArmAnswers]:
+def run_answers(
+    config: StudyConfig, store: Store, inputs: StudyInputs, adapters: dict[str, str], timings: dict[str, float]
+) -> list[ArmAnswers]:
     """Every answer model over its arms: the base model once for base and rag, then the model
     with its adapter for ft and ft_rag; each closed before the next loads."""
     all_answers = []

@@ -36,26 +36,96 @@ BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "4bit": 0.56}
 
 # config.json fields of known models (from their published configs), lower-case name keys
 KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True),
-    "qwen2.5-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                         intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                         intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-3b": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
-                       intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                       intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
-    "qwen2.5-14b": dict(hidden_size=5120, num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
-                        intermediate_size=13824, vocab_size=152064, tie_word_embeddings=False),
-    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
-    "llama-3.2-3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
-                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
-    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),
-    "llama-3.1-70b": dict(hidden_size=8192, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8,
-                          intermediate_size=28672, vocab_size=128256, tie_word_embeddings=False),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        intermediate_size=1536,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-0.5b": dict(
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-1.5b": dict(
+        hidden_size=1536,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        intermediate_size=8960,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-3b": dict(
+        hidden_size=2048,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        intermediate_size=11008,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-7b": dict(
+        hidden_size=3584,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        intermediate_size=18944,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
+    "qwen2.5-14b": dict(
+        hidden_size=5120,
+        num_hidden_layers=48,
+        num_attention_heads=40,
+        num_key_value_heads=8,
+        intermediate_size=13824,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
+    "llama-3.2-1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "llama-3.2-3b": dict(
+        hidden_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
+    "llama-3.1-70b": dict(
+        hidden_size=8192,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        intermediate_size=28672,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -349,8 +419,20 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
         origin, download = where_from(model)
         memory = memory_for(model, shape)
         fits = None if gpu_memory_gb is None or memory is None else memory.fits(gpu_memory_gb)
-        uses.append(ModelUse(role, model.name, model.backend, model.model, origin, download, shape.params if shape else None,
-                             shape.source if shape else "", memory, fits))
+        uses.append(
+            ModelUse(
+                role,
+                model.name,
+                model.backend,
+                model.model,
+                origin,
+                download,
+                shape.params if shape else None,
+                shape.source if shape else "",
+                memory,
+                fits,
+            )
+        )
 
     needs_pairs = uses_ft and config.finetune.train_path is None
     if needs_pairs:
@@ -369,8 +451,16 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
     judgments = None if generations is None else len(llm_judges) * (generations + controls)
     reference_judges = len(config.judges) - len(llm_judges)
     reference_scores = None if generations is None else reference_judges * (generations + controls)
-    finetunes = [f"{m.name} ({'QLoRA 4-bit' if config.finetune.quantization == '4bit' else 'LoRA'})" if m.backend in LOCAL_BACKENDS
-                 else f"{m.name} (Bedrock customization job)" for m in config.models] if uses_ft else []
+    finetunes = (
+        [
+            f"{m.name} ({'QLoRA 4-bit' if config.finetune.quantization == '4bit' else 'LoRA'})"
+            if m.backend in LOCAL_BACKENDS
+            else f"{m.name} (Bedrock customization job)"
+            for m in config.models
+        ]
+        if uses_ft
+        else []
+    )
 
     downloads = sorted({use.model_id for use in uses if use.download_needed})
     similarity_models = {j.embedding_model for j in config.judges if j.kind == "embedding_similarity"}
@@ -388,6 +478,18 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
     if unknown:
         names = ", ".join(sorted(set(unknown)))
         notes.append(f"no memory estimate for {names}: shape unknown offline (put its config.json in the HF cache).")
-    return Plan(config.name, list(config.arms), questions, eval_note, uses, generations, judgments, reference_scores,
-                math.ceil(config.gen_qa.target_pairs / config.gen_qa.pairs_per_chunk) if needs_pairs else 0,
-                finetunes, downloads, gpu_memory_gb, notes)
+    return Plan(
+        config.name,
+        list(config.arms),
+        questions,
+        eval_note,
+        uses,
+        generations,
+        judgments,
+        reference_scores,
+        math.ceil(config.gen_qa.target_pairs / config.gen_qa.pairs_per_chunk) if needs_pairs else 0,
+        finetunes,
+        downloads,
+        gpu_memory_gb,
+        notes,
+    )

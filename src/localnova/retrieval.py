@@ -100,8 +100,7 @@ class VectorIndex:
     """Chunks and their vectors in a FAISS index; search returns RetrievedChunks whose text is
     the chunk's context (the parent, for hierarchical chunks)."""
 
-    def __init__(self, cpu_index: Any, chunks: Sequence[Chunk], kind: str, embedder: Embedder | None = None,
-                 use_gpu: bool | None = None):
+    def __init__(self, cpu_index: Any, chunks: Sequence[Chunk], kind: str, embedder: Embedder | None = None, use_gpu: bool | None = None):
         if cpu_index.ntotal != len(chunks):
             raise ValueError(f"index holds {cpu_index.ntotal} vectors for {len(chunks)} chunks")
         self.cpu_index = cpu_index
@@ -123,14 +122,16 @@ class VectorIndex:
             self.on_gpu = True
 
     @classmethod
-    def build(cls, chunks: Sequence[Chunk], embedder: Embedder, kind: str = "flat", batch_size: int = 32,
-              use_gpu: bool | None = None) -> "VectorIndex":
+    def build(
+        cls, chunks: Sequence[Chunk], embedder: Embedder, kind: str = "flat", batch_size: int = 32, use_gpu: bool | None = None
+    ) -> "VectorIndex":
         vectors = embedder.encode([chunk.text for chunk in chunks], batch_size=batch_size)
         return cls.from_vectors(vectors, chunks, kind, embedder, use_gpu)
 
     @classmethod
-    def from_vectors(cls, vectors: np.ndarray, chunks: Sequence[Chunk], kind: str = "flat",
-                     embedder: Embedder | None = None, use_gpu: bool | None = None) -> "VectorIndex":
+    def from_vectors(
+        cls, vectors: np.ndarray, chunks: Sequence[Chunk], kind: str = "flat", embedder: Embedder | None = None, use_gpu: bool | None = None
+    ) -> "VectorIndex":
         require("faiss", "the FAISS index")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) == 0:
@@ -190,13 +191,15 @@ class VectorIndex:
 
 
 def _manifest_key(manifest_inputs: dict[str, Any], embedder: Embedder, index_kind: str) -> str:
-    return stable_hash({
-        "inputs": manifest_inputs,
-        "embedding": embedder.identity,
-        "index_kind": index_kind,
-        "chunker_version": CHUNKER_VERSION,
-        "format_version": INDEX_FORMAT_VERSION,
-    })
+    return stable_hash(
+        {
+            "inputs": manifest_inputs,
+            "embedding": embedder.identity,
+            "index_kind": index_kind,
+            "chunker_version": CHUNKER_VERSION,
+            "format_version": INDEX_FORMAT_VERSION,
+        }
+    )
 
 
 def save_index(index: VectorIndex, folder: Path, manifest: dict[str, Any]) -> None:

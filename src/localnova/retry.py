@@ -75,4 +75,3 @@ def retry_call(
                 on_retry(attempt, error, delay_s)
             sleep(delay_s)
     raise AssertionError("unreachable")
-

@@ -283,8 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
 class ChatServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], batcher: MicroBatcher, model_name: str, identity: dict[str, str],
-                 verbose: bool = False) -> None:
+    def __init__(
+        self, address: tuple[str, int], batcher: MicroBatcher, model_name: str, identity: dict[str, str], verbose: bool = False
+    ) -> None:
         super().__init__(address, _Handler)
         self.batcher = batcher
         self.model_name = model_name
@@ -344,8 +345,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def serve_from_args(args: argparse.Namespace) -> int:
     """Serve what the flags of `add_serve_arguments` describe, until interrupted."""
     model_config = ModelConfig(name=args.served_model_name or args.model, backend=args.backend, model=args.model)
-    serve(model_config, host=args.host, port=args.port, adapter_path=args.adapter, max_batch_size=args.max_batch_size,
-          max_wait_ms=args.max_wait_ms, served_model_name=args.served_model_name)
+    serve(
+        model_config,
+        host=args.host,
+        port=args.port,
+        adapter_path=args.adapter,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        served_model_name=args.served_model_name,
+    )
     return 0
 
 

@@ -152,24 +152,36 @@ class Store:
         run_id = f"{study}-{stable_hash(config, length=10)}"
         existing = self.connection.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if existing is None:
-            self._write([(
-                "INSERT INTO runs(run_id, study, config_json, environment_json, status, started_at) VALUES (?,?,?,?,?,?)",
-                (run_id, study, json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True), "running", _now()),
-            )])
+            self._write(
+                [
+                    (
+                        "INSERT INTO runs(run_id, study, config_json, environment_json, status, started_at) VALUES (?,?,?,?,?,?)",
+                        (run_id, study, json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True), "running", _now()),
+                    )
+                ]
+            )
         else:
-            self._write([(
-                "UPDATE runs SET status='running', environment_json=?, finished_at=NULL, model_calls=0, cached_calls=0 WHERE run_id=?",
-                (json.dumps(environment, sort_keys=True), run_id),
-            )])
+            self._write(
+                [
+                    (
+                        "UPDATE runs SET status='running', environment_json=?, finished_at=NULL, model_calls=0, cached_calls=0 "
+                        "WHERE run_id=?",
+                        (json.dumps(environment, sort_keys=True), run_id),
+                    )
+                ]
+            )
         self.run_id = run_id
         return run_id
 
     def finish_run(self, complete: bool) -> None:
-        self._write([("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", ("complete" if complete else "incomplete", _now(), self.run_id))])
+        self._write(
+            [("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", ("complete" if complete else "incomplete", _now(), self.run_id))]
+        )
 
     def run_info(self, run_id: str | None = None) -> dict[str, Any]:
         row = self.connection.execute(
-            "SELECT run_id, study, config_json, environment_json, status, started_at, finished_at, model_calls, cached_calls FROM runs WHERE run_id=?",
+            "SELECT run_id, study, config_json, environment_json, status, started_at, finished_at, model_calls, cached_calls "
+            "FROM runs WHERE run_id=?",
             (run_id or self.run_id,),
         ).fetchone()
         if row is None:
@@ -215,7 +227,8 @@ class Store:
             batch_results = backend.generate([requests[index] for index in batch])
             statements = [
                 (
-                    "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) VALUES (?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) "
+                    "VALUES (?,?,?,?,?,?)",
                     (keys[index], backend_json, json.dumps(requests[index].to_dict()), json.dumps(result.to_dict()), self.run_id, _now()),
                 )
                 for index, result in zip(batch, batch_results)
@@ -230,18 +243,27 @@ class Store:
 
     def _add_counts(self, model_calls: int, cached_calls: int) -> None:
         if self.run_id is not None and (model_calls or cached_calls):
-            self._write([("UPDATE runs SET model_calls=model_calls+?, cached_calls=cached_calls+? WHERE run_id=?", (model_calls, cached_calls, self.run_id))])
+            self._write(
+                [
+                    (
+                        "UPDATE runs SET model_calls=model_calls+?, cached_calls=cached_calls+? WHERE run_id=?",
+                        (model_calls, cached_calls, self.run_id),
+                    )
+                ]
+            )
 
     # answers
 
     def save_answers(self, model: str, arm: str, question_ids: list[str], keys: list[str], retrieved: list[list[dict[str, Any]]]) -> None:
-        self._write([
-            (
-                "INSERT OR REPLACE INTO answers(run_id, model, arm, question_id, generation_key, retrieved_json) VALUES (?,?,?,?,?,?)",
-                (self.run_id, model, arm, question_id, key, json.dumps(chunks)),
-            )
-            for question_id, key, chunks in zip(question_ids, keys, retrieved)
-        ])
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO answers(run_id, model, arm, question_id, generation_key, retrieved_json) VALUES (?,?,?,?,?,?)",
+                    (self.run_id, model, arm, question_id, key, json.dumps(chunks)),
+                )
+                for question_id, key, chunks in zip(question_ids, keys, retrieved)
+            ]
+        )
 
     def answers(self, run_id: str | None = None) -> Iterator[AnswerRecord]:
         rows = self.connection.execute(
@@ -251,7 +273,13 @@ class Store:
         )
         for run, model, arm, question_id, key, retrieved_json, request_json, result_json in rows:
             yield AnswerRecord(
-                run, model, arm, question_id, key, json.loads(retrieved_json), json.loads(request_json),
+                run,
+                model,
+                arm,
+                question_id,
+                key,
+                json.loads(retrieved_json),
+                json.loads(request_json),
                 GenerationResult.from_dict(json.loads(result_json)),
             )
 
@@ -273,14 +301,30 @@ class Store:
         return found
 
     def save_judgments(self, judgments: list[JudgmentRecord]) -> None:
-        self._write([
-            (
-                "INSERT OR REPLACE INTO judgments(run_id, judge, model, arm, question_id, subject, content_key, score, method, reason, raw_text, attempts) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (self.run_id, j.judge, j.model, j.arm, j.question_id, j.subject, j.content_key, j.score, j.method, j.reason, j.raw_text, j.attempts),
-            )
-            for j in judgments
-        ])
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO judgments(run_id, judge, model, arm, question_id, subject, content_key, score, method, "
+                    "reason, raw_text, attempts) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        self.run_id,
+                        j.judge,
+                        j.model,
+                        j.arm,
+                        j.question_id,
+                        j.subject,
+                        j.content_key,
+                        j.score,
+                        j.method,
+                        j.reason,
+                        j.raw_text,
+                        j.attempts,
+                    ),
+                )
+                for j in judgments
+            ]
+        )
 
     def judgments(self, run_id: str | None = None) -> list[JudgmentRecord]:
         rows = self.connection.execute(

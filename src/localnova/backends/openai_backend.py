@@ -198,8 +198,13 @@ class OpenAIBackend(Backend):
             log.info("%s: attempt %d/%d failed (%s); retrying in %.2f s", self.url, attempt, self.max_attempts, failure, delay_s)
 
         try:
-            return retry_call(post, lambda error: isinstance(error, _RetryableFailure), self.retry_policy,
-                              on_retry=count_retry, min_delay_s=lambda failure: getattr(failure, "retry_after_s", None))
+            return retry_call(
+                post,
+                lambda error: isinstance(error, _RetryableFailure),
+                self.retry_policy,
+                on_retry=count_retry,
+                min_delay_s=lambda failure: getattr(failure, "retry_after_s", None),
+            )
         except _RetryableFailure as failure:
             raise UserError(f"{self.url}: gave up after {self.max_attempts} attempts; last error: {failure}") from None
 

@@ -67,7 +67,9 @@ def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | Non
     """The keyword arguments for vllm.LLM from a model config."""
     unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
     if unknown:
-        raise UserError(f"model {model.name!r}: unknown option(s) for the vllm backend: {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}")
+        raise UserError(
+            f"model {model.name!r}: unknown option(s) for the vllm backend: {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}"
+        )
     options = {**DEFAULT_OPTIONS, **model.options}
     arguments: dict[str, Any] = {
         "model": model_path,
@@ -179,7 +181,9 @@ class VLLMBackend(Backend):
                     latency_method=LATENCY_BATCH_WALL,
                     batch_size=len(requests),
                     finish_reason=completion.finish_reason,
-                    top_logprobs=top_logprobs_from_vllm(completion.logprobs, request.params.top_logprobs) if request.params.top_logprobs else None,
+                    top_logprobs=top_logprobs_from_vllm(completion.logprobs, request.params.top_logprobs)
+                    if request.params.top_logprobs
+                    else None,
                 )
             )
         return results

@@ -4,12 +4,20 @@ Read from the AWS documentation on the dates below; AWS widens these lists over 
 refusal names its source and the date it was read; update the tables here when AWS adds a
 region.
 
-| What | Models | Regions | Source | Read on |
-| --- | --- | --- | --- | --- |
-| Fine-tuning (customization job) | Nova Micro, Lite, Pro (`amazon.nova-*-v1:0:<ctx>`) | us-east-1 | docs.aws.amazon.com/bedrock/latest/userguide/custom-model-fine-tuning.html ("Single-region model support") | 2026-11-25 |
-| On-demand custom model deployment (CreateCustomModelDeployment) | Nova Micro, Lite, Pro, customized on or after 2025-07-16 | us-east-1, us-west-2 | docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html (one version lists only us-east-1) | 2026-11-25 |
-| Provisioned throughput for custom Nova models | Nova Micro, Lite, Pro | us-east-1 (where the custom model lives) | docs.aws.amazon.com/nova/latest/userguide/customization.html | 2026-11-25 |
-| Hyperparameters | epochCount 1-5 (2), learningRate 1e-6..1e-4 (1e-5), learningRateWarmupSteps 0-100 (10); batch size fixed at 1 | | docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html; batch size: aws.amazon.com/blogs/machine-learning/cost-efficient-custom-text-to-sql-using-amazon-nova-micro-and-amazon-bedrock-on-demand-inference | 2026-11-25 |
+All read on 2026-11-25:
+- Fine-tuning (customization job): Nova Micro, Lite, Pro (`amazon.nova-*-v1:0:<ctx>`) in
+  us-east-1. Source: docs.aws.amazon.com/bedrock/latest/userguide/custom-model-fine-tuning.html
+  ("Single-region model support").
+- On-demand custom model deployment (CreateCustomModelDeployment): Nova Micro, Lite, Pro,
+  customized on or after 2025-07-16, in us-east-1 and us-west-2. Source:
+  docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html (one version
+  lists only us-east-1).
+- Provisioned throughput for custom Nova models: Nova Micro, Lite, Pro in us-east-1 (where the
+  custom model lives). Source: docs.aws.amazon.com/nova/latest/userguide/customization.html.
+- Hyperparameters: epochCount 1-5 (default 2), learningRate 1e-6..1e-4 (1e-5),
+  learningRateWarmupSteps 0-100 (10); batch size fixed at 1. Sources:
+  docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html; for the batch size,
+  aws.amazon.com/blogs/machine-learning/cost-efficient-custom-text-to-sql-using-amazon-nova-micro-and-amazon-bedrock-on-demand-inference
 """
 
 from __future__ import annotations

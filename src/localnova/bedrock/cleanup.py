@@ -66,7 +66,9 @@ def _delete(resource: Resource, clients: AwsClients) -> None:
         raise ValueError(f"unknown resource type {kind!r}")
 
 
-def cleanup(study_dir: str | Path, confirm: Callable[[str], bool], clients: AwsClients | None = None, region: str | None = None) -> CleanupReport:
+def cleanup(
+    study_dir: str | Path, confirm: Callable[[str], bool], clients: AwsClients | None = None, region: str | None = None
+) -> CleanupReport:
     """Delete what the study's state file lists, after `confirm(summary)` says yes."""
     state = BedrockState.load(study_dir)
     live = state.live()

@@ -113,7 +113,9 @@ def _count_training_tokens(nova_path: Path) -> int:
     return sum(count_tokens_estimate(m["content"]) for record in read_nova_jsonl(nova_path) for m in record.messages)
 
 
-def prepare_customization(config: StudyConfig, model: ModelConfig, train_path: str | Path, validation_path: str | Path | None = None) -> PreparedTraining:
+def prepare_customization(
+    config: StudyConfig, model: ModelConfig, train_path: str | Path, validation_path: str | Path | None = None
+) -> PreparedTraining:
     """Check everything a customization job needs; raises a UserError before any AWS call."""
     bedrock = config.bedrock
     if bedrock is None:
@@ -213,7 +215,12 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
             id=prepared.job_name,
             arn=job_arn,
             client_token=prepared.client_token,
-            details={"model": prepared.model_name, "custom_model_name": prepared.custom_model_name, "output_uri": prepared.output_uri, "training_tokens": prepared.training_tokens},
+            details={
+                "model": prepared.model_name,
+                "custom_model_name": prepared.custom_model_name,
+                "output_uri": prepared.output_uri,
+                "training_tokens": prepared.training_tokens,
+            },
         )
     )
 
@@ -250,7 +257,16 @@ def wait_for_customization(
         return str(latest.get("status", "InProgress"))
 
     try:
-        final = wait_until(status, JOB_DONE, JOB_FAILED, f"customization {job.details.get('model', job.id)}", poll_s=poll_s, max_poll_s=600.0, timeout_s=48 * 3600.0, sleep=sleep)
+        final = wait_until(
+            status,
+            JOB_DONE,
+            JOB_FAILED,
+            f"customization {job.details.get('model', job.id)}",
+            poll_s=poll_s,
+            max_poll_s=600.0,
+            timeout_s=48 * 3600.0,
+            sleep=sleep,
+        )
     except RuntimeError:
         state.update(job, details={**job.details, "job_status": latest.get("status")})
         raise UserError(f"customization job {job.id} ended {latest.get('status')}: {latest.get('failureMessage', 'no message')}") from None
@@ -258,11 +274,26 @@ def wait_for_customization(
     state.update(job, details={**job.details, "job_status": final})
     model_name = str(latest.get("outputModelName") or job.details.get("custom_model_name", ""))
     if model_arn and state.find("custom_model", key=f"custom_model:{job.details.get('model')}", client_token=job.client_token) is None:
-        state.record(Resource("custom_model", f"custom_model:{job.details.get('model')}", job.region, id=job.details.get("custom_model_name", model_name), arn=model_arn, client_token=job.client_token, details={"job": job.id}))
+        state.record(
+            Resource(
+                "custom_model",
+                f"custom_model:{job.details.get('model')}",
+                job.region,
+                id=job.details.get("custom_model_name", model_name),
+                arn=model_arn,
+                client_token=job.client_token,
+                details={"job": job.id},
+            )
+        )
     metrics = read_training_metrics(clients, str(job.details.get("output_uri", "")), job.arn) if job.details.get("output_uri") else []
     metrics_path = config.study_dir / "bedrock" / f"{job.details.get('model', job.id)}_training_metrics.json"
-    metrics_report = {"job": job.id, "status": final, "trainingMetrics": latest.get("trainingMetrics"),
-                      "validationMetrics": latest.get("validationMetrics"), "step_metrics": metrics}
+    metrics_report = {
+        "job": job.id,
+        "status": final,
+        "trainingMetrics": latest.get("trainingMetrics"),
+        "validationMetrics": latest.get("validationMetrics"),
+        "step_metrics": metrics,
+    }
     write_text_atomic(metrics_path, json.dumps(metrics_report, indent=2, default=str))
     return CustomizationResult(job.id, job.arn, model_arn, final, metrics, str(metrics_path))
 

@@ -120,7 +120,9 @@ def estimate_token_counts(
             controls = JUDGE_CONTROLS_PER_QUESTION if config.eval.controls else 0
             answer_tokens = sum(m.generation.max_new_tokens for m in config.models) / len(config.models)
             for item in eval_items:
-                tokens = JUDGE_TEMPLATE_TOKENS + count_tokens_estimate(item.question) + count_tokens_estimate(item.answer) + int(answer_tokens)
+                tokens = (
+                    JUDGE_TEMPLATE_TOKENS + count_tokens_estimate(item.question) + count_tokens_estimate(item.answer) + int(answer_tokens)
+                )
                 for _ in range(answers_per_question + controls):
                     usage.add(tokens, judge.model.generation.max_new_tokens)
         counts.judges[judge.name] = usage
@@ -159,9 +161,17 @@ def dry_run(
     plan = plan_calls(config, len(items), n_files, judge_calls)
     costs = estimate_costs(config, counts, prices)
     text = "\n".join(
-        [f"DRY RUN of study {config.name!r} on Bedrock ({config.bedrock.region}): no AWS call is made", f"{len(items)} eval questions; calls in order:"]
+        [
+            f"DRY RUN of study {config.name!r} on Bedrock ({config.bedrock.region}): no AWS call is made",
+            f"{len(items)} eval questions; calls in order:",
+        ]
         + ["  " + call.format() for call in plan]
-        + ["", "Estimated cost (USD):", format_cost_table(costs), f"budget_usd: {config.bedrock.budget_usd:,.2f}; hosting chosen: {config.bedrock.hosting}"]
+        + [
+            "",
+            "Estimated cost (USD):",
+            format_cost_table(costs),
+            f"budget_usd: {config.bedrock.budget_usd:,.2f}; hosting chosen: {config.bedrock.hosting}",
+        ]
     )
     if out is not None:
         out(text)
@@ -172,8 +182,10 @@ def simulated_study(config: StudyConfig) -> StudyConfig:
     """The dry run's study: every Bedrock model and judge answered by the simulated backend
     at Bedrock-like speeds, in a folder of its own so it never mixes with a real run."""
     judges = [j.model_copy(update={"model": simulated_bedrock_model(j.model)}) if j.model else j for j in config.judges]
-    return config.model_copy(update={
-        "name": f"{config.name}-dry-run",
-        "models": [simulated_bedrock_model(m) for m in config.models],
-        "judges": judges,
-    })
+    return config.model_copy(
+        update={
+            "name": f"{config.name}-dry-run",
+            "models": [simulated_bedrock_model(m) for m in config.models],
+            "judges": judges,
+        }
+    )

@@ -36,7 +36,8 @@ def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = F
     if hosting == "provisioned" and not (allow_spend and estimate_shown):
         why = "run with --allow-spend" if not allow_spend else "show the cost estimate first"
         raise UserError(
-            f"bedrock.hosting: provisioned throughput bills {config.bedrock.provisioned_model_units} model unit(s) by the hour until deleted; "
+            f"bedrock.hosting: provisioned throughput bills {config.bedrock.provisioned_model_units} model unit(s) "
+            "by the hour until deleted; "
             f"{why} (or use hosting: on_demand)"
         )
     return hosting
@@ -62,7 +63,16 @@ def host_custom_model(
     hosting = check_hosting(config, model, allow_spend, estimate_shown)
     assert config.bedrock is not None
     region = config.bedrock.region
-    token = stable_hash({"study": config.name, "model": model.name, "custom_model": custom_model_arn, "hosting": hosting, "units": config.bedrock.provisioned_model_units}, 40)
+    token = stable_hash(
+        {
+            "study": config.name,
+            "model": model.name,
+            "custom_model": custom_model_arn,
+            "hosting": hosting,
+            "units": config.bedrock.provisioned_model_units,
+        },
+        40,
+    )
     name = _name(config, model, token)
 
     if hosting == "on_demand":
@@ -78,9 +88,20 @@ def host_custom_model(
                 )["customModelDeploymentArn"]
             except Exception as error:
                 if error_code(error) == "ValidationException":
-                    raise UserError(f"bedrock.hosting: Bedrock refused an on-demand deployment of {custom_model_arn}: {getattr(error, 'response', {}).get('Error', {}).get('Message', error)}") from None
+                    message = getattr(error, "response", {}).get("Error", {}).get("Message", error)
+                    raise UserError(f"bedrock.hosting: Bedrock refused an on-demand deployment of {custom_model_arn}: {message}") from None
                 raise
-            resource = state.record(Resource("custom_model_deployment", f"custom_model_deployment:{model.name}", region, id=name, arn=arn, client_token=token, details={"model_arn": custom_model_arn}))
+            resource = state.record(
+                Resource(
+                    "custom_model_deployment",
+                    f"custom_model_deployment:{model.name}",
+                    region,
+                    id=name,
+                    arn=arn,
+                    client_token=token,
+                    details={"model_arn": custom_model_arn},
+                )
+            )
 
         def status() -> str:
             return str(clients.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=resource.arn)["status"])
@@ -98,7 +119,17 @@ def host_custom_model(
             modelId=custom_model_arn,  # no commitmentDuration: hourly, deletable at any time
             tags=[{"key": "localnova-study", "value": config.name}],
         )["provisionedModelArn"]
-        resource = state.record(Resource("provisioned_throughput", f"provisioned_throughput:{model.name}", region, id=name, arn=arn, client_token=token, details={"model_arn": custom_model_arn, "model_units": config.bedrock.provisioned_model_units}))
+        resource = state.record(
+            Resource(
+                "provisioned_throughput",
+                f"provisioned_throughput:{model.name}",
+                region,
+                id=name,
+                arn=arn,
+                client_token=token,
+                details={"model_arn": custom_model_arn, "model_units": config.bedrock.provisioned_model_units},
+            )
+        )
 
     def pt_status() -> str:
         return str(clients.bedrock.get_provisioned_model_throughput(provisionedModelId=resource.arn)["status"])

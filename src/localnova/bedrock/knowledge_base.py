@@ -44,7 +44,10 @@ def chunking_configuration(chunking: ChunkingConfig) -> dict[str, Any]:
     if chunking.strategy == "fixed":
         # Bedrock takes the overlap as a percentage of the chunk (1-99)
         overlap_percent = min(99, max(1, round(100 * chunking.overlap_tokens / chunking.chunk_tokens)))
-        return {"chunkingStrategy": "FIXED_SIZE", "fixedSizeChunkingConfiguration": {"maxTokens": chunking.chunk_tokens, "overlapPercentage": overlap_percent}}
+        return {
+            "chunkingStrategy": "FIXED_SIZE",
+            "fixedSizeChunkingConfiguration": {"maxTokens": chunking.chunk_tokens, "overlapPercentage": overlap_percent},
+        }
     if chunking.strategy == "hierarchical":
         return {
             "chunkingStrategy": "HIERARCHICAL",
@@ -58,7 +61,11 @@ def chunking_configuration(chunking: ChunkingConfig) -> dict[str, Any]:
         percentile = min(99, max(50, round(chunking.breakpoint_percentile)))
         return {
             "chunkingStrategy": "SEMANTIC",
-            "semanticChunkingConfiguration": {"maxTokens": chunking.max_chunk_tokens, "bufferSize": 0, "breakpointPercentileThreshold": percentile},
+            "semanticChunkingConfiguration": {
+                "maxTokens": chunking.max_chunk_tokens,
+                "bufferSize": 0,
+                "breakpointPercentileThreshold": percentile,
+            },
         }
     return {"chunkingStrategy": "NONE"}
 
@@ -70,7 +77,11 @@ def embedding_model_arn(model: str, region: str) -> str:
 def corpus_files(corpus_path: Path) -> list[Path]:
     if not corpus_path.exists():
         raise UserError(f"corpus.path: {corpus_path} not found")
-    files = [corpus_path] if corpus_path.is_file() else sorted(p for p in corpus_path.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES)
+    files = (
+        [corpus_path]
+        if corpus_path.is_file()
+        else sorted(p for p in corpus_path.rglob("*") if p.is_file() and p.suffix.lower() in CORPUS_SUFFIXES)
+    )
     if not files:
         raise UserError(f"corpus.path: {corpus_path} holds no documents Bedrock can ingest ({', '.join(sorted(CORPUS_SUFFIXES))})")
     return files
@@ -85,7 +96,7 @@ def doc_id_from_uri(uri: str, prefix: str) -> str:
     """The eval set's doc id of an S3 object: its path under the corpus prefix
     (s3://bucket/localnova/study/corpus/guides/a.md -> guides/a.md)."""
     key = uri.split("://", 1)[-1].split("/", 1)[-1] if uri.startswith("s3://") else uri
-    return key[len(prefix):] if key.startswith(prefix) else PurePosixPath(key).name
+    return key[len(prefix) :] if key.startswith(prefix) else PurePosixPath(key).name
 
 
 @dataclass(frozen=True)
@@ -109,10 +120,15 @@ def settings_from_config(config: StudyConfig) -> KnowledgeBaseSettings:
         raise UserError(f"bedrock.knowledge_base.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
     role_arn = raw.get("role_arn") or bedrock.role_arn
     if not role_arn:
-        raise UserError("bedrock.role_arn: creating a Knowledge Base needs an IAM role ARN (or bedrock.knowledge_base.id for an existing one)")
+        raise UserError(
+            "bedrock.role_arn: creating a Knowledge Base needs an IAM role ARN (or bedrock.knowledge_base.id for an existing one)"
+        )
     storage = raw.get("storage")
     if not isinstance(storage, dict) or "type" not in storage:
-        raise UserError("bedrock.knowledge_base.storage: name the vector store as Bedrock's storageConfiguration, e.g. {type: S3_VECTORS, s3VectorsConfiguration: {indexArn: ...}}")
+        raise UserError(
+            "bedrock.knowledge_base.storage: name the vector store as Bedrock's storageConfiguration, "
+            "e.g. {type: S3_VECTORS, s3VectorsConfiguration: {indexArn: ...}}"
+        )
     if not bedrock.s3_bucket:
         raise UserError("bedrock.s3_bucket: creating a Knowledge Base needs a bucket for the corpus")
     policy = str(raw.get("data_deletion_policy", "DELETE"))
@@ -145,7 +161,9 @@ def upload_corpus(config: StudyConfig, state: BedrockState, clients: AwsClients)
         known = state.find("s3_object", key=f"s3://{bucket}/{key}")
         if known is None or known.details.get("sha") != digest:
             call_with_backoff(clients.s3.put_object, Bucket=bucket, Key=key, Body=body)
-            state.record(Resource("s3_object", f"s3://{bucket}/{key}", region, id=key, details={"bucket": bucket, "key": key, "sha": digest}))
+            state.record(
+                Resource("s3_object", f"s3://{bucket}/{key}", region, id=key, details={"bucket": bucket, "key": key, "sha": digest})
+            )
         keys.append(key)
     return keys
 
@@ -167,7 +185,9 @@ def ensure_knowledge_base(
     region, bucket = config.bedrock.region, config.bedrock.s3_bucket
     upload_corpus(config, state, clients)
 
-    kb_token = stable_hash({"study": config.name, "kb": settings.name, "storage": settings.storage, "embed": settings.embedding_model_arn}, 40)
+    kb_token = stable_hash(
+        {"study": config.name, "kb": settings.name, "storage": settings.storage, "embed": settings.embedding_model_arn}, 40
+    )
     kb = state.find("knowledge_base", key="knowledge_base", client_token=kb_token)
     if kb is None:
         response = call_with_backoff(
@@ -175,13 +195,33 @@ def ensure_knowledge_base(
             clientToken=kb_token,
             name=settings.name,
             roleArn=settings.role_arn,
-            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": settings.embedding_model_arn}},
+            knowledgeBaseConfiguration={
+                "type": "VECTOR",
+                "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": settings.embedding_model_arn},
+            },
             storageConfiguration=settings.storage,
             tags={"localnova-study": config.name},
         )["knowledgeBase"]
-        kb = state.record(Resource("knowledge_base", "knowledge_base", region, id=response["knowledgeBaseId"], arn=response.get("knowledgeBaseArn", ""), client_token=kb_token, details={"name": settings.name}))
+        kb = state.record(
+            Resource(
+                "knowledge_base",
+                "knowledge_base",
+                region,
+                id=response["knowledgeBaseId"],
+                arn=response.get("knowledgeBaseArn", ""),
+                client_token=kb_token,
+                details={"name": settings.name},
+            )
+        )
     kb_id = kb.id
-    wait_until(lambda: clients.agent.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["status"], {"ACTIVE", "Active"}, {"FAILED", "DELETE_UNSUCCESSFUL"}, "knowledge base", poll_s=poll_s, sleep=sleep)
+    wait_until(
+        lambda: clients.agent.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["status"],
+        {"ACTIVE", "Active"},
+        {"FAILED", "DELETE_UNSUCCESSFUL"},
+        "knowledge base",
+        poll_s=poll_s,
+        sleep=sleep,
+    )
 
     chunking = chunking_configuration(config.corpus.chunking)
     ds_token = stable_hash({"kb": kb_id, "chunking": chunking, "prefix": corpus_prefix(config)}, 40)
@@ -192,25 +232,46 @@ def ensure_knowledge_base(
             knowledgeBaseId=kb_id,
             clientToken=ds_token,
             name=f"{settings.name}-s3"[:100],
-            dataSourceConfiguration={"type": "S3", "s3Configuration": {"bucketArn": f"arn:aws:s3:::{bucket}", "inclusionPrefixes": [corpus_prefix(config)]}},
+            dataSourceConfiguration={
+                "type": "S3",
+                "s3Configuration": {"bucketArn": f"arn:aws:s3:::{bucket}", "inclusionPrefixes": [corpus_prefix(config)]},
+            },
             vectorIngestionConfiguration={"chunkingConfiguration": chunking},
             dataDeletionPolicy=settings.data_deletion_policy,
         )["dataSource"]
-        source = state.record(Resource("data_source", "data_source", region, id=response["dataSourceId"], client_token=ds_token, details={"knowledge_base_id": kb_id}))
+        source = state.record(
+            Resource(
+                "data_source",
+                "data_source",
+                region,
+                id=response["dataSourceId"],
+                client_token=ds_token,
+                details={"knowledge_base_id": kb_id},
+            )
+        )
 
     # Ingestion is idempotent by content: rerunning re-syncs only what changed, so a rerun
     # starts a new job unless one finished for this data source already.
     if not source.details.get("ingested"):
-        job = call_with_backoff(clients.agent.start_ingestion_job, knowledgeBaseId=kb_id, dataSourceId=source.id, clientToken=stable_hash({"ds": source.id, "ingest": 1}, 40))["ingestionJob"]
+        job = call_with_backoff(
+            clients.agent.start_ingestion_job,
+            knowledgeBaseId=kb_id,
+            dataSourceId=source.id,
+            clientToken=stable_hash({"ds": source.id, "ingest": 1}, 40),
+        )["ingestionJob"]
         job_id = job["ingestionJobId"]
 
         def status() -> str:
-            return clients.agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source.id, ingestionJobId=job_id)["ingestionJob"]["status"]
+            return clients.agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source.id, ingestionJobId=job_id)["ingestionJob"][
+                "status"
+            ]
 
         try:
             wait_until(status, {"COMPLETE"}, {"FAILED", "STOPPED"}, "ingestion", poll_s=poll_s, sleep=sleep)
         except RuntimeError as error:
-            raise UserError(f"knowledge base {kb_id}: ingestion job {job_id} {error}; see its failureReasons in the Bedrock console") from None
+            raise UserError(
+                f"knowledge base {kb_id}: ingestion job {job_id} {error}; see its failureReasons in the Bedrock console"
+            ) from None
         state.update(source, details={**source.details, "ingested": True, "ingestion_job_id": job_id})
     return kb_id
 
@@ -218,7 +279,14 @@ def ensure_knowledge_base(
 class KnowledgeBaseRetriever:
     """The rag arms' retriever on the Bedrock path: `retrieve`, then the pipeline calls converse."""
 
-    def __init__(self, knowledge_base_id: str, corpus_s3_prefix: str, region: str = "us-east-1", client: Any = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        knowledge_base_id: str,
+        corpus_s3_prefix: str,
+        region: str = "us-east-1",
+        client: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.knowledge_base_id = knowledge_base_id
         self.corpus_s3_prefix = corpus_s3_prefix
         self._sleep = sleep

@@ -44,51 +44,163 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
     if uses_rag:
         kb_id = existing_knowledge_base_id(config)
         if kb_id:
-            calls.append(PlannedCall("knowledge base", "bedrock-agent", "GetKnowledgeBase", params={"knowledgeBaseId": kb_id}, note="existing Knowledge Base: nothing created"))
+            calls.append(
+                PlannedCall(
+                    "knowledge base",
+                    "bedrock-agent",
+                    "GetKnowledgeBase",
+                    params={"knowledgeBaseId": kb_id},
+                    note="existing Knowledge Base: nothing created",
+                )
+            )
         else:
             kb = bedrock.knowledge_base
             storage = kb.get("storage", {}) if isinstance(kb.get("storage"), dict) else {}
             calls += [
-                PlannedCall("knowledge base", "s3", "PutObject", n_corpus_files, {"Bucket": bucket, "Key": corpus_prefix(config) + "<file>"}),
-                PlannedCall("knowledge base", "bedrock-agent", "CreateKnowledgeBase", params={"name": kb.get("name", f"localnova-{config.name}"), "roleArn": kb.get("role_arn", role), "embeddingModel": kb.get("embedding_model", "amazon.titan-embed-text-v2:0"), "storage": storage.get("type", "<bedrock.knowledge_base.storage>"), "clientToken": "<derived>"}),
+                PlannedCall(
+                    "knowledge base", "s3", "PutObject", n_corpus_files, {"Bucket": bucket, "Key": corpus_prefix(config) + "<file>"}
+                ),
+                PlannedCall(
+                    "knowledge base",
+                    "bedrock-agent",
+                    "CreateKnowledgeBase",
+                    params={
+                        "name": kb.get("name", f"localnova-{config.name}"),
+                        "roleArn": kb.get("role_arn", role),
+                        "embeddingModel": kb.get("embedding_model", "amazon.titan-embed-text-v2:0"),
+                        "storage": storage.get("type", "<bedrock.knowledge_base.storage>"),
+                        "clientToken": "<derived>",
+                    },
+                ),
                 PlannedCall("knowledge base", "bedrock-agent", "GetKnowledgeBase", note="poll until ACTIVE"),
-                PlannedCall("knowledge base", "bedrock-agent", "CreateDataSource", params={"bucketArn": f"arn:aws:s3:::{bucket}", "inclusionPrefixes": [corpus_prefix(config)], **chunking_configuration(config.corpus.chunking)}),
+                PlannedCall(
+                    "knowledge base",
+                    "bedrock-agent",
+                    "CreateDataSource",
+                    params={
+                        "bucketArn": f"arn:aws:s3:::{bucket}",
+                        "inclusionPrefixes": [corpus_prefix(config)],
+                        **chunking_configuration(config.corpus.chunking),
+                    },
+                ),
                 PlannedCall("knowledge base", "bedrock-agent", "StartIngestionJob", billable=True, note="embeds every chunk"),
                 PlannedCall("knowledge base", "bedrock-agent", "GetIngestionJob", note="poll until COMPLETE"),
             ]
 
     if uses_ft:
         ft = config.finetune
-        hyper = {"epochCount": str(ft.epochs), "batchSize": str(ft.batch_size), "learningRate": f"{ft.learning_rate:g}", "learningRateWarmupSteps": str(ft.warmup_steps)}
+        hyper = {
+            "epochCount": str(ft.epochs),
+            "batchSize": str(ft.batch_size),
+            "learningRate": f"{ft.learning_rate:g}",
+            "learningRateWarmupSteps": str(ft.warmup_steps),
+        }
         bounds = "; ".join(f"{b.api_name} {b.low:g}-{b.high:g}" for b in NOVA_HYPERPARAMETER_BOUNDS)
         for model in config.models:
             base = model.customization_model or model.model
             calls += [
-                PlannedCall("customization", "s3", "PutObject", params={"Bucket": bucket, "Key": f"{bedrock.s3_prefix}/{config.name}/training/<data sha>/train.jsonl"}, note="Nova JSONL, validated first"),
-                PlannedCall("customization", "bedrock", "CreateModelCustomizationJob", params={"baseModelIdentifier": base, "customizationType": "FINE_TUNING", "hyperParameters": hyper, "roleArn": role, "clientRequestToken": "<study+model+data hash>"}, billable=True, note=f"bounds: {bounds}"),
+                PlannedCall(
+                    "customization",
+                    "s3",
+                    "PutObject",
+                    params={"Bucket": bucket, "Key": f"{bedrock.s3_prefix}/{config.name}/training/<data sha>/train.jsonl"},
+                    note="Nova JSONL, validated first",
+                ),
+                PlannedCall(
+                    "customization",
+                    "bedrock",
+                    "CreateModelCustomizationJob",
+                    params={
+                        "baseModelIdentifier": base,
+                        "customizationType": "FINE_TUNING",
+                        "hyperParameters": hyper,
+                        "roleArn": role,
+                        "clientRequestToken": "<study+model+data hash>",
+                    },
+                    billable=True,
+                    note=f"bounds: {bounds}",
+                ),
                 PlannedCall("customization", "bedrock", "GetModelCustomizationJob", note="poll until Completed (hours)"),
-                PlannedCall("customization", "s3", "ListObjectsV2 + GetObject", params={"Prefix": f"{bedrock.s3_prefix}/{config.name}/customization-output/{model.name}/"}, note="training metrics CSV"),
+                PlannedCall(
+                    "customization",
+                    "s3",
+                    "ListObjectsV2 + GetObject",
+                    params={"Prefix": f"{bedrock.s3_prefix}/{config.name}/customization-output/{model.name}/"},
+                    note="training metrics CSV",
+                ),
             ]
             if bedrock.hosting == "on_demand":
                 calls += [
-                    PlannedCall("hosting", "bedrock", "CreateCustomModelDeployment", params={"modelArn": f"<custom model of {model.name}>", "clientRequestToken": "<derived>"}, note="on-demand: billed per token, no hourly charge"),
+                    PlannedCall(
+                        "hosting",
+                        "bedrock",
+                        "CreateCustomModelDeployment",
+                        params={"modelArn": f"<custom model of {model.name}>", "clientRequestToken": "<derived>"},
+                        note="on-demand: billed per token, no hourly charge",
+                    ),
                     PlannedCall("hosting", "bedrock", "GetCustomModelDeployment", note="poll until Active"),
                 ]
             else:
                 calls += [
-                    PlannedCall("hosting", "bedrock", "CreateProvisionedModelThroughput", params={"modelId": f"<custom model of {model.name}>", "modelUnits": bedrock.provisioned_model_units, "commitmentDuration": "none (hourly)"}, billable=True, note="only with --allow-spend; bills every started hour until deleted"),
+                    PlannedCall(
+                        "hosting",
+                        "bedrock",
+                        "CreateProvisionedModelThroughput",
+                        params={
+                            "modelId": f"<custom model of {model.name}>",
+                            "modelUnits": bedrock.provisioned_model_units,
+                            "commitmentDuration": "none (hourly)",
+                        },
+                        billable=True,
+                        note="only with --allow-spend; bills every started hour until deleted",
+                    ),
                     PlannedCall("hosting", "bedrock", "GetProvisionedModelThroughput", note="poll until InService"),
                 ]
 
     if uses_rag:
-        calls.append(PlannedCall("answers", "bedrock-agent-runtime", "Retrieve", n_questions, {"numberOfResults": config.retrieval.top_k}, billable=True, note="once per question, shared by the rag arms"))
+        calls.append(
+            PlannedCall(
+                "answers",
+                "bedrock-agent-runtime",
+                "Retrieve",
+                n_questions,
+                {"numberOfResults": config.retrieval.top_k},
+                billable=True,
+                note="once per question, shared by the rag arms",
+            )
+        )
     for model in config.models:
         for arm in config.arms:
             model_id = f"<hosted ARN of {model.name}>" if arm in FT_ARMS else model.model
             gen = model.generation
-            calls.append(PlannedCall("answers", "bedrock-runtime", "Converse", n_questions, {"arm": arm, "modelId": model_id, "maxTokens": gen.max_new_tokens, "temperature": gen.temperature}, billable=True))
+            calls.append(
+                PlannedCall(
+                    "answers",
+                    "bedrock-runtime",
+                    "Converse",
+                    n_questions,
+                    {"arm": arm, "modelId": model_id, "maxTokens": gen.max_new_tokens, "temperature": gen.temperature},
+                    billable=True,
+                )
+            )
     for judge in config.judges:
         if judge.kind == "llm" and judge.model is not None:
-            calls.append(PlannedCall("judges", "bedrock-runtime" if judge.model.backend == "bedrock" else judge.model.backend, "Converse", judge_calls_per_judge, {"judge": judge.name, "modelId": judge.model.model, "maxTokens": judge.model.generation.max_new_tokens}, billable=judge.model.backend == "bedrock"))
-    calls.append(PlannedCall("cleanup", "localnova", "bedrock cleanup", note=f"run `localnova bedrock cleanup {config.study_dir}` to delete what the study made (provisioned throughput first)"))
+            calls.append(
+                PlannedCall(
+                    "judges",
+                    "bedrock-runtime" if judge.model.backend == "bedrock" else judge.model.backend,
+                    "Converse",
+                    judge_calls_per_judge,
+                    {"judge": judge.name, "modelId": judge.model.model, "maxTokens": judge.model.generation.max_new_tokens},
+                    billable=judge.model.backend == "bedrock",
+                )
+            )
+    calls.append(
+        PlannedCall(
+            "cleanup",
+            "localnova",
+            "bedrock cleanup",
+            note=f"run `localnova bedrock cleanup {config.study_dir}` to delete what the study made (provisioned throughput first)",
+        )
+    )
     return calls

@@ -113,7 +113,13 @@ def cost_artifact(costs: CostTable) -> dict[str, Any]:
     """The estimate as the report shows it: each line, and the total for each hosting choice."""
     return {
         "lines": [
-            {"step": line.step, "item": line.item, "hosting": line.hosting or "either", "cost_usd": line.cost_usd, "verified": line.verified}
+            {
+                "step": line.step,
+                "item": line.item,
+                "hosting": line.hosting or "either",
+                "cost_usd": line.cost_usd,
+                "verified": line.verified,
+            }
             for line in costs.lines
         ],
         "totals_usd": costs.totals(),

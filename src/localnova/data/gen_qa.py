@@ -162,7 +162,6 @@ def generate_pairs(
     return pairs
 
 
-
 def run_gen_qa(
     config: "StudyConfig",
     chunks: Sequence[Chunk],
@@ -183,7 +182,10 @@ def run_gen_qa(
     # Room for every pair asked for: a reply cut off mid-pair loses that pair.
     max_new_tokens = max(generation.max_new_tokens, 64 * config.gen_qa.pairs_per_chunk)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=generation.temperature, top_p=generation.top_p, seed=config.seed)
-    report = DataReport(prompt_version=PROMPT_VERSION, generator={"name": generator.name, **{k: str(v) for k, v in getattr(backend, "identity", {}).items()}})
+    report = DataReport(
+        prompt_version=PROMPT_VERSION,
+        generator={"name": generator.name, **{k: str(v) for k, v in getattr(backend, "identity", {}).items()}},
+    )
     report.settings.update(pairs_per_chunk=config.gen_qa.pairs_per_chunk, max_new_tokens=max_new_tokens, temperature=generation.temperature)
     pairs = generate_pairs(chunks, backend, params, config.gen_qa.pairs_per_chunk, generation.batch_size, report)
     try:
@@ -201,7 +203,9 @@ def write_report(report: DataReport, out_dir: str | Path) -> None:
     write_text_atomic(out_dir / "data_report.md", report.to_markdown())
 
 
-def write_outputs(train: list[TrainingPair], validation: list[TrainingPair], report: DataReport, out_dir: str | Path, system_prompt: str | None = None) -> None:
+def write_outputs(
+    train: list[TrainingPair], validation: list[TrainingPair], report: DataReport, out_dir: str | Path, system_prompt: str | None = None
+) -> None:
     """Chat and Nova files for both splits, then the report (last, so a report beside the
     data means the data is complete)."""
     out_dir = Path(out_dir)
@@ -212,7 +216,14 @@ def write_outputs(train: list[TrainingPair], validation: list[TrainingPair], rep
     write_report(report, out_dir)
 
 
-def gen_qa_command(config: "StudyConfig", chunks: Sequence[Chunk], eval_items: Sequence[EvalItem], backend: "Backend", embed: EmbedFn | None, out_dir: str | Path) -> int:
+def gen_qa_command(
+    config: "StudyConfig",
+    chunks: Sequence[Chunk],
+    eval_items: Sequence[EvalItem],
+    backend: "Backend",
+    embed: EmbedFn | None,
+    out_dir: str | Path,
+) -> int:
     """What `localnova gen-qa CONFIG` runs once the pipeline has the chunks, eval items,
     generator backend and embedder: prints a one-line summary, returns the exit code."""
     report = run_gen_qa(config, chunks, eval_items, backend, embed, out_dir)
@@ -222,5 +233,3 @@ def gen_qa_command(config: "StudyConfig", chunks: Sequence[Chunk], eval_items: S
         f"{report.dropped_duplicates} duplicates, {report.dropped_contaminated} contaminated dropped)"
     )
     return 0
-
-

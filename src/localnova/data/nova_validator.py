@@ -105,8 +105,16 @@ def _check_message(message: Any, index: int, model: str | None, modalities: set[
     content = message.get("content")
     if not isinstance(content, list) or not content:
         # Our reading of the content shape that both sources use: a non-empty list of blocks.
-        shape = "a string" if isinstance(content, str) else "empty" if content == [] else "missing" if content is None else type(content).__name__
-        return problems + [f"{where}: 'content' must be a non-empty list of blocks like {{\"text\": \"...\"}}, got {shape}"]
+        shape = (
+            "a string"
+            if isinstance(content, str)
+            else "empty"
+            if content == []
+            else "missing"
+            if content is None
+            else type(content).__name__
+        )
+        return problems + [f'{where}: \'content\' must be a non-empty list of blocks like {{"text": "..."}}, got {shape}']
     text_chars = 0
     images = videos = 0
     for block_index, block in enumerate(content):
@@ -168,7 +176,7 @@ def check_sample(sample: Any, model: str | None = None, modalities: set[str] | N
     if "system" in sample:
         system = sample["system"]
         if not isinstance(system, list) or not all(isinstance(block, dict) and "text" in block for block in system):
-            problems.append("'system' must be a list of blocks like {\"text\": \"...\"}")
+            problems.append('\'system\' must be a list of blocks like {"text": "..."}')
         else:
             for index, block in enumerate(system):
                 problems += _check_text(block["text"], f"system[{index}]")
@@ -181,7 +189,11 @@ def check_sample(sample: Any, model: str | None = None, modalities: set[str] | N
     for index, message in enumerate(messages):
         problems += _check_message(message, index, model, modalities)
     videos = sum(
-        1 for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list) for b in m["content"] if isinstance(b, dict) and "video" in b
+        1
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and "video" in b
     )
     if videos > 1:
         problems.append(f"{videos} videos in one sample; at most one is allowed")  # [guide] 4.3

@@ -92,7 +92,8 @@ class DataReport:
         lines = [
             f"# Training data report ({self.source})",
             "",
-            f"Status: **{self.status}**. Prompt {self.prompt_version or '-'}; generator {json.dumps(self.generator) if self.generator else 'none'}.",
+            f"Status: **{self.status}**. Prompt {self.prompt_version or '-'}; "
+            f"generator {json.dumps(self.generator) if self.generator else 'none'}.",
             "",
             "| step | count |",
             "|---|---|",
@@ -105,7 +106,10 @@ class DataReport:
             ("degenerate pairs dropped (too short, too long, looping)", self.degenerate_pairs),
             ("pairs parsed", self.parsed_pairs),
             ("pairs into the filters", self.input_pairs),
-            ("dropped: not grounded in the source chunk" if self.grounding_checked else "grounding: not checked (no source chunks)", self.dropped_ungrounded),
+            (
+                "dropped: not grounded in the source chunk" if self.grounding_checked else "grounding: not checked (no source chunks)",
+                self.dropped_ungrounded,
+            ),
             ("dropped: near-duplicates", self.dropped_duplicates),
             ("dropped: close to an eval question", self.dropped_contaminated),
             ("dropped: over target_pairs", self.dropped_over_target),
@@ -126,6 +130,7 @@ class DataReport:
                 question = drop.pair.question.replace("|", "\\|").replace("\n", " ")
                 lines.append(f"| {drop.question_id} | {drop.reason} | {drop.detail.replace('|', '/')} | {question} |")
         return "\n".join(lines) + "\n"
+
 
 def _normalised(vectors: Any) -> np.ndarray:
     matrix = np.asarray(vectors, dtype=np.float32)
@@ -173,11 +178,15 @@ def filter_grounded(
             continue
         report.dropped_ungrounded += 1
         if len(report.ungrounded_examples) < 10:
-            report.ungrounded_examples.append({"pair": pair.to_dict(), "overlap": round(overlap_score, 3), "cosine": round(cosine_score, 3)})
+            report.ungrounded_examples.append(
+                {"pair": pair.to_dict(), "overlap": round(overlap_score, 3), "cosine": round(cosine_score, 3)}
+            )
     return kept
 
 
-def remove_near_duplicates(pairs: list[TrainingPair], embed: EmbedFn | None, threshold: float, report: DataReport | None = None) -> list[TrainingPair]:
+def remove_near_duplicates(
+    pairs: list[TrainingPair], embed: EmbedFn | None, threshold: float, report: DataReport | None = None
+) -> list[TrainingPair]:
     """Drop a pair whose question+answer has cosine >= `threshold` with an earlier kept pair
     (exact repeats, compared case-insensitively, always go)."""
     report = report if report is not None else DataReport()
@@ -336,6 +345,7 @@ class EmptyTrainingSet(UserError):
         if report.input_pairs == 0:
             cause, steps = "generation", f"{report.unparseable_outputs} of {report.requests} outputs unparseable"
         super().__init__(f"no training pairs left after {cause}: {steps}{f'; see {where}' if where else ''}")
+
 
 def decontaminate_training_file(
     path: str | Path,

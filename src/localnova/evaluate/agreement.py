@@ -71,9 +71,7 @@ def exact_spearman_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(rho) >= observed - 1e-9))
 
 
-def rank_correlation(
-    judge_a: str, judge_b: str, a_by_item: Mapping[Any, float], b_by_item: Mapping[Any, float]
-) -> JudgePairCorrelation:
+def rank_correlation(judge_a: str, judge_b: str, a_by_item: Mapping[Any, float], b_by_item: Mapping[Any, float]) -> JudgePairCorrelation:
     """Spearman and Kendall (tau-b, scipy defaults) over the items both judges scored.
 
     Correlations are NaN with fewer than 2 shared items or when either side is constant
@@ -154,13 +152,8 @@ def judge_agreement(score_rows: Iterable[Any]) -> JudgeAgreement | None:
     )
     return JudgeAgreement(
         judges=judges,
-        per_answer=[
-            rank_correlation(a, b, by_judge[a], by_judge[b]) for a, b in combinations(judges, 2)
-        ],
-        arm_ranking=[
-            rank_correlation(a, b, cell_means[a], cell_means[b])
-            for a, b in combinations(judges, 2)
-        ],
+        per_answer=[rank_correlation(a, b, by_judge[a], by_judge[b]) for a, b in combinations(judges, 2)],
+        arm_ranking=[rank_correlation(a, b, cell_means[a], cell_means[b]) for a, b in combinations(judges, 2)],
         krippendorff_alpha=interval_alpha(reliability),
         n_answers=len(answers),
         n_answers_with_two_scores=int(np.sum(np.sum(~np.isnan(reliability), axis=0) >= 2)),

@@ -13,9 +13,7 @@ from localnova.types import ChatRequest, EvalItem, GenerationParams, RetrievedCh
 SYSTEM_PROMPT = "You are a helpful assistant. Answer the question accurately and concisely, in one or two sentences."
 
 CONTEXT_TEMPLATE = (
-    "Use the following passages to answer the question. If they do not contain the answer, say so.\n\n"
-    "{passages}\n\n"
-    "Question: {question}"
+    "Use the following passages to answer the question. If they do not contain the answer, say so.\n\n{passages}\n\nQuestion: {question}"
 )
 
 PASSAGE_TEMPLATE = "[{number}] (source: {doc_id})\n{text}"

@@ -62,8 +62,9 @@ def answer_arm(
 def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls: bool) -> list[JudgeInput]:
     by_id = {item.question_id: item for item in items}
     inputs = [
-        JudgeInput(arm_answers.model, arm_answers.arm, question_id, SUBJECT_ANSWER, by_id[question_id].question, by_id[question_id].answer,
-                   text)
+        JudgeInput(
+            arm_answers.model, arm_answers.arm, question_id, SUBJECT_ANSWER, by_id[question_id].question, by_id[question_id].answer, text
+        )
         for arm_answers in answers
         for question_id, text in zip(arm_answers.question_ids, arm_answers.texts)
     ]
@@ -85,8 +86,17 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
             previous = known[key]
             item = inputs[index]
             records[index] = JudgmentRecord(
-                judge.name, item.model, item.arm, item.question_id, item.subject, key,
-                previous.score, previous.method, previous.reason, previous.raw_text, previous.attempts,
+                judge.name,
+                item.model,
+                item.arm,
+                item.question_id,
+                item.subject,
+                key,
+                previous.score,
+                previous.method,
+                previous.reason,
+                previous.raw_text,
+                previous.attempts,
             )
     if records:
         store.save_judgments(list(records.values()))
@@ -96,6 +106,7 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
 
         def generate(requests):
             return store.generate_cached(backend, requests, batch_size, progress=bar)[1]
+
         # Judge in slices so that a killed process keeps the judgments already made.
         slice_size = max(batch_size, 16)
         for start in range(0, len(missing), slice_size):
@@ -106,10 +117,21 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
             new_records = []
             for index, outcome in zip(part, outcomes):
                 item = inputs[index]
-                new_records.append(JudgmentRecord(
-                    judge.name, item.model, item.arm, item.question_id, item.subject, keys[index],
-                    outcome.score, outcome.method, outcome.reason, outcome.raw_text, outcome.attempts,
-                ))
+                new_records.append(
+                    JudgmentRecord(
+                        judge.name,
+                        item.model,
+                        item.arm,
+                        item.question_id,
+                        item.subject,
+                        keys[index],
+                        outcome.score,
+                        outcome.method,
+                        outcome.reason,
+                        outcome.raw_text,
+                        outcome.attempts,
+                    )
+                )
             store.save_judgments(new_records)
             records.update(zip(part, new_records))
         bar.close()

@@ -122,15 +122,10 @@ def panel_scores_by_question(
         scores = cell.setdefault(row.question_id, [])
         if row.score is not None:
             scores.append(row.score)
-    return {
-        key: {qid: float(np.mean(s)) for qid, s in by_question.items() if s}
-        for key, by_question in totals.items()
-    }
+    return {key: {qid: float(np.mean(s)) for qid, s in by_question.items() if s} for key, by_question in totals.items()}
 
 
-def _resample_statistic(
-    samples: np.ndarray, statistic: Callable[..., Any]
-) -> np.ndarray:
+def _resample_statistic(samples: np.ndarray, statistic: Callable[..., Any]) -> np.ndarray:
     """Apply `statistic` to each row of a (n_resamples, n) array, vectorised when it can be."""
     try:
         values = np.asarray(statistic(samples, axis=-1), dtype=float)
@@ -170,9 +165,7 @@ def bootstrap_ci(
     return (estimate, float(low), float(high))
 
 
-def _paired_arrays(
-    a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]
-) -> tuple[np.ndarray, np.ndarray]:
+def _paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Values of the questions present in both maps, in a stable (sorted id) order."""
     shared = sorted(set(a_by_question) & set(b_by_question))
     a = np.array([a_by_question[q] for q in shared], dtype=float)
@@ -268,9 +261,7 @@ def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> flo
     return (1 + hits) / (1 + n_permutations)
 
 
-def paired_tests(
-    a: Sequence[float], b: Sequence[float], n_permutations: int = 10000, seed: int = 0
-) -> PairedTest:
+def paired_tests(a: Sequence[float], b: Sequence[float], n_permutations: int = 10000, seed: int = 0) -> PairedTest:
     """Wilcoxon signed-rank and sign-flip permutation test on paired samples a and b.
 
     Both tests are two-sided on the differences b - a. Wilcoxon is scipy.stats.wilcoxon with
@@ -283,9 +274,7 @@ def paired_tests(
     a_values = np.asarray(a, dtype=float)
     b_values = np.asarray(b, dtype=float)
     if a_values.shape != b_values.shape or a_values.ndim != 1:
-        raise ValueError(
-            f"paired samples need equal 1-d shapes, got {a_values.shape} and {b_values.shape}"
-        )
+        raise ValueError(f"paired samples need equal 1-d shapes, got {a_values.shape} and {b_values.shape}")
     differences = b_values - a_values
     if differences.size == 0:
         return PairedTest(n=0, mean_diff=math.nan, wilcoxon_p=math.nan, permutation_p=math.nan)

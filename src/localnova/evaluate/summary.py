@@ -130,9 +130,7 @@ def _pct(base: float, value: float) -> float:
     return 100.0 * (value - base) / base
 
 
-def latency_token_summary(
-    generation_rows: Iterable[Any], base_arm: str = BASE_ARM
-) -> list[LatencyTokenCell]:
+def latency_token_summary(generation_rows: Iterable[Any], base_arm: str = BASE_ARM) -> list[LatencyTokenCell]:
     """Per model x arm: latency median and p90 (ms), mean input/output/total tokens.
 
     The p90 is numpy's linear-interpolation percentile. Each measure also gets its % change
@@ -162,11 +160,7 @@ def latency_token_summary(
         base = measures.get((model, base_arm))
         for arm in arms:
             values = measures[(model, arm)]
-            pct = (
-                {name: _pct(base[name], values[name]) for name in LATENCY_TOKEN_MEASURES}
-                if base is not None and arm != base_arm
-                else {}
-            )
+            pct = {name: _pct(base[name], values[name]) for name in LATENCY_TOKEN_MEASURES} if base is not None and arm != base_arm else {}
             cells.append(
                 LatencyTokenCell(
                     model=model,
@@ -202,11 +196,7 @@ def summarize(
     rows = score_rows_from(score_rows)
     cells = list(dict.fromkeys((r.model, r.arm) for r in rows))
     models = list(dict.fromkeys(model for model, _ in cells))
-    ordered_cells = [
-        (model, arm)
-        for model in models
-        for arm in ordered_arms((a for m, a in cells if m == model), base_arm)
-    ]
+    ordered_cells = [(model, arm) for model in models for arm in ordered_arms((a for m, a in cells if m == model), base_arm)]
     judges = list(dict.fromkeys(r.judge for r in rows))
 
     judge_scores: dict[tuple[str, str, str], list[float | None]] = {}
@@ -220,22 +210,16 @@ def summarize(
                 continue
             valid = [s for s in scores if s is not None]
             mean, low, high = bootstrap_ci(valid, n_resamples, seed, confidence)
-            judge_cells.append(
-                JudgeCell(model, arm, judge, len(scores), len(scores) - len(valid), mean, low, high)
-            )
+            judge_cells.append(JudgeCell(model, arm, judge, len(scores), len(scores) - len(valid), mean, low, high))
 
     panel = panel_scores_by_question(rows)
     panel_cells = []
     for model, arm in ordered_cells:
         by_question = panel.get((model, arm), {})
-        mean, low, high = bootstrap_ci(
-            [by_question[q] for q in sorted(by_question)], n_resamples, seed, confidence
-        )
+        mean, low, high = bootstrap_ci([by_question[q] for q in sorted(by_question)], n_resamples, seed, confidence)
         pct = (math.nan, math.nan, math.nan)
         if arm != base_arm and (model, base_arm) in panel:
-            pct = pct_change_vs_base(
-                panel[(model, base_arm)], by_question, n_resamples, seed, confidence
-            )
+            pct = pct_change_vs_base(panel[(model, base_arm)], by_question, n_resamples, seed, confidence)
         panel_cells.append(PanelCell(model, arm, len(by_question), mean, low, high, *pct))
 
     failures = []
@@ -247,9 +231,7 @@ def summarize(
     return StudySummary(
         judge_cells=judge_cells,
         panel_cells=panel_cells,
-        comparisons=compare_arms(
-            {cell: panel.get(cell, {}) for cell in ordered_cells}, base_arm, n_permutations, seed
-        ),
+        comparisons=compare_arms({cell: panel.get(cell, {}) for cell in ordered_cells}, base_arm, n_permutations, seed),
         agreement=judge_agreement(rows),
         latency_tokens=latency_token_summary(generation_rows, base_arm),
         failures_by_judge=failures,

@@ -34,8 +34,9 @@ def default_adapter_dir(config: StudyConfig, model_name: str) -> Path:
     return config.study_dir / "adapters" / model_name
 
 
-def finetune_from_config(config: StudyConfig, model_name: str | None = None, out_dir: Path | None = None,
-                         max_steps: int | None = None, reuse: bool = True) -> AdapterInfo:
+def finetune_from_config(
+    config: StudyConfig, model_name: str | None = None, out_dir: Path | None = None, max_steps: int | None = None, reuse: bool = True
+) -> AdapterInfo:
     """Train (or reuse) the adapter for one answer model of a study config."""
     check_hyperparameters(config.finetune)
     models = {model.name: model for model in config.models}
@@ -52,8 +53,9 @@ def finetune_from_config(config: StudyConfig, model_name: str | None = None, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localnova.finetune.launch",
-                                     description="Fine-tune a LoRA adapter from a study config.")
+    parser = argparse.ArgumentParser(
+        prog="python -m localnova.finetune.launch", description="Fine-tune a LoRA adapter from a study config."
+    )
     parser.add_argument("--config", required=True, help="study config YAML")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--model", help="which answer model of the config (default: the first)")

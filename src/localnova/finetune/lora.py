@@ -198,8 +198,19 @@ def load_base(base_model, config, precision: Precision):
     return tokenizer, get_peft_model(model, lora)
 
 
-def build_trainer(model, tokenizer, train_dataset, eval_dataset, config, precision: Precision, output_dir: Path, seed: int,
-                  max_steps: int | None = None, save_steps: int | None = None, callbacks: list | None = None):
+def build_trainer(
+    model,
+    tokenizer,
+    train_dataset,
+    eval_dataset,
+    config,
+    precision: Precision,
+    output_dir: Path,
+    seed: int,
+    max_steps: int | None = None,
+    save_steps: int | None = None,
+    callbacks: list | None = None,
+):
     """The SFTTrainer exactly as `train_adapter` runs it (the benchmark times this one too)."""
     from trl import SFTConfig, SFTTrainer
 
@@ -289,9 +300,17 @@ def _save_adapter_atomically(trainer, info: AdapterInfo, out_dir: Path, run_key:
         raise
 
 
-def train_adapter(base_model, train_records: list[dict], validation_records: list[dict] | None, config, out_dir: Path,
-                  seed: int, max_steps: int | None = None, save_steps: int | None = None,
-                  callbacks: list | None = None) -> AdapterInfo:
+def train_adapter(
+    base_model,
+    train_records: list[dict],
+    validation_records: list[dict] | None,
+    config,
+    out_dir: Path,
+    seed: int,
+    max_steps: int | None = None,
+    save_steps: int | None = None,
+    callbacks: list | None = None,
+) -> AdapterInfo:
     """Train a LoRA (or QLoRA) adapter on chat records and save it at `out_dir`.
 
     `base_model` is a ResolvedModel, `config` a FinetuneConfig. Bad settings or data raise a
@@ -313,8 +332,9 @@ def train_adapter(base_model, train_records: list[dict], validation_records: lis
     tokenizer, model = load_base(base_model, config, precision)
     train_dataset = build_dataset(tokenizer, train_records, config.max_seq_length)
     eval_dataset = build_dataset(tokenizer, validation_records, config.max_seq_length, "validation") if validation_records else None
-    trainer = build_trainer(model, tokenizer, train_dataset, eval_dataset, config, precision, checkpoints, seed,
-                            max_steps, save_steps, callbacks)
+    trainer = build_trainer(
+        model, tokenizer, train_dataset, eval_dataset, config, precision, checkpoints, seed, max_steps, save_steps, callbacks
+    )
 
     resume_from = _last_checkpoint(checkpoints) if checkpoints.exists() else None
     if resume_from is not None:
@@ -371,9 +391,17 @@ def read_adapter_info(adapter_dir: Path) -> AdapterInfo | None:
         return None
 
 
-def find_or_train_adapter(base_model, train_records: list[dict], validation_records: list[dict] | None, config,
-                          out_dir: Path, seed: int, max_steps: int | None = None, save_steps: int | None = None,
-                          callbacks: list | None = None) -> AdapterInfo:
+def find_or_train_adapter(
+    base_model,
+    train_records: list[dict],
+    validation_records: list[dict] | None,
+    config,
+    out_dir: Path,
+    seed: int,
+    max_steps: int | None = None,
+    save_steps: int | None = None,
+    callbacks: list | None = None,
+) -> AdapterInfo:
     """Return the adapter at `out_dir` if it was trained from the same base model, data,
     settings and seed; train it otherwise."""
     check_before_loading(config, train_records)
@@ -418,5 +446,6 @@ def load_adapter_check(base, adapter_dir: Path) -> AdapterInfo:
     trained_on = adapter_config.get("base_model_name_or_path")
     if trained_on not in (base.name, base.path):
         raise UserError(f"{adapter_dir}: adapter was trained on {trained_on!r}, not on {base.name!r}")
-    return AdapterInfo(path=str(adapter_dir), base_model=str(trained_on), base_fingerprint=base.fingerprint,
-                       data_hash="", settings={}, seed=-1)
+    return AdapterInfo(
+        path=str(adapter_dir), base_model=str(trained_on), base_fingerprint=base.fingerprint, data_hash="", settings={}, seed=-1
+    )

@@ -47,11 +47,7 @@ class RunData:
     @property
     def score_rows(self) -> list[ScoreRow]:
         """Judgments of real answers only (controls excluded), failures kept as None."""
-        return [
-            ScoreRow(j.model, j.arm, j.question_id, j.judge, j.score)
-            for j in self.judgments
-            if j.subject == SUBJECT_ANSWER
-        ]
+        return [ScoreRow(j.model, j.arm, j.question_id, j.judge, j.score) for j in self.judgments if j.subject == SUBJECT_ANSWER]
 
     @property
     def generation_rows(self) -> list[GenerationRow]:

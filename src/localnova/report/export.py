@@ -17,13 +17,40 @@ from localnova.files import atomic_path, write_jsonl_atomic
 from localnova.report.collect import RunData, collect_run
 
 ANSWER_COLUMNS = (
-    "run_id", "model", "arm", "question_id", "question", "ground_truth", "prompt", "generation_params", "answer",
-    "input_tokens", "output_tokens", "latency_ms", "latency_method", "batch_size", "server_latency_ms", "finish_reason",
-    "retrieved", "retrieved_chunk_ids", "generation_key",
+    "run_id",
+    "model",
+    "arm",
+    "question_id",
+    "question",
+    "ground_truth",
+    "prompt",
+    "generation_params",
+    "answer",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "latency_method",
+    "batch_size",
+    "server_latency_ms",
+    "finish_reason",
+    "retrieved",
+    "retrieved_chunk_ids",
+    "generation_key",
 )
 JUDGMENT_COLUMNS = (
-    "run_id", "judge", "model", "arm", "question_id", "subject", "score", "failed", "method",
-    "reason", "raw_text", "attempts", "content_key",
+    "run_id",
+    "judge",
+    "model",
+    "arm",
+    "question_id",
+    "subject",
+    "score",
+    "failed",
+    "method",
+    "reason",
+    "raw_text",
+    "attempts",
+    "content_key",
 )
 # Columns that hold lists or mappings: JSON text in a CSV cell or a parquet string column
 # (retrieved_chunk_ids is a real list column in parquet).
@@ -35,19 +62,29 @@ def answer_rows(run: RunData) -> list[dict[str, Any]]:
     answers.jsonl and of the exported tables."""
     rows = []
     for answer in run.answers:
-        rows.append({
-            "run_id": run.run_id, "model": answer.model, "arm": answer.arm, "question_id": answer.question_id,
-            "question": run.question_text(answer), "ground_truth": run.ground_truth(answer.question_id),
-            "prompt": answer.request.get("messages", []), "generation_params": answer.request.get("params", {}),
-            "answer": answer.result.text,
-            "input_tokens": answer.result.input_tokens, "output_tokens": answer.result.output_tokens,
-            "latency_ms": answer.result.latency_ms, "latency_method": answer.result.latency_method,
-            "batch_size": answer.result.batch_size, "server_latency_ms": answer.result.server_latency_ms,
-            "finish_reason": answer.result.finish_reason,
-            "retrieved": answer.retrieved,
-            "retrieved_chunk_ids": [str(chunk.get("chunk_id")) for chunk in answer.retrieved],
-            "generation_key": answer.generation_key,
-        })
+        rows.append(
+            {
+                "run_id": run.run_id,
+                "model": answer.model,
+                "arm": answer.arm,
+                "question_id": answer.question_id,
+                "question": run.question_text(answer),
+                "ground_truth": run.ground_truth(answer.question_id),
+                "prompt": answer.request.get("messages", []),
+                "generation_params": answer.request.get("params", {}),
+                "answer": answer.result.text,
+                "input_tokens": answer.result.input_tokens,
+                "output_tokens": answer.result.output_tokens,
+                "latency_ms": answer.result.latency_ms,
+                "latency_method": answer.result.latency_method,
+                "batch_size": answer.result.batch_size,
+                "server_latency_ms": answer.result.server_latency_ms,
+                "finish_reason": answer.result.finish_reason,
+                "retrieved": answer.retrieved,
+                "retrieved_chunk_ids": [str(chunk.get("chunk_id")) for chunk in answer.retrieved],
+                "generation_key": answer.generation_key,
+            }
+        )
     return rows
 
 
@@ -59,9 +96,19 @@ def write_answers_jsonl(run: RunData, path: Path) -> int:
 def judgment_rows(run: RunData) -> list[dict[str, Any]]:
     return [
         {
-            "run_id": run.run_id, "judge": j.judge, "model": j.model, "arm": j.arm, "question_id": j.question_id,
-            "subject": j.subject, "score": j.score, "failed": j.score is None, "method": j.method,
-            "reason": j.reason, "raw_text": j.raw_text, "attempts": j.attempts, "content_key": j.content_key,
+            "run_id": run.run_id,
+            "judge": j.judge,
+            "model": j.model,
+            "arm": j.arm,
+            "question_id": j.question_id,
+            "subject": j.subject,
+            "score": j.score,
+            "failed": j.score is None,
+            "method": j.method,
+            "reason": j.reason,
+            "raw_text": j.raw_text,
+            "attempts": j.attempts,
+            "content_key": j.content_key,
         }
         for j in run.judgments
     ]
@@ -89,8 +136,13 @@ def _write_parquet(rows: list[dict[str, Any]], columns: tuple[str, ...], path: P
     columns_data = {
         name: [json.dumps(row[name], ensure_ascii=False) if name in NESTED_COLUMNS else row.get(name) for row in rows] for name in columns
     }
-    types = {"score": pa.float64(), "server_latency_ms": pa.float64(), "latency_ms": pa.float64(),
-             "temperature": pa.float64(), "retrieved_chunk_ids": pa.list_(pa.string())}
+    types = {
+        "score": pa.float64(),
+        "server_latency_ms": pa.float64(),
+        "latency_ms": pa.float64(),
+        "temperature": pa.float64(),
+        "retrieved_chunk_ids": pa.list_(pa.string()),
+    }
     arrays = {name: pa.array(values, type=types.get(name)) for name, values in columns_data.items()}
     with atomic_path(path) as temporary:
         pq.write_table(pa.table(arrays), temporary)

@@ -53,7 +53,7 @@ def _to_svg(figure) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg"):].strip()
+    return text[text.index("<svg") :].strip()
 
 
 def _grouped_positions(n_groups: int, n_series: int) -> tuple[list[float], float]:
@@ -62,7 +62,9 @@ def _grouped_positions(n_groups: int, n_series: int) -> tuple[list[float], float
 
 
 def _finish_axes(axes, groups: Sequence[str], title: str, ylabel: str, legend: bool = True) -> None:
-    axes.set_xticks(range(len(groups)), [_label(g) for g in groups], rotation=20 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center")
+    axes.set_xticks(
+        range(len(groups)), [_label(g) for g in groups], rotation=20 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center"
+    )
     axes.set_title(_label(title))
     axes.set_ylabel(ylabel)
     axes.grid(axis="y", alpha=0.3)
@@ -131,8 +133,17 @@ def tokens_figure(groups: Sequence[str], arms: Sequence[str], cells: Mapping[tup
     return _to_svg(figure)
 
 
-def _heatmap(axes, matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column_labels: Sequence[str],
-             vmin: float, vmax: float, cmap: str, annotate: bool, digits: int):
+def _heatmap(
+    axes,
+    matrix: Sequence[Sequence[float]],
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    vmin: float,
+    vmax: float,
+    cmap: str,
+    annotate: bool,
+    digits: int,
+):
     values = np.array(matrix, dtype=float)
     masked = np.ma.masked_invalid(values)
     image = axes.imshow(masked, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
@@ -184,7 +195,9 @@ def controls_figure(judges: Sequence[str], means: Mapping[tuple[str, str], float
     axes = figure.add_subplot()
     starts, width = _grouped_positions(len(judges), len(CONTROL_LABELS))
     for offset, (label, colour) in enumerate(zip(CONTROL_LABELS, colours)):
-        points = [(starts[i] + offset * width, means[(j, label)]) for i, j in enumerate(judges) if math.isfinite(means.get((j, label), math.nan))]
+        points = [
+            (starts[i] + offset * width, means[(j, label)]) for i, j in enumerate(judges) if math.isfinite(means.get((j, label), math.nan))
+        ]
         if points:
             xs, ys = zip(*points)
             axes.bar(xs, ys, width, color=colour, label=label)

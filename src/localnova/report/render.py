@@ -30,8 +30,10 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-pre { background: #f7f7f7; border: 1px solid #ddd; padding: .6em; white-space: pre-wrap; word-break: break-word; max-height: 24em; overflow: auto; }
-.banner { background: #fff3cd; border: 2px solid #d39e00; color: #6b4e00; font-weight: bold; padding: .5em 1em; margin: .6em 0; }
+pre { background: #f7f7f7; border: 1px solid #ddd; padding: .6em; white-space: pre-wrap; word-break: break-word;
+      max-height: 24em; overflow: auto; }
+.banner { background: #fff3cd; border: 2px solid #d39e00; color: #6b4e00; font-weight: bold; padding: .5em 1em;
+          margin: .6em 0; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 figcaption, .caption { color: #555; font-size: .9em; }
 nav ul { columns: 2; }
@@ -77,8 +79,11 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
     groups, arms = list(dict.fromkeys(groups)), list(dict.fromkeys(arms))
     found: dict[str, list[Figure]] = {}
     if quality:
-        found["summary"] = [Figure("Panel score by model and arm, with 95% bootstrap intervals over questions.",
-                                   figures.quality_figure(groups, arms, quality))]
+        found["summary"] = [
+            Figure(
+                "Panel score by model and arm, with 95% bootstrap intervals over questions.", figures.quality_figure(groups, arms, quality)
+            )
+        ]
     if latency:
         found["latency"] = [
             Figure("Latency by arm: median (bar) and p90 (tick).", figures.latency_figure(groups, arms, latency)),
@@ -96,8 +101,13 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
             matrix[i][j] = matrix[j][i] = pair.spearman
         panels.append((run.label, judges, matrix))
     if panels:
-        found["agreement"] = [Figure("Spearman correlation between judges on per-answer scores (n/a: undefined, "
-                                     "e.g. a judge that gave every answer the same score).", figures.agreement_figure(panels))]
+        found["agreement"] = [
+            Figure(
+                "Spearman correlation between judges on per-answer scores (n/a: undefined, "
+                "e.g. a judge that gave every answer the same score).",
+                figures.agreement_figure(panels),
+            )
+        ]
 
     columns, by_column = [], {}
     for run in runs:
@@ -108,8 +118,12 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
     if columns:
         question_ids = sorted({qid for scores in by_column.values() for qid in scores})
         matrix = [[by_column[c].get(qid, math.nan) for c in columns] for qid in question_ids]
-        found["per_question"] = [Figure("Panel score per question; blank where no judge scored the answer.",
-                                        figures.per_question_figure(question_ids, columns, matrix))]
+        found["per_question"] = [
+            Figure(
+                "Panel score per question; blank where no judge scored the answer.",
+                figures.per_question_figure(question_ids, columns, matrix),
+            )
+        ]
 
     judges, means = [], {}
     subjects = dict(zip((SUBJECT_ANSWER, *CONTROL_SUBJECTS), figures.CONTROL_LABELS))
@@ -120,8 +134,9 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
             if subject in subjects and scores:
                 means[(name, subjects[subject])] = sum(scores) / len(scores)
     if any(label != "real answers" for _, label in means):
-        found["controls"] = [Figure("Mean score each judge gave real answers and each control.",
-                                    figures.controls_figure(list(dict.fromkeys(judges)), means))]
+        found["controls"] = [
+            Figure("Mean score each judge gave real answers and each control.", figures.controls_figure(list(dict.fromkeys(judges)), means))
+        ]
 
     curves = {}
     for run in runs:
@@ -138,29 +153,57 @@ def build_sections(runs: list[RunData]) -> list[Section]:
     """The report's content, shared by both output formats."""
     summaries = _summaries(runs)
     figs = _figure_blocks(runs, summaries)
-    overview = Table(["run", "study", "status", "simulated", "answers", "judgments", "model calls", "from store"], [
-        [r.label, str(r.info.get("study")), str(r.info.get("status")), "yes" if r.simulated else "no", str(len(r.answers)),
-         str(len(r.judgments)), str(r.info.get("model_calls")), str(r.info.get("cached_calls"))] for r in runs])
+    overview = Table(
+        ["run", "study", "status", "simulated", "answers", "judgments", "model calls", "from store"],
+        [
+            [
+                r.label,
+                str(r.info.get("study")),
+                str(r.info.get("status")),
+                "yes" if r.simulated else "no",
+                str(len(r.answers)),
+                str(len(r.judgments)),
+                str(r.info.get("model_calls")),
+                str(r.info.get("cached_calls")),
+            ]
+            for r in runs
+        ],
+    )
     settings = summaries[0].settings if summaries else {}
     method = Paragraph(
         f"Panel score: {settings.get('panel_score', '')}; interval: {settings.get('interval', '')} "
         f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}); p-values: paired Wilcoxon signed-rank and "
         f"sign-flip permutation tests against the base arm, {settings.get('p_adjustment', '')}. "
-        "Parse failures are left out of every mean, never counted as 0.")
+        "Parse failures are left out of every mean, never counted as 0."
+    )
     return [
         Section("Runs", [overview]),
         Section("Summary", [tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
         Section("Arm comparisons", [tables.comparisons_table(runs, summaries)]),
         Section("Scores per judge", [tables.judge_means_table(runs, summaries)]),
         Section("Judge agreement", [*tables.agreement_tables(runs, summaries), *figs.get("agreement", [])]),
-        Section("Judge controls", [
-            Paragraph("Every judge also scored, for each question, the ground truth itself, an empty answer and the "
-                      "ground truth of another question. " + tables.CONTROL_RULE),
-            tables.controls_table(runs), *figs.get("controls", [])]),
-        Section("Parse failures", [
-            Paragraph("A judge reply that did not parse after its retries is a failure: counted here, "
-                      "left out of the means, never scored as 0."), tables.failures_table(runs),
-            *tables.failure_examples(runs)]),
+        Section(
+            "Judge controls",
+            [
+                Paragraph(
+                    "Every judge also scored, for each question, the ground truth itself, an empty answer and the "
+                    "ground truth of another question. " + tables.CONTROL_RULE
+                ),
+                tables.controls_table(runs),
+                *figs.get("controls", []),
+            ],
+        ),
+        Section(
+            "Parse failures",
+            [
+                Paragraph(
+                    "A judge reply that did not parse after its retries is a failure: counted here, "
+                    "left out of the means, never scored as 0."
+                ),
+                tables.failures_table(runs),
+                *tables.failure_examples(runs),
+            ],
+        ),
         Section("Per-question scores", figs.get("per_question", []) or [Paragraph("No scored answers.")]),
         Section("Latency and tokens", [*tables.latency_tokens_blocks(runs, summaries), *figs.get("latency", [])]),
         Section("Retrieval", tables.artifact_blocks(runs, "retrieval", "No retrieval metrics recorded.", "model / arm")),
@@ -242,9 +285,12 @@ def _html(title: str, banner: str | None, sections: list[Section]) -> str:
     banner_html = f'<div class="banner">{html.escape(banner)}</div>' if banner else ""
     toc = "".join(f'<li><a href="#{_anchor(s.title)}">{html.escape(s.title)}</a></li>' for s in sections)
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>", banner_html, f"<nav><ul>{toc}</ul></nav>",
+        f"<h1>{html.escape(title)}</h1>",
+        banner_html,
+        f"<nav><ul>{toc}</ul></nav>",
     ]
     for section in sections:
         parts.append(f'<section id="{_anchor(section.title)}"><h2>{html.escape(section.title)}</h2>{banner_html}')

@@ -97,20 +97,39 @@ def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
         versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == BASE_ARM}
         for cell in summary.panel_cells:
             test = versus_base.get((cell.model, cell.arm))
-            rows.append([
-                run.label, cell.model, cell.arm, str(cell.n_questions), interval(cell.mean, cell.low, cell.high),
-                "(reference)" if cell.arm == BASE_ARM else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
-                p_value(test.wilcoxon_p_holm) if test else "", p_value(test.permutation_p_holm) if test else "",
-            ])
-    return Table(["run", "model", "arm", "questions", "panel score [95% CI]", "% vs base [95% CI]",
-                  "p Wilcoxon (Holm)", "p permutation (Holm)"], rows)
+            rows.append(
+                [
+                    run.label,
+                    cell.model,
+                    cell.arm,
+                    str(cell.n_questions),
+                    interval(cell.mean, cell.low, cell.high),
+                    "(reference)" if cell.arm == BASE_ARM else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
+                    p_value(test.wilcoxon_p_holm) if test else "",
+                    p_value(test.permutation_p_holm) if test else "",
+                ]
+            )
+    return Table(
+        ["run", "model", "arm", "questions", "panel score [95% CI]", "% vs base [95% CI]", "p Wilcoxon (Holm)", "p permutation (Holm)"],
+        rows,
+    )
 
 
 def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = [
-        [run.label, c.model, f"{c.arm_b} vs {c.arm_a}", str(c.n), number(c.mean_diff), p_value(c.wilcoxon_p),
-         p_value(c.wilcoxon_p_holm), p_value(c.permutation_p), p_value(c.permutation_p_holm)]
-        for run, summary in zip(runs, summaries) for c in summary.comparisons
+        [
+            run.label,
+            c.model,
+            f"{c.arm_b} vs {c.arm_a}",
+            str(c.n),
+            number(c.mean_diff),
+            p_value(c.wilcoxon_p),
+            p_value(c.wilcoxon_p_holm),
+            p_value(c.permutation_p),
+            p_value(c.permutation_p_holm),
+        ]
+        for run, summary in zip(runs, summaries)
+        for c in summary.comparisons
     ]
     return Table(["run", "model", "comparison", "pairs", "mean difference", "p Wilcoxon", "Holm", "p permutation", "Holm"], rows)
 
@@ -118,7 +137,8 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
 def judge_means_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = [
         [run.label, c.model, c.arm, c.judge, str(c.n_judgments - c.n_failed), str(c.n_failed), interval(c.mean, c.low, c.high)]
-        for run, summary in zip(runs, summaries) for c in summary.judge_cells
+        for run, summary in zip(runs, summaries)
+        for c in summary.judge_cells
     ]
     return Table(["run", "model", "arm", "judge", "scored", "failed", "mean [95% CI]"], rows)
 
@@ -129,16 +149,45 @@ def agreement_tables(runs: list[RunData], summaries: list[StudySummary]) -> list
         agreement = summary.agreement
         if agreement is None:
             continue
-        overall.append([run.label, ", ".join(agreement.judges), number(agreement.krippendorff_alpha, 3),
-                        f"{agreement.n_answers_with_two_scores} of {agreement.n_answers}"])
+        overall.append(
+            [
+                run.label,
+                ", ".join(agreement.judges),
+                number(agreement.krippendorff_alpha, 3),
+                f"{agreement.n_answers_with_two_scores} of {agreement.n_answers}",
+            ]
+        )
         for answer_pair, arm_pair in zip(agreement.per_answer, agreement.arm_ranking):
-            pairs.append([run.label, answer_pair.judge_a, answer_pair.judge_b, str(answer_pair.n), number(answer_pair.spearman, 3),
-                          number(answer_pair.kendall, 3), str(arm_pair.n), number(arm_pair.spearman, 3), number(arm_pair.kendall, 3)])
+            pairs.append(
+                [
+                    run.label,
+                    answer_pair.judge_a,
+                    answer_pair.judge_b,
+                    str(answer_pair.n),
+                    number(answer_pair.spearman, 3),
+                    number(answer_pair.kendall, 3),
+                    str(arm_pair.n),
+                    number(arm_pair.spearman, 3),
+                    number(arm_pair.kendall, 3),
+                ]
+            )
     if not overall:
         return [Paragraph("Fewer than two judges scored answers, so there is no agreement to measure.")]
     return [
-        Table(["run", "judge A", "judge B", "answers", "Spearman", "Kendall", "model x arm cells", "Spearman (arm ranking)",
-               "Kendall (arm ranking)"], pairs),
+        Table(
+            [
+                "run",
+                "judge A",
+                "judge B",
+                "answers",
+                "Spearman",
+                "Kendall",
+                "model x arm cells",
+                "Spearman (arm ranking)",
+                "Kendall (arm ranking)",
+            ],
+            pairs,
+        ),
         Table(["run", "judges", "Krippendorff alpha (interval)", "answers scored by 2+ judges"], overall),
     ]
 
@@ -153,12 +202,22 @@ def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
             batch_sizes[answer.result.latency_method] = max(batch_sizes.get(answer.result.latency_method, 1), answer.result.batch_size)
         for cell in summary.latency_tokens:
             pct = cell.pct_vs_base
-            rows.append([
-                run.label, cell.model, cell.arm, str(cell.n_generations), ", ".join(sorted(methods.get((cell.model, cell.arm), ()))),
-                number(cell.latency_ms_median, 0), number(cell.latency_ms_p90, 0), percent(pct.get("latency_ms_median", math.nan)),
-                number(cell.input_tokens_mean, 1), number(cell.output_tokens_mean, 1), number(cell.total_tokens_mean, 1),
-                percent(pct.get("total_tokens_mean", math.nan)),
-            ])
+            rows.append(
+                [
+                    run.label,
+                    cell.model,
+                    cell.arm,
+                    str(cell.n_generations),
+                    ", ".join(sorted(methods.get((cell.model, cell.arm), ()))),
+                    number(cell.latency_ms_median, 0),
+                    number(cell.latency_ms_p90, 0),
+                    percent(pct.get("latency_ms_median", math.nan)),
+                    number(cell.input_tokens_mean, 1),
+                    number(cell.output_tokens_mean, 1),
+                    number(cell.total_tokens_mean, 1),
+                    percent(pct.get("total_tokens_mean", math.nan)),
+                ]
+            )
         server = [a.result.server_latency_ms for a in run.answers if a.result.server_latency_ms is not None]
         for method, largest_batch in sorted(batch_sizes.items()):
             described = LATENCY_METHODS.get(method, "as the backend reported it")
@@ -166,10 +225,29 @@ def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
             notes.append(f"{run.label}: latency measured as {method}: {described}{extra}.")
         if server:
             server.sort()
-            notes.append(f"{run.label}: the server also reported its own latency for {len(server)} answers "
-                         f"(median {server[len(server) // 2]:.0f} ms).")
-    return [Table(["run", "model", "arm", "answers", "latency method", "median ms", "p90 ms", "median % vs base",
-                   "input tokens", "output tokens", "total tokens", "total % vs base"], rows)] + [Paragraph(n) for n in notes]
+            notes.append(
+                f"{run.label}: the server also reported its own latency for {len(server)} answers "
+                f"(median {server[len(server) // 2]:.0f} ms)."
+            )
+    return [
+        Table(
+            [
+                "run",
+                "model",
+                "arm",
+                "answers",
+                "latency method",
+                "median ms",
+                "p90 ms",
+                "median % vs base",
+                "input tokens",
+                "output tokens",
+                "total tokens",
+                "total % vs base",
+            ],
+            rows,
+        )
+    ] + [Paragraph(n) for n in notes]
 
 
 def control_means(run: RunData) -> dict[tuple[str, str], list[float]]:
@@ -201,10 +279,21 @@ def controls_table(runs: list[RunData]) -> Table:
         for judge in run.judges:
             truth, empty, other = (_mean(scores.get((judge, s), [])) for s in CONTROL_SUBJECTS)
             failed = sum(1 for j in run.judgments if j.judge == judge and j.subject != "answer" and j.score is None)
-            rows.append([run.label, judge, number(_mean(scores.get((judge, "answer"), []))), number(truth), number(empty),
-                         number(other), str(failed), control_verdict(truth, empty, other)])
-    return Table(["run", "judge", "real answers", "ground truth", "empty answer", "other question's truth",
-                  "control failures", "verdict"], rows)
+            rows.append(
+                [
+                    run.label,
+                    judge,
+                    number(_mean(scores.get((judge, "answer"), []))),
+                    number(truth),
+                    number(empty),
+                    number(other),
+                    str(failed),
+                    control_verdict(truth, empty, other),
+                ]
+            )
+    return Table(
+        ["run", "judge", "real answers", "ground truth", "empty answer", "other question's truth", "control failures", "verdict"], rows
+    )
 
 
 def failures_table(runs: list[RunData]) -> Table:
@@ -217,10 +306,23 @@ def failures_table(runs: list[RunData]) -> Table:
             rate = f"{100 * failed / len(answers):.1f}%" if answers else "n/a"
             methods = ", ".join(sorted({j.method for j in run.judgments if j.judge == judge}))
             retried = sum(j.attempts > 1 for j in run.judgments if j.judge == judge)
-            rows.append([run.label, judge, methods, str(len(answers)), str(failed), rate,
-                         str(len(controls)), str(sum(j.score is None for j in controls)), str(retried)])
-    return Table(["run", "judge", "method", "answers judged", "parse failures", "failure rate", "controls judged",
-                  "control failures", "retried"], rows)
+            rows.append(
+                [
+                    run.label,
+                    judge,
+                    methods,
+                    str(len(answers)),
+                    str(failed),
+                    rate,
+                    str(len(controls)),
+                    str(sum(j.score is None for j in controls)),
+                    str(retried),
+                ]
+            )
+    return Table(
+        ["run", "judge", "method", "answers judged", "parse failures", "failure rate", "controls judged", "control failures", "retried"],
+        rows,
+    )
 
 
 def failure_examples(runs: list[RunData], per_judge: int = 2) -> list[Any]:
@@ -231,8 +333,12 @@ def failure_examples(runs: list[RunData], per_judge: int = 2) -> list[Any]:
             failed = [j for j in run.judgments if j.judge == judge and j.score is None][:per_judge]
             for judgment in failed:
                 where = f"{judgment.model} / {judgment.arm}" if judgment.subject == "answer" else judgment.subject
-                blocks.append(Preformatted(f"{run.label}: {judge} on {where} / question {judgment.question_id}, "
-                                           f"after {judgment.attempts} attempts", judgment.raw_text or "(empty reply)"))
+                blocks.append(
+                    Preformatted(
+                        f"{run.label}: {judge} on {where} / question {judgment.question_id}, after {judgment.attempts} attempts",
+                        judgment.raw_text or "(empty reply)",
+                    )
+                )
     return blocks
 
 
@@ -270,12 +376,18 @@ def artifact_blocks(runs: list[RunData], prefix: str, empty_note: str, key_heade
 
 def provenance_blocks(run: RunData) -> list[Any]:
     info, environment = run.info, dict(run.info.get("environment") or {})
-    blocks: list[Any] = [Paragraph(
-        f"Run {run.run_id} of study {info.get('study')}: status {info.get('status')}, started {info.get('started_at')}, "
-        f"finished {info.get('finished_at') or 'not yet'}; {info.get('model_calls')} model calls, "
-        f"{info.get('cached_calls')} answered from the store.")]
-    model_rows = [[str(m.get("name")), str(m.get("backend")), str(m.get("model")), str(m.get("revision") or "")]
-                  for m in run.study_config.get("models", []) if isinstance(m, dict)]
+    blocks: list[Any] = [
+        Paragraph(
+            f"Run {run.run_id} of study {info.get('study')}: status {info.get('status')}, started {info.get('started_at')}, "
+            f"finished {info.get('finished_at') or 'not yet'}; {info.get('model_calls')} model calls, "
+            f"{info.get('cached_calls')} answered from the store."
+        )
+    ]
+    model_rows = [
+        [str(m.get("name")), str(m.get("backend")), str(m.get("model")), str(m.get("revision") or "")]
+        for m in run.study_config.get("models", [])
+        if isinstance(m, dict)
+    ]
     if model_rows:
         blocks.append(Table(["model", "backend", "loaded from", "revision"], model_rows))
     resolved = environment.pop("models", None)
@@ -299,8 +411,12 @@ def sample_blocks(run: RunData, per_arm: int = 2) -> list[Any]:
         shown[cell] = shown.get(cell, 0) + 1
         truth = run.ground_truth(answer.question_id)
         chunk_ids = ", ".join(str(c.get("chunk_id")) for c in answer.retrieved)
-        blocks.append(Paragraph(f"{run.label} / {answer.model} / {answer.arm} / question {answer.question_id}"
-                                + (f" (retrieved: {chunk_ids})" if chunk_ids else "")))
+        blocks.append(
+            Paragraph(
+                f"{run.label} / {answer.model} / {answer.arm} / question {answer.question_id}"
+                + (f" (retrieved: {chunk_ids})" if chunk_ids else "")
+            )
+        )
         blocks.append(Preformatted("question", run.question_text(answer)))
         blocks.append(Preformatted("ground truth", truth if truth is not None else "(not recorded in this run)"))
         blocks.append(Preformatted("answer", answer.result.text))
