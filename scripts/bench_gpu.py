@@ -16,7 +16,7 @@ Parts (each that cannot run says why; the rest still runs):
           (parameter bytes read per token), eager and with a static cache + torch.compile,
           and batched throughput.
   vllm    our VLLMBackend at batch 1 and batched, and against `vllm bench throughput` on the
-          same model and prompt/output lengths.
+          same model and the same prompt/output lengths (its --random-* lengths, exactly).
   faiss   faiss-gpu against faiss-cpu exact search on 1M vectors (and that they agree).
 
   python scripts/bench_gpu.py --out bench_gpu.json            # everything that can run
@@ -329,12 +329,15 @@ def bench_vllm(device: dict[str, Any], quick: bool) -> dict[str, Any]:
     return results
 
 
-def _vllm_bench_throughput(model_dir: Path, num_prompts: int, input_len: int, output_len: int) -> dict[str, Any]:
-    executable = shutil.which("vllm")
-    if executable is None:
-        return {"status": "skipped", "reason": "the `vllm` command is not on PATH"}
-    out = model_dir / "vllm_bench.json"
-    command = [
+def vllm_bench_command(executable: str, model_dir: Path, num_prompts: int, input_len: int, output_len: int, out: Path) -> list[str]:
+    """`vllm bench throughput` on the random dataset with our prompt and output lengths.
+
+    In vllm 0.33 the random dataset reads --random-input-len/--random-output-len (defaults 1024
+    and 128) and ignores --input-len/--output-len, so those would have benchmarked 1024-token
+    prompts against our ~220-token ones. --random-range-ratio 0 makes every prompt and output
+    exactly that long instead of spread around it.
+    """
+    return [
         executable,
         "bench",
         "throughput",
@@ -342,10 +345,12 @@ def _vllm_bench_throughput(model_dir: Path, num_prompts: int, input_len: int, ou
         str(model_dir),
         "--dataset-name",
         "random",
-        "--input-len",
+        "--random-input-len",
         str(input_len),
-        "--output-len",
+        "--random-output-len",
         str(output_len),
+        "--random-range-ratio",
+        "0",
         "--num-prompts",
         str(num_prompts),
         "--gpu-memory-utilization",
@@ -353,6 +358,14 @@ def _vllm_bench_throughput(model_dir: Path, num_prompts: int, input_len: int, ou
         "--output-json",
         str(out),
     ]
+
+
+def _vllm_bench_throughput(model_dir: Path, num_prompts: int, input_len: int, output_len: int) -> dict[str, Any]:
+    executable = shutil.which("vllm")
+    if executable is None:
+        return {"status": "skipped", "reason": "the `vllm` command is not on PATH"}
+    out = model_dir / "vllm_bench.json"
+    command = vllm_bench_command(executable, model_dir, num_prompts, input_len, output_len, out)
     finished = subprocess.run(command, capture_output=True, text=True, timeout=400)
     if finished.returncode != 0 or not out.exists():
         return {"status": "failed", "command": " ".join(command), "stderr_tail": finished.stderr[-1500:]}

@@ -4,6 +4,7 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -21,3 +22,36 @@ pytest_plugins = ["bedrock_fixtures"]
 
 # Twenty judge scores on the 0-10 scale: used by test_statistics.py and test_summary.py.
 SCORES = np.array([7, 5, 8, 9, 3, 6, 7, 10, 4, 6, 8, 5, 7, 9, 2, 6, 7, 8, 5, 6], dtype=float)
+
+
+def hub_error(kind: str, model_id: str):
+    """The exception huggingface_hub raises for a gated or missing repository (a fake hub answer)."""
+    import httpx2
+    from huggingface_hub import errors
+
+    response = httpx2.Response(
+        403 if kind == "gated" else 404, request=httpx2.Request("GET", f"https://huggingface.co/api/models/{model_id}")
+    )
+    error_class = errors.GatedRepoError if kind == "gated" else errors.RepositoryNotFoundError
+    return error_class(f"{kind}: {model_id}", response=response)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """The hub as huggingface_hub sees it, answered here: nothing cached, online, and
+    `auth_check` answering from a table of repo id -> 'gated' | 'missing' (else allowed)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    answers: dict[str, str] = {}
+    asked: list[str] = []
+
+    def auth_check(repo_id, **kwargs):
+        asked.append(repo_id)
+        if repo_id in answers:
+            raise hub_error(answers[repo_id], repo_id)
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "auth_check", auth_check)
+    return answers, asked

@@ -44,18 +44,40 @@ def test_dry_run_runs_nothing_and_unknown_parts_are_refused(tmp_path):
     assert refused.returncode == 2 and "unknown part" in refused.stderr
 
 
-def test_flop_accounting_counts_the_matmul_weights():
+def load_bench():
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import bench_gpu
     finally:
         sys.path.remove(str(SCRIPT.parent))
+    return bench_gpu
+
+
+def test_flop_accounting_counts_the_matmul_weights():
+    bench_gpu = load_bench()
     from localnova.plan import KNOWN_ARCHITECTURES, params_from_architecture
 
     qwen7b = KNOWN_ARCHITECTURES["qwen2.5-7b"]  # untied: the input embedding is a lookup, not a matmul
     assert bench_gpu.matmul_params(qwen7b) == params_from_architecture(qwen7b) - qwen7b["vocab_size"] * qwen7b["hidden_size"]
     llama1b = KNOWN_ARCHITECTURES["llama-3.2-1b"]  # tied: the shared matrix is the output head's matmul
     assert bench_gpu.matmul_params(llama1b) == params_from_architecture(llama1b)
+
+
+def test_vllm_bench_gets_our_prompt_and_output_lengths_exactly(tmp_path):
+    # vllm 0.33's random dataset reads only the --random-* lengths (defaults 1024 in, 128 out):
+    # --input-len/--output-len would have compared its 1024-token prompts with our ~220-token ones.
+    command = load_bench().vllm_bench_command("vllm", tmp_path / "model", 256, 219, 128, tmp_path / "out.json")
+
+    def value(flag: str) -> str:
+        assert command.count(flag) == 1, flag
+        return command[command.index(flag) + 1]
+
+    assert command[:3] == ["vllm", "bench", "throughput"]
+    assert value("--dataset-name") == "random"
+    assert (value("--random-input-len"), value("--random-output-len"), value("--random-range-ratio")) == ("219", "128", "0")
+    assert value("--num-prompts") == "256" and value("--model") == str(tmp_path / "model")
+    assert value("--output-json") == str(tmp_path / "out.json")
+    assert "--input-len" not in command and "--output-len" not in command
 
 
 @pytest.mark.gpu

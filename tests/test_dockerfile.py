@@ -9,6 +9,7 @@ from PyPI, which proves the version exists and is the one vllm pins.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -33,6 +35,18 @@ def _text() -> str:
 
 def _arg_defaults() -> dict[str, str]:
     return dict(re.findall(r"^ARG (\w+)=(\S+)$", _text(), flags=re.MULTILINE))
+
+
+def image_extras() -> list[str]:
+    """The extras of the image's `pip install ".[...]"` line."""
+    return re.search(r'pip install [^\n]*"\.\[([\w,-]+)\]"', _text()).group(1).split(",")
+
+
+def no_deps_requirements() -> list[str]:
+    """The requirements of the image's `pip install --no-deps` lines, ARG defaults filled in."""
+    args = _arg_defaults()
+    lines = re.findall(r"pip install [^\n]*--no-deps ([^\n\\]+)", _text())
+    return [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], token.strip('"')) for line in lines for token in line.split()]
 
 
 def _hadolint() -> str | None:
@@ -82,6 +96,11 @@ def _pypi_reachable() -> bool:
         return False
 
 
+def skip_without_pypi() -> None:
+    if not _pypi_reachable():
+        pytest.skip("PyPI is not reachable from here")
+
+
 def _pip_dry_run(arguments: list[str], report: Path) -> subprocess.CompletedProcess:
     # The machine's pip config (local wheel folders, a torch cap) must not colour the answer.
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
@@ -90,44 +109,71 @@ def _pip_dry_run(arguments: list[str], report: Path) -> subprocess.CompletedProc
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
 
 
-@pytest.mark.slow
-def test_the_pip_lines_resolve_on_pypi(tmp_path):
-    if not _pypi_reachable():
-        pytest.skip("PyPI is not reachable from here")
-    args = _arg_defaults()
-    ubuntu = args["CUDA_IMAGE"].rsplit("-", 1)[-1]
-    python_version = UBUNTU_PYTHON[ubuntu]
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["gpu"] + project["optional-dependencies"]["bedrock"]
-    # rouge-score ships only a source archive, which cannot be resolved for another Python
-    # with --only-binary; it is pure Python, so it is resolved for this interpreter below.
-    source_only = [r for r in requirements if r.startswith("rouge-score")]
-    wheels = [r for r in requirements if r not in source_only]
-    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(39, 4, -1)] + ["manylinux2014_x86_64", "linux_x86_64"]
-    platform_args = [argument for platform in platforms for argument in ("--platform", platform)]
-    report = tmp_path / "report.json"
-    result = _pip_dry_run(
-        [
-            "--python-version",
-            python_version,
-            *platform_args,
-            "--only-binary=:all:",
-            "--target",
-            str(tmp_path / "target"),
-            f"torch=={args['TORCH_VERSION']}",
-            f"vllm=={args['VLLM_VERSION']}",
-            *wheels,
-        ],
-        report,
-    )
+def pip_resolve(arguments: list[str], folder: Path) -> dict[str, str]:
+    """What `pip install ARGUMENTS` would install from PyPI, as normalised name -> version.
+    Skips the test when PyPI goes out of reach during the dry run."""
+    report = folder / "report.json"
+    result = _pip_dry_run(arguments, report)
     if result.returncode != 0 and re.search(
         r"NewConnectionError|Network is unreachable|Temporary failure in name resolution", result.stderr
     ):
         pytest.skip("PyPI went out of reach during the dry run")
     assert result.returncode == 0, result.stderr[-2000:]
-    resolved = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
+    installs = json.loads(report.read_text())["install"]
+    return {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"] for item in installs}
+
+
+def _image_requirements() -> tuple[list[str], list[str]]:
+    """The requirements of the image's project install (its dependencies and extras), as
+    (wheels, source only). rouge-score ships only a source archive, which cannot be resolved
+    for another Python with --only-binary; it is pure Python, so it is resolved for this
+    interpreter instead."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in image_extras() for r in project["optional-dependencies"][extra]]
+    source_only = [r for r in requirements if r.startswith("rouge-score")]
+    return [r for r in requirements if r not in source_only], source_only
+
+
+@functools.cache
+def resolve_image_set() -> dict[str, str]:
+    """Everything the image's pip lines install (the pinned torch and vllm, the project's
+    dependencies and extras, the --no-deps packages; wheels only), resolved on PyPI for the image's Python and
+    platform. Cached: tests/test_packaging.py asks for the same set in the same session, and
+    where the index serves no separate wheel metadata (PEP 658) pip downloads every wheel
+    whole to read its dependencies, about 5 GB for this set."""
+    skip_without_pypi()
+    args = _arg_defaults()
+    python_version = UBUNTU_PYTHON[args["CUDA_IMAGE"].rsplit("-", 1)[-1]]
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(39, 4, -1)] + ["manylinux2014_x86_64", "linux_x86_64"]
+    platform_args = [argument for platform in platforms for argument in ("--platform", platform)]
+    wheels, _ = _image_requirements()
+    with tempfile.TemporaryDirectory() as folder:
+        return pip_resolve(
+            [
+                "--python-version",
+                python_version,
+                *platform_args,
+                "--only-binary=:all:",
+                "--target",
+                str(Path(folder) / "target"),
+                f"torch=={args['TORCH_VERSION']}",
+                f"vllm=={args['VLLM_VERSION']}",
+                *wheels,
+                *no_deps_requirements(),
+            ],
+            Path(folder),
+        )
+
+
+@pytest.mark.slow
+def test_the_pip_lines_resolve_on_pypi(tmp_path):
+    args = _arg_defaults()
+    resolved = resolve_image_set()
     assert resolved["vllm"] == args["VLLM_VERSION"] and resolved["torch"] == args["TORCH_VERSION"]
     assert {"bitsandbytes", "faiss-gpu-cu12", "boto3", "transformers", "peft", "trl"} <= set(resolved)
+    for requirement in no_deps_requirements():
+        name, _, version = requirement.partition("==")
+        assert name in resolved and version in ("", resolved[name]), requirement
+    _, source_only = _image_requirements()
     if source_only:
-        rouge = _pip_dry_run(source_only, tmp_path / "rouge.json")
-        assert rouge.returncode == 0, rouge.stderr[-2000:]
+        pip_resolve(source_only, tmp_path)

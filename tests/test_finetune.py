@@ -173,6 +173,35 @@ def trained(base, tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_the_trained_model_is_released_when_training_returns(base, tmp_path, monkeypatch):
+    """Nothing keeps the trained model alive once train_adapter returns: the next model to
+    load (on a GPU, a vLLM engine) gets its memory back at once."""
+    import gc
+    import weakref
+
+    from localnova.finetune import lora
+
+    loaded = []
+
+    def load_and_watch(*args):
+        tokenizer, model = real_load_base(*args)
+        loaded.append(weakref.ref(model))
+        return tokenizer, model
+
+    real_load_base = lora.load_base
+    monkeypatch.setattr(lora, "load_base", load_and_watch)
+    # With the automatic collector off, only what train_adapter frees itself is free: a model
+    # kept alive by a reference cycle (accelerate's mixed-precision forward wrapper makes one
+    # on CUDA) would still be here.
+    gc.disable()
+    try:
+        lora.train_adapter(base, [FACT] * 4, None, tiny_config(), tmp_path / "adapter", seed=0, max_steps=2)
+        assert len(loaded) == 1 and loaded[0]() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.slow
 def test_training_writes_adapter_metadata_and_a_falling_loss_curve(trained, base):
     info, out_dir, _ = trained
     for name in ("adapter_model.safetensors", "adapter_config.json", "localnova_adapter.json"):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from localnova.backends.base import Backend
 from localnova.config import GenerationConfig, JudgeConfig, ModelConfig, validate_config
+from localnova.errors import UserError
 from localnova.evaluate.judges import (
     JUDGE_PROMPT_VERSION,
     JUDGES,
@@ -274,6 +275,21 @@ PANEL = [
     {"name": "a", "kind": "llm", "model": {"name": "a", "backend": "simulated", "model": "a-1", "generation": {"batch_size": 3}}},
     {"name": "b", "kind": "llm", "scoring": "logprob", "model": {"name": "b", "backend": "simulated", "model": "b-1"}},
 ]
+
+
+def test_a_logprob_judge_on_a_backend_without_probabilities_stops_when_the_panel_is_built(tmp_path):
+    judges = [
+        {
+            "name": "nova-judge",
+            "kind": "llm",
+            "scoring": "logprob",
+            "model": {"name": "j", "backend": "bedrock", "model": "amazon.nova-lite-v1:0"},
+        }
+    ]
+    with pytest.raises(UserError, match="judges.nova-judge.scoring: logprob needs token probabilities"):
+        build_panel(study_config(tmp_path, judges))
+    judges[0]["scoring"] = "parsed"
+    assert [judge.name for judge in build_panel(study_config(tmp_path, judges))] == ["nova-judge"]
 
 
 def test_build_panel_loads_no_model(tmp_path, monkeypatch):

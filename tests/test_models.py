@@ -57,3 +57,23 @@ def test_local_path_hub_id_and_unknown_name(tmp_path):
     empty.mkdir()
     with pytest.raises(UserError, match="no config.json"):
         models.resolve_model(str(empty))
+
+
+def test_hub_access_is_checked_for_hub_ids_only(fake_hub):
+    answers, asked = fake_hub
+    answers.update({"meta-llama/Llama-3.1-8B-Instruct": "gated", "nobody/no-such-model": "missing"})
+    problem = models.hub_access_problem("meta-llama/Llama-3.1-8B-Instruct")
+    assert "gated" in problem and "https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct" in problem and "HF_TOKEN" in problem
+    assert "not found" in models.hub_access_problem("nobody/no-such-model")
+    assert models.hub_access_problem("Qwen/Qwen2.5-7B-Instruct") is None
+    assert models.hub_access_problem("smollm2-135m-instruct") is None  # bundled: never asked
+    assert asked == ["meta-llama/Llama-3.1-8B-Instruct", "nobody/no-such-model", "Qwen/Qwen2.5-7B-Instruct"]
+
+
+def test_hub_access_is_not_asked_offline(fake_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    answers, asked = fake_hub
+    answers["meta-llama/Llama-3.1-8B-Instruct"] = "gated"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert models.hub_access_problem("meta-llama/Llama-3.1-8B-Instruct") is None and asked == []

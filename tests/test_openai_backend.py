@@ -15,7 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from localnova.backends.openai_backend import OpenAIBackend, chat_completions_url, parse_top_logprobs
+from localnova.backends.openai_backend import (
+    OpenAIBackend,
+    chat_completions_url,
+    parse_sampled_tokens,
+    parse_top_logprobs,
+    request_payload,
+)
 from localnova.config import ModelConfig
 from localnova.errors import UserError
 from localnova.types import ChatRequest, GenerationParams
@@ -98,6 +104,20 @@ def test_returns_top_logprobs_when_asked(served_model):
         assert all(logprob <= 0 for logprob in candidates.values())
     # greedy: both requests produce the same text whether or not logprobs were asked for
     assert with_logprobs.text == without.text
+
+
+@pytest.mark.slow
+def test_stop_strings_and_sampled_tokens_travel_both_ways(served_model):
+    backend = _backend(served_model)
+    (full,) = backend.generate([_ask("Name three colours.", max_new_tokens=24)])
+    words = full.text.split()
+    assert len(words) >= 3, full.text
+    stop = words[len(words) // 2]
+    (stopped,) = backend.generate([_ask("Name three colours.", max_new_tokens=24, stop=(stop,))])
+    assert stopped.text == full.text[: full.text.find(stop)].strip() and stopped.finish_reason == "stop"
+    (sampled,) = backend.generate([_ask("Name three colours.", max_new_tokens=12, temperature=1.5, seed=3, top_logprobs=2)])
+    assert sampled.tokens is not None and len(sampled.tokens) == len(sampled.token_logprobs) == sampled.output_tokens
+    assert all(logprob <= 0 for logprob in sampled.token_logprobs)
 
 
 @pytest.mark.slow
@@ -224,3 +244,17 @@ def test_parse_top_logprobs_reads_the_openai_shape():
     choice = {"logprobs": {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": candidates}]}}
     assert parse_top_logprobs(choice) == [{"A": -0.1, "B": -2.5}]
     assert parse_top_logprobs({"logprobs": None}) is None
+
+
+def test_stop_is_sent_only_when_set():
+    assert "stop" not in request_payload("m", _ask("hi"))
+    assert request_payload("m", _ask("hi", stop=("\n\n", "END")))["stop"] == ["\n\n", "END"]
+
+
+def test_parse_sampled_tokens_reads_the_generated_token_and_its_logprob():
+    candidates = [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.5}]
+    choice = {"logprobs": {"content": [{"token": "B", "logprob": -2.5, "top_logprobs": candidates}]}}
+    assert parse_sampled_tokens(choice) == (["B"], [-2.5])
+    # a server that does not know the generated token says null: nothing is guessed
+    assert parse_sampled_tokens({"logprobs": {"content": [{"token": None, "logprob": None, "top_logprobs": candidates}]}}) == (None, None)
+    assert parse_sampled_tokens({"logprobs": None}) == (None, None)

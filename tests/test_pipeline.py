@@ -152,3 +152,109 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert generations == total_calls
     assert answers == reference[0]
     assert judgments == reference[1]
+
+
+class QuizGenerator:
+    """A deterministic stand-in gen-qa generator, registered as the simulated backend for one
+    test: one Q/A pair per sentence of the passage it is asked about."""
+
+    calls = 0
+
+    def __init__(self, model, adapter_path=None):
+        self.identity = {"backend": "test-quiz", "model": model.model}
+
+    def generate(self, requests):
+        from localnova.types import GenerationResult
+
+        QuizGenerator.calls += len(requests)
+        results = []
+        for request in requests:
+            passage = request.messages[-1][1].split("Passage:\n", 1)[1].split("\n\n", 1)[0]
+            sentences = [s.strip() for s in passage.replace("\n", " ").split(". ") if len(s.split()) > 5]
+            text = "\n\n".join(f"Q: What does the passage say about item {i + 1}?\nA: {s.rstrip('.')}." for i, s in enumerate(sentences))
+            results.append(GenerationResult(text=text, input_tokens=10, output_tokens=10, latency_ms=1.0))
+        return results
+
+    def close(self):
+        pass
+
+
+@pytest.mark.slow
+def test_run_without_a_training_file_generates_pairs_then_trains_and_reuses_them(tmp_path, monkeypatch, capsys):
+    """finetune.train_path null: `run` runs the gen-qa stage itself before training, and a
+    second run reuses the generated files without asking the generator again."""
+    from localnova import backends
+
+    monkeypatch.setitem(backends.BACKENDS, "simulated", "test_pipeline:QuizGenerator")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in sorted(os.listdir(DEMO_CORPUS))[:2]:
+        (corpus / name).write_text((DEMO_CORPUS / name).read_text())
+    path = tmp_path / "ft.yaml"
+    path.write_text(f"""name: ft
+output_dir: {tmp_path / "runs"}
+corpus: {{path: {corpus}, chunking: {{strategy: fixed, chunk_tokens: 120, overlap_tokens: 20}}}}
+eval: {{path: {DEMO_EVAL}, limit: 2}}
+models:
+  - {{name: smol, model: smollm2-135m-instruct, generation: {{max_new_tokens: 8, batch_size: 2}}}}
+arms: [ft]
+judges:
+  - {{name: f1, kind: token_f1}}
+gen_qa: {{generator: {{name: quiz, backend: simulated, model: quiz-1}}, validation_fraction: 0.0}}
+finetune: {{epochs: 1, batch_size: 4, max_seq_length: 96, max_train_pairs: 8}}
+""")
+    assert main(["run", str(path), "--no-report"]) == 0
+    study = tmp_path / "runs" / "ft"
+    generated = study / "gen_qa" / "train.jsonl"
+    assert generated.is_file() and generated.read_text().count("\n") > 0
+    assert QuizGenerator.calls > 0
+    assert (study / "adapters" / "smol").is_dir()
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "complete" and "gen-qa" in summary["timings_s"]
+    calls_before = QuizGenerator.calls
+    assert main(["run", str(path), "--no-report"]) == 0
+    assert QuizGenerator.calls == calls_before  # the pairs were reused, not generated again
+    assert "gen-qa" not in json.loads((study / "summary.json").read_text())["timings_s"]
+
+
+class CountingBackend:
+    """The simulated backend, counting how many instances are alive (built and not closed)."""
+
+    live = 0
+    most_live = 0
+    built = 0
+
+    def __init__(self, model, adapter_path=None):
+        from localnova.backends.simulated import SimulatedBackend
+
+        self.inner = SimulatedBackend(model, adapter_path)
+        self.identity = self.inner.identity
+        self.supports_logprobs = True
+        CountingBackend.built += 1
+        CountingBackend.live += 1
+        CountingBackend.most_live = max(CountingBackend.most_live, CountingBackend.live)
+
+    def generate(self, requests):
+        return self.inner.generate(requests)
+
+    def close(self):
+        CountingBackend.live -= 1
+
+
+def test_one_model_at_a_time_across_answers_and_judges(tmp_path, monkeypatch):
+    """Two answer models (each with and without an adapter) and two LLM judges: each backend is
+    built, used and closed before the next is built, so a GPU holds one model at a time."""
+    from localnova import backends
+
+    monkeypatch.setitem(backends.BACKENDS, "simulated", "test_pipeline:CountingBackend")
+    path = simulated_config(tmp_path, limit=3)
+    text = path.read_text().replace("arms: [base, rag]", "arms: [base, rag, ft, ft_rag]")
+    text = text.replace(
+        "  - {name: sim-model, backend: simulated, model: sim-1}",
+        "  - {name: sim-model, backend: simulated, model: sim-1}\n  - {name: sim-model-2, backend: simulated, model: sim-2}",
+    )
+    text += "  - {name: sim-judge-2, kind: llm, model: {name: sim-judge-2, backend: simulated, model: judge-2}}\n"
+    path.write_text(text)
+    assert main(["run", str(path), "--no-report"]) == 0
+    assert CountingBackend.built == 2 * 2 + 2  # per answer model: without and with its adapter; then each judge
+    assert CountingBackend.most_live == 1 and CountingBackend.live == 0

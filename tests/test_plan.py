@@ -11,7 +11,7 @@ from localnova.config import ModelConfig, load_config
 from localnova.plan import KNOWN_ARCHITECTURES, params_from_architecture, plan_study
 
 REPO = Path(__file__).resolve().parents[1]
-GPU_CONFIGS = ["configs/local-gpu.yaml", "configs/local-gpu-24gb.yaml"]
+GPU_CONFIGS = sorted(str(path.relative_to(REPO)) for path in (REPO / "configs").glob("local-gpu*.yaml"))
 
 
 @pytest.fixture
@@ -51,7 +51,15 @@ def test_the_24gb_config_fits_24gb_and_the_big_one_does_not(empty_hub_cache, mon
 
 
 @pytest.mark.parametrize(
-    "name, published_billions", [("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("qwen2.5-1.5b", 1.54), ("llama-3.2-3b", 3.21)]
+    "name, published_billions",
+    [
+        ("qwen2.5-7b", 7.62),
+        ("llama-3.1-8b", 8.03),
+        ("qwen2.5-1.5b", 1.54),
+        ("llama-3.2-3b", 3.21),
+        ("mistral-7b", 7.25),
+        ("llama-3.1-70b", 70.6),
+    ],
 )
 def test_parameter_counts_match_the_published_sizes(name, published_billions):
     assert params_from_architecture(KNOWN_ARCHITECTURES[name]) / 1e9 == pytest.approx(published_billions, rel=0.02)
@@ -119,6 +127,22 @@ def test_qlora_needs_less_memory_than_bf16_lora(tmp_path, empty_hub_cache):
     assert qlora.uses[0].memory.gb < bf16.uses[0].memory.gb / 2
 
 
+def test_qlora_weights_keep_the_embeddings_and_head_in_fp32(tmp_path, empty_hub_cache):
+    """Only the linear layers are 4-bit: Qwen2.5-7B's untied embeddings and head (2 x 152,064 x
+    3,584 parameters) stay fp32, about 3.7 GB more than counting them at 4 bits."""
+    import re
+
+    from localnova.config import validate_config
+
+    model = {"name": "m", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct"}
+    qlora = plan_study(validate_config(_study(tmp_path, model, quantization="4bit")))
+    use = next(use for use in qlora.uses if use.role == "LoRA training")
+    weights_gb = float(re.search(r"weights ([0-9.]+) \(4bit\)", use.memory.detail).group(1))
+    embedding_params = 2 * 152_064 * 3_584
+    expected_gb = (use.params - embedding_params) * 0.56 / 1e9 + embedding_params * 4 / 1e9
+    assert abs(weights_gb - expected_gb) < 0.06 and expected_gb - use.params * 0.56 / 1e9 > 3.7
+
+
 def test_servers_and_unknown_sizes_get_no_memory_estimate(tmp_path, empty_hub_cache):
     from localnova.plan import model_shape, where_from
 
@@ -141,3 +165,30 @@ def test_weights_dtype_comes_from_the_one_dtype_table_for_a_gpu():
     assert dtype(quantization="awq") == "4bit"
     with pytest.raises(UserError, match="options.dtype"):
         dtype(dtype="int3")
+
+
+def test_a_gated_judge_is_flagged_by_the_plan_and_stops_the_run_before_anything(tmp_path, fake_hub, capsys):
+    """The plan says in one line what to do about a gated model; `run` stops on it with one
+    line and exit code 2, before any model loads or trains and before the study folder exists."""
+    from localnova.cli import main
+
+    answers, _ = fake_hub
+    answers["meta-llama/Llama-3.1-8B-Instruct"] = "gated"
+    config_path = tmp_path / "gated.yaml"
+    config_path.write_text(f"""name: gated
+output_dir: {tmp_path / "runs"}
+corpus: {{path: {REPO / "data" / "demo" / "corpus"}}}
+eval: {{path: {REPO / "data" / "demo" / "eval.jsonl"}}}
+models:
+  - {{name: smol, model: smollm2-135m-instruct}}
+arms: [base, ft]
+judges:
+  - {{name: llama, kind: llm, model: {{name: llama, backend: transformers, model: meta-llama/Llama-3.1-8B-Instruct}}}}
+""")
+    plan = plan_study(load_config(config_path))
+    access = [note for note in plan.notes if note.startswith("ACCESS")]
+    assert len(access) == 1 and "meta-llama/Llama-3.1-8B-Instruct is gated" in access[0] and "HF_TOKEN" in access[0]
+    assert main(["run", str(config_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gated" in err[0] and "HF_TOKEN" in err[0]
+    assert not (tmp_path / "runs").exists()

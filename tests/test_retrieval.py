@@ -184,3 +184,29 @@ def test_faiss_gpu_gives_the_same_results_as_cpu(kind):
     assert np.allclose(
         [[item.score for item in result] for result in gpu_results], [[item.score for item in result] for result in cpu_results], atol=1e-4
     )
+
+
+def test_refetching_for_shared_parents_stays_within_the_gpu_k_limit():
+    """Children of few parents make the search fetch more and more neighbours; on the GPU,
+    faiss answers at most GPU_MAX_K a query, so no fetch may ask for more."""
+    from localnova.errors import UserError
+    from localnova.retrieval import GPU_MAX_K
+
+    count = GPU_MAX_K + 1000
+    vectors = np.random.default_rng(0).normal(size=(count, 8)).astype(np.float32)
+    chunks = [Chunk(f"c{i}", "doc", f"child {i}", f"parent {i % 2}", i, parent_id=f"p{i % 2}") for i in range(count)]
+    index = VectorIndex.from_vectors(vectors, chunks, use_gpu=False)
+    asked = []
+    cpu_search = index.search_index.search
+
+    class RecordingIndex:
+        def search(self, queries, k):
+            asked.append(k)
+            return cpu_search(queries, k)
+
+    index.search_index, index.on_gpu = RecordingIndex(), True  # as an index moved to the GPU would be
+    results = index.search(vectors[:1], top_k=3)
+    assert len(results[0]) == 2  # only two distinct parents exist
+    assert max(asked) == GPU_MAX_K and asked == sorted(asked)
+    with pytest.raises(UserError, match="at most 2048"):
+        index.search(vectors[:1], top_k=GPU_MAX_K + 1)

@@ -1,6 +1,7 @@
 """`localnova serve` in-process, in front of a small recording backend: request validation,
-the response shape, error statuses and micro-batching. The same server with the real
-bundled model in a subprocess is exercised in test_openai_backend.py."""
+the response shape, error statuses, micro-batching and the flags. The slow tests put the real
+bundled model behind it (stop strings, sampled tokens); the same server in a subprocess is
+exercised in test_openai_backend.py."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class RecordingBackend(Backend):
     def __init__(self, gate: threading.Event | None = None, fail: bool = False) -> None:
         self.identity = {"backend": "recording", "model": "echo"}
         self.batches: list[int] = []
+        self.requests: list[ChatRequest] = []
         self.gate = gate
         self.fail = fail
         self.entered = threading.Event()
@@ -37,6 +39,7 @@ class RecordingBackend(Backend):
         if self.gate is not None:
             self.gate.wait(timeout=10)
         self.batches.append(len(requests))
+        self.requests.extend(requests)
         if self.fail:
             raise RuntimeError("model exploded")
         results = []
@@ -94,6 +97,10 @@ def test_chat_completion_has_the_openai_shape(server):
         ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, "temperature"),
         ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 50, "logprobs": True}, 400, "top_logprobs"),
         ({"messages": [{"role": "user", "content": "x"}], "stream": True}, 400, "stream"),
+        ({"messages": [{"role": "user", "content": "x"}], "stop": 3}, 400, "'stop'"),
+        ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, 400, "'stop'"),
+        ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", ""]}, 400, "'stop'"),
+        ({"messages": [{"role": "user", "content": "x"}], "stop": {"a": 1}}, 400, "'stop'"),
         ({"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "not served"),
     ],
 )
@@ -178,7 +185,30 @@ def test_parse_chat_request_maps_the_openai_fields():
         parse_chat_request({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})
 
 
-def test_sampled_logprobs_do_not_claim_a_chosen_token():
+def test_stop_reaches_the_backend_as_a_tuple(server):
+    url, backend = server
+    for stop, expected in (("###", ("###",)), (["\n\n", "END"], ("\n\n", "END")), (None, ()), ([], ())):
+        status, _ = _post(url, {"messages": [{"role": "user", "content": "x"}], "stop": stop})
+        assert status == 200
+        assert backend.requests[-1].params.stop == expected
+    assert parse_chat_request({"messages": [{"role": "user", "content": "x"}], "stop": "a"}).params == GenerationParams(stop=("a",))
+
+
+def test_sampled_logprobs_name_the_token_the_backend_generated():
+    request = ChatRequest.from_messages([{"role": "user", "content": "x"}], GenerationParams(temperature=0.8, top_logprobs=2))
+    candidates = [{"A": -0.1, "B": -2.0}, {"C": -0.3, "D": -1.5}]
+    # position 0 drew the less likely B; position 1 drew E, outside the top 2
+    result = GenerationResult("BE", 1, 2, 1.0, top_logprobs=candidates, tokens=["B", "E"], token_logprobs=[-2.0, -4.2])
+    content = completion_response(result, request, "m")["choices"][0]["logprobs"]["content"]
+    assert [(entry["token"], entry["logprob"]) for entry in content] == [("B", -2.0), ("E", -4.2)]
+    assert content[0]["top_logprobs"] == [{"token": "A", "logprob": -0.1}, {"token": "B", "logprob": -2.0}]
+    # tokens without their log probabilities: read from the candidates where they are there
+    result = GenerationResult("BE", 1, 2, 1.0, top_logprobs=candidates, tokens=["B", "E"])
+    content = completion_response(result, request, "m")["choices"][0]["logprobs"]["content"]
+    assert [(entry["token"], entry["logprob"]) for entry in content] == [("B", -2.0), ("E", None)]
+
+
+def test_without_tokens_from_the_backend_sampled_logprobs_claim_no_token():
     request = ChatRequest.from_messages([{"role": "user", "content": "x"}], GenerationParams(temperature=0.8, top_logprobs=2))
     result = GenerationResult("y", 1, 1, 1.0, top_logprobs=[{"A": -0.1, "B": -2.0}])
     entry = completion_response(result, request, "m")["choices"][0]["logprobs"]["content"][0]
@@ -199,6 +229,7 @@ def test_the_cli_and_python_m_serve_share_one_set_of_flags_and_exit_codes(monkey
         "max_batch_size": 16,
         "max_wait_ms": 5.0,
         "served_model_name": None,
+        "options": [],
     }
 
     def refuse(model_config, **kwargs):
@@ -209,3 +240,98 @@ def test_the_cli_and_python_m_serve_share_one_set_of_flags_and_exit_codes(monkey
     monkeypatch.setattr(serve_module, "serve", refuse)
     assert serve_module.main(flags) == 2
     assert capsys.readouterr().err == "localnova: error: no model 'm'\n"
+
+
+def test_option_flags_become_the_served_model_options(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(serve_module, "serve", lambda model_config, **kwargs: seen.update(config=model_config))
+    options = ["tensor_parallel_size=2", "gpu_memory_utilization=0.8", "enforce_eager=true", "quantization=awq", "dtype=bfloat16"]
+    flags = ["--model", "m", "--backend", "vllm", *[part for option in options for part in ("--option", option)]]
+    assert serve_module.main(flags) == 0
+    assert seen["config"].backend == "vllm"
+    assert seen["config"].options == {
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.8,
+        "enforce_eager": True,
+        "quantization": "awq",
+        "dtype": "bfloat16",
+    }
+    cli_args = build_parser().parse_args(["serve", "--model", "m", "--option", "max_model_len=4096", "--option", "max_model_len=2048"])
+    assert serve_module.parse_options(cli_args.options) == {"max_model_len": 2048}  # the later one wins
+
+
+def test_bad_option_flags_are_one_line_errors(capsys):
+    assert serve_module.main(["--model", "m", "--option", "tensor_parallel_size"]) == 2
+    assert capsys.readouterr().err == "localnova: error: --option 'tensor_parallel_size': expected KEY=VALUE\n"
+    # the transformers backend refuses an option it does not know before it loads anything
+    assert serve_module.main(["--model", "m", "--option", "tensor_parallel_size=2"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("localnova: error: model 'm': unknown option(s) for the transformers backend: tensor_parallel_size;")
+    assert error.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def smollm2_server():
+    """The bundled SmolLM2 through the transformers backend, behind the server."""
+    from localnova.backends import create_backend
+    from localnova.config import ModelConfig
+
+    backend = create_backend(ModelConfig(name="smollm2", model="smollm2-135m-instruct"))
+    chat_server = make_server(backend, "smollm2", port=0, max_batch_size=4, max_wait_ms=50)
+    threading.Thread(target=chat_server.serve_forever, daemon=True).start()
+    host, port = chat_server.server_address[:2]
+    yield f"http://{host}:{port}", backend
+    chat_server.shutdown()
+    chat_server.server_close()
+    chat_server.batcher.close()
+    backend.close()
+
+
+QUESTION = [{"role": "user", "content": "Name three colours and say one thing about each."}]
+
+
+@pytest.mark.slow
+def test_the_real_model_stops_before_the_stop_string(smollm2_server):
+    url, backend = smollm2_server
+    (full,) = backend.generate([ChatRequest.from_messages(QUESTION, GenerationParams(max_new_tokens=32))])
+    words = full.text.split()
+    assert len(words) >= 4, full.text
+    stop = words[len(words) // 2]
+    expected = full.text[: full.text.find(stop)].strip()
+    # with a second request in the batch, which pads the first after it stops
+    other = [{"role": "user", "content": "Count from one to twenty in words."}]
+    stopped, _ = backend.generate(
+        [ChatRequest.from_messages(m, GenerationParams(max_new_tokens=32, stop=(stop,))) for m in (QUESTION, other)]
+    )
+    assert stopped.text == expected and stop not in stopped.text
+    assert stopped.finish_reason == "stop" and stopped.output_tokens < full.output_tokens
+    status, reply = _post(url, {"messages": QUESTION, "max_tokens": 32, "stop": [stop, "never-generated-###"], "logprobs": True})
+    assert status == 200, reply
+    choice = reply["choices"][0]
+    assert choice["message"]["content"] == expected and choice["finish_reason"] == "stop"
+    tokens = [entry["token"] for entry in choice["logprobs"]["content"]]
+    assert len(tokens) == reply["usage"]["completion_tokens"] == stopped.output_tokens
+    assert stop in "".join(tokens) and stop not in "".join(tokens[:-1])  # the last token completed the stop string
+
+
+@pytest.mark.slow
+def test_the_real_model_reports_the_tokens_it_sampled(smollm2_server):
+    url, _ = smollm2_server
+    body = {"messages": QUESTION, "max_tokens": 24, "temperature": 1.5, "seed": 11, "logprobs": True, "top_logprobs": 2}
+    status, reply = _post(url, body)
+    assert status == 200, reply
+    content = reply["choices"][0]["logprobs"]["content"]
+    assert len(content) == reply["usage"]["completion_tokens"]
+    assert all(isinstance(entry["token"], str) and entry["logprob"] <= 0 for entry in content)
+    # every token is the one generated: together they spell the answer
+    assert "".join(entry["token"] for entry in content).replace("<|im_end|>", "").strip() == reply["choices"][0]["message"]["content"]
+    for entry in content:
+        candidates = {candidate["token"]: candidate["logprob"] for candidate in entry["top_logprobs"]}
+        if entry["token"] in candidates:
+            assert entry["logprob"] == pytest.approx(candidates[entry["token"]], abs=1e-5)
+        else:
+            assert entry["logprob"] <= min(candidates.values())
+    # at this temperature some token is not the most likely one: a greedy guess would be wrong there
+    assert any(entry["token"] != entry["top_logprobs"][0]["token"] for entry in content)
+    again = _post(url, body)[1]
+    assert again["choices"][0]["logprobs"]["content"] == content  # seeded

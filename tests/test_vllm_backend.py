@@ -9,7 +9,13 @@ from collections import namedtuple
 import pytest
 
 from localnova import optional
-from localnova.backends.vllm_backend import llm_arguments, sampling_arguments, supported_lora_rank, top_logprobs_from_vllm
+from localnova.backends.vllm_backend import (
+    llm_arguments,
+    sampled_tokens_from_vllm,
+    sampling_arguments,
+    supported_lora_rank,
+    top_logprobs_from_vllm,
+)
 from localnova.config import ModelConfig
 from localnova.errors import UserError
 from localnova.types import ChatRequest, GenerationParams
@@ -52,6 +58,12 @@ def test_generation_params_become_sampling_arguments():
     assert greedy == {"n": 1, "max_tokens": 32, "temperature": 0.0, "top_p": 1.0, "seed": 7}
     sampled = sampling_arguments(GenerationParams(max_new_tokens=8, temperature=0.7, top_p=0.9, top_logprobs=5))
     assert sampled["temperature"] == 0.7 and sampled["top_p"] == 0.9 and sampled["logprobs"] == 5
+    assert "stop" not in sampled
+
+
+def test_stop_strings_reach_sampling_params_as_a_list():
+    arguments = sampling_arguments(GenerationParams(max_new_tokens=8, stop=("\n\n", "END")))
+    assert arguments == {"n": 1, "max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": ["\n\n", "END"]}
 
 
 def test_vllm_logprobs_become_top_n_text_dicts():
@@ -59,6 +71,17 @@ def test_vllm_logprobs_become_top_n_text_dicts():
     position = {1: Logprob(-0.2, 1, "7"), 2: Logprob(-1.9, 2, "8"), 9: Logprob(-5.0, 7, "x")}
     assert top_logprobs_from_vllm([position], 2) == [{"7": -0.2, "8": -1.9}]
     assert top_logprobs_from_vllm(None, 2) is None
+
+
+def test_the_sampled_token_is_read_even_outside_the_top_n():
+    # position 0 drew the most likely token; position 1 drew id 9, which is outside the top 2
+    positions = [
+        {1: Logprob(-0.2, 1, "7"), 2: Logprob(-1.9, 2, "8")},
+        {3: Logprob(-0.1, 1, "a"), 4: Logprob(-2.6, 2, "b"), 9: Logprob(-5.0, 7, "x")},
+    ]
+    assert sampled_tokens_from_vllm([1, 9], positions) == (["7", "x"], [-0.2, -5.0])
+    assert sampled_tokens_from_vllm([1], None) == (None, None)
+    assert sampled_tokens_from_vllm([5], positions[:1]) == (None, None)  # never guess
 
 
 def test_without_vllm_the_backend_says_what_to_install():

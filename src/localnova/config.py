@@ -234,7 +234,7 @@ def select_run(config: StudyConfig, arms: list[str] | None = None, limit: int | 
     return config
 
 
-def _parse_value(text: str) -> Any:
+def parse_override_value(text: str) -> Any:
     """A --set value is read as YAML, so `3`, `true`, `[a, b]` and `null` get their types."""
     try:
         return yaml.safe_load(text)
@@ -256,12 +256,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 if not key.isdigit() or int(key) >= len(node):
                     raise UserError(f"--set {key_path}: {key!r} is not an index of the list at {'.'.join(keys[:depth]) or 'top'}")
                 if last:
-                    node[int(key)] = _parse_value(raw_value)
+                    node[int(key)] = parse_override_value(raw_value)
                 else:
                     node = node[int(key)]
             elif isinstance(node, dict):
                 if last:
-                    node[key] = _parse_value(raw_value)
+                    node[key] = parse_override_value(raw_value)
                 else:
                     node = node.setdefault(key, {})
             else:

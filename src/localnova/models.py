@@ -127,7 +127,7 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
         if not (local / "config.json").exists() and not (local / "modules.json").exists():
             raise UserError(f"model path {local} has no config.json: not a model folder")
         return ResolvedModel(name, str(local.resolve()), f"local folder {local.resolve()}", _folder_fingerprint(local))
-    if name.count("/") == 1 and not name.startswith((".", "/")):
+    if is_hub_id(name):
         return ResolvedModel(
             name, name, f"Hugging Face hub id {name}" + (f" @ {revision}" if revision else ""), f"{name}@{revision or 'main'}"
         )
@@ -135,16 +135,53 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     raise UserError(f"unknown model {name!r}: not a bundled name ({known}), an existing path or a hub id of the form org/name")
 
 
+def is_hub_id(name: str) -> bool:
+    """A name that only the Hugging Face hub can resolve: org/name, not bundled, not a path."""
+    return name not in BUNDLED_MODELS and not Path(name).expanduser().exists() and name.count("/") == 1 and not name.startswith((".", "/"))
+
+
+def hub_access_problem(model_id: str) -> str | None:
+    """Why this process could not download `model_id` from the hub, in one line naming what to
+    do, or None when it can (or when that cannot be told: offline, or the hub unreachable, in
+    which case the download itself will say). A gated model without an accepted licence or a
+    token is the usual case, found here before anything trains rather than at the last judge."""
+    if not is_hub_id(model_id):
+        return None
+    from huggingface_hub import auth_check, constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(try_to_load_from_cache(model_id, "config.json"), str) or constants.HF_HUB_OFFLINE:
+        return None  # already downloaded, or no way to ask
+    try:
+        auth_check(model_id)
+    except GatedRepoError:
+        return (
+            f"model {model_id} is gated on the Hugging Face hub: accept its licence at https://huggingface.co/{model_id} "
+            "with your account, then set HF_TOKEN (or run `hf auth login`)"
+        )
+    except RepositoryNotFoundError:
+        return f"model {model_id} was not found on the Hugging Face hub (if it is private, set HF_TOKEN to a token that can read it)"
+    except OSError:  # no network, a proxy, the hub down: the download will report it
+        return None
+    return None
+
+
 def check_models(config: StudyConfig) -> dict[str, dict[str, str]]:
-    """Resolve every locally loaded model of a study before anything is written, so an unknown
-    name or an unwritable cache stops the run with one line and no half-made study folder.
-    Returns where each came from, for the run's record."""
-    local = [model for model in config.models if model.backend in LOCAL_BACKENDS]
-    local += [judge.model for judge in config.judges if judge.model is not None and judge.model.backend in LOCAL_BACKENDS]
+    """Resolve every locally loaded model of a study (answer models, judges, the gen-qa
+    generator, the embedder) before anything is written or trained, so an unknown name, a
+    gated hub model without access or an unwritable cache stops the run with one line and no
+    half-made study folder. Returns where each came from, for the run's record."""
+    local = [model for model in config.all_models() if model.backend in LOCAL_BACKENDS]
     sources = {}
     for model in local:
         resolved = resolve_model(model.model, model.revision)
+        problem = hub_access_problem(model.model)
+        if problem:
+            raise UserError(problem)
         sources[model.name] = {"model": model.model, "source": resolved.source, "fingerprint": resolved.fingerprint}
+    problem = hub_access_problem(config.retrieval.embedding_model)
+    if problem:
+        raise UserError(problem)
     embedder = resolve_model(config.retrieval.embedding_model)
     sources["embedding"] = {"model": embedder.name, "source": embedder.source, "fingerprint": embedder.fingerprint}
     return sources

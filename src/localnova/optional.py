@@ -19,7 +19,10 @@ INSTALL_HINTS = {
     "torch": "pip install torch==2.13.0 (CPU) or see README for the CUDA build",
     "transformers": "pip install 'localnova'",
     "sentence_transformers": "pip install 'localnova'",
-    "faiss": "pip install faiss-cpu (or the gpu extra: pip install 'localnova[gpu]')",
+    "faiss": (
+        "pip install 'localnova[cpu]' (faiss-cpu), or 'localnova[gpu]' on a CUDA machine (faiss-gpu-cu12); "
+        "not both: they install the same faiss package"
+    ),
     "peft": "pip install 'localnova'",
     "trl": "pip install 'localnova'",
     "vllm": "pip install 'localnova[gpu]' (needs CUDA)",

@@ -22,10 +22,10 @@ import yaml
 
 from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
-from localnova.config import StudyConfig, config_to_dict
+from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict
 from localnova.corpus import corpus_hash, load_documents
 from localnova.data.eval_set import load_eval_set
-from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command
+from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command, generated_train_file
 from localnova.embedder import Embedder
 from localnova.evaluate.arms import generation_params, uses_adapter
 from localnova.evaluate.judges import build_panel
@@ -128,9 +128,16 @@ def run_answers(
 
 def local_adapters(config: StudyConfig, embedder: Embedder | None, timings: dict[str, float]) -> dict[str, str]:
     """Train (or reuse) one LoRA adapter per local answer model, for the ft arms; the training
-    pairs are decontaminated against the whole eval set, not only the questions of this run."""
+    pairs are decontaminated against the whole eval set, not only the questions of this run.
+    Without a training file (finetune.train_path null) the gen-qa stage writes one first, once:
+    a later run reuses it."""
     if not config.fine_tunes:
         return {}
+    needs_training = any(model.backend in LOCAL_BACKENDS and model.adapter is None for model in config.models)
+    if needs_training and config.finetune.train_path is None and not generated_train_file(config.study_dir).is_file():
+        log.info("no finetune.train_path: generating training pairs from the corpus first (gen-qa)")
+        with timed(timings, "gen-qa"):
+            gen_qa_for_study(config, embedder)
     with timed(timings, "fine-tuning (or reuse)"):
         return adapters_for_study(config, config.models, embed=embedder)
 
@@ -153,6 +160,7 @@ def run_study(
     model_sources = check_models(config)
     with timed(timings, "eval set, corpus and index"):
         inputs = prepare_inputs(config, retriever)
+    panel = build_panel(config, inputs.embedder)  # loads nothing yet; a judge that cannot work stops here
     if adapters is None:
         adapters = local_adapters(config, inputs.embedder, timings)
 
@@ -178,7 +186,7 @@ def run_study(
             store.save_artifact(name, value)
         answers = run_answers(config, store, inputs, adapters, timings)
         judge_items = judge_inputs(inputs.items, answers, config.eval.controls)
-        judgments_made = run_panel(store, build_panel(config, inputs.embedder), judge_items, timings)
+        judgments_made = run_panel(store, panel, judge_items, timings)
         store.save_artifact("answer_metrics", answer_metrics(inputs.items, store.answers(), config.retrieval.top_k))
         for name, value in (artifacts_from_store(store) if artifacts_from_store else {}).items():
             store.save_artifact(name, value)
@@ -210,12 +218,14 @@ def write_summary(store: Store, inputs: StudyInputs, judgments_made: dict[str, i
     write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
 
 
-def gen_qa_for_study(config: StudyConfig) -> int:
-    """`localnova gen-qa`: Q&A pairs from the corpus chunks by the configured generator (or the
-    first answer model), filtered, decontaminated and split, into <study>/gen_qa/."""
+def gen_qa_for_study(config: StudyConfig, embedder: Embedder | None = None) -> int:
+    """The gen-qa stage (`localnova gen-qa`, or `run` without a training file): Q&A pairs from
+    the corpus chunks by the configured generator (or the first answer model), filtered,
+    decontaminated against the whole eval set and split, into <study>/gen_qa/. The generator is
+    closed before anything else loads."""
     eval_items = load_eval_set(config.eval.path)
     documents = load_documents(config.corpus.path)
-    embedder = Embedder(config.retrieval.embedding_model)
+    embedder = embedder or Embedder(config.retrieval.embedding_model)
     chunks = chunk_documents(documents, config.corpus.chunking, embedder.tokenizer, embed=embedder)
     backend = create_backend(config.gen_qa.generator or config.models[0])
     try:

@@ -5,7 +5,8 @@ the study makes, which hub models are not yet in the local Hugging Face cache, a
 estimate for every model in every role it plays, flagging what will not fit a given GPU.
 
 Memory estimates (GB = 1e9 bytes), per GPU:
-- weights: parameters x bytes per parameter (bf16 2, fp32 4, 4-bit NF4 ~0.56 with its scales);
+- weights: parameters x bytes per parameter (bf16 2, fp32 4, 4-bit NF4 ~0.56 with its scales; QLoRA
+  keeps the embeddings and output head in fp32);
 - KV cache: 2 (K and V) x layers x kv_heads x head_dim x 2 bytes, per token, for batch_size
   sequences of the expected prompt plus max_new_tokens (at most max_model_len);
 - LoRA training: adapter parameters x 16 bytes (fp32 weight, gradient, two Adam moments), the
@@ -27,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig
-from localnova.models import BUNDLED_MODELS, cache_dir
+from localnova.models import BUNDLED_MODELS, cache_dir, hub_access_problem
 from localnova.optional import precision_for
 
 GB = 1e9
 RUNTIME_OVERHEAD_GB = 1.5
+FAISS_GPU_SCRATCH_GB = 1.6  # faiss's StandardGpuResources reserves about 1.5 GiB of temporary memory
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "4bit": 0.56}
 
 # config.json fields of known models (from their published configs), lower-case name keys
@@ -124,6 +126,15 @@ KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
         num_key_value_heads=8,
         intermediate_size=28672,
         vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
+    "mistral-7b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        vocab_size=32768,
         tie_word_embeddings=False,
     ),
 }
@@ -369,6 +380,11 @@ def training_memory(model: "ModelConfig", shape: ModelShape | None, config: "Stu
     dtype = "4bit" if finetune.quantization == "4bit" else precision_for(finetune.precision, "training", **PLANNED_GPU).short_dtype
     arch = shape.architecture
     weights_gb = shape.params * BYTES_PER_PARAM[dtype] / GB
+    if dtype == "4bit":
+        # bitsandbytes quantizes the linear layers only; peft's k-bit preparation keeps the
+        # embeddings and the output head in fp32 (one matrix when tied, two when not).
+        embedding_params = arch["vocab_size"] * arch["hidden_size"] * (1 if arch.get("tie_word_embeddings") else 2)
+        weights_gb += embedding_params * (BYTES_PER_PARAM["fp32"] - BYTES_PER_PARAM["4bit"]) / GB
     lora_gb = (shape.lora_params(finetune.lora.r) or 0) * 16 / GB
     tokens = finetune.batch_size * finetune.max_seq_length
     hidden, inner, layers = arch["hidden_size"], arch["intermediate_size"], arch["num_hidden_layers"]
@@ -472,8 +488,17 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
     notes = []
     if any(use.backend == "vllm" for use in uses):
         notes.append("vllm reserves gpu_memory_utilization x the GPU's memory whatever the model needs; the estimate is what it needs.")
+    if uses_rag:
+        notes.append(
+            f"retrieval runs before any model loads: the embedder plus, with faiss-gpu, about {FAISS_GPU_SCRATCH_GB} GB of faiss "
+            "scratch memory, well under the peak below."
+        )
     if uses_ft:
         notes.append(f"training activations are for full {config.finetune.max_seq_length}-token rows; short Q&A pairs need far less.")
+    for model_id in sorted({use.model_id for use in uses if use.backend in LOCAL_BACKENDS}):
+        problem = hub_access_problem(model_id)
+        if problem:
+            notes.append(f"ACCESS: {problem}; `localnova run` stops on this before anything trains.")
     unknown = [use.name for use in uses if use.backend in LOCAL_BACKENDS and use.memory is None]
     if unknown:
         names = ", ".join(sorted(set(unknown)))

@@ -37,6 +37,8 @@ INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE = "index.faiss", "chunks.jsonl", "manifes
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
+# faiss-gpu's search returns at most this many neighbours per query (its k-selection limit).
+GPU_MAX_K = 2048
 # faiss wants about 39 training points per IVF list; fewer gives poor centroids.
 IVF_POINTS_PER_LIST = 39
 
@@ -160,15 +162,18 @@ class VectorIndex:
             query_vectors = query_vectors[None, :]
         if len(query_vectors) == 0:
             return []
-        total = len(self.chunks)
-        fetch = min(total, top_k * 4 if any(chunk.parent_id for chunk in self.chunks) else top_k)
+        # faiss on the GPU answers at most GPU_MAX_K neighbours a query: every fetch stays within it.
+        if self.on_gpu and top_k > GPU_MAX_K:
+            raise UserError(f"retrieval.top_k={top_k}: faiss on the GPU returns at most {GPU_MAX_K} chunks a query")
+        most = min(len(self.chunks), GPU_MAX_K) if self.on_gpu else len(self.chunks)
+        fetch = min(most, top_k * 4 if any(chunk.parent_id for chunk in self.chunks) else top_k)
         while True:
             scores, indices = self.search_index.search(query_vectors, fetch)
             results = [self._distinct_contexts(row_scores, row_indices, top_k) for row_scores, row_indices in zip(scores, indices)]
             # Fetch more only when shared parents left a query short and the index has more.
-            if fetch >= total or all(len(result) >= top_k for result in results):
+            if fetch >= most or all(len(result) >= top_k for result in results):
                 return results
-            fetch = min(total, fetch * 2)
+            fetch = min(most, fetch * 2)
 
     def _distinct_contexts(self, scores: np.ndarray, indices: np.ndarray, top_k: int) -> list[RetrievedChunk]:
         retrieved: list[RetrievedChunk] = []

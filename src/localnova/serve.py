@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from localnova.backends import create_backend
-from localnova.config import ModelConfig
-from localnova.errors import exit_on_user_error
+from localnova.backends import BACKENDS, create_backend
+from localnova.config import ModelConfig, parse_override_value
+from localnova.errors import UserError, exit_on_user_error
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 ROLES = ("system", "user", "assistant")
 MAX_TOP_LOGPROBS = 20  # OpenAI's own limit
+MAX_STOP_STRINGS = 4  # OpenAI's own limit
 MAX_BODY_BYTES = 8 << 20
 
 
@@ -97,27 +98,50 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         top_p=number("top_p", 1.0, float, 0.0, 1.0) or 1.0,
         seed=number("seed", 0, int, -(2**63)),
         top_logprobs=top_logprobs,
+        stop=parse_stop(body.get("stop")),
     )
     return ChatRequest(tuple(pairs), params)
+
+
+def parse_stop(value: Any) -> tuple[str, ...]:
+    """OpenAI's `stop`: null, one string, or a list of up to four non-empty strings."""
+    if value is None:
+        return ()
+    strings = [value] if isinstance(value, str) else value
+    if not isinstance(strings, list) or len(strings) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in strings):
+        raise BadRequest(f"'stop' must be a non-empty string or a list of up to {MAX_STOP_STRINGS} of them", "stop")
+    return tuple(strings)
+
+
+def _chosen_tokens(result: GenerationResult, greedy: bool) -> list[tuple[str | None, float | None]]:
+    """The token generated at each position of result.top_logprobs and its log probability."""
+    positions = result.top_logprobs or []
+    if result.tokens is not None and len(result.tokens) == len(positions):
+        token_logprobs = (
+            result.token_logprobs if result.token_logprobs is not None and len(result.token_logprobs) == len(positions) else None
+        )
+        return [
+            (token, token_logprobs[index] if token_logprobs is not None else candidates.get(token))
+            for index, (token, candidates) in enumerate(zip(result.tokens, positions))
+        ]
+    # A backend that reports candidates only: under greedy decoding the generated token is the
+    # most likely one; under sampling it is unknown.
+    return [max(candidates.items(), key=lambda item: item[1]) if candidates and greedy else (None, None) for candidates in positions]
 
 
 def completion_response(result: GenerationResult, request: ChatRequest, model_name: str) -> dict[str, Any]:
     """The OpenAI chat.completion shape for one result."""
     logprobs = None
     if result.top_logprobs is not None and request.params.top_logprobs > 0:
-        greedy = request.params.temperature == 0
-        content = []
-        for candidates in result.top_logprobs:
-            # The backends report candidates, not which one was drawn; under greedy decoding
-            # the drawn token is the most likely one, otherwise we do not know it.
-            best = max(candidates.items(), key=lambda item: item[1]) if candidates and greedy else (None, None)
-            content.append(
-                {
-                    "token": best[0],
-                    "logprob": best[1],
-                    "top_logprobs": [{"token": token, "logprob": logprob} for token, logprob in candidates.items()],
-                }
-            )
+        chosen = _chosen_tokens(result, greedy=request.params.temperature == 0)
+        content = [
+            {
+                "token": token,
+                "logprob": logprob,
+                "top_logprobs": [{"token": candidate, "logprob": value} for candidate, value in candidates.items()],
+            }
+            for (token, logprob), candidates in zip(chosen, result.top_logprobs)
+        ]
         logprobs = {"content": content}
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -332,19 +356,40 @@ def serve(
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flags of `localnova serve` and `python -m localnova.serve`, defined once."""
     parser.add_argument("--model", required=True, help="bundled name, hub id or local path")
-    parser.add_argument("--backend", default="transformers")
+    parser.add_argument("--backend", default="transformers", choices=list(BACKENDS))
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--max-batch-size", type=int, default=16, help="requests gathered into one backend call")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
     parser.add_argument("--served-model-name", default=None, help="the model name clients send (default: --model)")
+    parser.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backend option, repeatable, the value read as YAML (e.g. --backend vllm --option tensor_parallel_size=2)",
+    )
     return parser
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`--option KEY=VALUE` flags as the options of a ModelConfig; a later KEY wins."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, raw_value = pair.partition("=")
+        if not separator or not key.strip():
+            raise UserError(f"--option {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = parse_override_value(raw_value)
+    return options
 
 
 def serve_from_args(args: argparse.Namespace) -> int:
     """Serve what the flags of `add_serve_arguments` describe, until interrupted."""
-    model_config = ModelConfig(name=args.served_model_name or args.model, backend=args.backend, model=args.model)
+    model_config = ModelConfig(
+        name=args.served_model_name or args.model, backend=args.backend, model=args.model, options=parse_options(args.options)
+    )
     serve(
         model_config,
         host=args.host,

@@ -347,7 +347,18 @@ class Store:
 def environment_info() -> dict[str, Any]:
     """Hardware and package versions, recorded with every run."""
     versions = {}
-    for package in ("localnova", "torch", "transformers", "peft", "trl", "sentence-transformers", "faiss-cpu", "vllm", "boto3"):
+    for package in (
+        "localnova",
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "sentence-transformers",
+        "faiss-cpu",
+        "faiss-gpu-cu12",
+        "vllm",
+        "boto3",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -70,9 +70,22 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int = 0
     top_logprobs: int = 0  # >0: return this many most likely tokens at each generated position
+    stop: tuple[str, ...] = ()  # generation ends before the first of these strings, which is not returned
+
+    def __post_init__(self) -> None:
+        # A list (from JSON) or one string would make the frozen params unhashable or wrong.
+        if not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # The store keys every generation by a hash of this dict: `stop` is left out when empty
+        # so that requests without stop strings keep the keys they had before the field existed.
+        if self.stop:
+            data["stop"] = list(self.stop)
+        else:
+            del data["stop"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -115,10 +128,22 @@ class GenerationResult:
     # One dict per generated token: candidate token text -> log probability (only when
     # GenerationParams.top_logprobs > 0 and the backend can give them).
     top_logprobs: list[dict[str, float]] | None = None
+    # The token generated at each position of top_logprobs and its log probability: what was
+    # drawn, which under sampling need not be the most likely candidate (None where the
+    # backend cannot say).
+    tokens: list[str] | None = None
+    token_logprobs: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Left out when unknown, so rows without them read the same as rows written before
+        # these fields existed (and older versions can still read them).
+        for key in ("tokens", "token_logprobs"):
+            if data[key] is None:
+                del data[key]
+        return data
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "GenerationResult":
+        """A result from its to_dict(), including rows stored before tokens and token_logprobs existed."""
         return GenerationResult(**data)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import TYPE_CHECKING
 
+from localnova.backends.base import Backend
+from localnova.config import ModelConfig
 from localnova.errors import UserError
-
-if TYPE_CHECKING:
-    from localnova.backends.base import Backend
-    from localnova.config import ModelConfig
 
 # name -> "module:class". config.ModelConfig.backend lists the same names (a test checks).
 BACKENDS: dict[str, str] = {
@@ -26,12 +23,16 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def create_backend(model: "ModelConfig", adapter_path: str | None = None) -> "Backend":
-    """Build the backend that `model.backend` names, loading `model.model` (and an adapter)."""
-    if model.backend not in BACKENDS:
-        close = difflib.get_close_matches(model.backend, list(BACKENDS), n=1)
+def backend_class(name: str) -> type[Backend]:
+    """The class registered under `name`; importing its module loads no model."""
+    if name not in BACKENDS:
+        close = difflib.get_close_matches(name, list(BACKENDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown backend {model.backend!r}{hint}; known: {', '.join(BACKENDS)}")
-    module_name, class_name = BACKENDS[model.backend].split(":")
-    backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class(model, adapter_path=adapter_path)
+        raise UserError(f"unknown backend {name!r}{hint}; known: {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def create_backend(model: ModelConfig, adapter_path: str | None = None) -> Backend:
+    """Build the backend that `model.backend` names, loading `model.model` (and an adapter)."""
+    return backend_class(model.backend)(model, adapter_path=adapter_path)

@@ -72,6 +72,8 @@ def request_payload(model_name: str, request: ChatRequest) -> dict[str, Any]:
     if params.top_logprobs > 0:
         payload["logprobs"] = True
         payload["top_logprobs"] = params.top_logprobs
+    if params.stop:
+        payload["stop"] = list(params.stop)
     if request.messages[-1][0] == "assistant":
         # A trailing assistant message is a prefix to continue (the logprob judge's prefill);
         # vLLM's server and `localnova serve` take these two fields for that.
@@ -90,6 +92,21 @@ def parse_top_logprobs(choice: dict[str, Any]) -> list[dict[str, float]] | None:
         candidates = entry.get("top_logprobs") or []
         positions.append({candidate["token"]: float(candidate["logprob"]) for candidate in candidates})
     return positions
+
+
+def parse_sampled_tokens(choice: dict[str, Any]) -> tuple[list[str] | None, list[float] | None]:
+    """`choices[0].logprobs.content[i].token` and `.logprob`: what was generated at each
+    position; (None, None) when the server does not say (a null token or logprob)."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
+        return None, None
+    entries = logprobs["content"]
+    if not all(
+        isinstance(entry, dict) and isinstance(entry.get("token"), str) and isinstance(entry.get("logprob"), (int, float))
+        for entry in entries
+    ):
+        return None, None
+    return [entry["token"] for entry in entries], [float(entry["logprob"]) for entry in entries]
 
 
 class OpenAIBackend(Backend):
@@ -153,6 +170,8 @@ class OpenAIBackend(Backend):
         if "prompt_tokens" not in usage and not self._missing_usage_warned:
             self._missing_usage_warned = True
             log.warning("%s returns no usage; input and output tokens are recorded as 0", self.url)
+        wants_logprobs = request.params.top_logprobs > 0
+        tokens, token_logprobs = parse_sampled_tokens(choice) if wants_logprobs else (None, None)
         return GenerationResult(
             text=text,
             input_tokens=int(usage.get("prompt_tokens") or 0),
@@ -161,7 +180,9 @@ class OpenAIBackend(Backend):
             latency_method=LATENCY_PER_REQUEST,
             batch_size=1,
             finish_reason=choice.get("finish_reason"),
-            top_logprobs=parse_top_logprobs(choice) if request.params.top_logprobs > 0 else None,
+            top_logprobs=parse_top_logprobs(choice) if wants_logprobs else None,
+            tokens=tokens,
+            token_logprobs=token_logprobs,
         )
 
     def _post_with_retries(self, body: bytes) -> tuple[dict[str, Any], float]:

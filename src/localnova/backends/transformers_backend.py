@@ -3,7 +3,8 @@
 Batches are left-padded so every row's prompt ends where generation starts; prompts go through
 the model's own chat template. Greedy unless a temperature is set, and seeded when sampling.
 The dtype comes from the hardware (optional.precision_for): fp32 on CPU (emulated bf16 is
-several times slower), bf16 on a GPU that supports it, fp16 on one that does not.
+several times slower), bf16 on a GPU that supports it, fp16 on one that does not. Stop strings
+end generation as in the OpenAI API: the text is cut before the first one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 from localnova.backends.base import Backend
 from localnova.config import ModelConfig
@@ -19,11 +21,24 @@ from localnova.models import _folder_fingerprint, resolve_model
 from localnova.optional import pick_precision
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
 
+# options read from ModelConfig.options, with their defaults
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "dtype": "auto",  # auto: from the hardware (optional.precision_for)
+    "device": None,  # default: a GPU when there is one, else the CPU
+    "merge_adapter": True,  # merge a LoRA adapter into unquantised weights
+}
+
 
 class TransformersBackend(Backend):
     supports_logprobs = True
 
     def __init__(self, model: ModelConfig, adapter_path: str | None = None):
+        unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
+        if unknown:
+            raise UserError(
+                f"model {model.name!r}: unknown option(s) for the transformers backend: {', '.join(unknown)}; "
+                f"known: {', '.join(DEFAULT_OPTIONS)}"
+            )
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -96,6 +111,9 @@ class TransformersBackend(Backend):
             options.update(temperature=None, top_p=None, top_k=None)
         if params.top_logprobs:
             options["output_logits"] = True
+        if params.stop:
+            # transformers stops a row once a stop string is complete; the text is cut below.
+            options.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         started = time.perf_counter()
         with torch.inference_mode():
             output = self.model.generate(**batch, **options)
@@ -107,25 +125,49 @@ class TransformersBackend(Backend):
         for row, sequence in enumerate(output.sequences):
             generated = sequence[prompt_length:].tolist()
             length = len(generated)
+            stopped = False
             for position, token_id in enumerate(generated):
                 if token_id in stop_ids:
                     length = position + 1  # the stop token was generated, so it counts
+                    stopped = True
                     break
-            text = self.tokenizer.decode(generated[:length], skip_special_tokens=True).strip()
-            top_logprobs = self._top_logprobs(output.logits, row, length, params.top_logprobs) if params.top_logprobs else None
+            text = self.tokenizer.decode(generated[:length], skip_special_tokens=True)
+            cut = self._stop_string_cut(generated[:length], text, params.stop) if params.stop else None
+            if cut is not None:
+                # A finished row is padded, and the pad may be the end-of-sequence token: the
+                # row ends with the token that completed the stop string, whatever follows.
+                text, length, stopped = text[: cut[0]], cut[1], True
+            if params.top_logprobs:
+                top_logprobs, tokens, token_logprobs = self._logprobs(output.logits, row, generated[:length], params.top_logprobs)
+            else:
+                top_logprobs, tokens, token_logprobs = None, None, None
             results.append(
                 GenerationResult(
-                    text=text,
+                    text=text.strip(),
                     input_tokens=int(input_tokens[row]),
                     output_tokens=length,
                     latency_ms=round(latency_ms, 2),
                     latency_method=LATENCY_BATCH_WALL,
                     batch_size=len(requests),
-                    finish_reason="stop" if length < len(generated) or (generated and generated[length - 1] in stop_ids) else "length",
+                    finish_reason="stop" if stopped else "length",
                     top_logprobs=top_logprobs,
+                    tokens=tokens,
+                    token_logprobs=token_logprobs,
                 )
             )
         return results
+
+    def _stop_string_cut(self, generated: list[int], text: str, stop: tuple[str, ...]) -> tuple[int, int] | None:
+        """Where the first stop string starts in `text`, and how many tokens it took to complete
+        it; None when the text holds none."""
+        found = [(text.find(string), string) for string in stop if string in text]
+        if not found:
+            return None
+        start, string = min(found)
+        for count in range(1, len(generated) + 1):
+            if len(self.tokenizer.decode(generated[:count], skip_special_tokens=True)) >= start + len(string):
+                return start, count
+        return start, len(generated)
 
     def _stop_token_ids(self) -> set[int]:
         stop = self.model.generation_config.eos_token_id
@@ -134,10 +176,12 @@ class TransformersBackend(Backend):
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def _top_logprobs(self, logits, row: int, length: int, count: int) -> list[dict[str, float]]:
+    def _logprobs(self, logits, row: int, generated: list[int], count: int) -> tuple[list[dict[str, float]], list[str], list[float]]:
+        """At each generated position: the `count` most likely tokens, the token that was
+        generated and its log probability (from the model's logits, before temperature)."""
         torch = self._torch
-        steps = []
-        for step_logits in logits[:length]:
+        steps, tokens, token_logprobs = [], [], []
+        for step_logits, generated_id in zip(logits[: len(generated)], generated):
             logprobs = torch.log_softmax(step_logits[row].float(), dim=-1)
             values, token_ids = logprobs.topk(count)
             step: dict[str, float] = {}
@@ -149,7 +193,9 @@ class TransformersBackend(Backend):
                 else:
                     step[piece] = round(value, 6)
             steps.append(step)
-        return steps
+            tokens.append(self.tokenizer.decode([generated_id]))
+            token_logprobs.append(round(float(logprobs[generated_id]), 6))
+        return steps, tokens, token_logprobs
 
     def close(self) -> None:
         del self.model

@@ -105,6 +105,8 @@ def sampling_arguments(params: GenerationParams) -> dict[str, Any]:
     }
     if params.top_logprobs > 0:
         arguments["logprobs"] = params.top_logprobs
+    if params.stop:
+        arguments["stop"] = list(params.stop)  # vllm leaves the stop string out of the text, as OpenAI does
     return arguments
 
 
@@ -124,6 +126,24 @@ def top_logprobs_from_vllm(position_logprobs: list[dict[int, Any]] | None, count
             step[text] = math.log(math.exp(step[text]) + math.exp(value)) if text in step else value
         positions.append(step)
     return positions
+
+
+def sampled_tokens_from_vllm(
+    token_ids: list[int], position_logprobs: list[dict[int, Any]] | None
+) -> tuple[list[str] | None, list[float] | None]:
+    """The text and log probability of the token vllm generated at each position. vllm puts
+    the sampled token into every position's logprobs, even outside the top `count`."""
+    if position_logprobs is None:
+        return None, None
+    tokens: list[str] = []
+    token_logprobs: list[float] = []
+    for token_id, candidates in zip(token_ids, position_logprobs):
+        entry = candidates.get(token_id)
+        if entry is None:  # not expected from vllm; say so rather than guess
+            return None, None
+        tokens.append(entry.decoded_token if entry.decoded_token is not None else "")
+        token_logprobs.append(float(entry.logprob))
+    return tokens, token_logprobs
 
 
 class VLLMBackend(Backend):
@@ -172,6 +192,10 @@ class VLLMBackend(Backend):
         results = []
         for request, output in zip(requests, outputs):
             completion = output.outputs[0]
+            wants_logprobs = request.params.top_logprobs > 0
+            tokens, token_logprobs = (
+                sampled_tokens_from_vllm(list(completion.token_ids), completion.logprobs) if wants_logprobs else (None, None)
+            )
             results.append(
                 GenerationResult(
                     text=completion.text.strip(),
@@ -181,9 +205,9 @@ class VLLMBackend(Backend):
                     latency_method=LATENCY_BATCH_WALL,
                     batch_size=len(requests),
                     finish_reason=completion.finish_reason,
-                    top_logprobs=top_logprobs_from_vllm(completion.logprobs, request.params.top_logprobs)
-                    if request.params.top_logprobs
-                    else None,
+                    top_logprobs=top_logprobs_from_vllm(completion.logprobs, request.params.top_logprobs) if wants_logprobs else None,
+                    tokens=tokens,
+                    token_logprobs=token_logprobs,
                 )
             )
         return results

@@ -121,10 +121,6 @@ class AwsClients:
         return self.get("bedrock-agent-runtime")
 
     @property
-    def runtime(self) -> Any:
-        return self.get("bedrock-runtime")
-
-    @property
     def s3(self) -> Any:
         return self.get("s3")
 

@@ -9,7 +9,8 @@
 
 Every rank runs the same `train_adapter`; the Trainer shards the data across ranks and only
 rank 0 writes the adapter. The training data is `finetune.train_path` (chat or Nova JSONL), decontaminated
-against the eval set exactly as the study's own fine-tuning stage does (finetune/stage.py).
+against the eval set exactly as the study's own fine-tuning stage does (finetune/stage.py), with the
+embedder on the rank's own GPU (`cuda:$LOCAL_RANK`), not all of them on GPU 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from localnova.config import StudyConfig, load_config
@@ -28,10 +30,52 @@ from localnova.finetune.lora import AdapterInfo, find_or_train_adapter, train_ad
 from localnova.finetune.presets import check_hyperparameters
 from localnova.finetune.stage import training_records
 from localnova.models import resolve_model
+from localnova.optional import cuda_available
+
+# How long a rank waits at a collective: rank 0 may read a 70B checkpoint alone (below) while the
+# others wait for its weights. The Trainer's own default (ddp_timeout), since the group is ours.
+PROCESS_GROUP_TIMEOUT = timedelta(seconds=1800)
 
 
 def default_adapter_dir(config: StudyConfig, model_name: str) -> Path:
     return config.study_dir / "adapters" / model_name
+
+
+def embedder_device() -> str:
+    """The device this process embeds on: under a launcher, the GPU of its local rank
+    (`cuda:$LOCAL_RANK`), so eight ranks do not all load the embedder onto GPU 0; the CPU
+    without CUDA."""
+    if not cuda_available():
+        return "cpu"
+    import torch
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    visible = torch.cuda.device_count()
+    if local_rank >= visible:
+        raise UserError(
+            f"LOCAL_RANK={local_rank} but this process sees {visible} CUDA device(s): start one process per GPU "
+            f"(accelerate launch --num_processes {visible}, or set CUDA_VISIBLE_DEVICES to match)"
+        )
+    return f"cuda:{local_rank}"
+
+
+def start_process_group_for_fsdp_loading() -> bool:
+    """Start torch.distributed now when FSDP's cpu_ram_efficient_loading is on; True if it did.
+
+    transformers reads the checkpoint on local rank 0 only (the other ranks build empty
+    tensors and later receive the shards) only if the process group exists when the model
+    loads; otherwise every rank reads the whole checkpoint into CPU memory, eight copies of a
+    70B model on an eight-GPU node. The Trainer would start the group only after the model is
+    loaded, so start it first; the Trainer then reuses it.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return False
+    if os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() != "true":
+        return False
+    from accelerate import PartialState
+
+    PartialState(timeout=PROCESS_GROUP_TIMEOUT)
+    return True
 
 
 def finetune_from_config(
@@ -45,7 +89,10 @@ def finetune_from_config(
         raise UserError(f"--model {model_name!r}: not one of the config's models ({', '.join(models)})")
     # The same decontaminated records, with the arms' system prompt, as a single-process run.
     eval_items = load_eval_set(config.eval.path)
-    train_records, validation_records, _ = training_records(config, eval_items, Embedder(config.retrieval.embedding_model))
+    start_process_group_for_fsdp_loading()
+    embedder = Embedder(config.retrieval.embedding_model, device=embedder_device())
+    train_records, validation_records, _ = training_records(config, eval_items, embedder)
+    del embedder  # its GPU memory goes back to the allocator before the base model loads
     base = resolve_model(model_config.model, model_config.revision)
     target = Path(out_dir) if out_dir else default_adapter_dir(config, model_config.name)
     train = find_or_train_adapter if reuse else train_adapter

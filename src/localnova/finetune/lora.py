@@ -11,6 +11,7 @@ markers that most templates (SmolLM2's among them) lack.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -335,6 +336,7 @@ def train_adapter(
     trainer = build_trainer(
         model, tokenizer, train_dataset, eval_dataset, config, precision, checkpoints, seed, max_steps, save_steps, callbacks
     )
+    del model  # the trainer holds it from here, and release_trainer lets it go
 
     resume_from = _last_checkpoint(checkpoints) if checkpoints.exists() else None
     if resume_from is not None:
@@ -376,7 +378,22 @@ def train_adapter(
         if checkpoints.parent.is_dir() and not any(checkpoints.parent.iterdir()):
             checkpoints.parent.rmdir()
     trainer.accelerator.wait_for_everyone()
+    release_trainer(trainer)
     return info
+
+
+def release_trainer(trainer) -> None:
+    """Free the trained model now, not at some later garbage collection: accelerate's forward
+    wrapper and the trainer hold it in reference cycles, and the next model to load (a vLLM
+    engine in another process sees only what the CUDA cache gives back) needs the memory."""
+    import torch
+
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    trainer.callback_handler.model = trainer.callback_handler.optimizer = trainer.callback_handler.lr_scheduler = None
+    gc.collect()
+    if cuda_available():
+        torch.cuda.empty_cache()
 
 
 def read_adapter_info(adapter_dir: Path) -> AdapterInfo | None:

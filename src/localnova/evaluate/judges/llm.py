@@ -14,8 +14,9 @@ import math
 import re
 from typing import Any
 
-from localnova.backends import create_backend
+from localnova.backends import backend_class, create_backend
 from localnova.config import JudgeConfig, StudyConfig
+from localnova.errors import UserError
 from localnova.evaluate.judges.base import GenerateFn, Judge, JudgeInput, JudgeOutcome
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
@@ -133,6 +134,13 @@ class LLMJudge(Judge):
 
     @classmethod
     def from_config(cls, judge_config: JudgeConfig, study: StudyConfig, embedder: Any = None) -> LLMJudge:
+        backend = judge_config.model.backend
+        if judge_config.scoring == "logprob" and not backend_class(backend).supports_logprobs:
+            # Checked when the panel is built, before any model trains or answers.
+            raise UserError(
+                f"judges.{judge_config.name}.scoring: logprob needs token probabilities, which the {backend} backend does not give; "
+                "use scoring: parsed"
+            )
         return cls(judge_config, seed=study.seed)
 
     def _load(self) -> None:
