@@ -85,7 +85,8 @@ def main() -> None:
     import transformers
 
     from localnova.config import FinetuneConfig
-    from localnova.finetune.lora import build_dataset, choose_precision, load_base
+    from localnova.finetune.chat_data import build_dataset
+    from localnova.finetune.lora import choose_precision, load_base
     from localnova.models import resolve_model
 
     base = resolve_model(args.model)

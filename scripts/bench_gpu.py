@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from localnova.plan import KNOWN_ARCHITECTURES, params_from_architecture  # noqa: E402  (light: no torch)
+from localnova.model_shapes import KNOWN_ARCHITECTURES, params_from_architecture  # noqa: E402  (light: no torch)
 
 PARTS = ("train", "decode", "vllm", "faiss")
 SHAPES = {"1b": ("llama", "llama-3.2-1b"), "7b": ("qwen2", "qwen2.5-7b")}

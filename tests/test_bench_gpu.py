@@ -55,7 +55,7 @@ def load_bench():
 
 def test_flop_accounting_counts_the_matmul_weights():
     bench_gpu = load_bench()
-    from localnova.plan import KNOWN_ARCHITECTURES, params_from_architecture
+    from localnova.model_shapes import KNOWN_ARCHITECTURES, params_from_architecture
 
     qwen7b = KNOWN_ARCHITECTURES["qwen2.5-7b"]  # untied: the input embedding is a lookup, not a matmul
     assert bench_gpu.matmul_params(qwen7b) == params_from_architecture(qwen7b) - qwen7b["vocab_size"] * qwen7b["hidden_size"]

@@ -69,7 +69,7 @@ def tokenizer(base):
 
 
 def test_labels_cover_only_the_assistant_turns(tokenizer):
-    from localnova.finetune.lora import IGNORE_INDEX, tokenize_chat
+    from localnova.finetune.chat_data import IGNORE_INDEX, tokenize_chat
 
     row = tokenize_chat(tokenizer, TWO_TURNS["messages"], max_seq_length=512)
     learned = [token for token, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
@@ -85,7 +85,7 @@ def test_labels_cover_only_the_assistant_turns(tokenizer):
 
 
 def test_truncation_keeps_the_start_and_drops_records_left_without_answers(tokenizer):
-    from localnova.finetune.lora import build_dataset, tokenize_chat
+    from localnova.finetune.chat_data import build_dataset, tokenize_chat
 
     row = tokenize_chat(tokenizer, FACT["messages"], max_seq_length=10)
     assert len(row["input_ids"]) == 10

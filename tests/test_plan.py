@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from localnova.config import ModelConfig, load_config
-from localnova.plan import KNOWN_ARCHITECTURES, params_from_architecture, plan_study
+from localnova.model_shapes import KNOWN_ARCHITECTURES, params_from_architecture
+from localnova.plan import plan_study
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_CONFIGS = sorted(str(path.relative_to(REPO)) for path in (REPO / "configs").glob("local-gpu*.yaml"))
@@ -144,7 +145,8 @@ def test_qlora_weights_keep_the_embeddings_and_head_in_fp32(tmp_path, empty_hub_
 
 
 def test_servers_and_unknown_sizes_get_no_memory_estimate(tmp_path, empty_hub_cache):
-    from localnova.plan import model_shape, where_from
+    from localnova.model_shapes import model_shape
+    from localnova.plan import where_from
 
     remote = ModelConfig(name="r", backend="openai", model="gpt-x", options={"base_url": "http://judge:8000/v1"})
     assert where_from(remote) == ("OpenAI-compatible server http://judge:8000/v1 (model gpt-x)", None)

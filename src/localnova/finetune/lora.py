@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.finetune.chat_data import build_dataset
 from localnova.finetune.presets import check_hyperparameters
 from localnova.optional import Precision, cuda_available, is_available, pick_precision, require
 from localnova.types import stable_hash
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "localnova_adapter.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-IGNORE_INDEX = -100  # label value that the loss skips
 
 
 @dataclass
@@ -117,49 +117,6 @@ def check_before_loading(config, train_records: list[dict]) -> None:
         for message in messages:
             if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
                 raise UserError(f"training record {index + 1}: each message needs a 'role' and a string 'content'")
-
-
-def tokenize_chat(tokenizer, messages: list[dict[str, str]], max_seq_length: int) -> dict[str, list[int]]:
-    """Token ids of a conversation rendered by the model's chat template, and labels that are
-    -100 everywhere except on the assistant turns (their text and end-of-turn tokens).
-
-    Each assistant turn's span is found as the text between the conversation rendered up to
-    the turn with the generation prompt and the conversation rendered through the turn; the
-    tokens whose characters start inside a span are learned. Truncated to `max_seq_length`.
-    """
-    if not getattr(tokenizer, "is_fast", False):
-        raise UserError("fine-tuning needs a fast tokenizer (tokenizer.json) to find the assistant tokens")
-    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans: list[tuple[int, int]] = []
-    for turn, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = tokenizer.apply_chat_template(messages[:turn], tokenize=False, add_generation_prompt=True) if turn else ""
-        through = tokenizer.apply_chat_template(messages[: turn + 1], tokenize=False)
-        if not full_text.startswith(through) or not through.startswith(before):
-            raise UserError("the model's chat template does not render conversations prefix by prefix; cannot find the assistant tokens")
-        spans.append((len(before), len(through)))
-    # The template already holds any special tokens it wants; adding them again would double BOS.
-    encoded = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = list(encoded["input_ids"])[:max_seq_length]
-    offsets = list(encoded["offset_mapping"])[:max_seq_length]
-    labels = [
-        token_id if any(start <= char_start < end for start, end in spans) else IGNORE_INDEX
-        for token_id, (char_start, _) in zip(input_ids, offsets)
-    ]
-    return {"input_ids": input_ids, "labels": labels}
-
-
-def build_dataset(tokenizer, records: list[dict], max_seq_length: int, what: str = "training"):
-    """A datasets.Dataset of input_ids/labels; records left with no assistant token after
-    truncation are dropped (they would add no loss)."""
-    from datasets import Dataset
-
-    rows = [tokenize_chat(tokenizer, record["messages"], max_seq_length) for record in records]
-    rows = [row for row in rows if any(label != IGNORE_INDEX for label in row["labels"])]
-    if not rows:
-        raise UserError(f"no {what} record keeps an assistant token within finetune.max_seq_length={max_seq_length}")
-    return Dataset.from_list(rows)
 
 
 def load_base(base_model, config, precision: Precision):
