@@ -6,6 +6,7 @@ exercised in test_openai_backend.py."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import urllib.error
@@ -51,16 +52,25 @@ class RecordingBackend(Backend):
         return results
 
 
+@contextlib.contextmanager
+def serving(backend, model_name: str, max_wait_ms: float):
+    """`backend` behind a server on a free local port, for the block; yields its base URL."""
+    chat_server = make_server(backend, model_name, port=0, max_batch_size=4, max_wait_ms=max_wait_ms)
+    threading.Thread(target=chat_server.serve_forever, daemon=True).start()
+    host, port = chat_server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        chat_server.shutdown()
+        chat_server.server_close()
+        chat_server.batcher.close()
+
+
 @pytest.fixture
 def server():
     backend = RecordingBackend()
-    chat_server = make_server(backend, "echo", port=0, max_batch_size=4, max_wait_ms=5)
-    threading.Thread(target=chat_server.serve_forever, daemon=True).start()
-    host, port = chat_server.server_address[:2]
-    yield f"http://{host}:{port}", backend
-    chat_server.shutdown()
-    chat_server.server_close()
-    chat_server.batcher.close()
+    with serving(backend, "echo", max_wait_ms=5) as url:
+        yield url, backend
 
 
 def _post(url: str, body, raw: bytes | None = None) -> tuple[int, dict]:
@@ -277,14 +287,11 @@ def smollm2_server():
     from localnova.config import ModelConfig
 
     backend = create_backend(ModelConfig(name="smollm2", model="smollm2-135m-instruct"))
-    chat_server = make_server(backend, "smollm2", port=0, max_batch_size=4, max_wait_ms=50)
-    threading.Thread(target=chat_server.serve_forever, daemon=True).start()
-    host, port = chat_server.server_address[:2]
-    yield f"http://{host}:{port}", backend
-    chat_server.shutdown()
-    chat_server.server_close()
-    chat_server.batcher.close()
-    backend.close()
+    try:
+        with serving(backend, "smollm2", max_wait_ms=50) as url:
+            yield url, backend
+    finally:
+        backend.close()
 
 
 QUESTION = [{"role": "user", "content": "Name three colours and say one thing about each."}]
