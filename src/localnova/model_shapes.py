@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from localnova.config import ModelConfig
-from localnova.models import BUNDLED_MODELS, cache_dir
+from localnova.models import BUNDLED_MODELS, cache_dir, hub_cached_file
 
 # config.json fields of known models (from their published configs), lower-case name keys
 KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -176,17 +176,6 @@ def _local_config_json(model: "ModelConfig") -> Path | None:
     if local.exists():
         return local / "config.json" if (local / "config.json").is_file() else None
     return hub_cached_file(model.model, "config.json", model.revision)
-
-
-def hub_cached_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
-    if repo_id.count("/") != 1:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(repo_id, filename, revision=revision)
-    return Path(found) if isinstance(found, str) else None
 
 
 def model_shape(model: "ModelConfig") -> ModelShape | None:

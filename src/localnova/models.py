@@ -140,6 +140,18 @@ def is_hub_id(name: str) -> bool:
     return name not in BUNDLED_MODELS and not Path(name).expanduser().exists() and name.count("/") == 1 and not name.startswith((".", "/"))
 
 
+def hub_cached_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """A file of a hub repository in the local Hugging Face cache, or None; never downloads."""
+    if repo_id.count("/") != 1:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
 def hub_access_problem(model_id: str) -> str | None:
     """Why this process could not download `model_id` from the hub, in one line naming what to
     do, or None when it can (or when that cannot be told: offline, or the hub unreachable, in
@@ -147,10 +159,10 @@ def hub_access_problem(model_id: str) -> str | None:
     token is the usual case, found here before anything trains rather than at the last judge."""
     if not is_hub_id(model_id):
         return None
-    from huggingface_hub import auth_check, constants, try_to_load_from_cache
+    from huggingface_hub import auth_check, constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if isinstance(try_to_load_from_cache(model_id, "config.json"), str) or constants.HF_HUB_OFFLINE:
+    if hub_cached_file(model_id, "config.json") is not None or constants.HF_HUB_OFFLINE:
         return None  # already downloaded, or no way to ask
     try:
         auth_check(model_id)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig
-from localnova.model_shapes import ModelShape, hub_cached_file, model_shape
-from localnova.models import BUNDLED_MODELS, hub_access_problem
+from localnova.model_shapes import ModelShape, model_shape
+from localnova.models import BUNDLED_MODELS, hub_access_problem, hub_cached_file
 from localnova.optional import precision_for
 
 GB = 1e9
