@@ -14,6 +14,7 @@ from localnova.report import tables
 from localnova.report.collect import collect_run, parse_run_spec
 from localnova.report.export import export_run
 from localnova.report.render import SIMULATED_BANNER, fence, report_runs, write_report
+from localnova.report.summarize import summarize_run
 from localnova.store import JudgmentRecord, Store
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
 
@@ -160,22 +161,18 @@ def test_summary_failures_and_controls_are_reported(one_report):
     failures = {row[1]: row for row in tables.failures_table([run]).rows}
     assert failures["judge-a"][3:6] == ["24", "4", "16.7%"]
     assert failures["judge-f1"][4] == "0"
-    verdicts = {row[1]: row[-1] for row in tables.controls_table([run]).rows}
-    assert verdicts["judge-a"] == "trustworthy"
-    assert verdicts["judge-f1"].startswith("not trustworthy") and "4.0" in verdicts["judge-f1"]
-    assert "Judge controls" in page and "trustworthy" in page and "at least 7" in page
+    summary = summarize_run(run)
+    verdicts = {row[1]: row[-2:] for row in tables.controls_table([run], [summary]).rows}
+    assert verdicts["judge-a"] == ["passes", "yes"]
+    assert verdicts["judge-f1"][0].startswith("fails") and "4.0" in verdicts["judge-f1"][0] and verdicts["judge-f1"][1] == "no"
+    assert "Judge controls" in page and "at least 7" in page
+    assert "Left out for failing their controls: judge-f1" in page
     # The failed judgments are left out of the mean, not counted as 0: judge-a on large/base
     # scored q1, q3, q4, q6 = 6, 5, 6, 5 (its failures on q2 and q5 are absent).
-    judge_rows = [row for row in tables.judge_means_table([run], [tables_summary(run)]).rows if row[1:4] == ["large", "base", "judge-a"]]
-    assert judge_rows[0][4:6] == ["4", "2"] and judge_rows[0][6].startswith("5.50")
+    judge_rows = [row for row in tables.judge_means_table([run], [summary]).rows if row[1:4] == ["large", "base", "judge-a"]]
+    assert judge_rows[0][4:7] == ["yes", "4", "2"] and judge_rows[0][7].startswith("5.50")
     assert "batch_wall_clock" in markdown and "recall@3" in markdown and "estimate_usd" in markdown
     assert "Krippendorff" in page and "p Wilcoxon (Holm)" in page
-
-
-def tables_summary(run):
-    from localnova.evaluate.summary import summarize
-
-    return summarize(run.score_rows, run.generation_rows, n_resamples=200, seed=0)
 
 
 def test_two_runs_side_by_side_and_simulated_banner(tmp_path):

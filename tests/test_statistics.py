@@ -14,12 +14,10 @@ from hypothesis import strategies as st
 
 from conftest import SCORES
 from localnova.evaluate.statistics import (
-    ScoreRow,
     bootstrap_ci,
     compare_arms,
     holm_adjust,
     paired_tests,
-    panel_scores_by_question,
     pct_change_vs_base,
 )
 
@@ -92,20 +90,6 @@ def test_pct_change_undefined_cases_are_nan_not_errors():
     assert all(math.isnan(v) for v in (pct, low, high))
     pct, low, high = pct_change_vs_base({"a": 4.0}, {"a": 5.0})
     assert pct == pytest.approx(25.0) and math.isnan(low) and math.isnan(high)
-
-
-def test_panel_score_is_mean_of_judges_that_scored_and_ignores_failures():
-    rows = [
-        ScoreRow("m", "base", "q1", "j1", 8.0),
-        ScoreRow("m", "base", "q1", "j2", None),  # failure: not a 0
-        {"model": "m", "arm": "base", "question_id": "q2", "judge": "j1", "score": 4},
-        {"model": "m", "arm": "base", "question_id": "q2", "judge": "j2", "score": 6},
-        ScoreRow("m", "base", "q3", "j1", None),
-        ScoreRow("m", "base", "q3", "j2", float("nan")),
-    ]
-    assert panel_scores_by_question(rows) == {("m", "base"): {"q1": 8.0, "q2": 5.0}}
-    with pytest.raises(ValueError, match="duplicate"):
-        panel_scores_by_question(rows + [ScoreRow("m", "base", "q1", "j1", 3.0)])
 
 
 # --- paired tests ----------------------------------------------------------------------

@@ -98,6 +98,9 @@ class JudgeConfig(Section):
     # expected score over the score tokens' probabilities (backends that expose them)
     scoring: Literal["parsed", "logprob"] = "parsed"
     max_attempts: int = Field(3, gt=0)
+    # logprob scoring: below this probability mass on the score tokens "0".."10" the reply
+    # is a recorded failure, not a score (a model that mostly wants to write something else)
+    min_score_mass: float = Field(0.5, gt=0, le=1)
     embedding_model: str = "all-minilm-l6-v2"  # for kind=embedding_similarity
 
     @model_validator(mode="after")
@@ -107,11 +110,24 @@ class JudgeConfig(Section):
         return self
 
 
+class ControlGate(Section):
+    """Where a judge's controls must land for the judge to count in the headline panel: the
+    mean score it gives the ground truth itself, an empty answer, another question's truth."""
+
+    truth_min: float = Field(7.0, ge=0, le=10)
+    empty_max: float = Field(2.0, ge=0, le=10)
+    other_max: float = Field(3.0, ge=0, le=10)
+
+
 class EvalConfig(Section):
     path: Path
     limit: int | None = Field(None, gt=0)
     controls: bool = True  # judges also score the ground truth, an empty answer, another answer
     bootstrap_samples: int = Field(2000, gt=0)
+    # gated: the headline panel keeps only the judges that pass their controls (the others
+    # stay in the per-judge tables, marked); all: every judge, whatever its controls say
+    headline_panel: Literal["gated", "all"] = "gated"
+    control_gate: ControlGate = ControlGate()
 
 
 class LoraConfig(Section):

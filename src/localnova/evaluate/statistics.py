@@ -107,24 +107,6 @@ def ordered_arms(arms: Iterable[str], base_arm: str = BASE_ARM) -> list[str]:
     return ([base_arm] if base_arm in unique else []) + [a for a in unique if a != base_arm]
 
 
-def panel_scores_by_question(
-    score_rows: Iterable[Any],
-) -> dict[tuple[str, str], dict[str, float]]:
-    """Panel score per answer: the mean over the judges that produced a score for it.
-
-    Returns {(model, arm): {question_id: panel_score}}. Failed judgments (score None) are
-    left out of the mean rather than counted as 0; an answer that no judge scored is left out
-    of its cell altogether (the failure counts in the summary report it).
-    """
-    totals: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for row in score_rows_from(score_rows):
-        cell = totals.setdefault((row.model, row.arm), {})
-        scores = cell.setdefault(row.question_id, [])
-        if row.score is not None:
-            scores.append(row.score)
-    return {key: {qid: float(np.mean(s)) for qid, s in by_question.items() if s} for key, by_question in totals.items()}
-
-
 def _resample_statistic(samples: np.ndarray, statistic: Callable[..., Any]) -> np.ndarray:
     """Apply `statistic` to each row of a (n_resamples, n) array, vectorised when it can be."""
     try:
@@ -321,10 +303,11 @@ class ArmComparison:
 
 
 def compare_arms(
-    scores_by_cell: Mapping[tuple[str, str], Mapping[str, float]],
+    scores_by_cell: Mapping[tuple[str, str], Any],
     base_arm: str = BASE_ARM,
     n_permutations: int = 10000,
     seed: int = 0,
+    pair: Callable[[Any, Any], tuple[Mapping[str, float], Mapping[str, float]]] | None = None,
 ) -> list[ArmComparison]:
     """Paired tests for every pair of arms within each model, Holm-adjusted as one family.
 
@@ -333,7 +316,9 @@ def compare_arms(
     appearance; each pair (a, b) with a before b is tested on the questions both scored, so
     arm-vs-base pairs have a = base. The Holm family is every comparison of every model,
     adjusted separately for the Wilcoxon and the permutation p-values. A model with one arm
-    contributes nothing.
+    contributes nothing. `pair`, when given, turns two cells' values into the two
+    {question_id: score} maps to test (e.g. `panel.paired_scores`, which keeps per question
+    only the judges that scored both answers); by default the cells already are such maps.
     """
     arms_by_model: dict[str, list[str]] = {}
     for model, arm in scores_by_cell:
@@ -341,7 +326,8 @@ def compare_arms(
     raw: list[tuple[str, str, str, PairedTest]] = []
     for model, arms in arms_by_model.items():
         for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
-            a, b = _paired_arrays(scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)])
+            cell_a, cell_b = scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)]
+            a, b = _paired_arrays(*(pair(cell_a, cell_b) if pair else (cell_a, cell_b)))
             raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed)))
     wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t in raw])
     permutation_holm = holm_adjust([t.permutation_p for *_, t in raw])

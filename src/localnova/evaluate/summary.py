@@ -8,7 +8,7 @@ a pure function of its inputs and the seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,13 +16,14 @@ import numpy as np
 
 from localnova.config import BASE_ARM
 from localnova.evaluate.agreement import JudgeAgreement, judge_agreement
+from localnova.evaluate.controls import JudgeControls
+from localnova.evaluate.panel import PANEL_RULE, cell_scores, level_ci, paired_scores
 from localnova.evaluate.statistics import (
     ArmComparison,
     bootstrap_ci,
     compare_arms,
     generation_rows_from,
     ordered_arms,
-    panel_scores_by_question,
     pct_change_vs_base,
     score_rows_from,
 )
@@ -52,11 +53,13 @@ class JudgeCell:
 
 @dataclass(frozen=True)
 class PanelCell:
-    """Panel mean for one model x arm, and its % change against the model's base arm.
+    """Headline panel level for one model x arm, and its % change against the model's base arm.
 
-    n_questions counts answers that at least one judge scored. The % change is over the
-    questions scored in both arms; it is NaN for the base arm itself and when there is no
-    base arm.
+    n_questions counts answers that at least one headline judge scored. The level is the mean
+    over judges of each judge's mean (`panel.level_ci`); the % change is over the questions
+    scored in both arms, each on the judges that scored both answers (`panel.paired_scores`).
+    It is NaN for the base arm itself, when there is no base arm, and everywhere when the
+    headline panel is empty.
     """
 
     model: str
@@ -106,6 +109,7 @@ class StudySummary:
     latency_tokens: list[LatencyTokenCell]
     failures_by_judge: list[JudgeFailures]
     settings: dict[str, Any]
+    controls: list[JudgeControls] = field(default_factory=list)  # empty when the study ran without controls
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for json.dumps: NaN and infinities become None."""
@@ -181,17 +185,21 @@ def summarize(
     confidence: float = 0.95,
     n_permutations: int = 10000,
     base_arm: str = BASE_ARM,
+    headline_judges: Sequence[str] | None = None,
+    headline_note: str = "",
+    controls: Sequence[JudgeControls] = (),
 ) -> StudySummary:
     """Summarise a study from its judgments and generations.
 
     `score_rows` are ScoreRow-like (model, arm, question_id, judge, score; score None is a
     parse failure) for the answers only: judge controls belong elsewhere, since any arm name
     here is treated as an arm. Per model x arm x judge: mean over the answers the judge scored
-    with a bootstrap interval over questions. Per model x arm: the panel score per answer is
-    the mean over judges that scored it, its mean gets a bootstrap interval, and non-base
-    arms a % change against base with a paired bootstrap interval. Comparisons are all arm
-    pairs within each model, Holm-adjusted across the whole family. Every interval and test
-    uses `seed`, so the summary is reproducible.
+    with a bootstrap interval over questions. Per model x arm, over the `headline_judges` (all
+    judges when None; `evaluate.controls.headline_panel` picks them): the panel level with a
+    bootstrap interval, and for non-base arms a % change against base with a paired bootstrap
+    interval (see `evaluate.panel` for how failures are kept from moving either). Comparisons
+    are all arm pairs within each model on the same pairing, Holm-adjusted across the whole
+    family. Every interval and test uses `seed`, so the summary is reproducible.
     """
     rows = score_rows_from(score_rows)
     cells = list(dict.fromkeys((r.model, r.arm) for r in rows))
@@ -212,15 +220,16 @@ def summarize(
             mean, low, high = bootstrap_ci(valid, n_resamples, seed, confidence)
             judge_cells.append(JudgeCell(model, arm, judge, len(scores), len(scores) - len(valid), mean, low, high))
 
-    panel = panel_scores_by_question(rows)
+    headline = judges if headline_judges is None else [judge for judge in judges if judge in set(headline_judges)]
+    panel = cell_scores(rows, headline)
     panel_cells = []
     for model, arm in ordered_cells:
-        by_question = panel.get((model, arm), {})
-        mean, low, high = bootstrap_ci([by_question[q] for q in sorted(by_question)], n_resamples, seed, confidence)
+        cell = panel.get((model, arm), {})
+        mean, low, high = level_ci(cell, n_resamples, seed, confidence)
         pct = (math.nan, math.nan, math.nan)
         if arm != base_arm and (model, base_arm) in panel:
-            pct = pct_change_vs_base(panel[(model, base_arm)], by_question, n_resamples, seed, confidence)
-        panel_cells.append(PanelCell(model, arm, len(by_question), mean, low, high, *pct))
+            pct = pct_change_vs_base(*paired_scores(panel[(model, base_arm)], cell), n_resamples, seed, confidence)
+        panel_cells.append(PanelCell(model, arm, len(cell), mean, low, high, *pct))
 
     failures = []
     for judge in judges:
@@ -231,17 +240,20 @@ def summarize(
     return StudySummary(
         judge_cells=judge_cells,
         panel_cells=panel_cells,
-        comparisons=compare_arms({cell: panel.get(cell, {}) for cell in ordered_cells}, base_arm, n_permutations, seed),
+        comparisons=compare_arms({cell: panel.get(cell, {}) for cell in ordered_cells}, base_arm, n_permutations, seed, paired_scores),
         agreement=judge_agreement(rows),
         latency_tokens=latency_token_summary(generation_rows, base_arm),
         failures_by_judge=failures,
+        controls=list(controls),
         settings={
             "n_resamples": n_resamples,
             "seed": seed,
             "confidence": confidence,
             "n_permutations": n_permutations,
             "base_arm": base_arm,
-            "panel_score": "mean over the judges that scored each answer",
+            "panel_score": PANEL_RULE,
+            "headline_judges": headline,
+            "headline_note": headline_note,
             "interval": "percentile bootstrap over questions",
             "p_adjustment": "Holm across all arm pairs of all models",
         },

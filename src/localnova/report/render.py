@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from localnova.config import BASE_ARM
+from localnova.evaluate.controls import gate_rule
 from localnova.evaluate.judges import CONTROL_SUBJECTS, SUBJECT_ANSWER
-from localnova.evaluate.statistics import panel_scores_by_question
-from localnova.evaluate.summary import StudySummary, summarize
+from localnova.evaluate.panel import answer_scores, cell_scores
+from localnova.evaluate.summary import StudySummary
 from localnova.files import write_text_atomic
 from localnova.report import figures, tables
 from localnova.report.collect import RunData, collect_runs
+from localnova.report.summarize import control_gate, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
 
 SIMULATED_BANNER = "SIMULATED — no real model was called"
@@ -38,20 +40,6 @@ figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 figcaption, .caption { color: #555; font-size: .9em; }
 nav ul { columns: 2; }
 """
-
-
-def _settings(run: RunData) -> tuple[int, int]:
-    config = run.study_config
-    n_resamples = int((config.get("eval") or {}).get("bootstrap_samples") or 2000)
-    return n_resamples, int(config.get("seed") or 0)
-
-
-def _summaries(runs: list[RunData]) -> list[StudySummary]:
-    summaries = []
-    for run in runs:
-        n_resamples, seed = _settings(run)
-        summaries.append(summarize(run.score_rows, run.generation_rows, n_resamples=n_resamples, seed=seed, base_arm=BASE_ARM))
-    return summaries
 
 
 def _group(run: RunData, model: str, several_runs: bool) -> str:
@@ -110,17 +98,17 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
         ]
 
     columns, by_column = [], {}
-    for run in runs:
-        for (model, arm), by_question in panel_scores_by_question(run.score_rows).items():
+    for run, summary in zip(runs, summaries):
+        for (model, arm), cell in cell_scores(run.score_rows, summary.settings["headline_judges"]).items():
             column = f"{_group(run, model, several)} / {arm}"
             columns.append(column)
-            by_column[column] = by_question
+            by_column[column] = answer_scores(cell)
     if columns:
         question_ids = sorted({qid for scores in by_column.values() for qid in scores})
         matrix = [[by_column[c].get(qid, math.nan) for c in columns] for qid in question_ids]
         found["per_question"] = [
             Figure(
-                "Panel score per question; blank where no judge scored the answer.",
+                "Headline panel score per question (mean over the headline judges that scored the answer); blank where none did.",
                 figures.per_question_figure(question_ids, columns, matrix),
             )
         ]
@@ -151,7 +139,7 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
 
 def build_sections(runs: list[RunData]) -> list[Section]:
     """The report's content, shared by both output formats."""
-    summaries = _summaries(runs)
+    summaries = [summarize_run(run) for run in runs]
     figs = _figure_blocks(runs, summaries)
     overview = Table(
         ["run", "study", "status", "simulated", "answers", "judgments", "model calls", "from store"],
@@ -170,15 +158,18 @@ def build_sections(runs: list[RunData]) -> list[Section]:
         ],
     )
     settings = summaries[0].settings if summaries else {}
+    settings = summaries[0].settings if summaries else {}
     method = Paragraph(
-        f"Panel score: {settings.get('panel_score', '')}; interval: {settings.get('interval', '')} "
-        f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}); p-values: paired Wilcoxon signed-rank and "
-        f"sign-flip permutation tests against the base arm, {settings.get('p_adjustment', '')}. "
+        f"Panel score: {settings.get('panel_score', '')}. Interval: {settings.get('interval', '')} "
+        f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}). p-values: paired Wilcoxon signed-rank and "
+        f"sign-flip permutation tests for every pair of arms within a model (the summary shows each arm against "
+        f"{BASE_ARM}; all pairs are in the next section), {settings.get('p_adjustment', '')}. "
         "Parse failures are left out of every mean, never counted as 0."
     )
+    headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries)]
     return [
         Section("Runs", [overview]),
-        Section("Summary", [tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
+        Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
         Section("Arm comparisons", [tables.comparisons_table(runs, summaries)]),
         Section("Scores per judge", [tables.judge_means_table(runs, summaries)]),
         Section("Judge agreement", [*tables.agreement_tables(runs, summaries), *figs.get("agreement", [])]),
@@ -187,9 +178,11 @@ def build_sections(runs: list[RunData]) -> list[Section]:
             [
                 Paragraph(
                     "Every judge also scored, for each question, the ground truth itself, an empty answer and the "
-                    "ground truth of another question. " + tables.CONTROL_RULE
+                    "ground truth of another question. "
+                    + " ".join(dict.fromkeys(gate_rule(control_gate(run)) for run in runs))
+                    + " Only the judges that pass make the headline panel (unless the config sets eval.headline_panel: all)."
                 ),
-                tables.controls_table(runs),
+                tables.controls_table(runs, summaries),
                 *figs.get("controls", []),
             ],
         ),

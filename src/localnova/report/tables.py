@@ -14,16 +14,9 @@ from typing import Any
 import yaml
 
 from localnova.config import BASE_ARM
-from localnova.evaluate.judges import CONTROL_SUBJECTS
 from localnova.evaluate.summary import StudySummary
 from localnova.report.collect import RunData
 
-# A judge is called trustworthy when its controls land where the rubric says they should.
-TRUTH_MIN, EMPTY_MAX, OTHER_MAX = 7.0, 2.0, 3.0
-CONTROL_RULE = (
-    f"A judge is called trustworthy when it gives the ground truth itself a mean of at least {TRUTH_MIN:g}, "
-    f"an empty answer at most {EMPTY_MAX:g}, and another question's ground truth at most {OTHER_MAX:g}."
-)
 LATENCY_METHODS = {
     "batch_wall_clock": "wall-clock time of the whole batched call, recorded for every request in the batch "
     "(what a user who sent that batch waited, not one request's own time)",
@@ -136,11 +129,20 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
 
 def judge_means_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = [
-        [run.label, c.model, c.arm, c.judge, str(c.n_judgments - c.n_failed), str(c.n_failed), interval(c.mean, c.low, c.high)]
+        [
+            run.label,
+            c.model,
+            c.arm,
+            c.judge,
+            "yes" if c.judge in summary.settings["headline_judges"] else "no (failed its controls)",
+            str(c.n_judgments - c.n_failed),
+            str(c.n_failed),
+            interval(c.mean, c.low, c.high),
+        ]
         for run, summary in zip(runs, summaries)
         for c in summary.judge_cells
     ]
-    return Table(["run", "model", "arm", "judge", "scored", "failed", "mean [95% CI]"], rows)
+    return Table(["run", "model", "arm", "judge", "in headline", "scored", "failed", "mean [95% CI]"], rows)
 
 
 def agreement_tables(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
@@ -259,40 +261,37 @@ def control_means(run: RunData) -> dict[tuple[str, str], list[float]]:
     return scores
 
 
-def control_verdict(truth: float, empty: float, other: float) -> str:
-    if not all(math.isfinite(v) for v in (truth, empty, other)):
-        return "cannot tell: some controls were not scored"
-    problems = []
-    if truth < TRUTH_MIN:
-        problems.append(f"gives the ground truth only {truth:.1f}")
-    if empty > EMPTY_MAX:
-        problems.append(f"gives an empty answer {empty:.1f}")
-    if other > OTHER_MAX:
-        problems.append(f"gives another question's truth {other:.1f}")
-    return "trustworthy" if not problems else "not trustworthy: " + "; ".join(problems)
-
-
-def controls_table(runs: list[RunData]) -> Table:
+def controls_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = []
-    for run in runs:
-        scores = control_means(run)
-        for judge in run.judges:
-            truth, empty, other = (_mean(scores.get((judge, s), [])) for s in CONTROL_SUBJECTS)
-            failed = sum(1 for j in run.judgments if j.judge == judge and j.subject != "answer" and j.score is None)
+    for run, summary in zip(runs, summaries):
+        headline = set(summary.settings["headline_judges"])
+        for c in summary.controls:
             rows.append(
                 [
                     run.label,
-                    judge,
-                    number(_mean(scores.get((judge, "answer"), []))),
-                    number(truth),
-                    number(empty),
-                    number(other),
-                    str(failed),
-                    control_verdict(truth, empty, other),
+                    c.judge,
+                    number(c.answers),
+                    number(c.truth),
+                    number(c.empty),
+                    number(c.other),
+                    str(c.n_control_failures),
+                    c.verdict,
+                    "yes" if c.judge in headline else "no",
                 ]
             )
     return Table(
-        ["run", "judge", "real answers", "ground truth", "empty answer", "other question's truth", "control failures", "verdict"], rows
+        [
+            "run",
+            "judge",
+            "real answers",
+            "ground truth",
+            "empty answer",
+            "other question's truth",
+            "control failures",
+            "controls",
+            "in headline",
+        ],
+        rows,
     )
 
 
