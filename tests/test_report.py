@@ -229,3 +229,15 @@ def test_collect_errors_name_the_problem(tmp_path):
         export_run(tmp_path / "study", fmt="xlsx")
     assert parse_run_spec(f"{tmp_path / 'study'}:abc") == (tmp_path / "study", "abc")
     assert parse_run_spec(str(tmp_path / "study")) == (tmp_path / "study", None)
+
+
+def test_markdown_cells_and_paragraphs_cannot_inject_html(tmp_path):
+    from localnova.report import render
+
+    hostile = "<script>alert(1)</script> a|b \\| c"
+    sections = [tables.Section("S", [tables.Paragraph(f"model {hostile}"), tables.Table(["model"], [[hostile]])])]
+    markdown = render._markdown("t", None, sections, tmp_path)
+    assert "<script>" not in markdown
+    assert "model &lt;script&gt;alert(1)&lt;/script&gt; a|b \\\\| c" in markdown
+    # in a cell the pipe is escaped too, and a backslash cannot undo that escape
+    assert "| &lt;script&gt;alert(1)&lt;/script&gt; a\\|b \\\\\\| c |" in markdown

@@ -74,11 +74,13 @@ def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls
 
 
 def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[list[JudgmentRecord], int]:
-    """Score `inputs` with one opened judge; judgments already made for the same content (in
-    any run of this study) are reused, and model calls go through the store in batches of the
+    """Score `inputs` with one opened judge; scores already given to the same content by the
+    same judge identity (in any run of this study) are reused, failures are not, and model calls go through the store in batches of the
     judge's batch size. Returns the judgments and how many of them were made now."""
     keys = [judge.content_key(item) for item in inputs]
-    known = store.judgment_by_content(keys)
+    # A stored failure is never reused: a rerun judges it again (its model calls may still
+    # come from the store, when nothing that decides them changed).
+    known = {key: record for key, record in store.judgment_by_content(keys).items() if record.score is not None}
     missing = [index for index, key in enumerate(keys) if key not in known]
     records: dict[int, JudgmentRecord] = {}
     for index, key in enumerate(keys):

@@ -21,6 +21,7 @@ from localnova.evaluate.summary import StudySummary
 from localnova.files import write_text_atomic
 from localnova.report import figures, tables
 from localnova.report.collect import RunData, collect_runs
+from localnova.report.crossrun import cross_run_blocks
 from localnova.report.summarize import control_gate, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
 
@@ -171,6 +172,7 @@ def build_sections(runs: list[RunData]) -> list[Section]:
         Section("Runs", [overview]),
         Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
         Section("Arm comparisons", [tables.comparisons_table(runs, summaries)]),
+        *([Section("Across runs, paired by question", cross_run_blocks(runs, summaries))] if len(runs) > 1 else []),
         Section("Scores per judge", [tables.judge_means_table(runs, summaries)]),
         Section("Judge agreement", [*tables.agreement_tables(runs, summaries), *figs.get("agreement", [])]),
         Section(
@@ -219,8 +221,14 @@ def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
+def _markdown_text(text: str) -> str:
+    """Text a Markdown viewer shows as written: HTML in it (a model name, a question id, a
+    judge's reason) becomes entities, and a backslash cannot escape what follows it."""
+    return html.escape(text.replace("\\", "\\\\"), quote=False)
+
+
 def _markdown_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return _markdown_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def fence(text: str) -> str:
@@ -240,7 +248,7 @@ def _markdown(title: str, banner: str | None, sections: list[Section], figure_di
             lines += [f"> **{banner}**", ""]
         for block in section.blocks:
             if isinstance(block, Paragraph):
-                lines += [block.text, ""]
+                lines += [_markdown_text(block.text), ""]
             elif isinstance(block, Table):
                 lines.append("| " + " | ".join(_markdown_cell(h) for h in block.headers) + " |")
                 lines.append("|" + "---|" * len(block.headers))
@@ -248,7 +256,7 @@ def _markdown(title: str, banner: str | None, sections: list[Section], figure_di
                 lines.append("")
             elif isinstance(block, Preformatted):
                 if block.caption:
-                    lines += [f"*{block.caption}*", ""]
+                    lines += [f"*{_markdown_text(block.caption)}*", ""]
                 lines += [fence(block.text), ""]
             elif isinstance(block, Figure):
                 figure_count += 1

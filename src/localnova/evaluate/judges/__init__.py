@@ -13,7 +13,6 @@ from __future__ import annotations
 from localnova.config import StudyConfig
 from localnova.evaluate.judges.base import (
     CONTROL_SUBJECTS,
-    JUDGE_PROMPT_VERSION,
     REFERENCE_BATCH_SIZE,
     SUBJECT_ANSWER,
     GenerateFn,
@@ -26,20 +25,22 @@ from localnova.evaluate.judges.base import (
 from localnova.evaluate.judges.llm import (
     JUDGE_SYSTEM,
     JUDGE_TEMPLATE,
+    PROMPT_HASH,
     SCORE_PREFILL,
     LLMJudge,
     expected_score,
     judge_messages,
     parse_judge_reply,
+    score_distribution,
 )
 from localnova.evaluate.judges.reference import EmbeddingSimilarityJudge, SentenceEmbedder, TokenF1Judge
 
 __all__ = [
     "CONTROL_SUBJECTS",
     "JUDGES",
-    "JUDGE_PROMPT_VERSION",
     "JUDGE_SYSTEM",
     "JUDGE_TEMPLATE",
+    "PROMPT_HASH",
     "REFERENCE_BATCH_SIZE",
     "SCORE_PREFILL",
     "SUBJECT_ANSWER",
@@ -57,6 +58,7 @@ __all__ = [
     "expected_score",
     "judge_messages",
     "parse_judge_reply",
+    "score_distribution",
 ]
 
 # config.JudgeConfig.kind lists the same names (a test checks).

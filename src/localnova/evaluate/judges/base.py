@@ -17,10 +17,6 @@ from localnova.backends.base import Backend
 from localnova.config import JudgeConfig, StudyConfig
 from localnova.types import ChatRequest, GenerationResult, stable_hash
 
-# The version of the judge prompt (template, system message, prefill). Bump it when any of
-# them changes: it is part of every judgment's content key.
-JUDGE_PROMPT_VERSION = "judge-v1"
-
 SUBJECT_ANSWER = "answer"
 CONTROL_SUBJECTS = ("control_ground_truth", "control_empty", "control_other")
 
@@ -52,9 +48,10 @@ class JudgeOutcome:
 
 def content_key(identity: dict[str, Any], item: JudgeInput) -> str:
     """The store key of one judgment: everything that decides the score (the judge's identity,
-    the prompt version, the question, the truth, the graded text) and nothing else, so the
-    same content graded by the same judge in any run of a study is judged once."""
-    return stable_hash([identity, JUDGE_PROMPT_VERSION, item.question, item.truth, item.text], length=32)
+    which holds its model, prompt and settings; the question, the truth, the graded text) and
+    nothing else, so the same content graded by the same judge in any run of a study is judged
+    once, and a judge whose prompt or settings changed judges again."""
+    return stable_hash([identity, item.question, item.truth, item.text], length=32)
 
 
 class Judge(ABC):

@@ -4,7 +4,8 @@ An LLM judge replies in a fixed JSON form; a reply that does not parse is retrie
 a retry can differ) a bounded number of times and then recorded as a failure with its raw text.
 A failure has no score: it is never counted as 0 and never dropped from the failure counts.
 With `scoring: logprob` the judge's reply is prefilled up to the score, and the score is the
-expected value over the probabilities of the digit tokens there, which always gives a number.
+expected value of the distribution over the scores 0-10 read from the token probabilities
+there (see `score_distribution`); too little probability on score tokens is a failure.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from localnova.backends import backend_class, create_backend
 from localnova.config import JudgeConfig, StudyConfig
 from localnova.errors import UserError
 from localnova.evaluate.judges.base import GenerateFn, Judge, JudgeInput, JudgeOutcome
-from localnova.types import ChatRequest, GenerationParams, GenerationResult
+from localnova.types import ChatRequest, GenerationParams, GenerationResult, stable_hash
 
 # A retry samples at least this hot, so that it can differ from a greedy first attempt.
 RETRY_MIN_TEMPERATURE = 0.7
@@ -50,11 +51,16 @@ Reply with only a JSON object of the form {{"score": <integer 0-10>, "reason": "
 
 # The prefix a logprob judge's reply is forced to start with: the next token is the score.
 SCORE_PREFILL = '{"score": '
+# How many most likely tokens a logprob request reads at its one position.
+LOGPROB_TOP_TOKENS = 20
+# The prompt's whole text, in every LLM judgment's key: any edit to it judges again.
+PROMPT_HASH = stable_hash([JUDGE_SYSTEM, JUDGE_TEMPLATE, SCORE_PREFILL], length=16)
 
 
 def _fence(text: str, tag: str) -> str:
-    # A graded text must not be able to close its own fence and write outside it.
-    return text.replace(f"</{tag}>", f"<\\/{tag}>").replace(f"<{tag}>", f"<\\{tag}>")
+    # A graded text must not be able to open or close its fence and write outside it: any
+    # spelling of the tag (case, inner spaces) loses its angle bracket's meaning.
+    return re.sub(rf"<(\s*/?\s*{re.escape(tag)}\s*)>", r"&lt;\1>", text, flags=re.IGNORECASE)
 
 
 def judge_messages(item: JudgeInput) -> list[dict[str, str]]:
@@ -62,6 +68,14 @@ def judge_messages(item: JudgeInput) -> list[dict[str, str]]:
         question=_fence(item.question, "question"), truth=_fence(item.truth, "ground_truth"), answer=_fence(item.text, "answer")
     )
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"score": 2, "score": 9} is two verdicts in one reply: json.loads would keep the last.
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate keys in {keys}")
+    return dict(pairs)
 
 
 _FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
@@ -77,7 +91,7 @@ def parse_judge_reply(text: str) -> tuple[int, str] | None:
     if not (stripped.startswith("{") and stripped.endswith("}")):
         return None
     try:
-        reply = json.loads(stripped)
+        reply = json.loads(stripped, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, RecursionError):
         return None
     if not isinstance(reply, dict) or set(reply) != {"score", "reason"}:
@@ -89,32 +103,62 @@ def parse_judge_reply(text: str) -> tuple[int, str] | None:
     return score, reason
 
 
-def expected_score(result: GenerationResult) -> tuple[float, float] | None:
-    """Expected score over the digit tokens right after the prefill, and the probability mass
-    the digits held there. "10" is two tokens in most vocabularies ("1" then "0"): where the
-    reply went on with "1", the mass of "1" is split by the probability of "0" after it."""
-    if not result.top_logprobs:
-        return None
-    first = _digit_probabilities(result.top_logprobs[0])
-    if not first:
-        return None
-    if "10" not in first and "1" in first and result.text.lstrip().startswith("1") and len(result.top_logprobs) > 1:
-        zero_after_one = _digit_probabilities(result.top_logprobs[1]).get("0", 0.0)
-        first["10"] = first["1"] * zero_after_one
-        first["1"] -= first["10"]
-    mass = sum(first.values())
-    if mass <= 0:
-        return None
-    return sum(int(digit) * probability for digit, probability in first.items()) / mass, mass
+# The only tokens that are scores; "²".isdigit() is true, and int("²") raises.
+SCORE_TOKENS = {str(score): score for score in range(11)}
 
 
-def _digit_probabilities(step: dict[str, float]) -> dict[str, float]:
-    probabilities: dict[str, float] = {}
+def _probabilities(step: dict[str, float]) -> dict[str, float]:
+    """Token text (whitespace stripped) -> probability, summed over tokens that strip alike."""
+    found: dict[str, float] = {}
     for token, logprob in step.items():
-        key = token.strip()
-        if key.isdigit() and int(key) <= 10 and key == str(int(key)):
-            probabilities[key] = probabilities.get(key, 0.0) + math.exp(logprob)
-    return probabilities
+        found[token.strip()] = found.get(token.strip(), 0.0) + math.exp(logprob)
+    return found
+
+
+def needs_continuation(first_step: dict[str, float]) -> bool:
+    """Whether "1" has probability at the score position: then "10" and "1" can only be told
+    apart by the next token, which a second request (prefilled with "1") reads."""
+    return _probabilities(first_step).get("1", 0.0) > 0.0
+
+
+def score_distribution(first_step: dict[str, float], after_one: dict[str, float] | None) -> dict[int, float]:
+    """P(score) for the scores 0-10, from the top tokens at the score position (`first_step`)
+    and, when "1" is among them, the top tokens right after a "1" (`after_one`).
+
+    Most tokenizers write 10 as "1" then "0". So "1" followed by "0" is 10, "1" followed by
+    another digit is no valid score (11-19) and its mass is dropped, and "1" followed by
+    anything else is 1; a single "10" token counts as 10 directly. This holds whatever the
+    model would have generated greedily. Tokens outside "0".."10" count for nothing; the sum
+    of the result is the mass on valid scores (at most 1). Without `after_one` the mass of "1"
+    cannot be split and is left out."""
+    distribution: dict[int, float] = {}
+    for token, probability in _probabilities(first_step).items():
+        if token in SCORE_TOKENS:
+            distribution[SCORE_TOKENS[token]] = distribution.get(SCORE_TOKENS[token], 0.0) + probability
+    p_one = distribution.pop(1, 0.0)
+    if p_one > 0.0 and after_one is not None:
+        endings = {"10": 0.0, "1": 0.0, "invalid": 0.0}
+        for token, logprob in after_one.items():  # not stripped: "1" then " 0" is not 10
+            endings[_after_one(token)] += math.exp(logprob)
+        distribution[10] = distribution.get(10, 0.0) + p_one * endings["10"]
+        # the tokens outside the top ones are taken to end the number: mass not seen is not 10
+        ended = 1.0 - endings["10"] - endings["invalid"]
+        if ended > 0.0:
+            distribution[1] = p_one * ended
+    return distribution
+
+
+def _after_one(token: str) -> str:
+    """What a token right after a score's "1" makes of it: "10", "1" (the number ended) or
+    "invalid" (a longer number, 11 and up)."""
+    if token[:1] == "0":
+        return "invalid" if token[1:2].isdigit() else "10"
+    return "invalid" if token[:1].isdigit() else "1"
+
+
+def expected_score(distribution: dict[int, float]) -> float:
+    """The mean of the distribution, renormalised over the valid scores."""
+    return sum(score * probability for score, probability in distribution.items()) / sum(distribution.values())
 
 
 class LLMJudge(Judge):
@@ -143,22 +187,42 @@ class LLMJudge(Judge):
             )
         return cls(judge_config, seed=study.seed)
 
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the model that decides this judge's scores, for its identity:
+        the prompt's text and what the scoring mode reads (an unused setting stays out, so
+        changing it keeps the stored judgments)."""
+        found: dict[str, Any] = {"prompt": PROMPT_HASH, "scoring": self.config.scoring}
+        if self.config.scoring == "logprob":
+            found.update(min_score_mass=self.config.min_score_mass, top_tokens=LOGPROB_TOP_TOKENS)
+        else:
+            generation = self.generation
+            found.update(
+                max_new_tokens=generation.max_new_tokens,
+                temperature=generation.temperature,
+                top_p=generation.top_p,
+                max_attempts=self.config.max_attempts,
+                retry_min_temperature=RETRY_MIN_TEMPERATURE,
+                seed=self.seed,
+            )
+        return found
+
     def _load(self) -> None:
         self.backend = create_backend(self.model)
-        self._identity = {"judge": self.name, "kind": "llm", "scoring": self.config.scoring, "backend": self.backend.identity}
+        self._identity = {"judge": self.name, "kind": "llm", **self.settings(), "backend": self.backend.identity}
 
     def _release(self) -> None:
         backend, self.backend = self.backend, None
         if backend is not None:
             backend.close()
 
-    def request(self, item: JudgeInput, attempt: int) -> ChatRequest:
-        """The request for one item at one attempt (0 first)."""
+    def request(self, item: JudgeInput, attempt: int, prefill_digit: str = "") -> ChatRequest:
+        """The request for one item at one attempt (0 first). A logprob request reads the top
+        tokens at one position: the score's first token, or with `prefill_digit` "1" the token
+        after it (which tells 10 from 1)."""
         messages = judge_messages(item)
         if self.config.scoring == "logprob":
-            messages.append({"role": "assistant", "content": SCORE_PREFILL})
-            # Two tokens are enough: the score's first digit, and a "0" after a "1" for 10.
-            return ChatRequest.from_messages(messages, GenerationParams(max_new_tokens=2, top_logprobs=20))
+            messages.append({"role": "assistant", "content": SCORE_PREFILL + prefill_digit})
+            return ChatRequest.from_messages(messages, GenerationParams(max_new_tokens=1, top_logprobs=LOGPROB_TOP_TOKENS))
         # The first attempt samples as configured (greedy by default); retries sample, so
         # that they can differ from it, each with its own seed.
         temperature = self.generation.temperature if attempt == 0 else max(self.generation.temperature, RETRY_MIN_TEMPERATURE)
@@ -170,10 +234,12 @@ class LLMJudge(Judge):
     def run(self, items: list[JudgeInput], generate: GenerateFn | None = None) -> list[JudgeOutcome]:
         if generate is None:
             raise ValueError(f"judge {self.name!r} needs a generate function")
+        if self.config.scoring == "logprob":
+            return self._run_logprob(items, generate)
         outcomes: list[JudgeOutcome | None] = [None] * len(items)
         raw: list[list[str]] = [[] for _ in items]
         pending = list(range(len(items)))
-        attempts = 1 if self.config.scoring == "logprob" else self.config.max_attempts
+        attempts = self.config.max_attempts
         for attempt in range(attempts):
             if not pending:
                 break
@@ -191,13 +257,32 @@ class LLMJudge(Judge):
             outcomes[index] = JudgeOutcome(None, self.config.scoring, "no parsable score", json.dumps(raw[index]), attempts)
         return outcomes  # type: ignore[return-value]
 
+    def _run_logprob(self, items: list[JudgeInput], generate: GenerateFn) -> list[JudgeOutcome]:
+        """One request per item for the score position, then, batched, one more for each item
+        where "1" had probability, to read what follows it."""
+        firsts = generate([self.request(item, 0) for item in items])
+        first_steps = [result.top_logprobs[0] if result.top_logprobs else {} for result in firsts]
+        split = [index for index, step in enumerate(first_steps) if needs_continuation(step)]
+        after_one: dict[int, dict[str, float]] = {}
+        if split:
+            for index, result in zip(split, generate([self.request(items[index], 0, prefill_digit="1") for index in split])):
+                after_one[index] = result.top_logprobs[0] if result.top_logprobs else {}
+        outcomes = []
+        for index, (result, step) in enumerate(zip(firsts, first_steps)):
+            distribution = score_distribution(step, after_one.get(index))
+            mass = sum(distribution.values())
+            raw = json.dumps(
+                {"reply": SCORE_PREFILL + result.text, "distribution": {s: round(p, 6) for s, p in sorted(distribution.items())}}
+            )
+            if mass < self.config.min_score_mass:
+                reason = f"score-token probability mass {mass:.3f}, below min_score_mass {self.config.min_score_mass:g}"
+                outcomes.append(JudgeOutcome(None, "logprob", reason, raw, 1))
+            else:
+                score = round(expected_score(distribution), 4)
+                outcomes.append(JudgeOutcome(score, "logprob", f"score-token probability mass {mass:.3f}", raw, 1))
+        return outcomes
+
     def _read(self, result: GenerationResult, attempt: int) -> JudgeOutcome | None:
-        if self.config.scoring == "logprob":
-            expected = expected_score(result)
-            if expected is None:
-                return None
-            score, mass = expected
-            return JudgeOutcome(round(score, 4), "logprob", f"digit probability mass {mass:.2f}", SCORE_PREFILL + result.text, attempt)
         parsed = parse_judge_reply(result.text)
         if parsed is None:
             return None
