@@ -14,6 +14,8 @@ from localnova.report.crossrun import compare_runs, cross_run_blocks, shared_jud
 from localnova.report.summarize import summarize_run
 from localnova.report.tables import Paragraph, Table
 
+# Two whole studies (the local one with the embedding model) and a report: slow on 2 cores.
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 

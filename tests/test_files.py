@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import stat
 
+import numpy as np
 import pytest
 
 from localnova.files import atomic_path, write_jsonl_atomic, write_text_atomic
@@ -67,3 +69,12 @@ def test_a_reader_sees_the_old_file_or_the_new_one_never_part_of_one(tmp_path):
     assert write_jsonl_atomic(path, rows()) == 1000
     assert [json.loads(line)["old"] for line in seen_midway[0].splitlines()] == [True] * 3
     assert len(path.read_text().splitlines()) == 1000
+
+
+def test_json_files_never_hold_nan(tmp_path):
+    from localnova.files import json_text
+
+    value = {"recall": math.nan, "rows": [1.0, math.inf, (2, -math.inf)], 3: "x", "n": np.int64(4), "m": np.float32("nan")}
+    assert json.loads(json_text(value)) == {"recall": None, "rows": [1.0, None, [2, None]], "3": "x", "n": 4, "m": None}
+    write_jsonl_atomic(tmp_path / "rows.jsonl", [{"score": math.nan}])
+    assert (tmp_path / "rows.jsonl").read_text() == '{"score": null}\n'

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -50,12 +51,32 @@ def write_text_atomic(path: str | Path, text: str, fsync: bool = False) -> None:
             os.fsync(out.fileno())
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN and infinity replaced by None, so that it is valid JSON (json.dumps
+    writes NaN by default, which other JSON readers refuse). Tuples become lists and numpy
+    scalars Python numbers (duck-typed: this module imports no numpy)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def json_text(value: Any) -> str:
+    """Indented, valid JSON for a file that people and other programs read: NaN becomes null."""
+    return json.dumps(json_safe(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def write_jsonl_atomic(path: str | Path, rows: Iterable[Any]) -> int:
     """Write one JSON value a line (UTF-8, not ASCII-escaped) to `path` atomically; returns
     the number of lines. Rows are streamed, so a long file is never held in memory twice."""
     count = 0
     with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n")
             count += 1
     return count

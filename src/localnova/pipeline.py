@@ -11,7 +11,6 @@ passed off as finished.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from localnova.evaluate.arms import generation_params, uses_adapter
 from localnova.evaluate.judges import build_panel
 from localnova.evaluate.metrics import answer_metrics
 from localnova.evaluate.runner import ArmAnswers, answer_arm, judge_inputs, run_panel
-from localnova.files import write_text_atomic
+from localnova.files import json_text, write_text_atomic
 from localnova.finetune.presets import check_hyperparameters
 from localnova.finetune.stage import adapter_artifacts, adapters_for_study
 from localnova.models import check_models
@@ -215,7 +214,7 @@ def write_summary(store: Store, inputs: StudyInputs, judgments_made: dict[str, i
         "judgments_made": judgments_made,
         "timings_s": timings,
     }
-    write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(path, json_text(summary))
 
 
 def gen_qa_for_study(config: StudyConfig, embedder: Embedder | None = None) -> int:

@@ -16,7 +16,7 @@ from localnova.data.formats import TrainingPair, record_to_nova
 from localnova.data.qa_filters import DataReport, EmptyTrainingSet, filter_pairs, words
 from localnova.embedder import EmbedFn
 from localnova.errors import UserError
-from localnova.files import write_jsonl_atomic, write_text_atomic
+from localnova.files import json_text, write_jsonl_atomic, write_text_atomic
 from localnova.types import ChatRequest, Chunk, EvalItem, GenerationParams
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def run_gen_qa(
 
 def write_report(report: DataReport, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
-    write_text_atomic(out_dir / "data_report.json", json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out_dir / "data_report.json", json_text(report.to_dict()))
     write_text_atomic(out_dir / "data_report.md", report.to_markdown())
 
 

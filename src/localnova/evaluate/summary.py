@@ -27,6 +27,7 @@ from localnova.evaluate.statistics import (
     pct_change_vs_base,
     score_rows_from,
 )
+from localnova.files import json_safe
 
 LATENCY_TOKEN_MEASURES = (
     "latency_ms_median",
@@ -113,19 +114,7 @@ class StudySummary:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for json.dumps: NaN and infinities become None."""
-        return _json_safe(asdict(self))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+        return json_safe(asdict(self))
 
 
 def _pct(base: float, value: float) -> float:

@@ -23,7 +23,7 @@ from localnova.data.qa_filters import DataReport, EmptyTrainingSet, decontaminat
 from localnova.embedder import Embedder, EmbedFn
 from localnova.errors import UserError
 from localnova.evaluate.arms import SYSTEM_PROMPT
-from localnova.files import write_text_atomic
+from localnova.files import json_text, write_text_atomic
 from localnova.finetune.lora import METADATA_FILE, find_or_train_adapter, load_adapter_check
 from localnova.finetune.presets import check_hyperparameters
 from localnova.models import resolve_model
@@ -89,7 +89,7 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
     if embed is None:
         embed = Embedder(config.retrieval.embedding_model)
     train, validation, report = training_records(config, eval_items, embed)
-    write_text_atomic(training_report_path(config), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(training_report_path(config), json_text(report))
     log.info("training pairs: %d kept, %d dropped as too close to the eval set", report["train_pairs"], report["dropped_contaminated"])
     for model in local_models:
         base = resolve_model(model.model, model.revision)
