@@ -408,10 +408,11 @@ def test_content_keys_hold_everything_that_decides_a_judgment(tmp_path, monkeypa
         embedder_json = json.dumps(embedder.identity, sort_keys=True)
         assert similarity.content_key(ITEM) == expected({"judge": "sim", "kind": "embedding_similarity", "embedder": embedder_json})
     with parsed.opened(), logprob.opened():
-        settings = {"max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0, "max_attempts": 3, "retry_min_temperature": 0.7, "seed": 0}
+        settings = {"max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0, "max_attempts": 3, "retry_min_temperature": 0.7}
+        settings |= {"seed": 0, "min_score_mass": 0.5, "top_tokens": 20}
         identity = {"judge": "a", "kind": "llm", "prompt": PROMPT_HASH, "scoring": "parsed", **settings}
         assert parsed.content_key(ITEM) == expected({**identity, "backend": {"backend": "fake", "model": "a-1"}})
-        identity = {"judge": "b", "kind": "llm", "prompt": PROMPT_HASH, "scoring": "logprob", "min_score_mass": 0.5, "top_tokens": 20}
+        identity = {"judge": "b", "kind": "llm", "prompt": PROMPT_HASH, "scoring": "logprob", **settings}
         assert logprob.content_key(ITEM) == expected({**identity, "backend": {"backend": "fake", "model": "b-1"}})
 
 
@@ -424,18 +425,20 @@ def _key(**settings) -> str:
 
 @pytest.mark.parametrize(
     "change",
-    [{"max_new_tokens": 4}, {"max_attempts": 1}, {"temperature": 0.2}, {"top_p": 0.5}, {"scoring": "logprob"}, {"seed": 3}],
+    [
+        {"max_new_tokens": 4},
+        {"max_attempts": 1},
+        {"temperature": 0.2},
+        {"top_p": 0.5},
+        {"scoring": "logprob"},
+        {"seed": 3},
+        {"min_score_mass": 0.4},
+    ],
 )
-def test_a_parsed_judge_with_other_settings_judges_again(monkeypatch, change):
+@pytest.mark.parametrize("scoring", ["parsed", "logprob"])
+def test_a_judge_with_other_settings_judges_again(monkeypatch, change, scoring):
     monkeypatch.setattr(llm_module, "create_backend", FakeBackend)
-    assert _key(**change) != _key()
-
-
-def test_a_logprob_judge_keys_only_what_it_reads(monkeypatch):
-    monkeypatch.setattr(llm_module, "create_backend", FakeBackend)
-    assert _key(scoring="logprob", min_score_mass=0.4) != _key(scoring="logprob")
-    # sampling settings do not enter a logprob request, so they keep its judgments
-    assert _key(scoring="logprob", max_new_tokens=4, temperature=0.9, max_attempts=1) == _key(scoring="logprob")
+    assert _key(**{"scoring": scoring, **change}) != _key(scoring=scoring) or change.get("scoring") == scoring
 
 
 def test_a_changed_prompt_judges_again(monkeypatch):

@@ -22,9 +22,10 @@ from localnova.finetune.stage import adapters_for_study
 from localnova.models import BUNDLED_MODELS, resolve_model
 from localnova.pipeline import INDEX_DIR, SUMMARY_FILE, build_index, gen_qa_for_study, run_study
 from localnova.plan import plan_study
-from localnova.report.collect import parse_run_spec
+from localnova.report.collect import collect_run, parse_run_spec
 from localnova.report.export import export_run
 from localnova.report.publish import publish_run
+from localnova.report.readme import readme_results
 from localnova.report.render import report_runs
 from localnova.serve import add_serve_arguments, serve_from_args
 
@@ -101,6 +102,11 @@ def cmd_models(args) -> int:
 
 
 def cmd_report(args) -> int:
+    if args.readme:
+        if len(args.runs) != 1 or args.out:
+            raise UserError("--readme prints one run's results table: give exactly one RUN and no --out")
+        print(readme_results(collect_run(*parse_run_spec(args.runs[0])), f"localnova report {args.runs[0]} --readme"), end="")
+        return 0
     md_path, html_path = report_runs(args.runs, Path(args.out) if args.out else None)
     print(f"{md_path}\n{html_path}")
     return 0
@@ -171,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = verbs.add_parser("report", help="write report.md and report.html for one or more studies")
     report.add_argument("runs", nargs="+", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
     report.add_argument("--out", help="where to write the report (default: the first study folder)")
+    report.add_argument("--readme", action="store_true", help="print the README's results table for one run; writes nothing")
     report.set_defaults(func=cmd_report)
 
     export = verbs.add_parser("export", help="export a run's answers and judgments")

@@ -227,7 +227,7 @@ def _markdown_text(text: str) -> str:
     return html.escape(text.replace("\\", "\\\\"), quote=False)
 
 
-def _markdown_cell(text: str) -> str:
+def markdown_cell(text: str) -> str:
     return _markdown_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
@@ -250,9 +250,9 @@ def _markdown(title: str, banner: str | None, sections: list[Section], figure_di
             if isinstance(block, Paragraph):
                 lines += [_markdown_text(block.text), ""]
             elif isinstance(block, Table):
-                lines.append("| " + " | ".join(_markdown_cell(h) for h in block.headers) + " |")
+                lines.append("| " + " | ".join(markdown_cell(h) for h in block.headers) + " |")
                 lines.append("|" + "---|" * len(block.headers))
-                lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in block.rows]
+                lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in block.rows]
                 lines.append("")
             elif isinstance(block, Preformatted):
                 if block.caption:

@@ -188,23 +188,23 @@ class LLMJudge(Judge):
         return cls(judge_config, seed=study.seed)
 
     def settings(self) -> dict[str, Any]:
-        """Everything besides the model that decides this judge's scores, for its identity:
-        the prompt's text and what the scoring mode reads (an unused setting stays out, so
-        changing it keeps the stored judgments)."""
-        found: dict[str, Any] = {"prompt": PROMPT_HASH, "scoring": self.config.scoring}
-        if self.config.scoring == "logprob":
-            found.update(min_score_mass=self.config.min_score_mass, top_tokens=LOGPROB_TOP_TOKENS)
-        else:
-            generation = self.generation
-            found.update(
-                max_new_tokens=generation.max_new_tokens,
-                temperature=generation.temperature,
-                top_p=generation.top_p,
-                max_attempts=self.config.max_attempts,
-                retry_min_temperature=RETRY_MIN_TEMPERATURE,
-                seed=self.seed,
-            )
-        return found
+        """Everything besides the model that decides this judge's scores, for its identity: the
+        prompt's text, the scoring mode and every setting of both modes. A setting that one mode
+        does not read is in too: a rerun then re-judges where it need not, which costs calls,
+        never a stale score."""
+        generation = self.generation
+        return {
+            "prompt": PROMPT_HASH,
+            "scoring": self.config.scoring,
+            "max_new_tokens": generation.max_new_tokens,
+            "temperature": generation.temperature,
+            "top_p": generation.top_p,
+            "max_attempts": self.config.max_attempts,
+            "retry_min_temperature": RETRY_MIN_TEMPERATURE,
+            "seed": self.seed,
+            "min_score_mass": self.config.min_score_mass,
+            "top_tokens": LOGPROB_TOP_TOKENS,
+        }
 
     def _load(self) -> None:
         self.backend = create_backend(self.model)
