@@ -1,6 +1,7 @@
 """Judge agreement checked against independent references: scipy's rank correlations and
-permutation test, Krippendorff's published reliability example and a small alpha
-implementation written here from the definition."""
+permutation test, Krippendorff's published reliability example, the `krippendorff` package
+(a dev dependency, kept for this check) and a small alpha implementation written here from
+the definition."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def reference_interval_alpha(data: np.ndarray) -> float:
     return 1.0 - observed / expected
 
 
+def random_reliability(seed: int, judges: int, answers: int, integer: bool, missing_share: float) -> np.ndarray:
+    """Scores 0-10 around a per-answer truth (so alpha is neither 0 nor 1), with NaN holes;
+    integer scores tie often, continuous ones are rounded to 0.25 so some tie too."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0, 10, size=answers)
+    scores = np.clip(truth + rng.normal(0, 2.0, size=(judges, answers)), 0, 10)
+    scores = np.round(scores) if integer else np.round(scores * 4) / 4
+    scores[rng.random(size=scores.shape) < missing_share] = np.nan
+    return scores
+
+
 def _rows_from_matrix(matrix: np.ndarray, judges: list[str]) -> list[ScoreRow]:
     return [
         ScoreRow("m", "base", f"u{u}", judge, None if np.isnan(v) else float(v))
@@ -50,6 +62,40 @@ def test_krippendorff_alpha_matches_published_example_and_definition():
     agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
     assert agreement.krippendorff_alpha == pytest.approx(0.849, abs=5e-4)
     assert agreement.n_answers == 12 and agreement.n_answers_with_two_scores == 11
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("integer", [True, False])
+def test_interval_alpha_equals_the_krippendorff_package(seed, integer):
+    krippendorff = pytest.importorskip("krippendorff")
+    data = random_reliability(seed, judges=2 + seed % 3, answers=15 + 7 * seed, integer=integer, missing_share=0.25)
+    # the case this test is about: some answers keep one score (they must drop out), some none
+    assert (np.sum(~np.isnan(data), axis=0) == 1).any()
+    expected = krippendorff.alpha(reliability_data=data, level_of_measurement="interval")
+    assert interval_alpha(data) == pytest.approx(expected, abs=1e-9)
+    assert interval_alpha(data) == pytest.approx(reference_interval_alpha(data), abs=1e-9)
+
+
+def test_interval_alpha_ignores_answers_with_one_score_and_far_offsets():
+    data = random_reliability(11, judges=3, answers=30, integer=True, missing_share=0.1)
+    alpha = interval_alpha(data)
+    lone = np.full((3, 2), np.nan)
+    lone[0, 0], lone[2, 1] = 0.0, 10.0  # one score each: no pair, so no say in alpha
+    assert interval_alpha(np.hstack([data, lone])) == pytest.approx(alpha, abs=1e-12)
+    # the interval metric sees only differences: shifting every score changes nothing
+    assert interval_alpha(data + 1e6) == pytest.approx(alpha, abs=1e-9)
+    # the order of judges and of answers is irrelevant
+    assert interval_alpha(data[::-1, ::-1]) == pytest.approx(alpha, abs=1e-12)
+
+
+def test_interval_alpha_perfect_agreement_and_undefined_cases():
+    agree = np.array([[1.0, 4.0, 7.0, np.nan], [1.0, 4.0, 7.0, 9.0]])
+    assert interval_alpha(agree) == pytest.approx(1.0)
+    assert math.isnan(interval_alpha(np.array([[5.0, 5.0], [5.0, 5.0]])))  # one value: nothing to agree on
+    assert math.isnan(interval_alpha(np.array([[1.0, np.nan], [np.nan, 2.0]])))  # no answer with two scores
+    assert math.isnan(interval_alpha(np.array([[1.0, 2.0]])))  # one judge
+    # disagreement as large as chance: alpha near 0; systematic disagreement: below 0
+    assert interval_alpha(np.array([[0.0, 10.0], [10.0, 0.0]])) < 0
 
 
 def test_pairwise_correlations_match_scipy_on_shared_answers():
