@@ -70,7 +70,8 @@ def main() -> None:
     args = parser.parse_args()
 
     figures: dict = {"python": platform.python_version(), "judges": args.judges, "compared": [], "full": None}
-    print(f"{'answers':>8} {'V':>6} {'package s':>10} {'ours s':>10} {'time x':>8} {'package MiB':>12} {'ours MiB':>9} {'memory x':>9} {'|diff|':>8}")
+    columns = ("answers", 8), ("V", 6), ("package s", 10), ("ours s", 10), ("time x", 8), ("package MiB", 12), ("ours MiB", 9)
+    print(" ".join(f"{name:>{width}}" for name, width in (*columns, ("memory x", 9), ("|diff|", 8))))
     for answers in (int(size) for size in args.package_answers.split(",") if size):
         data = panel_scores(answers, args.judges)
         distinct = int(np.unique(data[~np.isnan(data)]).size)
