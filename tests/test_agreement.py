@@ -144,3 +144,64 @@ def test_agreement_with_one_judge_is_none_and_failed_judge_is_nan():
     assert agreement.judges == ["j1", "dead"]
     assert agreement.per_answer[0].n == 0 and math.isnan(agreement.per_answer[0].spearman)
     assert math.isnan(agreement.krippendorff_alpha)
+
+
+def test_interval_alpha_takes_none_for_missing_and_a_single_answer():
+    krippendorff = pytest.importorskip("krippendorff")
+    with_none = [[1, 2, None, 4], [1, 3, 3, None], [2, 2, 3, 5]]
+    as_nan = np.array(with_none, dtype=float)
+    assert (
+        interval_alpha(with_none)
+        == interval_alpha(as_nan)
+        == pytest.approx(krippendorff.alpha(reliability_data=as_nan, level_of_measurement="interval"), abs=1e-9)
+    )
+    # one answer that two judges scored differently: alpha is defined, and 0, as the package says
+    one_answer = np.array([[1.0], [3.0]])
+    assert interval_alpha(one_answer) == pytest.approx(krippendorff.alpha(reliability_data=one_answer, level_of_measurement="interval"))
+    assert interval_alpha(one_answer) == 0.0
+    assert math.isnan(interval_alpha(np.array([1.0, 2.0, 3.0])))  # not a judges x answers matrix
+
+
+def test_rank_correlation_edges_two_items_constant_judge_and_range_one():
+    from localnova.evaluate.agreement import rank_correlation
+
+    two = rank_correlation("a", "b", {"x": 1.0, "y": 2.0}, {"x": 5.0, "y": 9.0})
+    assert (two.n, two.spearman, two.kendall) == (2, pytest.approx(1.0), pytest.approx(1.0))
+    # one judge constant: it ranks nothing, so every figure is NaN (never a p of 0)
+    constant = rank_correlation("a", "b", {k: 5.0 for k in "wxyz"}, {"w": 1.0, "x": 2.0, "y": 3.0, "z": 4.0})
+    assert (constant.judge_a, constant.judge_b, constant.n) == ("a", "b", 4)
+    assert all(math.isnan(v) for v in (constant.spearman, constant.spearman_p, constant.kendall, constant.kendall_p))
+    flipped = rank_correlation("a", "b", {"w": 1.0, "x": 2.0, "y": 3.0, "z": 4.0}, {k: 5.0 for k in "wxyz"})
+    assert math.isnan(flipped.spearman_p)
+    # scores spanning exactly 1 point are not constant
+    narrow = rank_correlation("a", "b", {"w": 1.0, "x": 2.0, "y": 1.0, "z": 2.0}, {"w": 1.0, "x": 2.0, "y": 2.0, "z": 2.0})
+    assert narrow.spearman == pytest.approx(scipy.stats.spearmanr([1, 2, 1, 2], [1, 2, 2, 2]).statistic)
+
+
+def test_spearman_p_is_exact_at_seven_items():
+    from localnova.evaluate.agreement import EXACT_SPEARMAN_MAX_N, rank_correlation
+
+    a = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0]
+    b = [2.0, 1.0, 5.0, 3.0, 4.0, 8.0, 6.0]
+    assert len(a) == EXACT_SPEARMAN_MAX_N
+    reference = scipy.stats.permutation_test(
+        (np.array(a),),
+        lambda x: abs(scipy.stats.spearmanr(x, b).statistic),
+        permutation_type="pairings",
+        n_resamples=np.inf,
+        alternative="greater",
+    ).pvalue
+    ours = rank_correlation("a", "b", dict(enumerate(a)), dict(enumerate(b)))
+    assert ours.spearman_p == pytest.approx(reference, abs=1e-12)
+    assert ours.spearman_p != pytest.approx(scipy.stats.spearmanr(a, b).pvalue, abs=1e-6)  # not the t approximation
+
+
+def test_arm_ranking_pairs_name_their_judges():
+    rows = [
+        ScoreRow("m", arm, "q", judge, score)
+        for judge, scores in (("j1", (2, 5, 7)), ("j2", (3, 4, 8)))
+        for arm, score in zip(("base", "rag", "ft"), scores)
+    ]
+    agreement = judge_agreement(rows)
+    assert [(p.judge_a, p.judge_b) for p in agreement.arm_ranking] == [("j1", "j2")]
+    assert [(p.judge_a, p.judge_b) for p in agreement.per_answer] == [("j1", "j2")]
