@@ -245,7 +245,9 @@ def test_documented_defaults_are_the_ones_used():
     rng = np.random.default_rng(8)
     a = rng.normal(5, 2, size=20)
     b = a + rng.normal(0.4, 1.5, size=20)  # n > 16: the permutation test samples, so its defaults matter
-    assert bootstrap_ci(SCORES) == bootstrap_ci(SCORES, n_resamples=2000, seed=0) != bootstrap_ci(SCORES, n_resamples=2000, seed=1)
+    # continuous values: integer scores put the resampled means on a grid that hides n_resamples
+    assert bootstrap_ci(a) == bootstrap_ci(a, n_resamples=2000, seed=0)
+    assert bootstrap_ci(a) != bootstrap_ci(a, n_resamples=2001, seed=0) and bootstrap_ci(a) != bootstrap_ci(a, n_resamples=2000, seed=1)
     base, arm = dict(enumerate(a)), dict(enumerate(b))
     assert pct_change_vs_base(base, arm) == pct_change_vs_base(base, arm, n_resamples=2000, seed=0)
     assert paired_tests(a, b) == paired_tests(a, b, n_permutations=10000, seed=0)
