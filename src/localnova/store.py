@@ -23,6 +23,7 @@ import platform
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 
 DB_NAME = "store.sqlite"
 
-# The layout that SCHEMA creates. Raise it with any change to SCHEMA, and add to MIGRATIONS a
-# step from the version before when old stores can be brought forward safely.
+# The layout that SCHEMA creates. Raise it with any change to SCHEMA, add to MIGRATIONS a step
+# from the version before where old stores can be brought forward safely, and keep version 1's
+# SCHEMA for the check of unversioned stores in open_schema (they all have that layout).
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -96,6 +98,10 @@ CREATE TABLE IF NOT EXISTS artifacts (
 
 # version -> the function that brings a store of that version to the next one, in place.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+OLDER_STORE = (
+    "{path}: store from an older localnova ({what}) that cannot be upgraded in place; move it aside and run the study again "
+    "(its answers are not reused), or read it with the localnova version that wrote it"
+)
 
 
 def _columns(connection: sqlite3.Connection) -> dict[str, list[tuple]]:
@@ -106,12 +112,9 @@ def _columns(connection: sqlite3.Connection) -> dict[str, list[tuple]]:
 
 def _has_current_layout(connection: sqlite3.Connection) -> bool:
     """Whether a store's tables have exactly the columns SCHEMA creates."""
-    reference = sqlite3.connect(":memory:")
-    try:
+    with closing(sqlite3.connect(":memory:")) as reference:
         reference.executescript(SCHEMA)
         expected = _columns(reference)
-    finally:
-        reference.close()
     found = _columns(connection)
     return all(found.get(table) == columns for table, columns in expected.items())
 
@@ -129,31 +132,22 @@ def open_schema(connection: sqlite3.Connection, path: Path) -> None:
         # Stores written before versions were recorded all have the layout of version 1 (the
         # schema never changed before), so stamping one is the whole migration; a store with
         # other columns is not one of ours as this code knows them, and is refused.
-        if _has_current_layout(connection):
-            version = 1
-            connection.execute("PRAGMA user_version = 1")
-        else:
-            raise UserError(_older_store_message(path, "no schema version and tables unlike this localnova's"))
+        if not _has_current_layout(connection):
+            raise UserError(OLDER_STORE.format(path=path, what="no schema version and tables unlike this localnova's"))
+        version = 1
+        connection.execute("PRAGMA user_version = 1")
     while 0 < version < SCHEMA_VERSION:
-        migrate = MIGRATIONS.get(version)
-        if migrate is None:
-            raise UserError(_older_store_message(path, f"schema version {version}; this localnova reads version {SCHEMA_VERSION}"))
+        if version not in MIGRATIONS:
+            raise UserError(OLDER_STORE.format(path=path, what=f"schema version {version}; this localnova reads version {SCHEMA_VERSION}"))
         with connection:
             connection.execute("BEGIN IMMEDIATE")
-            migrate(connection)
+            MIGRATIONS[version](connection)
             connection.execute(f"PRAGMA user_version = {version + 1}")
         version += 1
     if version == 0:
         # A new store gets its tables and its version in one transaction (IF NOT EXISTS: two
         # processes creating it at once both succeed).
         connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
-
-
-def _older_store_message(path: Path, what: str) -> str:
-    return (
-        f"{path}: store from an older localnova ({what}) that cannot be upgraded in place; move it aside and run the study again "
-        "(its answers are not reused), or read it with the localnova version that wrote it"
-    )
 
 
 def _now() -> str:
