@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint dead-code bench clean
+.PHONY: install demo test test-fast lint dead-code bench mutation clean
 
 # torch goes in first, pinned: that takes the CPU build; an unpinned torch pulls a CUDA build.
 # The `cpu` extra brings faiss-cpu (a GPU install takes the `gpu` extra instead, never both).
@@ -36,6 +36,13 @@ lint: install
 dead-code: install
 	$(BIN)/vulture src/localnova --min-confidence 80
 
+# Not in `make test` either: it runs the evaluation tests once per mutant (many minutes).
+# The score and the survivors judged equivalent are in BENCHMARKS.md; `mutmut show NAME`
+# prints one mutant's change, `mutmut browse` walks them.
+mutation: install
+	$(BIN)/mutmut run
+	$(BIN)/mutmut results
+
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
@@ -44,4 +51,4 @@ bench: install
 	$(BIN)/python scripts/bench_finetune.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache mutants

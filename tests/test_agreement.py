@@ -1,6 +1,7 @@
 """Judge agreement checked against independent references: scipy's rank correlations and
-permutation test, Krippendorff's published reliability example and a small alpha
-implementation written here from the definition."""
+permutation test, Krippendorff's published reliability example, the `krippendorff` package
+(a dev dependency, kept for this check) and a small alpha implementation written here from
+the definition."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def reference_interval_alpha(data: np.ndarray) -> float:
     return 1.0 - observed / expected
 
 
+def random_reliability(seed: int, judges: int, answers: int, integer: bool, missing_share: float) -> np.ndarray:
+    """Scores 0-10 around a per-answer truth (so alpha is neither 0 nor 1), with NaN holes;
+    integer scores tie often, continuous ones are rounded to 0.25 so some tie too."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0, 10, size=answers)
+    scores = np.clip(truth + rng.normal(0, 2.0, size=(judges, answers)), 0, 10)
+    scores = np.round(scores) if integer else np.round(scores * 4) / 4
+    scores[rng.random(size=scores.shape) < missing_share] = np.nan
+    return scores
+
+
 def _rows_from_matrix(matrix: np.ndarray, judges: list[str]) -> list[ScoreRow]:
     return [
         ScoreRow("m", "base", f"u{u}", judge, None if np.isnan(v) else float(v))
@@ -50,6 +62,40 @@ def test_krippendorff_alpha_matches_published_example_and_definition():
     agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
     assert agreement.krippendorff_alpha == pytest.approx(0.849, abs=5e-4)
     assert agreement.n_answers == 12 and agreement.n_answers_with_two_scores == 11
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("integer", [True, False])
+def test_interval_alpha_equals_the_krippendorff_package(seed, integer):
+    krippendorff = pytest.importorskip("krippendorff")
+    data = random_reliability(seed, judges=2 + seed % 3, answers=15 + 7 * seed, integer=integer, missing_share=0.25)
+    # the case this test is about: some answers keep one score (they must drop out), some none
+    assert (np.sum(~np.isnan(data), axis=0) == 1).any()
+    expected = krippendorff.alpha(reliability_data=data, level_of_measurement="interval")
+    assert interval_alpha(data) == pytest.approx(expected, abs=1e-9)
+    assert interval_alpha(data) == pytest.approx(reference_interval_alpha(data), abs=1e-9)
+
+
+def test_interval_alpha_ignores_answers_with_one_score_and_far_offsets():
+    data = random_reliability(11, judges=3, answers=30, integer=True, missing_share=0.1)
+    alpha = interval_alpha(data)
+    lone = np.full((3, 2), np.nan)
+    lone[0, 0], lone[2, 1] = 0.0, 10.0  # one score each: no pair, so no say in alpha
+    assert interval_alpha(np.hstack([data, lone])) == pytest.approx(alpha, abs=1e-12)
+    # the interval metric sees only differences: shifting every score changes nothing
+    assert interval_alpha(data + 1e6) == pytest.approx(alpha, abs=1e-9)
+    # the order of judges and of answers is irrelevant
+    assert interval_alpha(data[::-1, ::-1]) == pytest.approx(alpha, abs=1e-12)
+
+
+def test_interval_alpha_perfect_agreement_and_undefined_cases():
+    agree = np.array([[1.0, 4.0, 7.0, np.nan], [1.0, 4.0, 7.0, 9.0]])
+    assert interval_alpha(agree) == pytest.approx(1.0)
+    assert math.isnan(interval_alpha(np.array([[5.0, 5.0], [5.0, 5.0]])))  # one value: nothing to agree on
+    assert math.isnan(interval_alpha(np.array([[1.0, np.nan], [np.nan, 2.0]])))  # no answer with two scores
+    assert math.isnan(interval_alpha(np.array([[1.0, 2.0]])))  # one judge
+    # disagreement as large as chance: alpha near 0; systematic disagreement: below 0
+    assert interval_alpha(np.array([[0.0, 10.0], [10.0, 0.0]])) < 0
 
 
 def test_pairwise_correlations_match_scipy_on_shared_answers():
@@ -98,3 +144,64 @@ def test_agreement_with_one_judge_is_none_and_failed_judge_is_nan():
     assert agreement.judges == ["j1", "dead"]
     assert agreement.per_answer[0].n == 0 and math.isnan(agreement.per_answer[0].spearman)
     assert math.isnan(agreement.krippendorff_alpha)
+
+
+def test_interval_alpha_takes_none_for_missing_and_a_single_answer():
+    krippendorff = pytest.importorskip("krippendorff")
+    with_none = [[1, 2, None, 4], [1, 3, 3, None], [2, 2, 3, 5]]
+    as_nan = np.array(with_none, dtype=float)
+    assert (
+        interval_alpha(with_none)
+        == interval_alpha(as_nan)
+        == pytest.approx(krippendorff.alpha(reliability_data=as_nan, level_of_measurement="interval"), abs=1e-9)
+    )
+    # one answer that two judges scored differently: alpha is defined, and 0, as the package says
+    one_answer = np.array([[1.0], [3.0]])
+    assert interval_alpha(one_answer) == pytest.approx(krippendorff.alpha(reliability_data=one_answer, level_of_measurement="interval"))
+    assert interval_alpha(one_answer) == 0.0
+    assert math.isnan(interval_alpha(np.array([1.0, 2.0, 3.0])))  # not a judges x answers matrix
+
+
+def test_rank_correlation_edges_two_items_constant_judge_and_range_one():
+    from localnova.evaluate.agreement import rank_correlation
+
+    two = rank_correlation("a", "b", {"x": 1.0, "y": 2.0}, {"x": 5.0, "y": 9.0})
+    assert (two.n, two.spearman, two.kendall) == (2, pytest.approx(1.0), pytest.approx(1.0))
+    # one judge constant: it ranks nothing, so every figure is NaN (never a p of 0)
+    constant = rank_correlation("a", "b", {k: 5.0 for k in "wxyz"}, {"w": 1.0, "x": 2.0, "y": 3.0, "z": 4.0})
+    assert (constant.judge_a, constant.judge_b, constant.n) == ("a", "b", 4)
+    assert all(math.isnan(v) for v in (constant.spearman, constant.spearman_p, constant.kendall, constant.kendall_p))
+    flipped = rank_correlation("a", "b", {"w": 1.0, "x": 2.0, "y": 3.0, "z": 4.0}, {k: 5.0 for k in "wxyz"})
+    assert math.isnan(flipped.spearman_p)
+    # scores spanning exactly 1 point are not constant
+    narrow = rank_correlation("a", "b", {"w": 1.0, "x": 2.0, "y": 1.0, "z": 2.0}, {"w": 1.0, "x": 2.0, "y": 2.0, "z": 2.0})
+    assert narrow.spearman == pytest.approx(scipy.stats.spearmanr([1, 2, 1, 2], [1, 2, 2, 2]).statistic)
+
+
+def test_spearman_p_is_exact_at_seven_items():
+    from localnova.evaluate.agreement import EXACT_SPEARMAN_MAX_N, rank_correlation
+
+    a = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0]
+    b = [2.0, 1.0, 5.0, 3.0, 4.0, 8.0, 6.0]
+    assert len(a) == EXACT_SPEARMAN_MAX_N
+    reference = scipy.stats.permutation_test(
+        (np.array(a),),
+        lambda x: abs(scipy.stats.spearmanr(x, b).statistic),
+        permutation_type="pairings",
+        n_resamples=np.inf,
+        alternative="greater",
+    ).pvalue
+    ours = rank_correlation("a", "b", dict(enumerate(a)), dict(enumerate(b)))
+    assert ours.spearman_p == pytest.approx(reference, abs=1e-12)
+    assert ours.spearman_p != pytest.approx(scipy.stats.spearmanr(a, b).pvalue, abs=1e-6)  # not the t approximation
+
+
+def test_arm_ranking_pairs_name_their_judges():
+    rows = [
+        ScoreRow("m", arm, "q", judge, score)
+        for judge, scores in (("j1", (2, 5, 7)), ("j2", (3, 4, 8)))
+        for arm, score in zip(("base", "rag", "ft"), scores)
+    ]
+    agreement = judge_agreement(rows)
+    assert [(p.judge_a, p.judge_b) for p in agreement.arm_ranking] == [("j1", "j2")]
+    assert [(p.judge_a, p.judge_b) for p in agreement.per_answer] == [("j1", "j2")]

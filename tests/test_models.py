@@ -49,8 +49,8 @@ def test_unwritable_cache_is_a_user_error(tmp_path, monkeypatch):
 def test_local_path_hub_id_and_unknown_name(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     assert models.resolve_model(str(tmp_path)).source.startswith("local folder")
-    hub = models.resolve_model("meta-llama/Llama-3.2-1B-Instruct", "abc123")
-    assert hub.path == "meta-llama/Llama-3.2-1B-Instruct" and hub.fingerprint.endswith("@abc123")
+    hub = models.resolve_model("meta-llama/Llama-3.2-1B-Instruct", "a" * 40)
+    assert hub.path == "meta-llama/Llama-3.2-1B-Instruct" and hub.fingerprint == "meta-llama/Llama-3.2-1B-Instruct@" + "a" * 40
     with pytest.raises(UserError, match="unknown model 'smollm3'"):
         models.resolve_model("smollm3")
     empty = tmp_path / "empty"
@@ -77,3 +77,80 @@ def test_hub_access_is_not_asked_offline(fake_hub, monkeypatch):
     answers["meta-llama/Llama-3.1-8B-Instruct"] = "gated"
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert models.hub_access_problem("meta-llama/Llama-3.1-8B-Instruct") is None and asked == []
+
+
+def _model_folder(folder: Path) -> Path:
+    """A model folder with the files that decide its outputs, as transformers and peft write them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 4096)
+    (folder / "config.json").write_text('{"model_type": "llama", "rope_theta": 10000}')
+    (folder / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
+    (folder / "tokenizer_config.json").write_text('{"chat_template": "{{ messages[0].content }}"}')
+    (folder / "generation_config.json").write_text('{"temperature": 0.6, "eos_token_id": 2}')
+    (folder / "adapter_config.json").write_text('{"r": 8, "lora_alpha": 16}')
+    (folder / "chat_template.jinja").write_text("{{ messages }}")
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("changed_file", "new_text"),
+    [
+        ("tokenizer_config.json", '{"chat_template": "{{ messages[-1].content }}"}'),  # the chat template
+        ("chat_template.jinja", "{{ messages | reverse }}"),
+        ("generation_config.json", '{"temperature": 0.9, "eos_token_id": 2}'),
+        ("adapter_config.json", '{"r": 8, "lora_alpha": 32}'),  # lora_alpha scales every LoRA update
+        ("tokenizer.json", '{"model": {"vocab": {"b": 0}}}'),
+        ("config.json", '{"model_type": "llama", "rope_theta": 500000}'),
+        ("1_Pooling/config.json", '{"pooling_mode_cls_token": true}'),  # sentence-transformers pooling
+    ],
+)
+def test_folder_fingerprint_follows_every_file_that_changes_outputs(tmp_path, changed_file, new_text):
+    folder = _model_folder(tmp_path / "model")
+    before = models.resolve_model(str(folder)).fingerprint
+    assert models.resolve_model(str(folder)).fingerprint == before  # stable while nothing changes
+    (folder / changed_file).write_text(new_text)
+    assert models.resolve_model(str(folder)).fingerprint != before
+
+
+def test_folder_fingerprint_follows_weights_and_ignores_what_cannot_change_outputs(tmp_path):
+    folder = _model_folder(tmp_path / "model")
+    before = models.resolve_model(str(folder)).fingerprint
+    (folder / "README.md").write_text("a model card")
+    (folder / "trainer_log.txt").write_text("step 1")
+    assert models.resolve_model(str(folder)).fingerprint == before
+    (folder / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 4095)
+    assert models.resolve_model(str(folder)).fingerprint != before
+    # the same files in another folder: the same model
+    twin = _model_folder(tmp_path / "twin")
+    (twin / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 4095)
+    assert models.resolve_model(str(twin)).fingerprint == models.resolve_model(str(folder)).fingerprint
+
+
+def _hub_cache_ref(fake_hub_root: Path, repo_id: str, revision: str, commit: str) -> None:
+    """What huggingface_hub leaves after a download: refs/<revision> holding the commit."""
+    refs = fake_hub_root / f"models--{repo_id.replace('/', '--')}" / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / revision).write_text(commit)
+
+
+def test_hub_model_is_keyed_by_the_commit_its_revision_resolves_to(fake_hub, tmp_path):
+    repo = "Qwen/Qwen2.5-0.5B-Instruct"
+    _hub_cache_ref(tmp_path / "hub", repo, "main", "1" * 40)
+    _hub_cache_ref(tmp_path / "hub", repo, "v2", "2" * 40)
+    main = models.resolve_model(repo)
+    assert main.fingerprint == f"{repo}@{'1' * 40}" and "1" * 40 in main.source
+    assert models.resolve_model(repo, "v2").fingerprint == f"{repo}@{'2' * 40}"
+    # main moves on (a new download rewrites refs/main): the fingerprint follows
+    _hub_cache_ref(tmp_path / "hub", repo, "main", "3" * 40)
+    assert models.resolve_model(repo).fingerprint == f"{repo}@{'3' * 40}"
+    # a commit needs no cache
+    assert models.resolve_model("org/other", "4" * 40).fingerprint == f"org/other@{'4' * 40}"
+
+
+def test_hub_model_not_downloaded_is_never_keyed_by_a_branch_name(fake_hub):
+    resolved = models.resolve_model("org/not-cached")
+    assert resolved.fingerprint != "org/not-cached@main" and resolved.fingerprint.endswith(":not-downloaded")
+    assert "not downloaded" in resolved.source
+    assert models.resolve_model("org/not-cached", "v1").fingerprint == "org/not-cached@v1:not-downloaded"

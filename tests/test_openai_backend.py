@@ -88,7 +88,8 @@ def test_answers_with_the_tokenizers_token_counts(served_model, tokenizer):
     assert result.input_tokens == len(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
     assert 1 <= result.output_tokens <= 12
     assert result.latency_ms > 0 and result.latency_method == "per_request_wall_clock"
-    assert backend.identity == {"backend": "openai", "base_url": served_model, "model": BUNDLED}
+    # the served model names the outputs; the address of the server does not
+    assert backend.identity == {"backend": "openai", "model": BUNDLED}
 
 
 @pytest.mark.slow
@@ -152,7 +153,7 @@ def test_malformed_request_gets_400_and_the_server_lives_on(served_model):
 class _ScriptedServer:
     """A stdlib server that answers with `failures` error statuses, then successes."""
 
-    def __init__(self, failures: int, status: int = 429) -> None:
+    def __init__(self, failures: int, status: int = 429, system_fingerprint: str | None = None) -> None:
         self.failures_left = failures
         self.status = status
         self.calls = 0
@@ -172,12 +173,13 @@ class _ScriptedServer:
                     body = json.dumps({"error": {"message": "slow down"}}).encode()
                     self.send_response(scripted.status)
                 else:
-                    body = json.dumps(
-                        {
-                            "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": 7, "completion_tokens": 1},
-                        }
-                    ).encode()
+                    reply = {
+                        "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 1},
+                    }
+                    if system_fingerprint is not None:
+                        reply["system_fingerprint"] = system_fingerprint
+                    body = json.dumps(reply).encode()
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -204,6 +206,33 @@ def test_retries_429_then_succeeds(monkeypatch):
     assert backend.retry_count == 2 and server.calls == 3
     assert server.authorizations == ["Bearer sk-secret-value"] * 3
     assert "sk-secret" not in repr(backend) and "sk-secret" not in json.dumps(backend.identity)
+
+
+def test_identity_leaves_out_the_address_and_each_result_keeps_the_server_fingerprint(tmp_path):
+    from localnova.store import Store
+
+    first, moved = _ScriptedServer(failures=0, system_fingerprint="fp_b1"), _ScriptedServer(failures=0, system_fingerprint="fp_b2")
+    try:
+        backend, backend_moved = _backend(first.url, model="m"), _backend(moved.url, model="m")
+        assert backend.identity == backend_moved.identity == {"backend": "openai", "model": "m"}
+        assert _backend(first.url, model="other").identity != backend.identity
+        store = Store(tmp_path)
+        store.start_run("s", {}, {})
+        _, (result,) = store.generate_cached(backend, [_ask("hi")], batch_size=1)
+        assert result.system_fingerprint == "fp_b1" and result.to_dict()["system_fingerprint"] == "fp_b1"
+        # the same server at a new address answers from the store: no new call
+        _, (again,) = store.generate_cached(backend_moved, [_ask("hi")], batch_size=1)
+        assert (first.calls, moved.calls) == (1, 0) and again.system_fingerprint == "fp_b1"
+    finally:
+        first.close()
+        moved.close()
+    # a server that reports none: nothing recorded, and the stored row has no such key
+    silent = _ScriptedServer(failures=0)
+    try:
+        (result,) = _backend(silent.url, model="m").generate([_ask("hi")])
+    finally:
+        silent.close()
+    assert result.system_fingerprint is None and "system_fingerprint" not in result.to_dict()
 
 
 def test_gives_up_after_bounded_attempts_with_a_clear_error():

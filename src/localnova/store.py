@@ -7,6 +7,10 @@ are stored per run and point at those calls. Each batch is committed as soon as 
 so a process killed at any moment loses at most the batch in flight, and the same command
 run again makes exactly the calls that are missing.
 
+The database records its schema version (SQLite's user_version). A store this code cannot
+read, older or newer, is refused when opened, with one line that names it and says what to
+do, rather than failing later with "no such column".
+
 Plain Python and sqlite3 only: no model code here.
 """
 
@@ -18,18 +22,25 @@ import os
 import platform
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localnova.errors import UserError
 from localnova.types import ChatRequest, GenerationResult, stable_hash
 
 if TYPE_CHECKING:
     from localnova.backends.base import Backend
 
 DB_NAME = "store.sqlite"
+
+# The layout that SCHEMA creates. Raise it with any change to SCHEMA, add to MIGRATIONS a step
+# from the version before where old stores can be brought forward safely, and keep version 1's
+# SCHEMA for the check of unversioned stores in open_schema (they all have that layout).
+SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -85,6 +96,60 @@ CREATE TABLE IF NOT EXISTS artifacts (
 """
 
 
+# version -> the function that brings a store of that version to the next one, in place.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+OLDER_STORE = (
+    "{path}: store from an older localnova ({what}) that cannot be upgraded in place; move it aside and run the study again "
+    "(its answers are not reused), or read it with the localnova version that wrote it"
+)
+
+
+def _columns(connection: sqlite3.Connection) -> dict[str, list[tuple]]:
+    """Each table's columns as (name, type, not null, default, primary key position)."""
+    tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+    return {table: [tuple(column[1:]) for column in connection.execute(f"PRAGMA table_info({table})")] for table in tables}
+
+
+def _has_current_layout(connection: sqlite3.Connection) -> bool:
+    """Whether a store's tables have exactly the columns SCHEMA creates."""
+    with closing(sqlite3.connect(":memory:")) as reference:
+        reference.executescript(SCHEMA)
+        expected = _columns(reference)
+    found = _columns(connection)
+    return all(found.get(table) == columns for table, columns in expected.items())
+
+
+def open_schema(connection: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in a new store, or check an existing store's version: bring an older
+    one forward where that is safe, refuse it (UserError) where it is not, refuse a newer one."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: store schema version {version} was written by a newer localnova (this one reads version {SCHEMA_VERSION}); "
+            "upgrade localnova to open it"
+        )
+    if version == 0 and _columns(connection):
+        # Stores written before versions were recorded all have the layout of version 1 (the
+        # schema never changed before), so stamping one is the whole migration; a store with
+        # other columns is not one of ours as this code knows them, and is refused.
+        if not _has_current_layout(connection):
+            raise UserError(OLDER_STORE.format(path=path, what="no schema version and tables unlike this localnova's"))
+        version = 1
+        connection.execute("PRAGMA user_version = 1")
+    while 0 < version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise UserError(OLDER_STORE.format(path=path, what=f"schema version {version}; this localnova reads version {SCHEMA_VERSION}"))
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            MIGRATIONS[version](connection)
+            connection.execute(f"PRAGMA user_version = {version + 1}")
+        version += 1
+    if version == 0:
+        # A new store gets its tables and its version in one transaction (IF NOT EXISTS: two
+        # processes creating it at once both succeed).
+        connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -131,7 +196,11 @@ class Store:
         # NORMAL in WAL mode survives a killed process (not a power cut), which is what
         # resuming after kill -9 needs, at a fraction of FULL's fsync cost.
         self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.connection.executescript(SCHEMA)
+        try:
+            open_schema(self.connection, self.path)
+        except UserError:
+            self.connection.close()
+            raise
         self.run_id: str | None = None
 
     def close(self) -> None:

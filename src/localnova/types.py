@@ -133,12 +133,16 @@ class GenerationResult:
     # backend cannot say).
     tokens: list[str] | None = None
     token_logprobs: list[float] | None = None
+    # What an OpenAI-compatible server says about the build that answered (its reply's
+    # system_fingerprint). Known only after the call, so it is recorded with each result
+    # rather than in the cache key: a change shows in the store without being hidden by it.
+    system_fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         # Left out when unknown, so rows without them read the same as rows written before
         # these fields existed (and older versions can still read them).
-        for key in ("tokens", "token_logprobs"):
+        for key in ("tokens", "token_logprobs", "system_fingerprint"):
             if data[key] is None:
                 del data[key]
         return data

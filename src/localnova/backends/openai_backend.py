@@ -142,7 +142,10 @@ class OpenAIBackend(Backend):
         if self.max_concurrency < 1 or self.max_attempts < 1:
             raise UserError(f"model {model.name!r}: max_concurrency and max_attempts must be at least 1")
         self.retry_policy = RetryPolicy(self.max_attempts, self.backoff_initial_s, self.backoff_max_s)
-        self.identity = {"backend": "openai", "base_url": self.base_url, "model": self.model_name}
+        # What decides the outputs is the model the server serves under this name, not where
+        # the server lives: moving a server to another address keeps its cached answers. The
+        # server's own system_fingerprint is known only after a call, so each result records it.
+        self.identity = {"backend": "openai", "model": self.model_name}
         if model.revision:
             self.identity["revision"] = model.revision
         self.retry_count = 0  # retries made over this backend's life, for reports and tests
@@ -183,6 +186,7 @@ class OpenAIBackend(Backend):
             top_logprobs=parse_top_logprobs(choice) if wants_logprobs else None,
             tokens=tokens,
             token_logprobs=token_logprobs,
+            system_fingerprint=str(response["system_fingerprint"]) if response.get("system_fingerprint") else None,
         )
 
     def _post_with_retries(self, body: bytes) -> tuple[dict[str, Any], float]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from localnova.backends.base import Backend
 from localnova.errors import UserError
-from localnova.models import _folder_fingerprint, resolve_model
+from localnova.models import ResolvedModel, _folder_fingerprint, resolve_model
 from localnova.optional import cuda_available, require
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
 
@@ -94,6 +94,32 @@ def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | Non
     return arguments
 
 
+def engine_settings(llm: Any) -> dict[str, Any]:
+    """The dtype and context length the vllm engine settled on (None where this vllm version
+    does not say): `dtype: auto` becomes the checkpoint's dtype or what the GPU supports, and
+    no max_model_len becomes the model's own, so the configured values alone would not tell
+    two machines apart."""
+    model_config = getattr(getattr(llm, "llm_engine", None), "model_config", None) or getattr(llm, "model_config", None)
+    dtype = getattr(model_config, "dtype", None)
+    max_model_len = getattr(model_config, "max_model_len", None)
+    return {
+        "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+        "max_model_len": None if max_model_len is None else int(max_model_len),
+    }
+
+
+def vllm_identity(weights: ResolvedModel, adapter_fingerprint: str, arguments: dict[str, Any], engine: dict[str, Any]) -> dict[str, str]:
+    """What decides this backend's outputs besides the request: the model and adapter files,
+    the dtype and the context length (the engine's own where it reports them, the configured
+    ones otherwise), and the quantization. Each is a string, as every identity holds."""
+    identity = {"backend": "vllm", "model": weights.name, "weights": weights.fingerprint, "adapter": adapter_fingerprint}
+    identity["dtype"] = str(engine.get("dtype") or arguments["dtype"])
+    identity["max_model_len"] = str(engine.get("max_model_len") or arguments.get("max_model_len") or "model default")
+    if arguments.get("quantization"):
+        identity["quantization"] = str(arguments["quantization"])
+    return identity
+
+
 def sampling_arguments(params: GenerationParams) -> dict[str, Any]:
     """The keyword arguments for vllm.SamplingParams from our generation parameters."""
     arguments: dict[str, Any] = {
@@ -158,7 +184,8 @@ class VLLMBackend(Backend):
         from vllm import LLM
 
         resolved = resolve_model(model.model, model.revision)
-        self.llm = LLM(**llm_arguments(model, resolved.path, adapter_path))
+        arguments = llm_arguments(model, resolved.path, adapter_path)
+        self.llm = LLM(**arguments)
         self.lora_request = None
         adapter_fingerprint = ""
         if adapter_path is not None:
@@ -166,9 +193,10 @@ class VLLMBackend(Backend):
 
             self.lora_request = LoRARequest(f"{model.name}-adapter", 1, str(Path(adapter_path).resolve()))
             adapter_fingerprint = _folder_fingerprint(Path(adapter_path))
-        self.identity = {"backend": "vllm", "model": resolved.name, "weights": resolved.fingerprint, "adapter": adapter_fingerprint}
-        if model.options.get("quantization"):
-            self.identity["quantization"] = str(model.options["quantization"])
+        # Resolved again now that the engine has loaded the model: a hub model it had to
+        # download is keyed by the commit it got, not as "not downloaded".
+        loaded = resolve_model(model.model, model.revision)
+        self.identity = vllm_identity(loaded, adapter_fingerprint, arguments, engine_settings(self.llm))
 
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         if not requests:

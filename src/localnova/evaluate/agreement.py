@@ -5,7 +5,8 @@ A panel is worth its mean only if its judges measure the same thing. Three views
 - per arm: the same correlations on each judge's mean score per model x arm, i.e. whether
   the judges would rank the arms (the study's conclusion) the same way;
 - overall: Krippendorff's alpha at the interval level, over all judges at once, which
-  copes with the answers a judge failed to score (missing values).
+  copes with the answers a judge failed to score (missing values); computed here from its
+  definition in memory linear in answers x judges (see `interval_alpha`).
 """
 
 from __future__ import annotations
@@ -107,18 +108,47 @@ def rank_correlation(judge_a: str, judge_b: str, a_by_item: Mapping[Any, float],
 def interval_alpha(reliability: np.ndarray) -> float:
     """Krippendorff's alpha (interval) of a judges x answers matrix with NaN for missing.
 
+    alpha = 1 - D_o / D_e over the pairable values: those of answers that two or more judges
+    scored (an answer with one score cannot disagree with anything and drops out). In the
+    coincidence-matrix definition every unit u with m_u values adds 1 / (m_u - 1) for each
+    ordered pair of its values; with the interval metric (c - k)^2 the sums over value pairs
+    collapse, because the squared differences of all ordered pairs of a set of m values are
+    2 m times their sum of squares about its mean. So, with n pairable values in all:
+
+        D_o = (2 / n) * sum_u m_u * SS_u / (m_u - 1)      D_e = 2 * SS / (n - 1)
+
+    where SS_u is unit u's sum of squares about its own mean and SS the pooled one. Memory is
+    a few arrays the size of the matrix; nothing grows with the number of distinct values
+    (the `krippendorff` package builds units x V x V and needs gigabytes for a few hundred
+    answers with continuous scores).
+
     NaN when alpha is undefined: no answer scored by two judges, or a single value overall
     (no disagreement is possible, so there is nothing to be reliable about).
     """
-    import krippendorff
-
     data = np.asarray(reliability, dtype=float)
     if data.ndim != 2 or data.shape[0] < 2:
         return math.nan
-    pairable = np.sum(~np.isnan(data), axis=0) >= 2
-    if not pairable.any() or np.unique(data[:, pairable][~np.isnan(data[:, pairable])]).size < 2:
+    scored = ~np.isnan(data)
+    values_per_answer = scored.sum(axis=0)
+    pairable = values_per_answer >= 2
+    if not pairable.any():
         return math.nan
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="interval"))
+    units = data[:, pairable]
+    present = scored[:, pairable]
+    counts = values_per_answer[pairable].astype(float)
+    pooled = units[present]
+    if np.ptp(pooled) == 0:
+        return math.nan
+    filled = np.where(present, units, 0.0)
+    unit_means = filled.sum(axis=0) / counts
+    # Squares about each unit's own mean (two passes: subtracting first keeps the sums exact
+    # enough for scores that sit far from zero).
+    unit_squares = np.where(present, (units - unit_means) ** 2, 0.0).sum(axis=0)
+    pooled_squares = float(np.sum((pooled - pooled.mean()) ** 2))
+    n_pairable = float(counts.sum())
+    observed = 2.0 * float(np.sum(counts * unit_squares / (counts - 1.0))) / n_pairable
+    expected = 2.0 * pooled_squares / (n_pairable - 1.0)
+    return 1.0 - observed / expected
 
 
 def judge_agreement(score_rows: Iterable[Any]) -> JudgeAgreement | None:
