@@ -3,7 +3,7 @@ so the numbers in the README are the store's and never typed by hand."""
 
 from __future__ import annotations
 
-from localnova.config import BASE_ARM
+from localnova.config import ARMS, BASE_ARM
 from localnova.report.collect import RunData
 from localnova.report.render import markdown_cell
 from localnova.report.summarize import summarize_run
@@ -26,7 +26,10 @@ def readme_results(run: RunData, command: str) -> str:
         "| " + " | ".join(README_HEADERS) + " |",
         "|" + "---|" * len(README_HEADERS),
     ]
-    for cell in summary.panel_cells:
+    models = list(dict.fromkeys(cell.model for cell in summary.panel_cells))
+    # the arms in the study's own order (base, rag, ft, ft_rag), whatever order they ran in
+    cells = sorted(summary.panel_cells, key=lambda c: (models.index(c.model), ARMS.index(c.arm) if c.arm in ARMS else len(ARMS)))
+    for cell in cells:
         test = versus_base.get((cell.model, cell.arm))
         row = [
             cell.model,
