@@ -3,6 +3,7 @@ and judges they share, and told apart where they differ."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_the_section_says_what_differs_and_refuses_a_delta_without_shared_judges
     assert len(table.rows) == 4 and table.headers[-1] == "p permutation (Holm)"
     # without the shared judge: no table, one paragraph saying why
     no_f1 = summaries[1].settings | {"headline_judges": [j for j in summaries[1].settings["headline_judges"] if j != "f1"]}
-    blocks = cross_run_blocks([local, bedrock], [summaries[0], type(summaries[1])(**{**summaries[1].__dict__, "settings": no_f1})])
+    blocks = cross_run_blocks([local, bedrock], [summaries[0], replace(summaries[1], settings=no_f1)])
     assert not any(isinstance(block, Table) for block in blocks)
     assert any("no cross-run delta" in block.text for block in blocks if isinstance(block, Paragraph))
 

@@ -12,7 +12,7 @@ delta to give, and the section says so instead of printing one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from localnova.config import ARMS
@@ -102,10 +102,7 @@ def compare_runs(
 def _with_holm(comparisons: list[CrossRunComparison]) -> list[CrossRunComparison]:
     wilcoxon = holm_adjust([c.wilcoxon_p for c in comparisons])
     permutation = holm_adjust([c.permutation_p for c in comparisons])
-    return [
-        CrossRunComparison(**{**c.__dict__, "wilcoxon_p_holm": w, "permutation_p_holm": p})
-        for c, w, p in zip(comparisons, wilcoxon, permutation)
-    ]
+    return [replace(c, wilcoxon_p_holm=w, permutation_p_holm=p) for c, w, p in zip(comparisons, wilcoxon, permutation)]
 
 
 def cross_run_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
