@@ -62,7 +62,7 @@ def test_converse_shape_tokens_and_both_latencies():
 
 def test_ft_arm_answers_through_the_hosted_arn():
     client = _client()
-    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/abc123"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/abc123def456"
     with Stubber(client) as stubber:
         stubber.add_response("converse", _response("ok"), {"modelId": arn, "messages": ANY, "inferenceConfig": ANY})
         backend = BedrockBackend(MODEL, adapter_path=arn, client=client)

@@ -14,8 +14,8 @@ from localnova.bedrock.cleanup import cleanup  # noqa: E402
 from localnova.bedrock.customization import run_customization  # noqa: E402
 from localnova.bedrock.state import BedrockState, Resource  # noqa: E402
 
-PT_ARN = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1"
-DEPLOYMENT_ARN = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1"
+PT_ARN = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1abc123def"
+DEPLOYMENT_ARN = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1abc123de"
 
 
 class RecordingSplitClient:

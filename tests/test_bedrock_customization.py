@@ -115,7 +115,7 @@ def test_rerun_adopts_a_job_whose_state_write_was_lost(aws_env, tmp_path):
 def test_hyperparameters_are_strings_within_bounds(aws_env, tmp_path):
     config = study_config(tmp_path)
     prepared = prepare_customization(config, config.models[0], write_nova_training(tmp_path / "train.jsonl"))
-    assert prepared.hyperparameters == {"epochCount": "2", "batchSize": "1", "learningRate": "1e-05", "learningRateWarmupSteps": "10"}
+    assert prepared.hyperparameters == {"epochCount": "2", "learningRate": "1e-05", "learningRateWarmupSteps": "10"}
     assert prepared.client_token == prepare_customization(config, config.models[0], tmp_path / "train.jsonl").client_token
 
 

@@ -14,7 +14,7 @@ from localnova.bedrock.hosting import host_custom_model  # noqa: E402
 from localnova.bedrock.state import BedrockState  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 
-CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-micro-v1:0:128k/abc"
+CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-micro-v1:0:128k/abc123def456"
 
 
 def _stubbed(region: str = "us-east-1"):
@@ -25,7 +25,7 @@ def _stubbed(region: str = "us-east-1"):
 def test_on_demand_deployment_is_created_once_and_waited_for(tmp_path):
     config = study_config(tmp_path)
     client, stubber = _stubbed()
-    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1abc123de"
     stubber.add_response(
         "create_custom_model_deployment",
         {"customModelDeploymentArn": arn},
@@ -88,7 +88,7 @@ def test_no_provisioned_throughput_without_allow_spend(tmp_path, allow_spend, es
 def test_provisioned_throughput_with_allow_spend(tmp_path):
     config = study_config(tmp_path, hosting="provisioned", provisioned_model_units=1)
     client, stubber = _stubbed()
-    arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1abc123def"
     stubber.add_response(
         "create_provisioned_model_throughput",
         {"provisionedModelArn": arn},
