@@ -26,3 +26,16 @@ def test_live_lists_hourly_billing_first_and_skips_deleted(tmp_path):
     assert [r.type for r in state.live()] == ["provisioned_throughput", "custom_model", "s3_object"]
     state.update(pt, status="deleted")
     assert [r.type for r in BedrockState.load(tmp_path).live()] == ["custom_model", "s3_object"]
+
+
+def test_a_new_token_is_appended_beside_the_live_entry_never_over_it(tmp_path):
+    state = BedrockState.load(tmp_path)
+    first = state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:1", client_token="units-1"))
+    state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:2", client_token="units-2"))
+    again = state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:other", client_token="units-1"))
+    assert again is first  # the same token is the same resource: nothing added
+    reloaded = BedrockState.load(tmp_path)
+    assert [r.arn for r in reloaded.live()] == ["arn:1", "arn:2"]
+    reloaded.mark_deleted(reloaded.live()[0])
+    kept = BedrockState.load(tmp_path).all_of("provisioned_throughput")
+    assert [(r.arn, r.status, bool(r.deleted_at)) for r in kept] == [("arn:1", "deleted", True), ("arn:2", "created", False)]

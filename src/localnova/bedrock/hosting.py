@@ -8,21 +8,26 @@ Two ways, chosen by `bedrock.hosting`:
   hour per model unit until deleted, so it is created only with allow_spend=True after the
   cost estimate was shown; otherwise a UserError, and nothing is created.
 A choice the region or model does not offer is refused before anything is created.
+
+The study hosts each model only while its ft arms run: `host_custom_model` just before them,
+`release_hosting` right after (it deletes the deployment or throughput and waits until AWS no
+longer lists it, so the hours billed run from creation to that deletion). A changed custom
+model or unit count is a new token, so a new resource beside the old one in the state file.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 
 from localnova.bedrock.availability import check_hosting_offered
 from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.bedrock.cleanup import CleanupReport, delete_resources
+from localnova.bedrock.names import client_token, resource_name
+from localnova.bedrock.state import HOSTING_TYPES, BedrockState, Resource
 from localnova.config import ModelConfig, StudyConfig
 from localnova.errors import UserError
-from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +48,6 @@ def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = F
     return hosting
 
 
-def _name(config: StudyConfig, model: ModelConfig, token: str) -> str:
-    return re.sub(r"[^A-Za-z0-9-]+", "-", f"localnova-{config.name}-{model.name}-{token[:8]}")[:63].strip("-")
-
-
 def host_custom_model(
     config: StudyConfig,
     model: ModelConfig,
@@ -63,19 +64,18 @@ def host_custom_model(
     hosting = check_hosting(config, model, allow_spend, estimate_shown)
     assert config.bedrock is not None
     region = config.bedrock.region
-    token = stable_hash(
+    token = client_token(
         {
             "study": config.name,
             "model": model.name,
             "custom_model": custom_model_arn,
             "hosting": hosting,
             "units": config.bedrock.provisioned_model_units,
-        },
-        40,
+        }
     )
-    name = _name(config, model, token)
 
     if hosting == "on_demand":
+        name = resource_name(("bedrock", "CreateCustomModelDeployment", "modelDeploymentName"), token, config.name, model.name)
         resource = state.find("custom_model_deployment", client_token=token)
         if resource is None:
             try:
@@ -109,6 +109,7 @@ def host_custom_model(
         wait_until(status, {"Active"}, {"Failed"}, f"deployment {model.name}", poll_s=poll_s, sleep=sleep)
         return resource.arn
 
+    name = resource_name(("bedrock", "CreateProvisionedModelThroughput", "provisionedModelName"), token, config.name, model.name)
     resource = state.find("provisioned_throughput", client_token=token)
     if resource is None:
         arn = call_with_backoff(
@@ -136,3 +137,24 @@ def host_custom_model(
 
     wait_until(pt_status, {"InService"}, {"Failed"}, f"provisioned throughput {model.name}", poll_s=poll_s, sleep=sleep)
     return resource.arn
+
+
+def release_hosting(
+    state: BedrockState,
+    hosted_arn: str,
+    clients: AwsClients,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 15.0,
+) -> CleanupReport:
+    """Delete the deployment or throughput that answers at `hosted_arn` as soon as its ft arms
+    are done, and wait until AWS no longer lists it; the state file keeps it, marked deleted,
+    with the time."""
+    hosting = [r for r in state.live() if r.type in HOSTING_TYPES and r.arn == hosted_arn]
+    return delete_resources(state, hosting, clients, sleep, poll_s)
+
+
+def release_all_hosting(
+    state: BedrockState, clients: AwsClients, sleep: Callable[[float], None] = time.sleep, poll_s: float = 15.0
+) -> CleanupReport:
+    """Delete every live deployment and throughput of the study (a run that stops early)."""
+    return delete_resources(state, [r for r in state.live() if r.type in HOSTING_TYPES], clients, sleep, poll_s)
