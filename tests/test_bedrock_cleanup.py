@@ -59,7 +59,9 @@ def _everything(study_dir):
     state.record(Resource("custom_model", "custom_model:nova-micro", "us-east-1", id="cm", arn=CUSTOM_MODEL_ARN, client_token="job"))
     for arn, token in ((PT_OLD, "units-1"), (PT_NEW, "units-2")):
         state.record(Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", arn=arn, client_token=token))
-    state.record(Resource("custom_model_deployment", "custom_model_deployment:nova-micro", "us-east-1", arn=DEPLOYMENT_ARN, client_token="d"))
+    state.record(
+        Resource("custom_model_deployment", "custom_model_deployment:nova-micro", "us-east-1", arn=DEPLOYMENT_ARN, client_token="d")
+    )
     return state
 
 
@@ -70,12 +72,16 @@ def _expect_everything_deleted(stubbers, keep_training_output=False):
     bedrock.add_response("delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": DEPLOYMENT_ARN})
     # first poll: the old throughput is still being deleted, the others are gone
     bedrock.add_response("get_provisioned_model_throughput", _pt_response(PT_OLD), {"provisionedModelId": PT_OLD})
-    bedrock.add_client_error("get_provisioned_model_throughput", "ResourceNotFoundException", expected_params={"provisionedModelId": PT_NEW})
+    bedrock.add_client_error(
+        "get_provisioned_model_throughput", "ResourceNotFoundException", expected_params={"provisionedModelId": PT_NEW}
+    )
     bedrock.add_client_error(
         "get_custom_model_deployment", "ResourceNotFoundException", expected_params={"customModelDeploymentIdentifier": DEPLOYMENT_ARN}
     )
     # second poll: gone too; only now may the custom model go
-    bedrock.add_client_error("get_provisioned_model_throughput", "ResourceNotFoundException", expected_params={"provisionedModelId": PT_OLD})
+    bedrock.add_client_error(
+        "get_provisioned_model_throughput", "ResourceNotFoundException", expected_params={"provisionedModelId": PT_OLD}
+    )
     job = {
         "jobArn": f"{ACCOUNT_ARN}:model-customization-job/amazon.nova-micro-v1:0:128k/job1abc123de",
         "jobName": "job-a1",
@@ -160,7 +166,9 @@ def test_custom_model_is_kept_while_its_hosting_is_still_listed(tmp_path, monkey
     with Stubber(clients["bedrock"]) as stubber:
         stubber.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_OLD})
         stubber.add_response("get_provisioned_model_throughput", _pt_response(PT_OLD), {"provisionedModelId": PT_OLD})
-        report = cleanup(tmp_path, lambda summary: True, clients=AwsClients("us-east-1", clients, check_credentials=False), sleep=lambda s: None)
+        report = cleanup(
+            tmp_path, lambda summary: True, clients=AwsClients("us-east-1", clients, check_credentials=False), sleep=lambda s: None
+        )
         stubber.assert_no_pending_responses()  # no DeleteCustomModel was sent
     assert len(report.left) == 2
     assert {r.type for r in BedrockState.load(tmp_path).live()} == {"custom_model", "provisioned_throughput"}

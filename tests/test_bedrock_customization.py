@@ -238,9 +238,17 @@ def test_a_failed_job_is_retried_as_a_new_attempt(aws_env, tmp_path):
             job.status = "Failed"
 
     with pytest.raises(UserError, match="ended Failed.*new attempt"):
-        run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=fail, poll_s=0.01)
+        run_customization(
+            config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=fail, poll_s=0.01
+        )
     second = run_customization(
-        config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01
+        config,
+        config.models[0],
+        train,
+        BedrockState.load(config.study_dir),
+        AwsClients("us-east-1"),
+        sleep=_finish_while_waiting,
+        poll_s=0.01,
     )
     names = [params["jobName"] for params in recorded("CreateModelCustomizationJob")]
     tokens = [params["clientRequestToken"] for params in recorded("CreateModelCustomizationJob")]
@@ -268,5 +276,7 @@ def test_a_job_of_the_same_name_but_another_token_is_not_adopted(aws_env, tmp_pa
         hyperParameters={"epochCount": "1"},
     )
     with pytest.raises(UserError, match="not made by this study"):
-        run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=lambda s: None)
+        run_customization(
+            config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=lambda s: None
+        )
     assert len(_jobs()) == 1

@@ -132,7 +132,9 @@ def test_create_knowledge_base_ingest_resume_and_reingest_a_changed_corpus(tmp_p
     )
     _ingestion(agent_stub, "JOB1234567")
     _kb_active(agent_stub)  # the rerun: nothing uploaded, created or ingested again
-    s3_stub.add_response("put_object", {}, {"Bucket": BUCKET, "Key": prefix + "lamps.md", "Body": b"# Lamps\nThe F4 lamp draws 40 watts.\n"})
+    s3_stub.add_response(
+        "put_object", {}, {"Bucket": BUCKET, "Key": prefix + "lamps.md", "Body": b"# Lamps\nThe F4 lamp draws 40 watts.\n"}
+    )
     _kb_active(agent_stub)  # the corpus changed: one file uploaded, one new ingestion
     _ingestion(agent_stub, "JOB7654321")
     aws = AwsClients("us-east-1", clients, check_credentials=False)

@@ -32,7 +32,9 @@ def test_a_new_token_is_appended_beside_the_live_entry_never_over_it(tmp_path):
     state = BedrockState.load(tmp_path)
     first = state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:1", client_token="units-1"))
     state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:2", client_token="units-2"))
-    again = state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:other", client_token="units-1"))
+    again = state.record(
+        Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:other", client_token="units-1")
+    )
     assert again is first  # the same token is the same resource: nothing added
     reloaded = BedrockState.load(tmp_path)
     assert [r.arn for r in reloaded.live()] == ["arn:1", "arn:2"]

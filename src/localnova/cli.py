@@ -14,6 +14,7 @@ from pathlib import Path
 
 from localnova import __version__
 from localnova.bedrock.cleanup import cleanup_command
+from localnova.bedrock.preflight import preflight_command
 from localnova.bedrock.study import run_bedrock_study
 from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.data.nova_validator import validate_command
@@ -133,7 +134,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bedrock_cleanup(args) -> int:
-    return cleanup_command(Path(args.study), yes=args.yes)
+    return cleanup_command(Path(args.study), yes=args.yes, keep_training_output=args.keep_training_output)
+
+
+def cmd_bedrock_preflight(args) -> int:
+    return preflight_command(_load(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup = bedrock_verbs.add_parser("cleanup", help="delete what a study created (provisioned throughput first)")
     cleanup.add_argument("study", help="study folder")
     cleanup.add_argument("--yes", action="store_true", help="do not ask before deleting")
+    cleanup.add_argument("--keep-training-output", action="store_true", help="keep the customization jobs' output in S3")
     cleanup.set_defaults(func=cmd_bedrock_cleanup)
+    preflight = bedrock_verbs.add_parser("preflight", help="free checks before any spend: credentials, model ids, role, bucket, quotas")
+    preflight.add_argument("config", help="study config (YAML)")
+    preflight.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    preflight.set_defaults(func=cmd_bedrock_preflight)
     return parser
 
 
