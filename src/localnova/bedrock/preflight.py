@@ -189,12 +189,13 @@ def _check_offers(config: StudyConfig, report: PreflightReport) -> None:
         if not (config.fine_tunes and model.backend == "bedrock"):
             continue
         base = model.customization_model or model.model
-        for check, key in (
-            (lambda: check_customization_offered(base, bedrock.region, f"models[{index}].customization_model"), "customization"),
-            (lambda: check_hosting_offered(bedrock.hosting, base, bedrock.region), "bedrock.hosting"),
-        ):
+        where = f"models[{index}].customization_model"
+        for key, what in (("customization", "customization"), ("bedrock.hosting", bedrock.hosting)):
             try:
-                check()
+                if what == "customization":
+                    check_customization_offered(base, bedrock.region, where)
+                else:
+                    check_hosting_offered(what, base, bedrock.region)
                 report.passed.append(f"{key}: offered for {base} in {bedrock.region}")
             except UserError as error:
                 report.failures.append(str(error))
