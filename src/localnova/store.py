@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localnova.errors import PartialBatch
 from localnova.types import ChatRequest, GenerationResult, stable_hash
 
 if TYPE_CHECKING:
@@ -224,7 +225,14 @@ class Store:
         backend_json = json.dumps(backend.identity, sort_keys=True)
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            batch_results = backend.generate([requests[index] for index in batch])
+            failure: BaseException | None = None
+            try:
+                batch_results = backend.generate([requests[index] for index in batch])
+            except PartialBatch as partial:
+                # keep what was answered (and paid for) before the failure, then raise it
+                batch = [batch[i] for i in sorted(partial.results)]
+                batch_results = [partial.results[i] for i in sorted(partial.results)]
+                failure = partial.error
             statements = [
                 (
                     "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) "
@@ -239,7 +247,19 @@ class Store:
                 results[keys[index]] = result
             if progress is not None:
                 progress.update(len(batch))
+            if failure is not None:
+                raise failure
         return keys, [results[key] for key in keys]
+
+    def generation_usage(self) -> list[tuple[dict[str, Any], int, int]]:
+        """(backend identity, input tokens, output tokens) of every generation stored for
+        this study, in any run: what a paid backend has been paid for so far."""
+        rows = self.connection.execute("SELECT backend_json, result_json FROM generations").fetchall()
+        usage = []
+        for backend_json, result_json in rows:
+            result = json.loads(result_json)
+            usage.append((json.loads(backend_json), int(result.get("input_tokens", 0)), int(result.get("output_tokens", 0))))
+        return usage
 
     def _add_counts(self, model_calls: int, cached_calls: int) -> None:
         if self.run_id is not None and (model_calls or cached_calls):
