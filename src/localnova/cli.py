@@ -63,7 +63,9 @@ def cmd_run(args) -> int:
         print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).render())
         return 0
     if config.uses_bedrock:
-        study_dir, run_id = run_bedrock_study(config, dry_run_only=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes)
+        study_dir, run_id = run_bedrock_study(
+            config, dry_run_only=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, keep_hosting=args.keep_hosting
+        )
     elif args.dry_run:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
     else:
@@ -167,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu-memory-gb", type=float, default=None, help="with --plan: check the estimates against this GPU memory")
     run.add_argument("--allow-spend", action="store_true", help="Bedrock: allow creating provisioned throughput (bills by the hour)")
     run.add_argument("--yes", action="store_true", help="Bedrock: do not ask before the first billable call")
+    run.add_argument("--keep-hosting", action="store_true", help="Bedrock: keep the hosting of a run stopped by its budget")
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
     with_config("index", "build or refresh the retrieval index alone", cmd_index)
     with_config("models", "list each model of a config and where it comes from", cmd_models, config_optional=True)

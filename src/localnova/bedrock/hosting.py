@@ -64,6 +64,10 @@ def host_custom_model(
     hosting = check_hosting(config, model, allow_spend, estimate_shown)
     assert config.bedrock is not None
     region = config.bedrock.region
+    kind = "custom_model_deployment" if hosting == "on_demand" else "provisioned_throughput"
+    # Hosting deleted after an earlier run's ft arms is not reused; a new one gets a new token
+    # (AWS would answer the old token with the deleted resource).
+    deleted_before = [r for r in state.all_of(kind) if r.details.get("model_arn") == custom_model_arn and not r.live]
     token = client_token(
         {
             "study": config.name,
@@ -71,6 +75,7 @@ def host_custom_model(
             "custom_model": custom_model_arn,
             "hosting": hosting,
             "units": config.bedrock.provisioned_model_units,
+            "round": len(deleted_before),
         }
     )
 
