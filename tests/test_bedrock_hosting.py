@@ -10,7 +10,7 @@ from botocore.stub import ANY, Stubber  # noqa: E402
 
 from bedrock_fixtures import study_config  # noqa: E402
 from localnova.bedrock.aws import AwsClients  # noqa: E402
-from localnova.bedrock.hosting import host_custom_model  # noqa: E402
+from localnova.bedrock.hosting import check_hosting, host_custom_model  # noqa: E402
 from localnova.bedrock.state import BedrockState  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 
@@ -29,7 +29,12 @@ def test_on_demand_deployment_is_created_once_and_waited_for(tmp_path):
     stubber.add_response(
         "create_custom_model_deployment",
         {"customModelDeploymentArn": arn},
-        {"modelDeploymentName": ANY, "modelArn": CUSTOM_MODEL, "clientRequestToken": ANY, "tags": ANY},
+        {
+            "modelDeploymentName": ANY,  # hash-first; its pattern and length are checked by the request check
+            "modelArn": CUSTOM_MODEL,
+            "clientRequestToken": ANY,
+            "tags": [{"key": "localnova-study", "value": "bedrock-test"}],
+        },
     )
     for status in ("Creating", "Active"):
         stubber.add_response(
@@ -92,7 +97,13 @@ def test_provisioned_throughput_with_allow_spend(tmp_path):
     stubber.add_response(
         "create_provisioned_model_throughput",
         {"provisionedModelArn": arn},
-        {"clientRequestToken": ANY, "modelUnits": 1, "provisionedModelName": ANY, "modelId": CUSTOM_MODEL, "tags": ANY},
+        {
+            "clientRequestToken": ANY,
+            "modelUnits": 1,
+            "provisionedModelName": ANY,
+            "modelId": CUSTOM_MODEL,
+            "tags": [{"key": "localnova-study", "value": "bedrock-test"}],
+        },
     )
     stubber.add_response(
         "get_provisioned_model_throughput",
@@ -141,3 +152,9 @@ def test_hosting_the_region_does_not_offer_is_refused_before_anything(tmp_path, 
                 estimate_shown=True,
             )
     assert not (config.study_dir / "bedrock_state.json").exists()
+
+
+def test_provisioned_throughput_for_a_custom_model_is_one_unit(tmp_path):
+    config = study_config(tmp_path, hosting="provisioned", provisioned_model_units=2)
+    with pytest.raises(UserError, match="bedrock.provisioned_model_units: 2"):
+        check_hosting(config, config.models[0], allow_spend=True, estimate_shown=True)

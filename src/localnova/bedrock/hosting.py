@@ -31,6 +31,10 @@ from localnova.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# "For custom models with no commitment, a quota of one model unit is available for each
+# Provisioned Throughput. You can create up to two Provisioned Throughputs per account." (read 2026-11-26)
+NO_COMMITMENT_SOURCE = "docs.aws.amazon.com/bedrock/latest/userguide/prov-throughput.html"
+
 
 def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = False, estimate_shown: bool = False) -> str:
     """The hosting choice for this model, checked; raises a UserError before anything exists."""
@@ -38,6 +42,11 @@ def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = F
         raise UserError("bedrock: the Bedrock path needs a bedrock section")
     hosting = config.bedrock.hosting
     check_hosting_offered(hosting, model.customization_model or model.model, config.bedrock.region)
+    if hosting == "provisioned" and config.bedrock.provisioned_model_units != 1:
+        raise UserError(
+            f"bedrock.provisioned_model_units: {config.bedrock.provisioned_model_units}; no-commitment provisioned throughput "
+            f"for a custom model takes exactly 1 model unit ({NO_COMMITMENT_SOURCE})"
+        )
     if hosting == "provisioned" and not (allow_spend and estimate_shown):
         why = "run with --allow-spend" if not allow_spend else "show the cost estimate first"
         raise UserError(
