@@ -76,7 +76,9 @@ def paid_run(monkeypatch, tmp_path):
         encoding="utf-8",
     )
     train = tmp_path / "train.jsonl"
-    train.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n", encoding="utf-8")
+    train.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n", encoding="utf-8"
+    )
     config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"train_path": train})})
     config = select_run(config, arms=["base", "ft"])
 

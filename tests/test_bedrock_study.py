@@ -140,7 +140,9 @@ def test_real_run_checks_estimates_and_confirms_before_creating_anything(tmp_pat
     recorder = Recorder(monkeypatch)
     config = study_config(tmp_path)
     train = tmp_path / "train.jsonl"
-    train.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n", encoding="utf-8")
+    train.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n", encoding="utf-8"
+    )
     config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"train_path": train})})
     questions = []
 
@@ -182,3 +184,22 @@ def test_dry_run_hands_the_pipeline_a_simulated_study(tmp_path, monkeypatch, aws
     assert recorder.steps == ["pipeline"] and aws_calls == []
     assert recorder.pipeline_kwargs["adapters"] == {"nova-micro": bedrock_study.SIMULATED_ADAPTER}
     assert recorder.pipeline_kwargs.get("retriever") is None  # the local index stands in for the Knowledge Base
+
+
+def test_a_users_training_file_is_decontaminated_against_the_eval_set(tmp_path):
+    config = study_config(tmp_path)
+    train = tmp_path / "train.jsonl"
+    rows = [
+        {"question": "How many watts does the F4 draw?", "answer": "36 watts."},  # the eval question itself
+        {"question": "Which cable does the hub take?", "answer": "A USB-C cable."},
+    ]
+    chat = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]} for r in rows]
+    train.write_text("".join(json.dumps(row) + "\n" for row in chat), encoding="utf-8")
+    config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"train_path": train})})
+    path, record = bedrock_study.bedrock_training_file(config)
+    kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(kept) == 1 and "USB-C" in json.dumps(kept[0])
+    assert record["decontaminated"] and record["report"]["dropped_contaminated"] == 1
+    unchecked = config.model_copy(update={"finetune": config.finetune.model_copy(update={"decontaminate_train_path": False})})
+    path, record = bedrock_study.bedrock_training_file(unchecked)
+    assert path == train and record == {"source": str(train), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}

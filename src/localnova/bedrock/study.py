@@ -16,6 +16,7 @@ answers saved, so a rerun with a larger budget resumes without paying twice.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,11 @@ from localnova.bedrock.state import BedrockState
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.costs import BudgetExceeded, CostTable, SpendGuard, check_budget, spend_guarded
 from localnova.errors import UserError
+from localnova.data.eval_set import load_eval_set
+from localnova.data.formats import write_chat_jsonl
+from localnova.data.qa_filters import decontaminate_training_file
+from localnova.embedder import Embedder
+from localnova.files import write_text_atomic
 from localnova.finetune.stage import training_file
 from localnova.pipeline import run_study
 from localnova.store import Store
@@ -96,7 +102,7 @@ def run_bedrock_study(
     if checked.failures:
         raise UserError("preflight found problems (nothing was created):\n" + "\n".join(checked.failures))
     ft_models = [model for model in config.models if model.backend == "bedrock"] if config.fine_tunes else []
-    train_path = training_file(config) if ft_models else None
+    train_path, decontamination = bedrock_training_file(config) if ft_models else (None, {})
     prepared = [prepare_customization(config, model, train_path) for model in ft_models]
     for model in ft_models:
         check_hosting(config, model, allow_spend, estimate_shown=True)
@@ -144,7 +150,11 @@ def run_bedrock_study(
                 config,
                 adapters=custom_models,
                 retriever=retriever,
-                artifacts={"cost_estimate": cost_artifact(plan.costs), "bedrock_routing": routing(config, custom_models)},
+                artifacts={
+                    "cost_estimate": cost_artifact(plan.costs),
+                    "bedrock_routing": routing(config, custom_models),
+                    "training_decontamination": decontamination,
+                },
                 artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config, custom_models, state)},
                 hosting=hosting,
             )
@@ -152,6 +162,27 @@ def run_bedrock_study(
             if not keep_hosting:
                 release_all_hosting(state, clients)
             raise
+
+
+def bedrock_training_file(config: StudyConfig) -> tuple[Path, dict[str, Any]]:
+    """The file the customization jobs train on, and what was done to it. Pairs gen-qa wrote
+    were decontaminated when generated; a user's own train_path goes through the same
+    near-duplicate and eval-set decontamination, unless finetune.decontaminate_train_path is
+    false, which the run records."""
+    path = training_file(config)
+    if config.finetune.train_path is None:
+        return path, {"source": "gen-qa", "decontaminated": True}
+    if not config.finetune.decontaminate_train_path:
+        return path, {"source": str(path), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}
+    eval_items = load_eval_set(config.eval.path)
+    pairs, report = decontaminate_training_file(path, eval_items, Embedder(config.retrieval.embedding_model), config.gen_qa)
+    work_dir = config.study_dir / "bedrock"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cleaned = work_dir / "train.decontaminated.jsonl"
+    write_chat_jsonl([pair.to_record() for pair in pairs], cleaned)
+    summary = {"source": str(path), "decontaminated": True, "file": str(cleaned), "report": report.to_dict()}
+    write_text_atomic(work_dir / "train.decontamination.json", json.dumps(summary, indent=2))
+    return cleaned, summary
 
 
 def _stored_token_spend(config: StudyConfig, custom_models: dict[str, str]) -> float:
