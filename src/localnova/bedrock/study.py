@@ -34,11 +34,11 @@ from localnova.bedrock.spend import price_ids, resource_spend, token_spend
 from localnova.bedrock.state import BedrockState
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.costs import BudgetExceeded, CostTable, SpendGuard, check_budget, spend_guarded
-from localnova.errors import UserError
 from localnova.data.eval_set import load_eval_set
 from localnova.data.formats import write_chat_jsonl
 from localnova.data.qa_filters import decontaminate_training_file
 from localnova.embedder import Embedder
+from localnova.errors import UserError
 from localnova.files import write_text_atomic
 from localnova.finetune.stage import training_file
 from localnova.pipeline import run_study
