@@ -1,10 +1,21 @@
 """Shared fixtures for the Bedrock tests: a moto server on a free port, fake credentials, a
-small Bedrock study config. Never reaches AWS: AWS_ENDPOINT_URL points every client at moto."""
+small Bedrock study config, and one check of every request against botocore's service model.
+Never reaches AWS: AWS_ENDPOINT_URL points every client at moto.
+
+`request_problems` is the one request check: botocore's own `validate_parameters` (names,
+types, required members, minimum lengths) plus what botocore leaves to the server: each
+string's pattern, maximum lengths and enums, and integer ranges. The autouse fixture
+`validate_every_request` runs it on every call any botocore client makes in any test (moto,
+Stubber or a local stand-in alike), and fails the call, so a malformed request fails the test
+that makes it. Calls are also recorded, for tests that look at them.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +24,83 @@ FAKE_SECRET_KEY = "fake-secret-Zq9xW7vT5sR3pN1mL8kJ6hG4fD2sA0"
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/localnova-test"
 BUCKET = "localnova-test-bucket"
+
+
+def _shape_problems(shape: Any, value: Any, where: str) -> list[str]:
+    """Pattern, length, enum and range problems of `value` against a botocore shape."""
+    problems = []
+    meta = shape.metadata
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        for name, member_value in value.items():
+            if name in shape.members:
+                problems += _shape_problems(shape.members[name], member_value, f"{where}.{name}")
+    elif kind == "list" and isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problems += _shape_problems(shape.member, item, f"{where}[{index}]")
+    elif kind == "map" and isinstance(value, dict):
+        for key, item in value.items():
+            problems += _shape_problems(shape.key, key, f"{where} key {key!r}")
+            problems += _shape_problems(shape.value, item, f"{where}[{key!r}]")
+    if kind == "string" and isinstance(value, str):
+        if "pattern" in meta and re.fullmatch(meta["pattern"], value) is None:
+            problems.append(f"{where}: {value!r} does not match the pattern {meta['pattern']!r}")
+        enum = getattr(shape, "enum", None)
+        if enum and value not in enum:
+            problems.append(f"{where}: {value!r} is not one of {enum}")
+    if kind in ("string", "list", "map", "blob") and hasattr(value, "__len__") and "max" in meta and len(value) > meta["max"]:
+        problems.append(f"{where}: length {len(value)} over the maximum {meta['max']}")
+    if kind in ("integer", "long", "float", "double") and isinstance(value, int | float):
+        if "min" in meta and value < meta["min"]:
+            problems.append(f"{where}: {value} under the minimum {meta['min']}")
+        if "max" in meta and value > meta["max"]:
+            problems.append(f"{where}: {value} over the maximum {meta['max']}")
+    return problems
+
+
+def request_problems(service: str | Any, operation_name: str, params: dict[str, Any]) -> list[str]:
+    """Everything wrong with one request, per botocore's model of `service` (a name or a
+    ServiceModel); an empty list means well-formed."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    service_model = botocore.session.get_session().get_service_model(service) if isinstance(service, str) else service
+    operation = service_model.operation_model(operation_name)
+    report = ParamValidator().validate(params, operation.input_shape)
+    problems = [report.generate_report()] if report.has_errors() else []
+    return problems + _shape_problems(operation.input_shape, params, operation_name)
+
+
+# Every request botocore clients made in the current test: (service, operation, params).
+RECORDED_REQUESTS: list[tuple[str, str, dict[str, Any]]] = []
+
+
+@pytest.fixture(autouse=True)
+def validate_every_request(monkeypatch):
+    """Check every botocore call of the test against the service model before it goes out."""
+    try:
+        import botocore.client
+    except ImportError:
+        yield RECORDED_REQUESTS
+        return
+    original = botocore.client.BaseClient._make_api_call
+
+    def checked(client, operation_name, api_params):
+        service_model = client.meta.service_model
+        problems = request_problems(service_model, operation_name, api_params)
+        assert not problems, f"malformed {service_model.service_name}.{operation_name} request: " + "; ".join(problems)
+        RECORDED_REQUESTS.append((service_model.service_name, operation_name, dict(api_params)))
+        return original(client, operation_name, api_params)
+
+    RECORDED_REQUESTS.clear()
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", checked)
+    yield RECORDED_REQUESTS
+    RECORDED_REQUESTS.clear()
+
+
+def recorded(operation_name: str) -> list[dict[str, Any]]:
+    """The parameters of every recorded call of one operation, in order."""
+    return [params for _service, operation, params in RECORDED_REQUESTS if operation == operation_name]
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 boto3 = pytest.importorskip("boto3")
-from botocore.exceptions import ClientError  # noqa: E402
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from localnova.backends.bedrock_backend import BedrockBackend  # noqa: E402
@@ -62,7 +63,7 @@ def test_converse_shape_tokens_and_both_latencies():
 
 def test_ft_arm_answers_through_the_hosted_arn():
     client = _client()
-    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/abc123"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/abc123def456"
     with Stubber(client) as stubber:
         stubber.add_response("converse", _response("ok"), {"modelId": arn, "messages": ANY, "inferenceConfig": ANY})
         backend = BedrockBackend(MODEL, adapter_path=arn, client=client)
@@ -70,37 +71,109 @@ def test_ft_arm_answers_through_the_hosted_arn():
     assert backend.identity["model"] == arn
 
 
-class ThrottlingClient:
-    """Answers like Bedrock but throws ThrottlingException on about 30% of calls."""
+class StandIn(BaseHTTPRequestHandler):
+    """Bedrock Runtime's Converse over HTTP: 429 ThrottlingException on about 30% of calls,
+    otherwise an answer naming the question, with a server latency of 5 ms."""
 
-    def __init__(self, rate: float = 0.3, seed: int = 7):
-        self.rng = random.Random(seed)
-        self.rate = rate
-        self.lock = threading.Lock()
-        self.throttled = 0
-        self.answered = 0
+    rng = random.Random(7)
+    lock = threading.Lock()
+    calls: list[str] = []  # "throttled" | "answered", in arrival order
 
-    def converse(self, **body):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.lock:
-            throttle = self.rng.random() < self.rate
-            if throttle:
-                self.throttled += 1
-            else:
-                self.answered += 1
+            throttle = self.rng.random() < 0.3
+            self.calls.append("throttled" if throttle else "answered")
         if throttle:
-            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Too many requests"}}, "Converse")
-        question = body["messages"][-1]["content"][0]["text"]
-        return _response(f"answer to {question}")
+            payload, status, headers = {"message": "Too many requests"}, 429, {"x-amzn-ErrorType": "ThrottlingException:"}
+        else:
+            payload, status, headers = _response(f"answer to {body['messages'][-1]['content'][0]['text']}", latency_ms=5), 200, {}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
 
 
-def test_thirty_percent_throttling_loses_no_answer():
-    client = ThrottlingClient()
-    backend = BedrockBackend(MODEL, client=client, sleep=lambda seconds: None)
-    requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams()) for i in range(200)]
+@pytest.fixture
+def stand_in(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    StandIn.calls.clear()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake")
+    yield StandIn.calls
+    server.shutdown()
+    thread.join()
+
+
+def test_thirty_percent_throttling_through_botocore_loses_nothing_and_times_only_the_answering_attempt(stand_in):
+    """The real client (botocore's protocol, error parsing and retry handler, one attempt per
+    call) against an HTTP stand-in. The clock moves only when the backend waits to retry, by an
+    hour a wait: a latency that held any wait would be over 3,600,000 ms."""
+    from localnova.bedrock.aws import make_client
+
+    now = [0.0]
+    model = MODEL.model_copy(update={"options": {**MODEL.options, "max_concurrency": 1}})
+    backend = BedrockBackend(
+        model,
+        client=make_client("bedrock-runtime", "us-east-1", max_attempts=1),
+        sleep=lambda seconds: now.__setitem__(0, now[0] + 3600.0),
+        clock=lambda: now[0],
+    )
+    requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams()) for i in range(120)]
     results = backend.generate(requests)
-    assert [r.text for r in results] == [f"answer to q{i}" for i in range(200)]
-    assert client.throttled > 30  # the wrapper really throttled
-    assert backend.throttled_retries == client.throttled
+    assert [r.text for r in results] == [f"answer to q{i}" for i in range(120)]
+    throttled = stand_in.count("throttled")
+    assert throttled > 20 and stand_in.count("answered") == 120
+    assert backend.throttled_retries == throttled  # botocore retried nothing on its own
+    assert max(r.latency_ms for r in results) == 0.0 and now[0] == 3600.0 * throttled
+    assert {r.server_latency_ms for r in results} == {5.0}
+
+
+@pytest.mark.parametrize("code", ["ModelTimeoutException", "ModelErrorException"])
+def test_model_timeouts_and_errors_are_retried(code):
+    client = _client()
+    with Stubber(client) as stubber:
+        stubber.add_client_error("converse", code, "try again", http_status_code=424 if code == "ModelErrorException" else 408)
+        stubber.add_response("converse", _response("ok"), {"modelId": MODEL.model, "messages": ANY, "inferenceConfig": ANY})
+        backend = BedrockBackend(MODEL, client=client, sleep=lambda s: None)
+        assert backend.generate([ChatRequest.from_messages([{"role": "user", "content": "hi"}], GenerationParams())])[0].text == "ok"
+    assert backend.throttled_retries == 1
+
+
+def test_one_failure_keeps_the_answers_of_its_batch(tmp_path):
+    """Of a batch of 4, three answer and one is refused: the store keeps the three."""
+    from localnova.errors import PartialBatch
+    from localnova.store import Store
+
+    client = _client()
+    model = MODEL.model_copy(update={"options": {**MODEL.options, "max_concurrency": 1}})
+    with Stubber(client) as stubber:
+        for i in range(3):
+            stubber.add_response("converse", _response(f"a{i}"), {"modelId": MODEL.model, "messages": ANY, "inferenceConfig": ANY})
+        stubber.add_client_error("converse", "ServiceQuotaExceededException", "quota")
+        backend = BedrockBackend(model, client=client)
+        requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams()) for i in range(4)]
+        with pytest.raises(PartialBatch):
+            backend.generate(requests)
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    with Stubber(client) as stubber:
+        for i in range(3):
+            stubber.add_response("converse", _response(f"a{i}"), {"modelId": MODEL.model, "messages": ANY, "inferenceConfig": ANY})
+        stubber.add_client_error("converse", "ServiceQuotaExceededException", "quota")
+        with pytest.raises(Exception, match="quota"):
+            store.generate_cached(BedrockBackend(model, client=client), requests, batch_size=4)
+    keys, _ = store.generate_cached(BedrockBackend(model, client=client), requests[:3], batch_size=4)  # all stored: no call
+    assert len(store.cached_results(keys)) == 3
+    store.close()
 
 
 def test_access_denied_is_one_user_error():

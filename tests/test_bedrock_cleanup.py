@@ -1,5 +1,6 @@
-"""Cleanup deletes everything the state file lists, provisioned throughput first, asks first,
-and leaves nothing behind in moto."""
+"""Cleanup deletes everything the state file lists, every provisioned throughput first, waits
+until AWS no longer lists the hosting before the custom model goes, asks first, and sends
+exactly the requests botocore's model and the Stubber expect."""
 
 from __future__ import annotations
 
@@ -8,91 +9,169 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 from botocore.stub import Stubber  # noqa: E402
 
-from bedrock_fixtures import BUCKET, ROLE_ARN, moto_bedrock_backend, study_config, write_nova_training  # noqa: E402
+from bedrock_fixtures import BUCKET, RECORDED_REQUESTS, ROLE_ARN, study_config  # noqa: E402
 from localnova.bedrock.aws import AwsClients  # noqa: E402
 from localnova.bedrock.cleanup import cleanup  # noqa: E402
-from localnova.bedrock.customization import run_customization  # noqa: E402
 from localnova.bedrock.state import BedrockState, Resource  # noqa: E402
 
-PT_ARN = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1"
-DEPLOYMENT_ARN = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1"
+ACCOUNT_ARN = "arn:aws:bedrock:us-east-1:123456789012"
+PT_OLD = f"{ACCOUNT_ARN}:provisioned-model/pm1abc123def"
+PT_NEW = f"{ACCOUNT_ARN}:provisioned-model/pm2abc123def"
+DEPLOYMENT_ARN = f"{ACCOUNT_ARN}:custom-model-deployment/dep1abc123de"
+CUSTOM_MODEL_ARN = f"{ACCOUNT_ARN}:custom-model/amazon.nova-micro-v1:0:128k/cm1abc123def"
+KB_ID, DS_ID = "KB12345678", "DS12345678"
+OUTPUT_PREFIX = "localnova/bedrock-test/customization-output/nova-micro/job-a1/"
 
 
-class RecordingSplitClient:
-    """moto for what it knows, the Stubber for the rest; remembers the order of calls."""
-
-    def __init__(self, real, stubbed, stubbed_operations, calls):
-        self._real, self._stubbed, self._ops, self._calls = real, stubbed, set(stubbed_operations), calls
-
-    def __getattr__(self, name):
-        target = getattr(self._stubbed if name in self._ops else self._real, name)
-        if not name.startswith("delete") and not name.startswith("stop"):
-            return target
-
-        def call(**kwargs):
-            self._calls.append(name)
-            return target(**kwargs)
-
-        return call
+def _clients():
+    made = {}
+    for service in ("bedrock", "bedrock-agent", "s3"):
+        made[service] = boto3.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    return made
 
 
-def _make_everything(config, tmp_path):
-    state = BedrockState.load(config.study_dir)
-    clients = AwsClients("us-east-1")
+def _pt_response(arn, status="Deleting"):
+    return {
+        "modelUnits": 1,
+        "desiredModelUnits": 1,
+        "provisionedModelName": "p",
+        "provisionedModelArn": arn,
+        "modelArn": CUSTOM_MODEL_ARN,
+        "desiredModelArn": CUSTOM_MODEL_ARN,
+        "foundationModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
+        "status": status,
+        "creationTime": "2026-01-01T00:00:00Z",
+        "lastModifiedTime": "2026-01-01T00:00:00Z",
+    }
 
-    def finish(_seconds):
-        for job in moto_bedrock_backend().model_customization_jobs.values():
-            job.status = "Completed"
 
-    run_customization(config, config.models[0], write_nova_training(tmp_path / "train.jsonl"), state, clients, sleep=finish, poll_s=0.01)
-    agent = boto3.client("bedrock-agent", region_name="us-east-1")
-    kb = agent.create_knowledge_base(
-        name="kb-test",
-        roleArn=ROLE_ARN,
-        knowledgeBaseConfiguration={
-            "type": "VECTOR",
-            "vectorKnowledgeBaseConfiguration": {
-                "embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
-            },
-        },
-        storageConfiguration=config.bedrock.knowledge_base["storage"],
-    )["knowledgeBase"]
-    state.record(Resource("knowledge_base", "knowledge_base", "us-east-1", id=kb["knowledgeBaseId"], arn=kb["knowledgeBaseArn"]))
-    state.record(Resource("custom_model_deployment", "custom_model_deployment:nova-micro", "us-east-1", id="dep1", arn=DEPLOYMENT_ARN))
-    state.record(Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", id="pm1", arn=PT_ARN))
+def _everything(study_dir):
+    """A study that made two throughputs for one model (the units changed between runs), a
+    deployment, a job, its custom model and output, a Knowledge Base with a data source, a file."""
+    state = BedrockState.load(study_dir)
+    state.record(Resource("s3_object", f"s3://{BUCKET}/k.txt", "us-east-1", id="k.txt", details={"bucket": BUCKET, "key": "k.txt"}))
+    state.record(Resource("knowledge_base", "knowledge_base", "us-east-1", id=KB_ID, client_token="kb"))
+    state.record(Resource("data_source", "data_source", "us-east-1", id=DS_ID, client_token="ds", details={"knowledge_base_id": KB_ID}))
+    state.record(Resource("customization_job", "customization_job:nova-micro", "us-east-1", id="job-a1", client_token="job"))
+    state.record(
+        Resource("s3_prefix", f"s3://{BUCKET}/{OUTPUT_PREFIX}", "us-east-1", id="out", details={"bucket": BUCKET, "prefix": OUTPUT_PREFIX})
+    )
+    state.record(Resource("custom_model", "custom_model:nova-micro", "us-east-1", id="cm", arn=CUSTOM_MODEL_ARN, client_token="job"))
+    for arn, token in ((PT_OLD, "units-1"), (PT_NEW, "units-2")):
+        state.record(Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", arn=arn, client_token=token))
+    state.record(
+        Resource("custom_model_deployment", "custom_model_deployment:nova-micro", "us-east-1", arn=DEPLOYMENT_ARN, client_token="d")
+    )
     return state
 
 
-def test_cleanup_deletes_everything_listed_provisioned_first(aws_env, tmp_path):
-    config = study_config(tmp_path)
-    _make_everything(config, tmp_path)
-    calls: list[str] = []
-    stub_bedrock = boto3.client("bedrock", region_name="us-east-1")
-    bedrock = RecordingSplitClient(
-        boto3.client("bedrock", region_name="us-east-1"),
-        stub_bedrock,
-        {"delete_provisioned_model_throughput", "delete_custom_model_deployment"},
-        calls,
+def _expect_everything_deleted(stubbers, keep_training_output=False):
+    bedrock, agent, s3 = stubbers
+    bedrock.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_OLD})
+    bedrock.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_NEW})
+    bedrock.add_response("delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": DEPLOYMENT_ARN})
+    # first poll: the old throughput is still being deleted, the others are gone
+    bedrock.add_response("get_provisioned_model_throughput", _pt_response(PT_OLD), {"provisionedModelId": PT_OLD})
+    bedrock.add_client_error(
+        "get_provisioned_model_throughput", "ResourceNotFoundException", expected_params={"provisionedModelId": PT_NEW}
     )
-    agent = RecordingSplitClient(boto3.client("bedrock-agent", region_name="us-east-1"), None, set(), calls)
-    s3 = RecordingSplitClient(boto3.client("s3", region_name="us-east-1"), None, set(), calls)
-    asked: list[str] = []
-    with Stubber(stub_bedrock) as stubber:
-        stubber.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_ARN})
-        stubber.add_response("delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": DEPLOYMENT_ARN})
-        report = cleanup(
-            config.study_dir,
-            lambda summary: asked.append(summary) or True,
-            clients=AwsClients("us-east-1", {"bedrock": bedrock, "bedrock-agent": agent, "s3": s3}),
+    bedrock.add_client_error(
+        "get_custom_model_deployment", "ResourceNotFoundException", expected_params={"customModelDeploymentIdentifier": DEPLOYMENT_ARN}
+    )
+    # second poll: gone too; only now may the custom model go
+    bedrock.add_client_error(
+        "get_provisioned_model_throughput", "ResourceNotFoundException", expected_params={"provisionedModelId": PT_OLD}
+    )
+    job = {
+        "jobArn": f"{ACCOUNT_ARN}:model-customization-job/amazon.nova-micro-v1:0:128k/job1abc123de",
+        "jobName": "job-a1",
+        "outputModelName": "cm",
+        "roleArn": ROLE_ARN,
+        "status": "Completed",
+        "creationTime": "2026-01-01T00:00:00Z",
+        "baseModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0:128k",
+        "hyperParameters": {},
+        "trainingDataConfig": {"s3Uri": f"s3://{BUCKET}/train.jsonl"},
+        "validationDataConfig": {"validators": []},
+        "outputDataConfig": {"s3Uri": f"s3://{BUCKET}/{OUTPUT_PREFIX}"},
+    }
+    bedrock.add_response("get_model_customization_job", job, {"jobIdentifier": "job-a1"})
+    bedrock.add_response("delete_custom_model", {}, {"modelIdentifier": "cm"})
+    agent.add_response(
+        "delete_data_source",
+        {"knowledgeBaseId": KB_ID, "dataSourceId": DS_ID, "status": "DELETING"},
+        {"knowledgeBaseId": KB_ID, "dataSourceId": DS_ID},
+    )
+    agent.add_response("delete_knowledge_base", {"knowledgeBaseId": KB_ID, "status": "DELETING"}, {"knowledgeBaseId": KB_ID})
+    s3.add_response("delete_object", {}, {"Bucket": BUCKET, "Key": "k.txt"})
+    if not keep_training_output:
+        s3.add_response(
+            "list_objects_v2",
+            {"Contents": [{"Key": OUTPUT_PREFIX + "step_wise_training_metrics.csv"}, {"Key": OUTPUT_PREFIX + "model.tar"}]},
+            {"Bucket": BUCKET, "Prefix": OUTPUT_PREFIX},
         )
-    assert len(asked) == 1 and PT_ARN in asked[0]
-    assert calls[:2] == ["delete_provisioned_model_throughput", "delete_custom_model_deployment"]
-    assert calls.index("delete_custom_model") < calls.index("delete_knowledge_base") < calls.index("delete_object")
+        s3.add_response(
+            "delete_objects",
+            {},
+            {
+                "Bucket": BUCKET,
+                "Delete": {
+                    "Objects": [{"Key": OUTPUT_PREFIX + "step_wise_training_metrics.csv"}, {"Key": OUTPUT_PREFIX + "model.tar"}],
+                    "Quiet": True,
+                },
+            },
+        )
+
+
+@pytest.mark.parametrize("keep_training_output", [False, True])
+def test_cleanup_deletes_both_throughputs_waits_for_hosting_then_the_rest(tmp_path, keep_training_output):
+    state = _everything(tmp_path)
+    assert len(state.live()) == 9  # the second throughput did not replace the first
+    clients = _clients()
+    stubbers = [Stubber(clients[service]) for service in ("bedrock", "bedrock-agent", "s3")]
+    _expect_everything_deleted(stubbers, keep_training_output)
+    asked, slept = [], []
+    for stubber in stubbers:
+        stubber.activate()
+    report = cleanup(
+        tmp_path,
+        lambda summary: asked.append(summary) or True,
+        clients=AwsClients("us-east-1", clients, check_credentials=False),
+        keep_training_output=keep_training_output,
+        sleep=slept.append,
+        poll_s=5.0,
+    )
+    for stubber in stubbers:
+        stubber.assert_no_pending_responses()
+    assert len(asked) == 1 and PT_OLD in asked[0] and PT_NEW in asked[0]
+    assert slept == [5.0]  # one wait: the old throughput's deletion was still running
     assert report.left == []
-    assert BedrockState.load(config.study_dir).live() == []
-    assert boto3.client("bedrock", region_name="us-east-1").list_custom_models()["modelSummaries"] == []
-    assert boto3.client("bedrock-agent", region_name="us-east-1").list_knowledge_bases()["knowledgeBaseSummaries"] == []
-    assert "Contents" not in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket=BUCKET)
+    after = BedrockState.load(tmp_path)
+    assert [r.type for r in after.live()] == (["s3_prefix"] if keep_training_output else [])
+    throughputs = after.all_of("provisioned_throughput")
+    assert [r.arn for r in throughputs] == [PT_OLD, PT_NEW] and all(r.deleted_at for r in throughputs)
+    # the custom model was asked to go only after AWS no longer listed any hosting
+    operations = [operation for _service, operation, _params in RECORDED_REQUESTS]
+    assert operations.index("DeleteCustomModel") > max(i for i, op in enumerate(operations) if op == "GetProvisionedModelThroughput")
+
+
+def test_custom_model_is_kept_while_its_hosting_is_still_listed(tmp_path, monkeypatch):
+    from localnova.bedrock import cleanup as cleanup_module
+
+    monkeypatch.setattr(cleanup_module, "DELETE_WAIT_S", 0.0)
+    state = BedrockState.load(tmp_path)
+    state.record(Resource("custom_model", "custom_model:nova-micro", "us-east-1", id="cm", arn=CUSTOM_MODEL_ARN, client_token="job"))
+    state.record(Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", arn=PT_OLD, client_token="u1"))
+    clients = _clients()
+    with Stubber(clients["bedrock"]) as stubber:
+        stubber.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_OLD})
+        stubber.add_response("get_provisioned_model_throughput", _pt_response(PT_OLD), {"provisionedModelId": PT_OLD})
+        report = cleanup(
+            tmp_path, lambda summary: True, clients=AwsClients("us-east-1", clients, check_credentials=False), sleep=lambda s: None
+        )
+        stubber.assert_no_pending_responses()  # no DeleteCustomModel was sent
+    assert len(report.left) == 2
+    assert {r.type for r in BedrockState.load(tmp_path).live()} == {"custom_model", "provisioned_throughput"}
 
 
 def test_cleanup_declined_deletes_nothing(aws_env, tmp_path):

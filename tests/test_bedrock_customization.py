@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bedrock_fixtures import BUCKET, FAKE_SECRET_KEY, moto_bedrock_backend, study_config, write_nova_training
+from bedrock_fixtures import BUCKET, FAKE_SECRET_KEY, ROLE_ARN, moto_bedrock_backend, recorded, study_config, write_nova_training
 from localnova.bedrock.aws import AwsClients
 from localnova.bedrock.customization import prepare_customization, run_customization
 from localnova.bedrock.state import BedrockState
@@ -115,7 +115,7 @@ def test_rerun_adopts_a_job_whose_state_write_was_lost(aws_env, tmp_path):
 def test_hyperparameters_are_strings_within_bounds(aws_env, tmp_path):
     config = study_config(tmp_path)
     prepared = prepare_customization(config, config.models[0], write_nova_training(tmp_path / "train.jsonl"))
-    assert prepared.hyperparameters == {"epochCount": "2", "batchSize": "1", "learningRate": "1e-05", "learningRateWarmupSteps": "10"}
+    assert prepared.hyperparameters == {"epochCount": "2", "learningRate": "1e-05", "learningRateWarmupSteps": "10"}
     assert prepared.client_token == prepare_customization(config, config.models[0], tmp_path / "train.jsonl").client_token
 
 
@@ -184,3 +184,99 @@ def test_credentials_never_reach_logs_or_the_study_folder(aws_env, tmp_path, cap
     for path in config.study_dir.rglob("*"):
         if path.is_file():
             assert FAKE_SECRET_KEY not in path.read_text(encoding="utf-8", errors="ignore"), path
+
+
+def test_the_create_request_is_exactly_this_with_a_validation_file(aws_env, tmp_path):
+    import hashlib
+
+    config = study_config(tmp_path)
+    train = write_nova_training(tmp_path / "train.jsonl")
+    valid = write_nova_training(tmp_path / "valid.jsonl", pairs=8)
+    result = run_customization(
+        config,
+        config.models[0],
+        train,
+        BedrockState.load(config.study_dir),
+        AwsClients("us-east-1"),
+        validation_path=valid,
+        sleep=_finish_while_waiting,
+        poll_s=0.01,
+    )
+    [request] = recorded("CreateModelCustomizationJob")
+    train_sha = hashlib.sha256(train.read_bytes()).hexdigest()[:16]
+    valid_sha = hashlib.sha256(valid.read_bytes()).hexdigest()[:16]
+    prefix = f"s3://{BUCKET}/localnova/bedrock-test"
+    job_name = request["jobName"]
+    assert job_name == result.job_name and job_name.endswith("-bedrock-test-nova-micro-a1")
+    assert request == {
+        "jobName": job_name,
+        "customModelName": job_name,
+        "roleArn": ROLE_ARN,
+        "clientRequestToken": request["clientRequestToken"],
+        "baseModelIdentifier": "amazon.nova-micro-v1:0:128k",
+        "customizationType": "FINE_TUNING",
+        "trainingDataConfig": {"s3Uri": f"{prefix}/training/{train_sha}/train.jsonl"},
+        "validationDataConfig": {"validators": [{"s3Uri": f"{prefix}/training/{valid_sha}/validation.jsonl"}]},
+        "outputDataConfig": {"s3Uri": f"{prefix}/customization-output/nova-micro/{job_name}/"},
+        "hyperParameters": {"epochCount": "2", "learningRate": "1e-05", "learningRateWarmupSteps": "10"},
+        "jobTags": [{"key": "localnova-study", "value": "bedrock-test"}],
+    }
+    assert sorted(_s3_keys()) == [
+        f"localnova/bedrock-test/training/{train_sha}/train.jsonl",
+        f"localnova/bedrock-test/training/{valid_sha}/validation.jsonl",
+    ]
+    listed = BedrockState.load(config.study_dir).find("s3_prefix")
+    assert listed.details == {"bucket": BUCKET, "prefix": f"localnova/bedrock-test/customization-output/nova-micro/{job_name}/"}
+
+
+def test_a_failed_job_is_retried_as_a_new_attempt(aws_env, tmp_path):
+    config = study_config(tmp_path)
+    train = write_nova_training(tmp_path / "train.jsonl")
+
+    def fail(_seconds):
+        for job in moto_bedrock_backend().model_customization_jobs.values():
+            job.status = "Failed"
+
+    with pytest.raises(UserError, match="ended Failed.*new attempt"):
+        run_customization(
+            config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=fail, poll_s=0.01
+        )
+    second = run_customization(
+        config,
+        config.models[0],
+        train,
+        BedrockState.load(config.study_dir),
+        AwsClients("us-east-1"),
+        sleep=_finish_while_waiting,
+        poll_s=0.01,
+    )
+    names = [params["jobName"] for params in recorded("CreateModelCustomizationJob")]
+    tokens = [params["clientRequestToken"] for params in recorded("CreateModelCustomizationJob")]
+    assert len(names) == 2 and names[0].endswith("-a1") and names[1].endswith("-a2") and tokens[0] != tokens[1]
+    assert second.status == "Completed" and second.job_name == names[1]
+    # a third run finds the completed second attempt and creates nothing
+    run_customization(config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=lambda s: None)
+    assert len(recorded("CreateModelCustomizationJob")) == 2
+
+
+def test_a_job_of_the_same_name_but_another_token_is_not_adopted(aws_env, tmp_path):
+    import boto3
+
+    config = study_config(tmp_path)
+    train = write_nova_training(tmp_path / "train.jsonl")
+    prepared = prepare_customization(config, config.models[0], train)
+    boto3.client("bedrock", region_name="us-east-1").create_model_customization_job(
+        jobName=prepared.job_name,
+        customModelName="someone-else",
+        roleArn=ROLE_ARN,
+        clientRequestToken="another-token",
+        baseModelIdentifier="amazon.nova-lite-v1:0:300k",
+        trainingDataConfig={"s3Uri": f"s3://{BUCKET}/x.jsonl"},
+        outputDataConfig={"s3Uri": f"s3://{BUCKET}/out/"},
+        hyperParameters={"epochCount": "1"},
+    )
+    with pytest.raises(UserError, match="not made by this study"):
+        run_customization(
+            config, config.models[0], train, BedrockState.load(config.study_dir), AwsClients("us-east-1"), sleep=lambda s: None
+        )
+    assert len(_jobs()) == 1

@@ -35,6 +35,12 @@ def test_dry_run_plans_every_call_offline_without_credentials(tmp_path, monkeypa
         assert operation in operations
     assert "CreateProvisionedModelThroughput" not in operations  # hosting is on_demand
     assert "with the fine-tuned models hosted on-demand" in lines[0] and "hosted provisioned" in lines[0]
+    # the schedule: jobs first, hosting per model around its ft arms only, both choices totalled
+    schedule = lines[0][lines[0].index("Hosting schedule") :].splitlines()
+    assert schedule[1].startswith("  1. customization jobs for nova-micro")
+    assert schedule[2].startswith("  2. nova-micro: create hosting -> 2 ft calls -> delete; provisioned 1 unit-hour(s) $60.50")
+    assert schedule[3] == "  3. judges: no hosting is live"
+    assert schedule[4].startswith("  hosting total: provisioned $60.50; on-demand $0.00")
     assert result.costs.total("provisioned") > result.costs.total("on_demand") > 0
 
 

@@ -10,11 +10,11 @@ from botocore.stub import ANY, Stubber  # noqa: E402
 
 from bedrock_fixtures import study_config  # noqa: E402
 from localnova.bedrock.aws import AwsClients  # noqa: E402
-from localnova.bedrock.hosting import host_custom_model  # noqa: E402
+from localnova.bedrock.hosting import check_hosting, host_custom_model  # noqa: E402
 from localnova.bedrock.state import BedrockState  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 
-CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-micro-v1:0:128k/abc"
+CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-micro-v1:0:128k/abc123def456"
 
 
 def _stubbed(region: str = "us-east-1"):
@@ -25,11 +25,16 @@ def _stubbed(region: str = "us-east-1"):
 def test_on_demand_deployment_is_created_once_and_waited_for(tmp_path):
     config = study_config(tmp_path)
     client, stubber = _stubbed()
-    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1abc123de"
     stubber.add_response(
         "create_custom_model_deployment",
         {"customModelDeploymentArn": arn},
-        {"modelDeploymentName": ANY, "modelArn": CUSTOM_MODEL, "clientRequestToken": ANY, "tags": ANY},
+        {
+            "modelDeploymentName": ANY,  # hash-first; its pattern and length are checked by the request check
+            "modelArn": CUSTOM_MODEL,
+            "clientRequestToken": ANY,
+            "tags": [{"key": "localnova-study", "value": "bedrock-test"}],
+        },
     )
     for status in ("Creating", "Active"):
         stubber.add_response(
@@ -88,11 +93,17 @@ def test_no_provisioned_throughput_without_allow_spend(tmp_path, allow_spend, es
 def test_provisioned_throughput_with_allow_spend(tmp_path):
     config = study_config(tmp_path, hosting="provisioned", provisioned_model_units=1)
     client, stubber = _stubbed()
-    arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1"
+    arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pm1abc123def"
     stubber.add_response(
         "create_provisioned_model_throughput",
         {"provisionedModelArn": arn},
-        {"clientRequestToken": ANY, "modelUnits": 1, "provisionedModelName": ANY, "modelId": CUSTOM_MODEL, "tags": ANY},
+        {
+            "clientRequestToken": ANY,
+            "modelUnits": 1,
+            "provisionedModelName": ANY,
+            "modelId": CUSTOM_MODEL,
+            "tags": [{"key": "localnova-study", "value": "bedrock-test"}],
+        },
     )
     stubber.add_response(
         "get_provisioned_model_throughput",
@@ -141,3 +152,9 @@ def test_hosting_the_region_does_not_offer_is_refused_before_anything(tmp_path, 
                 estimate_shown=True,
             )
     assert not (config.study_dir / "bedrock_state.json").exists()
+
+
+def test_provisioned_throughput_for_a_custom_model_is_one_unit(tmp_path):
+    config = study_config(tmp_path, hosting="provisioned", provisioned_model_units=2)
+    with pytest.raises(UserError, match="bedrock.provisioned_model_units: 2"):
+        check_hosting(config, config.models[0], allow_spend=True, estimate_shown=True)

@@ -1,29 +1,21 @@
-"""Knowledge Base: chunking mapped to Bedrock's strategies, creation against moto (S3, the
-Knowledge Base) and the Stubber (data source, ingestion), retrieval doc ids for recall@k."""
+"""Knowledge Base: chunking mapped to Bedrock's strategies, creation, resume and re-ingestion
+through the Stubber with exact parameters, retrieval doc ids for recall@k."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
-from bedrock_fixtures import BUCKET, study_config  # noqa: E402
+from bedrock_fixtures import BUCKET, ROLE_ARN, recorded, study_config  # noqa: E402
 from localnova.bedrock.aws import AwsClients  # noqa: E402
 from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, chunking_configuration, ensure_knowledge_base  # noqa: E402
 from localnova.bedrock.state import BedrockState  # noqa: E402
 from localnova.config import ChunkingConfig  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
-
-
-class SplitClient:
-    """moto answers most operations; the Stubber answers the ones moto lacks."""
-
-    def __init__(self, real, stubbed, stubbed_operations):
-        self._real, self._stubbed, self._ops = real, stubbed, set(stubbed_operations)
-
-    def __getattr__(self, name):
-        return getattr(self._stubbed if name in self._ops else self._real, name)
 
 
 def test_chunking_maps_to_bedrock_strategies():
@@ -41,32 +33,93 @@ def test_chunking_maps_to_bedrock_strategies():
     assert chunking_configuration(ChunkingConfig(strategy="none")) == {"chunkingStrategy": "NONE"}
 
 
-def test_create_knowledge_base_ingest_and_resume(aws_env, tmp_path):
+KB_ID, DS_ID = "KB12345678", "DS12345678"
+
+
+def _kb_clients():
+    return {
+        service: boto3.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+        for service in ("bedrock-agent", "s3")
+    }
+
+
+def _ingestion(agent_stub, job_id, token=ANY):
+    job = {"knowledgeBaseId": KB_ID, "dataSourceId": DS_ID, "ingestionJobId": job_id, "startedAt": "2026-01-01T00:00:00Z"}
+    job["updatedAt"] = job["startedAt"]
+    agent_stub.add_response(
+        "start_ingestion_job",
+        {"ingestionJob": {**job, "status": "STARTING"}},
+        {"knowledgeBaseId": KB_ID, "dataSourceId": DS_ID, "clientToken": token},
+    )
+    agent_stub.add_response(
+        "get_ingestion_job",
+        {"ingestionJob": {**job, "status": "COMPLETE"}},
+        {"knowledgeBaseId": KB_ID, "dataSourceId": DS_ID, "ingestionJobId": job_id},
+    )
+
+
+def _kb():
+    return {
+        "knowledgeBaseId": KB_ID,
+        "name": "n",
+        "knowledgeBaseArn": f"arn:aws:bedrock:us-east-1:123456789012:knowledge-base/{KB_ID}",
+        "roleArn": ROLE_ARN,
+        "knowledgeBaseConfiguration": {"type": "VECTOR"},
+        "status": "ACTIVE",
+        "createdAt": "2026-01-01T00:00:00Z",
+        "updatedAt": "2026-01-01T00:00:00Z",
+    }
+
+
+def _kb_active(agent_stub):
+    agent_stub.add_response("get_knowledge_base", {"knowledgeBase": _kb()}, {"knowledgeBaseId": KB_ID})
+
+
+def test_create_knowledge_base_ingest_resume_and_reingest_a_changed_corpus(tmp_path):
     config = study_config(tmp_path)
-    real_agent = boto3.client("bedrock-agent", region_name="us-east-1")
-    stub_agent = boto3.client("bedrock-agent", region_name="us-east-1")
-    agent = SplitClient(real_agent, stub_agent, {"create_data_source", "start_ingestion_job", "get_ingestion_job"})
-    stubber = Stubber(stub_agent)
-    stubber.add_response(
-        "create_data_source",
+    config = config.model_copy(update={"name": "nova.v2"})  # a dot: refused by Bedrock unless cleaned
+    clients = _kb_clients()
+    agent_stub, s3_stub = Stubber(clients["bedrock-agent"]), Stubber(clients["s3"])
+    prefix = "localnova/nova.v2/corpus/"
+    for key, body in (("guides/setup.md", b"# Setup\nPlug the hub in first.\n"), ("lamps.md", b"# Lamps\nThe F4 lamp draws 36 watts.\n")):
+        s3_stub.add_response("put_object", {}, {"Bucket": BUCKET, "Key": prefix + key, "Body": body})
+    agent_stub.add_response(
+        "create_knowledge_base",
+        {"knowledgeBase": _kb()},
         {
-            "dataSource": {
-                "knowledgeBaseId": "kb",
-                "dataSourceId": "DS12345678",
-                "name": "n",
-                "status": "AVAILABLE",
-                "dataSourceConfiguration": {"type": "S3"},
-                "createdAt": "2026-01-01T00:00:00Z",
-                "updatedAt": "2026-01-01T00:00:00Z",
-            }
-        },
-        {
-            "knowledgeBaseId": ANY,
             "clientToken": ANY,
-            "name": ANY,
+            "name": "localnova-nova-v2",
+            "roleArn": ROLE_ARN,
+            "knowledgeBaseConfiguration": {
+                "type": "VECTOR",
+                "vectorKnowledgeBaseConfiguration": {
+                    "embeddingModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0"
+                },
+            },
+            "storageConfiguration": config.bedrock.knowledge_base["storage"],
+            "tags": {"localnova-study": "nova.v2"},
+        },
+    )
+    _kb_active(agent_stub)
+    source = {
+        "knowledgeBaseId": KB_ID,
+        "dataSourceId": DS_ID,
+        "name": "n",
+        "status": "AVAILABLE",
+        "dataSourceConfiguration": {"type": "S3"},
+        "createdAt": "2026-01-01T00:00:00Z",
+        "updatedAt": "2026-01-01T00:00:00Z",
+    }
+    agent_stub.add_response(
+        "create_data_source",
+        {"dataSource": source},
+        {
+            "knowledgeBaseId": KB_ID,
+            "clientToken": ANY,
+            "name": "localnova-nova-v2-s3",
             "dataSourceConfiguration": {
                 "type": "S3",
-                "s3Configuration": {"bucketArn": f"arn:aws:s3:::{BUCKET}", "inclusionPrefixes": ["localnova/bedrock-test/corpus/"]},
+                "s3Configuration": {"bucketArn": f"arn:aws:s3:::{BUCKET}", "inclusionPrefixes": [prefix]},
             },
             "vectorIngestionConfiguration": {
                 "chunkingConfiguration": {
@@ -77,37 +130,25 @@ def test_create_knowledge_base_ingest_and_resume(aws_env, tmp_path):
             "dataDeletionPolicy": "DELETE",
         },
     )
-    job = {
-        "knowledgeBaseId": "kb",
-        "dataSourceId": "DS12345678",
-        "ingestionJobId": "JOB1234567",
-        "startedAt": "2026-01-01T00:00:00Z",
-        "updatedAt": "2026-01-01T00:00:00Z",
-    }
-    stubber.add_response(
-        "start_ingestion_job",
-        {"ingestionJob": {**job, "status": "STARTING"}},
-        {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "clientToken": ANY},
+    _ingestion(agent_stub, "JOB1234567")
+    _kb_active(agent_stub)  # the rerun: nothing uploaded, created or ingested again
+    s3_stub.add_response(
+        "put_object", {}, {"Bucket": BUCKET, "Key": prefix + "lamps.md", "Body": b"# Lamps\nThe F4 lamp draws 40 watts.\n"}
     )
-    stubber.add_response(
-        "get_ingestion_job",
-        {"ingestionJob": {**job, "status": "IN_PROGRESS"}},
-        {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "ingestionJobId": "JOB1234567"},
-    )
-    stubber.add_response(
-        "get_ingestion_job",
-        {"ingestionJob": {**job, "status": "COMPLETE"}},
-        {"knowledgeBaseId": ANY, "dataSourceId": "DS12345678", "ingestionJobId": "JOB1234567"},
-    )
-    clients = AwsClients("us-east-1", {"bedrock-agent": agent})
-    with stubber:
-        kb_id = ensure_knowledge_base(config, BedrockState.load(config.study_dir), clients, sleep=lambda s: None)
-        # a rerun creates nothing: the state file lists the Knowledge Base, data source and ingestion
-        assert ensure_knowledge_base(config, BedrockState.load(config.study_dir), clients, sleep=lambda s: None) == kb_id
-        stubber.assert_no_pending_responses()
-    assert [kb["knowledgeBaseId"] for kb in real_agent.list_knowledge_bases()["knowledgeBaseSummaries"]] == [kb_id]
-    keys = sorted(o["Key"] for o in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket=BUCKET)["Contents"])
-    assert keys == ["localnova/bedrock-test/corpus/guides/setup.md", "localnova/bedrock-test/corpus/lamps.md"]
+    _kb_active(agent_stub)  # the corpus changed: one file uploaded, one new ingestion
+    _ingestion(agent_stub, "JOB7654321")
+    aws = AwsClients("us-east-1", clients, check_credentials=False)
+    with agent_stub, s3_stub:
+        assert ensure_knowledge_base(config, BedrockState.load(config.study_dir), aws, sleep=lambda s: None) == KB_ID
+        assert ensure_knowledge_base(config, BedrockState.load(config.study_dir), aws, sleep=lambda s: None) == KB_ID
+        (Path(config.corpus.path) / "lamps.md").write_text("# Lamps\nThe F4 lamp draws 40 watts.\n", encoding="utf-8")
+        assert ensure_knowledge_base(config, BedrockState.load(config.study_dir), aws, sleep=lambda s: None) == KB_ID
+        agent_stub.assert_no_pending_responses()
+        s3_stub.assert_no_pending_responses()
+    tokens = [params["clientToken"] for params in recorded("StartIngestionJob")]
+    assert len(tokens) == 2 and tokens[0] != tokens[1]
+    objects = BedrockState.load(config.study_dir).all_of("s3_object")
+    assert len(objects) == 2  # the new upload of lamps.md is the same object, with a new hash
 
 
 def test_knowledge_base_without_storage_is_refused_before_upload(aws_env, tmp_path):

@@ -26,3 +26,37 @@ def test_live_lists_hourly_billing_first_and_skips_deleted(tmp_path):
     assert [r.type for r in state.live()] == ["provisioned_throughput", "custom_model", "s3_object"]
     state.update(pt, status="deleted")
     assert [r.type for r in BedrockState.load(tmp_path).live()] == ["custom_model", "s3_object"]
+
+
+def test_a_new_token_is_appended_beside_the_live_entry_never_over_it(tmp_path):
+    state = BedrockState.load(tmp_path)
+    first = state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:1", client_token="units-1"))
+    state.record(Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:2", client_token="units-2"))
+    again = state.record(
+        Resource("provisioned_throughput", "provisioned_throughput:m", "us-east-1", arn="arn:other", client_token="units-1")
+    )
+    assert again is first  # the same token is the same resource: nothing added
+    reloaded = BedrockState.load(tmp_path)
+    assert [r.arn for r in reloaded.live()] == ["arn:1", "arn:2"]
+    reloaded.mark_deleted(reloaded.live()[0])
+    kept = BedrockState.load(tmp_path).all_of("provisioned_throughput")
+    assert [(r.arn, r.status, bool(r.deleted_at)) for r in kept] == [("arn:1", "deleted", True), ("arn:2", "created", False)]
+
+
+def test_spend_counts_hosting_hours_from_creation_to_deletion(tmp_path):
+    from bedrock_fixtures import study_config
+    from localnova.bedrock.spend import resource_spend
+
+    config = study_config(tmp_path)
+    state = BedrockState.load(tmp_path / "state")
+    job = Resource("customization_job", "customization_job:nova-micro", "us-east-1", id="j", client_token="j")
+    job.details = {"model": "nova-micro", "training_tokens": 100_000}
+    state.record(job)
+    state.record(Resource("custom_model", "custom_model:nova-micro", "us-east-1", id="cm", client_token="j"))
+    pt = Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", arn="arn:1", client_token="u1")
+    pt.created_at, pt.status, pt.deleted_at = "2026-01-01T10:00:00+00:00", "deleted", "2026-01-01T11:30:00+00:00"
+    pt.details = {"model_units": 1}
+    state.record(pt)
+    spend = resource_spend(state, config)
+    # 100k tokens x 2 epochs at $0.001 per 1k; a month of storage; 1.5 h started = 2 hours billed
+    assert spend == {"training": 0.2, "storage": 1.95, "hosting": 2 * 60.50}

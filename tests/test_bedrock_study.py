@@ -12,6 +12,7 @@ import pytest
 
 from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, study_config
 from localnova.bedrock import study as bedrock_study
+from localnova.bedrock.preflight import PreflightReport
 from localnova.cli import main
 from localnova.config import select_run
 from localnova.errors import UserError
@@ -90,11 +91,12 @@ class Recorder:
         self.steps: list[str] = []
         self.pipeline_kwargs: dict = {}
         monkeypatch.setattr(bedrock_study, "AwsClients", self.clients)
-        monkeypatch.setattr(bedrock_study, "prepare_customization", lambda *a: self.steps.append("check customization"))
+        monkeypatch.setattr(bedrock_study, "preflight", self.preflight)
+        monkeypatch.setattr(bedrock_study, "prepare_customization", self.prepare)
         monkeypatch.setattr(bedrock_study, "check_hosting", lambda *a, **k: self.steps.append("check hosting"))
         monkeypatch.setattr(bedrock_study, "ensure_knowledge_base", self.knowledge_base)
-        monkeypatch.setattr(bedrock_study, "run_customization", self.customization)
-        monkeypatch.setattr(bedrock_study, "host_custom_model", self.hosting)
+        monkeypatch.setattr(bedrock_study, "start_customization", self.start)
+        monkeypatch.setattr(bedrock_study, "wait_for_customization", self.wait)
         monkeypatch.setattr(bedrock_study, "run_study", self.run_study)
 
     def clients(self, region):
@@ -108,17 +110,25 @@ class Recorder:
 
         return Clients()
 
+    def preflight(self, config, clients):
+        self.steps.append("preflight")
+        return PreflightReport()
+
+    def prepare(self, config, model, train_path):
+        self.steps.append("check customization")
+        return type("Prepared", (), {"model_name": model.name})()
+
     def knowledge_base(self, config, state, clients):
         self.steps.append("create knowledge base")
         return "KB123"
 
-    def customization(self, config, model, train_path, state, clients):
-        self.steps.append(f"customize {model.name}")
-        return type("Job", (), {"custom_model_arn": f"arn:custom/{model.name}"})()
+    def start(self, config, prepared, state, clients):
+        self.steps.append(f"start job {prepared.model_name}")
+        return prepared.model_name
 
-    def hosting(self, config, model, custom_model_arn, state, clients, allow_spend, estimate_shown):
-        self.steps.append(f"host {model.name}")
-        return f"arn:deployment/{model.name}"
+    def wait(self, config, job, state, clients):
+        self.steps.append(f"wait job {job}")
+        return type("Job", (), {"custom_model_arn": f"arn:custom/{job}"})()
 
     def run_study(self, config, **kwargs):
         self.steps.append("pipeline")
@@ -130,7 +140,9 @@ def test_real_run_checks_estimates_and_confirms_before_creating_anything(tmp_pat
     recorder = Recorder(monkeypatch)
     config = study_config(tmp_path)
     train = tmp_path / "train.jsonl"
-    train.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n", encoding="utf-8")
+    train.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n", encoding="utf-8"
+    )
     config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"train_path": train})})
     questions = []
 
@@ -140,9 +152,11 @@ def test_real_run_checks_estimates_and_confirms_before_creating_anything(tmp_pat
 
     bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=False, confirm=confirm)
     assert "TOTAL" in capsys.readouterr().out  # the estimate was printed
-    assert questions and questions[0][1] == ["client bedrock", "check customization", "check hosting"]
-    assert recorder.steps[3:] == ["create knowledge base", "customize nova-micro", "host nova-micro", "pipeline"]
-    assert recorder.pipeline_kwargs["adapters"] == {"nova-micro": "arn:deployment/nova-micro"}
+    assert questions and questions[0][1] == ["client bedrock", "preflight", "check customization", "check hosting"]
+    assert recorder.steps[4:] == ["create knowledge base", "start job nova-micro", "wait job nova-micro", "pipeline"]
+    assert recorder.pipeline_kwargs["adapters"] == {"nova-micro": "arn:custom/nova-micro"}
+    assert recorder.pipeline_kwargs["hosting"] is not None  # hosted around the ft arms only
+    assert recorder.pipeline_kwargs["artifacts"]["bedrock_routing"]["nova-micro/ft"].startswith("custom model deployment")
     assert recorder.pipeline_kwargs["retriever"].describe() == {"knowledge_base_id": "KB123"}
     assert "cost_estimate" in recorder.pipeline_kwargs["artifacts"]
 
@@ -152,7 +166,7 @@ def test_real_run_not_confirmed_creates_nothing(tmp_path, monkeypatch, capsys):
     config = select_run(study_config(tmp_path), arms=["base", "rag"])
     with pytest.raises(UserError, match="not confirmed"):
         bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=False, confirm=lambda question: False)
-    assert recorder.steps == ["client bedrock"]
+    assert recorder.steps == ["client bedrock", "preflight"]
 
 
 def test_over_budget_stops_before_anything_is_created(tmp_path, monkeypatch, capsys):
@@ -160,7 +174,7 @@ def test_over_budget_stops_before_anything_is_created(tmp_path, monkeypatch, cap
     config = select_run(study_config(tmp_path, budget_usd=0.0), arms=["base", "rag"])
     with pytest.raises(UserError, match="bedrock.budget_usd"):
         bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=True)
-    assert recorder.steps == ["client bedrock"]
+    assert recorder.steps == ["client bedrock", "preflight"]
 
 
 def test_dry_run_hands_the_pipeline_a_simulated_study(tmp_path, monkeypatch, aws_calls, capsys):
@@ -170,3 +184,22 @@ def test_dry_run_hands_the_pipeline_a_simulated_study(tmp_path, monkeypatch, aws
     assert recorder.steps == ["pipeline"] and aws_calls == []
     assert recorder.pipeline_kwargs["adapters"] == {"nova-micro": bedrock_study.SIMULATED_ADAPTER}
     assert recorder.pipeline_kwargs.get("retriever") is None  # the local index stands in for the Knowledge Base
+
+
+def test_a_users_training_file_is_decontaminated_against_the_eval_set(tmp_path):
+    config = study_config(tmp_path)
+    train = tmp_path / "train.jsonl"
+    rows = [
+        {"question": "How many watts does the F4 draw?", "answer": "36 watts."},  # the eval question itself
+        {"question": "Which cable does the hub take?", "answer": "A USB-C cable."},
+    ]
+    chat = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]} for r in rows]
+    train.write_text("".join(json.dumps(row) + "\n" for row in chat), encoding="utf-8")
+    config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"train_path": train})})
+    path, record = bedrock_study.bedrock_training_file(config)
+    kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(kept) == 1 and "USB-C" in json.dumps(kept[0])
+    assert record["decontaminated"] and record["report"]["dropped_contaminated"] == 1
+    unchecked = config.model_copy(update={"finetune": config.finetune.model_copy(update={"decontaminate_train_path": False})})
+    path, record = bedrock_study.bedrock_training_file(unchecked)
+    assert path == train and record == {"source": str(train), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}

@@ -37,6 +37,7 @@ FLOORS: dict[str, int] = {
     "localnova.embedder": 1,
     "localnova.retrieval": 1,
     "localnova.store": 1,
+    "localnova.store_schema": 0,
     "localnova.costs": 1,
     "localnova.bedrock": 1,
     "localnova.bedrock.aws": 1,

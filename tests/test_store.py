@@ -5,11 +5,12 @@ import sqlite3
 
 import pytest
 
-from localnova import store as store_module
+from localnova import store_schema
 from localnova.backends.base import Backend
 from localnova.cli import main
 from localnova.errors import USER_ERROR_EXIT, UserError
-from localnova.store import DB_NAME, SCHEMA, SCHEMA_VERSION, JudgmentRecord, Store
+from localnova.store import DB_NAME, JudgmentRecord, Store
+from localnova.store_schema import SCHEMA, SCHEMA_VERSION
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
 
@@ -112,7 +113,7 @@ def test_older_store_is_refused_with_one_line_naming_it(tmp_path):
 
 def test_store_of_an_older_version_without_migration_is_refused(tmp_path, monkeypatch):
     Store(tmp_path).close()
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(store_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(UserError, match=rf"schema version {SCHEMA_VERSION}; this localnova reads version {SCHEMA_VERSION + 1}"):
         Store(tmp_path)
 
@@ -123,8 +124,8 @@ def test_store_of_an_older_version_is_migrated_step_by_step(tmp_path, monkeypatc
     def add_note_column(connection):
         connection.execute("ALTER TABLE runs ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    monkeypatch.setitem(store_module.MIGRATIONS, SCHEMA_VERSION, add_note_column)
+    monkeypatch.setattr(store_schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_schema.MIGRATIONS, SCHEMA_VERSION, add_note_column)
     store = Store(tmp_path)
     assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     assert "note" in [column[1] for column in store.connection.execute("PRAGMA table_info(runs)")]

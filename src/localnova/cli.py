@@ -14,6 +14,7 @@ from pathlib import Path
 
 from localnova import __version__
 from localnova.bedrock.cleanup import cleanup_command
+from localnova.bedrock.preflight import preflight_command
 from localnova.bedrock.study import run_bedrock_study
 from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.data.nova_validator import validate_command
@@ -63,7 +64,9 @@ def cmd_run(args) -> int:
         print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).render())
         return 0
     if config.uses_bedrock:
-        study_dir, run_id = run_bedrock_study(config, dry_run_only=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes)
+        study_dir, run_id = run_bedrock_study(
+            config, dry_run_only=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, keep_hosting=args.keep_hosting
+        )
     elif args.dry_run:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
     else:
@@ -139,7 +142,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bedrock_cleanup(args) -> int:
-    return cleanup_command(Path(args.study), yes=args.yes)
+    return cleanup_command(Path(args.study), yes=args.yes, keep_training_output=args.keep_training_output)
+
+
+def cmd_bedrock_preflight(args) -> int:
+    return preflight_command(_load(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu-memory-gb", type=float, default=None, help="with --plan: check the estimates against this GPU memory")
     run.add_argument("--allow-spend", action="store_true", help="Bedrock: allow creating provisioned throughput (bills by the hour)")
     run.add_argument("--yes", action="store_true", help="Bedrock: do not ask before the first billable call")
+    run.add_argument("--keep-hosting", action="store_true", help="Bedrock: keep the hosting of a run stopped by its budget")
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
     with_config("index", "build or refresh the retrieval index alone", cmd_index)
     with_config("models", "list each model of a config and where it comes from", cmd_models, config_optional=True)
@@ -200,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup = bedrock_verbs.add_parser("cleanup", help="delete what a study created (provisioned throughput first)")
     cleanup.add_argument("study", help="study folder")
     cleanup.add_argument("--yes", action="store_true", help="do not ask before deleting")
+    cleanup.add_argument("--keep-training-output", action="store_true", help="keep the customization jobs' output in S3")
     cleanup.set_defaults(func=cmd_bedrock_cleanup)
+    preflight = bedrock_verbs.add_parser("preflight", help="free checks before any spend: credentials, model ids, role, bucket, quotas")
+    preflight.add_argument("config", help="study config (YAML)")
+    preflight.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    preflight.set_defaults(func=cmd_bedrock_preflight)
     return parser
 
 

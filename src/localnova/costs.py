@@ -12,17 +12,16 @@ Plain Python: no boto3, no model code.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 from localnova.config import FT_ARMS, RAG_ARMS, BedrockConfig, StudyConfig
 from localnova.errors import UserError
+from localnova.prices import PriceBook, load_prices, price_key
+
+__all__ = ["PriceBook", "load_prices", "price_key"]  # the price file's reader lives in localnova.prices
 
 CHARS_PER_TOKEN = 4.0
 HOSTING_CHOICES = ("on_demand", "provisioned")
@@ -45,55 +44,6 @@ def count_tokens_estimate(text: str) -> int:
     # a floor of 1 would bill tokens for text that is not there. Any non-empty text is at
     # least 1 token, as a tokenizer would give it.
     return max(1, round(len(text) / CHARS_PER_TOKEN)) if text else 0
-
-
-def price_key(model_id: str) -> str:
-    """The price-file key of a model id: 'us.amazon.nova-micro-v1:0' and
-    'amazon.nova-micro-v1:0:128k' both become 'amazon.nova-micro-v1:0'."""
-    key = re.sub(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.", "", model_id.strip())
-    key = re.sub(r":\d+k$", "", key)
-    if key.startswith("arn:"):
-        match = re.search(r"(?:foundation-model|inference-profile)/(.+)$", key)
-        key = price_key(match.group(1)) if match else key
-    return key
-
-
-@dataclass(frozen=True)
-class PriceBook:
-    data: dict[str, Any]
-    path: str
-
-    @property
-    def read_on(self) -> str:
-        return str(self.data.get("read_on", "unknown"))
-
-    def token_prices(self, model_id: str) -> dict[str, Any] | None:
-        return self.data.get("models", {}).get(price_key(model_id))
-
-    def customization(self, model_id: str) -> dict[str, Any] | None:
-        return self.data.get("customization", {}).get(price_key(model_id))
-
-    def provisioned(self, model_id: str) -> dict[str, Any] | None:
-        return self.data.get("hosting", {}).get("provisioned_per_unit_hour", {}).get(price_key(model_id))
-
-    @property
-    def embedding_model(self) -> str:
-        return str(self.data.get("knowledge_base", {}).get("embedding_model", "amazon.titan-embed-text-v2:0"))
-
-
-def load_prices(path: str | Path | None = None) -> PriceBook:
-    """The price file shipped with the package, or another one."""
-    if path is None:
-        text = resources.files("localnova").joinpath("prices/bedrock.yaml").read_text(encoding="utf-8")
-        where = "localnova/prices/bedrock.yaml"
-    else:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: price file not found")
-        text, where = Path(path).read_text(encoding="utf-8"), str(path)
-    data = yaml.safe_load(text)
-    if not isinstance(data, dict) or "models" not in data:
-        raise UserError(f"{where}: not a price file (expected a 'models' section)")
-    return PriceBook(data, where)
 
 
 @dataclass
@@ -401,22 +351,72 @@ def check_budget(estimate: CostTable | float, budget_usd: float, hosting: str = 
         )
 
 
-class SpendGuard:
-    """Stops a run before a step that would take its spending past the budget."""
+class BudgetExceeded(UserError):
+    """The next paid step would take the run past bedrock.budget_usd."""
 
-    def __init__(self, budget_usd: float, spent_usd: float = 0.0):
+
+class SpendGuard:
+    """The run's spending so far, kept live: token costs added per call (answers and judges
+    alike), resource costs (training, storage, hosting hours) set whenever a resource changes.
+    `before` stops a step that would cross the budget. Thread-safe: every converse thread
+    reports to it. `active_spend_guard()` is the guard of the run in progress, if any."""
+
+    def __init__(self, budget_usd: float, spent_usd: float = 0.0, prices: PriceBook | None = None):
         self.budget_usd = budget_usd
-        self.spent_usd = spent_usd
+        self.token_usd = spent_usd
+        self.resource_usd = 0.0
+        self.prices = prices
+        self.price_ids: dict[str, str | None] = {}  # model id -> price id; None: paid by the hour
+        self._lock = threading.Lock()
+
+    @property
+    def spent_usd(self) -> float:
+        return self.token_usd + self.resource_usd
 
     def before(self, step: str, estimated_cost_usd: float) -> None:
-        if self.spent_usd + estimated_cost_usd > self.budget_usd:
-            raise UserError(
-                f"bedrock.budget_usd: stopping before {step}: ${self.spent_usd:,.2f} spent + ${estimated_cost_usd:,.2f} estimated "
-                f"exceeds the budget ${self.budget_usd:,.2f} (resources made so far stay listed for `localnova bedrock cleanup`)"
+        with self._lock:
+            spent = self.spent_usd
+        if spent + estimated_cost_usd > self.budget_usd:
+            raise BudgetExceeded(
+                f"bedrock.budget_usd: stopping before {step}: ${spent:,.2f} spent + ${estimated_cost_usd:,.2f} estimated "
+                f"exceeds the budget ${self.budget_usd:,.2f}; a rerun with a larger budget resumes where this stopped"
             )
 
     def add(self, cost_usd: float) -> None:
-        self.spent_usd += cost_usd
+        with self._lock:
+            self.token_usd += cost_usd
+
+    def set_resource_spend(self, cost_usd: float) -> None:
+        with self._lock:
+            self.resource_usd = cost_usd
+
+    def token_cost(self, model_id: str, input_tokens: int, output_tokens: int) -> float:
+        """What one call costs at the price file's rate (0 for a model paid by the hour)."""
+        price_id = self.price_ids.get(model_id, model_id)
+        if price_id is None:
+            return 0.0
+        self.prices = self.prices or load_prices()
+        entry = self.prices.token_prices(price_id)
+        if entry is None:
+            return 0.0
+        return input_tokens / 1000 * entry["input_per_1k"] + output_tokens / 1000 * entry["output_per_1k"]
+
+
+_ACTIVE_GUARD: list[SpendGuard] = []
+
+
+def active_spend_guard() -> SpendGuard | None:
+    return _ACTIVE_GUARD[-1] if _ACTIVE_GUARD else None
+
+
+@contextmanager
+def spend_guarded(guard: SpendGuard) -> Iterator[SpendGuard]:
+    """Make `guard` the active one while the block runs (the paid backends report to it)."""
+    _ACTIVE_GUARD.append(guard)
+    try:
+        yield guard
+    finally:
+        _ACTIVE_GUARD.remove(guard)
 
 
 def spend_from_usage(usage: Iterable[tuple[str, int, int]], prices: PriceBook | None = None) -> tuple[float, list[str]]:

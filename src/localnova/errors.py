@@ -19,6 +19,17 @@ class UserError(Exception):
     """A problem with the user's input: bad config, missing file, malformed data."""
 
 
+class PartialBatch(Exception):
+    """A backend's batch in which some requests were answered before one failed: `results`
+    maps the index of each answered request to its result, `error` is the failure. The store
+    commits the answered ones (they were paid for) before raising `error`."""
+
+    def __init__(self, results: dict[int, Any], error: BaseException):
+        super().__init__(str(error))
+        self.results = results
+        self.error = error
+
+
 def exit_on_user_error(func: Callable[..., int | None], *args: Any, **kwargs: Any) -> int:
     """Run `func(*args, **kwargs)` and return its exit code (None counts as 0). A UserError
     prints `localnova: error: <message>` on stderr and returns 2; Ctrl-C prints how to resume

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import yaml
 
 from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
-from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict
+from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig, config_to_dict
 from localnova.corpus import corpus_hash, load_documents
 from localnova.data.eval_set import load_eval_set
 from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command, generated_train_file
@@ -47,6 +48,8 @@ CONFIG_FILE, SUMMARY_FILE, INDEX_DIR = "config.yaml", "summary.json", "index"
 
 # Computes more artifacts from the finished answers (the Bedrock study prices them).
 ArtifactsFromStore = Callable[[Store], dict[str, Any]]
+# Hosts a model's adapter only while its ft arms run (the Bedrock study: deploy, answer, delete).
+AdapterHosting = Callable[[str, str | None], AbstractContextManager[str | None]]
 
 
 @dataclass
@@ -101,28 +104,52 @@ def prepare_inputs(config: StudyConfig, retriever: Retriever | None = None) -> S
 
 
 def run_answers(
-    config: StudyConfig, store: Store, inputs: StudyInputs, adapters: dict[str, str], timings: dict[str, float]
+    config: StudyConfig,
+    store: Store,
+    inputs: StudyInputs,
+    adapters: dict[str, str],
+    timings: dict[str, float],
+    hosting: AdapterHosting | None = None,
 ) -> list[ArmAnswers]:
     """Every answer model over its arms: the base model once for base and rag, then the model
-    with its adapter for ft and ft_rag; each closed before the next loads."""
+    with its adapter for ft and ft_rag; each closed before the next loads. With `hosting`, a
+    model's adapter is hosted only around its ft arms."""
     all_answers = []
     for model in config.models:
-        params = generation_params(model, config.seed)
         for with_adapter in (False, True):
             arms = [arm for arm in config.arms if uses_adapter(arm) == with_adapter]
             if not arms:
                 continue
-            with timed(timings, f"load {model.name}" + (" + adapter" if with_adapter else "")):
-                backend = create_backend(model, adapter_path=adapters.get(model.name) if with_adapter else None)
-            try:
-                for arm in arms:
-                    with timed(timings, f"answers {model.name}/{arm}"):
-                        all_answers.append(
-                            answer_arm(store, backend, model.name, arm, inputs.items, inputs.retrieved, params, model.generation.batch_size)
-                        )
-            finally:
-                backend.close()
+            adapter = adapters.get(model.name) if with_adapter else None
+            with hosting(model.name, adapter) if (hosting and with_adapter) else nullcontext(adapter) as adapter_path:
+                all_answers += _answer_arms(config, store, inputs, model, arms, adapter_path, with_adapter, timings)
     return all_answers
+
+
+def _answer_arms(
+    config: StudyConfig,
+    store: Store,
+    inputs: StudyInputs,
+    model: ModelConfig,
+    arms: list[str],
+    adapter_path: str | None,
+    with_adapter: bool,
+    timings: dict[str, float],
+) -> list[ArmAnswers]:
+    """One model's arms through one backend, loaded once and closed after."""
+    params = generation_params(model, config.seed)
+    with timed(timings, f"load {model.name}" + (" + adapter" if with_adapter else "")):
+        backend = create_backend(model, adapter_path=adapter_path)
+    try:
+        answers = []
+        for arm in arms:
+            with timed(timings, f"answers {model.name}/{arm}"):
+                answers.append(
+                    answer_arm(store, backend, model.name, arm, inputs.items, inputs.retrieved, params, model.generation.batch_size)
+                )
+        return answers
+    finally:
+        backend.close()
 
 
 def local_adapters(config: StudyConfig, embedder: Embedder | None, timings: dict[str, float]) -> dict[str, str]:
@@ -147,6 +174,7 @@ def run_study(
     retriever: Retriever | None = None,
     artifacts: dict[str, Any] | None = None,
     artifacts_from_store: ArtifactsFromStore | None = None,
+    hosting: AdapterHosting | None = None,
 ) -> tuple[Path, str]:
     """Run the study the config describes (its arms, its eval set up to eval.limit); return its
     folder and run id. `adapters` maps a model name to what its ft arms load (an adapter
@@ -183,7 +211,7 @@ def run_study(
         }
         for name, value in run_artifacts.items():
             store.save_artifact(name, value)
-        answers = run_answers(config, store, inputs, adapters, timings)
+        answers = run_answers(config, store, inputs, adapters, timings, hosting)
         judge_items = judge_inputs(inputs.items, answers, config.eval.controls)
         judgments_made = run_panel(store, panel, judge_items, timings)
         store.save_artifact("answer_metrics", answer_metrics(inputs.items, store.answers(), config.retrieval.top_k))

@@ -22,132 +22,20 @@ import os
 import platform
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localnova.errors import UserError
+from localnova.errors import PartialBatch, UserError
+from localnova.store_schema import open_schema
 from localnova.types import ChatRequest, GenerationResult, stable_hash
 
 if TYPE_CHECKING:
     from localnova.backends.base import Backend
 
 DB_NAME = "store.sqlite"
-
-# The layout that SCHEMA creates. Raise it with any change to SCHEMA, add to MIGRATIONS a step
-# from the version before where old stores can be brought forward safely, and keep version 1's
-# SCHEMA for the check of unversioned stores in open_schema (they all have that layout).
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    study TEXT NOT NULL,
-    config_json TEXT NOT NULL,
-    environment_json TEXT NOT NULL,
-    status TEXT NOT NULL,              -- running | incomplete | complete
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    model_calls INTEGER NOT NULL DEFAULT 0,   -- requests sent to a backend by this run
-    cached_calls INTEGER NOT NULL DEFAULT 0   -- requests answered from the store
-);
-CREATE TABLE IF NOT EXISTS generations (
-    key TEXT PRIMARY KEY,              -- hash of backend identity + full request
-    backend_json TEXT NOT NULL,
-    request_json TEXT NOT NULL,
-    result_json TEXT NOT NULL,
-    created_by_run TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS answers (
-    run_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    arm TEXT NOT NULL,
-    question_id TEXT NOT NULL,
-    generation_key TEXT NOT NULL REFERENCES generations(key),
-    retrieved_json TEXT NOT NULL,      -- [{chunk_id, doc_id, score}], empty for base and ft
-    PRIMARY KEY (run_id, model, arm, question_id)
-);
-CREATE TABLE IF NOT EXISTS judgments (
-    run_id TEXT NOT NULL,
-    judge TEXT NOT NULL,
-    model TEXT NOT NULL,               -- '' for controls
-    arm TEXT NOT NULL,                 -- '' for controls
-    question_id TEXT NOT NULL,
-    subject TEXT NOT NULL,             -- answer | control_ground_truth | control_empty | control_other
-    content_key TEXT NOT NULL,         -- hash of judge identity, prompt version, question, truth, text
-    score REAL,                        -- NULL when the judge failed: never 0
-    method TEXT NOT NULL,              -- parsed | logprob | token_f1 | embedding_similarity
-    reason TEXT,
-    raw_text TEXT,
-    attempts INTEGER NOT NULL,
-    PRIMARY KEY (run_id, judge, model, arm, question_id, subject)
-);
-CREATE INDEX IF NOT EXISTS judgments_by_content ON judgments(content_key);
-CREATE TABLE IF NOT EXISTS artifacts (
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,                -- e.g. loss_curve:<model>, data_report, cost_estimate
-    value_json TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-"""
-
-
-# version -> the function that brings a store of that version to the next one, in place.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
-OLDER_STORE = (
-    "{path}: store from an older localnova ({what}) that cannot be upgraded in place; move it aside and run the study again "
-    "(its answers are not reused), or read it with the localnova version that wrote it"
-)
-
-
-def _columns(connection: sqlite3.Connection) -> dict[str, list[tuple]]:
-    """Each table's columns as (name, type, not null, default, primary key position)."""
-    tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
-    return {table: [tuple(column[1:]) for column in connection.execute(f"PRAGMA table_info({table})")] for table in tables}
-
-
-def _has_current_layout(connection: sqlite3.Connection) -> bool:
-    """Whether a store's tables have exactly the columns SCHEMA creates."""
-    with closing(sqlite3.connect(":memory:")) as reference:
-        reference.executescript(SCHEMA)
-        expected = _columns(reference)
-    found = _columns(connection)
-    return all(found.get(table) == columns for table, columns in expected.items())
-
-
-def open_schema(connection: sqlite3.Connection, path: Path) -> None:
-    """Create the schema in a new store, or check an existing store's version: bring an older
-    one forward where that is safe, refuse it (UserError) where it is not, refuse a newer one."""
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise UserError(
-            f"{path}: store schema version {version} was written by a newer localnova (this one reads version {SCHEMA_VERSION}); "
-            "upgrade localnova to open it"
-        )
-    if version == 0 and _columns(connection):
-        # Stores written before versions were recorded all have the layout of version 1 (the
-        # schema never changed before), so stamping one is the whole migration; a store with
-        # other columns is not one of ours as this code knows them, and is refused.
-        if not _has_current_layout(connection):
-            raise UserError(OLDER_STORE.format(path=path, what="no schema version and tables unlike this localnova's"))
-        version = 1
-        connection.execute("PRAGMA user_version = 1")
-    while 0 < version < SCHEMA_VERSION:
-        if version not in MIGRATIONS:
-            raise UserError(OLDER_STORE.format(path=path, what=f"schema version {version}; this localnova reads version {SCHEMA_VERSION}"))
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
-            MIGRATIONS[version](connection)
-            connection.execute(f"PRAGMA user_version = {version + 1}")
-        version += 1
-    if version == 0:
-        # A new store gets its tables and its version in one transaction (IF NOT EXISTS: two
-        # processes creating it at once both succeed).
-        connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
 
 
 def _now() -> str:
@@ -293,7 +181,14 @@ class Store:
         backend_json = json.dumps(backend.identity, sort_keys=True)
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            batch_results = backend.generate([requests[index] for index in batch])
+            failure: BaseException | None = None
+            try:
+                batch_results = backend.generate([requests[index] for index in batch])
+            except PartialBatch as partial:
+                # keep what was answered (and paid for) before the failure, then raise it
+                batch = [batch[i] for i in sorted(partial.results)]
+                batch_results = [partial.results[i] for i in sorted(partial.results)]
+                failure = partial.error
             statements = [
                 (
                     "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) "
@@ -308,7 +203,19 @@ class Store:
                 results[keys[index]] = result
             if progress is not None:
                 progress.update(len(batch))
+            if failure is not None:
+                raise failure
         return keys, [results[key] for key in keys]
+
+    def generation_usage(self) -> list[tuple[dict[str, Any], int, int]]:
+        """(backend identity, input tokens, output tokens) of every generation stored for
+        this study, in any run: what a paid backend has been paid for so far."""
+        rows = self.connection.execute("SELECT backend_json, result_json FROM generations").fetchall()
+        usage = []
+        for backend_json, result_json in rows:
+            result = json.loads(result_json)
+            usage.append((json.loads(backend_json), int(result.get("input_tokens", 0)), int(result.get("output_tokens", 0))))
+        return usage
 
     def _add_counts(self, model_calls: int, cached_calls: int) -> None:
         if self.run_id is not None and (model_calls or cached_calls):

@@ -1,9 +1,19 @@
 """The Bedrock backend: the Converse API, with bounded concurrency and patient retries.
 
 `model.model` is a foundation model id, an inference profile id (us.amazon.nova-micro-v1:0)
-or the ARN of a custom model deployment or provisioned model; for the `ft` arms the pipeline
-passes the hosted ARN as `adapter_path`, and it becomes the modelId. Token counts come from the
-response's `usage`, the server's own latency from `metrics.latencyMs`, beside our wall clock.
+or the ARN of a custom model deployment or provisioned model. For the `ft` arms the pipeline
+passes the custom model's ARN as `adapter_path`: it names the model in the cache key, and the
+study registers (`host_on_first_call`) how to host it, which happens on the first call that
+is not answered from the store, so a resumed run whose ft answers are all stored hosts nothing.
+
+Latency: botocore makes one attempt per call here (no retry, no rate limiter inside it); this
+module retries throttling and model errors itself, and times only the attempt that answered.
+Each result carries that wall time and the server's own `metrics.latencyMs`.
+
+Spending: before each call the active SpendGuard (costs.py) checks the call's largest cost
+(its prompt, estimated, and max_tokens of output) against the budget; after it, the guard adds
+what the response's `usage` says was paid. A batch in which some calls answered before one
+failed returns them through PartialBatch, so the store keeps every answer paid for.
 """
 
 from __future__ import annotations
@@ -16,9 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from localnova.backends.base import Backend
-from localnova.bedrock.aws import BOTOCORE_MAX_ATTEMPTS, error_code, is_retryable, make_client, require_credentials
+from localnova.bedrock.aws import error_code, is_retryable, make_client, require_credentials
 from localnova.config import BedrockConfig, ModelConfig
-from localnova.errors import UserError
+from localnova.costs import active_spend_guard, count_tokens_estimate
+from localnova.errors import PartialBatch, UserError
 from localnova.retry import RetryPolicy, retry_call
 from localnova.types import LATENCY_PER_REQUEST, ChatRequest, GenerationResult
 
@@ -28,7 +39,30 @@ log = logging.getLogger(__name__)
 # study, bedrock/study.py fills options.region and options.max_concurrency from it.
 DEFAULT_REGION = BedrockConfig().region
 DEFAULT_MAX_CONCURRENCY = BedrockConfig().max_concurrency
-DEFAULT_MAX_RETRIES = 8  # our own tries on throttling, after botocore's adaptive retries gave up
+DEFAULT_MAX_RETRIES = 8  # our own retries on throttling and model errors (botocore makes one attempt)
+PROFILE_PREFIXES = ("us.", "eu.", "apac.", "jp.", "au.", "ca.", "us-gov.", "global.")
+
+# custom model ARN -> a function that hosts it and returns the ARN to call (the study's)
+_HOSTING: dict[str, Callable[[], str]] = {}
+
+
+def host_on_first_call(custom_model_arn: str, host: Callable[[], str] | None) -> None:
+    """Register (or with None, forget) how a custom model gets hosted when first called."""
+    if host is None:
+        _HOSTING.pop(custom_model_arn, None)
+    else:
+        _HOSTING[custom_model_arn] = host
+
+
+def route_of(model_id: str, hosting: str = "on_demand") -> str:
+    """How a model id is invoked: the report names it beside each arm's latency."""
+    if model_id.startswith(PROFILE_PREFIXES) or ":inference-profile/" in model_id:
+        return "cross-region inference profile"
+    if ":custom-model-deployment/" in model_id or (":custom-model/" in model_id and hosting == "on_demand"):
+        return "custom model deployment (on-demand, one region)"
+    if ":provisioned-model/" in model_id or ":custom-model/" in model_id:
+        return "provisioned throughput"
+    return "foundation model (on-demand, one region)"
 
 
 def converse_messages(request: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -77,6 +111,7 @@ class BedrockBackend(Backend):
         adapter_path: str | None = None,
         client: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         options = model.options
         self.region = str(options.get("region", DEFAULT_REGION))
@@ -88,22 +123,35 @@ class BedrockBackend(Backend):
         self.retry_policy = RetryPolicy(max_attempts=self.max_retries + 1, base_delay_s=self.base_delay_s)
         self.identity = {"backend": "bedrock", "model": self.model_id, "region": self.region}
         self._sleep = sleep
+        self._clock = clock
         self._stats_lock = threading.Lock()
+        self._invoke_id: str | None = None if self.model_id in _HOSTING else self.model_id
         self.throttled_retries = 0
         if client is None:
             require_credentials(self.region)
-            client = make_client("bedrock-runtime", self.region, int(options.get("botocore_max_attempts", BOTOCORE_MAX_ATTEMPTS)))
+            client = make_client("bedrock-runtime", self.region, max_attempts=1)
         self.client = client
+
+    def invoke_id(self) -> str:
+        """The modelId to call: the model itself, or its hosting, made on the first call."""
+        with self._stats_lock:
+            if self._invoke_id is None:
+                self._invoke_id = _HOSTING[self.model_id]()
+            return self._invoke_id
 
     def _converse_one(self, request: ChatRequest) -> GenerationResult:
         if request.params.top_logprobs:
             raise UserError(f"{self.model_id}: Bedrock's Converse API returns no log probabilities; use scoring: parsed")
-        body = converse_request(self.model_id, request)
+        guard = active_spend_guard()
+        if guard is not None:
+            prompt_tokens = sum(count_tokens_estimate(content) for _, content in request.messages)
+            guard.before(f"a call to {self.model_id}", guard.token_cost(self.model_id, prompt_tokens, request.params.max_new_tokens))
+        body = converse_request(self.invoke_id(), request)
 
         def converse() -> tuple[dict[str, Any], float]:
-            started = time.perf_counter()
+            started = self._clock()
             response = self.client.converse(**body)
-            return response, (time.perf_counter() - started) * 1000.0  # the successful try only
+            return response, (self._clock() - started) * 1000.0  # the attempt that answered, no waits
 
         try:
             response, wall_ms = retry_call(converse, is_retryable, self.retry_policy, sleep=self._sleep, on_retry=self._count_retry)
@@ -112,7 +160,10 @@ class BedrockBackend(Backend):
             if code in ("AccessDeniedException", "ValidationException", "ResourceNotFoundException"):
                 raise UserError(f"Bedrock {code} for model {self.model_id} in {self.region}: {_message(error)}") from None
             raise
-        return result_from_response(response, wall_ms)
+        result = result_from_response(response, wall_ms)
+        if guard is not None:
+            guard.add(guard.token_cost(self.model_id, result.input_tokens, result.output_tokens))
+        return result
 
     def _count_retry(self, attempt: int, error: Exception, delay_s: float) -> None:
         with self._stats_lock:
@@ -123,8 +174,20 @@ class BedrockBackend(Backend):
             return []
         workers = max(1, min(self.max_concurrency, len(requests)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="converse") as pool:
-            # map keeps the order of the requests; the first error is raised here.
-            return list(pool.map(self._converse_one, requests))
+            futures = [pool.submit(self._converse_one, request) for request in requests]
+        answered: dict[int, GenerationResult] = {}
+        first_error: BaseException | None = None
+        for index, future in enumerate(futures):
+            error = future.exception()
+            if error is None:
+                answered[index] = future.result()
+            elif first_error is None:
+                first_error = error
+        if first_error is None:
+            return [answered[index] for index in range(len(requests))]
+        if answered:
+            raise PartialBatch(answered, first_error)
+        raise first_error
 
 
 def _message(error: BaseException) -> str:

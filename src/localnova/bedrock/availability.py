@@ -15,9 +15,12 @@ All read on 2026-11-25:
 - Provisioned throughput for custom Nova models: Nova Micro, Lite, Pro in us-east-1 (where the
   custom model lives). Source: docs.aws.amazon.com/nova/latest/userguide/customization.html.
 - Hyperparameters: epochCount 1-5 (default 2), learningRate 1e-6..1e-4 (1e-5),
-  learningRateWarmupSteps 0-100 (10); batch size fixed at 1. Sources:
-  docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html; for the batch size,
-  aws.amazon.com/blogs/machine-learning/cost-efficient-custom-text-to-sql-using-amazon-nova-micro-and-amazon-bedrock-on-demand-inference
+  learningRateWarmupSteps 0-100 (10): "the following three hyperparameters" of
+  docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html (re-read 2026-11-26). That
+  page lists no batchSize for Nova, so the job's request carries none; a blog post says the
+  batch size is fixed at 1
+  (aws.amazon.com/blogs/machine-learning/cost-efficient-custom-text-to-sql-using-amazon-nova-micro-and-amazon-bedrock-on-demand-inference),
+  so finetune.batch_size must still say 1 for the `nova` preset, to keep local runs comparable.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Bound:
     low: float
     high: float
     note: str = ""
+    sent: bool = True  # False: checked in the config, never sent in hyperParameters
 
     @property
     def config_key(self) -> str:
@@ -62,7 +66,7 @@ class Bound:
 
 NOVA_HYPERPARAMETER_BOUNDS = (
     Bound("epochCount", "epochs", 1, 5),
-    Bound("batchSize", "batch_size", 1, 1, "Bedrock fixes the batch size at 1"),
+    Bound("batchSize", "batch_size", 1, 1, "Bedrock fixes the batch size at 1; not a Nova hyperparameter", sent=False),
     Bound("learningRate", "learning_rate", 1e-6, 1e-4),
     Bound("learningRateWarmupSteps", "warmup_steps", 0, 100),
 )
@@ -103,7 +107,7 @@ def check_hosting_offered(hosting: str, base_model_id: str, region: str) -> None
 
 def nova_hyperparameters(epochs: int, batch_size: int, learning_rate: float, warmup_steps: int) -> dict[str, str]:
     """The hyperParameters of a Nova customization job, checked against the bounds, as the
-    strings the API expects."""
+    strings the API expects: only the three that AWS documents for Nova."""
     values = {"epochCount": epochs, "batchSize": batch_size, "learningRate": learning_rate, "learningRateWarmupSteps": warmup_steps}
     for bound in NOVA_HYPERPARAMETER_BOUNDS:
         value = values[bound.api_name]
@@ -112,7 +116,6 @@ def nova_hyperparameters(epochs: int, batch_size: int, learning_rate: float, war
             raise UserError(f"{bound.config_key}: {value:g} is outside what Bedrock allows for Nova ({span}; {SOURCES['hyperparameters']})")
     return {
         "epochCount": str(int(epochs)),
-        "batchSize": str(int(batch_size)),
         "learningRate": f"{learning_rate:g}",
         "learningRateWarmupSteps": str(int(warmup_steps)),
     }

@@ -27,6 +27,9 @@ RETRYABLE_ERROR_CODES = frozenset(
         "ServiceUnavailableException",
         "ServiceUnavailable",
         "ModelNotReadyException",
+        # the model timed out or erred on this request; AWS's Converse page says to retry
+        "ModelTimeoutException",
+        "ModelErrorException",
         "InternalServerException",
         "RequestTimeout",
     }
@@ -82,13 +85,16 @@ def require_credentials(region: str) -> None:
 
 
 def make_client(service: str, region: str, max_attempts: int = BOTOCORE_MAX_ATTEMPTS) -> Any:
-    """A boto3 client with botocore's adaptive retry mode. AWS_ENDPOINT_URL (as the tests set
-    for moto) is honoured by botocore itself."""
+    """A boto3 client with botocore's adaptive retry mode; with `max_attempts=1`, botocore's
+    standard mode with a single attempt: no retry and no client-side rate limiter inside the
+    call, for callers that time each attempt and retry themselves (the Converse backend).
+    AWS_ENDPOINT_URL (as the tests set for moto) is honoured by botocore itself."""
     require("boto3", "the Bedrock path")
     import boto3
     from botocore.config import Config
 
-    config = Config(region_name=region, retries={"mode": "adaptive", "max_attempts": max_attempts})
+    mode = "adaptive" if max_attempts > 1 else "standard"
+    config = Config(region_name=region, retries={"mode": mode, "total_max_attempts": max_attempts})
     return boto3.session.Session(region_name=region).client(service, config=config)
 
 

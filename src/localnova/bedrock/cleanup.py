@@ -1,26 +1,31 @@
 """`localnova bedrock cleanup STUDY`: delete every AWS resource the state file lists.
 
-Order matters for the bill: provisioned throughput first (it bills by the hour), then custom
-model deployments, running customization jobs (stopped), custom models (monthly storage),
-the Knowledge Base's data source and the Knowledge Base, and last the S3 objects this tool
-uploaded. It asks once, listing everything, before deleting anything; a resource AWS no longer
-knows counts as deleted; whatever could not be deleted stays in the state file and in the report.
+Order matters for the bill: every provisioned throughput first (it bills by the hour), then
+custom model deployments; cleanup then waits until AWS no longer lists them, because a custom
+model cannot be deleted while something hosts it and an hourly charge runs until the deletion
+finishes. Then running customization jobs (stopped), custom models (monthly storage), the
+Knowledge Base's data source and the Knowledge Base, the S3 objects this tool uploaded, and
+the customization jobs' training output in S3 (unless kept). It asks once, listing everything,
+before deleting anything; a resource AWS no longer knows counts as deleted; whatever could not
+be deleted stays in the state file and in the report.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.bedrock.state import HOSTING_TYPES, BedrockState, Resource
 
 log = logging.getLogger(__name__)
 
 GONE_CODES = {"ResourceNotFoundException", "NoSuchKey", "NotFound", "404"}
+DELETE_WAIT_S = 3600.0  # a hosting deletion that takes longer than this is reported, not waited for
 
 
 @dataclass
@@ -62,16 +67,125 @@ def _delete(resource: Resource, clients: AwsClients) -> None:
         call_with_backoff(clients.agent.delete_knowledge_base, knowledgeBaseId=resource.id)
     elif kind == "s3_object":
         call_with_backoff(clients.s3.delete_object, Bucket=resource.details["bucket"], Key=resource.details["key"])
+    elif kind == "s3_prefix":
+        delete_prefix(clients, resource.details["bucket"], resource.details["prefix"])
     else:
         raise ValueError(f"unknown resource type {kind!r}")
 
 
-def cleanup(
-    study_dir: str | Path, confirm: Callable[[str], bool], clients: AwsClients | None = None, region: str | None = None
+def delete_prefix(clients: AwsClients, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix`; returns how many there were."""
+    keys = [
+        item["Key"]
+        for page in clients.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        call_with_backoff(clients.s3.delete_objects, Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+    return len(keys)
+
+
+def _still_there(resource: Resource, clients: AwsClients) -> bool:
+    """Whether AWS still lists a hosting resource whose deletion was asked for."""
+    try:
+        if resource.type == "provisioned_throughput":
+            clients.bedrock.get_provisioned_model_throughput(provisionedModelId=resource.arn or resource.id)
+        else:
+            clients.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=resource.arn or resource.id)
+    except Exception as error:
+        if error_code(error) in GONE_CODES:
+            return False
+        raise
+    return True
+
+
+def wait_until_gone(
+    resources: list[Resource], clients: AwsClients, sleep: Callable[[float], None] = time.sleep, poll_s: float = 15.0
+) -> list[Resource]:
+    """Poll until AWS no longer lists any of `resources`; returns those still there after
+    DELETE_WAIT_S (the caller keeps them, and what they host, in the state file)."""
+    pending = list(resources)
+    waited_s = 0.0
+    while pending:
+        pending = [resource for resource in pending if _still_there(resource, clients)]
+        if not pending or waited_s >= DELETE_WAIT_S:
+            break
+        sleep(poll_s)
+        waited_s += poll_s
+    return pending
+
+
+def delete_resources(
+    state: BedrockState,
+    resources: list[Resource],
+    clients: AwsClients,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 15.0,
 ) -> CleanupReport:
-    """Delete what the study's state file lists, after `confirm(summary)` says yes."""
+    """Delete `resources` (in cleanup order), marking each deleted in the state file once AWS
+    confirms it; hosting is waited out before any custom model is deleted."""
+    report = CleanupReport()
+    hosting = [r for r in resources if r.type in HOSTING_TYPES]
+    asked_to_go: list[Resource] = []
+    for resource in hosting:
+        if _delete_one(state, resource, clients, report, wait_for_it=True):
+            asked_to_go.append(resource)
+    still_there = wait_until_gone(asked_to_go, clients, sleep, poll_s)
+    for resource in asked_to_go:
+        if resource in still_there:
+            report.left.append(f"{describe(resource)}: deletion asked for, still listed after {DELETE_WAIT_S / 60:.0f} min")
+        else:
+            state.mark_deleted(resource)
+            report.deleted.append(describe(resource))
+    for resource in resources:
+        if resource.type in HOSTING_TYPES:
+            continue
+        if resource.type == "custom_model" and still_there:
+            report.left.append(f"{describe(resource)}: kept, its hosting is still being deleted")
+            continue
+        _delete_one(state, resource, clients, report)
+    return report
+
+
+def _delete_one(state: BedrockState, resource: Resource, clients: AwsClients, report: CleanupReport, wait_for_it: bool = False) -> bool:
+    """Ask AWS to delete one resource; True when asked and AWS accepted. Unless `wait_for_it`,
+    an accepted deletion is marked in the state file at once."""
+    label = describe(resource)
+    try:
+        _delete(resource, clients)
+    except Exception as error:
+        code = error_code(error)
+        if code in GONE_CODES:
+            state.mark_deleted(resource)
+            report.already_gone.append(label)
+            return False
+        if not code:
+            raise  # a bug, not an AWS answer: keep the traceback
+        report.left.append(f"{label}: {code}")
+        log.warning("could not delete %s: %s", label, code)
+        return False
+    if wait_for_it:
+        return True
+    state.mark_deleted(resource)
+    # a job is not deleted, only stopped; it leaves nothing that bills once stopped
+    report.deleted.append(f"{label} (stopped if it was running)" if resource.type == "customization_job" else label)
+    return True
+
+
+def cleanup(
+    study_dir: str | Path,
+    confirm: Callable[[str], bool],
+    clients: AwsClients | None = None,
+    region: str | None = None,
+    keep_training_output: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 15.0,
+) -> CleanupReport:
+    """Delete what the study's state file lists, after `confirm(summary)` says yes; with
+    `keep_training_output` the customization jobs' output in S3 stays (and stays listed)."""
     state = BedrockState.load(study_dir)
-    live = state.live()
+    live = [r for r in state.live() if not (keep_training_output and r.type == "s3_prefix")]
     report = CleanupReport()
     if not live:
         return report
@@ -81,29 +195,7 @@ def cleanup(
         report.left = [describe(r) for r in live]
         return report
     clients = clients or AwsClients(region or live[0].region)
-    for resource in live:
-        label = describe(resource)
-        try:
-            _delete(resource, clients)
-        except Exception as error:
-            code = error_code(error)
-            if code in GONE_CODES:
-                state.update(resource, status="deleted")
-                report.already_gone.append(label)
-                continue
-            if not code:
-                raise  # a bug, not an AWS answer: keep the traceback
-            report.left.append(f"{label}: {code}")
-            log.warning("could not delete %s: %s", label, code)
-            continue
-        if resource.type == "customization_job":
-            # a job is not deleted, only stopped; it leaves nothing that bills once stopped
-            state.update(resource, status="deleted")
-            report.deleted.append(f"{label} (stopped if it was running)")
-            continue
-        state.update(resource, status="deleted")
-        report.deleted.append(label)
-    return report
+    return delete_resources(state, live, clients, sleep, poll_s)
 
 
 def confirm_on_terminal(summary: str) -> bool:
@@ -115,8 +207,11 @@ def confirm_on_terminal(summary: str) -> bool:
         return False
 
 
-def cleanup_command(study_dir: str | Path, yes: bool = False, clients: Any = None) -> int:
-    """What `localnova bedrock cleanup STUDY [--yes]` runs; returns the exit code (1 if anything is left)."""
-    report = cleanup(study_dir, (lambda _summary: True) if yes else confirm_on_terminal, clients=clients)
+def cleanup_command(study_dir: str | Path, yes: bool = False, clients: Any = None, keep_training_output: bool = False) -> int:
+    """What `localnova bedrock cleanup STUDY [--yes] [--keep-training-output]` runs; returns
+    the exit code (1 if anything is left)."""
+    report = cleanup(
+        study_dir, (lambda _summary: True) if yes else confirm_on_terminal, clients=clients, keep_training_output=keep_training_output
+    )
     print(report.format())
     return 1 if report.left and not report.declined else 0

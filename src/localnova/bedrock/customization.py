@@ -1,10 +1,13 @@
 """Fine-tuning a Nova model with a Bedrock model customization job.
 
 Every check runs before anything is created: role ARN, bucket, region, base model,
-hyperparameter bounds, and the Nova validator on the training file. The job's client request
-token and name are derived from the study, the model, the data's hash and the hyperparameters,
-so a rerun of the same command finds the same job (in the state file, or by name when the
-process died between the create call and the state write) and never starts a second one.
+hyperparameter bounds, and the Nova validator (with the model's own rules) on the training
+file. The job's client request token and name are derived from the study, the model, the
+data's hash, the hyperparameters and an attempt number, so a rerun of the same command finds
+the same job (in the state file, or by name when the process died between the create call and
+the state write) and never starts a second one. A job found by name is adopted only when its
+client token and base model are this study's. A job that failed or was stopped is not
+retried under its own name: the next attempt gets a new number, name and token.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.bedrock.availability import check_customization_offered, nova_hyperparameters
+from localnova.bedrock.availability import check_customization_offered, nova_family, nova_hyperparameters
 from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.bedrock.names import client_token, resource_name
 from localnova.bedrock.state import BedrockState, Resource
 from localnova.config import ModelConfig, StudyConfig
 from localnova.costs import count_tokens_estimate
@@ -30,7 +34,6 @@ from localnova.data.formats import is_nova_row, read_nova_jsonl, read_training_f
 from localnova.data.nova_validator import validate_nova_file
 from localnova.errors import UserError
 from localnova.files import write_text_atomic
-from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +48,45 @@ METRICS_FILE_PATTERN = re.compile(r"(metrics|loss)[^/]*\.csv$", re.IGNORECASE)
 class PreparedTraining:
     """Everything checked and derived before the first AWS call."""
 
+    study_name: str
     model_name: str
     base_model_id: str
     nova_path: Path
     data_sha256: str
     training_tokens: int
     hyperparameters: dict[str, str]
-    client_token: str
-    job_name: str
-    custom_model_name: str
+    identity: dict[str, Any]  # what makes the job this job, before the attempt number
     role_arn: str
     bucket: str
     train_key: str
-    output_uri: str
+    output_prefix: str  # s3 key prefix of this model's training output, per attempt below it
     validation_key: str | None = None
     validation_path: Path | None = None
+    attempt: int = 1
+
+    @property
+    def client_token(self) -> str:
+        return client_token({**self.identity, "attempt": self.attempt})
+
+    @property
+    def job_name(self) -> str:
+        return resource_name(
+            ("bedrock", "CreateModelCustomizationJob", "jobName"), self.client_token, self.study_name, self.model_name, f"a{self.attempt}"
+        )
+
+    @property
+    def custom_model_name(self) -> str:
+        return resource_name(
+            ("bedrock", "CreateModelCustomizationJob", "customModelName"),
+            self.client_token,
+            self.study_name,
+            self.model_name,
+            f"a{self.attempt}",
+        )
+
+    @property
+    def output_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.output_prefix}{self.job_name}/"
 
 
 @dataclass
@@ -72,15 +99,18 @@ class CustomizationResult:
     metrics_path: str = ""
 
 
-def _aws_name(text: str, limit: int = 63) -> str:
-    """Letters, digits and hyphens only, as Bedrock names and tokens require."""
-    cleaned = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
-    return cleaned[:limit].rstrip("-")
+def validator_model(base_model_id: str) -> str:
+    """The Nova validator's name for a base model ('micro' for amazon.nova-micro-v1:0:128k)."""
+    family = nova_family(base_model_id)
+    if family is None:
+        raise UserError(f"{base_model_id!r} is not a Nova model the validator knows")
+    return family.removeprefix("nova-")
 
 
-def _validate_training_file(path: Path) -> None:
-    """Run the Nova validator; one UserError naming the first problem and how many there are."""
-    problems = list(validate_nova_file(path))
+def _validate_training_file(path: Path, model: str) -> None:
+    """Run the Nova validator with `model`'s rules; one UserError naming the first problem
+    and how many there are."""
+    problems = list(validate_nova_file(path, model))
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         first = problems[0]
@@ -134,31 +164,38 @@ def prepare_customization(
     work_dir = config.study_dir / "bedrock"
     work_dir.mkdir(parents=True, exist_ok=True)
     nova_path = _nova_file(train_path, work_dir)
-    _validate_training_file(nova_path)
+    rules = validator_model(base_model_id)
+    _validate_training_file(nova_path, rules)
     valid_nova = None
     if validation_path is not None:
         valid_nova = _nova_file(Path(validation_path), work_dir)
-        _validate_training_file(valid_nova)
+        _validate_training_file(valid_nova, rules)
 
     data_sha = hashlib.sha256(nova_path.read_bytes()).hexdigest()
-    identity = {"study": config.name, "model": model.name, "base": base_model_id, "data": data_sha, "hp": hyperparameters}
-    token = stable_hash(identity, 40)
+    valid_sha = hashlib.sha256(valid_nova.read_bytes()).hexdigest() if valid_nova else None
+    identity = {
+        "study": config.name,
+        "model": model.name,
+        "base": base_model_id,
+        "data": data_sha,
+        "validation": valid_sha,
+        "hp": hyperparameters,
+    }
     prefix = f"{bedrock.s3_prefix.strip('/')}/{config.name}"
     return PreparedTraining(
+        study_name=config.name,
         model_name=model.name,
         base_model_id=base_model_id,
         nova_path=nova_path,
         data_sha256=data_sha,
         training_tokens=_count_training_tokens(nova_path),
         hyperparameters=hyperparameters,
-        client_token=token,
-        job_name=_aws_name(f"localnova-{config.name}-{model.name}-{token[:10]}"),
-        custom_model_name=_aws_name(f"localnova-{config.name}-{model.name}-{token[:10]}", 63),
+        identity=identity,
         role_arn=bedrock.role_arn,
         bucket=bedrock.s3_bucket,
         train_key=f"{prefix}/training/{data_sha[:16]}/train.jsonl",
-        output_uri=f"s3://{bedrock.s3_bucket}/{prefix}/customization-output/{model.name}/",
-        validation_key=f"{prefix}/training/{data_sha[:16]}/validation.jsonl" if valid_nova else None,
+        output_prefix=f"{prefix}/customization-output/{model.name}/",
+        validation_key=f"{prefix}/training/{valid_sha[:16]}/validation.jsonl" if valid_sha else None,
         validation_path=valid_nova,
     )
 
@@ -166,21 +203,86 @@ def prepare_customization(
 def _upload(state: BedrockState, clients: AwsClients, region: str, bucket: str, key: str, path: Path) -> None:
     body = path.read_bytes()
     digest = hashlib.sha256(body).hexdigest()
-    known = state.find("s3_object", key=f"s3://{bucket}/{key}")
+    uri = f"s3://{bucket}/{key}"
+    known = state.find("s3_object", key=uri)
     if known is not None and known.details.get("sha") == digest:
         return
     call_with_backoff(clients.s3.put_object, Bucket=bucket, Key=key, Body=body)
-    state.record(Resource("s3_object", f"s3://{bucket}/{key}", region, id=key, details={"bucket": bucket, "key": key, "sha": digest}))
+    # one object per key: a new upload over it is the same resource, with new content
+    listed = state.record(Resource("s3_object", uri, region, id=key, client_token=uri, details={"bucket": bucket, "key": key}))
+    state.update(listed, details={**listed.details, "sha": digest})
+
+
+class AdoptionRefused(UserError):
+    """A job with our name exists but was not made by this study's request."""
+
+
+def _job_by_name(prepared: PreparedTraining, clients: AwsClients) -> dict[str, Any] | None:
+    """The job AWS lists under this attempt's name, checked to be ours; None when there is none."""
+    try:
+        job = call_with_backoff(clients.bedrock.get_model_customization_job, jobIdentifier=prepared.job_name)
+    except Exception as error:
+        if error_code(error) == "ResourceNotFoundException":
+            return None
+        raise
+    token = job.get("clientRequestToken")
+    base = str(job.get("baseModelArn", ""))
+    if token != prepared.client_token or not base.endswith(f"/{prepared.base_model_id}"):
+        raise AdoptionRefused(
+            f"bedrock: a customization job named {prepared.job_name} exists but was not made by this study "
+            f"(client token {token!r}, base model {base or 'unknown'}); it is not adopted, delete or rename it"
+        )
+    return job
+
+
+def _job_resource(prepared: PreparedTraining, region: str, job_arn: str) -> Resource:
+    return Resource(
+        "customization_job",
+        f"customization_job:{prepared.model_name}",
+        region,
+        id=prepared.job_name,
+        arn=job_arn,
+        client_token=prepared.client_token,
+        details={
+            "model": prepared.model_name,
+            "attempt": prepared.attempt,
+            "identity": client_token(prepared.identity),
+            "custom_model_name": prepared.custom_model_name,
+            "output_uri": prepared.output_uri,
+            "training_tokens": prepared.training_tokens,
+        },
+    )
+
+
+def _ended_badly(job: Resource, clients: AwsClients) -> bool:
+    """Whether a listed job failed or was stopped (asking AWS when the state does not say)."""
+    status = job.details.get("job_status")
+    if status is None:
+        status = call_with_backoff(clients.bedrock.get_model_customization_job, jobIdentifier=job.id).get("status")
+    return status in JOB_FAILED
 
 
 def start_customization(config: StudyConfig, prepared: PreparedTraining, state: BedrockState, clients: AwsClients) -> Resource:
-    """Upload the data and create the job, or find the one this command made before."""
+    """Upload the data and create the job, or find the one this command made before. A job of
+    an earlier attempt that failed or was stopped makes this one the next attempt."""
     assert config.bedrock is not None
     region = config.bedrock.region
-    job = state.find("customization_job", client_token=prepared.client_token)
-    if job is not None:
-        log.info("customization job %s already started (state file): not creating another", job.id)
-        return job
+    while True:
+        job = state.find("customization_job", client_token=prepared.client_token, include_deleted=True)
+        if job is None:
+            adopted = _job_by_name(prepared, clients)
+            if adopted is not None:
+                log.info("customization job %s exists already: adopting it", prepared.job_name)
+                job = state.record(_job_resource(prepared, region, str(adopted["jobArn"])))
+                if adopted.get("status") in JOB_FAILED:
+                    state.update(job, details={**job.details, "job_status": adopted.get("status")})
+        if job is None:
+            break
+        if not _ended_badly(job, clients):
+            log.info("customization job %s already started: not creating another", job.id)
+            return job
+        log.warning("customization job %s ended %s: starting attempt %d", job.id, job.details.get("job_status"), prepared.attempt + 1)
+        prepared.attempt += 1
     _upload(state, clients, region, prepared.bucket, prepared.train_key, prepared.nova_path)
     if prepared.validation_key and prepared.validation_path:
         _upload(state, clients, region, prepared.bucket, prepared.validation_key, prepared.validation_path)
@@ -198,31 +300,23 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     )
     if prepared.validation_key:
         request["validationDataConfig"] = {"validators": [{"s3Uri": f"s3://{prepared.bucket}/{prepared.validation_key}"}]}
-    try:
-        job_arn = call_with_backoff(clients.bedrock.create_model_customization_job, **request)["jobArn"]
-    except Exception as error:
-        # The same name means the same token: the process died after an earlier create call
-        # returned but before the state was written. Adopt that job.
-        if error_code(error) not in ("ResourceInUseException", "ConflictException"):
-            raise
-        job_arn = clients.bedrock.get_model_customization_job(jobIdentifier=prepared.job_name)["jobArn"]
-        log.info("customization job %s exists already: adopting it", prepared.job_name)
-    return state.record(
+    # The output prefix is listed before the job exists: Bedrock writes there even when a job
+    # fails, and cleanup deletes what is listed.
+    output_key = prepared.output_uri.removeprefix(f"s3://{prepared.bucket}/")
+    state.record(
         Resource(
-            "customization_job",
-            f"customization_job:{prepared.model_name}",
+            "s3_prefix",
+            prepared.output_uri,
             region,
-            id=prepared.job_name,
-            arn=job_arn,
-            client_token=prepared.client_token,
-            details={
-                "model": prepared.model_name,
-                "custom_model_name": prepared.custom_model_name,
-                "output_uri": prepared.output_uri,
-                "training_tokens": prepared.training_tokens,
-            },
+            id=prepared.output_uri,
+            client_token=prepared.output_uri,
+            details={"bucket": prepared.bucket, "prefix": output_key},
         )
     )
+    # The same token returns the same job (AWS's idempotency), so a retry after a lost answer
+    # cannot start a second one.
+    job_arn = call_with_backoff(clients.bedrock.create_model_customization_job, **request)["jobArn"]
+    return state.record(_job_resource(prepared, region, job_arn))
 
 
 def read_training_metrics(clients: AwsClients, output_uri: str, job_arn: str) -> list[dict[str, str]]:
@@ -269,7 +363,10 @@ def wait_for_customization(
         )
     except RuntimeError:
         state.update(job, details={**job.details, "job_status": latest.get("status")})
-        raise UserError(f"customization job {job.id} ended {latest.get('status')}: {latest.get('failureMessage', 'no message')}") from None
+        raise UserError(
+            f"customization job {job.id} ended {latest.get('status')}: {latest.get('failureMessage', 'no message')} "
+            "(a rerun starts a new attempt)"
+        ) from None
     model_arn = str(latest.get("outputModelArn", ""))
     state.update(job, details={**job.details, "job_status": final})
     model_name = str(latest.get("outputModelName") or job.details.get("custom_model_name", ""))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from localnova.bedrock.knowledge_base import corpus_files
 from localnova.bedrock.plan import PlannedCall, plan_calls
-from localnova.config import RAG_ARMS, ModelConfig, StudyConfig
+from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig
 from localnova.costs import CostTable, PriceBook, TokenCounts, Usage, count_tokens_estimate, estimate_costs, format_cost_table
 from localnova.data.eval_set import load_eval_set
 from localnova.errors import UserError
@@ -31,7 +31,7 @@ MESSAGE_OVERHEAD_TOKENS = 4  # role markers per message
 
 # Typical output speed on Bedrock (ms per output token), to give simulated latencies a
 # plausible size; simulated figures are never reported as measurements.
-SIMULATED_MS_PER_TOKEN = {"nova-micro": 5.0, "nova-lite": 7.0, "claude-3-5-sonnet": 18.0, "llama3-1-70b": 20.0}
+SIMULATED_MS_PER_TOKEN = {"nova-micro": 5.0, "nova-lite": 7.0, "claude-sonnet-4-5": 18.0, "claude-3-5-sonnet": 18.0, "llama3-1-70b": 20.0}
 
 
 def simulated_bedrock_model(model: ModelConfig) -> ModelConfig:
@@ -134,6 +134,30 @@ def estimate_token_counts(
     return counts
 
 
+def hosting_schedule(config: StudyConfig, counts: TokenCounts, costs: CostTable) -> list[str]:
+    """The order in which the real run creates and deletes hosting, and what each window costs
+    under both hosting choices: hosting exists only while its own model's ft arms run."""
+    if not config.fine_tunes:
+        return []
+    names = [model.name for model in config.models]
+    provisioned = {
+        line.item.split(":", 1)[0]: line
+        for line in costs.lines
+        if line.step == "hosting" and line.hosting == "provisioned" and line.cost_usd is not None
+    }
+    lines = ["Hosting schedule (hosting lives only while its model's ft arms run; hours from create to delete):"]
+    lines.append(f"  1. customization jobs for {', '.join(names)}, all started before any hosting exists")
+    for step, name in enumerate(names, 2):
+        requests = sum(u.requests for (model, arm), u in counts.answers.items() if model == name and arm in FT_ARMS)
+        line = provisioned.get(name)
+        pt = f"provisioned {line.quantity:g} unit-hour(s) ${line.cost_usd:,.2f}" if line else "provisioned: no price"
+        lines.append(f"  {step}. {name}: create hosting -> {requests} ft calls -> delete; {pt}; on-demand $0.00 an hour")
+    lines.append(f"  {len(names) + 2}. judges: no hosting is live")
+    pt_total = sum(line.cost_usd or 0.0 for line in provisioned.values())
+    lines.append(f"  hosting total: provisioned ${pt_total:,.2f}; on-demand $0.00 (its ft tokens are under answers)")
+    return lines
+
+
 def dry_run(
     config: StudyConfig,
     answer_requests: dict[tuple[str, str], list[ChatRequest]] | None = None,
@@ -166,6 +190,8 @@ def dry_run(
             f"{len(items)} eval questions; calls in order:",
         ]
         + ["  " + call.format() for call in plan]
+        + [""]
+        + hosting_schedule(config, counts, costs)
         + [
             "",
             "Estimated cost (USD):",

@@ -8,23 +8,32 @@ Two ways, chosen by `bedrock.hosting`:
   hour per model unit until deleted, so it is created only with allow_spend=True after the
   cost estimate was shown; otherwise a UserError, and nothing is created.
 A choice the region or model does not offer is refused before anything is created.
+
+The study hosts each model only while its ft arms run: `host_custom_model` just before them,
+`release_hosting` right after (it deletes the deployment or throughput and waits until AWS no
+longer lists it, so the hours billed run from creation to that deletion). A changed custom
+model or unit count is a new token, so a new resource beside the old one in the state file.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 
 from localnova.bedrock.availability import check_hosting_offered
 from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.bedrock.cleanup import CleanupReport, delete_resources
+from localnova.bedrock.names import client_token, resource_name
+from localnova.bedrock.state import HOSTING_TYPES, BedrockState, Resource
 from localnova.config import ModelConfig, StudyConfig
 from localnova.errors import UserError
-from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
+
+# "For custom models with no commitment, a quota of one model unit is available for each
+# Provisioned Throughput. You can create up to two Provisioned Throughputs per account." (read 2026-11-26)
+NO_COMMITMENT_SOURCE = "docs.aws.amazon.com/bedrock/latest/userguide/prov-throughput.html"
 
 
 def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = False, estimate_shown: bool = False) -> str:
@@ -33,6 +42,11 @@ def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = F
         raise UserError("bedrock: the Bedrock path needs a bedrock section")
     hosting = config.bedrock.hosting
     check_hosting_offered(hosting, model.customization_model or model.model, config.bedrock.region)
+    if hosting == "provisioned" and config.bedrock.provisioned_model_units != 1:
+        raise UserError(
+            f"bedrock.provisioned_model_units: {config.bedrock.provisioned_model_units}; no-commitment provisioned throughput "
+            f"for a custom model takes exactly 1 model unit ({NO_COMMITMENT_SOURCE})"
+        )
     if hosting == "provisioned" and not (allow_spend and estimate_shown):
         why = "run with --allow-spend" if not allow_spend else "show the cost estimate first"
         raise UserError(
@@ -41,10 +55,6 @@ def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = F
             f"{why} (or use hosting: on_demand)"
         )
     return hosting
-
-
-def _name(config: StudyConfig, model: ModelConfig, token: str) -> str:
-    return re.sub(r"[^A-Za-z0-9-]+", "-", f"localnova-{config.name}-{model.name}-{token[:8]}")[:63].strip("-")
 
 
 def host_custom_model(
@@ -63,19 +73,23 @@ def host_custom_model(
     hosting = check_hosting(config, model, allow_spend, estimate_shown)
     assert config.bedrock is not None
     region = config.bedrock.region
-    token = stable_hash(
+    kind = "custom_model_deployment" if hosting == "on_demand" else "provisioned_throughput"
+    # Hosting deleted after an earlier run's ft arms is not reused; a new one gets a new token
+    # (AWS would answer the old token with the deleted resource).
+    deleted_before = [r for r in state.all_of(kind) if r.details.get("model_arn") == custom_model_arn and not r.live]
+    token = client_token(
         {
             "study": config.name,
             "model": model.name,
             "custom_model": custom_model_arn,
             "hosting": hosting,
             "units": config.bedrock.provisioned_model_units,
-        },
-        40,
+            "round": len(deleted_before),
+        }
     )
-    name = _name(config, model, token)
 
     if hosting == "on_demand":
+        name = resource_name(("bedrock", "CreateCustomModelDeployment", "modelDeploymentName"), token, config.name, model.name)
         resource = state.find("custom_model_deployment", client_token=token)
         if resource is None:
             try:
@@ -109,6 +123,7 @@ def host_custom_model(
         wait_until(status, {"Active"}, {"Failed"}, f"deployment {model.name}", poll_s=poll_s, sleep=sleep)
         return resource.arn
 
+    name = resource_name(("bedrock", "CreateProvisionedModelThroughput", "provisionedModelName"), token, config.name, model.name)
     resource = state.find("provisioned_throughput", client_token=token)
     if resource is None:
         arn = call_with_backoff(
@@ -136,3 +151,24 @@ def host_custom_model(
 
     wait_until(pt_status, {"InService"}, {"Failed"}, f"provisioned throughput {model.name}", poll_s=poll_s, sleep=sleep)
     return resource.arn
+
+
+def release_hosting(
+    state: BedrockState,
+    hosted_arn: str,
+    clients: AwsClients,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 15.0,
+) -> CleanupReport:
+    """Delete the deployment or throughput that answers at `hosted_arn` as soon as its ft arms
+    are done, and wait until AWS no longer lists it; the state file keeps it, marked deleted,
+    with the time."""
+    hosting = [r for r in state.live() if r.type in HOSTING_TYPES and r.arn == hosted_arn]
+    return delete_resources(state, hosting, clients, sleep, poll_s)
+
+
+def release_all_hosting(
+    state: BedrockState, clients: AwsClients, sleep: Callable[[float], None] = time.sleep, poll_s: float = 15.0
+) -> CleanupReport:
+    """Delete every live deployment and throughput of the study (a run that stops early)."""
+    return delete_resources(state, [r for r in state.live() if r.type in HOSTING_TYPES], clients, sleep, poll_s)

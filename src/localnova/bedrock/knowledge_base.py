@@ -7,7 +7,7 @@ recorded in the state file as soon as its create call returns.
 
 `bedrock.knowledge_base` keys:
   id                 an existing Knowledge Base (or retrieval.knowledge_base_id): nothing is created
-  name               default: localnova-<study>
+  name               default: localnova-<study>; cleaned to Bedrock's rules (letters, digits, single hyphens)
   role_arn           the Knowledge Base's service role (default: bedrock.role_arn)
   embedding_model    model id or ARN (default: amazon.titan-embed-text-v2:0)
   storage            Bedrock's storageConfiguration, verbatim, e.g.
@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from localnova.bedrock.aws import AwsClients, call_with_backoff, wait_until
+from localnova.bedrock.names import NAME_LIMITS, clean_name
 from localnova.bedrock.state import BedrockState, Resource
 from localnova.config import ChunkingConfig, StudyConfig
 from localnova.errors import UserError
@@ -131,11 +132,15 @@ def settings_from_config(config: StudyConfig) -> KnowledgeBaseSettings:
         )
     if not bedrock.s3_bucket:
         raise UserError("bedrock.s3_bucket: creating a Knowledge Base needs a bucket for the corpus")
+    name_limit = NAME_LIMITS[("bedrock-agent", "CreateKnowledgeBase", "name")]
+    name = clean_name(str(raw.get("name") or f"localnova-{config.name}"), name_limit - len("-s3"))
+    if not name:
+        raise UserError("bedrock.knowledge_base.name: needs at least one letter or digit")
     policy = str(raw.get("data_deletion_policy", "DELETE"))
     if policy not in ("DELETE", "RETAIN"):
         raise UserError(f"bedrock.knowledge_base.data_deletion_policy: {policy!r} is not DELETE or RETAIN")
     return KnowledgeBaseSettings(
-        name=str(raw.get("name") or f"localnova-{config.name}")[:100],
+        name=name,
         role_arn=str(role_arn),
         embedding_model_arn=embedding_model_arn(str(raw.get("embedding_model", DEFAULT_EMBEDDING_MODEL)), bedrock.region),
         storage=storage,
@@ -148,24 +153,26 @@ def existing_knowledge_base_id(config: StudyConfig) -> str | None:
     return config.retrieval.knowledge_base_id or kb.get("id")
 
 
-def upload_corpus(config: StudyConfig, state: BedrockState, clients: AwsClients) -> list[str]:
-    """Put every corpus file under s3://bucket/<prefix>/<study>/corpus/, recording each object."""
+def upload_corpus(config: StudyConfig, state: BedrockState, clients: AwsClients) -> str:
+    """Put every corpus file under s3://bucket/<prefix>/<study>/corpus/, recording each object;
+    returns a hash of what is there (keys and contents), which decides whether to re-ingest."""
     assert config.bedrock is not None
     bucket, region = config.bedrock.s3_bucket, config.bedrock.region
     root = config.corpus.path if config.corpus.path.is_dir() else config.corpus.path.parent
-    keys = []
+    uploaded = {}
     for path in corpus_files(config.corpus.path):
         key = corpus_prefix(config) + path.relative_to(root).as_posix()
         body = path.read_bytes()
         digest = hashlib.sha256(body).hexdigest()
-        known = state.find("s3_object", key=f"s3://{bucket}/{key}")
+        uri = f"s3://{bucket}/{key}"
+        known = state.find("s3_object", key=uri)
         if known is None or known.details.get("sha") != digest:
             call_with_backoff(clients.s3.put_object, Bucket=bucket, Key=key, Body=body)
-            state.record(
-                Resource("s3_object", f"s3://{bucket}/{key}", region, id=key, details={"bucket": bucket, "key": key, "sha": digest})
-            )
-        keys.append(key)
-    return keys
+            # one object per key: an upload over it is the same resource, with new content
+            listed = state.record(Resource("s3_object", uri, region, id=key, client_token=uri, details={"bucket": bucket, "key": key}))
+            state.update(listed, details={**listed.details, "sha": digest})
+        uploaded[key] = digest
+    return stable_hash(uploaded, 40)
 
 
 def ensure_knowledge_base(
@@ -183,7 +190,7 @@ def ensure_knowledge_base(
     settings = settings_from_config(config)
     assert config.bedrock is not None
     region, bucket = config.bedrock.region, config.bedrock.s3_bucket
-    upload_corpus(config, state, clients)
+    corpus_sha = upload_corpus(config, state, clients)
 
     kb_token = stable_hash(
         {"study": config.name, "kb": settings.name, "storage": settings.storage, "embed": settings.embedding_model_arn}, 40
@@ -250,14 +257,14 @@ def ensure_knowledge_base(
             )
         )
 
-    # Ingestion is idempotent by content: rerunning re-syncs only what changed, so a rerun
-    # starts a new job unless one finished for this data source already.
-    if not source.details.get("ingested"):
+    # Ingestion syncs the data source with what is in S3 now. A finished one is kept while the
+    # corpus is unchanged; a changed corpus is a new token, so a new job that re-syncs it.
+    if source.details.get("ingested_corpus_sha") != corpus_sha:
         job = call_with_backoff(
             clients.agent.start_ingestion_job,
             knowledgeBaseId=kb_id,
             dataSourceId=source.id,
-            clientToken=stable_hash({"ds": source.id, "ingest": 1}, 40),
+            clientToken=stable_hash({"ds": source.id, "corpus": corpus_sha}, 40),
         )["ingestionJob"]
         job_id = job["ingestionJobId"]
 
@@ -272,7 +279,7 @@ def ensure_knowledge_base(
             raise UserError(
                 f"knowledge base {kb_id}: ingestion job {job_id} {error}; see its failureReasons in the Bedrock console"
             ) from None
-        state.update(source, details={**source.details, "ingested": True, "ingestion_job_id": job_id})
+        state.update(source, details={**source.details, "ingested_corpus_sha": corpus_sha, "ingestion_job_id": job_id})
     return kb_id
 
 

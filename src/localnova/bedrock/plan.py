@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from localnova.bedrock.availability import NOVA_HYPERPARAMETER_BOUNDS
+from localnova.bedrock.availability import NOVA_HYPERPARAMETER_BOUNDS, nova_hyperparameters
 from localnova.bedrock.knowledge_base import chunking_configuration, corpus_prefix, existing_knowledge_base_id
 from localnova.config import FT_ARMS, StudyConfig
 
@@ -89,13 +89,8 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
 
     if uses_ft:
         ft = config.finetune
-        hyper = {
-            "epochCount": str(ft.epochs),
-            "batchSize": str(ft.batch_size),
-            "learningRate": f"{ft.learning_rate:g}",
-            "learningRateWarmupSteps": str(ft.warmup_steps),
-        }
-        bounds = "; ".join(f"{b.api_name} {b.low:g}-{b.high:g}" for b in NOVA_HYPERPARAMETER_BOUNDS)
+        hyper = nova_hyperparameters(ft.epochs, ft.batch_size, ft.learning_rate, ft.warmup_steps)
+        bounds = "; ".join(f"{b.api_name} {b.low:g}-{b.high:g}" for b in NOVA_HYPERPARAMETER_BOUNDS if b.sent)
         for model in config.models:
             base = model.customization_model or model.model
             calls += [
