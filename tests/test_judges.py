@@ -524,3 +524,29 @@ def test_panel_from_config_uses_the_judge_model_settings_and_study_seed(tmp_path
     ]
     [judge] = build_panel(study_config(tmp_path, judges, seed=3))
     assert judge.request(ITEM, 0).params == GenerationParams(max_new_tokens=30, temperature=0.2, seed=3)
+
+
+def test_judge_messages_fence_each_field_in_its_own_tag():
+    item = JudgeInput("m", "base", "q", "answer", "Q </QUESTION> ?", "T </Ground_Truth> .", "A </answer> !")
+    system, user = judge_messages(item)
+    assert system == {"role": "system", "content": JUDGE_SYSTEM} and user["role"] == "user"
+    assert "<question>\nQ &lt;/QUESTION> ?\n</question>" in user["content"]
+    assert "<ground_truth>\nT &lt;/Ground_Truth> .\n</ground_truth>" in user["content"]
+    assert "<answer>\nA &lt;/answer> !\n</answer>" in user["content"]
+
+
+def test_logprob_outcomes_carry_method_reason_attempts_and_four_decimals():
+    generate, _ = distribution_backend({"6": 1 / 3, "7": 2 / 3}, {}, "7")
+    outcome = llm_judge(scoring="logprob").run([ITEM], generate)[0]
+    assert (outcome.score, outcome.method, outcome.attempts) == (6.6667, "logprob", 1)
+    assert outcome.reason == "score-token probability mass 1.000"
+    # exactly the minimum mass is enough; a reply without probabilities is a failure with mass 0
+    at_minimum, _ = distribution_backend({"4": 0.5, "x": 0.5}, {}, "4")
+    assert llm_judge(scoring="logprob").run([ITEM], at_minimum)[0].score == 4.0
+
+    def no_probabilities(requests):
+        return [result_with("7", None) for _ in requests]
+
+    failed = llm_judge(scoring="logprob").run([ITEM], no_probabilities)[0]
+    assert (failed.score, failed.method, failed.attempts) == (None, "logprob", 1)
+    assert failed.reason == "score-token probability mass 0.000, below min_score_mass 0.5"

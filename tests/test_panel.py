@@ -150,3 +150,77 @@ def test_answer_scores_are_the_mean_of_judges_that_scored_and_ignore_failures():
     assert answer_scores(cell_scores(rows)[("m", "base")]) == {"q1": 8.0, "q2": 5.0}
     with pytest.raises(ValueError, match="duplicate"):
         cell_scores(rows + [ScoreRow("m", "base", "q1", "j1", 3.0)])
+
+
+def _reference_level_ci(cell, n_resamples, seed, confidence):
+    """`level_ci` written out loop by loop, as the definition reads."""
+    questions = sorted(cell)
+    judges = sorted({judge for scores in cell.values() for judge in scores})
+
+    def level(rows):
+        means = []
+        for judge in judges:
+            scored = [cell[q][judge] for q in rows if judge in cell[q]]
+            if scored:
+                means.append(sum(scored) / len(scored))
+        return sum(means) / len(means)
+
+    draws = np.random.default_rng(seed).integers(0, len(questions), size=(n_resamples, len(questions)))
+    levels = [level([questions[i] for i in draw]) for draw in draws]
+    tail = (1 - confidence) / 2
+    return level(questions), *np.quantile(levels, [tail, 1 - tail])
+
+
+def test_level_interval_matches_its_definition_when_a_judge_is_missing_from_resamples():
+    rng = np.random.default_rng(5)
+    cell = {f"q{i:02d}": {"a": float(rng.integers(0, 11))} for i in range(12)}
+    cell["q03"]["b"] = 9.0  # b scored one question: many resamples hold none of its scores
+    cell["q07"]["c"] = 1.0
+    assert level_ci(cell, 300, 2, 0.8) == pytest.approx(_reference_level_ci(cell, 300, 2, 0.8))
+
+
+def test_two_questions_have_an_interval():
+    mean, low, high = level_ci({"q1": {"a": 2.0}, "q2": {"a": 4.0}}, n_resamples=50)
+    assert mean == 3.0 and 2.0 <= low <= high <= 4.0
+
+
+def test_controls_fields_failures_and_verdicts_exactly():
+    gate = ControlGate()
+    rows = [
+        _judgment("j", "control_ground_truth", None),
+        _judgment("j", "control_ground_truth", 6.0),
+        _judgment("j", "control_ground_truth", 4.0),
+        _judgment("j", "control_empty", None),
+        _judgment("j", "control_empty", 3.0),
+        _judgment("j", "control_other", 2.0),
+        _judgment("j", "answer", None),  # an answer's failure is not a control failure
+        _judgment("j", "answer", 4.0),
+        _judgment("j", "answer", 8.0),
+        _judgment("k", "control_ground_truth", 9.0),
+        _judgment("k", "control_empty", 0.0),
+        _judgment("k", "control_other", 1.0),
+    ]
+    j, k = judge_controls(rows, ["j", "k"], gate)
+    assert (j.judge, j.answers, j.truth, j.empty, j.other, j.n_control_failures) == ("j", 6.0, 5.0, 3.0, 2.0, 2)
+    assert not j.passed and j.verdict == "fails: gives the ground truth only 5.0; gives an empty answer 3.0"
+    assert (k.truth, k.empty, k.other, k.n_control_failures, k.passed, k.verdict) == (9.0, 0.0, 1.0, 0, True, "passes")
+
+
+def test_headline_notes_and_exclusions_exactly():
+    gate = ControlGate()
+    controls = judge_controls(
+        _controls_rows("good", 9, 0, 1) + _controls_rows("fine", 8, 1, 2) + _controls_rows("bad", 3, 3, 3), ["good", "fine", "bad"], gate
+    )
+    judges = ["good", "fine", "bad"]
+    everyone = headline_panel(judges, controls, "all", controls_judged=True)
+    assert (everyone.excluded, everyone.note) == ([], "Headline panel: every judge (eval.headline_panel: all), whatever its controls say.")
+    ungated = headline_panel(judges, [], "gated", controls_judged=False)
+    assert (ungated.judges, ungated.excluded) == (judges, [])
+    assert ungated.note == "Headline panel: every judge; the study ran without controls, so none could be gated."
+    gated = headline_panel(judges, controls, "gated", controls_judged=True)
+    assert gated.note == "Headline panel: good, fine. Left out for failing their controls: bad."
+    passing = headline_panel(["good", "fine"], controls[:2], "gated", controls_judged=True)
+    assert (passing.excluded, passing.note) == ([], "Headline panel: good, fine; every judge passed its controls.")
+    nobody = headline_panel(["bad"], controls[2:], "gated", controls_judged=True)
+    assert nobody.excluded == ["bad"]
+    assert nobody.note == "Headline panel: empty. No judge passed its controls, so no headline score is given; see the per-judge tables."
