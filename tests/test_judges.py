@@ -145,6 +145,17 @@ def test_only_the_tokens_zero_to_ten_count():
     assert distribution == pytest.approx({10: 0.2, 7: 0.2})
 
 
+def test_tokens_that_strip_alike_add_up_and_a_ten_token_adds_to_a_split_ten():
+    assert score_distribution(log({" 7": 0.2, "7": 0.3, "7 ": 0.1}), None) == pytest.approx({7: 0.6})
+    distribution = score_distribution(log({"10": 0.2, "1": 0.4}), log({"0": 0.5, "5,": 0.25, ",": 0.25}))
+    # "10" as one token plus "1" then "0"; "1" then "5," is 15: not a score
+    assert distribution == pytest.approx({10: 0.2 + 0.4 * 0.5, 1: 0.4 * 0.25})
+
+
+def test_tokens_after_one_only_matter_when_one_had_probability():
+    assert score_distribution(log({"9": 1.0}), log({"0": 1.0})) == pytest.approx({9: 1.0})
+
+
 def test_without_the_token_after_one_its_mass_is_left_out():
     assert score_distribution(log({"1": 0.5, "9": 0.5}), None) == pytest.approx({9: 0.5})
     assert score_distribution({}, None) == {}
@@ -227,6 +238,7 @@ def test_unparsable_reply_is_retried_then_recorded_as_failure_with_raw_text():
     generate, calls = fake_generate(["nonsense", "still nonsense", "nope"])
     outcome = llm_judge(max_attempts=3).run([ITEM], generate)[0]
     assert outcome.score is None and outcome.attempts == 3 and len(calls) == 3
+    assert (outcome.method, outcome.reason) == ("parsed", "no parsable score")
     assert json.loads(outcome.raw_text) == ["nonsense", "still nonsense", "nope"]
     # retries sample, so they can differ from the greedy first attempt
     assert calls[0][0].params.temperature == 0 and calls[1][0].params.temperature > 0
@@ -236,6 +248,7 @@ def test_retry_that_parses_is_kept():
     generate, calls = fake_generate(["oops", '{"score": 9, "reason": "ok"}'])
     outcome = llm_judge(max_attempts=3).run([ITEM], generate)[0]
     assert outcome.score == 9 and outcome.attempts == 2 and len(calls) == 2
+    assert (outcome.method, outcome.reason, outcome.raw_text) == ("parsed", "ok", '{"score": 9, "reason": "ok"}')
 
 
 @pytest.mark.parametrize("closing", ["</answer>", "</ANSWER>", "</ Answer >", "< /answer>", "<answer>"])
