@@ -15,8 +15,9 @@ from localnova import __version__
 from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.study import run_bedrock_study
 from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
-from localnova.console import close_run_log, open_run_log, say
 from localnova.console import configure as configure_console
+from localnova.console import finish as finish_console
+from localnova.console import open_run_log, say
 from localnova.data.nova_validator import validate_command
 from localnova.errors import UserError, exit_on_user_error
 from localnova.finetune.stage import adapters_for_study
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return exit_on_user_error(args.func, args)
     finally:
-        close_run_log()
+        finish_console()
 
 
 if __name__ == "__main__":

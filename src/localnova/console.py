@@ -87,8 +87,8 @@ def route_library_logs() -> None:
 
 
 def open_run_log(folder: Path) -> Path:
-    """Append every record from now on (ours and the libraries', at every level) to
-    <folder>/run.log; returns its path."""
+    """Append every record from now on (ours and the libraries', info and up; debug too with
+    -v) to <folder>/run.log; returns its path."""
     close_run_log()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RUN_LOG_FILE
@@ -96,7 +96,8 @@ def open_run_log(folder: Path) -> Path:
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.DEBUG)
+    # Info and up from everyone; debug only with -v (some libraries' debug records are floods).
+    logging.getLogger().setLevel(logging.DEBUG if settings.verbose else logging.INFO)
     settings.run_log = handler
     route_library_logs()
     return path
@@ -107,6 +108,15 @@ def close_run_log() -> None:
         logging.getLogger().removeHandler(settings.run_log)
         settings.run_log.close()
         settings.run_log = None
+
+
+def finish() -> None:
+    """Close the run log and take our console handler off the root logger (a process that calls
+    the CLI more than once, a test, must not keep writing to an old stderr)."""
+    close_run_log()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_localnova_console", False)]:
+        root.removeHandler(handler)
 
 
 def say(line: str) -> None:

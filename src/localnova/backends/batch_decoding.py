@@ -17,6 +17,7 @@ Only plain full-attention caches qualify (`supports_refill`); other models use `
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class RefillDecoder:
     def __init__(self, model, device: str, pad_token_id: int, stop_token_ids: set[int], slots: int):
         self.model, self.device, self.pad_token_id = model, device, pad_token_id
         self.stop_token_ids, self.slots = stop_token_ids, max(1, slots)
+        # transformers 5.2x renamed the forward's `past_key_values` to `cache` (the old name warns).
+        self.cache_keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._prefix: tuple[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def decode(
@@ -159,7 +162,7 @@ class RefillDecoder:
                     mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
                     cache = _new_cache(layers)
                     inputs = {"input_ids": next_tokens[:, None], "attention_mask": mask, "position_ids": position_ids}
-                    output = self.model(**inputs, past_key_values=cache, use_cache=True)
+                    output = self.model(**inputs, **{self.cache_keyword: cache}, use_cache=True)
                     next_tokens = self._choose(output.logits[:, -1], active, rows, top_logprobs)
                 keep = []
                 for batch_row, index in enumerate(active):
@@ -217,7 +220,7 @@ class RefillDecoder:
             input_ids=input_ids.to(self.device),
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=cache,
+            **{self.cache_keyword: cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -240,7 +243,8 @@ class RefillDecoder:
 
         if self._prefix is None or self._prefix[0] != prefix:
             cache = _new_cache()
-            self.model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+            prefix_ids = torch.tensor([prefix], device=self.device)
+            self.model(input_ids=prefix_ids, **{self.cache_keyword: cache}, use_cache=True, logits_to_keep=1)
             self._prefix = (prefix, [(layer.keys, layer.values) for layer in cache.layers])
         return self._prefix[1]
 
