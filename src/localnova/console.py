@@ -86,14 +86,45 @@ def route_library_logs() -> None:
         library.setLevel(logging.INFO if settings.verbose or settings.run_log is not None else logging.WARNING)
 
 
+class _RunLogHandler(logging.Handler):
+    """Appends to <folder>/run.log once the study folder exists, holding the records until then:
+    a run refused by a check (bad config, unknown model) leaves no folder behind."""
+
+    def __init__(self, path: Path):
+        super().__init__(logging.DEBUG)
+        self.path, self.held, self.stream = path, [], None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            if self.stream is None and self.path.parent.is_dir():
+                self.stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open until close()
+                self.stream.writelines(self.held)
+                self.held = []
+            if self.stream is None:
+                self.held.append(line)
+            else:
+                self.stream.write(line)
+                self.stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self.stream is None and self.held and self.path.parent.is_dir():
+            self.stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self.stream.writelines(self.held)
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        super().close()
+
+
 def open_run_log(folder: Path) -> Path:
     """Append every record from now on (ours and the libraries', info and up; debug too with
-    -v) to <folder>/run.log; returns its path."""
+    -v) to <folder>/run.log, from when the study folder exists; returns its path."""
     close_run_log()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / RUN_LOG_FILE
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
+    handler = _RunLogHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     # Info and up from everyone; debug only with -v (some libraries' debug records are floods).
