@@ -137,25 +137,35 @@ class RefillDecoder:
             return rows
         # Longest first: a long prompt joining later would widen every row's cache.
         waiting = sorted(range(len(prompts)), key=lambda index: -len(prompts[index]))
-        active: list[int] = []  # row index per batch row
+        active: list[int] = []  # row index per batch row, finished rows included until compacted
+        finished: set[int] = set()
         started: dict[int, float] = {}
         layers: list = []
         mask = next_tokens = None
+        # Dropping rows copies the whole cache, about what one step costs; a finished row left in
+        # the batch costs 1/slots of a step. So finished rows leave in bulk: when a quarter of
+        # the slots is free, or with a refill (which copies the cache anyway).
+        bulk = max(1, self.slots // 4)
         import torch
 
         with torch.inference_mode():
-            while waiting or active:
-                free = self.slots - len(active)
-                # Refill when a quarter of the slots is free (or nothing runs): a prefill of
-                # one prompt at a time would cost more than the idle slot it fills.
-                if waiting and (not active or free >= max(1, self.slots // 4)):
+            while waiting or any(index not in finished for index in active):
+                running = [batch_row for batch_row, index in enumerate(active) if index not in finished]
+                free = self.slots - len(running)
+                if (waiting and (not running or free >= bulk)) or len(active) - len(running) >= bulk:
+                    if len(running) < len(active):
+                        active = [active[batch_row] for batch_row in running]
+                        layers, mask = self._select(layers, mask, running)
+                        next_tokens = next_tokens[running] if running else None
+                    if not waiting or (running and free < bulk):
+                        continue
+                    # A prefill of a few prompts at a time would cost more than the idle slots.
                     group, waiting = waiting[:free], waiting[free:]
-                    now = time.perf_counter()
-                    started.update(dict.fromkeys(group, now))
+                    started.update(dict.fromkeys(group, time.perf_counter()))
                     group_layers, group_mask, logits = self._prefill([prompts[index] for index in group])
                     layers, mask = self._merge(layers, mask, group_layers, group_mask)
                     active += group
-                    group_tokens = self._choose(logits, group, rows, top_logprobs)
+                    group_tokens = self._choose(logits, group, rows, top_logprobs, finished)
                     next_tokens = group_tokens if next_tokens is None else torch.cat([next_tokens, group_tokens])
                 else:
                     position_ids = mask.sum(dim=1, keepdim=True)
@@ -163,25 +173,24 @@ class RefillDecoder:
                     cache = _new_cache(layers)
                     inputs = {"input_ids": next_tokens[:, None], "attention_mask": mask, "position_ids": position_ids}
                     output = self.model(**inputs, **{self.cache_keyword: cache}, use_cache=True)
-                    next_tokens = self._choose(output.logits[:, -1], active, rows, top_logprobs)
-                keep = []
-                for batch_row, index in enumerate(active):
+                    next_tokens = self._choose(output.logits[:, -1], active, rows, top_logprobs, finished)
+                for index in active:
                     row = rows[index]
+                    if index in finished:
+                        continue
                     if row.token_ids[-1] in self.stop_token_ids or (stop_check is not None and stop_check(row.token_ids)):
                         row.stopped = True
                     if row.stopped or len(row.token_ids) >= max_new_tokens:
                         row.seconds = time.perf_counter() - started[index]
-                    else:
-                        keep.append(batch_row)
-                if len(keep) < len(active):
-                    active = [active[batch_row] for batch_row in keep]
-                    layers, mask = self._select(layers, mask, keep)
-                    next_tokens = next_tokens[keep] if keep else None
+                        finished.add(index)
         return rows
 
-    def _choose(self, logits: torch.Tensor, indices: list[int], rows: list[DecodedRow], top_logprobs: int) -> torch.Tensor:
+    def _choose(
+        self, logits: torch.Tensor, indices: list[int], rows: list[DecodedRow], top_logprobs: int, finished: set[int]
+    ) -> torch.Tensor:
         """The greedy next token of each batch row (as `generate` picks it: argmax of the fp32
-        logits), appended to its DecodedRow with the step's log probabilities when asked."""
+        logits), appended to its DecodedRow (unless `finished`) with the step's log
+        probabilities when asked."""
         import torch
 
         scores = logits.float()
@@ -191,6 +200,8 @@ class RefillDecoder:
             values, token_ids = logprobs.topk(top_logprobs, dim=-1)
             chosen_logprobs = logprobs.gather(1, chosen[:, None])[:, 0]
         for batch_row, index in enumerate(indices):
+            if index in finished:
+                continue
             rows[index].token_ids.append(int(chosen[batch_row]))
             if top_logprobs:
                 rows[index].steps.append((values[batch_row].tolist(), token_ids[batch_row].tolist(), float(chosen_logprobs[batch_row])))
