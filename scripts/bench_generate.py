@@ -1,10 +1,18 @@
-"""Benchmark: the demo prompts through the transformers backend one at a time and batched.
+"""Benchmark: the demo's prompts through the transformers backend one at a time and batched.
 
-Everything runs in one process on the same loaded model, so the ratios compare like with like.
-Prints output tokens/s for batch 1, 16 and 32, the speed-up against batch 1, how many greedy
-answers differ from batch 1's, and the index build speed in chunks/s.
+Everything runs in one process on models loaded once, so the ratios compare like with like.
+For the answers (the demo's `base` or `rag` prompts, greedy) it prints output tokens/s:
+- one at a time: each request alone through the backend (the refill decoder with one row),
+  and through transformers' own `generate` (the decoder's reference);
+- batched with `decoding: generate` (a batch decodes until its longest row ends);
+- batched with `decoding: refill` (finished rows leave, waiting prompts take their slots),
+  given `requests_per_call` requests per call as the study's runner gives them;
+with the speed-up against one at a time and how many greedy answers differ from it.
+With `--judge N` it also times N logprob-judge requests of the demo's shape (prompt plus a
+two-token reply with the top 20 log probabilities): one at a time, batched with `generate`,
+and batched with `refill`, and the largest difference of a top log probability.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_generate.py [--questions 32] [--arm rag]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_generate.py [--questions 32] [--arm rag] [--judge 32]
 """
 
 from __future__ import annotations
@@ -21,12 +29,42 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def timed_calls(backend, requests, per_call: int):
+    results, started = [], time.perf_counter()
+    for start in range(0, len(requests), per_call):
+        results += backend.generate(requests[start : start + per_call])
+    return results, time.perf_counter() - started
+
+
+def figures_for(results, seconds: float, baseline=None) -> dict:
+    tokens = sum(result.output_tokens for result in results)
+    row = {"output_tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1)}
+    if baseline is not None:
+        base_results, base_seconds = baseline
+        base_rate = sum(result.output_tokens for result in base_results) / base_seconds
+        row["speedup_vs_one_at_a_time"] = round(row["tokens_per_s"] / base_rate, 2)
+        row["answers_differing"] = sum(a.text != b.text for a, b in zip(base_results, results))
+    return row
+
+
+def largest_logprob_difference(reference, results) -> float:
+    largest = 0.0
+    for a, b in zip(reference, results):
+        for step_a, step_b in zip(a.top_logprobs or [], b.top_logprobs or []):
+            for token, value in step_a.items():
+                if token in step_b:
+                    largest = max(largest, abs(value - step_b[token]))
+    return largest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     parser.add_argument("--questions", type=int, default=32, help="how many demo questions (prompts) to time")
     parser.add_argument("--arm", choices=("base", "rag"), default="base")
     parser.add_argument("--batch-sizes", default="16,32")
+    parser.add_argument("--judge", type=int, default=0, help="also time this many logprob-judge requests")
+    parser.add_argument("--skip-reference", action="store_true", help="skip transformers' generate one at a time")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
 
@@ -36,59 +74,78 @@ def main() -> None:
     from localnova.config import load_config
     from localnova.data.eval_set import load_eval_set
     from localnova.evaluate.arms import build_request, generation_params
+    from localnova.evaluate.judges import SUBJECT_ANSWER, JudgeInput
+    from localnova.evaluate.judges.llm import LLMJudge
     from localnova.pipeline import build_index
 
     config = load_config(args.config)
     model = config.models[0]
     items = load_eval_set(config.eval.path, args.questions)
-    with tempfile.TemporaryDirectory() as scratch:
-        config = config.model_copy(update={"output_dir": Path(scratch)})
-        started = time.perf_counter()
-        index, _ = build_index(config)
-        index_seconds = time.perf_counter() - started
-        retrieved = index.search([item.question for item in items], config.retrieval.top_k) if args.arm == "rag" else [None] * len(items)
+    retrieved = [None] * len(items)
+    if args.arm == "rag":
+        with tempfile.TemporaryDirectory() as scratch:
+            index, _ = build_index(config.model_copy(update={"output_dir": Path(scratch)}))
+            retrieved = index.search([item.question for item in items], config.retrieval.top_k)
     params = generation_params(model, config.seed)
     requests = [build_request(item, context, params) for item, context in zip(items, retrieved)]
-    backend = create_backend(model)
 
-    def timed(batch_size: int):
-        texts, output_tokens = [], 0
-        started = time.perf_counter()
-        for start in range(0, len(requests), batch_size):
-            results = backend.generate(requests[start : start + batch_size])
-            texts += [result.text for result in results]
-            output_tokens += sum(result.output_tokens for result in results)
-        seconds = time.perf_counter() - started
-        return texts, output_tokens, seconds
+    def backend_for(batch_size: int, decoding: str):
+        generation = model.generation.model_copy(update={"batch_size": batch_size})
+        return create_backend(model.model_copy(update={"generation": generation, "options": {**model.options, "decoding": decoding}}))
 
-    backend.generate(requests[:2])  # warm-up: first-call allocations are not what we measure
-    figures = {
-        "model": model.model,
-        "arm": args.arm,
-        "prompts": len(requests),
-        "threads": torch.get_num_threads(),
-        "index_chunks": len(index),
-        "index_build_chunks_per_s": round(len(index) / index_seconds, 1),
-    }
-    single_texts, single_tokens, single_seconds = timed(1)
-    figures["batch_1"] = {
-        "output_tokens": single_tokens,
-        "seconds": round(single_seconds, 2),
-        "tokens_per_s": round(single_tokens / single_seconds, 1),
-    }
+    single = backend_for(1, "refill")
+    single.generate(requests[:2])  # warm-up: first-call allocations are not what we measure
+    figures: dict = {"model": model.model, "arm": args.arm, "prompts": len(requests), "threads": torch.get_num_threads()}
+    baseline = timed_calls(single, requests, 1)
+    figures["one_at_a_time"] = figures_for(*baseline)
+    if not args.skip_reference:
+        reference = backend_for(1, "generate")
+        figures["one_at_a_time_generate"] = figures_for(*timed_calls(reference, requests, 1), baseline)
     for batch_size in [int(size) for size in args.batch_sizes.split(",")]:
-        texts, tokens, seconds = timed(batch_size)
-        differ = [index for index, (a, b) in enumerate(zip(single_texts, texts)) if a != b]
-        figures[f"batch_{batch_size}"] = {
-            "output_tokens": tokens,
-            "seconds": round(seconds, 2),
-            "tokens_per_s": round(tokens / seconds, 1),
-            "speedup_vs_batch_1": round((tokens / seconds) / (single_tokens / single_seconds), 2),
-            "answers_differing_from_batch_1": len(differ),
-        }
+        for decoding in ("generate", "refill"):
+            backend = backend_for(batch_size, decoding)
+            per_call = backend.requests_per_call(batch_size)
+            figures[f"batch_{batch_size}_{decoding}"] = {
+                "requests_per_call": per_call,
+                **figures_for(*timed_calls(backend, requests, per_call), baseline),
+            }
+            backend.close()
+
+    if args.judge:
+        judge_config = next(judge for judge in config.judges if judge.kind == "llm")
+        judge = LLMJudge(judge_config, config.seed)
+        items = load_eval_set(config.eval.path, args.judge)
+        # the judge grades a truncated truth: answers of varied length, as in the study
+        inputs = [
+            JudgeInput(model.name, "base", i.question_id, SUBJECT_ANSWER, i.question, i.answer, i.answer[: 20 + 7 * (n % 9)])
+            for n, i in enumerate(items)
+        ]
+        judge_requests = [judge.request(item, 0) for item in inputs]
+        one = figures_for_judge(timed_calls(single, judge_requests, 1))
+        figures["judge_one_at_a_time"] = one
+        batch_size = judge_config.model.generation.batch_size
+        for decoding in ("generate", "refill"):
+            generation = judge_config.model.generation
+            backend = create_backend(judge_config.model.model_copy(update={"generation": generation, "options": {"decoding": decoding}}))
+            results, seconds = timed_calls(backend, judge_requests, backend.requests_per_call(batch_size))
+            figures[f"judge_batch_{batch_size}_{decoding}"] = {
+                **figures_for_judge((results, seconds)),
+                "speedup_vs_one_at_a_time": round(one["seconds"] / seconds, 2),
+                "largest_top_logprob_difference": largest_logprob_difference(one["results"], results),
+            }
+            backend.close()
+        one.pop("results")
+        for row in figures.values():
+            if isinstance(row, dict):
+                row.pop("results", None)
     print(json.dumps(figures, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def figures_for_judge(timed) -> dict:
+    results, seconds = timed
+    return {"requests": len(results), "seconds": round(seconds, 2), "requests_per_s": round(len(results) / seconds, 2), "results": results}
 
 
 if __name__ == "__main__":

@@ -191,3 +191,39 @@ def test_adapter_for_another_base_model_is_refused(tmp_path, capsys):
     code, _, err = run_cli(ft_config(tmp_path, [TRAIN_LINE], [f"models.0.adapter={adapter}"]), capsys)
     assert_one_line_error(code, err, "foreign-adapter", "trained on 'meta-llama/Llama-3.2-1B-Instruct'")
     assert not (tmp_path / "runs" / "t" / "store.sqlite").exists()
+
+
+@pytest.mark.slow
+def test_console_without_a_terminal_shows_stages_and_keeps_library_noise_in_the_run_log(tmp_path):
+    """What `make demo > log` and CI see: one line per stage and its time, no Trainer dicts and no
+    library warnings, while the study's run.log keeps the training steps."""
+    train = tmp_path / "train.jsonl"
+    pairs = [("What colour is the Orbi?", "Blue."), ("Who builds the Orbi?", "Kestrava."), ("How fast does it go?", "40 km/h.")]
+    train.write_text(
+        "".join(
+            f'{{"messages": [{{"role": "user", "content": "{q}"}}, {{"role": "assistant", "content": "{a}"}}]}}\n' for q, a in pairs * 2
+        )
+    )
+    config = study_config(
+        tmp_path,
+        extra=f"finetune: {{train_path: {train}, epochs: 1, batch_size: 2, max_seq_length: 64, warmup_steps: 0}}\n",
+    )
+    text = config.read_text().replace("backend: simulated", "backend: transformers, generation: {max_new_tokens: 6}")
+    config.write_text(text.replace("arms: [base, rag]", "arms: [base, ft]"))
+    localnova = shutil.which("localnova") or str(Path(sys.executable).parent / "localnova")
+    result = subprocess.run(
+        [localnova, "run", str(config), "--no-report"], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for stage in ("eval set, corpus and index", "fine-tuning (or reuse)", "answers m/base", "answers m/ft", "judge f1"):
+        assert f"> {stage}\n" in out
+        assert f"  done: {stage} in " in out
+    assert "study t: run " in out and " complete in " in out
+    console = out + result.stderr
+    assert "{'loss'" not in console and "'train_runtime'" not in console  # the Trainer's per-step dicts
+    assert "Warning" not in console  # FutureWarning, UserWarning: the run log's, not the console's
+    assert "Loading weights" not in console
+    run_log = (tmp_path / "runs" / "t" / "run.log").read_text()
+    assert "> fine-tuning (or reuse)" in run_log
+    assert "localnova.finetune: step 1 of" in run_log and '"loss"' in run_log

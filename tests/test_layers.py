@@ -27,7 +27,7 @@ FLOORS: dict[str, int] = {
     "localnova.jsonl": 0,
     "localnova.files": 0,
     "localnova.retry": 0,
-    "localnova.timing": 0,
+    "localnova.console": 0,
     "localnova.optional": 0,
     # resources a stage uses: model files, documents, vectors, the store, prices, AWS clients
     "localnova.models": 1,

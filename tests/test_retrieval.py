@@ -210,3 +210,27 @@ def test_refetching_for_shared_parents_stays_within_the_gpu_k_limit():
     assert max(asked) == GPU_MAX_K and asked == sorted(asked)
     with pytest.raises(UserError, match="at most 2048"):
         index.search(vectors[:1], top_k=GPU_MAX_K + 1)
+
+
+def test_identity_from_the_model_files_equals_the_loaded_models(embedder):
+    lazy = Embedder("all-minilm-l6-v2", device="cpu")
+    from_files = lazy.identity
+    assert not lazy.loaded  # read from the folder's files, nothing loaded
+    embedder.encode(["load it"])
+    assert embedder.loaded
+    loaded = {**from_files, "dimension": embedder.dimension, "max_seq_length": int(embedder.model.max_seq_length)}
+    assert from_files == loaded
+
+
+def test_a_reloaded_index_searches_known_questions_without_the_embedding_model(tmp_path, embedder):
+    folder = tmp_path / "index"
+    questions = ["How long is the guarantee?", "Which colours are sold?"]
+    index, _ = build_or_load_index(fact_chunks(), folder, embedder, "flat", {"corpus": "facts"})
+    first = index.search(questions, 2)
+    lazy = Embedder("all-minilm-l6-v2", device="cpu")
+    reloaded, rebuilt = build_or_load_index(fact_chunks, folder, lazy, "flat", {"corpus": "facts"})
+    assert not rebuilt
+    assert reloaded.search(questions, 2) == first
+    assert not lazy.loaded  # the questions' vectors came from the index folder's query cache
+    reloaded.search(["A question not asked before?"], 1)
+    assert lazy.loaded

@@ -7,7 +7,6 @@ load a model or make a call, so `--help` and `report` start fast and work withou
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,9 @@ from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
 from localnova.bedrock.study import run_bedrock_study
 from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
+from localnova.console import configure as configure_console
+from localnova.console import finish as finish_console
+from localnova.console import open_run_log, say
 from localnova.data.nova_validator import validate_command
 from localnova.errors import UserError, exit_on_user_error
 from localnova.finetune.stage import adapters_for_study
@@ -63,6 +65,8 @@ def cmd_run(args) -> int:
     if args.plan:
         print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).render())
         return 0
+    run_log = open_run_log(config.study_dir)
+    say(f"localnova run {config.name}: log in {run_log}")
     if config.uses_bedrock:
         study_dir, run_id = run_bedrock_study(
             config, dry_run_only=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, keep_hosting=args.keep_hosting
@@ -80,6 +84,7 @@ def cmd_run(args) -> int:
 
 def cmd_index(args) -> int:
     config = _load(args)
+    open_run_log(config.study_dir)
     index, rebuilt = build_index(config)
     print(f"{'built' if rebuilt else 'up to date'}: {len(index)} chunks in {config.study_dir / INDEX_DIR}")
     return 0
@@ -127,11 +132,14 @@ def cmd_validate(args) -> int:
 
 
 def cmd_gen_qa(args) -> int:
-    return gen_qa_for_study(_load(args))
+    config = _load(args)
+    open_run_log(config.study_dir)
+    return gen_qa_for_study(config)
 
 
 def cmd_finetune(args) -> int:
     config = _load(args)
+    open_run_log(config.study_dir)
     for model_name, adapter_path in adapters_for_study(config, config.models).items():
         print(f"{model_name}: {adapter_path}")
     return 0
@@ -157,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"localnova {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also show our info logs and the libraries' logs and warnings")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="no stage lines and no progress bars; warnings and errors only")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     def with_config(name: str, help_text: str, func, config_optional: bool = False):
@@ -219,15 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Only a hub id the user wrote may reach the network; the bundled models never do.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Stage lines on stdout, bars on a terminal's stderr; libraries' logs and warnings only in
+    # the study's run log (console.py), or on the console too with -v.
+    configure_console(verbose=args.verbose, quiet=args.quiet)
     if not sys.stderr.isatty():
-        # transformers' weight-loading bars would drown the one-line errors and logs.
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads it on import, which comes later
-    return exit_on_user_error(args.func, args)
+        os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' own bars; tqdm reads it on import, which comes later
+    try:
+        return exit_on_user_error(args.func, args)
+    finally:
+        finish_console()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ device and dtype of every model, for inference and for training, come from one t
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
@@ -43,9 +44,15 @@ def require(package: str, feature: str) -> None:
         raise UserError(f"{feature} needs the package {package!r}: {hint}")
 
 
+# Without one of these no CUDA device (NVIDIA, WSL's /dev/dxg, ROCm's /dev/kfd) can be
+# visible. Looking first spares the torch import, seconds, on a machine without a GPU: a
+# cached rerun needs none of torch otherwise.
+GPU_DEVICE_PATHS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
+
+
 @cache
 def cuda_available() -> bool:
-    if not is_available("torch"):
+    if not is_available("torch") or not any(os.path.exists(path) for path in GPU_DEVICE_PATHS):
         return False
     import torch
 

@@ -11,7 +11,9 @@ passed off as finished.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -23,10 +25,12 @@ import yaml
 from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
 from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig, config_to_dict
+from localnova.console import format_seconds, say, stage
 from localnova.corpus import corpus_hash, load_documents
 from localnova.data.eval_set import load_eval_set
 from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command, generated_train_file
 from localnova.embedder import Embedder
+from localnova.evaluate import metrics as metrics_module
 from localnova.evaluate.arms import generation_params, uses_adapter
 from localnova.evaluate.judges import build_panel
 from localnova.evaluate.metrics import answer_metrics
@@ -38,8 +42,7 @@ from localnova.models import check_models
 from localnova.optional import cpu_supports_bf16, gpu_description
 from localnova.retrieval import Retriever, VectorIndex, build_or_load_index
 from localnova.store import Store, environment_info
-from localnova.timing import timed
-from localnova.types import Document, EvalItem, RetrievedChunk
+from localnova.types import Document, EvalItem, RetrievedChunk, stable_hash
 
 log = logging.getLogger("localnova")
 
@@ -113,7 +116,8 @@ def run_answers(
 ) -> list[ArmAnswers]:
     """Every answer model over its arms: the base model once for base and rag, then the model
     with its adapter for ft and ft_rag; each closed before the next loads. With `hosting`, a
-    model's adapter is hosted only around its ft arms."""
+    model's adapter is hosted only around its ft arms. A model's loading time counts in the
+    first stage that needs it."""
     all_answers = []
     for model in config.models:
         for with_adapter in (False, True):
@@ -122,7 +126,7 @@ def run_answers(
                 continue
             adapter = adapters.get(model.name) if with_adapter else None
             with hosting(model.name, adapter) if (hosting and with_adapter) else nullcontext(adapter) as adapter_path:
-                all_answers += _answer_arms(config, store, inputs, model, arms, adapter_path, with_adapter, timings)
+                all_answers += _answer_arms(config, store, inputs, model, arms, adapter_path, timings)
     return all_answers
 
 
@@ -133,17 +137,16 @@ def _answer_arms(
     model: ModelConfig,
     arms: list[str],
     adapter_path: str | None,
-    with_adapter: bool,
     timings: dict[str, float],
 ) -> list[ArmAnswers]:
     """One model's arms through one backend, loaded once and closed after."""
     params = generation_params(model, config.seed)
-    with timed(timings, f"load {model.name}" + (" + adapter" if with_adapter else "")):
-        backend = create_backend(model, adapter_path=adapter_path)
+    # Loads nothing yet: the model (and adapter) load on the first answer not in the store.
+    backend = create_backend(model, adapter_path=adapter_path)
     try:
         answers = []
         for arm in arms:
-            with timed(timings, f"answers {model.name}/{arm}"):
+            with stage(f"answers {model.name}/{arm}", timings):
                 answers.append(
                     answer_arm(store, backend, model.name, arm, inputs.items, inputs.retrieved, params, model.generation.batch_size)
                 )
@@ -162,9 +165,9 @@ def local_adapters(config: StudyConfig, embedder: Embedder | None, timings: dict
     needs_training = any(model.backend in LOCAL_BACKENDS and model.adapter is None for model in config.models)
     if needs_training and config.finetune.train_path is None and not generated_train_file(config.study_dir).is_file():
         log.info("no finetune.train_path: generating training pairs from the corpus first (gen-qa)")
-        with timed(timings, "gen-qa"):
+        with stage("gen-qa: training pairs from the corpus", timings):
             gen_qa_for_study(config, embedder)
-    with timed(timings, "fine-tuning (or reuse)"):
+    with stage("fine-tuning (or reuse)", timings):
         return adapters_for_study(config, config.models, embed=embedder)
 
 
@@ -182,10 +185,11 @@ def run_study(
     replaces the local index. `artifacts` are saved with the run (cost estimates), and so is
     what `artifacts_from_store` computes from the finished answers."""
     timings: dict[str, float] = {}
+    started = time.perf_counter()
     if config.fine_tunes and adapters is None:
         check_hyperparameters(config.finetune)  # a bound broken: one line, before any model loads
     model_sources = check_models(config)
-    with timed(timings, "eval set, corpus and index"):
+    with stage("eval set, corpus and index", timings):
         inputs = prepare_inputs(config, retriever)
     panel = build_panel(config, inputs.embedder)  # loads nothing yet; a judge that cannot work stops here
     if adapters is None:
@@ -214,19 +218,45 @@ def run_study(
         answers = run_answers(config, store, inputs, adapters, timings, hosting)
         judge_items = judge_inputs(inputs.items, answers, config.eval.controls)
         judgments_made = run_panel(store, panel, judge_items, timings)
-        store.save_artifact("answer_metrics", answer_metrics(inputs.items, store.answers(), config.retrieval.top_k))
-        for name, value in (artifacts_from_store(store) if artifacts_from_store else {}).items():
-            store.save_artifact(name, value)
+        with stage("answer metrics", timings):
+            save_answer_metrics(store, inputs.items, config.retrieval.top_k)
+            for name, value in (artifacts_from_store(store) if artifacts_from_store else {}).items():
+                store.save_artifact(name, value)
         complete = True
     finally:
         store.finish_run(complete)
-        write_summary(store, inputs, judgments_made, timings, study_dir / SUMMARY_FILE)
+        summary = write_summary(store, inputs, judgments_made, timings, study_dir / SUMMARY_FILE)
         store.close()
     log.info("stage timings (s): %s", timings)
+    say(
+        f"study {config.name}: run {run_id} {summary['status']} in {format_seconds(time.perf_counter() - started)}: "
+        f"{summary['model_calls']} model calls, {summary['cached_calls']} answered from the store"
+    )
     return study_dir, run_id
 
 
-def write_summary(store: Store, inputs: StudyInputs, judgments_made: dict[str, int], timings: dict[str, float], path: Path) -> None:
+def save_answer_metrics(store: Store, items: list[EvalItem], top_k: int) -> None:
+    """The per model x arm reference metrics, recomputed only when an answer, the eval set or
+    the metrics code changed: ROUGE-L alone imports nltk, seconds that a cached rerun skips."""
+    answers = list(store.answers())
+    key = stable_hash(
+        {
+            "answers": sorted([a.model, a.arm, a.question_id, a.generation_key, a.retrieved] for a in answers),
+            "items": [[item.question_id, item.answer, item.doc_ids] for item in items],
+            "top_k": top_k,
+            "code": hashlib.sha256(Path(metrics_module.__file__).read_bytes()).hexdigest(),
+        }
+    )
+    known = store.artifacts()
+    if known.get("answer_metrics_key") == key and "answer_metrics" in known:
+        return
+    store.save_artifact("answer_metrics", answer_metrics(items, answers, top_k))
+    store.save_artifact("answer_metrics_key", key)
+
+
+def write_summary(
+    store: Store, inputs: StudyInputs, judgments_made: dict[str, int], timings: dict[str, float], path: Path
+) -> dict[str, Any]:
     info = store.run_info()
     run_config = info["config"]
     summary = {
@@ -243,6 +273,7 @@ def write_summary(store: Store, inputs: StudyInputs, judgments_made: dict[str, i
         "timings_s": timings,
     }
     write_text_atomic(path, json_text(summary))
+    return summary
 
 
 def gen_qa_for_study(config: StudyConfig, embedder: Embedder | None = None) -> int:

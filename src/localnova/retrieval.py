@@ -33,6 +33,8 @@ INDEX_KINDS = ("flat", "hnsw", "ivf")
 # Bump when the files written by save() change shape, so older folders are rebuilt.
 INDEX_FORMAT_VERSION = 1
 INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE = "index.faiss", "chunks.jsonl", "manifest.json"
+# The embedded search queries, so a rerun with the same questions loads no embedding model.
+QUERY_CACHE_FILE = "query_vectors.json"
 
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -111,6 +113,7 @@ class VectorIndex:
         self.embedder = embedder
         self.search_index = cpu_index
         self.on_gpu = False
+        self.query_cache: Path | None = None  # set for an index persisted in a folder
         if use_gpu is None:
             use_gpu = faiss_gpu_usable()
         elif use_gpu and not faiss_gpu_usable():
@@ -157,7 +160,7 @@ class VectorIndex:
         else:
             if self.embedder is None:
                 raise ValueError("searching with texts needs an embedder")
-            query_vectors = self.embedder.encode(list(queries), show_progress=False)
+            query_vectors = self._embed_queries(list(queries))
         if query_vectors.ndim == 1:
             query_vectors = query_vectors[None, :]
         if len(query_vectors) == 0:
@@ -174,6 +177,24 @@ class VectorIndex:
             if fetch >= most or all(len(result) >= top_k for result in results):
                 return results
             fetch = min(most, fetch * 2)
+
+    def _embed_queries(self, queries: list[str]) -> np.ndarray:
+        """The queries' vectors: from the folder's query cache where it holds them (written for
+        this very index and embedder), the rest embedded and added to it."""
+        cached: dict[str, list[float]] = {}
+        if self.query_cache is not None and self.query_cache.is_file():
+            try:
+                cached = json.loads(self.query_cache.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                cached = {}
+        keys = [stable_hash(query) for query in queries]
+        missing = list(dict.fromkeys(query for query, key in zip(queries, keys) if key not in cached))
+        if missing:
+            for query, vector in zip(missing, self.embedder.encode(missing, show_progress=False)):
+                cached[stable_hash(query)] = vector.tolist()
+            if self.query_cache is not None:
+                write_text_atomic(self.query_cache, json.dumps(cached))
+        return np.asarray([cached[key] for key in keys], dtype=np.float32)
 
     def _distinct_contexts(self, scores: np.ndarray, indices: np.ndarray, top_k: int) -> list[RetrievedChunk]:
         retrieved: list[RetrievedChunk] = []
@@ -215,6 +236,7 @@ def save_index(index: VectorIndex, folder: Path, manifest: dict[str, Any]) -> No
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).unlink(missing_ok=True)
+    (folder / QUERY_CACHE_FILE).unlink(missing_ok=True)  # vectors of another embedder, maybe
     with atomic_path(folder / INDEX_FILE) as temporary:
         faiss.write_index(index.cpu_index, str(temporary))
     write_jsonl_atomic(folder / CHUNKS_FILE, (asdict(chunk) for chunk in index.chunks))
@@ -248,7 +270,9 @@ def load_index(folder: Path, embedder: Embedder | None = None, use_gpu: bool | N
         return None
     if isinstance(cpu_index, faiss.IndexHNSW):
         cpu_index.hnsw.efSearch = HNSW_EF_SEARCH  # a search-time setting, not saved with the index
-    return VectorIndex(cpu_index, chunks, manifest.get("index_kind_built", manifest.get("index_kind", "flat")), embedder, use_gpu)
+    index = VectorIndex(cpu_index, chunks, manifest.get("index_kind_built", manifest.get("index_kind", "flat")), embedder, use_gpu)
+    index.query_cache = folder / QUERY_CACHE_FILE
+    return index
 
 
 def build_or_load_index(
@@ -301,6 +325,7 @@ def build_or_load_index(
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     save_index(index, folder, new_manifest)
+    index.query_cache = folder / QUERY_CACHE_FILE
     return index, True
 
 

@@ -338,6 +338,7 @@ def serve(
     """Load the backend `model_config` names (with an optional LoRA adapter) and serve it until
     interrupted. Clients ask for the model by `served_model_name` (default: model_config.model)."""
     backend = create_backend(model_config, adapter_path=adapter_path)
+    backend.load()  # ready before the first request, which should not wait for the weights
     model_name = served_model_name or model_config.model
     server = make_server(backend, model_name, host, port, max_batch_size, max_wait_ms)
     bound_host, bound_port = server.server_address[:2]

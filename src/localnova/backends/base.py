@@ -25,5 +25,14 @@ class Backend(ABC):
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         """Answer every request; the results are in the order of the requests."""
 
+    def load(self) -> None:  # noqa: B027 - a default: a backend with nothing to load
+        """Load the model now rather than on the first generate() (a server wants to be ready)."""
+
+    def requests_per_call(self, batch_size: int) -> int:
+        """How many requests one generate() call should be given when the model's batch size is
+        `batch_size`: more than one batch for a backend that refills the slots of finished rows
+        (the caller commits results after each call)."""
+        return batch_size
+
     def close(self) -> None:  # noqa: B027 - a default: a backend that holds nothing needs no close
         """Release memory, threads or connections."""

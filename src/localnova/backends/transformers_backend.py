@@ -15,21 +15,32 @@ from pathlib import Path
 from typing import Any
 
 from localnova.backends.base import Backend
+from localnova.backends.batch_decoding import DecodedRow, RefillDecoder, supports_refill
 from localnova.config import ModelConfig
+from localnova.console import route_library_logs
 from localnova.errors import UserError
 from localnova.models import _folder_fingerprint, resolve_model
 from localnova.optional import pick_precision
-from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
+from localnova.types import LATENCY_BATCH_WALL, LATENCY_PER_REQUEST, ChatRequest, GenerationParams, GenerationResult
 
 # options read from ModelConfig.options, with their defaults
 DEFAULT_OPTIONS: dict[str, Any] = {
     "dtype": "auto",  # auto: from the hardware (optional.precision_for)
     "device": None,  # default: a GPU when there is one, else the CPU
     "merge_adapter": True,  # merge a LoRA adapter into unquantised weights
+    "decoding": "refill",  # greedy requests: refill (batch_decoding.py) or generate (transformers' generate)
 }
+DECODING_MODES = ("refill", "generate")
+# A generate() call given this many batches can refill the slots of finished rows; the store
+# commits after each call, so a killed run loses at most this much.
+BATCHES_PER_CALL = 4
 
 
 class TransformersBackend(Backend):
+    """Loads its model on the first generate() call, not when built: a rerun whose answers are
+    all in the store never loads it. `identity` is known without loading (weights fingerprint,
+    dtype, adapter fingerprint), since the store's keys need it before any call."""
+
     supports_logprobs = True
 
     def __init__(self, model: ModelConfig, adapter_path: str | None = None):
@@ -39,34 +50,52 @@ class TransformersBackend(Backend):
                 f"model {model.name!r}: unknown option(s) for the transformers backend: {', '.join(unknown)}; "
                 f"known: {', '.join(DEFAULT_OPTIONS)}"
             )
+        decoding = model.options.get("decoding", "refill")
+        if decoding not in DECODING_MODES:
+            raise UserError(f"model {model.name!r}: options.decoding must be one of {', '.join(DECODING_MODES)}, not {decoding!r}")
+        self.config, self.adapter_path, self.decoding = model, adapter_path, decoding
+        self.resolved = resolve_model(model.model, model.revision)
+        # options.device and options.dtype win; otherwise the hardware decides (optional.precision_for)
+        precision = pick_precision(str(model.options.get("dtype", "auto")), "inference", model.options.get("device"))
+        self.device, self.dtype_name = precision.device, precision.dtype
+        if adapter_path and not Path(adapter_path).is_dir():
+            raise UserError(f"adapter {adapter_path}: folder not found")
+        self.identity = {
+            "backend": "transformers",
+            "model": self.resolved.name,
+            "weights": self.resolved.fingerprint,
+            "adapter": _folder_fingerprint(Path(adapter_path)) if adapter_path else "",
+            "dtype": self.dtype_name,
+        }
+        self.model = self.tokenizer = self._decoder = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        resolved = resolve_model(model.model, model.revision)
-        self.resolved = resolved
-        # options.device and options.dtype win; otherwise the hardware decides (optional.precision_for)
-        precision = pick_precision(str(model.options.get("dtype", "auto")), "inference", model.options.get("device"))
-        self.device, self.dtype = precision.device, getattr(torch, precision.dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, revision=model.revision)
+        route_library_logs()  # transformers' warnings to the run log, not the console
+        self._torch = torch
+        revision = self.config.revision
+        self.tokenizer = AutoTokenizer.from_pretrained(self.resolved.path, revision=revision)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(resolved.path, revision=model.revision, dtype=self.dtype)
-        adapter_fingerprint = ""
-        if adapter_path:
-            self.model = self._load_adapter(adapter_path, merge=bool(model.options.get("merge_adapter", True)))
-            adapter_fingerprint = _folder_fingerprint(Path(adapter_path))
+        self.model = AutoModelForCausalLM.from_pretrained(self.resolved.path, revision=revision, dtype=getattr(torch, self.dtype_name))
+        if self.adapter_path:
+            self.model = self._load_adapter(self.adapter_path, merge=bool(self.config.options.get("merge_adapter", True)))
         self.model.to(self.device).eval()
         if self.model.generation_config.pad_token_id is None:
             self.model.generation_config.pad_token_id = self.tokenizer.pad_token_id
-        self.identity = {
-            "backend": "transformers",
-            "model": resolved.name,
-            "weights": resolved.fingerprint,
-            "adapter": adapter_fingerprint,
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
-        self._torch = torch
+        if self.decoding == "refill" and supports_refill(self.model):
+            self._decoder = RefillDecoder(
+                self.model, self.device, self.tokenizer.pad_token_id, self._stop_token_ids(), self.config.generation.batch_size
+            )
 
     def _load_adapter(self, adapter_path: str, merge: bool):
         from peft import PeftModel
@@ -87,15 +116,44 @@ class TransformersBackend(Backend):
             return self.tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def requests_per_call(self, batch_size: int) -> int:
+        return batch_size * BATCHES_PER_CALL if self.decoding == "refill" else batch_size
+
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        self.load()
         results: list[GenerationResult | None] = [None] * len(requests)
-        # Requests with different sampling settings cannot share one generate() call.
+        # Requests with different sampling settings cannot share one batch.
         order = sorted(range(len(requests)), key=lambda index: repr(requests[index].params))
         for params, group in groupby(order, key=lambda index: requests[index].params):
             indices = list(group)
-            for index, result in zip(indices, self._generate_group([requests[i] for i in indices], params)):
+            group_requests = [requests[i] for i in indices]
+            if self._decoder is not None and params.temperature == 0:
+                group_results = self._decode_group(group_requests, params)
+            else:
+                group_results = [
+                    result
+                    for start in range(0, len(group_requests), self.config.generation.batch_size)
+                    for result in self._generate_group(group_requests[start : start + self.config.generation.batch_size], params)
+                ]
+            for index, result in zip(indices, group_results):
                 results[index] = result
         return results  # type: ignore[return-value]
+
+    def _decode_group(self, requests: list[ChatRequest], params: GenerationParams) -> list[GenerationResult]:
+        """Greedy requests through the refill decoder: every row ends on its own."""
+        prompts = [self.tokenizer(self._prompt_text(r.message_dicts()), add_special_tokens=False)["input_ids"] for r in requests]
+        stop_check = None
+        if params.stop:
+
+            def stop_check(token_ids: list[int]) -> bool:
+                text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+                return any(string in text for string in params.stop)
+
+        rows = self._decoder.decode(prompts, params.max_new_tokens, params.top_logprobs, stop_check)
+        return [
+            self._result(row.token_ids, row.stopped, params, len(prompt), row.seconds * 1000, LATENCY_PER_REQUEST, 1, row)
+            for prompt, row in zip(prompts, rows)
+        ]
 
     def _generate_group(self, requests: list[ChatRequest], params: GenerationParams) -> list[GenerationResult]:
         torch = self._torch
@@ -124,38 +182,63 @@ class TransformersBackend(Backend):
         results = []
         for row, sequence in enumerate(output.sequences):
             generated = sequence[prompt_length:].tolist()
-            length = len(generated)
-            stopped = False
+            length, stopped = len(generated), False
             for position, token_id in enumerate(generated):
                 if token_id in stop_ids:
-                    length = position + 1  # the stop token was generated, so it counts
-                    stopped = True
+                    length, stopped = position + 1, True  # the stop token was generated, so it counts
                     break
-            text = self.tokenizer.decode(generated[:length], skip_special_tokens=True)
-            cut = self._stop_string_cut(generated[:length], text, params.stop) if params.stop else None
-            if cut is not None:
-                # A finished row is padded, and the pad may be the end-of-sequence token: the
-                # row ends with the token that completed the stop string, whatever follows.
-                text, length, stopped = text[: cut[0]], cut[1], True
+            steps = None
             if params.top_logprobs:
-                top_logprobs, tokens, token_logprobs = self._logprobs(output.logits, row, generated[:length], params.top_logprobs)
-            else:
-                top_logprobs, tokens, token_logprobs = None, None, None
-            results.append(
-                GenerationResult(
-                    text=text.strip(),
-                    input_tokens=int(input_tokens[row]),
-                    output_tokens=length,
-                    latency_ms=round(latency_ms, 2),
-                    latency_method=LATENCY_BATCH_WALL,
-                    batch_size=len(requests),
-                    finish_reason="stop" if stopped else "length",
-                    top_logprobs=top_logprobs,
-                    tokens=tokens,
-                    token_logprobs=token_logprobs,
-                )
+                steps = DecodedRow(steps=self._steps_from_logits(output.logits, row, generated[:length], params.top_logprobs))
+            result = self._result(
+                generated[:length], stopped, params, int(input_tokens[row]), latency_ms, LATENCY_BATCH_WALL, len(requests), steps
             )
+            results.append(result)
         return results
+
+    def _steps_from_logits(self, logits, row: int, generated: list[int], count: int) -> list[tuple[list[float], list[int], float]]:
+        torch = self._torch
+        steps = []
+        for step_logits, generated_id in zip(logits[: len(generated)], generated):
+            logprobs = torch.log_softmax(step_logits[row].float(), dim=-1)
+            values, token_ids = logprobs.topk(count)
+            steps.append((values.tolist(), token_ids.tolist(), float(logprobs[generated_id])))
+        return steps
+
+    def _result(
+        self,
+        generated: list[int],
+        stopped: bool,
+        params: GenerationParams,
+        input_tokens: int,
+        latency_ms: float,
+        latency_method: str,
+        batch_size: int,
+        decoded: DecodedRow | None,
+    ) -> GenerationResult:
+        """One request's result from its generated token ids (cut after a stop token already)."""
+        length = len(generated)
+        text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        cut = self._stop_string_cut(generated, text, params.stop) if params.stop else None
+        if cut is not None:
+            # A finished row is padded, and the pad may be the end-of-sequence token: the
+            # row ends with the token that completed the stop string, whatever follows.
+            text, length, stopped = text[: cut[0]], cut[1], True
+        top_logprobs = tokens = token_logprobs = None
+        if params.top_logprobs and decoded is not None:
+            top_logprobs, tokens, token_logprobs = self._logprobs(decoded.steps[:length], generated[:length])
+        return GenerationResult(
+            text=text.strip(),
+            input_tokens=input_tokens,
+            output_tokens=length,
+            latency_ms=round(latency_ms, 2),
+            latency_method=latency_method,
+            batch_size=batch_size,
+            finish_reason="stop" if stopped else "length",
+            top_logprobs=top_logprobs,
+            tokens=tokens,
+            token_logprobs=token_logprobs,
+        )
 
     def _stop_string_cut(self, generated: list[int], text: str, stop: tuple[str, ...]) -> tuple[int, int] | None:
         """Where the first stop string starts in `text`, and how many tokens it took to complete
@@ -176,28 +259,30 @@ class TransformersBackend(Backend):
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def _logprobs(self, logits, row: int, generated: list[int], count: int) -> tuple[list[dict[str, float]], list[str], list[float]]:
-        """At each generated position: the `count` most likely tokens, the token that was
-        generated and its log probability (from the model's logits, before temperature)."""
+    def _logprobs(self, steps, generated: list[int]) -> tuple[list[dict[str, float]], list[str], list[float]]:
+        """At each generated position: the most likely tokens as text with their log
+        probabilities (from the model's logits, before temperature), the token that was
+        generated and its log probability."""
         torch = self._torch
-        steps, tokens, token_logprobs = [], [], []
-        for step_logits, generated_id in zip(logits[: len(generated)], generated):
-            logprobs = torch.log_softmax(step_logits[row].float(), dim=-1)
-            values, token_ids = logprobs.topk(count)
+        top_steps, tokens, token_logprobs = [], [], []
+        for (values, token_ids, generated_logprob), generated_id in zip(steps, generated):
             step: dict[str, float] = {}
-            for value, token_id in zip(values.tolist(), token_ids.tolist()):
+            for value, token_id in zip(values, token_ids):
                 piece = self.tokenizer.decode([token_id])
                 # Two token ids can decode to the same text; their probabilities add up.
                 if piece in step:
                     step[piece] = round(float(torch.logaddexp(torch.tensor(step[piece]), torch.tensor(value))), 6)
                 else:
                     step[piece] = round(value, 6)
-            steps.append(step)
+            top_steps.append(step)
             tokens.append(self.tokenizer.decode([generated_id]))
-            token_logprobs.append(round(float(logprobs[generated_id]), 6))
-        return steps, tokens, token_logprobs
+            token_logprobs.append(round(generated_logprob, 6))
+        return top_steps, tokens, token_logprobs
 
     def close(self) -> None:
-        del self.model
+        """Let the model go; a backend that never loaded has nothing to release."""
+        if self.model is None:
+            return
+        self.model = self.tokenizer = self._decoder = None
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()

@@ -181,26 +181,31 @@ class VLLMBackend(Backend):
         require("vllm", "the vllm backend")
         if not cuda_available():
             raise UserError(f"model {model.name!r}: the vllm backend needs a CUDA GPU; use backend: transformers on CPU")
+        resolved = resolve_model(model.model, model.revision)
+        # Checked now, loaded on the first generate(): a rerun served from the store starts no engine.
+        self._llm_arguments = llm_arguments(model, resolved.path, adapter_path)
+        self._adapter_name, self._adapter_path = f"{model.name}-adapter", adapter_path
+        self.llm = self.lora_request = None
+        adapter_fingerprint = _folder_fingerprint(Path(adapter_path)) if adapter_path is not None else ""
+        # The configured dtype and context length, since the engine is not started yet: a
+        # cached rerun must know its keys without loading (`dtype: auto` stays "auto").
+        self.identity = vllm_identity(resolved, adapter_fingerprint, self._llm_arguments, {})
+
+    def load(self) -> None:
+        if self.llm is not None:
+            return
         from vllm import LLM
 
-        resolved = resolve_model(model.model, model.revision)
-        arguments = llm_arguments(model, resolved.path, adapter_path)
-        self.llm = LLM(**arguments)
-        self.lora_request = None
-        adapter_fingerprint = ""
-        if adapter_path is not None:
+        self.llm = LLM(**self._llm_arguments)
+        if self._adapter_path is not None:
             from vllm.lora.request import LoRARequest
 
-            self.lora_request = LoRARequest(f"{model.name}-adapter", 1, str(Path(adapter_path).resolve()))
-            adapter_fingerprint = _folder_fingerprint(Path(adapter_path))
-        # Resolved again now that the engine has loaded the model: a hub model it had to
-        # download is keyed by the commit it got, not as "not downloaded".
-        loaded = resolve_model(model.model, model.revision)
-        self.identity = vllm_identity(loaded, adapter_fingerprint, arguments, engine_settings(self.llm))
+            self.lora_request = LoRARequest(self._adapter_name, 1, str(Path(self._adapter_path).resolve()))
 
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         if not requests:
             return []
+        self.load()
         from vllm import SamplingParams
 
         conversations = [request.message_dicts() for request in requests]
@@ -252,7 +257,9 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         # vllm holds the GPU until its engine is gone; free it so the next model can load.
-        self.llm = None
+        if self.llm is None:
+            return
+        self.llm = self.lora_request = None
         gc.collect()
         if cuda_available():
             import torch

@@ -7,22 +7,14 @@ judges are opened one after another, so at most one judge model is loaded at a t
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from localnova.backends.base import Backend
+from localnova.console import progress, stage
 from localnova.evaluate.arms import build_request, uses_retrieval
 from localnova.evaluate.judges import SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
 from localnova.store import JudgmentRecord, Store
-from localnova.timing import timed
 from localnova.types import EvalItem, GenerationParams, RetrievedChunk
-
-
-def progress_bar(total: int, description: str):
-    """A tqdm bar with rate and ETA, silent when stderr is not a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="call", disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
 
 @dataclass
@@ -48,8 +40,9 @@ def answer_arm(
     requests = [build_request(item, context, params) for item, context in zip(items, contexts)]
     # Similar prompt lengths in one batch waste less compute on padding.
     order = sorted(range(len(requests)), key=lambda index: len(requests[index].messages[-1][1]))
-    with progress_bar(len(requests), f"{model_name}/{arm}") as bar:
-        keys, results = store.generate_cached(backend, [requests[i] for i in order], batch_size, progress=bar)
+    with progress(len(requests), f"{model_name}/{arm}", unit="answer") as bar:
+        per_call = backend.requests_per_call(batch_size)
+        keys, results = store.generate_cached(backend, [requests[i] for i in order], per_call, progress=bar)
     by_index = {index: (key, result) for index, key, result in zip(order, keys, results)}
     retrieved_records = [
         [{"chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": round(c.score, 6)} for c in (contexts[i] or [])] for i in range(len(items))
@@ -103,8 +96,9 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
     if records:
         store.save_judgments(list(records.values()))
     if missing:
-        backend, batch_size = judge.backend, judge.batch_size
-        bar = progress_bar(len(missing), f"judge {judge.name}")
+        backend = judge.backend
+        batch_size = backend.requests_per_call(judge.batch_size) if backend is not None else judge.batch_size
+        bar = progress(len(missing), f"judge {judge.name}", unit="judgment")
 
         def generate(requests):
             return store.generate_cached(backend, requests, batch_size, progress=bar)[1]
@@ -146,6 +140,6 @@ def run_panel(store: Store, panel: list[Judge], judge_items: list[JudgeInput], t
     to `timings["judge <name>"]`; returns how many judgments each made now."""
     made: dict[str, int] = {}
     for judge in panel:
-        with timed(timings, f"judge {judge.name}"), judge.opened():
+        with stage(f"judge {judge.name}", timings), judge.opened():
             made[judge.name] = run_judge(store, judge, judge_items)[1]
     return made

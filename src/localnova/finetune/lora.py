@@ -16,15 +16,17 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localnova.console import route_library_logs
 from localnova.errors import UserError
+from localnova.files import write_text_atomic
 from localnova.finetune.chat_data import build_dataset
 from localnova.finetune.presets import check_hyperparameters
+from localnova.finetune.progress import console_callback
 from localnova.optional import Precision, cuda_available, is_available, pick_precision, require
 from localnova.types import stable_hash
 
@@ -56,6 +58,9 @@ class AdapterInfo:
     train_seconds: float = 0.0
     train_tokens_per_s: float = 0.0
     resumed_from_step: int | None = None
+    # What the training records were made from (files, eval set, filters, embedder), so a rerun
+    # can reuse the adapter without rebuilding the records; "" when not known.
+    source_key: str = ""
     reused: bool = False  # set on return, never saved
 
     def to_json(self) -> dict[str, Any]:
@@ -170,6 +175,7 @@ def build_trainer(
     callbacks: list | None = None,
 ):
     """The SFTTrainer exactly as `train_adapter` runs it (the benchmark times this one too)."""
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     if eval_dataset is not None:
@@ -198,20 +204,21 @@ def build_trainer(
         save_steps=save_steps or 500,
         save_total_limit=2,
         report_to="none",
-        disable_tqdm=not sys.stderr.isatty(),
+        disable_tqdm=True,  # finetune/progress.py shows the steps
         dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized, labelled and truncated
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
         **eval_kwargs,
     )
-    return SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer, callbacks=callbacks
     )
+    # The Trainer prints one dict per logged step; ours logs them and shows one bar instead.
+    trainer.remove_callback(PrinterCallback)
+    if trainer.is_world_process_zero():
+        trainer.add_callback(console_callback())
+    route_library_logs()
+    return trainer
 
 
 def checkpoint_dir(out_dir: Path, run_key: str) -> Path:
@@ -268,6 +275,7 @@ def train_adapter(
     max_steps: int | None = None,
     save_steps: int | None = None,
     callbacks: list | None = None,
+    source_key: str = "",
 ) -> AdapterInfo:
     """Train a LoRA (or QLoRA) adapter on chat records and save it at `out_dir`.
 
@@ -328,6 +336,7 @@ def train_adapter(
         train_seconds=round(train_seconds, 3),
         train_tokens_per_s=round(train_tokens / train_seconds, 2) if train_seconds > 0 else 0.0,
         resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
+        source_key=source_key,
     )
     _save_adapter_atomically(trainer, info, out_dir, run_key)
     if trainer.is_world_process_zero():
@@ -375,6 +384,7 @@ def find_or_train_adapter(
     max_steps: int | None = None,
     save_steps: int | None = None,
     callbacks: list | None = None,
+    source_key: str = "",
 ) -> AdapterInfo:
     """Return the adapter at `out_dir` if it was trained from the same base model, data,
     settings and seed; train it otherwise."""
@@ -388,9 +398,13 @@ def find_or_train_adapter(
         and existing.seed == seed
     ):
         log.info("reusing adapter at %s (same base model, data hash %s and settings)", out_dir, existing.data_hash)
+        if source_key and existing.source_key != source_key:
+            # The same records came from these sources: note it, so the next run skips rebuilding them.
+            existing.source_key = source_key
+            write_text_atomic(Path(out_dir) / METADATA_FILE, json.dumps(existing.to_json(), indent=2))
         existing.reused = True
         return existing
-    return train_adapter(base_model, train_records, validation_records, config, out_dir, seed, max_steps, save_steps, callbacks)
+    return train_adapter(base_model, train_records, validation_records, config, out_dir, seed, max_steps, save_steps, callbacks, source_key)
 
 
 def load_adapter_check(base, adapter_dir: Path) -> AdapterInfo:

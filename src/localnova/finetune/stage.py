@@ -9,6 +9,7 @@ in the context it is asked in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -24,9 +25,17 @@ from localnova.embedder import Embedder, EmbedFn
 from localnova.errors import UserError
 from localnova.evaluate.arms import SYSTEM_PROMPT
 from localnova.files import json_text, write_text_atomic
-from localnova.finetune.lora import METADATA_FILE, find_or_train_adapter, load_adapter_check
+from localnova.finetune.lora import (
+    METADATA_FILE,
+    AdapterInfo,
+    find_or_train_adapter,
+    load_adapter_check,
+    read_adapter_info,
+    training_settings,
+)
 from localnova.finetune.presets import check_hyperparameters
 from localnova.models import resolve_model
+from localnova.types import stable_hash
 
 log = logging.getLogger("localnova.finetune")
 
@@ -71,9 +80,51 @@ def training_records(config: StudyConfig, eval_items, embed: EmbedFn) -> tuple[l
     return train, validation, report.to_dict()
 
 
+def training_source_key(config: StudyConfig, embed) -> str:
+    """A key over everything the training records are made from: the training and validation
+    files, the eval set they are decontaminated against, the filters, the sample size, the seed
+    and the embedder. "" when the embedder cannot say what it is (then nothing is reused on it)."""
+    identity = getattr(embed, "identity", None)
+    if identity is None:
+        return ""
+    files = [training_file(config), Path(config.eval.path)]
+    if config.finetune.validation_path:
+        files.append(Path(config.finetune.validation_path))
+    gen_qa = config.gen_qa
+    return stable_hash(
+        {
+            "files": [hashlib.sha256(path.read_bytes()).hexdigest() for path in files],
+            "filters": [gen_qa.decontam_ngram, gen_qa.decontam_similarity],
+            "max_train_pairs": config.finetune.max_train_pairs,
+            "seed": config.seed,
+            "system_prompt": SYSTEM_PROMPT,
+            "embedder": identity,
+        }
+    )
+
+
+def reusable_adapter(base_model, config, out_dir: Path, seed: int, source_key: str) -> AdapterInfo | None:
+    """The adapter at `out_dir` when it was trained on `base_model` with these settings and seed
+    from records of the same `source_key`: reusable without rebuilding (or even reading) them."""
+    existing = read_adapter_info(Path(out_dir))
+    if (
+        not source_key
+        or existing is None
+        or existing.source_key != source_key
+        or existing.base_fingerprint != base_model.fingerprint
+        or existing.settings != training_settings(config)
+        or existing.seed != seed
+    ):
+        return None
+    existing.reused = True
+    return existing
+
+
 def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None) -> dict[str, str]:
     """Train or reuse one adapter per local answer model; returns model name -> adapter folder.
-    Bedrock models are fine-tuned by customization jobs instead (bedrock/study.py)."""
+    An adapter trained from the same sources is reused before the training records are rebuilt,
+    so a rerun loads no embedder for decontamination. Bedrock models are fine-tuned by
+    customization jobs instead (bedrock/study.py)."""
     local_models = [model for model in models if model.backend in LOCAL_BACKENDS]
     adapters = {}
     for model in [m for m in local_models if m.adapter is not None]:
@@ -84,16 +135,28 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
     if not local_models:
         return adapters
     check_hyperparameters(config.finetune)  # out-of-bounds settings stop before anything loads
-    if eval_items is None:
-        eval_items = load_eval_set(config.eval.path)
     if embed is None:
         embed = Embedder(config.retrieval.embedding_model)
+    source_key = training_source_key(config, embed)
+    to_train = []
+    for model in local_models:
+        base = resolve_model(model.model, model.revision)
+        reused = reusable_adapter(base, config.finetune, config.study_dir / "adapters" / model.name, config.seed, source_key)
+        if reused is not None:
+            log.info("reusing adapter at %s (trained from the same data, settings and seed)", reused.path)
+            adapters[model.name] = reused.path
+        else:
+            to_train.append((model, base))
+    if not to_train:
+        return adapters
+    if eval_items is None:
+        eval_items = load_eval_set(config.eval.path)
     train, validation, report = training_records(config, eval_items, embed)
     write_text_atomic(training_report_path(config), json_text(report))
     log.info("training pairs: %d kept, %d dropped as too close to the eval set", report["train_pairs"], report["dropped_contaminated"])
-    for model in local_models:
-        base = resolve_model(model.model, model.revision)
-        info = find_or_train_adapter(base, train, validation, config.finetune, config.study_dir / "adapters" / model.name, config.seed)
+    for model, base in to_train:
+        out_dir = config.study_dir / "adapters" / model.name
+        info = find_or_train_adapter(base, train, validation, config.finetune, out_dir, config.seed, source_key=source_key)
         adapters[model.name] = str(info.path)
     return adapters
 

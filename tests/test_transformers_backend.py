@@ -1,0 +1,74 @@
+"""The transformers backend: its identity is known before the model loads (a cached rerun loads
+nothing), and its refill decoding gives transformers' own greedy answers on the bundled model."""
+
+import pytest
+
+from localnova.backends import create_backend
+from localnova.config import ModelConfig
+from localnova.errors import UserError
+from localnova.evaluate.judges.llm import SCORE_PREFILL
+from localnova.types import ChatRequest, GenerationParams
+
+
+def model_config(**changes) -> ModelConfig:
+    return ModelConfig(name="m", backend="transformers", model="smollm2-135m-instruct", **changes)
+
+
+def test_identity_without_loading_the_model(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    backend = create_backend(model_config(), adapter_path=str(adapter))
+    assert not backend.loaded
+    assert backend.identity["backend"] == "transformers"
+    assert backend.identity["weights"] and backend.identity["adapter"]
+    assert backend.identity["dtype"] == "float32"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert create_backend(model_config(), adapter_path=str(other)).identity["adapter"] != backend.identity["adapter"]
+    backend.close()  # nothing loaded, nothing to release
+    assert not backend.loaded
+
+
+def test_a_missing_adapter_folder_and_a_bad_decoding_option_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="folder not found"):
+        create_backend(model_config(), adapter_path=str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="options.decoding"):
+        create_backend(model_config(options={"decoding": "beam"}))
+
+
+def test_refill_decoding_takes_several_batches_per_call():
+    generation = {"batch_size": 8}
+    assert create_backend(model_config(generation=generation)).requests_per_call(8) == 32
+    assert create_backend(model_config(generation=generation, options={"decoding": "generate"})).requests_per_call(8) == 8
+
+
+@pytest.mark.slow
+def test_refill_answers_and_logprobs_match_generate_one_at_a_time():
+    questions = ["What is the capital of France?", "Name a colour.", "Explain in one sentence why the sky is blue.", "2+2?", "Hi"]
+    answers = [ChatRequest.from_messages([{"role": "user", "content": q}], GenerationParams(max_new_tokens=24)) for q in questions]
+    grading = [
+        ChatRequest.from_messages(
+            [{"role": "user", "content": f"Grade this answer from 0 to 10: {q}"}, {"role": "assistant", "content": SCORE_PREFILL}],
+            GenerationParams(max_new_tokens=2, top_logprobs=5),
+        )
+        for q in questions
+    ]
+    refill = create_backend(model_config(generation={"batch_size": 2}))
+    reference = create_backend(model_config(options={"decoding": "generate"}))
+    try:
+        batched = refill.generate(answers + grading)
+        alone = [reference.generate([request])[0] for request in answers + grading]
+    finally:
+        refill.close()
+        reference.close()
+    assert refill.loaded is False  # closed
+    for got, expected in zip(batched, alone):
+        assert (got.text, got.output_tokens, got.finish_reason) == (expected.text, expected.output_tokens, expected.finish_reason)
+        assert got.input_tokens == expected.input_tokens
+    for got, expected in zip(batched[len(answers) :], alone[len(answers) :]):
+        assert got.tokens == expected.tokens
+        for got_step, expected_step in zip(got.top_logprobs, expected.top_logprobs):
+            assert set(got_step) == set(expected_step)
+            assert all(got_step[token] == pytest.approx(expected_step[token], abs=1e-4) for token in expected_step)
