@@ -114,3 +114,8 @@ def test_report_command_writes_the_cross_run_section(two_runs, tmp_path):
     assert "## Across runs, paired by question" in markdown
     rows = [line for line in markdown.splitlines() if "vs sim-model" in line]
     assert len(rows) == 4 and all(line.split(" | ")[3] == "4" for line in rows)
+    # the latency table names how each arm reached its model
+    latency = markdown.split("## Latency and tokens", 1)[1].split("\n## ", 1)[0]
+    assert "| nova-micro | base | cross-region inference profile |" in latency
+    assert "| sim-model | base | local |" in latency
+    assert "judges reached their models as: claude" in latency

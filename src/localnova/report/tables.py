@@ -202,6 +202,9 @@ def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
         for answer in run.answers:
             methods.setdefault((answer.model, answer.arm), set()).add(answer.result.latency_method)
             batch_sizes[answer.result.latency_method] = max(batch_sizes.get(answer.result.latency_method, 1), answer.result.batch_size)
+        # Bedrock runs record how each arm reached its model (a cross-region profile, a
+        # one-region deployment, a provisioned throughput): it shapes latency, so it sits beside it.
+        routes = run.artifacts.get("bedrock_routing") or {}
         for cell in summary.latency_tokens:
             pct = cell.pct_vs_base
             rows.append(
@@ -209,6 +212,7 @@ def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
                     run.label,
                     cell.model,
                     cell.arm,
+                    routes.get(f"{cell.model}/{cell.arm}", "local"),
                     str(cell.n_generations),
                     ", ".join(sorted(methods.get((cell.model, cell.arm), ()))),
                     number(cell.latency_ms_median, 0),
@@ -220,6 +224,9 @@ def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
                     percent(pct.get("total_tokens_mean", math.nan)),
                 ]
             )
+        judge_routes = [f"{name.removeprefix('judge ')} via {route}" for name, route in routes.items() if name.startswith("judge ")]
+        if judge_routes:
+            notes.append(f"{run.label}: judges reached their models as: {'; '.join(judge_routes)}.")
         server = [a.result.server_latency_ms for a in run.answers if a.result.server_latency_ms is not None]
         for method, largest_batch in sorted(batch_sizes.items()):
             described = LATENCY_METHODS.get(method, "as the backend reported it")
@@ -237,6 +244,7 @@ def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
                 "run",
                 "model",
                 "arm",
+                "route",
                 "answers",
                 "latency method",
                 "median ms",
