@@ -95,7 +95,8 @@ def main() -> None:
 
     single = backend_for(1, "refill")
     single.generate(requests[:2])  # warm-up: first-call allocations are not what we measure
-    figures: dict = {"model": model.model, "arm": args.arm, "prompts": len(requests), "threads": torch.get_num_threads()}
+    figures = Figures(args.out)
+    figures.update({"model": model.model, "arm": args.arm, "prompts": len(requests), "threads": torch.get_num_threads()})
     baseline = timed_calls(single, requests, 1)
     figures["one_at_a_time"] = figures_for(*baseline)
     if not args.skip_reference:
@@ -134,13 +135,29 @@ def main() -> None:
                 "largest_top_logprob_difference": largest_logprob_difference(one["results"], results),
             }
             backend.close()
-        one.pop("results")
-        for row in figures.values():
-            if isinstance(row, dict):
-                row.pop("results", None)
-    print(json.dumps(figures, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    figures.save()
+
+
+class Figures(dict):
+    """The figures so far: each one is printed as it is measured and the JSON file rewritten, so
+    a run stopped part-way (a busy shared machine) keeps what it measured."""
+
+    def __init__(self, out: str | None):
+        super().__init__()
+        self.out = out
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        shown = {name: item for name, item in value.items() if name != "results"} if isinstance(value, dict) else value
+        print(json.dumps({key: shown}), flush=True)
+        self.save()
+
+    def save(self) -> None:
+        if self.out:
+            clean = {
+                key: {k: v for k, v in value.items() if k != "results"} if isinstance(value, dict) else value for key, value in self.items()
+            }
+            Path(self.out).write_text(json.dumps(clean, indent=2) + "\n")
 
 
 def figures_for_judge(timed) -> dict:
