@@ -237,6 +237,9 @@ class CountingBackend:
     def generate(self, requests):
         return self.inner.generate(requests)
 
+    def requests_per_call(self, batch_size):
+        return self.inner.requests_per_call(batch_size)
+
     def close(self):
         CountingBackend.live -= 1
 
