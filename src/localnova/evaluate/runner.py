@@ -68,8 +68,9 @@ def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls
 
 def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[list[JudgmentRecord], int]:
     """Score `inputs` with one opened judge; scores already given to the same content by the
-    same judge identity (in any run of this study) are reused, failures are not, and model calls go through the store in batches of the
-    judge's batch size. Returns the judgments and how many of them were made now."""
+    same judge identity (in any run of this study) are reused, failures are not, and model
+    calls go through the store in batches of the judge's batch size. Returns the judgments and
+    how many of them were made now."""
     keys = [judge.content_key(item) for item in inputs]
     # A stored failure is never reused: a rerun judges it again (its model calls may still
     # come from the store, when nothing that decides them changed).
