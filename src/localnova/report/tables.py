@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from localnova.config import BASE_ARM
-from localnova.evaluate.summary import StudySummary
+from localnova.evaluate.summary import PanelCell, StudySummary
 from localnova.report.collect import RunData
 
 LATENCY_METHODS = {
@@ -84,28 +84,33 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
+SUMMARY_HEADERS = ["model", "arm", "questions", "panel score [95% CI]", "% vs base [95% CI]", "p Wilcoxon (Holm)", "p permutation (Holm)"]
+
+
+def summary_rows(summary: StudySummary, cells: list[PanelCell] | None = None) -> list[list[str]]:
+    """One row per panel cell (all of them, in the summary's order, unless `cells` says which),
+    in SUMMARY_HEADERS' columns: the report's summary table and the README's table share it."""
+    versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == BASE_ARM}
     rows = []
-    for run, summary in zip(runs, summaries):
-        versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == BASE_ARM}
-        for cell in summary.panel_cells:
-            test = versus_base.get((cell.model, cell.arm))
-            rows.append(
-                [
-                    run.label,
-                    cell.model,
-                    cell.arm,
-                    str(cell.n_questions),
-                    interval(cell.mean, cell.low, cell.high),
-                    "(reference)" if cell.arm == BASE_ARM else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
-                    p_value(test.wilcoxon_p_holm) if test else "",
-                    p_value(test.permutation_p_holm) if test else "",
-                ]
-            )
-    return Table(
-        ["run", "model", "arm", "questions", "panel score [95% CI]", "% vs base [95% CI]", "p Wilcoxon (Holm)", "p permutation (Holm)"],
-        rows,
-    )
+    for cell in summary.panel_cells if cells is None else cells:
+        test = versus_base.get((cell.model, cell.arm))
+        rows.append(
+            [
+                cell.model,
+                cell.arm,
+                str(cell.n_questions),
+                interval(cell.mean, cell.low, cell.high),
+                "(reference)" if cell.arm == BASE_ARM else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
+                p_value(test.wilcoxon_p_holm) if test else "",
+                p_value(test.permutation_p_holm) if test else "",
+            ]
+        )
+    return rows
+
+
+def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
+    rows = [[run.label, *row] for run, summary in zip(runs, summaries) for row in summary_rows(summary)]
+    return Table(["run", *SUMMARY_HEADERS], rows)
 
 
 def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
