@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from localnova.backends import batch_decoding  # noqa: E402
 from localnova.backends.batch_decoding import RefillDecoder, supports_refill  # noqa: E402
 
 STOP = 3
@@ -66,7 +67,9 @@ def references(tiny_model):
 
 @pytest.mark.parametrize("slots", [1, 3, 8])
 @pytest.mark.parametrize("shared_prefix", [0, 20])
-def test_same_greedy_tokens_as_generate_one_at_a_time(tiny_model, references, slots, shared_prefix):
+@pytest.mark.parametrize("prefill_budget", [4096, 60])  # 60: a group's prefill split over several forwards
+def test_same_greedy_tokens_as_generate_one_at_a_time(tiny_model, references, slots, shared_prefix, prefill_budget, monkeypatch):
+    monkeypatch.setattr(batch_decoding, "MAX_PREFILL_TOKENS", prefill_budget)
     prompts = prompts_of_varied_length(shared_prefix)
     decoder = RefillDecoder(tiny_model, "cpu", pad_token_id=0, stop_token_ids={STOP}, slots=slots)
     rows = decoder.decode(prompts, max_new_tokens=12, top_logprobs=5)
@@ -89,3 +92,26 @@ def test_a_stop_check_ends_a_row_early(tiny_model):
     unchecked = decoder.decode(prompts, max_new_tokens=10)
     assert all(len(row.token_ids) == 10 and not row.stopped for row in unchecked)
     assert [row.token_ids[:3] for row in unchecked] == [row.token_ids for row in rows]
+
+
+def test_prefill_groups_keep_within_the_token_budget(monkeypatch):
+    monkeypatch.setattr(batch_decoding, "MAX_PREFILL_TOKENS", 100)
+    assert batch_decoding._prefill_group_size([30, 20, 10, 5]) == 3  # 3 rows x 30 tokens
+    assert batch_decoding._prefill_group_size([250, 10]) == 1  # a prompt over the budget goes alone
+    assert batch_decoding._prefill_group_size([5, 5]) == 2
+
+
+def test_a_forced_first_token_is_generated_and_the_model_read_after_it(tiny_model, references):
+    """The first step keeps the model's own distribution; the second is what the model gives
+    after the forced token, as if the prompt had ended with it."""
+    prompts = prompts_of_varied_length()
+    forced = 7
+    decoder = RefillDecoder(tiny_model, "cpu", pad_token_id=0, stop_token_ids=set(), slots=3)
+    rows = decoder.decode(prompts, max_new_tokens=2, top_logprobs=5, first_token_id=forced)
+    for row, prompt, (_, logprobs) in zip(rows, prompts, references[0]):
+        assert row.token_ids[0] == forced
+        assert row.steps[0][1] == logprobs[0].topk(5).indices.tolist()
+        assert row.steps[0][2] == pytest.approx(float(logprobs[0][forced]), abs=1e-4)
+        _, after = one_at_a_time(tiny_model, prompt + [forced], 1)
+        assert row.steps[1][1] == after[0].topk(5).indices.tolist()
+        assert row.steps[1][0] == pytest.approx(after[0].topk(5).values.tolist(), abs=1e-4)

@@ -371,3 +371,38 @@ def test_qlora_trains_a_4bit_adapter_on_cuda(base, tmp_path):
     assert info.device == "cuda" and info.dtype == "bfloat16"
     assert info.loss_curve[-1]["loss"] < info.loss_curve[0]["loss"]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_training_batches_group_rows_of_about_one_length(base, tmp_path):
+    """Rows of very different lengths, batched as train_adapter batches them: each batch pads
+    to its longest row, so grouping by length leaves little padding (random batches of these
+    rows pad about a third)."""
+    import random
+
+    import transformers
+
+    from localnova.finetune import lora
+    from localnova.finetune.chat_data import build_dataset
+
+    rng = random.Random(0)
+    records = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {n}?"},
+                {"role": "assistant", "content": " ".join(["word"] * rng.randint(1, 40))},
+            ]
+        }
+        for n in range(48)
+    ]
+    config = tiny_config(batch_size=4, max_seq_length=128)
+    precision = lora.choose_precision(config)
+    transformers.set_seed(0)
+    tokenizer, model = lora.load_base(base, config, precision)
+    trainer = lora.build_trainer(model, tokenizer, build_dataset(tokenizer, records, 128), None, config, precision, tmp_path, seed=0)
+    real = padded = 0
+    for batch in trainer.get_train_dataloader():
+        real += int(batch["attention_mask"].sum())
+        padded += batch["attention_mask"].numel()
+    assert real > 0 and 1 - real / padded < 0.1
+    assert lora.training_settings(config)["sampling"] == lora.BATCH_SAMPLING

@@ -1,6 +1,7 @@
 """Judges: strict parsing (fuzzed), logprob scores, reference judges, controls, prompt fencing,
 the registry, the panel built without loading a model, content keys and sampling settings."""
 
+import dataclasses
 import json
 import math
 import re
@@ -188,6 +189,41 @@ def test_logprob_judge_reads_ten_whatever_the_greedy_token(greedy):
     # the continuation requests go in one batch after the first one
     assert [len(batch) for batch in calls] == [2, 2]
     assert json.loads(outcomes[0].raw_text)["distribution"] == {"9": 0.5, "10": 0.5}
+
+
+class FirstTokenBackend:
+    """Stands in for a backend that can force the first token: it answers a request for the
+    score position and the position after a forced "1" with the two crafted steps."""
+
+    supports_first_token = True
+
+    def __init__(self, first: dict[str, float], after_one: dict[str, float]):
+        self.first, self.after_one, self.calls = first, after_one, []
+
+    def generate(self, requests):
+        self.calls.append(requests)
+        for request in requests:
+            assert request.messages[-1] == ("assistant", '{"score": ')
+            assert (request.params.max_new_tokens, request.params.first_token, request.params.top_logprobs) == (2, "1", 20)
+        return [result_with("1" + next(iter(self.after_one), ""), [log(self.first), log(self.after_one)]) for _ in requests]
+
+
+@pytest.mark.parametrize(
+    ("first", "after_one"),
+    [({"9": 0.5, "1": 0.5}, {"0": 1.0}), ({"1": 0.6, "7": 0.4}, {",": 0.7, "0": 0.2, "5": 0.1}), ({"7": 0.9, "3": 0.1}, {"0": 1.0})],
+)
+def test_one_request_with_a_forced_one_scores_as_two_requests_do(first, after_one):
+    two_requests, _ = distribution_backend(first, after_one, "9")
+    expected = llm_judge(scoring="logprob").run([ITEM, ITEM], two_requests)
+    judge = llm_judge(scoring="logprob")
+    judge.backend = FirstTokenBackend(first, after_one)
+    outcomes = judge.run([ITEM, ITEM], judge.backend.generate)
+    assert [len(batch) for batch in judge.backend.calls] == [2]  # one request per item, no second round
+    assert [o.score for o in outcomes] == [o.score for o in expected]
+    distribution = json.loads(outcomes[0].raw_text)["distribution"]
+    assert distribution == json.loads(expected[0].raw_text)["distribution"]
+    # the reply shown is the model's most likely first token, never the forced "1"
+    assert json.loads(outcomes[0].raw_text)["reply"] == '{"score": ' + max(first, key=first.get)
 
 
 def test_logprob_judge_asks_no_continuation_without_a_one():
@@ -563,3 +599,37 @@ def test_logprob_outcomes_carry_method_reason_attempts_and_four_decimals():
     failed = llm_judge(scoring="logprob").run([ITEM], no_probabilities)[0]
     assert (failed.score, failed.method, failed.attempts) == (None, "logprob", 1)
     assert failed.reason == "score-token probability mass 0.000, below min_score_mass 0.5"
+
+
+def test_the_judge_bar_counts_judgments_not_requests(tmp_path, monkeypatch):
+    """Retries make more requests than judgments; the bar still ends at the judgment count."""
+
+    class Retrying(FakeBackend):
+        def generate(self, requests):
+            # each first attempt (seed 0) fails to parse; each retry parses
+            replies = ["not json" if request.params.seed == 0 else '{"score": 4, "reason": "ok"}' for request in requests]
+            return [GenerationResult(text=reply, input_tokens=1, output_tokens=1, latency_ms=1.0) for reply in replies]
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, *args, **kwargs):
+            self.total, self.count = total, 0
+            bars.append(self)
+
+        def update(self, count):
+            self.count += count
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(llm_module, "create_backend", Retrying)
+    monkeypatch.setattr("localnova.evaluate.runner.progress", Bar)
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    judge = llm_judge()
+    other = dataclasses.replace(ITEM, question_id="q2")
+    with judge.opened():
+        records, made = run_judge(store, judge, [ITEM, other])
+    assert made == 2 and [record.score for record in records] == [4.0, 4.0]
+    assert [(bar.total, bar.count) for bar in bars] == [(2, 2)]

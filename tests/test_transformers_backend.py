@@ -72,3 +72,34 @@ def test_refill_answers_and_logprobs_match_generate_one_at_a_time():
         for got_step, expected_step in zip(got.top_logprobs, expected.top_logprobs):
             assert set(got_step) == set(expected_step)
             assert all(got_step[token] == pytest.approx(expected_step[token], abs=1e-4) for token in expected_step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoding", ["refill", "generate"])
+def test_a_forced_first_token_reads_what_a_prefilled_one_would(decoding):
+    """The logprob judge's single request (the score position, then "1" forced) gives the same
+    two distributions as its two requests: the plain one and the one prefilled with "1"."""
+    questions = ["What is the capital of France?", "Name a colour.", "2+2?"]
+
+    def grading(prefill: str, params: GenerationParams) -> list[ChatRequest]:
+        return [
+            ChatRequest.from_messages(
+                [{"role": "user", "content": f"Grade from 0 to 10: {q}"}, {"role": "assistant", "content": prefill}], params
+            )
+            for q in questions
+        ]
+
+    backend = create_backend(model_config(generation={"batch_size": 2}, options={"decoding": decoding}))
+    try:
+        forced = backend.generate(grading(SCORE_PREFILL, GenerationParams(max_new_tokens=2, top_logprobs=5, first_token="1")))
+        plain = backend.generate(grading(SCORE_PREFILL, GenerationParams(max_new_tokens=1, top_logprobs=5)))
+        after_one = backend.generate(grading(SCORE_PREFILL + "1", GenerationParams(max_new_tokens=1, top_logprobs=5)))
+        with pytest.raises(UserError, match="not one"):
+            backend.generate(grading(SCORE_PREFILL, GenerationParams(max_new_tokens=2, top_logprobs=5, first_token="10 points")))
+    finally:
+        backend.close()
+    for got, first, second in zip(forced, plain, after_one):
+        assert got.tokens[0] == "1" and len(got.top_logprobs) == 2
+        for got_step, expected_step in [(got.top_logprobs[0], first.top_logprobs[0]), (got.top_logprobs[1], second.top_logprobs[0])]:
+            assert set(got_step) == set(expected_step)
+            assert all(got_step[token] == pytest.approx(expected_step[token], abs=1e-4) for token in expected_step)

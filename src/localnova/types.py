@@ -71,6 +71,9 @@ class GenerationParams:
     seed: int = 0
     top_logprobs: int = 0  # >0: return this many most likely tokens at each generated position
     stop: tuple[str, ...] = ()  # generation ends before the first of these strings, which is not returned
+    # When set, the first generated token is this text's single token whatever the model would
+    # pick; its top_logprobs are still the model's own. Only backends with supports_first_token.
+    first_token: str = ""
 
     def __post_init__(self) -> None:
         # A list (from JSON) or one string would make the frozen params unhashable or wrong.
@@ -85,6 +88,8 @@ class GenerationParams:
             data["stop"] = list(self.stop)
         else:
             del data["stop"]
+        if not self.first_token:
+            del data["first_token"]  # likewise
         return data
 
 

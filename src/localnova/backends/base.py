@@ -21,6 +21,10 @@ class Backend(ABC):
     #: Whether GenerationParams.top_logprobs is honoured.
     supports_logprobs: bool = False
 
+    #: Whether GenerationParams.first_token is honoured: the logprob judge then reads the score
+    #: position and the token after a "1" in one request instead of two.
+    supports_first_token: bool = False
+
     @abstractmethod
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         """Answer every request; the results are in the order of the requests."""

@@ -42,6 +42,7 @@ class TransformersBackend(Backend):
     dtype, adapter fingerprint), since the store's keys need it before any call."""
 
     supports_logprobs = True
+    supports_first_token = True
 
     def __init__(self, model: ModelConfig, adapter_path: str | None = None):
         unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
@@ -149,7 +150,8 @@ class TransformersBackend(Backend):
                 text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
                 return any(string in text for string in params.stop)
 
-        rows = self._decoder.decode(prompts, params.max_new_tokens, params.top_logprobs, stop_check)
+        first_token_id = self._single_token_id(params.first_token) if params.first_token else None
+        rows = self._decoder.decode(prompts, params.max_new_tokens, params.top_logprobs, stop_check, first_token_id)
         return [
             self._result(row.token_ids, row.stopped, params, len(prompt), row.seconds * 1000, LATENCY_PER_REQUEST, 1, row)
             for prompt, row in zip(prompts, rows)
@@ -172,6 +174,8 @@ class TransformersBackend(Backend):
         if params.stop:
             # transformers stops a row once a stop string is complete; the text is cut below.
             options.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if params.first_token:
+            options["logits_processor"] = [_force_first_token(batch["input_ids"].shape[1], self._single_token_id(params.first_token))]
         started = time.perf_counter()
         with torch.inference_mode():
             output = self.model.generate(**batch, **options)
@@ -195,6 +199,12 @@ class TransformersBackend(Backend):
             )
             results.append(result)
         return results
+
+    def _single_token_id(self, text: str) -> int:
+        token_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(token_ids) != 1:
+            raise UserError(f"model {self.config.name!r}: first_token {text!r} is {len(token_ids)} tokens, not one")
+        return token_ids[0]
 
     def _steps_from_logits(self, logits, row: int, generated: list[int], count: int) -> list[tuple[list[float], list[int], float]]:
         torch = self._torch
@@ -286,3 +296,20 @@ class TransformersBackend(Backend):
         self.model = self.tokenizer = self._decoder = None
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+def _force_first_token(prompt_length: int, token_id: int):
+    """A logits processor for `generate` that makes the first new token `token_id`. `generate`
+    returns the raw logits (output_logits), so the step's log probabilities stay the model's."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class ForceFirstToken(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] != prompt_length:
+                return scores
+            forced = torch.full_like(scores, -torch.inf)
+            forced[:, token_id] = 0.0
+            return forced
+
+    return ForceFirstToken()

@@ -102,15 +102,16 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
         bar = progress(len(missing), f"judge {judge.name}", unit="judgment")
 
         def generate(requests):
-            return store.generate_cached(backend, requests, batch_size, progress=bar)[1]
+            return store.generate_cached(backend, requests, batch_size)[1]
 
-        # Judge in slices so that a killed process keeps the judgments already made.
+        # Judge in slices so that a killed process keeps the judgments already made. The bar
+        # counts judgments as each slice ends: a judgment can take several requests (retries,
+        # the logprob judge's second round), so counting requests would overshoot.
         slice_size = max(batch_size, 16)
         for start in range(0, len(missing), slice_size):
             part = missing[start : start + slice_size]
             outcomes = judge.run([inputs[index] for index in part], generate if backend is not None else None)
-            if backend is None:
-                bar.update(len(part))
+            bar.update(len(part))
             new_records = []
             for index, outcome in zip(part, outcomes):
                 item = inputs[index]
