@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dropout", type=float, default=None, help="LoRA dropout (default: FinetuneConfig's)")
     args = parser.parse_args()
 
     import torch
@@ -91,6 +92,8 @@ def main() -> None:
 
     base = resolve_model(args.model)
     config = FinetuneConfig(batch_size=args.batch_size, max_seq_length=args.seq_len, learning_rate=1e-4, epochs=1, precision=args.precision)
+    if args.dropout is not None:
+        config.lora.dropout = args.dropout
     precision = choose_precision(config)
     total_steps = args.warmup + args.steps
     records = synthetic_records(args.batch_size * total_steps, args.seq_len)
@@ -111,7 +114,8 @@ def main() -> None:
     device = "cuda" if precision.device == "cuda" else "cpu"
     print(
         f"model {base.name}, batch {args.batch_size} x {args.seq_len} tokens ({tokens_per_step} tokens/step), "
-        f"dtype {precision.dtype}, bf16 autocast {precision.bf16}, device {device}, torch threads {torch.get_num_threads()}, "
+        f"LoRA dropout {config.lora.dropout}, dtype {precision.dtype}, bf16 autocast {precision.bf16}, device {device}, "
+        f"torch threads {torch.get_num_threads()}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     plain_setup = fresh()

@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--judge", type=int, default=0, help="also time this many logprob-judge requests")
     parser.add_argument("--skip-reference", action="store_true", help="skip transformers' generate one at a time")
     parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument(
+        "--dump-prompts", help="write the timed prompts, chat template applied, as JSON here and stop (for scripts/bench_llamacpp.mjs)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -95,6 +98,10 @@ def main() -> None:
 
     single = backend_for(1, "refill")
     single.generate(requests[:2])  # warm-up: first-call allocations are not what we measure
+    if args.dump_prompts:
+        texts = [single._prompt_text(request.message_dicts()) for request in requests]
+        Path(args.dump_prompts).write_text(json.dumps({"max_new_tokens": params.max_new_tokens, "prompts": texts}, indent=1) + "\n")
+        return
     figures = Figures(args.out)
     figures.update({"model": model.model, "arm": args.arm, "prompts": len(requests), "threads": torch.get_num_threads()})
     baseline = timed_calls(single, requests, 1)

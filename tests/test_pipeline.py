@@ -127,13 +127,13 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     reference = store_rows(reference_dir / "demo")
     total_calls = reference[2]
     # 8 answers; the logprob judge reads the score position of 8 answers and 12 controls, and
-    # once more, after a prefilled "1", for each of them where "1" had probability
+    # the token after a forced "1" in the same request (the transformers backend forces it)
     connection = sqlite3.connect(reference_dir / "demo" / "store.sqlite")
-    prefills = [row[0] for row in connection.execute("SELECT json_extract(request_json, '$.messages[#-1].content') FROM generations")]
+    judge_requests = "SELECT json_extract(request_json, '$.params') FROM generations WHERE request_json LIKE '%top_logprobs\": 20%'"
+    judge_params = [json.loads(row[0]) for row in connection.execute(judge_requests)]
     connection.close()
-    continuations = prefills.count('{"score": 1')
-    assert prefills.count('{"score": ') == 20 and 0 <= continuations <= 20
-    assert total_calls == 8 + 20 + continuations
+    assert len(judge_params) == 20 and all(params["first_token"] == "1" and params["max_new_tokens"] == 2 for params in judge_params)
+    assert total_calls == 8 + 20
 
     resumed_dir = tmp_path / "resumed"
     study = resumed_dir / "demo"
