@@ -303,3 +303,32 @@ def test_readme_carries_the_generated_demo_table():
     assert table[0] == "| " + " | ".join(SUMMARY_HEADERS) + " |" and table[1] == "|" + "---|" * len(SUMMARY_HEADERS)
     assert [row.split(" | ")[1] for row in table[2:]] == ["base", "rag", "ft", "ft_rag"]
     assert all(row.count(" | ") == len(SUMMARY_HEADERS) - 1 for row in table[2:])
+
+
+def test_the_report_is_written_again_only_when_what_it_shows_changed(one_report, tmp_path):
+    """A rerun that changed no result (only its finish time and call counts) keeps the report;
+    a changed score, a missing key file or a missing report writes it again."""
+    import dataclasses
+
+    from localnova.report.render import REPORT_KEY_FILE
+
+    _, _, root = one_report
+    run = collect_run(root / "study")
+    out = tmp_path / "out"
+    md_path, html_path = write_report([run], out)
+    (out / "report.md").write_text("left as it was", encoding="utf-8")  # a rewrite would replace this
+    rerun = dataclasses.replace(run, info={**run.info, "finished_at": "2099-01-01T00:00:00+00:00", "model_calls": 0, "cached_calls": 99})
+    write_report([rerun], out)
+    assert md_path.read_text(encoding="utf-8") == "left as it was"
+
+    changed = dataclasses.replace(
+        run, judgments=[dataclasses.replace(run.judgments[0], score=(run.judgments[0].score or 0) + 1)] + run.judgments[1:]
+    )
+    write_report([changed], out)
+    assert md_path.read_text(encoding="utf-8") != "left as it was"
+
+    for missing in (out / REPORT_KEY_FILE, html_path):
+        md_path.write_text("left as it was", encoding="utf-8")
+        missing.unlink()
+        write_report([changed], out)
+        assert md_path.read_text(encoding="utf-8") != "left as it was" and html_path.is_file()

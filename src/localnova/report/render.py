@@ -7,6 +7,9 @@ bars by run and model. All text that a model wrote is escaped for HTML and fence
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import html
 import math
 import re
@@ -24,6 +27,7 @@ from localnova.report.collect import RunData, collect_runs
 from localnova.report.crossrun import cross_run_blocks
 from localnova.report.summarize import control_gate, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
+from localnova.types import stable_hash
 
 SIMULATED_BANNER = "SIMULATED — no real model was called"
 
@@ -301,20 +305,61 @@ def _html(title: str, banner: str | None, sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
+# Beside the report: the key of what it was written from (report_key). A cached rerun, which
+# changes no result, then leaves the report as it is instead of spending seconds on
+# statistics and figures to write the same thing again.
+REPORT_KEY_FILE = "report.key"
+# What a rerun changes without changing a result: its own finish time and call counts.
+RERUN_INFO = ("finished_at", "model_calls", "cached_calls")
+
+
+def report_key(runs: list[RunData]) -> str:
+    """A hash of everything the report shows (each run's records, its run information less
+    RERUN_INFO) and of localnova's own code, which decides how it is shown."""
+    content = [
+        {
+            "label": run.label,
+            "info": {key: value for key, value in run.info.items() if key not in RERUN_INFO},
+            "answers": [dataclasses.asdict(answer) for answer in run.answers],
+            "judgments": [dataclasses.asdict(judgment) for judgment in run.judgments],
+            "artifacts": run.artifacts,
+            "eval_items": run.eval_items,
+        }
+        for run in runs
+    ]
+    return stable_hash({"runs": content, "code": _code_fingerprint()})
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def write_report(runs: list[RunData], out_dir: Path) -> tuple[Path, Path]:
     """Write report.md (with its figures in out_dir/figures) and a self-contained report.html
-    for one or more runs, side by side. Returns (md_path, html_path)."""
+    for one or more runs, side by side, unless the ones there were written from the same
+    records by the same code. Returns (md_path, html_path)."""
     if not runs:
         raise ValueError("write_report needs at least one run")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    md_path, html_path, key_path = out_dir / "report.md", out_dir / "report.html", out_dir / REPORT_KEY_FILE
+    key = report_key(runs)
+    written = [md_path, html_path, key_path]
+    if all(path.is_file() for path in written) and (out_dir / "figures").is_dir() and key_path.read_text(encoding="utf-8") == key:
+        return md_path, html_path
+    key_path.unlink(missing_ok=True)  # a report stopped half-way is never taken as current
     studies = list(dict.fromkeys(str(run.info.get("study") or run.run_id) for run in runs))
     title = f"localnova report: {', '.join(studies)}"
     banner = _banner(runs)
     sections = build_sections(runs)
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     write_text_atomic(md_path, _markdown(title, banner, sections, out_dir / "figures"))
     write_text_atomic(html_path, _html(title, banner, sections))
+    write_text_atomic(key_path, key)
     return md_path, html_path
 
 
