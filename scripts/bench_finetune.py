@@ -91,9 +91,10 @@ def main() -> None:
     from localnova.models import resolve_model
 
     base = resolve_model(args.model)
-    config = FinetuneConfig(batch_size=args.batch_size, max_seq_length=args.seq_len, learning_rate=1e-4, epochs=1, precision=args.precision)
-    if args.dropout is not None:
-        config.lora.dropout = args.dropout
+    lora = {} if args.dropout is None else {"lora": {"dropout": args.dropout}}
+    config = FinetuneConfig(
+        batch_size=args.batch_size, max_seq_length=args.seq_len, learning_rate=1e-4, epochs=1, precision=args.precision, **lora
+    )
     precision = choose_precision(config)
     total_steps = args.warmup + args.steps
     records = synthetic_records(args.batch_size * total_steps, args.seq_len)

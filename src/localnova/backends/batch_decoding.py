@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 MIN_SHARED_PREFIX_TOKENS = 16
 # At most this many prompt tokens (rows x longest prompt) go through one prefill forward; the
 # free slots take the rest of a group in the next ones. On 2 CPU cores, 32 prompts of 560
-# tokens in one forward ran at 334 tokens/s, groups of 2-8 at 410-460 (scripts/bench_prefill.py).
+# tokens in one forward ran at 352 tokens/s, 2 to 16 prompts at 399-556 (scripts/bench_prefill.py).
 MAX_PREFILL_TOKENS = 4096
 
 
