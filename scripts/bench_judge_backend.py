@@ -53,7 +53,7 @@ def main() -> None:
     judge.backend.generate([judge.request(items[0], 0)])  # load and warm up
 
     def timed(one_request: bool):
-        judge.backend.supports_first_token = one_request
+        judge.backend.can_force_first_token = lambda messages, text: one_request
         started = time.perf_counter()
         outcomes = judge.run(items, judge.backend.generate)
         return time.perf_counter() - started, [outcome.score for outcome in outcomes]

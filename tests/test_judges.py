@@ -195,10 +195,12 @@ class FirstTokenBackend:
     """Stands in for a backend that can force the first token: it answers a request for the
     score position and the position after a forced "1" with the two crafted steps."""
 
-    supports_first_token = True
-
     def __init__(self, first: dict[str, float], after_one: dict[str, float]):
         self.first, self.after_one, self.calls = first, after_one, []
+
+    def can_force_first_token(self, messages, text):
+        assert messages[-1] == {"role": "assistant", "content": '{"score": '} and text == "1"
+        return True
 
     def generate(self, requests):
         self.calls.append(requests)

@@ -121,7 +121,8 @@ def test_the_cpu_install_resolves_to_faiss_cpu_alone(tmp_path):
     skip_without_pypi()
     installs = _makefile_installs()
     (torch_pin,) = [argument for arguments in installs for argument in arguments if argument.startswith("torch==")]
-    (project_install,) = [arguments for arguments in installs if any(argument.strip("'\"").startswith(".[") for argument in arguments)]
+    # the demo's install line, then the one that adds the dev and bedrock extras: the last holds every extra
+    *_, project_install = [arguments for arguments in installs if any(argument.strip("'\"").startswith(".[") for argument in arguments)]
     # The Makefile installs its pinned CPU torch first. PyPI's torch for Linux is a CUDA build
     # with several GB of nvidia-* wheels behind it (the CPU build lives on an index out of
     # reach here), so a metadata-only stand-in with the same version, a local label and no

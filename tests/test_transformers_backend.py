@@ -91,6 +91,8 @@ def test_a_forced_first_token_reads_what_a_prefilled_one_would(decoding):
 
     backend = create_backend(model_config(generation={"batch_size": 2}, options={"decoding": decoding}))
     try:
+        judge_prefix = grading(SCORE_PREFILL, GenerationParams())[0].message_dicts()
+        assert backend.can_force_first_token(judge_prefix, "1") and not backend.can_force_first_token(judge_prefix, "10 points")
         forced = backend.generate(grading(SCORE_PREFILL, GenerationParams(max_new_tokens=2, top_logprobs=5, first_token="1")))
         plain = backend.generate(grading(SCORE_PREFILL, GenerationParams(max_new_tokens=1, top_logprobs=5)))
         after_one = backend.generate(grading(SCORE_PREFILL + "1", GenerationParams(max_new_tokens=1, top_logprobs=5)))

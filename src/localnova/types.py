@@ -72,7 +72,7 @@ class GenerationParams:
     top_logprobs: int = 0  # >0: return this many most likely tokens at each generated position
     stop: tuple[str, ...] = ()  # generation ends before the first of these strings, which is not returned
     # When set, the first generated token is this text's single token whatever the model would
-    # pick; its top_logprobs are still the model's own. Only backends with supports_first_token.
+    # pick; its top_logprobs are still the model's own. Only where Backend.can_force_first_token.
     first_token: str = ""
 
     def __post_init__(self) -> None:

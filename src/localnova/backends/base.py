@@ -21,16 +21,18 @@ class Backend(ABC):
     #: Whether GenerationParams.top_logprobs is honoured.
     supports_logprobs: bool = False
 
-    #: Whether GenerationParams.first_token is honoured: the logprob judge then reads the score
-    #: position and the token after a "1" in one request instead of two.
-    supports_first_token: bool = False
-
     @abstractmethod
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         """Answer every request; the results are in the order of the requests."""
 
     def load(self) -> None:  # noqa: B027 - a default: a backend with nothing to load
         """Load the model now rather than on the first generate() (a server wants to be ready)."""
+
+    def can_force_first_token(self, messages: list[dict[str, str]], text: str) -> bool:
+        """Whether GenerationParams.first_token=`text` after `messages` (ending in an assistant
+        prefix) computes what a request with `text` appended to that prefix would: the logprob
+        judge then reads the score position and the token after a "1" in one request, not two."""
+        return False
 
     def requests_per_call(self, batch_size: int) -> int:
         """How many requests one generate() call should be given when the model's batch size is

@@ -42,7 +42,6 @@ class TransformersBackend(Backend):
     dtype, adapter fingerprint), since the store's keys need it before any call."""
 
     supports_logprobs = True
-    supports_first_token = True
 
     def __init__(self, model: ModelConfig, adapter_path: str | None = None):
         unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
@@ -74,19 +73,26 @@ class TransformersBackend(Backend):
     def loaded(self) -> bool:
         return self.model is not None
 
+    def _load_tokenizer(self) -> None:
+        if self.tokenizer is not None:
+            return
+        from transformers import AutoTokenizer
+
+        route_library_logs()  # transformers' warnings to the run log, not the console
+        self.tokenizer = AutoTokenizer.from_pretrained(self.resolved.path, revision=self.config.revision)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
     def load(self) -> None:
         if self.model is not None:
             return
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        route_library_logs()  # transformers' warnings to the run log, not the console
+        self._load_tokenizer()
         self._torch = torch
         revision = self.config.revision
-        self.tokenizer = AutoTokenizer.from_pretrained(self.resolved.path, revision=revision)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(self.resolved.path, revision=revision, dtype=getattr(torch, self.dtype_name))
         if self.adapter_path:
             self.model = self._load_adapter(self.adapter_path, merge=bool(self.config.options.get("merge_adapter", True)))
@@ -119,6 +125,19 @@ class TransformersBackend(Backend):
 
     def requests_per_call(self, batch_size: int) -> int:
         return batch_size * BATCHES_PER_CALL if self.decoding == "refill" else batch_size
+
+    def can_force_first_token(self, messages: list[dict[str, str]], text: str) -> bool:
+        """True when `text` is one token and the prompt with it appended to the assistant prefix
+        tokenizes as the prompt without it plus that token: then forcing it computes exactly
+        what prefilling it would. A tokenizer that merges it with the prefix's last token, or
+        writes it as two tokens (SentencePiece's leading "▁"), gets the two requests."""
+        self._load_tokenizer()
+        prefilled = messages[:-1] + [{**messages[-1], "content": messages[-1]["content"] + text}]
+        plain_ids, prefilled_ids = (
+            self.tokenizer(self._prompt_text(m), add_special_tokens=False)["input_ids"] for m in (messages, prefilled)
+        )
+        token_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return len(token_ids) == 1 and prefilled_ids == plain_ids + token_ids
 
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         self.load()
@@ -292,6 +311,7 @@ class TransformersBackend(Backend):
     def close(self) -> None:
         """Let the model go; a backend that never loaded has nothing to release."""
         if self.model is None:
+            self.tokenizer = None
             return
         self.model = self.tokenizer = self._decoder = None
         if self.device.startswith("cuda"):

@@ -83,20 +83,9 @@ def choose_precision(config) -> Precision:
     return pick_precision(config.precision, "training")
 
 
-# Batches are drawn from groups of rows of about the same length (transformers'
-# LengthGroupedSampler), so a batch pads little: padding to the longest row of random batches
-# spent 17% of the demo's training tokens on padding.
+# Batches are drawn from groups of rows of about one length (transformers' LengthGroupedSampler),
+# so a batch pads little: random batches of the demo's rows spent 17% of their tokens on padding.
 BATCH_SAMPLING = "group_by_length"
-
-
-def _sampling_arguments(config_class) -> dict[str, Any]:
-    """The SFTConfig argument that asks for BATCH_SAMPLING: transformers 5 has
-    train_sampling_strategy, older ones the group_by_length flag."""
-    import dataclasses
-
-    if "train_sampling_strategy" in {field.name for field in dataclasses.fields(config_class)}:
-        return {"train_sampling_strategy": BATCH_SAMPLING}
-    return {"group_by_length": True}
 
 
 def training_settings(config, max_steps: int | None = None) -> dict[str, Any]:
@@ -196,9 +185,12 @@ def build_trainer(
     from trl import SFTConfig, SFTTrainer
 
     if eval_dataset is not None:
-        eval_kwargs: dict[str, Any] = {"eval_strategy": "epoch", "per_device_eval_batch_size": config.batch_size}
+        extra: dict[str, Any] = {"eval_strategy": "epoch", "per_device_eval_batch_size": config.batch_size}
     else:
-        eval_kwargs = {"eval_strategy": "no"}
+        extra = {"eval_strategy": "no"}
+    # transformers 5 calls it train_sampling_strategy; older ones have a group_by_length flag
+    sampling = "train_sampling_strategy" in SFTConfig.__dataclass_fields__
+    extra.update({"train_sampling_strategy": BATCH_SAMPLING} if sampling else {"group_by_length": True})
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
@@ -225,8 +217,7 @@ def build_trainer(
         dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized, labelled and truncated
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
-        **_sampling_arguments(SFTConfig),
-        **eval_kwargs,
+        **extra,
     )
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer, callbacks=callbacks

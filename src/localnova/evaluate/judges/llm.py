@@ -220,7 +220,7 @@ class LLMJudge(Judge):
         """The request for one item at one attempt (0 first). A logprob request reads the top
         tokens at one position: the score's first token, or with `prefill_digit` "1" the token
         after it (which tells 10 from 1). With `read_after_one` it reads both in one request:
-        the score position, then, with "1" forced there, the next (`supports_first_token`)."""
+        the score position, then, with "1" forced there, the next (Backend.can_force_first_token)."""
         messages = judge_messages(item)
         if self.config.scoring == "logprob":
             messages.append({"role": "assistant", "content": SCORE_PREFILL + prefill_digit})
@@ -269,7 +269,7 @@ class LLMJudge(Judge):
         item where "1" had probability reads what follows it. Both ways compute the same
         thing: the prefilled "1" is the token the forced one is."""
         after_one: dict[int, dict[str, float]] = {}
-        if self.backend is not None and self.backend.supports_first_token:
+        if items and self.backend is not None and self.backend.can_force_first_token(self.request(items[0], 0).message_dicts(), "1"):
             firsts = generate([self.request(item, 0, read_after_one=True) for item in items])
             first_steps = [result.top_logprobs[0] if result.top_logprobs else {} for result in firsts]
             for index, result in enumerate(firsts):
