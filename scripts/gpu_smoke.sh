@@ -258,7 +258,7 @@ for label, adapter_path in (("base", None), ("adapter_merged", adapter if Path(a
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     output_tokens = sum(r.output_tokens for r in results)
-    result[label] = {"status": "ok", "device": str(backend.device), "dtype": str(backend.dtype), "load_s": round(load_s, 2),
+    result[label] = {"status": "ok", "device": str(backend.device), "dtype": backend.dtype_name, "load_s": round(load_s, 2),
                      "requests": len(results), "batch_size": 16, "output_tokens": output_tokens, "seconds": round(seconds, 2),
                      "output_tokens_per_s": round(output_tokens / seconds, 1), "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
                      "sample": results[0].text[:80]}

@@ -142,3 +142,17 @@ def test_without_a_gpu_each_failure_is_recorded_and_the_rest_still_runs(tmp_path
         assert status[f"bench_{part}"] == "skipped"
         assert report["figures"]["bench"][part]["status"] == "skipped"
     assert report["versions"]["torch"] and report["all_ok"] is False
+
+
+def test_the_backend_step_reads_only_what_the_backend_has():
+    """The backend_generate step runs on a GPU only; what it reads from a TransformersBackend
+    is checked here against the class as it is, so a rename cannot wait for a lent GPU."""
+    from localnova.backends.transformers_backend import TransformersBackend
+    from localnova.config import ModelConfig
+
+    snippet = re.search(r"^GENERATE_PY=\$\(\n(.*?)\nPY\n\)", SCRIPT.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
+    assert snippet is not None
+    read = set(re.findall(r"\bbackend\.(\w+)", snippet.group(1)))
+    backend = TransformersBackend(ModelConfig(name="smoke", model="smollm2-135m-instruct"))  # builds without loading
+    assert read and {"generate", "device"} <= read
+    assert not [name for name in read if not hasattr(backend, name)]
