@@ -383,6 +383,13 @@ def read_adapter_info(adapter_dir: Path) -> AdapterInfo | None:
         return None
 
 
+def trained_alike(existing: AdapterInfo | None, base_model, config, seed: int, max_steps: int | None = None) -> bool:
+    """Whether `existing` was trained on `base_model` with these settings and seed; which
+    records it was trained on, each caller checks its own way."""
+    settings_match = existing is not None and existing.settings == training_settings(config, max_steps)
+    return settings_match and existing.base_fingerprint == base_model.fingerprint and existing.seed == seed
+
+
 def find_or_train_adapter(
     base_model,
     train_records: list[dict],
@@ -399,13 +406,7 @@ def find_or_train_adapter(
     settings and seed; train it otherwise."""
     check_before_loading(config, train_records)
     existing = read_adapter_info(Path(out_dir))
-    if (
-        existing is not None
-        and existing.base_fingerprint == base_model.fingerprint
-        and existing.data_hash == data_hash(train_records)
-        and existing.settings == training_settings(config, max_steps)
-        and existing.seed == seed
-    ):
+    if trained_alike(existing, base_model, config, seed, max_steps) and existing.data_hash == data_hash(train_records):
         log.info("reusing adapter at %s (same base model, data hash %s and settings)", out_dir, existing.data_hash)
         if source_key and existing.source_key != source_key:
             # The same records came from these sources: note it, so the next run skips rebuilding them.

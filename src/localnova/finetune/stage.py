@@ -31,7 +31,7 @@ from localnova.finetune.lora import (
     find_or_train_adapter,
     load_adapter_check,
     read_adapter_info,
-    training_settings,
+    trained_alike,
 )
 from localnova.finetune.presets import check_hyperparameters
 from localnova.models import resolve_model
@@ -107,14 +107,7 @@ def reusable_adapter(base_model, config, out_dir: Path, seed: int, source_key: s
     """The adapter at `out_dir` when it was trained on `base_model` with these settings and seed
     from records of the same `source_key`: reusable without rebuilding (or even reading) them."""
     existing = read_adapter_info(Path(out_dir))
-    if (
-        not source_key
-        or existing is None
-        or existing.source_key != source_key
-        or existing.base_fingerprint != base_model.fingerprint
-        or existing.settings != training_settings(config)
-        or existing.seed != seed
-    ):
+    if not source_key or not trained_alike(existing, base_model, config, seed) or existing.source_key != source_key:
         return None
     existing.reused = True
     return existing
