@@ -31,6 +31,7 @@ from localnova.evaluate.judges.llm import (
     expected_score,
     judge_messages,
     parse_judge_reply,
+    read_distribution,
     score_distribution,
 )
 from localnova.evaluate.judges.reference import EmbeddingSimilarityJudge, SentenceEmbedder, TokenF1Judge
@@ -58,6 +59,7 @@ __all__ = [
     "expected_score",
     "judge_messages",
     "parse_judge_reply",
+    "read_distribution",
     "score_distribution",
 ]
 
