@@ -560,6 +560,9 @@ def _key(**settings) -> str:
         return judge.content_key(ITEM)
 
 
+OTHER_SCORING = {"parsed": "logprob", "logprob": "parsed"}
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -567,7 +570,7 @@ def _key(**settings) -> str:
         {"max_attempts": 1},
         {"temperature": 0.2},
         {"top_p": 0.5},
-        {"scoring": "logprob"},
+        {"scoring": "other"},  # the other mode than the one the case starts from
         {"seed": 3},
         {"min_score_mass": 0.4},
     ],
@@ -575,7 +578,14 @@ def _key(**settings) -> str:
 @pytest.mark.parametrize("scoring", ["parsed", "logprob"])
 def test_a_judge_with_other_settings_judges_again(monkeypatch, change, scoring):
     monkeypatch.setattr(llm_module, "create_backend", FakeBackend)
-    assert _key(**{"scoring": scoring, **change}) != _key(scoring=scoring) or change.get("scoring") == scoring
+    changed = {"scoring": scoring, **change}
+    if changed["scoring"] == "other":
+        # {"scoring": "logprob"} from logprob was no change at all, and the case could not fail
+        changed["scoring"] = OTHER_SCORING[scoring]
+    judge_defaults = {name: field.default for name, field in JudgeConfig.model_fields.items()}
+    defaults = {**GenerationConfig().model_dump(), **judge_defaults, "seed": 0, "scoring": scoring}
+    assert all(changed[setting] != defaults[setting] for setting in change), "every case changes a setting"
+    assert _key(**changed) != _key(scoring=scoring)
 
 
 def test_a_changed_prompt_judges_again(monkeypatch):
@@ -585,32 +595,95 @@ def test_a_changed_prompt_judges_again(monkeypatch):
     assert _key() != before
 
 
-def test_a_stored_failure_is_judged_again(tmp_path, monkeypatch):
-    replies = iter(["not json"] * 3)  # a fourth backend call would raise StopIteration
+class ScriptedJudgeBackend(FakeBackend):
+    """Replies from a script, in order, and records every request that reached it."""
 
-    class Flaky(FakeBackend):
-        def generate(self, requests):
-            return [GenerationResult(text=next(replies), input_tokens=1, output_tokens=1, latency_ms=1.0) for _ in requests]
+    script: list[str] = []
+    seen: list[ChatRequest] = []
 
-    monkeypatch.setattr(llm_module, "create_backend", Flaky)
+    def generate(self, requests):
+        ScriptedJudgeBackend.seen += requests
+        return [
+            GenerationResult(text=ScriptedJudgeBackend.script.pop(0), input_tokens=1, output_tokens=1, latency_ms=1.0) for _ in requests
+        ]
+
+
+def test_a_stored_failure_is_judged_again_with_new_calls_not_replayed(tmp_path, monkeypatch):
+    monkeypatch.setattr(llm_module, "create_backend", ScriptedJudgeBackend)
+    ScriptedJudgeBackend.script, ScriptedJudgeBackend.seen = ["not json"] * 3 + ['{"score": 5, "reason": "ok"}'], []
     store = Store(tmp_path)
     store.start_run("s", {}, {})
     judge = llm_judge()
     with judge.opened():
         [first], made = run_judge(store, judge, [ITEM])
-    assert first.score is None and made == 1
+    assert first.score is None and made == 1 and first.attempts == 3
     store.start_run("s", {}, {})
     with judge.opened():
         [second], made = run_judge(store, judge, [ITEM])
-    # judged again (made, not read back), its three attempts replayed from the store's cache
-    # of model calls: the same requests give the same replies, and cost nothing
-    assert made == 1 and second.score is None and second.attempts == 3
-    more_attempts = llm_judge(max_attempts=4)
-    monkeypatch.setattr(llm_module, "create_backend", FakeBackend)  # replies '{"score": 5, ...}'
-    with more_attempts.opened():
-        [third], made = run_judge(store, more_attempts, [ITEM])
-    # another attempt budget is another judgment: its fourth attempt reaches the backend
-    assert made == 1 and third.score == 5 and third.attempts == 4
+    # the rerun reached the model (the store's cached replies would have replayed the failure)
+    # and went on from the failed attempts: a fourth attempt, sampled with a seed of its own
+    assert made == 1 and second.score == 5 and second.attempts == 4 and len(ScriptedJudgeBackend.seen) == 4
+    fourth = ScriptedJudgeBackend.seen[3].params
+    assert fourth.seed == 3 and fourth.temperature == llm_module.RETRY_MIN_TEMPERATURE
+    assert len({request.params.seed for request in ScriptedJudgeBackend.seen}) == 4
+    # and a mended judgment is reused, not judged once more
+    with judge.opened():
+        [third], made = run_judge(store, judge, [ITEM])
+    assert made == 0 and third.score == 5 and len(ScriptedJudgeBackend.seen) == 4
+
+
+def test_a_stored_logprob_failure_is_asked_again(tmp_path, monkeypatch):
+    calls = []
+
+    class Drifting(FakeBackend):
+        # a server whose first reply put its mass elsewhere, and whose second did not
+        def generate(self, requests):
+            calls.append(len(requests))
+            first = {"7": 0.9} if len(calls) > 1 else {"The": 0.9}
+            return [result_with("7", [log(first)]) for _ in requests]
+
+    monkeypatch.setattr(llm_module, "create_backend", Drifting)
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    judge = llm_judge(scoring="logprob")
+    with judge.opened():
+        [first], _ = run_judge(store, judge, [ITEM])
+    with judge.opened():
+        [second], made = run_judge(store, judge, [ITEM])
+    assert first.score is None and (second.score, second.attempts, made) == (7.0, 2, 1) and calls == [1, 1]
+
+
+def test_an_answer_whose_generation_failed_is_generated_again(tmp_path):
+    """The sibling of a judgment's failure: a server that aborted a request (finish_reason
+    "abort") answered nothing, and a rerun must ask again rather than serve that from the store."""
+
+    class Aborting(FakeBackend):
+        def __init__(self, finish_reasons):
+            super().__init__(ModelConfig(name="m", model="x"))
+            self.finish_reasons, self.calls = list(finish_reasons), 0
+
+        def generate(self, requests):
+            self.calls += len(requests)
+            return [
+                GenerationResult(
+                    text="" if (reason := self.finish_reasons.pop(0)) == "abort" else "Blue.",
+                    input_tokens=1,
+                    output_tokens=1,
+                    latency_ms=1.0,
+                    finish_reason=reason,
+                )
+                for _ in requests
+            ]
+
+    item = EvalItem("q1", "What colour?", "Blue.")
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    backend = Aborting(["abort", "stop", "stop"])
+    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == [""]
+    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == ["Blue."]
+    # a good answer is served from the store from then on
+    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == ["Blue."] and backend.calls == 2
+    assert [a.result.finish_reason for a in store.answers()] == ["stop"]
 
 
 def test_llm_judge_identity_is_known_once_opened(monkeypatch):

@@ -155,22 +155,28 @@ class Store:
     # model calls
 
     def cached_results(self, keys: list[str]) -> dict[str, GenerationResult]:
+        """The stored results of these keys that can be served again: a result whose backend
+        said the generation failed (GenerationResult.failed) is kept for the record, never served."""
         found: dict[str, GenerationResult] = {}
         for start in range(0, len(keys), 500):
             part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
             for key, result_json in self.connection.execute(f"SELECT key, result_json FROM generations WHERE key IN ({marks})", part):
-                found[key] = GenerationResult.from_dict(json.loads(result_json))
+                result = GenerationResult.from_dict(json.loads(result_json))
+                if not result.failed:
+                    found[key] = result
         return found
 
     def generate_cached(
-        self, backend: "Backend", requests: list[ChatRequest], batch_size: int, progress=None
+        self, backend: "Backend", requests: list[ChatRequest], batch_size: int, progress=None, fresh: bool = False
     ) -> tuple[list[str], list[GenerationResult]]:
         """Answer `requests` from the store where it holds them, the rest through `backend` in
         batches of `batch_size`, committing each batch as it returns. Returns the generation
-        keys and results in request order."""
+        keys and results in request order. With `fresh`, nothing is served from the store:
+        every request is made again and its result replaces the stored one (the runner asks
+        this for a judgment that failed before, so a rerun can mend it rather than replay it)."""
         keys = [generation_key(backend.identity, request) for request in requests]
-        results: dict[str, GenerationResult] = self.cached_results(list(dict.fromkeys(keys)))
+        results: dict[str, GenerationResult] = {} if fresh else self.cached_results(list(dict.fromkeys(keys)))
         pending = [index for index, key in enumerate(keys) if key not in results]
         # Identical requests in one call are sent once.
         pending = list({keys[index]: index for index in pending}.values())
@@ -262,7 +268,8 @@ class Store:
     # judgments
 
     def judgment_by_content(self, content_keys: list[str]) -> dict[str, JudgmentRecord]:
-        """Judgments already made for the same content, in any run of this study."""
+        """Judgments already made for the same content, in any run of this study: one per key,
+        a scored one where there is one, else the failure that made the most attempts."""
         found: dict[str, JudgmentRecord] = {}
         for start in range(0, len(content_keys), 500):
             part = content_keys[start : start + 500]
@@ -273,7 +280,9 @@ class Store:
                 part,
             )
             for row in rows:
-                found[row[5]] = JudgmentRecord(*row)
+                record, previous = JudgmentRecord(*row), found.get(row[5])
+                if previous is None or (previous.score is None and (record.score is not None or record.attempts > previous.attempts)):
+                    found[row[5]] = record
         return found
 
     def save_judgments(self, judgments: list[JudgmentRecord]) -> None:

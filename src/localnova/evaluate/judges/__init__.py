@@ -13,6 +13,7 @@ from __future__ import annotations
 from localnova.config import StudyConfig
 from localnova.evaluate.judges.base import (
     CONTROL_SUBJECTS,
+    JUDGE_IDENTITY_ARTIFACT,
     REFERENCE_BATCH_SIZE,
     SUBJECT_ANSWER,
     GenerateFn,
@@ -38,6 +39,7 @@ from localnova.evaluate.judges.reference import EmbeddingSimilarityJudge, Senten
 
 __all__ = [
     "CONTROL_SUBJECTS",
+    "JUDGE_IDENTITY_ARTIFACT",
     "JUDGES",
     "JUDGE_SYSTEM",
     "JUDGE_TEMPLATE",

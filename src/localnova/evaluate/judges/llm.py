@@ -11,6 +11,7 @@ there (see `read_distribution`); too little probability known to land on a score
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -310,11 +311,17 @@ class LLMJudge(Judge):
         )
         return ChatRequest.from_messages(messages, params)
 
-    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None) -> list[JudgeOutcome]:
+    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None, tries_before: list[int] | None = None) -> list[JudgeOutcome]:
+        """`tries_before[i]`: the attempts an earlier, failed judgment of item i already made.
+        A parsed judge goes on from there (attempt `tries_before[i]` onward, each sampled with
+        its own seed), so a seeded sampler does not draw the failed replies again; every
+        outcome counts all attempts, earlier ones included."""
         if generate is None:
             raise ValueError(f"judge {self.name!r} needs a generate function")
+        before = tries_before or [0] * len(items)
         if self.config.scoring == "logprob":
-            return self._run_logprob(items, generate)
+            outcomes = self._run_logprob(items, generate)
+            return [dataclasses.replace(outcome, attempts=outcome.attempts + done) for outcome, done in zip(outcomes, before, strict=True)]
         outcomes: list[JudgeOutcome | None] = [None] * len(items)
         raw: list[list[str]] = [[] for _ in items]
         pending = list(range(len(items)))
@@ -322,18 +329,18 @@ class LLMJudge(Judge):
         for attempt in range(attempts):
             if not pending:
                 break
-            results = generate([self.request(items[index], attempt) for index in pending])
+            results = generate([self.request(items[index], before[index] + attempt) for index in pending])
             still_pending = []
-            for index, result in zip(pending, results):
+            for index, result in zip(pending, results, strict=True):
                 raw[index].append(result.text)
-                outcome = self._read(result, attempt + 1)
+                outcome = self._read(result, before[index] + attempt + 1)
                 if outcome is None:
                     still_pending.append(index)
                 else:
                     outcomes[index] = outcome
             pending = still_pending
         for index in pending:
-            outcomes[index] = JudgeOutcome(None, self.config.scoring, "no parsable score", json.dumps(raw[index]), attempts)
+            outcomes[index] = JudgeOutcome(None, self.config.scoring, "no parsable score", json.dumps(raw[index]), before[index] + attempts)
         return outcomes  # type: ignore[return-value]
 
     def _run_logprob(self, items: list[JudgeInput], generate: GenerateFn) -> list[JudgeOutcome]:
