@@ -73,6 +73,21 @@ class JudgmentRecord:
     attempts: int
 
 
+@dataclass(frozen=True)
+class ProbeTiming:
+    """One request of the latency probe: an arm's answer to one question, timed on its own."""
+
+    model: str
+    arm: str
+    question_id: str
+    round: int  # the question's repeat, 0 first
+    position: int  # where the arm came in the round's random order, 0 first
+    generation_key: str  # what was timed: backend identity + request
+    latency_ms: float  # wall clock around the one request
+    input_tokens: int
+    output_tokens: int
+
+
 class Store:
     """The study's database. Open one per process; commits after every write batch."""
 
@@ -215,12 +230,15 @@ class Store:
 
     def generation_usage(self) -> list[tuple[dict[str, Any], int, int]]:
         """(backend identity, input tokens, output tokens) of every generation stored for
-        this study, in any run: what a paid backend has been paid for so far."""
+        this study, in any run, the latency probe's included: what a paid backend has been
+        paid for so far."""
         rows = self.connection.execute("SELECT backend_json, result_json FROM generations").fetchall()
         usage = []
         for backend_json, result_json in rows:
             result = json.loads(result_json)
             usage.append((json.loads(backend_json), int(result.get("input_tokens", 0)), int(result.get("output_tokens", 0))))
+        probed = self.connection.execute("SELECT backend_json, input_tokens, output_tokens FROM latency_probe").fetchall()
+        usage += [(json.loads(backend_json), int(input_tokens), int(output_tokens)) for backend_json, input_tokens, output_tokens in probed]
         return usage
 
     def _add_counts(self, model_calls: int, cached_calls: int) -> None:
@@ -318,6 +336,45 @@ class Store:
             (run_id or self.run_id,),
         )
         return [JudgmentRecord(*row) for row in rows]
+
+    # the latency probe
+
+    def save_probe_round(self, timings: list[ProbeTiming], backends: dict[str, dict[str, str]]) -> None:
+        """One probe round (every arm of one question once), in one transaction: a round cut
+        short by a killed process leaves nothing, and is measured again whole, so the arms of
+        a round are always timed side by side. `backends` maps each arm to its backend identity."""
+        now = _now()
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO latency_probe(run_id, model, arm, question_id, round, position, generation_key, "
+                    "backend_json, latency_ms, input_tokens, output_tokens, measured_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        self.run_id,
+                        t.model,
+                        t.arm,
+                        t.question_id,
+                        t.round,
+                        t.position,
+                        t.generation_key,
+                        json.dumps(backends[t.arm], sort_keys=True),
+                        t.latency_ms,
+                        t.input_tokens,
+                        t.output_tokens,
+                        now,
+                    ),
+                )
+                for t in timings
+            ]
+        )
+
+    def probe_timings(self, run_id: str | None = None) -> list[ProbeTiming]:
+        rows = self.connection.execute(
+            "SELECT model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens "
+            "FROM latency_probe WHERE run_id=? ORDER BY model, question_id, round, position",
+            (run_id or self.run_id,),
+        )
+        return [ProbeTiming(*row) for row in rows]
 
     # artifacts: loss curves, data reports, cost estimates
 

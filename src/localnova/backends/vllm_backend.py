@@ -223,7 +223,12 @@ class VLLMBackend(Backend):
 
             self.lora_request = LoRARequest(self._adapter_name, 1, str(Path(self._adapter_path).resolve()))
 
-    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+    def base_model_view(self) -> Backend | None:
+        """With an adapter: this engine answering as the base model (no LoRARequest), so the
+        latency probe times base arms beside ft arms without a second engine on the GPU."""
+        return _BaseModelView(self) if self._adapter_path is not None else None
+
+    def generate(self, requests: list[ChatRequest], with_adapter: bool = True) -> list[GenerationResult]:
         if not requests:
             return []
         self.load()
@@ -235,12 +240,14 @@ class VLLMBackend(Backend):
         continuing = [conversation[-1]["role"] == "assistant" for conversation in conversations]
         started = time.perf_counter()
         if all(continuing) or not any(continuing):
-            outputs = self._chat(conversations, sampling, continue_final_message=continuing[0])
+            outputs = self._chat(conversations, sampling, continuing[0], with_adapter)
         else:
             outputs = [None] * len(requests)
             for flag in (True, False):
                 indices = [i for i, value in enumerate(continuing) if value is flag]
-                for index, output in zip(indices, self._chat([conversations[i] for i in indices], [sampling[i] for i in indices], flag)):
+                for index, output in zip(
+                    indices, self._chat([conversations[i] for i in indices], [sampling[i] for i in indices], flag, with_adapter)
+                ):
                     outputs[index] = output
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
@@ -266,11 +273,11 @@ class VLLMBackend(Backend):
             )
         return results
 
-    def _chat(self, conversations: list, sampling: list, continue_final_message: bool) -> list:
+    def _chat(self, conversations: list, sampling: list, continue_final_message: bool, with_adapter: bool = True) -> list:
         return self.llm.chat(
             conversations,
             sampling_params=sampling,
-            lora_request=self.lora_request,
+            lora_request=self.lora_request if with_adapter else None,
             use_tqdm=False,
             add_generation_prompt=not continue_final_message,
             continue_final_message=continue_final_message,
@@ -286,3 +293,20 @@ class VLLMBackend(Backend):
             import torch
 
             torch.cuda.empty_cache()
+
+
+class _BaseModelView(Backend):
+    """An adapter engine answering without its adapter (VLLMBackend.base_model_view): the base
+    model's outputs, from an engine with LoRA enabled, which its identity says."""
+
+    supports_logprobs = True
+
+    def __init__(self, engine: VLLMBackend) -> None:
+        self.engine = engine
+        self.identity = {**engine.identity, "adapter": "", "engine": "with LoRA enabled, adapter not applied"}
+
+    def load(self) -> None:
+        self.engine.load()
+
+    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        return self.engine.generate(requests, with_adapter=False)
