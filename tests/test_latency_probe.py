@@ -121,6 +121,24 @@ def test_rounds_are_stored_as_they_end_and_a_rerun_measures_only_what_is_missing
     assert sum(1 for identity, _, _ in usage if identity == {"backend": "busier", "model": "rag-2"}) == 6 + 1
 
 
+def test_another_run_of_the_same_requests_reuses_the_rounds_and_pays_nothing_twice(tmp_path):
+    clock = Clock()
+    store = Store(tmp_path)
+    first_run = store.start_run("s", {"budget": 1}, {})
+    backends = {arm: BusierMachine(clock, arm) for arm in ("base", "ft")}
+    arms = {arm: ProbeArm(backends[arm], dict(list(_requests(arm).items())[:3])) for arm in backends}
+    config = LatencyProbeConfig(questions=3, repeats=2)
+    run_probe(store, "m", arms, config, seed=0, clock=clock)
+    paid = len(store.generation_usage())
+    # a run with another config (a larger budget, say) asks the same requests: no new call
+    second_run = store.start_run("s", {"budget": 2}, {})
+    assert second_run != first_run and run_probe(store, "m", arms, config, seed=0, clock=clock) == 0
+    reused = store.probe_timings(second_run)
+    assert len(reused) == 12 and {t.measured_in_run for t in reused} == {first_run}
+    assert [t.latency_ms for t in reused] == [t.latency_ms for t in store.probe_timings(first_run)]
+    assert len(store.generation_usage()) == paid and all(b.loads == 1 for b in backends.values())
+
+
 def test_the_order_of_arms_is_a_random_permutation_per_question_and_round():
     orders = {tuple(round_order(list(ARMS), "m", f"q{i}", r, seed=0)) for i in range(20) for r in range(2)}
     assert all(sorted(order) == sorted(ARMS) for order in orders) and len(orders) > 10

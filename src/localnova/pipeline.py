@@ -22,20 +22,20 @@ from typing import Any
 
 import yaml
 
-from localnova.backends import Backend, create_backend
+from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
-from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig, config_to_dict
+from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict
 from localnova.console import format_seconds, say, stage
 from localnova.corpus import corpus_hash, load_documents
 from localnova.data.eval_set import load_eval_set
 from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command, generated_train_file
 from localnova.embedder import Embedder
 from localnova.evaluate import metrics as metrics_module
-from localnova.evaluate.arms import build_request, generation_params, uses_adapter, uses_retrieval
+from localnova.evaluate.arms import uses_adapter
 from localnova.evaluate.judges import build_panel
-from localnova.evaluate.latency_probe import ProbeArm, capped, run_probe, sample_questions
+from localnova.evaluate.latency_probe import probe_model
 from localnova.evaluate.metrics import answer_metrics
-from localnova.evaluate.runner import ArmAnswers, answer_arm, judge_inputs, run_panel
+from localnova.evaluate.runner import ArmAnswers, answer_arms, judge_inputs, run_panel
 from localnova.files import json_text, write_text_atomic
 from localnova.finetune.presets import check_hyperparameters
 from localnova.finetune.stage import adapter_artifacts, adapters_for_study
@@ -129,9 +129,9 @@ def run_answers(
         if base_arms:
             backend = create_backend(model)  # loads nothing yet
             try:
-                all_answers += _answer_arms(config, store, inputs, model, base_arms, backend, timings)
+                all_answers += answer_arms(store, backend, model, base_arms, inputs.items, inputs.retrieved, config.seed, timings)
                 if not ft_arms:
-                    _probe(config, store, inputs, model, dict.fromkeys(base_arms, backend), timings)
+                    probe_model(config, store, model, inputs.items, inputs.retrieved, dict.fromkeys(base_arms, backend), timings)
             finally:
                 backend.close()  # its memory goes back before the adapter's model loads
         if not ft_arms:
@@ -140,9 +140,9 @@ def run_answers(
         with hosting(model.name, adapter) if hosting else nullcontext(adapter) as adapter_path:
             ft_backend = create_backend(model, adapter_path=adapter_path)
             try:
-                all_answers += _answer_arms(config, store, inputs, model, ft_arms, ft_backend, timings)
+                all_answers += answer_arms(store, ft_backend, model, ft_arms, inputs.items, inputs.retrieved, config.seed, timings)
                 if not (config.eval.latency_probe.enabled and base_arms):
-                    _probe(config, store, inputs, model, dict.fromkeys(ft_arms, ft_backend), timings)
+                    probe_model(config, store, model, inputs.items, inputs.retrieved, dict.fromkeys(ft_arms, ft_backend), timings)
                     continue
                 # The probe times base arms beside ft arms: from the adapter's engine where it
                 # can answer without the adapter (vllm), else from the base model loaded again.
@@ -150,48 +150,13 @@ def run_answers(
                 base_backend = base_view or create_backend(model)
                 try:
                     probed = {**dict.fromkeys(base_arms, base_backend), **dict.fromkeys(ft_arms, ft_backend)}
-                    _probe(config, store, inputs, model, probed, timings)
+                    probe_model(config, store, model, inputs.items, inputs.retrieved, probed, timings)
                 finally:
                     if base_view is None:
                         base_backend.close()
             finally:
                 ft_backend.close()
     return all_answers
-
-
-def _answer_arms(
-    config: StudyConfig, store: Store, inputs: StudyInputs, model: ModelConfig, arms: list[str], backend: Backend, timings: dict[str, float]
-) -> list[ArmAnswers]:
-    """One model's arms through one backend, which loads on the first answer not in the store."""
-    params = generation_params(model, config.seed)
-    answers = []
-    for arm in arms:
-        with stage(f"answers {model.name}/{arm}", timings):
-            answers.append(answer_arm(store, backend, model.name, arm, inputs.items, inputs.retrieved, params, model.generation.batch_size))
-    return answers
-
-
-def _probe(
-    config: StudyConfig, store: Store, inputs: StudyInputs, model: ModelConfig, backends: dict[str, Backend], timings: dict[str, float]
-) -> None:
-    """The latency probe (evaluate/latency_probe.py) of one model's arms, when configured and
-    there are two arms to compare."""
-    probe = config.eval.latency_probe
-    if not probe.enabled or len(backends) < 2:
-        return
-    params = generation_params(model, config.seed)
-    sample = set(sample_questions([item.question_id for item in inputs.items], probe.questions, config.seed))
-    arms = {}
-    for arm, backend in backends.items():
-        contexts = inputs.retrieved if uses_retrieval(arm) else [None] * len(inputs.items)
-        requests = {
-            item.question_id: capped(build_request(item, context, params), probe.max_new_tokens)
-            for item, context in zip(inputs.items, contexts, strict=True)
-            if item.question_id in sample
-        }
-        arms[arm] = ProbeArm(backend, requests)
-    with stage(f"latency probe {model.name}", timings):
-        run_probe(store, model.name, arms, probe, config.seed)
 
 
 def local_adapters(config: StudyConfig, embedder: Embedder | None, timings: dict[str, float]) -> dict[str, str]:

@@ -83,9 +83,11 @@ class ProbeTiming:
     round: int  # the question's repeat, 0 first
     position: int  # where the arm came in the round's random order, 0 first
     generation_key: str  # what was timed: backend identity + request
-    latency_ms: float  # wall clock around the one request
+    latency_ms: float  # the one request's time (evaluate.latency_probe.request_time_ms)
     input_tokens: int
     output_tokens: int
+    measured_at: str = ""  # when; "" for a timing not stored yet (then: now)
+    measured_in_run: str = ""  # the run that made the request; "" for one not stored yet (then: this run)
 
 
 class Store:
@@ -237,7 +239,9 @@ class Store:
         for backend_json, result_json in rows:
             result = json.loads(result_json)
             usage.append((json.loads(backend_json), int(result.get("input_tokens", 0)), int(result.get("output_tokens", 0))))
-        probed = self.connection.execute("SELECT backend_json, input_tokens, output_tokens FROM latency_probe").fetchall()
+        probed = self.connection.execute(
+            "SELECT backend_json, input_tokens, output_tokens FROM latency_probe WHERE measured_in_run = run_id"  # reused rounds: paid once
+        ).fetchall()
         usage += [(json.loads(backend_json), int(input_tokens), int(output_tokens)) for backend_json, input_tokens, output_tokens in probed]
         return usage
 
@@ -342,13 +346,15 @@ class Store:
     def save_probe_round(self, timings: list[ProbeTiming], backends: dict[str, dict[str, str]]) -> None:
         """One probe round (every arm of one question once), in one transaction: a round cut
         short by a killed process leaves nothing, and is measured again whole, so the arms of
-        a round are always timed side by side. `backends` maps each arm to its backend identity."""
+        a round are always timed side by side. `backends` maps each arm to its backend identity.
+        A round another run measured keeps its time and run: its calls were paid once."""
         now = _now()
         self._write(
             [
                 (
                     "INSERT OR REPLACE INTO latency_probe(run_id, model, arm, question_id, round, position, generation_key, "
-                    "backend_json, latency_ms, input_tokens, output_tokens, measured_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "backend_json, latency_ms, input_tokens, output_tokens, measured_at, measured_in_run) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         self.run_id,
                         t.model,
@@ -361,7 +367,8 @@ class Store:
                         t.latency_ms,
                         t.input_tokens,
                         t.output_tokens,
-                        now,
+                        t.measured_at or now,
+                        t.measured_in_run or self.run_id,
                     ),
                 )
                 for t in timings
@@ -370,11 +377,20 @@ class Store:
 
     def probe_timings(self, run_id: str | None = None) -> list[ProbeTiming]:
         rows = self.connection.execute(
-            "SELECT model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens "
-            "FROM latency_probe WHERE run_id=? ORDER BY model, question_id, round, position",
+            "SELECT model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens, measured_at, "
+            "measured_in_run FROM latency_probe WHERE run_id=? ORDER BY model, question_id, round, position",
             (run_id or self.run_id,),
         )
         return [ProbeTiming(*row) for row in rows]
+
+    def probe_timings_of_model(self, model: str) -> list[tuple[str, ProbeTiming]]:
+        """(run id, timing) of every probe request of `model` in any run of this study."""
+        rows = self.connection.execute(
+            "SELECT run_id, model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens, "
+            "measured_at, measured_in_run FROM latency_probe WHERE model=? ORDER BY run_id, question_id, round, position",
+            (model,),
+        )
+        return [(row[0], ProbeTiming(*row[1:])) for row in rows]
 
     # artifacts: loss curves, data reports, cost estimates
 

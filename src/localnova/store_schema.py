@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS latency_probe (
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     measured_at TEXT NOT NULL,
+    measured_in_run TEXT NOT NULL,     -- the run that made the request: another when a run reuses a round
     PRIMARY KEY (run_id, model, arm, question_id, round)
 )"""
 

@@ -13,8 +13,9 @@ against the base arm's, as a % change of the means with a bootstrap interval ove
 (`statistics.pct_change_vs_base`).
 
 Timings go into the store a round at a time (`Store.save_probe_round`), so a killed run resumes
-at the round it lost, and a round is always one sitting. A round is measured again when what
-it timed changed (another backend identity or request: `generation_key`).
+at the round it lost, and a round is always one sitting. Like answers and judgments, a round
+some run of the study measured for exactly the same requests (`generation_key`: backend
+identity and request) is this run's too; a round is measured again when what it timed changed.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from localnova.backends.base import Backend
-from localnova.config import BASE_ARM, LatencyProbeConfig
-from localnova.console import progress
+from localnova.config import BASE_ARM, LatencyProbeConfig, ModelConfig, StudyConfig
+from localnova.console import progress, stage
+from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
 from localnova.evaluate.statistics import ordered_arms, pct_change_vs_base
 from localnova.store import ProbeTiming, Store, generation_key
-from localnova.types import LATENCY_PER_REQUEST, ChatRequest, GenerationResult, stable_hash
+from localnova.types import LATENCY_PER_REQUEST, ChatRequest, EvalItem, GenerationResult, RetrievedChunk, stable_hash
 
 # How the report names where the latency comparison comes from.
 PROBE_METHOD = (
@@ -74,6 +76,36 @@ def capped(request: ChatRequest, max_new_tokens: int | None) -> ChatRequest:
     return dataclasses.replace(request, params=dataclasses.replace(request.params, max_new_tokens=max_new_tokens))
 
 
+def probe_model(
+    config: StudyConfig,
+    store: Store,
+    model: ModelConfig,
+    items: list[EvalItem],
+    retrieved: list[list[RetrievedChunk]] | None,
+    backends: dict[str, Backend],
+    timings: dict[str, float],
+) -> None:
+    """The probe of one model's arms (`backends` maps each to what answers it), as the study
+    config sets it, when it is on and there are two arms to compare; its seconds go to
+    `timings["latency probe <model>"]`."""
+    probe = config.eval.latency_probe
+    if not probe.enabled or len(backends) < 2:
+        return
+    params = generation_params(model, config.seed)
+    sample = set(sample_questions([item.question_id for item in items], probe.questions, config.seed))
+    arms = {}
+    for arm, backend in backends.items():
+        contexts = retrieved if uses_retrieval(arm) else [None] * len(items)
+        requests = {
+            item.question_id: capped(build_request(item, context, params), probe.max_new_tokens)
+            for item, context in zip(items, contexts, strict=True)
+            if item.question_id in sample
+        }
+        arms[arm] = ProbeArm(backend, requests)
+    with stage(f"latency probe {model.name}", timings):
+        run_probe(store, model.name, arms, probe, config.seed)
+
+
 def run_probe(
     store: Store,
     model: str,
@@ -93,8 +125,14 @@ def run_probe(
         arm: {q: generation_key(probe_arm.backend.identity, request) for q, request in probe_arm.requests.items()}
         for arm, probe_arm in arms.items()
     }
-    done = _stored_rounds(store, model, keys)
-    todo = [(q, r) for q in question_ids for r in range(config.repeats) if (q, r) not in done]
+    identities = {arm: probe_arm.backend.identity for arm, probe_arm in arms.items()}
+    wanted = [(q, r) for q in question_ids for r in range(config.repeats)]
+    stored = _stored_rounds(store, model, keys)
+    for pair in wanted:
+        if pair in stored and stored[pair][0] != store.run_id:
+            # timed in another run of the study, of exactly these requests: this run's too
+            store.save_probe_round(stored[pair][1], identities)
+    todo = [pair for pair in wanted if pair not in stored]
     if not todo:
         return 0
     backends = list({id(a.backend): a.backend for a in arms.values()}.values())
@@ -103,7 +141,6 @@ def run_probe(
         backend.load()
         # untimed, but kept in the store like any call (a paid backend bills it)
         store.generate_cached(backend, [first_request], 1, fresh=True)
-    identities = {arm: probe_arm.backend.identity for arm, probe_arm in arms.items()}
     with progress(len(todo), f"latency probe {model}", unit="round") as bar:
         for question_id, round_index in todo:
             timings = []
@@ -131,14 +168,19 @@ def request_time_ms(result: GenerationResult, wall_ms: float) -> float:
     return wall_ms
 
 
-def _stored_rounds(store: Store, model: str, keys: dict[str, dict[str, str]]) -> set[tuple[str, int]]:
-    """The (question, round) pairs stored whole for what is timed now: every arm, each with
-    the generation key it has now."""
-    found: dict[tuple[str, int], set[str]] = {}
-    for timing in store.probe_timings():
-        if timing.model == model and keys.get(timing.arm, {}).get(timing.question_id) == timing.generation_key:
-            found.setdefault((timing.question_id, timing.round), set()).add(timing.arm)
-    return {pair for pair, timed in found.items() if timed == set(keys)}
+def _stored_rounds(store: Store, model: str, keys: dict[str, dict[str, str]]) -> dict[tuple[str, int], tuple[str, list[ProbeTiming]]]:
+    """(question, round) -> (run id, its timings), for the rounds some run of the study stored
+    whole for what is timed now: every arm, each with the generation key it has now. This
+    run's own rounds come first."""
+    rounds: dict[tuple[str, str, int], list[ProbeTiming]] = {}
+    for run_id, timing in store.probe_timings_of_model(model):
+        if keys.get(timing.arm, {}).get(timing.question_id) == timing.generation_key:
+            rounds.setdefault((run_id, timing.question_id, timing.round), []).append(timing)
+    found: dict[tuple[str, int], tuple[str, list[ProbeTiming]]] = {}
+    for (run_id, question_id, round_index), timings in sorted(rounds.items(), key=lambda item: item[0][0] != store.run_id):
+        if {timing.arm for timing in timings} == set(keys):
+            found.setdefault((question_id, round_index), (run_id, timings))
+    return found
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from localnova.backends.base import Backend
+from localnova.config import ModelConfig
 from localnova.console import progress, stage
-from localnova.evaluate.arms import build_request, uses_retrieval
+from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
 from localnova.evaluate.judges import JUDGE_IDENTITY_ARTIFACT, SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
 from localnova.store import JudgmentRecord, Store
 from localnova.types import EvalItem, GenerationParams, RetrievedChunk
@@ -50,6 +51,26 @@ def answer_arm(
     question_ids = [item.question_id for item in items]
     store.save_answers(model_name, arm, question_ids, [by_index[i][0] for i in range(len(items))], retrieved_records)
     return ArmAnswers(model_name, arm, question_ids, [by_index[i][1].text for i in range(len(items))])
+
+
+def answer_arms(
+    store: Store,
+    backend: Backend,
+    model: ModelConfig,
+    arms: list[str],
+    items: list[EvalItem],
+    retrieved: list[list[RetrievedChunk]] | None,
+    seed: int,
+    timings: dict[str, float],
+) -> list[ArmAnswers]:
+    """One model's arms through one backend, which loads on the first answer not in the store;
+    each arm's seconds go to `timings["answers <model>/<arm>"]`."""
+    params = generation_params(model, seed)
+    answers = []
+    for arm in arms:
+        with stage(f"answers {model.name}/{arm}", timings):
+            answers.append(answer_arm(store, backend, model.name, arm, items, retrieved, params, model.generation.batch_size))
+    return answers
 
 
 def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls: bool) -> list[JudgeInput]:
