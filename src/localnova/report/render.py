@@ -334,6 +334,7 @@ def report_key(runs: list[RunData]) -> str:
             "judgments": [dataclasses.asdict(judgment) for judgment in run.judgments],
             "artifacts": run.artifacts,
             "eval_items": run.eval_items,
+            "probe_timings": [dataclasses.asdict(timing) for timing in run.probe_timings],
         }
         for run in runs
     ]
