@@ -186,3 +186,26 @@ def test_generates_with_vllm_on_the_bundled_model():
     assert all(result.input_tokens > 0 and 0 < result.output_tokens <= 16 for result in results)
     assert all(result.top_logprobs and len(result.top_logprobs) == result.output_tokens for result in results)
     assert results[0].batch_size == 4
+
+
+def test_the_base_model_view_answers_on_the_adapter_engine_without_the_adapter():
+    """The latency probe times base arms beside ft arms on one engine: the view sends no
+    LoRARequest, and its identity says it is the base model on an engine with LoRA enabled."""
+    from localnova.backends.vllm_backend import VLLMBackend
+
+    engine = object.__new__(VLLMBackend)  # no vllm here: the parts the view uses, set by hand
+    engine._adapter_path, engine.lora_request = "adapter-folder", "the LoRARequest"
+    engine.identity = {"backend": "vllm", "model": "m", "weights": "w", "adapter": "abc"}
+    sent = []
+    engine.llm = SimpleNamespace(chat=lambda conversations, **arguments: sent.append(arguments["lora_request"]) or [])
+    view = engine.base_model_view()
+    assert view.identity["adapter"] == "" and view.identity["weights"] == "w" and view.identity != engine.identity
+    engine._chat([], [], False, with_adapter=False)
+    engine._chat([], [], False)
+    assert sent == [None, "the LoRARequest"]
+    asked = []
+    engine.generate = lambda requests, with_adapter=True: asked.append(with_adapter) or []
+    view.generate([])
+    assert asked == [False]
+    engine._adapter_path = None
+    assert engine.base_model_view() is None  # without an adapter the engine is the base model
