@@ -96,13 +96,16 @@ def test_budget_stop_then_resume_repeats_no_paid_call(paid_run, capsys):
         run(budget_usd=2.5)
     judge_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
     first = Counter(runtime.calls)
-    assert first["us.amazon.nova-micro-v1:0"] == 6 and first[DEPLOYMENT] == 6  # every answer made
+    # every answer made, then the latency probe, inside the hosting window: an untimed first
+    # call per arm's model, and 6 questions x 2 rounds with base and ft interleaved
+    assert first["us.amazon.nova-micro-v1:0"] == 6 + 1 + 12 and first[DEPLOYMENT] == 6 + 1 + 12
     assert 0 < first[judge_id] < 12  # $0.30 a call: the guard stopped near $2.5
-    assert events == ["host", f"release {DEPLOYMENT}", "release all"]  # hosted for the ft arms only
+    assert events == ["host", f"release {DEPLOYMENT}", "release all"]  # hosted for the ft arms (and their probe) only
 
     study_dir, run_id = run(budget_usd=10.0)
     second = runtime.calls - first
-    assert second["us.amazon.nova-micro-v1:0"] == 0 and second[DEPLOYMENT] == 0  # answers all read back
+    # answers read back, and the probe's rounds too (the same requests): no call, no hosting
+    assert second["us.amazon.nova-micro-v1:0"] == 0 and second[DEPLOYMENT] == 0
     assert events[3:] == []  # nothing to answer through the custom model: nothing hosted
     from localnova.store import Store
 
@@ -115,5 +118,6 @@ def test_budget_stop_then_resume_repeats_no_paid_call(paid_run, capsys):
         store.close()
     assert len(judgments) >= 12 and all(j.score == 7 for j in judgments)
     assert first[judge_id] + second[judge_id] == stored_judge_calls  # each judge call paid once, kept once
-    expected_usd = stored_judge_calls * 0.3003 + 12 * (0.007 + 0.0028) / 1000
+    # 12 answers, 2 untimed first calls and 24 probe requests, each paid once
+    expected_usd = stored_judge_calls * 0.3003 + (12 + 2 + 24) * (0.007 + 0.0028) / 1000
     assert actual["tokens_usd"] == pytest.approx(expected_usd, rel=1e-3)

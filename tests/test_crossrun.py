@@ -10,13 +10,15 @@ import pytest
 import yaml
 
 from localnova.cli import main
-from localnova.report.collect import collect_run
-from localnova.report.crossrun import compare_runs, cross_run_blocks, shared_judges
+from localnova.report.collect import RunData, collect_run
+from localnova.report.crossrun import compare_runs, cross_run_blocks, match_questions, shared_judges
 from localnova.report.summarize import summarize_run
 from localnova.report.tables import Paragraph, Table
+from localnova.store import AnswerRecord, JudgmentRecord
+from localnova.types import GenerationResult
 
-# Two whole studies (the local one with the embedding model) and a report: slow on 2 cores.
-pytestmark = pytest.mark.slow
+# The tests on `two_runs` run two whole studies (the local one with the embedding model) and a
+# report: slow on 2 cores. The others build runs by hand.
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -71,6 +73,7 @@ def no_aws_credentials_module(tmp_path_factory):
     patch.undo()
 
 
+@pytest.mark.slow
 def test_runs_are_paired_on_shared_questions_and_the_shared_judge(two_runs):
     local, bedrock = (collect_run(folder) for folder in two_runs)
     local_summary, bedrock_summary = summarize_run(local), summarize_run(bedrock)
@@ -91,12 +94,13 @@ def test_runs_are_paired_on_shared_questions_and_the_shared_judge(two_runs):
     assert cell.mean_diff == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_the_section_says_what_differs_and_refuses_a_delta_without_shared_judges(two_runs):
     local, bedrock = (collect_run(folder) for folder in two_runs)
     summaries = [summarize_run(local), summarize_run(bedrock)]
     blocks = cross_run_blocks([local, bedrock], summaries)
     text = " ".join(block.text for block in blocks if isinstance(block, Paragraph))
-    assert "the question sets differ (6 in" in text and "compared on the 4 both answered" in text
+    assert "the question sets differ (6 in" in text and "Compared on the 4 questions asked alike" in text
     assert "the headline panels differ" in text and "compared on the shared judges only: f1" in text
     (table,) = [block for block in blocks if isinstance(block, Table)]
     assert len(table.rows) == 4 and table.headers[-1] == "p permutation (Holm)"
@@ -107,6 +111,7 @@ def test_the_section_says_what_differs_and_refuses_a_delta_without_shared_judges
     assert any("no cross-run delta" in block.text for block in blocks if isinstance(block, Paragraph))
 
 
+@pytest.mark.slow
 def test_report_command_writes_the_cross_run_section(two_runs, tmp_path):
     local, bedrock = two_runs
     assert main(["report", str(local), str(bedrock), "--out", str(tmp_path / "out")]) == 0
@@ -119,3 +124,102 @@ def test_report_command_writes_the_cross_run_section(two_runs, tmp_path):
     assert "| nova-micro | base | cross-region inference profile |" in latency
     assert "| sim-model | base | local |" in latency
     assert "judges reached their models as: claude" in latency
+
+
+def _run(label: str, questions: dict[str, tuple[str, str]], scores: dict[str, float], judges: list[dict], seed: int = 0, identities=None):
+    """A run built by hand: `questions` maps an id to (question, truth); `scores` maps an id to
+    the score every judge gave the base arm's answer (the rag arm gets one point more)."""
+    judgments, answers = [], []
+    for question_id, score in scores.items():
+        for arm, bonus in (("base", 0.0), ("rag", 1.0)):
+            result = GenerationResult(text="a", input_tokens=1, output_tokens=1, latency_ms=1.0)
+            answers.append(AnswerRecord(label, "m", arm, question_id, f"{label}-{arm}-{question_id}", [], {}, result))
+            for judge in judges:
+                judgments.append(JudgmentRecord(judge["name"], "m", arm, question_id, "answer", "k", score + bonus, "x", None, None, 1))
+    artifacts = {f"judge_identity:{name}": identity for name, identity in (identities or {}).items()}
+    info = {"config": {"config": {"seed": seed, "judges": judges, "eval": {}}}}
+    items = {qid: {"question_id": qid, "question": q, "answer": t} for qid, (q, t) in questions.items()}
+    return RunData(Path(label), label, info, answers, judgments, artifacts, label=label, eval_items=items)
+
+
+QUESTIONS = {f"q{i:02d}": (f"What is part {i}?", f"Part {i} is a thing.") for i in range(6)}
+F1 = {"name": "f1", "kind": "token_f1"}
+
+
+def _llm_judge(**changes) -> dict:
+    model = {"name": "j", "backend": "openai", "model": "llama3", "revision": None, "generation": {"temperature": 0.0, "batch_size": 8}}
+    model["options"] = {"base_url": "http://judge:8000/v1", "max_concurrency": 8}
+    judge = {"name": "llm", "kind": "llm", "scoring": "parsed", "max_attempts": 3, "model": model}
+    for key, value in changes.items():
+        if key in ("revision", "generation", "options"):
+            model[key] = value
+        else:
+            judge[key] = value
+    return judge
+
+
+def _section(reference: RunData, other: RunData) -> tuple[list[str], list]:
+    summaries = [summarize_run(reference), summarize_run(other)]
+    blocks = cross_run_blocks([reference, other], summaries)
+    return [block.text for block in blocks if isinstance(block, Paragraph)], [block for block in blocks if isinstance(block, Table)]
+
+
+def test_same_ids_asking_other_questions_are_not_paired_and_the_section_says_so():
+    scores = {qid: 5.0 for qid in QUESTIONS}
+    reference = _run("ref", QUESTIONS, scores, [F1])
+    # q00-q02 are other questions under the same ids; q03 has another ground truth
+    renumbered = {
+        qid: (f"Another question {qid}?", truth) if qid < "q03" else (question, truth) for qid, (question, truth) in QUESTIONS.items()
+    }
+    renumbered["q03"] = (QUESTIONS["q03"][0], "Another truth.")
+    other = _run("other", renumbered, {qid: 7.0 if qid < "q04" else 5.0 for qid in QUESTIONS}, [F1])
+    match = match_questions(reference, other)
+    assert match.paired == {"q04", "q05"} and match.other_question == ["q00", "q01", "q02"] and match.other_truth == ["q03"]
+    comparisons = compare_runs(reference, summarize_run(reference), other, summarize_run(other), ["f1"])
+    # on the two questions asked alike the runs agree exactly; pairing on ids alone gave +2 on four of six
+    assert {c.n for c in comparisons} == {2} and all(c.mean_diff == 0.0 for c in comparisons)
+    text, _ = _section(reference, other)
+    assert any("not paired, another question under the same id: q00, q01, q02" in t for t in text)
+    assert any("another ground truth for the same question: q03" in t and "Compared on the 2 questions asked alike" in t for t in text)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"revision": "v2"},
+        {"generation": {"temperature": 0.7, "batch_size": 8}},
+        {"options": {"base_url": "http://other-judge:8000/v1", "max_concurrency": 8}},
+        {"max_attempts": 5},
+        {"scoring": "logprob"},
+    ],
+)
+def test_a_judge_of_one_name_with_other_settings_is_not_shared(change):
+    scores = {qid: 5.0 for qid in QUESTIONS}
+    reference = _run("ref", QUESTIONS, scores, [F1, _llm_judge()])
+    other = _run("other", QUESTIONS, scores, [F1, _llm_judge(**change)])
+    assert shared_judges(reference, summarize_run(reference), other, summarize_run(other)) == ["f1"]
+    text, _ = _section(reference, other)
+    assert any("same name, another judge, so not shared" in t and "llm (" in t for t in text)
+
+
+def test_settings_that_only_pace_requests_and_the_seed_of_an_llm_judge():
+    scores = {qid: 5.0 for qid in QUESTIONS}
+    reference = _run("ref", QUESTIONS, scores, [F1, _llm_judge()])
+    paced = _run("paced", QUESTIONS, scores, [F1, _llm_judge(options={"base_url": "http://judge:8000/v1", "max_concurrency": 64})])
+    assert shared_judges(reference, summarize_run(reference), paced, summarize_run(paced)) == ["f1", "llm"]
+    # the study seed seeds an LLM judge's sampling: another seed is another judge
+    reseeded = _run("reseeded", QUESTIONS, scores, [F1, _llm_judge()], seed=1)
+    assert shared_judges(reference, summarize_run(reference), reseeded, summarize_run(reseeded)) == ["f1"]
+
+
+def test_stored_identities_decide_when_both_runs_have_them():
+    scores = {qid: 5.0 for qid in QUESTIONS}
+    identity = {"judge": "llm", "kind": "llm", "backend": {"backend": "vllm", "weights": "org/m@" + "1" * 40, "dtype": "bfloat16"}}
+    moved = {**identity, "backend": {**identity["backend"], "weights": "org/m@" + "2" * 40}}  # main moved between the runs
+    reference = _run("ref", QUESTIONS, scores, [_llm_judge()], identities={"llm": identity})
+    same = _run("same", QUESTIONS, scores, [_llm_judge()], identities={"llm": identity})
+    other = _run("other", QUESTIONS, scores, [_llm_judge()], identities={"llm": moved})
+    assert shared_judges(reference, summarize_run(reference), same, summarize_run(same)) == ["llm"]
+    assert shared_judges(reference, summarize_run(reference), other, summarize_run(other)) == []
+    text, tables = _section(reference, other)
+    assert any("backend.weights" in t for t in text) and not tables

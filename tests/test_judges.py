@@ -31,10 +31,12 @@ from localnova.evaluate.judges import (
     expected_score,
     judge_messages,
     parse_judge_reply,
+    read_distribution,
     score_distribution,
 )
 from localnova.evaluate.judges import llm as llm_module
 from localnova.evaluate.judges import reference as reference_module
+from localnova.evaluate.judges.llm import needs_continuation
 from localnova.evaluate.runner import answer_arm, judge_inputs, run_judge
 from localnova.store import Store
 from localnova.types import ChatRequest, EvalItem, GenerationParams, GenerationResult, stable_hash
@@ -136,9 +138,10 @@ def test_distribution_splits_one_into_ten_one_and_invalid():
     first = log({"1": 0.6, "9": 0.4})
     after_one = log({"0": 0.5, ",": 0.2, "5": 0.1, " 0": 0.1, "00": 0.05, "0}": 0.05})
     distribution = score_distribution(first, after_one)
-    # "0" and "0}" end at 10; "," and " 0" end the number at 1; "5" and "00" make 15 and 100
-    assert distribution == pytest.approx({10: 0.6 * 0.55, 1: 0.6 * 0.3, 9: 0.4})
-    assert math.isclose(sum(distribution.values()), 0.6 * 0.85 + 0.4)
+    # "0" and "0}" end at 10; "," ends the number at 1; "5" and "00" make 15 and 100, and
+    # " 0" makes '{"score": 1 0', which no JSON reader takes: none of the three is a score
+    assert distribution == pytest.approx({10: 0.6 * 0.55, 1: 0.6 * 0.2, 9: 0.4})
+    assert math.isclose(sum(distribution.values()), 0.6 * 0.75 + 0.4)
 
 
 def test_only_the_tokens_zero_to_ten_count():
@@ -159,7 +162,90 @@ def test_tokens_after_one_only_matter_when_one_had_probability():
 
 def test_without_the_token_after_one_its_mass_is_left_out():
     assert score_distribution(log({"1": 0.5, "9": 0.5}), None) == pytest.approx({9: 0.5})
+    assert read_distribution(log({"1": 0.5, "9": 0.5}), None).unknown == pytest.approx(0.5)
     assert score_distribution({}, None) == {}
+
+
+def test_mass_after_one_that_the_top_tokens_do_not_show_is_unknown_not_an_ended_one():
+    # The issue's case: "1" at 0.6, and after it only "0" at 0.3 among the top tokens. The
+    # other 0.7 after the "1" may be 10, 1 or no score: known are 10 at 0.6 * 0.3 = 0.18 only.
+    reading = read_distribution(log({"1": 0.6}), log({"0": 0.3}))
+    assert reading.distribution == pytest.approx({10: 0.18})
+    assert reading.mass == pytest.approx(0.18) and reading.unknown == pytest.approx(0.42)
+    # with everything after the "1" in view, the same "1" splits fully
+    assert read_distribution(log({"1": 0.6}), log({"0": 0.3, ",": 0.7})).unknown == pytest.approx(0.0)
+
+
+def test_a_reply_with_unknown_mass_below_the_minimum_is_a_failure_not_a_score():
+    generate, _ = distribution_backend({"1": 0.6}, {"0": 0.3}, "1")
+    outcome = llm_judge(scoring="logprob").run([ITEM], generate)[0]
+    assert outcome.score is None and "mass 0.180 (unknown 0.420: not counted), below min_score_mass 0.5" in outcome.reason
+    assert json.loads(outcome.raw_text) == {"reply": '{"score": 1', "distribution": {"10": 0.18}, "unknown_mass": 0.42}
+    # enough seen mass passes, scored on what is known only: 9 at 0.4 and 10 at 0.6 * 0.5
+    generate, _ = distribution_backend({"1": 0.6, "9": 0.4}, {"0": 0.5}, "1")
+    outcome = llm_judge(scoring="logprob").run([ITEM], generate)[0]
+    assert outcome.score == round((9 * 0.4 + 10 * 0.3) / 0.7, 4) and "unknown 0.300" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("after_one", "expected"),
+    [
+        # what the token after a "1" makes of it, by hand from JSON's number grammar
+        ("0", 10),  # "10"
+        ("0,", 10),
+        ("0}", 10),
+        ("0 ", 10),
+        (",", 1),  # "1,"
+        ("}", 1),
+        (" ", 1),  # whitespace ends a JSON number
+        (" ,", 1),
+        ("\n", 1),
+        (" 0", None),  # "1 0": the number ended at 1, and a stray digit follows: no JSON
+        (" 5", None),
+        ("5", None),  # 15
+        ("00", None),  # 100
+        ("0.5", None),  # 10.5
+        (".", None),  # 1.x: not an integer
+        ("e1", None),  # 1e1
+        ("</s>", None),  # the reply ends inside the object
+        ("abc", None),
+    ],
+)
+def test_every_token_after_one_is_ten_one_or_no_score(after_one, expected):
+    distribution = score_distribution(log({"1": 1.0}), log({after_one: 1.0}))
+    assert distribution == ({} if expected is None else pytest.approx({expected: 1.0}))
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("7", 7),
+        (" 7", 7),
+        ("7,", 7),  # a tokenizer that joins a digit and the comma
+        ("7}", 7),
+        ("10", 10),  # 10 as one token
+        ("10,", 10),
+        ("1,", 1),  # a "1" that says it ended needs no look after it
+        ("0", 0),
+        ("07", None),  # JSON writes no leading zero
+        ("11", None),
+        ("-1", None),
+        ("7.5", None),
+        ("7 5", None),
+        ("²", None),  # a digit to str.isdigit, not to JSON
+        ('"', None),  # a quoted score is a string, not an integer
+    ],
+)
+def test_every_token_at_the_score_position_is_a_score_or_not(token, expected):
+    distribution = score_distribution(log({token: 1.0}), None)
+    assert distribution == ({} if expected is None else pytest.approx({expected: 1.0}))
+
+
+def test_whitespace_before_the_score_is_unknown_and_a_bare_one_asks_for_the_next_token():
+    reading = read_distribution(log({" ": 0.2, "8": 0.8}), None)
+    assert reading.distribution == pytest.approx({8: 0.8}) and reading.unknown == pytest.approx(0.2)
+    assert needs_continuation(log({" 1": 0.5, "8": 0.5})) and needs_continuation(log({"1": 0.1}))
+    assert not needs_continuation(log({"1,": 0.5, "10": 0.5}))
 
 
 def distribution_backend(first: dict[str, float], after_one: dict[str, float], greedy: str):
@@ -474,6 +560,9 @@ def _key(**settings) -> str:
         return judge.content_key(ITEM)
 
 
+OTHER_SCORING = {"parsed": "logprob", "logprob": "parsed"}
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -481,7 +570,7 @@ def _key(**settings) -> str:
         {"max_attempts": 1},
         {"temperature": 0.2},
         {"top_p": 0.5},
-        {"scoring": "logprob"},
+        {"scoring": "other"},  # the other mode than the one the case starts from
         {"seed": 3},
         {"min_score_mass": 0.4},
     ],
@@ -489,7 +578,14 @@ def _key(**settings) -> str:
 @pytest.mark.parametrize("scoring", ["parsed", "logprob"])
 def test_a_judge_with_other_settings_judges_again(monkeypatch, change, scoring):
     monkeypatch.setattr(llm_module, "create_backend", FakeBackend)
-    assert _key(**{"scoring": scoring, **change}) != _key(scoring=scoring) or change.get("scoring") == scoring
+    changed = {"scoring": scoring, **change}
+    if changed["scoring"] == "other":
+        # {"scoring": "logprob"} from logprob was no change at all, and the case could not fail
+        changed["scoring"] = OTHER_SCORING[scoring]
+    judge_defaults = {name: field.default for name, field in JudgeConfig.model_fields.items()}
+    defaults = {**GenerationConfig().model_dump(), **judge_defaults, "seed": 0, "scoring": scoring}
+    assert all(changed[setting] != defaults[setting] for setting in change), "every case changes a setting"
+    assert _key(**changed) != _key(scoring=scoring)
 
 
 def test_a_changed_prompt_judges_again(monkeypatch):
@@ -499,32 +595,95 @@ def test_a_changed_prompt_judges_again(monkeypatch):
     assert _key() != before
 
 
-def test_a_stored_failure_is_judged_again(tmp_path, monkeypatch):
-    replies = iter(["not json"] * 3)  # a fourth backend call would raise StopIteration
+class ScriptedJudgeBackend(FakeBackend):
+    """Replies from a script, in order, and records every request that reached it."""
 
-    class Flaky(FakeBackend):
-        def generate(self, requests):
-            return [GenerationResult(text=next(replies), input_tokens=1, output_tokens=1, latency_ms=1.0) for _ in requests]
+    script: list[str] = []
+    seen: list[ChatRequest] = []
 
-    monkeypatch.setattr(llm_module, "create_backend", Flaky)
+    def generate(self, requests):
+        ScriptedJudgeBackend.seen += requests
+        return [
+            GenerationResult(text=ScriptedJudgeBackend.script.pop(0), input_tokens=1, output_tokens=1, latency_ms=1.0) for _ in requests
+        ]
+
+
+def test_a_stored_failure_is_judged_again_with_new_calls_not_replayed(tmp_path, monkeypatch):
+    monkeypatch.setattr(llm_module, "create_backend", ScriptedJudgeBackend)
+    ScriptedJudgeBackend.script, ScriptedJudgeBackend.seen = ["not json"] * 3 + ['{"score": 5, "reason": "ok"}'], []
     store = Store(tmp_path)
     store.start_run("s", {}, {})
     judge = llm_judge()
     with judge.opened():
         [first], made = run_judge(store, judge, [ITEM])
-    assert first.score is None and made == 1
+    assert first.score is None and made == 1 and first.attempts == 3
     store.start_run("s", {}, {})
     with judge.opened():
         [second], made = run_judge(store, judge, [ITEM])
-    # judged again (made, not read back), its three attempts replayed from the store's cache
-    # of model calls: the same requests give the same replies, and cost nothing
-    assert made == 1 and second.score is None and second.attempts == 3
-    more_attempts = llm_judge(max_attempts=4)
-    monkeypatch.setattr(llm_module, "create_backend", FakeBackend)  # replies '{"score": 5, ...}'
-    with more_attempts.opened():
-        [third], made = run_judge(store, more_attempts, [ITEM])
-    # another attempt budget is another judgment: its fourth attempt reaches the backend
-    assert made == 1 and third.score == 5 and third.attempts == 4
+    # the rerun reached the model (the store's cached replies would have replayed the failure)
+    # and went on from the failed attempts: a fourth attempt, sampled with a seed of its own
+    assert made == 1 and second.score == 5 and second.attempts == 4 and len(ScriptedJudgeBackend.seen) == 4
+    fourth = ScriptedJudgeBackend.seen[3].params
+    assert fourth.seed == 3 and fourth.temperature == llm_module.RETRY_MIN_TEMPERATURE
+    assert len({request.params.seed for request in ScriptedJudgeBackend.seen}) == 4
+    # and a mended judgment is reused, not judged once more
+    with judge.opened():
+        [third], made = run_judge(store, judge, [ITEM])
+    assert made == 0 and third.score == 5 and len(ScriptedJudgeBackend.seen) == 4
+
+
+def test_a_stored_logprob_failure_is_asked_again(tmp_path, monkeypatch):
+    calls = []
+
+    class Drifting(FakeBackend):
+        # a server whose first reply put its mass elsewhere, and whose second did not
+        def generate(self, requests):
+            calls.append(len(requests))
+            first = {"7": 0.9} if len(calls) > 1 else {"The": 0.9}
+            return [result_with("7", [log(first)]) for _ in requests]
+
+    monkeypatch.setattr(llm_module, "create_backend", Drifting)
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    judge = llm_judge(scoring="logprob")
+    with judge.opened():
+        [first], _ = run_judge(store, judge, [ITEM])
+    with judge.opened():
+        [second], made = run_judge(store, judge, [ITEM])
+    assert first.score is None and (second.score, second.attempts, made) == (7.0, 2, 1) and calls == [1, 1]
+
+
+def test_an_answer_whose_generation_failed_is_generated_again(tmp_path):
+    """The sibling of a judgment's failure: a server that aborted a request (finish_reason
+    "abort") answered nothing, and a rerun must ask again rather than serve that from the store."""
+
+    class Aborting(FakeBackend):
+        def __init__(self, finish_reasons):
+            super().__init__(ModelConfig(name="m", model="x"))
+            self.finish_reasons, self.calls = list(finish_reasons), 0
+
+        def generate(self, requests):
+            self.calls += len(requests)
+            return [
+                GenerationResult(
+                    text="" if (reason := self.finish_reasons.pop(0)) == "abort" else "Blue.",
+                    input_tokens=1,
+                    output_tokens=1,
+                    latency_ms=1.0,
+                    finish_reason=reason,
+                )
+                for _ in requests
+            ]
+
+    item = EvalItem("q1", "What colour?", "Blue.")
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    backend = Aborting(["abort", "stop", "stop"])
+    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == [""]
+    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == ["Blue."]
+    # a good answer is served from the store from then on
+    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == ["Blue."] and backend.calls == 2
+    assert [a.result.finish_reason for a in store.answers()] == ["stop"]
 
 
 def test_llm_judge_identity_is_known_once_opened(monkeypatch):

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -163,8 +164,68 @@ def test_hub_model_is_keyed_by_the_commit_its_revision_resolves_to(fake_hub, tmp
     assert models.resolve_model("org/other", "4" * 40).fingerprint == f"org/other@{'4' * 40}"
 
 
-def test_hub_model_not_downloaded_is_never_keyed_by_a_branch_name(fake_hub):
+def test_hub_model_not_downloaded_is_keyed_by_the_commit_the_hub_names(fake_hub, monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def model_info(self, repo_id, revision=None, **kwargs):
+        asked.append((repo_id, revision))
+        return SimpleNamespace(sha={"main": "5" * 40, "v1": "6" * 40}[revision])
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(models, "_REMOTE_COMMITS", {})
     resolved = models.resolve_model("org/not-cached")
-    assert resolved.fingerprint != "org/not-cached@main" and resolved.fingerprint.endswith(":not-downloaded")
-    assert "not downloaded" in resolved.source
-    assert models.resolve_model("org/not-cached", "v1").fingerprint == "org/not-cached@v1:not-downloaded"
+    # keyed and loaded by the commit, before anything is downloaded: never "@main" for the run
+    assert (resolved.fingerprint, resolved.revision) == ("org/not-cached@" + "5" * 40, "5" * 40)
+    assert models.resolve_model("org/not-cached", "v1").fingerprint == "org/not-cached@" + "6" * 40
+    # asked once per process: every stage of one run keys and loads the same commit
+    models.resolve_model("org/not-cached")
+    assert asked == [("org/not-cached", "main"), ("org/not-cached", "v1")]
+
+
+def test_hub_model_not_downloaded_offline_stops_with_what_to_do(fake_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_REMOTE_COMMITS", {})
+    with pytest.raises(UserError, match=r"org/not-cached @ main is not in the local Hugging Face cache and HF_HUB_OFFLINE.*commit"):
+        models.resolve_model("org/not-cached")
+    # a pinned commit needs neither the cache nor the hub
+    assert models.resolve_model("org/not-cached", "7" * 40).revision == "7" * 40
+
+
+def test_hub_model_the_hub_cannot_resolve_is_one_line(fake_hub, monkeypatch):
+    import huggingface_hub
+
+    def unreachable(self, repo_id, revision=None, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    monkeypatch.setattr(models, "_REMOTE_COMMITS", {})
+    with pytest.raises(UserError, match="could not be asked for its commit .*no route to host"):
+        models.resolve_model("org/not-cached")
+
+
+def test_a_cached_hub_model_loads_the_commit_it_is_keyed_by(fake_hub, tmp_path, monkeypatch):
+    from localnova.backends.transformers_backend import TransformersBackend
+    from localnova.config import ModelConfig
+
+    _hub_cache_ref(tmp_path / "hub", "org/cached", "main", "8" * 40)
+    backend = TransformersBackend(ModelConfig(name="m", model="org/cached"))
+    assert backend.identity["weights"] == "org/cached@" + "8" * 40
+    loaded = []
+
+    class Tokenizer:
+        pad_token, eos_token = None, "</s>"
+
+    def from_pretrained(path, revision=None, **kwargs):
+        loaded.append((path, revision))
+        return Tokenizer()
+
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    backend._load_tokenizer()
+    # main may have moved on the hub since: what loads is the commit in the key
+    assert loaded == [("org/cached", "8" * 40)]

@@ -21,6 +21,7 @@ from localnova.backends.openai_backend import (
     parse_sampled_tokens,
     parse_top_logprobs,
     request_payload,
+    server_address,
 )
 from localnova.config import ModelConfig
 from localnova.errors import UserError
@@ -88,8 +89,8 @@ def test_answers_with_the_tokenizers_token_counts(served_model, tokenizer):
     assert result.input_tokens == len(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
     assert 1 <= result.output_tokens <= 12
     assert result.latency_ms > 0 and result.latency_method == "per_request_wall_clock"
-    # the served model names the outputs; the address of the server does not
-    assert backend.identity == {"backend": "openai", "model": BUNDLED}
+    # the served model and the server that serves it name the outputs
+    assert backend.identity == {"backend": "openai", "model": BUNDLED, "server": server_address(served_model)}
 
 
 @pytest.mark.slow
@@ -208,24 +209,27 @@ def test_retries_429_then_succeeds(monkeypatch):
     assert "sk-secret" not in repr(backend) and "sk-secret" not in json.dumps(backend.identity)
 
 
-def test_identity_leaves_out_the_address_and_each_result_keeps_the_server_fingerprint(tmp_path):
+def test_two_servers_serving_one_name_never_share_a_cached_answer(tmp_path):
     from localnova.store import Store
 
-    first, moved = _ScriptedServer(failures=0, system_fingerprint="fp_b1"), _ScriptedServer(failures=0, system_fingerprint="fp_b2")
+    first, other = _ScriptedServer(failures=0, system_fingerprint="fp_b1"), _ScriptedServer(failures=0, system_fingerprint="fp_b2")
     try:
-        backend, backend_moved = _backend(first.url, model="m"), _backend(moved.url, model="m")
-        assert backend.identity == backend_moved.identity == {"backend": "openai", "model": "m"}
+        # both serve "llama3", at different addresses: they may be different weights or templates
+        backend, backend_other = _backend(first.url, model="llama3"), _backend(other.url, model="llama3")
+        assert backend.identity != backend_other.identity
         assert _backend(first.url, model="other").identity != backend.identity
         store = Store(tmp_path)
         store.start_run("s", {}, {})
         _, (result,) = store.generate_cached(backend, [_ask("hi")], batch_size=1)
         assert result.system_fingerprint == "fp_b1" and result.to_dict()["system_fingerprint"] == "fp_b1"
-        # the same server at a new address answers from the store: no new call
-        _, (again,) = store.generate_cached(backend_moved, [_ask("hi")], batch_size=1)
-        assert (first.calls, moved.calls) == (1, 0) and again.system_fingerprint == "fp_b1"
+        _, (again,) = store.generate_cached(backend_other, [_ask("hi")], batch_size=1)
+        assert (first.calls, other.calls) == (1, 1) and again.system_fingerprint == "fp_b2"
+        # the same server asked again answers from the store
+        store.generate_cached(_backend(first.url, model="llama3"), [_ask("hi")], batch_size=1)
+        assert first.calls == 1
     finally:
         first.close()
-        moved.close()
+        other.close()
     # a server that reports none: nothing recorded, and the stored row has no such key
     silent = _ScriptedServer(failures=0)
     try:
@@ -233,6 +237,45 @@ def test_identity_leaves_out_the_address_and_each_result_keeps_the_server_finger
     finally:
         silent.close()
     assert result.system_fingerprint is None and "system_fingerprint" not in result.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://Judge-Node:8000", "http://judge-node:8000/v1/"),  # the host's case, the /v1 the backend adds
+        ("https://api.example.com/v1", "https://api.example.com:443/v1"),  # the scheme's own port
+        ("http://user:pw@h:8000/v1", "http://h:8000/v1"),  # credentials in the URL are no part of it
+        ("http://h:8000/v1?api-key=sk-secret", "http://h:8000/v1"),  # nor a query string that may carry a key
+    ],
+)
+def test_a_server_has_one_address_and_no_credential_in_it(one, other):
+    assert server_address(one) == server_address(other)
+    assert "pw" not in server_address(one) and "sk-secret" not in server_address(one)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://h1:8000/v1", "http://h2:8000/v1"),
+        ("http://h:8000/v1", "http://h:8001/v1"),
+        ("http://h:8000/v1", "https://h:8000/v1"),
+        ("http://h:8000/llama/v1", "http://h:8000/qwen/v1"),  # two servers behind one proxy
+    ],
+)
+def test_servers_at_different_addresses_are_different_servers(one, other):
+    assert server_address(one) != server_address(other)
+
+
+def test_a_key_in_the_query_string_stays_out_of_errors_and_the_identity():
+    server = _ScriptedServer(failures=-1, status=400)
+    try:
+        backend = _backend(server.url + "?key=sk-secret", model="m")
+        with pytest.raises(UserError) as raised:
+            backend.generate([_ask("hi")])
+    finally:
+        server.close()
+    assert "sk-secret" not in str(raised.value) and "sk-secret" not in repr(backend)
+    assert "sk-secret" not in json.dumps(backend.identity)
 
 
 def test_gives_up_after_bounded_attempts_with_a_clear_error():

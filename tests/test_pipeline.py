@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from localnova.backends.base import Backend
 from localnova.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +51,16 @@ def test_simulated_study_writes_every_record_and_reruns_from_the_store(tmp_path,
     assert "recall_at_3" in summary["answer_metrics"]["sim-model/rag"]
     assert (study / "report.html").is_file() and (study / "config.yaml").is_file()
     first_calls = summary["model_calls"]
-    # answers, judged answers, 3 controls x 6 questions; identical judge prompts are sent once
-    assert first_calls == store_rows(study)[2] and 36 <= first_calls <= 12 + 12 + 18
+    # answers, judged answers, 3 controls x 6 questions (identical judge prompts are sent once),
+    # and the latency probe's one untimed warm-up call
+    assert first_calls == store_rows(study)[2] and 36 + 1 <= first_calls <= 12 + 12 + 18 + 1
+    # the latency probe: every sampled question (all 6, fewer than its 10) x 2 rounds x 2 arms
+    probe = sqlite3.connect(study / "store.sqlite").execute(
+        "SELECT arm, count(DISTINCT question_id), count(*) FROM latency_probe GROUP BY arm"
+    )
+    assert sorted(probe.fetchall()) == [("base", 6, 12), ("rag", 6, 12)]
+    report = (study / "report.md").read_text()
+    assert "Latency by arm, from the interleaved probe" in report and "| sim-model | rag | 6 | 12 |" in report
 
     assert main(["run", str(config)]) == 0
     again = json.loads((study / "summary.json").read_text())
@@ -224,7 +233,7 @@ finetune: {{epochs: 1, batch_size: 4, max_seq_length: 96, max_train_pairs: 8}}
     assert not any(stage.startswith("gen-qa") for stage in json.loads((study / "summary.json").read_text())["timings_s"])
 
 
-class CountingBackend:
+class CountingBackend(Backend):
     """The simulated backend, counting how many instances are alive (built and not closed)."""
 
     live = 0
@@ -264,7 +273,13 @@ def test_one_model_at_a_time_across_answers_and_judges(tmp_path, monkeypatch):
         "  - {name: sim-model, backend: simulated, model: sim-1}\n  - {name: sim-model-2, backend: simulated, model: sim-2}",
     )
     text += "  - {name: sim-judge-2, kind: llm, model: {name: sim-judge-2, backend: simulated, model: judge-2}}\n"
-    path.write_text(text)
+    path.write_text(text.replace("limit: 3}", "limit: 3, latency_probe: {enabled: false}}"))
     assert main(["run", str(path), "--no-report"]) == 0
     assert CountingBackend.built == 2 * 2 + 2  # per answer model: without and with its adapter; then each judge
     assert CountingBackend.most_live == 1 and CountingBackend.live == 0
+    # The latency probe times a model's base arms beside its ft arms: the base model is built
+    # again beside the adapter's, once per model, and closed with it.
+    CountingBackend.built = CountingBackend.most_live = 0
+    path.write_text(text)
+    assert main(["run", str(path), "--no-report"]) == 0
+    assert CountingBackend.built == 2 * 3 + 2 and CountingBackend.most_live == 2 and CountingBackend.live == 0

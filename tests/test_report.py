@@ -15,7 +15,7 @@ from localnova.report.collect import collect_run, parse_run_spec
 from localnova.report.export import export_run
 from localnova.report.render import SIMULATED_BANNER, fence, report_runs, write_report
 from localnova.report.summarize import summarize_run
-from localnova.store import JudgmentRecord, Store
+from localnova.store import JudgmentRecord, ProbeTiming, Store
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
 
 SCRIPT = "<script>alert(1)</script>"
@@ -332,3 +332,34 @@ def test_the_report_is_written_again_only_when_what_it_shows_changed(one_report,
         missing.unlink()
         write_report([changed], out)
         assert md_path.read_text(encoding="utf-8") != "left as it was" and html_path.is_file()
+
+    # a rerun that measured the latency probe again changed what the report shows
+    md_path.write_text("left as it was", encoding="utf-8")
+    write_report([dataclasses.replace(changed, probe_timings=PROBE_TIMINGS)], out)
+    assert md_path.read_text(encoding="utf-8") != "left as it was"
+
+
+# The latency probe of the small model: rag 50 ms slower than base on each of 3 questions.
+PROBE_TIMINGS = [
+    ProbeTiming("small", arm, f"q{q}", 0, position, "k", 100.0 * q + (50.0 if arm == "rag" else 0.0), 10, 5)
+    for q in (1, 2, 3)
+    for position, arm in enumerate(("base", "rag") if q % 2 else ("rag", "base"))
+]
+
+
+def test_the_latency_comparison_comes_from_the_probe_and_says_so(one_report, tmp_path):
+    import dataclasses
+
+    _, _, root = one_report
+    run = dataclasses.replace(collect_run(root / "study"), probe_timings=PROBE_TIMINGS)
+    md_path, _ = write_report([run], tmp_path / "out")
+    latency = md_path.read_text(encoding="utf-8").split("## Latency and tokens", 1)[1].split("\n## ", 1)[0]
+    assert "Latency by arm, from the interleaved probe" in latency
+    # base means 100, 200, 300 ms (mean 200); rag 150, 250, 350 (mean 250): +25.0%
+    assert "| small | rag | 3 | 3 | 250 |" in latency and "+25.0%" in latency
+    # the batched times stay, as throughput, and are no longer compared between arms
+    assert "Throughput: the batched run's time per answer" in latency and "batched median ms" in latency
+    assert "median % vs base" not in latency and "in the interleaved probe (one request at a time)" in latency
+    # a run without a probe says that it has no latency comparison
+    md_path, _ = write_report([collect_run(root / "study")], tmp_path / "without")
+    assert "no latency probe in this run, so no latency comparison between arms" in md_path.read_text(encoding="utf-8")

@@ -10,7 +10,7 @@ from localnova.backends.base import Backend
 from localnova.cli import main
 from localnova.errors import USER_ERROR_EXIT, UserError
 from localnova.store import DB_NAME, JudgmentRecord, Store
-from localnova.store_schema import SCHEMA, SCHEMA_VERSION
+from localnova.store_schema import SCHEMA, SCHEMA_V1, SCHEMA_VERSION
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
 
@@ -94,6 +94,21 @@ def test_unversioned_store_of_the_current_layout_is_stamped_and_kept(tmp_path):
     store = Store(tmp_path)
     assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store.run_ids() == ["s-1"]
+    store.close()
+
+
+def test_a_version_1_store_gains_the_latency_probe_table_and_keeps_its_runs(tmp_path):
+    connection = sqlite3.connect(tmp_path / DB_NAME)
+    connection.executescript(SCHEMA_V1)
+    connection.execute(
+        "INSERT INTO runs(run_id, study, config_json, environment_json, status, started_at) VALUES ('s-1','s','{}','{}','complete','t')"
+    )
+    connection.execute("PRAGMA user_version = 1")
+    connection.commit()
+    connection.close()
+    store = Store(tmp_path)
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.run_ids() == ["s-1"] and store.probe_timings("s-1") == []
     store.close()
 
 

@@ -31,6 +31,25 @@ def test_identity_without_loading_the_model(tmp_path):
     assert not backend.loaded
 
 
+def test_the_device_kind_and_a_merged_adapter_are_in_the_identity(tmp_path, monkeypatch):
+    from localnova.backends import transformers_backend
+    from localnova.optional import Precision
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    on_cpu = create_backend(model_config(options={"dtype": "float32"}))
+    merged = create_backend(model_config(), adapter_path=str(adapter))
+    unmerged = create_backend(model_config(options={"merge_adapter": False}), adapter_path=str(adapter))
+    # W + BA rounds otherwise than W, then BA: the same adapter merged or not is another model
+    assert (merged.identity["adapter_merged"], unmerged.identity["adapter_merged"]) == ("yes", "no")
+    assert on_cpu.identity["device"] == "cpu" and "adapter_merged" not in on_cpu.identity
+    # fp32 on a GPU may round its matmuls as TF32: the same dtype on another kind of device
+    monkeypatch.setattr(transformers_backend, "pick_precision", lambda *args: Precision("float32", False, False, "cuda:1"))
+    on_gpu = create_backend(model_config(options={"dtype": "float32"}))
+    assert on_gpu.identity["device"] == "cuda" and on_gpu.identity != on_cpu.identity
+
+
 def test_a_missing_adapter_folder_and_a_bad_decoding_option_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="folder not found"):
         create_backend(model_config(), adapter_path=str(tmp_path / "missing"))

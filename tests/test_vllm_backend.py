@@ -44,6 +44,8 @@ def test_options_become_llm_arguments(tmp_path):
     assert arguments["enable_prefix_caching"] is True
     assert arguments["enable_lora"] is True and arguments["max_lora_rank"] == 32  # 24 rounded up
     assert "enable_lora" not in llm_arguments(model, "x", None)
+    # the commit the revision resolved to is what loads, not the branch or tag written
+    assert llm_arguments(model, "Qwen/Qwen2.5-7B-Instruct", None, "9" * 40)["revision"] == "9" * 40
 
 
 def test_bad_options_are_user_errors(tmp_path):
@@ -57,10 +59,43 @@ def test_bad_options_are_user_errors(tmp_path):
         supported_lora_rank(1024)
 
 
-def _identity(options: dict, engine: dict | None = None) -> dict[str, str]:
+def _identity(options: dict, engine: dict | None = None, gpu_bf16: bool | None = True) -> dict[str, str]:
     model = ModelConfig(name="m", backend="vllm", model="org/model", options=options)
     weights = ResolvedModel("org/model", "org/model", "hub", "org/model@" + "1" * 40)
-    return vllm_identity(weights, "", llm_arguments(model, "org/model", None), engine or {})
+    return vllm_identity(weights, "", llm_arguments(model, "org/model", None), engine or {}, gpu_bf16)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"dtype": "float16"},
+        {"dtype": "bfloat16"},
+        {"max_model_len": 2048},
+        {"quantization": "awq"},
+        # each GPU adds its slice's partial sums in another order: greedy ties can break otherwise
+        {"tensor_parallel_size": 2},
+    ],
+)
+def test_every_engine_setting_that_decides_outputs_is_in_the_identity(options):
+    assert _identity(options) != _identity({})
+
+
+def test_auto_dtype_is_keyed_with_what_the_gpu_can_do():
+    # vllm's `auto` reads the checkpoint's dtype (fixed by the weights) and what the GPU does:
+    # a bf16 checkpoint runs in bf16 on an A100 and in fp16 on a T4
+    assert _identity({}, gpu_bf16=True)["gpu_bf16"] == "yes" and _identity({}, gpu_bf16=False)["gpu_bf16"] == "no"
+    assert _identity({}, gpu_bf16=True) != _identity({}, gpu_bf16=False)
+    assert "gpu_bf16" not in _identity({"dtype": "bfloat16"}, gpu_bf16=False)  # a dtype set is the dtype
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"gpu_memory_utilization": 0.5}, {"max_num_seqs": 8}, {"enable_prefix_caching": False}, {"enforce_eager": True}, {"seed": 3}],
+)
+def test_settings_that_only_decide_batching_memory_or_nothing_stay_out_of_the_identity(options):
+    # they decide how many sequences share a step and how memory is laid out (vllm promises no
+    # output independent of the batch), or nothing: each request carries its own seed
+    assert _identity(options) == _identity({})
 
 
 def test_identity_holds_dtype_and_context_length():
@@ -151,3 +186,26 @@ def test_generates_with_vllm_on_the_bundled_model():
     assert all(result.input_tokens > 0 and 0 < result.output_tokens <= 16 for result in results)
     assert all(result.top_logprobs and len(result.top_logprobs) == result.output_tokens for result in results)
     assert results[0].batch_size == 4
+
+
+def test_the_base_model_view_answers_on_the_adapter_engine_without_the_adapter():
+    """The latency probe times base arms beside ft arms on one engine: the view sends no
+    LoRARequest, and its identity says it is the base model on an engine with LoRA enabled."""
+    from localnova.backends.vllm_backend import VLLMBackend
+
+    engine = object.__new__(VLLMBackend)  # no vllm here: the parts the view uses, set by hand
+    engine._adapter_path, engine.lora_request = "adapter-folder", "the LoRARequest"
+    engine.identity = {"backend": "vllm", "model": "m", "weights": "w", "adapter": "abc"}
+    sent = []
+    engine.llm = SimpleNamespace(chat=lambda conversations, **arguments: sent.append(arguments["lora_request"]) or [])
+    view = engine.base_model_view()
+    assert view.identity["adapter"] == "" and view.identity["weights"] == "w" and view.identity != engine.identity
+    engine._chat([], [], False, with_adapter=False)
+    engine._chat([], [], False)
+    assert sent == [None, "the LoRARequest"]
+    asked = []
+    engine.generate = lambda requests, with_adapter=True: asked.append(with_adapter) or []
+    view.generate([])
+    assert asked == [False]
+    engine._adapter_path = None
+    assert engine.base_model_view() is None  # without an adapter the engine is the base model

@@ -33,7 +33,7 @@ def load_tokenizer(embedding_model_name: str, revision: str | None = None) -> An
     from transformers import AutoTokenizer
 
     resolved = resolve_model(embedding_model_name, revision)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, revision=revision if resolved.path == embedding_model_name else None)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, revision=resolved.revision)
     if not tokenizer.is_fast:
         raise UserError(f"embedding model {embedding_model_name!r}: chunking needs a fast tokenizer (with offsets)")
     return tokenizer

@@ -101,8 +101,11 @@ def cmd_models(args) -> int:
     rows.append(("embedding", "retrieval", EMBEDDING_BACKEND, config.retrieval.embedding_model, None))
     for role, name, backend, model, revision in rows:
         if backend in (*LOCAL_BACKENDS, EMBEDDING_BACKEND):
-            resolved = resolve_model(model, revision)
-            where = f"{resolved.path} ({resolved.source})"
+            try:
+                resolved = resolve_model(model, revision)
+                where = f"{resolved.path} ({resolved.source})"
+            except UserError as error:  # a listing names what cannot be resolved, and goes on
+                where = f"not resolved: {error}"
         else:
             where = f"served by the {backend} backend"
         print(f"{role:9} {name:24} {backend:22} {model} -> {where}")

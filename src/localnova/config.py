@@ -119,6 +119,21 @@ class ControlGate(Section):
     other_max: float = Field(3.0, ge=0, le=10)
 
 
+class LatencyProbeConfig(Section):
+    """The latency probe (evaluate/latency_probe.py): on a seeded sample of questions, each arm
+    answers one request at a time, the arms in a random order per question and round, so a
+    machine (or service) that gets busier during the run cannot pass for an arm's effect. The
+    report's latency comparison comes from these timings; the batched answers' times stay as
+    throughput."""
+
+    enabled: bool = True
+    questions: int = Field(10, gt=0)  # how many questions are sampled (all of them when fewer)
+    repeats: int = Field(2, gt=0)  # rounds per question; each round draws its own order
+    # Cap on each probe answer's new tokens (None: the arm's own max_new_tokens). A cap makes
+    # the probe cheaper and times every arm alike up to it, but hides length differences past it.
+    max_new_tokens: int | None = Field(None, gt=0)
+
+
 class EvalConfig(Section):
     path: Path
     limit: int | None = Field(None, gt=0)
@@ -128,6 +143,7 @@ class EvalConfig(Section):
     # stay in the per-judge tables, marked); all: every judge, whatever its controls say
     headline_panel: Literal["gated", "all"] = "gated"
     control_gate: ControlGate = ControlGate()
+    latency_probe: LatencyProbeConfig = LatencyProbeConfig()
 
 
 class LoraConfig(Section):

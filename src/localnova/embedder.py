@@ -33,7 +33,6 @@ class Embedder:
     def __init__(self, model_name: str = "all-minilm-l6-v2", revision: str | None = None, device: str | None = None):
         require("sentence_transformers", "embedding")
         self.resolved = resolve_model(model_name, revision)
-        self.revision = revision
         self._device = device
         self._model = None
         self._identity: dict[str, Any] | None = None
@@ -44,7 +43,7 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             route_library_logs()
-            extra = {"revision": self.revision} if self.revision and self.resolved.path == self.resolved.name else {}
+            extra = {"revision": self.resolved.revision} if self.resolved.revision else {}
             self._model = SentenceTransformer(self.resolved.path, device=self.device, **extra)
         return self._model
 

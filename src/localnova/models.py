@@ -49,6 +49,9 @@ class ResolvedModel:
     path: str  # what from_pretrained is given: a local folder, or a hub id
     source: str  # where it came from, in words
     fingerprint: str  # what identifies the model: a hash of its files, or hub id@commit
+    # What from_pretrained is given as `revision`: for a hub id the commit the fingerprint
+    # names, so the weights loaded are the ones keyed even if the branch moves; else None.
+    revision: str | None = None
 
 
 def cache_dir() -> Path:
@@ -149,6 +152,50 @@ def hub_commit(repo_id: str, revision: str | None = None) -> str | None:
     return commit if COMMIT_HASH.fullmatch(commit) else None
 
 
+# (repo id, revision) -> commit, asked of the hub once per process: every stage of a run then
+# keys and loads the same commit, even if the branch moves on the hub during the run.
+_REMOTE_COMMITS: dict[tuple[str, str | None], str] = {}
+
+
+def _hub_remote_commit(repo_id: str, revision: str | None) -> str:
+    """The commit a revision of a hub repository not yet in the local cache stands for, asked
+    of the hub (its model info), so the model is keyed by what will be downloaded before any
+    download. Offline, or with the hub out of reach, there is no commit to key by: one line
+    says how to get one (download the model, or pin `revision` to a commit)."""
+    wanted = revision or "main"
+    key = (repo_id, revision)
+    if key in _REMOTE_COMMITS:
+        return _REMOTE_COMMITS[key]
+    pin = f"or set the model's revision to a commit (40 hex digits) of {repo_id}"
+    try:
+        from huggingface_hub import HfApi, constants
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    except ImportError:
+        raise UserError(f"model {repo_id}: resolving a hub id needs huggingface_hub (pip install huggingface_hub), {pin}") from None
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(
+            f"model {repo_id} @ {wanted} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so its commit cannot "
+            f"be known: download it first (`hf download {repo_id}`) {pin}"
+        )
+    try:
+        commit = HfApi().model_info(repo_id, revision=wanted).sha
+    except GatedRepoError:
+        raise UserError(
+            f"model {repo_id} is gated on the Hugging Face hub: accept its licence at https://huggingface.co/{repo_id} "
+            "with your account, then set HF_TOKEN (or run `hf auth login`)"
+        ) from None
+    except RevisionNotFoundError:
+        raise UserError(f"model {repo_id}: the hub has no revision {wanted!r}") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"model {repo_id} was not found on the Hugging Face hub (if it is private, set HF_TOKEN)") from None
+    except Exception as error:  # noqa: BLE001 - no network, a proxy, the hub down: the class depends on the HTTP library
+        raise UserError(f"model {repo_id} @ {wanted}: the hub could not be asked for its commit ({error}); {pin}") from None
+    if not isinstance(commit, str) or not COMMIT_HASH.fullmatch(commit):
+        raise UserError(f"model {repo_id} @ {wanted}: the hub gave no commit for it, {pin}")
+    _REMOTE_COMMITS[key] = commit
+    return commit
+
+
 @contextmanager
 def _gguf_read_once() -> Iterator[None]:
     """transformers reads a whole GGUF file three times to convert it (for the tokenizer, the
@@ -215,13 +262,8 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
         return ResolvedModel(name, str(local.resolve()), f"local folder {local.resolve()}", _folder_fingerprint(local))
     if is_hub_id(name):
         wanted = revision or "main"
-        commit = hub_commit(name, revision)
-        if commit is not None:
-            return ResolvedModel(name, name, f"Hugging Face hub id {name} @ {wanted} (commit {commit})", f"{name}@{commit}")
-        # Not downloaded yet, so no commit to name: the fingerprint says so and can never equal
-        # a resolved one; a backend resolves again once the model is loaded (and downloaded),
-        # so what it generates is keyed by the commit.
-        return ResolvedModel(name, name, f"Hugging Face hub id {name} @ {wanted} (not downloaded yet)", f"{name}@{wanted}:not-downloaded")
+        commit = hub_commit(name, revision) or _hub_remote_commit(name, revision)
+        return ResolvedModel(name, name, f"Hugging Face hub id {name} @ {wanted} (commit {commit})", f"{name}@{commit}", commit)
     known = ", ".join(BUNDLED_MODELS)
     raise UserError(f"unknown model {name!r}: not a bundled name ({known}), an existing path or a hub id of the form org/name")
 

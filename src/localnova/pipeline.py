@@ -24,17 +24,18 @@ import yaml
 
 from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
-from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig, config_to_dict
+from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict
 from localnova.console import format_seconds, say, stage
 from localnova.corpus import corpus_hash, load_documents
 from localnova.data.eval_set import load_eval_set
 from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command, generated_train_file
 from localnova.embedder import Embedder
 from localnova.evaluate import metrics as metrics_module
-from localnova.evaluate.arms import generation_params, uses_adapter
+from localnova.evaluate.arms import uses_adapter
 from localnova.evaluate.judges import build_panel
+from localnova.evaluate.latency_probe import probe_model
 from localnova.evaluate.metrics import answer_metrics
-from localnova.evaluate.runner import ArmAnswers, answer_arm, judge_inputs, run_panel
+from localnova.evaluate.runner import ArmAnswers, answer_arms, judge_inputs, run_panel
 from localnova.files import json_text, write_text_atomic
 from localnova.finetune.presets import check_hyperparameters
 from localnova.finetune.stage import adapter_artifacts, adapters_for_study
@@ -117,42 +118,45 @@ def run_answers(
     """Every answer model over its arms: the base model once for base and rag, then the model
     with its adapter for ft and ft_rag; each closed before the next loads. With `hosting`, a
     model's adapter is hosted only around its ft arms. A model's loading time counts in the
-    first stage that needs it."""
+    first stage that needs it. The latency probe of a model runs after its last arms, while
+    what answers them is still loaded (and hosted): it is the one time two models are loaded
+    together, the base model beside its adapter, unless the adapter's backend can answer as
+    the base model too (`Backend.base_model_view`: vllm)."""
     all_answers = []
     for model in config.models:
-        for with_adapter in (False, True):
-            arms = [arm for arm in config.arms if uses_adapter(arm) == with_adapter]
-            if not arms:
-                continue
-            adapter = adapters.get(model.name) if with_adapter else None
-            with hosting(model.name, adapter) if (hosting and with_adapter) else nullcontext(adapter) as adapter_path:
-                all_answers += _answer_arms(config, store, inputs, model, arms, adapter_path, timings)
+        base_arms = [arm for arm in config.arms if not uses_adapter(arm)]
+        ft_arms = [arm for arm in config.arms if uses_adapter(arm)]
+        if base_arms:
+            backend = create_backend(model)  # loads nothing yet
+            try:
+                all_answers += answer_arms(store, backend, model, base_arms, inputs.items, inputs.retrieved, config.seed, timings)
+                if not ft_arms:
+                    probe_model(config, store, model, inputs.items, inputs.retrieved, dict.fromkeys(base_arms, backend), timings)
+            finally:
+                backend.close()  # its memory goes back before the adapter's model loads
+        if not ft_arms:
+            continue
+        adapter = adapters.get(model.name)
+        with hosting(model.name, adapter) if hosting else nullcontext(adapter) as adapter_path:
+            ft_backend = create_backend(model, adapter_path=adapter_path)
+            try:
+                all_answers += answer_arms(store, ft_backend, model, ft_arms, inputs.items, inputs.retrieved, config.seed, timings)
+                if not (config.eval.latency_probe.enabled and base_arms):
+                    probe_model(config, store, model, inputs.items, inputs.retrieved, dict.fromkeys(ft_arms, ft_backend), timings)
+                    continue
+                # The probe times base arms beside ft arms: from the adapter's engine where it
+                # can answer without the adapter (vllm), else from the base model loaded again.
+                base_view = ft_backend.base_model_view()
+                base_backend = base_view or create_backend(model)
+                try:
+                    probed = {**dict.fromkeys(base_arms, base_backend), **dict.fromkeys(ft_arms, ft_backend)}
+                    probe_model(config, store, model, inputs.items, inputs.retrieved, probed, timings)
+                finally:
+                    if base_view is None:
+                        base_backend.close()
+            finally:
+                ft_backend.close()
     return all_answers
-
-
-def _answer_arms(
-    config: StudyConfig,
-    store: Store,
-    inputs: StudyInputs,
-    model: ModelConfig,
-    arms: list[str],
-    adapter_path: str | None,
-    timings: dict[str, float],
-) -> list[ArmAnswers]:
-    """One model's arms through one backend, loaded once and closed after."""
-    params = generation_params(model, config.seed)
-    # Loads nothing yet: the model (and adapter) load on the first answer not in the store.
-    backend = create_backend(model, adapter_path=adapter_path)
-    try:
-        answers = []
-        for arm in arms:
-            with stage(f"answers {model.name}/{arm}", timings):
-                answers.append(
-                    answer_arm(store, backend, model.name, arm, inputs.items, inputs.retrieved, params, model.generation.batch_size)
-                )
-        return answers
-    finally:
-        backend.close()
 
 
 def local_adapters(config: StudyConfig, embedder: Embedder | None, timings: dict[str, float]) -> dict[str, str]:

@@ -73,6 +73,23 @@ class JudgmentRecord:
     attempts: int
 
 
+@dataclass(frozen=True)
+class ProbeTiming:
+    """One request of the latency probe: an arm's answer to one question, timed on its own."""
+
+    model: str
+    arm: str
+    question_id: str
+    round: int  # the question's repeat, 0 first
+    position: int  # where the arm came in the round's random order, 0 first
+    generation_key: str  # what was timed: backend identity + request
+    latency_ms: float  # the one request's time (evaluate.latency_probe.request_time_ms)
+    input_tokens: int
+    output_tokens: int
+    measured_at: str = ""  # when; "" for a timing not stored yet (then: now)
+    measured_in_run: str = ""  # the run that made the request; "" for one not stored yet (then: this run)
+
+
 class Store:
     """The study's database. Open one per process; commits after every write batch."""
 
@@ -155,22 +172,28 @@ class Store:
     # model calls
 
     def cached_results(self, keys: list[str]) -> dict[str, GenerationResult]:
+        """The stored results of these keys that can be served again: a result whose backend
+        said the generation failed (GenerationResult.failed) is kept for the record, never served."""
         found: dict[str, GenerationResult] = {}
         for start in range(0, len(keys), 500):
             part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
             for key, result_json in self.connection.execute(f"SELECT key, result_json FROM generations WHERE key IN ({marks})", part):
-                found[key] = GenerationResult.from_dict(json.loads(result_json))
+                result = GenerationResult.from_dict(json.loads(result_json))
+                if not result.failed:
+                    found[key] = result
         return found
 
     def generate_cached(
-        self, backend: "Backend", requests: list[ChatRequest], batch_size: int, progress=None
+        self, backend: "Backend", requests: list[ChatRequest], batch_size: int, progress=None, fresh: bool = False
     ) -> tuple[list[str], list[GenerationResult]]:
         """Answer `requests` from the store where it holds them, the rest through `backend` in
         batches of `batch_size`, committing each batch as it returns. Returns the generation
-        keys and results in request order."""
+        keys and results in request order. With `fresh`, nothing is served from the store:
+        every request is made again and its result replaces the stored one (the runner asks
+        this for a judgment that failed before, so a rerun can mend it rather than replay it)."""
         keys = [generation_key(backend.identity, request) for request in requests]
-        results: dict[str, GenerationResult] = self.cached_results(list(dict.fromkeys(keys)))
+        results: dict[str, GenerationResult] = {} if fresh else self.cached_results(list(dict.fromkeys(keys)))
         pending = [index for index, key in enumerate(keys) if key not in results]
         # Identical requests in one call are sent once.
         pending = list({keys[index]: index for index in pending}.values())
@@ -209,12 +232,17 @@ class Store:
 
     def generation_usage(self) -> list[tuple[dict[str, Any], int, int]]:
         """(backend identity, input tokens, output tokens) of every generation stored for
-        this study, in any run: what a paid backend has been paid for so far."""
+        this study, in any run, the latency probe's included: what a paid backend has been
+        paid for so far."""
         rows = self.connection.execute("SELECT backend_json, result_json FROM generations").fetchall()
         usage = []
         for backend_json, result_json in rows:
             result = json.loads(result_json)
             usage.append((json.loads(backend_json), int(result.get("input_tokens", 0)), int(result.get("output_tokens", 0))))
+        probed = self.connection.execute(
+            "SELECT backend_json, input_tokens, output_tokens FROM latency_probe WHERE measured_in_run = run_id"  # reused rounds: paid once
+        ).fetchall()
+        usage += [(json.loads(backend_json), int(input_tokens), int(output_tokens)) for backend_json, input_tokens, output_tokens in probed]
         return usage
 
     def _add_counts(self, model_calls: int, cached_calls: int) -> None:
@@ -262,7 +290,8 @@ class Store:
     # judgments
 
     def judgment_by_content(self, content_keys: list[str]) -> dict[str, JudgmentRecord]:
-        """Judgments already made for the same content, in any run of this study."""
+        """Judgments already made for the same content, in any run of this study: one per key,
+        a scored one where there is one, else the failure that made the most attempts."""
         found: dict[str, JudgmentRecord] = {}
         for start in range(0, len(content_keys), 500):
             part = content_keys[start : start + 500]
@@ -273,7 +302,9 @@ class Store:
                 part,
             )
             for row in rows:
-                found[row[5]] = JudgmentRecord(*row)
+                record, previous = JudgmentRecord(*row), found.get(row[5])
+                if previous is None or (previous.score is None and (record.score is not None or record.attempts > previous.attempts)):
+                    found[row[5]] = record
         return found
 
     def save_judgments(self, judgments: list[JudgmentRecord]) -> None:
@@ -309,6 +340,57 @@ class Store:
             (run_id or self.run_id,),
         )
         return [JudgmentRecord(*row) for row in rows]
+
+    # the latency probe
+
+    def save_probe_round(self, timings: list[ProbeTiming], backends: dict[str, dict[str, str]]) -> None:
+        """One probe round (every arm of one question once), in one transaction: a round cut
+        short by a killed process leaves nothing, and is measured again whole, so the arms of
+        a round are always timed side by side. `backends` maps each arm to its backend identity.
+        A round another run measured keeps its time and run: its calls were paid once."""
+        now = _now()
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO latency_probe(run_id, model, arm, question_id, round, position, generation_key, "
+                    "backend_json, latency_ms, input_tokens, output_tokens, measured_at, measured_in_run) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        self.run_id,
+                        t.model,
+                        t.arm,
+                        t.question_id,
+                        t.round,
+                        t.position,
+                        t.generation_key,
+                        json.dumps(backends[t.arm], sort_keys=True),
+                        t.latency_ms,
+                        t.input_tokens,
+                        t.output_tokens,
+                        t.measured_at or now,
+                        t.measured_in_run or self.run_id,
+                    ),
+                )
+                for t in timings
+            ]
+        )
+
+    def probe_timings(self, run_id: str | None = None) -> list[ProbeTiming]:
+        rows = self.connection.execute(
+            "SELECT model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens, measured_at, "
+            "measured_in_run FROM latency_probe WHERE run_id=? ORDER BY model, question_id, round, position",
+            (run_id or self.run_id,),
+        )
+        return [ProbeTiming(*row) for row in rows]
+
+    def probe_timings_of_model(self, model: str) -> list[tuple[str, ProbeTiming]]:
+        """(run id, timing) of every probe request of `model` in any run of this study."""
+        rows = self.connection.execute(
+            "SELECT run_id, model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens, "
+            "measured_at, measured_in_run FROM latency_probe WHERE model=? ORDER BY run_id, question_id, round, position",
+            (model,),
+        )
+        return [(row[0], ProbeTiming(*row[1:])) for row in rows]
 
     # artifacts: loss curves, data reports, cost estimates
 

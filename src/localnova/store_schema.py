@@ -15,11 +15,12 @@ from pathlib import Path
 from localnova.errors import UserError
 
 # The layout that SCHEMA creates. Raise it with any change to SCHEMA, add to MIGRATIONS a step
-# from the version before where old stores can be brought forward safely, and keep version 1's
-# SCHEMA for the check of unversioned stores in open_schema (they all have that layout).
-SCHEMA_VERSION = 1
+# from the version before where old stores can be brought forward safely, and keep SCHEMA_V1
+# for the check of unversioned stores in open_schema (they all have that layout).
+SCHEMA_VERSION = 2
 
-SCHEMA = """
+# Version 1: every store written before the latency probe (and every unversioned store).
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     study TEXT NOT NULL,
@@ -72,9 +73,31 @@ CREATE TABLE IF NOT EXISTS artifacts (
 );
 """
 
+# Version 2 adds the latency probe's timings (evaluate/latency_probe.py): each arm's answer to
+# one request on its own, arms interleaved in a random order per question and round.
+LATENCY_PROBE_TABLE = """
+CREATE TABLE IF NOT EXISTS latency_probe (
+    run_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    question_id TEXT NOT NULL,
+    round INTEGER NOT NULL,            -- the question's repeat, 0 first
+    position INTEGER NOT NULL,         -- where the arm came in the round's random order, 0 first
+    generation_key TEXT NOT NULL,      -- hash of backend identity + request: what was timed
+    backend_json TEXT NOT NULL,
+    latency_ms REAL NOT NULL,          -- wall clock around the one request, taken by the probe
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    measured_at TEXT NOT NULL,
+    measured_in_run TEXT NOT NULL,     -- the run that made the request: another when a run reuses a round
+    PRIMARY KEY (run_id, model, arm, question_id, round)
+)"""
+
+SCHEMA = SCHEMA_V1 + LATENCY_PROBE_TABLE + ";\n"
+
 
 # version -> the function that brings a store of that version to the next one, in place.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: lambda connection: connection.execute(LATENCY_PROBE_TABLE)}
 OLDER_STORE = (
     "{path}: store from an older localnova ({what}) that cannot be upgraded in place; move it aside and run the study again "
     "(its answers are not reused), or read it with the localnova version that wrote it"
@@ -87,10 +110,10 @@ def _columns(connection: sqlite3.Connection) -> dict[str, list[tuple]]:
     return {table: [tuple(column[1:]) for column in connection.execute(f"PRAGMA table_info({table})")] for table in tables}
 
 
-def _has_current_layout(connection: sqlite3.Connection) -> bool:
-    """Whether a store's tables have exactly the columns SCHEMA creates."""
+def _has_version_1_layout(connection: sqlite3.Connection) -> bool:
+    """Whether a store's tables have exactly the columns SCHEMA_V1 creates."""
     with closing(sqlite3.connect(":memory:")) as reference:
-        reference.executescript(SCHEMA)
+        reference.executescript(SCHEMA_V1)
         expected = _columns(reference)
     found = _columns(connection)
     return all(found.get(table) == columns for table, columns in expected.items())
@@ -109,7 +132,7 @@ def open_schema(connection: sqlite3.Connection, path: Path) -> None:
         # Stores written before versions were recorded all have the layout of version 1 (the
         # schema never changed before), so stamping one is the whole migration; a store with
         # other columns is not one of ours as this code knows them, and is refused.
-        if not _has_current_layout(connection):
+        if not _has_version_1_layout(connection):
             raise UserError(OLDER_STORE.format(path=path, what="no schema version and tables unlike this localnova's"))
         version = 1
         connection.execute("PRAGMA user_version = 1")

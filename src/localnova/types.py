@@ -118,6 +118,13 @@ LATENCY_BATCH_WALL = "batch_wall_clock"
 LATENCY_PER_REQUEST = "per_request_wall_clock"
 
 
+# Finish reasons that say the generation itself failed, so its text is no answer: a server that
+# aborted or errored on the request (vllm's OpenAI server: "abort", "error"), a Bedrock model
+# whose output the service could not read ("malformed_model_output"). The store never serves
+# such a result again: a rerun makes the call anew. "length" and "content_filter" are answers.
+FAILED_FINISH_REASONS = frozenset({"abort", "error", "malformed_model_output"})
+
+
 @dataclass
 class GenerationResult:
     """What a backend returns for one request."""
@@ -142,6 +149,11 @@ class GenerationResult:
     # system_fingerprint). Known only after the call, so it is recorded with each result
     # rather than in the cache key: a change shows in the store without being hidden by it.
     system_fingerprint: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the backend says the generation failed (FAILED_FINISH_REASONS)."""
+        return self.finish_reason in FAILED_FINISH_REASONS
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -34,6 +34,12 @@ class Backend(ABC):
         judge then reads the score position and the token after a "1" in one request, not two."""
         return False
 
+    def base_model_view(self) -> Backend | None:
+        """A backend answering as this one's base model (no adapter) from what this one has
+        loaded, or None where there is none (then the caller makes one): the latency probe
+        times the base arms beside the ft arms without a second copy of the model."""
+        return None
+
     def requests_per_call(self, batch_size: int) -> int:
         """How many requests one generate() call should be given when the model's batch size is
         `batch_size`: more than one batch for a backend that refills the slots of finished rows

@@ -4,7 +4,8 @@
 POST {base_url}/chat/completions. This backend uses only the standard library (urllib and a
 thread pool): one fewer dependency, and a request per thread is all a batch of chat calls
 needs. The API key is read from the environment at start-up, sent in one header and never
-logged, written or put into an error message or the identity.
+logged, written or put into an error message or the identity; the identity holds the server's
+address without any user, password or query string.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def chat_completions_url(base_url: str) -> str:
     if not path:
         path = "/v1"
     return urllib.parse.urlunparse(parsed._replace(path=path + "/chat/completions"))
+
+
+def server_address(base_url: str) -> str:
+    """Where the server lives, as the identity holds it: scheme, host, port and path of its
+    endpoint, written one way (`http://H:8000` and `http://h:8000/v1/` alike). What can carry a
+    credential is left out: a user and password in the URL, and the query string (`?key=...`)."""
+    parsed = urllib.parse.urlparse(chat_completions_url(base_url))
+    host = (parsed.hostname or "").lower()
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}[parsed.scheme.lower()]
+    port = f":{parsed.port}" if parsed.port not in (None, default_port) else ""
+    return f"{parsed.scheme.lower()}://{host}{port}{parsed.path.removesuffix('/chat/completions')}"
 
 
 def request_payload(model_name: str, request: ChatRequest) -> dict[str, Any]:
@@ -133,6 +147,8 @@ class OpenAIBackend(Backend):
         self.model_name = model.model
         self.base_url = str(base_url)
         self.url = chat_completions_url(self.base_url)
+        # What messages and logs name: the URL without a query string that may hold a key.
+        self.shown_url = server_address(self.base_url) + "/chat/completions"
         self._api_key = os.environ.get(str(options["api_key_env"])) or None  # local servers need none
         self.max_concurrency = int(options["max_concurrency"])
         self.max_attempts = int(options["max_attempts"])
@@ -142,10 +158,12 @@ class OpenAIBackend(Backend):
         if self.max_concurrency < 1 or self.max_attempts < 1:
             raise UserError(f"model {model.name!r}: max_concurrency and max_attempts must be at least 1")
         self.retry_policy = RetryPolicy(self.max_attempts, self.backoff_initial_s, self.backoff_max_s)
-        # What decides the outputs is the model the server serves under this name, not where
-        # the server lives: moving a server to another address keeps its cached answers. The
-        # server's own system_fingerprint is known only after a call, so each result records it.
-        self.identity = {"backend": "openai", "model": self.model_name}
+        # A served name says little on its own: two servers can serve "llama3" as different
+        # weights, quantizations or chat templates. So the server's address is part of what
+        # answered (a server moved to a new address answers again, which costs calls, never a
+        # stale answer); credentials never are. The server's own system_fingerprint is known
+        # only after a call, so each result records it.
+        self.identity = {"backend": "openai", "model": self.model_name, "server": server_address(self.base_url)}
         if model.revision:
             self.identity["revision"] = model.revision
         self.retry_count = 0  # retries made over this backend's life, for reports and tests
@@ -153,7 +171,7 @@ class OpenAIBackend(Backend):
         self._missing_usage_warned = False
 
     def __repr__(self) -> str:  # never show the key
-        return f"OpenAIBackend(url={self.url!r}, model={self.model_name!r})"
+        return f"OpenAIBackend(url={self.shown_url!r}, model={self.model_name!r})"
 
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         if not requests:
@@ -168,11 +186,11 @@ class OpenAIBackend(Backend):
             choice = response["choices"][0]
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
-            raise UserError(f"{self.url}: response has no choices[0].message.content: {json.dumps(response)[:200]}") from None
+            raise UserError(f"{self.shown_url}: response has no choices[0].message.content: {json.dumps(response)[:200]}") from None
         usage = response.get("usage") or {}
         if "prompt_tokens" not in usage and not self._missing_usage_warned:
             self._missing_usage_warned = True
-            log.warning("%s returns no usage; input and output tokens are recorded as 0", self.url)
+            log.warning("%s returns no usage; input and output tokens are recorded as 0", self.shown_url)
         wants_logprobs = request.params.top_logprobs > 0
         tokens, token_logprobs = parse_sampled_tokens(choice) if wants_logprobs else (None, None)
         return GenerationResult(
@@ -206,7 +224,7 @@ class OpenAIBackend(Backend):
             except urllib.error.HTTPError as error:
                 detail = _error_detail(error)
                 if error.code not in RETRYABLE_STATUS:
-                    raise UserError(f"{self.url}: HTTP {error.code}: {detail}") from None
+                    raise UserError(f"{self.shown_url}: HTTP {error.code}: {detail}") from None
                 retry_after_s = _retry_after_seconds(error.headers.get("Retry-After") if error.headers else None)
                 raise _RetryableFailure(f"HTTP {error.code}: {detail}", retry_after_s) from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
@@ -220,7 +238,7 @@ class OpenAIBackend(Backend):
         def count_retry(attempt: int, failure: Exception, delay_s: float) -> None:
             with self._retry_lock:
                 self.retry_count += 1
-            log.info("%s: attempt %d/%d failed (%s); retrying in %.2f s", self.url, attempt, self.max_attempts, failure, delay_s)
+            log.info("%s: attempt %d/%d failed (%s); retrying in %.2f s", self.shown_url, attempt, self.max_attempts, failure, delay_s)
 
         try:
             return retry_call(
@@ -231,7 +249,7 @@ class OpenAIBackend(Backend):
                 min_delay_s=lambda failure: getattr(failure, "retry_after_s", None),
             )
         except _RetryableFailure as failure:
-            raise UserError(f"{self.url}: gave up after {self.max_attempts} attempts; last error: {failure}") from None
+            raise UserError(f"{self.shown_url}: gave up after {self.max_attempts} attempts; last error: {failure}") from None
 
 
 class _RetryableFailure(Exception):

@@ -60,13 +60,20 @@ class TransformersBackend(Backend):
         self.device, self.dtype_name = precision.device, precision.dtype
         if adapter_path and not Path(adapter_path).is_dir():
             raise UserError(f"adapter {adapter_path}: folder not found")
+        # What decides the text besides the request: the files, the dtype, and the kind of
+        # device (a GPU's fp32 matmuls may round as TF32, a CPU's do not), and whether the
+        # adapter is merged into the weights (W + BA rounds otherwise than W, then BA). The
+        # batch a request shares moves results in the last bits too, but is no setting.
         self.identity = {
             "backend": "transformers",
             "model": self.resolved.name,
             "weights": self.resolved.fingerprint,
             "adapter": _folder_fingerprint(Path(adapter_path)) if adapter_path else "",
             "dtype": self.dtype_name,
+            "device": str(self.device).split(":")[0],
         }
+        if adapter_path:
+            self.identity["adapter_merged"] = "yes" if model.options.get("merge_adapter", True) else "no"
         self.model = self.tokenizer = self._decoder = None
 
     @property
@@ -79,7 +86,7 @@ class TransformersBackend(Backend):
         from transformers import AutoTokenizer
 
         route_library_logs()  # transformers' warnings to the run log, not the console
-        self.tokenizer = AutoTokenizer.from_pretrained(self.resolved.path, revision=self.config.revision)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.resolved.path, revision=self.resolved.revision)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -92,7 +99,8 @@ class TransformersBackend(Backend):
 
         self._load_tokenizer()
         self._torch = torch
-        revision = self.config.revision
+        # the commit the identity names (resolve_model), not a branch that may have moved since
+        revision = self.resolved.revision
         self.model = AutoModelForCausalLM.from_pretrained(self.resolved.path, revision=revision, dtype=getattr(torch, self.dtype_name))
         if self.adapter_path:
             self.model = self._load_adapter(self.adapter_path, merge=bool(self.config.options.get("merge_adapter", True)))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from localnova.backends.base import Backend
 from localnova.errors import UserError
 from localnova.models import ResolvedModel, _folder_fingerprint, resolve_model
-from localnova.optional import cuda_available, require
+from localnova.optional import cuda_available, cuda_bf16_supported, require
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
 
 if TYPE_CHECKING:
@@ -63,8 +63,9 @@ def supported_lora_rank(rank: int) -> int:
     raise UserError(f"LoRA rank {rank} is above the largest vllm supports ({VLLM_LORA_RANKS[-1]})")
 
 
-def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | None) -> dict[str, Any]:
-    """The keyword arguments for vllm.LLM from a model config."""
+def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | None, revision: str | None = None) -> dict[str, Any]:
+    """The keyword arguments for vllm.LLM from a model config; `revision` is the commit a hub
+    id resolved to (ResolvedModel.revision), which is loaded rather than a branch that moves."""
     unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
     if unknown:
         raise UserError(
@@ -80,8 +81,8 @@ def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | Non
         "enable_prefix_caching": bool(options["enable_prefix_caching"]),
         "seed": int(options["seed"]),
     }
-    if model.revision:
-        arguments["revision"] = model.revision
+    if revision or model.revision:
+        arguments["revision"] = revision or model.revision
     for key in ("max_model_len", "max_num_seqs", "quantization"):
         if options[key] is not None:
             arguments[key] = options[key]
@@ -108,15 +109,34 @@ def engine_settings(llm: Any) -> dict[str, Any]:
     }
 
 
-def vllm_identity(weights: ResolvedModel, adapter_fingerprint: str, arguments: dict[str, Any], engine: dict[str, Any]) -> dict[str, str]:
-    """What decides this backend's outputs besides the request: the model and adapter files,
-    the dtype and the context length (the engine's own where it reports them, the configured
-    ones otherwise), and the quantization. Each is a string, as every identity holds."""
+def vllm_identity(
+    weights: ResolvedModel, adapter_fingerprint: str, arguments: dict[str, Any], engine: dict[str, Any], gpu_bf16: bool | None = None
+) -> dict[str, str]:
+    """What decides this backend's outputs besides the request, each as a string:
+
+    - the model and adapter files (their fingerprints; a hub id by its commit);
+    - the dtype: the engine's own where it reports one, else as configured; `auto` lets vllm
+      choose from the checkpoint's dtype (fixed by the weights) and what the GPU can do, so
+      with `auto` the key also says whether the GPU does bf16 (`gpu_bf16`);
+    - the context length (a prompt longer than it is refused) and the quantization;
+    - the tensor-parallel size: each GPU holds a slice of every layer and the slices' partial
+      sums are added across GPUs in another order, so a greedy step can take the other of two
+      nearly tied tokens.
+
+    Left out, and why: gpu_memory_utilization, max_num_seqs, enable_prefix_caching and
+    enforce_eager decide how many sequences run together and how memory is laid out, which
+    moves results in the last bits as another batch does; vllm does not promise a request the
+    same output in every batch, so keying them would split the cache without making outputs
+    any more reproducible. The engine seed decides nothing: every request carries its own
+    (`sampling_arguments`). max_lora_rank pads the adapter with zeros."""
     identity = {"backend": "vllm", "model": weights.name, "weights": weights.fingerprint, "adapter": adapter_fingerprint}
     identity["dtype"] = str(engine.get("dtype") or arguments["dtype"])
+    if identity["dtype"] == "auto":
+        identity["gpu_bf16"] = "unknown" if gpu_bf16 is None else ("yes" if gpu_bf16 else "no")
     identity["max_model_len"] = str(engine.get("max_model_len") or arguments.get("max_model_len") or "model default")
     if arguments.get("quantization"):
         identity["quantization"] = str(arguments["quantization"])
+    identity["tensor_parallel_size"] = str(arguments["tensor_parallel_size"])
     return identity
 
 
@@ -183,13 +203,14 @@ class VLLMBackend(Backend):
             raise UserError(f"model {model.name!r}: the vllm backend needs a CUDA GPU; use backend: transformers on CPU")
         resolved = resolve_model(model.model, model.revision)
         # Checked now, loaded on the first generate(): a rerun served from the store starts no engine.
-        self._llm_arguments = llm_arguments(model, resolved.path, adapter_path)
+        self._llm_arguments = llm_arguments(model, resolved.path, adapter_path, resolved.revision)
         self._adapter_name, self._adapter_path = f"{model.name}-adapter", adapter_path
         self.llm = self.lora_request = None
         adapter_fingerprint = _folder_fingerprint(Path(adapter_path)) if adapter_path is not None else ""
         # The configured dtype and context length, since the engine is not started yet: a
-        # cached rerun must know its keys without loading (`dtype: auto` stays "auto").
-        self.identity = vllm_identity(resolved, adapter_fingerprint, self._llm_arguments, {})
+        # cached rerun must know its keys without loading (`dtype: auto` stays "auto", with
+        # what the GPU can do beside it).
+        self.identity = vllm_identity(resolved, adapter_fingerprint, self._llm_arguments, {}, cuda_bf16_supported())
 
     def load(self) -> None:
         if self.llm is not None:
@@ -202,7 +223,12 @@ class VLLMBackend(Backend):
 
             self.lora_request = LoRARequest(self._adapter_name, 1, str(Path(self._adapter_path).resolve()))
 
-    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+    def base_model_view(self) -> Backend | None:
+        """With an adapter: this engine answering as the base model (no LoRARequest), so the
+        latency probe times base arms beside ft arms without a second engine on the GPU."""
+        return _BaseModelView(self) if self._adapter_path is not None else None
+
+    def generate(self, requests: list[ChatRequest], with_adapter: bool = True) -> list[GenerationResult]:
         if not requests:
             return []
         self.load()
@@ -214,12 +240,14 @@ class VLLMBackend(Backend):
         continuing = [conversation[-1]["role"] == "assistant" for conversation in conversations]
         started = time.perf_counter()
         if all(continuing) or not any(continuing):
-            outputs = self._chat(conversations, sampling, continue_final_message=continuing[0])
+            outputs = self._chat(conversations, sampling, continuing[0], with_adapter)
         else:
             outputs = [None] * len(requests)
             for flag in (True, False):
                 indices = [i for i, value in enumerate(continuing) if value is flag]
-                for index, output in zip(indices, self._chat([conversations[i] for i in indices], [sampling[i] for i in indices], flag)):
+                for index, output in zip(
+                    indices, self._chat([conversations[i] for i in indices], [sampling[i] for i in indices], flag, with_adapter)
+                ):
                     outputs[index] = output
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
@@ -245,11 +273,11 @@ class VLLMBackend(Backend):
             )
         return results
 
-    def _chat(self, conversations: list, sampling: list, continue_final_message: bool) -> list:
+    def _chat(self, conversations: list, sampling: list, continue_final_message: bool, with_adapter: bool = True) -> list:
         return self.llm.chat(
             conversations,
             sampling_params=sampling,
-            lora_request=self.lora_request,
+            lora_request=self.lora_request if with_adapter else None,
             use_tqdm=False,
             add_generation_prompt=not continue_final_message,
             continue_final_message=continue_final_message,
@@ -265,3 +293,20 @@ class VLLMBackend(Backend):
             import torch
 
             torch.cuda.empty_cache()
+
+
+class _BaseModelView(Backend):
+    """An adapter engine answering without its adapter (VLLMBackend.base_model_view): the base
+    model's outputs, from an engine with LoRA enabled, which its identity says."""
+
+    supports_logprobs = True
+
+    def __init__(self, engine: VLLMBackend) -> None:
+        self.engine = engine
+        self.identity = {**engine.identity, "adapter": "", "engine": "with LoRA enabled, adapter not applied"}
+
+    def load(self) -> None:
+        self.engine.load()
+
+    def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        return self.engine.generate(requests, with_adapter=False)

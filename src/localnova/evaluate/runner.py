@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from localnova.backends.base import Backend
+from localnova.config import ModelConfig
 from localnova.console import progress, stage
-from localnova.evaluate.arms import build_request, uses_retrieval
-from localnova.evaluate.judges import SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
+from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.evaluate.judges import JUDGE_IDENTITY_ARTIFACT, SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
 from localnova.store import JudgmentRecord, Store
 from localnova.types import EvalItem, GenerationParams, RetrievedChunk
 
@@ -52,6 +53,26 @@ def answer_arm(
     return ArmAnswers(model_name, arm, question_ids, [by_index[i][1].text for i in range(len(items))])
 
 
+def answer_arms(
+    store: Store,
+    backend: Backend,
+    model: ModelConfig,
+    arms: list[str],
+    items: list[EvalItem],
+    retrieved: list[list[RetrievedChunk]] | None,
+    seed: int,
+    timings: dict[str, float],
+) -> list[ArmAnswers]:
+    """One model's arms through one backend, which loads on the first answer not in the store;
+    each arm's seconds go to `timings["answers <model>/<arm>"]`."""
+    params = generation_params(model, seed)
+    answers = []
+    for arm in arms:
+        with stage(f"answers {model.name}/{arm}", timings):
+            answers.append(answer_arm(store, backend, model.name, arm, items, retrieved, params, model.generation.batch_size))
+    return answers
+
+
 def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls: bool) -> list[JudgeInput]:
     by_id = {item.question_id: item for item in items}
     inputs = [
@@ -70,11 +91,15 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
     """Score `inputs` with one opened judge; scores already given to the same content by the
     same judge identity (in any run of this study) are reused, failures are not, and model
     calls go through the store in batches of the judge's batch size. Returns the judgments and
-    how many of them were made now."""
+    how many of them were made now.
+
+    A judgment that failed before is judged with new model calls, never from the store's cache
+    of model calls: replaying the calls would replay the failure, and a rerun could never mend
+    it. It goes on from the attempts the failure made (`Judge.run`'s `tries_before`)."""
     keys = [judge.content_key(item) for item in inputs]
-    # A stored failure is never reused: a rerun judges it again (its model calls may still
-    # come from the store, when nothing that decides them changed).
-    known = {key: record for key, record in store.judgment_by_content(keys).items() if record.score is not None}
+    stored = store.judgment_by_content(keys)
+    known = {key: record for key, record in stored.items() if record.score is not None}
+    tries_before = {key: record.attempts for key, record in stored.items() if record.score is None}
     missing = [index for index, key in enumerate(keys) if key not in known]
     records: dict[int, JudgmentRecord] = {}
     for index, key in enumerate(keys):
@@ -101,37 +126,43 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
         batch_size = backend.requests_per_call(judge.batch_size) if backend is not None else judge.batch_size
         bar = progress(len(missing), f"judge {judge.name}", unit="judgment")
 
-        def generate(requests):
-            return store.generate_cached(backend, requests, batch_size)[1]
+        def generator(fresh: bool):
+            if backend is None:
+                return None
+            return lambda requests: store.generate_cached(backend, requests, batch_size, fresh=fresh)[1]
 
         # Judge in slices so that a killed process keeps the judgments already made. The bar
         # counts judgments as each slice ends: a judgment can take several requests (retries,
-        # the logprob judge's second round), so counting requests would overshoot.
+        # the logprob judge's second round), so counting requests would overshoot. New items
+        # and items that failed before go in separate slices: only the latter bypass the cache.
         slice_size = max(batch_size, 16)
-        for start in range(0, len(missing), slice_size):
-            part = missing[start : start + slice_size]
-            outcomes = judge.run([inputs[index] for index in part], generate if backend is not None else None)
-            bar.update(len(part))
-            new_records = []
-            for index, outcome in zip(part, outcomes):
-                item = inputs[index]
-                new_records.append(
-                    JudgmentRecord(
-                        judge.name,
-                        item.model,
-                        item.arm,
-                        item.question_id,
-                        item.subject,
-                        keys[index],
-                        outcome.score,
-                        outcome.method,
-                        outcome.reason,
-                        outcome.raw_text,
-                        outcome.attempts,
+        for retrying in (False, True):
+            todo = [index for index in missing if (keys[index] in tries_before) == retrying]
+            for start in range(0, len(todo), slice_size):
+                part = todo[start : start + slice_size]
+                before = [tries_before.get(keys[index], 0) for index in part]
+                outcomes = judge.run([inputs[index] for index in part], generator(retrying), before)
+                bar.update(len(part))
+                new_records = []
+                for index, outcome in zip(part, outcomes, strict=True):
+                    item = inputs[index]
+                    new_records.append(
+                        JudgmentRecord(
+                            judge.name,
+                            item.model,
+                            item.arm,
+                            item.question_id,
+                            item.subject,
+                            keys[index],
+                            outcome.score,
+                            outcome.method,
+                            outcome.reason,
+                            outcome.raw_text,
+                            outcome.attempts,
+                        )
                     )
-                )
-            store.save_judgments(new_records)
-            records.update(zip(part, new_records))
+                store.save_judgments(new_records)
+                records.update(zip(part, new_records, strict=True))
         bar.close()
     return [records[index] for index in range(len(inputs))], len(missing)
 
@@ -143,5 +174,6 @@ def run_panel(store: Store, panel: list[Judge], judge_items: list[JudgeInput], t
     made: dict[str, int] = {}
     for judge in panel:
         with stage(f"judge {judge.name}", timings), judge.opened():
+            store.save_artifact(JUDGE_IDENTITY_ARTIFACT + judge.name, judge.identity)  # what cross-run pairing compares
             made[judge.name] = run_judge(store, judge, judge_items)[1]
     return made

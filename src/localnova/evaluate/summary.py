@@ -17,6 +17,7 @@ import numpy as np
 from localnova.config import BASE_ARM
 from localnova.evaluate.agreement import JudgeAgreement, judge_agreement
 from localnova.evaluate.controls import JudgeControls
+from localnova.evaluate.latency_probe import ProbeCell, probe_summary
 from localnova.evaluate.panel import PANEL_RULE, cell_scores, level_ci, paired_scores
 from localnova.evaluate.statistics import (
     ArmComparison,
@@ -111,6 +112,9 @@ class StudySummary:
     failures_by_judge: list[JudgeFailures]
     settings: dict[str, Any]
     controls: list[JudgeControls] = field(default_factory=list)  # empty when the study ran without controls
+    # The latency comparison: the interleaved probe's cells (evaluate.latency_probe); empty
+    # when the run had no probe. latency_tokens' times are the batched run's: throughput.
+    latency_probe: list[ProbeCell] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for json.dumps: NaN and infinities become None."""
@@ -177,6 +181,7 @@ def summarize(
     headline_judges: Sequence[str] | None = None,
     headline_note: str = "",
     controls: Sequence[JudgeControls] = (),
+    probe_timings: Iterable[Any] = (),
 ) -> StudySummary:
     """Summarise a study from its judgments and generations.
 
@@ -189,6 +194,7 @@ def summarize(
     interval (see `evaluate.panel` for how failures are kept from moving either). Comparisons
     are all arm pairs within each model on the same pairing, Holm-adjusted across the whole
     family. Every interval and test uses `seed`, so the summary is reproducible.
+    `probe_timings` (the latency probe's, `ProbeTiming`-like) give the latency comparison.
     """
     rows = score_rows_from(score_rows)
     cells = list(dict.fromkeys((r.model, r.arm) for r in rows))
@@ -234,6 +240,7 @@ def summarize(
         latency_tokens=latency_token_summary(generation_rows, base_arm),
         failures_by_judge=failures,
         controls=list(controls),
+        latency_probe=probe_summary(probe_timings, n_resamples, seed, confidence, base_arm),
         settings={
             "n_resamples": n_resamples,
             "seed": seed,

@@ -136,10 +136,10 @@ def load_base(base_model, config, precision: Precision):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
+    tokenizer = AutoTokenizer.from_pretrained(base_model.path, revision=base_model.revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    load_kwargs: dict[str, Any] = {"dtype": getattr(torch, precision.dtype)}
+    load_kwargs: dict[str, Any] = {"dtype": getattr(torch, precision.dtype), "revision": base_model.revision}  # the keyed commit
     if config.quantization == "4bit":
         require("bitsandbytes", "4-bit QLoRA")
         from peft import prepare_model_for_kbit_training

@@ -14,7 +14,7 @@ from typing import Any
 from localnova.errors import UserError
 from localnova.evaluate.judges import SUBJECT_ANSWER
 from localnova.evaluate.statistics import GenerationRow, ScoreRow
-from localnova.store import DB_NAME, AnswerRecord, JudgmentRecord, Store
+from localnova.store import DB_NAME, AnswerRecord, JudgmentRecord, ProbeTiming, Store
 
 
 @dataclass
@@ -29,6 +29,7 @@ class RunData:
     artifacts: dict[str, Any]
     label: str = ""  # how the report names this run; the run id unless set
     eval_items: dict[str, dict[str, str]] = field(default_factory=dict)  # question_id -> {question, answer}
+    probe_timings: list[ProbeTiming] = field(default_factory=list)  # the latency probe's, when it ran
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -116,6 +117,7 @@ def collect_run(study_dir: Path, run_id: str | None = None) -> RunData:
             judgments=store.judgments(run_id),
             artifacts=artifacts,
             eval_items=_eval_items(artifacts),
+            probe_timings=store.probe_timings(run_id),
         )
     finally:
         store.close()

@@ -22,7 +22,7 @@ from localnova.evaluate.judges import CONTROL_SUBJECTS, SUBJECT_ANSWER
 from localnova.evaluate.panel import answer_scores, cell_scores
 from localnova.evaluate.summary import StudySummary
 from localnova.files import write_text_atomic
-from localnova.report import figures, tables
+from localnova.report import figures, latency, tables
 from localnova.report.collect import RunData, collect_runs
 from localnova.report.crossrun import cross_run_blocks
 from localnova.report.summarize import control_gate, summarize_run
@@ -56,8 +56,10 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
     several = len(runs) > 1
     groups: list[str] = []
     arms: list[str] = []
-    quality, latency, tokens = {}, {}, {}
+    quality, latency, tokens, probed = {}, {}, {}, {}
     for run, summary in zip(runs, summaries):
+        for cell in summary.latency_probe:
+            probed[(_group(run, cell.model, several), cell.arm)] = (cell.median_ms, cell.p90_ms)
         for cell in summary.panel_cells:
             group = _group(run, cell.model, several)
             groups.append(group)
@@ -78,8 +80,13 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
             )
         ]
     if latency:
+        # Arms are compared on the interleaved probe's times; the batched run's stand in only
+        # where no run has a probe, and the caption says what they are.
+        caption = "Latency by arm in the interleaved probe (one request at a time): median (bar) and p90 (tick)."
+        if not probed:
+            caption = "Time per answer in the batched run (throughput, not an arm comparison): median (bar) and p90 (tick)."
         found["latency"] = [
-            Figure("Latency by arm: median (bar) and p90 (tick).", figures.latency_figure(groups, arms, latency)),
+            Figure(caption, figures.latency_figure(groups, arms, probed or latency)),
             Figure("Mean input and output tokens per answer by arm.", figures.tokens_figure(groups, arms, tokens)),
         ]
 
@@ -204,7 +211,10 @@ def build_sections(runs: list[RunData]) -> list[Section]:
             ],
         ),
         Section("Per-question scores", figs.get("per_question", []) or [Paragraph("No scored answers.")]),
-        Section("Latency and tokens", [*tables.latency_tokens_blocks(runs, summaries), *figs.get("latency", [])]),
+        Section(
+            "Latency and tokens",
+            [*latency.latency_probe_blocks(runs, summaries), *tables.latency_tokens_blocks(runs, summaries), *figs.get("latency", [])],
+        ),
         Section("Retrieval", tables.artifact_blocks(runs, "retrieval", "No retrieval metrics recorded.", "model / arm")),
         Section("Reference metrics", tables.artifact_blocks(runs, "answer_metrics", "No reference metrics recorded.", "model / arm")),
         Section("Cost", tables.artifact_blocks(runs, "cost", "No cost estimate or spend recorded.")),
@@ -324,6 +334,7 @@ def report_key(runs: list[RunData]) -> str:
             "judgments": [dataclasses.asdict(judgment) for judgment in run.judgments],
             "artifacts": run.artifacts,
             "eval_items": run.eval_items,
+            "probe_timings": [dataclasses.asdict(timing) for timing in run.probe_timings],
         }
         for run in runs
     ]

@@ -32,4 +32,5 @@ def summarize_run(run: RunData) -> StudySummary:
         headline_judges=panel.judges,
         headline_note=panel.note,
         controls=controls,
+        probe_timings=run.probe_timings,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from localnova.config import StudyConfig
 from localnova.evaluate.judges.base import (
     CONTROL_SUBJECTS,
+    JUDGE_IDENTITY_ARTIFACT,
     REFERENCE_BATCH_SIZE,
     SUBJECT_ANSWER,
     GenerateFn,
@@ -31,12 +32,14 @@ from localnova.evaluate.judges.llm import (
     expected_score,
     judge_messages,
     parse_judge_reply,
+    read_distribution,
     score_distribution,
 )
 from localnova.evaluate.judges.reference import EmbeddingSimilarityJudge, SentenceEmbedder, TokenF1Judge
 
 __all__ = [
     "CONTROL_SUBJECTS",
+    "JUDGE_IDENTITY_ARTIFACT",
     "JUDGES",
     "JUDGE_SYSTEM",
     "JUDGE_TEMPLATE",
@@ -58,6 +61,7 @@ __all__ = [
     "expected_score",
     "judge_messages",
     "parse_judge_reply",
+    "read_distribution",
     "score_distribution",
 ]
 

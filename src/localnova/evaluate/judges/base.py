@@ -18,6 +18,9 @@ from localnova.config import JudgeConfig, StudyConfig
 from localnova.types import ChatRequest, GenerationResult, stable_hash
 
 SUBJECT_ANSWER = "answer"
+# A run stores each judge's identity as it judged under this artifact name plus the judge's
+# name, so another run can tell the same judge from one with the same name only.
+JUDGE_IDENTITY_ARTIFACT = "judge_identity:"
 CONTROL_SUBJECTS = ("control_ground_truth", "control_empty", "control_other")
 
 # How many items a judge without a model of its own (token F1, embeddings) takes per slice.
@@ -106,9 +109,12 @@ class Judge(ABC):
         """Free what `_load` loaded."""
 
     @abstractmethod
-    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None) -> list[JudgeOutcome]:
+    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None, tries_before: list[int] | None = None) -> list[JudgeOutcome]:
         """One outcome per item, in order. A judge with a backend sends its requests through
-        `generate`, which the runner points at the store so every call is cached."""
+        `generate`, which the runner points at the store so every call is cached (and, for an
+        item judged before without a score, made anew). `tries_before[i]` is how many attempts
+        that earlier judgment of item i made (0 for a new item); a judge that samples goes on
+        from there rather than drawing the same replies again."""
 
 
 def control_inputs(questions: list[tuple[str, str, str]]) -> list[JudgeInput]:

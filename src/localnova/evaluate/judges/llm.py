@@ -5,14 +5,17 @@ a retry can differ) a bounded number of times and then recorded as a failure wit
 A failure has no score: it is never counted as 0 and never dropped from the failure counts.
 With `scoring: logprob` the judge's reply is prefilled up to the score, and the score is the
 expected value of the distribution over the scores 0-10 read from the token probabilities
-there (see `score_distribution`); too little probability on score tokens is a failure.
+there (see `read_distribution`); too little probability known to land on a score is a failure
+(probability the read tokens cannot place counts as unknown, never as a score).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from localnova.backends import backend_class, create_backend
@@ -104,57 +107,128 @@ def parse_judge_reply(text: str) -> tuple[int, str] | None:
     return score, reason
 
 
-# The only tokens that are scores; "²".isdigit() is true, and int("²") raises.
-SCORE_TOKENS = {str(score): score for score in range(11)}
+# JSON's whitespace; a number ends at it, at "," or at "}" (json.org's grammar).
+_JSON_SPACE = " \t\n\r"
+# ASCII digits only: "²".isdigit() is true, and int("²") raises.
+_LEADING_DIGITS = re.compile(r"[0-9]*")
+# What a piece of the reply makes of the score, as far as the read tokens tell.
+INVALID, UNKNOWN = "invalid", "unknown"
 
 
-def _probabilities(step: dict[str, float]) -> dict[str, float]:
-    """Token text (whitespace stripped) -> probability, summed over tokens that strip alike."""
-    found: dict[str, float] = {}
-    for token, logprob in step.items():
-        found[token.strip()] = found.get(token.strip(), 0.0) + math.exp(logprob)
-    return found
+def read_score(text: str) -> int | str | tuple[str, str]:
+    """What the reply's text from the score position up to the end of the tokens read says the
+    score is: an int 0-10 (the number has ended, or ends here as far as we read), INVALID (no
+    reply of the required form starts so: "11", "07", "1.5", "1e1", "1 0", "-1", a letter),
+    UNKNOWN (nothing but whitespace yet: the score comes later), or ("open", digits): the text
+    ends right after the digits, so the next token may still extend the number.
+
+    A number is over at whitespace, "," or "}"; after it the reply must go on with "," or "}"
+    (whitespace between), so "1 0" is no score at all, never 1."""
+    stripped = text.lstrip(_JSON_SPACE)
+    if not stripped:
+        return UNKNOWN
+    digits = _LEADING_DIGITS.match(stripped).group()
+    rest = stripped[len(digits) :]
+    if not digits:
+        return INVALID
+    if not rest:
+        return ("open", digits)
+    if rest[0] in ".eE":  # a fraction or an exponent: not an integer score
+        return INVALID
+    after = rest.lstrip(_JSON_SPACE)
+    if after and after[0] not in ",}":
+        return INVALID
+    return _score_of(digits)
+
+
+def _score_of(digits: str) -> int | str:
+    # JSON writes no leading zeros: "07" is not a number, "0" is.
+    if digits != str(int(digits)) or int(digits) > 10:
+        return INVALID
+    return int(digits)
+
+
+def _is_open_one(token: str) -> bool:
+    return read_score(token) == ("open", "1")
 
 
 def needs_continuation(first_step: dict[str, float]) -> bool:
-    """Whether "1" has probability at the score position: then "10" and "1" can only be told
-    apart by the next token, which a second request (prefilled with "1") reads."""
-    return _probabilities(first_step).get("1", 0.0) > 0.0
+    """Whether a bare "1" has probability at the score position: then "10" and "1" can only be
+    told apart by the next token, which a second request (prefilled with "1") reads."""
+    return any(_is_open_one(token) for token in first_step)
+
+
+@dataclass(frozen=True)
+class ScoreReading:
+    """The score distribution as far as the read tokens tell it.
+
+    `distribution` maps each score 0-10 to the probability known to land on it; `unknown` is
+    the probability whose score the read tokens cannot tell (tokens outside the top ones
+    after a "1", a "1" whose next token was not read, whitespace before the score). Neither
+    `unknown` nor the rest (no score, or outside the top tokens at the score position) ever
+    counts as a score."""
+
+    distribution: dict[int, float]
+    unknown: float
+
+    @property
+    def mass(self) -> float:
+        """The probability known to land on a valid score: what min_score_mass is checked on."""
+        return sum(self.distribution.values())
+
+
+def read_distribution(first_step: dict[str, float], after_one: dict[str, float] | None) -> ScoreReading:
+    """P(score) for the scores 0-10, from the top tokens at the score position (`first_step`)
+    and, when a bare "1" is among them, the top tokens right after a "1" (`after_one`).
+
+    Each token is read as text (`read_score`): "7", " 7" and "7," are 7; "10" as one token is
+    10; "11", "07", "7.5" are no score. A bare "1" may be 1 or the start of 10 (most tokenizers
+    write 10 as "1" then "0"), so its mass is split by what follows it: "0" (or "0," ...) makes
+    10, what ends the number ("," "}" whitespace) makes 1, anything else (another digit, " 0",
+    ".", an end of text) makes no score. The mass after "1" that the top tokens do not show is
+    unknown: it may be any of the three, so it counts as none of them. Without `after_one`
+    all of the bare "1"'s mass is unknown.
+
+    Read no further than two positions: a score other than "1" whose token ends at its last
+    digit is taken as complete (that "7" would go on to "75" is not read; nor "10" to "100")."""
+    distribution: dict[int, float] = {}
+    p_one = later = 0.0
+    for token, logprob in first_step.items():
+        reading = read_score(token)
+        if reading == ("open", "1"):
+            p_one += math.exp(logprob)
+            continue
+        if reading == UNKNOWN:  # whitespace only: the score would come in a token not read
+            later += math.exp(logprob)
+            continue
+        if isinstance(reading, tuple):
+            reading = _score_of(reading[1])
+        if isinstance(reading, int):
+            distribution[reading] = distribution.get(reading, 0.0) + math.exp(logprob)
+    if p_one == 0.0:
+        return ScoreReading(distribution, later)
+    if after_one is None:
+        return ScoreReading(distribution, later + p_one)
+    seen = 0.0
+    for token, logprob in after_one.items():
+        probability = math.exp(logprob)
+        seen += probability
+        reading = read_score("1" + token)
+        if isinstance(reading, tuple):
+            # "1" then "0" ends at the token's end: 10 as far as we read; "1" then nothing
+            # (an empty token) says nothing
+            reading = UNKNOWN if reading[1] == "1" else _score_of(reading[1])
+        if reading == UNKNOWN:
+            seen -= probability
+        elif isinstance(reading, int):
+            distribution[reading] = distribution.get(reading, 0.0) + p_one * probability
+    return ScoreReading(distribution, later + p_one * max(0.0, 1.0 - seen))
 
 
 def score_distribution(first_step: dict[str, float], after_one: dict[str, float] | None) -> dict[int, float]:
-    """P(score) for the scores 0-10, from the top tokens at the score position (`first_step`)
-    and, when "1" is among them, the top tokens right after a "1" (`after_one`).
-
-    Most tokenizers write 10 as "1" then "0". So "1" followed by "0" is 10, "1" followed by
-    another digit is no valid score (11-19) and its mass is dropped, and "1" followed by
-    anything else is 1; a single "10" token counts as 10 directly. This holds whatever the
-    model would have generated greedily. Tokens outside "0".."10" count for nothing; the sum
-    of the result is the mass on valid scores (at most 1). Without `after_one` the mass of "1"
-    cannot be split and is left out."""
-    distribution: dict[int, float] = {}
-    for token, probability in _probabilities(first_step).items():
-        if token in SCORE_TOKENS:
-            distribution[SCORE_TOKENS[token]] = distribution.get(SCORE_TOKENS[token], 0.0) + probability
-    p_one = distribution.pop(1, 0.0)
-    if p_one > 0.0 and after_one is not None:
-        endings = {"10": 0.0, "1": 0.0, "invalid": 0.0}
-        for token, logprob in after_one.items():  # not stripped: "1" then " 0" is not 10
-            endings[_after_one(token)] += math.exp(logprob)
-        distribution[10] = distribution.get(10, 0.0) + p_one * endings["10"]
-        # the tokens outside the top ones are taken to end the number: mass not seen is not 10
-        ended = 1.0 - endings["10"] - endings["invalid"]
-        if ended > 0.0:
-            distribution[1] = p_one * ended
-    return distribution
-
-
-def _after_one(token: str) -> str:
-    """What a token right after a score's "1" makes of it: "10", "1" (the number ended) or
-    "invalid" (a longer number, 11 and up)."""
-    if token[:1] == "0":
-        return "invalid" if token[1:2].isdigit() else "10"
-    return "invalid" if token[:1].isdigit() else "1"
+    """The known part of `read_distribution`: P(score) for the scores 0-10 that the read tokens
+    settle. Its sum is the mass on valid scores (at most 1); unknown mass is left out."""
+    return read_distribution(first_step, after_one).distribution
 
 
 def expected_score(distribution: dict[int, float]) -> float:
@@ -237,11 +311,17 @@ class LLMJudge(Judge):
         )
         return ChatRequest.from_messages(messages, params)
 
-    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None) -> list[JudgeOutcome]:
+    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None, tries_before: list[int] | None = None) -> list[JudgeOutcome]:
+        """`tries_before[i]`: the attempts an earlier, failed judgment of item i already made.
+        A parsed judge goes on from there (attempt `tries_before[i]` onward, each sampled with
+        its own seed), so a seeded sampler does not draw the failed replies again; every
+        outcome counts all attempts, earlier ones included."""
         if generate is None:
             raise ValueError(f"judge {self.name!r} needs a generate function")
+        before = tries_before or [0] * len(items)
         if self.config.scoring == "logprob":
-            return self._run_logprob(items, generate)
+            outcomes = self._run_logprob(items, generate)
+            return [dataclasses.replace(outcome, attempts=outcome.attempts + done) for outcome, done in zip(outcomes, before, strict=True)]
         outcomes: list[JudgeOutcome | None] = [None] * len(items)
         raw: list[list[str]] = [[] for _ in items]
         pending = list(range(len(items)))
@@ -249,18 +329,18 @@ class LLMJudge(Judge):
         for attempt in range(attempts):
             if not pending:
                 break
-            results = generate([self.request(items[index], attempt) for index in pending])
+            results = generate([self.request(items[index], before[index] + attempt) for index in pending])
             still_pending = []
-            for index, result in zip(pending, results):
+            for index, result in zip(pending, results, strict=True):
                 raw[index].append(result.text)
-                outcome = self._read(result, attempt + 1)
+                outcome = self._read(result, before[index] + attempt + 1)
                 if outcome is None:
                     still_pending.append(index)
                 else:
                     outcomes[index] = outcome
             pending = still_pending
         for index in pending:
-            outcomes[index] = JudgeOutcome(None, self.config.scoring, "no parsable score", json.dumps(raw[index]), attempts)
+            outcomes[index] = JudgeOutcome(None, self.config.scoring, "no parsable score", json.dumps(raw[index]), before[index] + attempts)
         return outcomes  # type: ignore[return-value]
 
     def _run_logprob(self, items: list[JudgeInput], generate: GenerateFn) -> list[JudgeOutcome]:
@@ -292,16 +372,20 @@ class LLMJudge(Judge):
         """Each item's outcome from its score-position tokens, the tokens after a "1" where read,
         and the reply text kept for the record."""
         outcomes = []
-        for index, (reply, step) in enumerate(zip(replies, first_steps)):
-            distribution = score_distribution(step, after_one.get(index))
-            mass = sum(distribution.values())
-            raw = json.dumps({"reply": SCORE_PREFILL + reply, "distribution": {s: round(p, 6) for s, p in sorted(distribution.items())}})
+        for index, (reply, step) in enumerate(zip(replies, first_steps, strict=True)):
+            reading = read_distribution(step, after_one.get(index))
+            distribution, mass = reading.distribution, reading.mass
+            record = {"reply": SCORE_PREFILL + reply, "distribution": {s: round(p, 6) for s, p in sorted(distribution.items())}}
+            if reading.unknown > 0.0:
+                record["unknown_mass"] = round(reading.unknown, 6)
+            raw = json.dumps(record)
+            unknown = f" (unknown {reading.unknown:.3f}: not counted)" if reading.unknown > 0.0 else ""
             if mass < self.config.min_score_mass:
-                reason = f"score-token probability mass {mass:.3f}, below min_score_mass {self.config.min_score_mass:g}"
+                reason = f"score-token probability mass {mass:.3f}{unknown}, below min_score_mass {self.config.min_score_mass:g}"
                 outcomes.append(JudgeOutcome(None, "logprob", reason, raw, 1))
             else:
                 score = round(expected_score(distribution), 4)
-                outcomes.append(JudgeOutcome(score, "logprob", f"score-token probability mass {mass:.3f}", raw, 1))
+                outcomes.append(JudgeOutcome(score, "logprob", f"score-token probability mass {mass:.3f}{unknown}", raw, 1))
         return outcomes
 
     def _read(self, result: GenerationResult, attempt: int) -> JudgeOutcome | None:

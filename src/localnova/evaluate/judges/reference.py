@@ -25,7 +25,7 @@ class TokenF1Judge(Judge):
         super().__init__(config)
         self._identity = {"judge": config.name, "kind": "token_f1"}
 
-    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None) -> list[JudgeOutcome]:
+    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None, tries_before: list[int] | None = None) -> list[JudgeOutcome]:
         return [JudgeOutcome(round(10 * token_f1(item.text, item.truth), 4), "token_f1", None, None, 1) for item in items]
 
 
@@ -67,7 +67,7 @@ class EmbeddingSimilarityJudge(Judge):
     def _release(self) -> None:
         self.embedder = None  # a shared embedder stays with its owner; an own one is freed
 
-    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None) -> list[JudgeOutcome]:
+    def run(self, items: list[JudgeInput], generate: GenerateFn | None = None, tries_before: list[int] | None = None) -> list[JudgeOutcome]:
         if not items:
             return []
         if self.embedder is None:

@@ -1,0 +1,225 @@
+"""The latency probe: arms timed side by side, so that a busy machine cannot pass for an effect.
+
+The study answers each arm in batches, one arm after another. Their times say how fast a
+batch went through (throughput), but compared between arms they also compare whatever else
+the machine, or the service, was doing while each arm ran: on a shared 2-core machine the
+demo once showed fine-tuning 79% faster than base because base ran in a busier minute.
+
+So, on a seeded sample of questions, every arm of a model answers the question's own request
+on its own (one request, nothing else of the study running), the arms in a random order drawn
+per question and round, and the rounds repeated. A slow minute then falls on every arm alike,
+on average, and the comparison is paired: per question, each arm's mean time over the rounds
+against the base arm's, as a % change of the means with a bootstrap interval over questions
+(`statistics.pct_change_vs_base`).
+
+Timings go into the store a round at a time (`Store.save_probe_round`), so a killed run resumes
+at the round it lost, and a round is always one sitting. Like answers and judgments, a round
+some run of the study measured for exactly the same requests (`generation_key`: backend
+identity and request) is this run's too; a round is measured again when what it timed changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import statistics as stats
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from localnova.backends.base import Backend
+from localnova.config import BASE_ARM, LatencyProbeConfig, ModelConfig, StudyConfig
+from localnova.console import progress, stage
+from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.evaluate.statistics import ordered_arms, pct_change_vs_base
+from localnova.store import ProbeTiming, Store, generation_key
+from localnova.types import LATENCY_PER_REQUEST, ChatRequest, EvalItem, GenerationResult, RetrievedChunk, stable_hash
+
+# How the report names where the latency comparison comes from.
+PROBE_METHOD = (
+    "interleaved probe: one request at a time, the arms in a random order per question and round, "
+    "% change of the per-question means paired by question, bootstrap over questions"
+)
+
+
+@dataclass(frozen=True)
+class ProbeArm:
+    """What the probe needs of one arm: the backend that answers it, and its request for each
+    sampled question (as the study sends it, with the probe's token cap applied)."""
+
+    backend: Backend
+    requests: dict[str, ChatRequest]
+
+
+def sample_questions(question_ids: list[str], size: int, seed: int) -> list[str]:
+    """`size` of the question ids (all when fewer), drawn with `seed`, in study order."""
+    if size >= len(question_ids):
+        return list(question_ids)
+    chosen = set(random.Random(stable_hash(["latency probe", seed], 16)).sample(question_ids, size))
+    return [question_id for question_id in question_ids if question_id in chosen]
+
+
+def round_order(arms: list[str], model: str, question_id: str, round_index: int, seed: int) -> list[str]:
+    """The order in which the arms answer one question in one round: a random permutation,
+    its own for every (model, question, round), the same on every rerun."""
+    order = sorted(arms)
+    random.Random(stable_hash(["latency probe order", seed, model, question_id, round_index], 16)).shuffle(order)
+    return order
+
+
+def capped(request: ChatRequest, max_new_tokens: int | None) -> ChatRequest:
+    """The request with at most `max_new_tokens` new tokens (unchanged without a cap)."""
+    if max_new_tokens is None or request.params.max_new_tokens <= max_new_tokens:
+        return request
+    return dataclasses.replace(request, params=dataclasses.replace(request.params, max_new_tokens=max_new_tokens))
+
+
+def probe_model(
+    config: StudyConfig,
+    store: Store,
+    model: ModelConfig,
+    items: list[EvalItem],
+    retrieved: list[list[RetrievedChunk]] | None,
+    backends: dict[str, Backend],
+    timings: dict[str, float],
+) -> None:
+    """The probe of one model's arms (`backends` maps each to what answers it), as the study
+    config sets it, when it is on and there are two arms to compare; its seconds go to
+    `timings["latency probe <model>"]`."""
+    probe = config.eval.latency_probe
+    if not probe.enabled or len(backends) < 2:
+        return
+    params = generation_params(model, config.seed)
+    sample = set(sample_questions([item.question_id for item in items], probe.questions, config.seed))
+    arms = {}
+    for arm, backend in backends.items():
+        contexts = retrieved if uses_retrieval(arm) else [None] * len(items)
+        requests = {
+            item.question_id: capped(build_request(item, context, params), probe.max_new_tokens)
+            for item, context in zip(items, contexts, strict=True)
+            if item.question_id in sample
+        }
+        arms[arm] = ProbeArm(backend, requests)
+    with stage(f"latency probe {model.name}", timings):
+        run_probe(store, model.name, arms, probe, config.seed)
+
+
+def run_probe(
+    store: Store,
+    model: str,
+    arms: dict[str, ProbeArm],
+    config: LatencyProbeConfig,
+    seed: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> int:
+    """Time every arm of `model` on the sampled questions, `config.repeats` rounds each, and
+    store each round as it ends; rounds the store already holds for what is timed now are
+    kept. Each backend first answers one untimed request (loading it, warming its caches), so
+    no arm pays for a first call. Returns how many rounds were measured now."""
+    question_ids = [
+        question_id for question_id in next(iter(arms.values())).requests if all(question_id in a.requests for a in arms.values())
+    ]
+    keys = {
+        arm: {q: generation_key(probe_arm.backend.identity, request) for q, request in probe_arm.requests.items()}
+        for arm, probe_arm in arms.items()
+    }
+    identities = {arm: probe_arm.backend.identity for arm, probe_arm in arms.items()}
+    wanted = [(q, r) for q in question_ids for r in range(config.repeats)]
+    stored = _stored_rounds(store, model, keys)
+    for pair in wanted:
+        if pair in stored and stored[pair][0] != store.run_id:
+            # timed in another run of the study, of exactly these requests: this run's too
+            store.save_probe_round(stored[pair][1], identities)
+    todo = [pair for pair in wanted if pair not in stored]
+    if not todo:
+        return 0
+    backends = list({id(a.backend): a.backend for a in arms.values()}.values())
+    first_request = capped(arms[next(iter(arms))].requests[todo[0][0]], 1)
+    for backend in backends:
+        backend.load()
+        # untimed, but kept in the store like any call (a paid backend bills it)
+        store.generate_cached(backend, [first_request], 1, fresh=True)
+    with progress(len(todo), f"latency probe {model}", unit="round") as bar:
+        for question_id, round_index in todo:
+            timings = []
+            for position, arm in enumerate(round_order(list(arms), model, question_id, round_index, seed)):
+                request = arms[arm].requests[question_id]
+                started = clock()
+                (result,) = arms[arm].backend.generate([request])
+                latency_ms = request_time_ms(result, (clock() - started) * 1000.0)
+                key = keys[arm][question_id]
+                timings.append(
+                    ProbeTiming(model, arm, question_id, round_index, position, key, latency_ms, result.input_tokens, result.output_tokens)
+                )
+            store.save_probe_round(timings, identities)
+            bar.update(1)
+    return len(todo)
+
+
+def request_time_ms(result: GenerationResult, wall_ms: float) -> float:
+    """The time of one probe request: what the backend measured where it times each request
+    on its own (a server's or an API's attempt that answered, without the waits between
+    retries that would charge a throttled minute to one arm; the simulated backend's
+    simulated time), else the probe's own clock around the call."""
+    if result.batch_size == 1 and result.latency_method.startswith(LATENCY_PER_REQUEST):
+        return float(result.latency_ms)
+    return wall_ms
+
+
+def _stored_rounds(store: Store, model: str, keys: dict[str, dict[str, str]]) -> dict[tuple[str, int], tuple[str, list[ProbeTiming]]]:
+    """(question, round) -> (run id, its timings), for the rounds some run of the study stored
+    whole for what is timed now: every arm, each with the generation key it has now. This
+    run's own rounds come first."""
+    rounds: dict[tuple[str, str, int], list[ProbeTiming]] = {}
+    for run_id, timing in store.probe_timings_of_model(model):
+        if keys.get(timing.arm, {}).get(timing.question_id) == timing.generation_key:
+            rounds.setdefault((run_id, timing.question_id, timing.round), []).append(timing)
+    found: dict[tuple[str, int], tuple[str, list[ProbeTiming]]] = {}
+    for (run_id, question_id, round_index), timings in sorted(rounds.items(), key=lambda item: item[0][0] != store.run_id):
+        if {timing.arm for timing in timings} == set(keys):
+            found.setdefault((question_id, round_index), (run_id, timings))
+    return found
+
+
+@dataclass(frozen=True)
+class ProbeCell:
+    """One model x arm in the probe: its times, and its % change against the base arm, paired
+    by question (NaN for the base arm, or without one)."""
+
+    model: str
+    arm: str
+    n_questions: int
+    n_requests: int
+    median_ms: float
+    p90_ms: float  # numpy's linear-interpolation percentile, as the batched table's
+    mean_ms: float
+    pct_vs_base: float
+    pct_vs_base_low: float
+    pct_vs_base_high: float
+
+
+def probe_summary(
+    timings: Iterable[ProbeTiming], n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95, base_arm: str = BASE_ARM
+) -> list[ProbeCell]:
+    """Per model x arm: median, p90 and mean of its probe times, and the % change of its mean
+    per-question time against the base arm's over the questions both were timed on, with a
+    percentile bootstrap interval that resamples questions (the pairing kept)."""
+    per_question: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for timing in timings:
+        per_question.setdefault((timing.model, timing.arm), {}).setdefault(timing.question_id, []).append(timing.latency_ms)
+    cells = []
+    for model in dict.fromkeys(model for model, _ in per_question):
+        base = per_question.get((model, base_arm))
+        base_means = {q: stats.fmean(times) for q, times in base.items()} if base else None
+        for arm in ordered_arms((a for m, a in per_question if m == model), base_arm):
+            by_question = per_question[(model, arm)]
+            every = [time_ms for times in by_question.values() for time_ms in times]
+            pct = (float("nan"),) * 3
+            if base_means is not None and arm != base_arm:
+                means = {q: stats.fmean(times) for q, times in by_question.items()}
+                pct = pct_change_vs_base(base_means, means, n_resamples, seed, confidence)
+            p90 = float(np.percentile(every, 90))
+            cells.append(ProbeCell(model, arm, len(by_question), len(every), stats.median(every), p90, stats.fmean(every), *pct))
+    return cells
