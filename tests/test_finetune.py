@@ -383,6 +383,7 @@ def test_training_batches_group_rows_of_about_one_length(base, tmp_path):
     import transformers
 
     from localnova.finetune import lora
+    from localnova.finetune import trainer as trainer_module
     from localnova.finetune.chat_data import build_dataset
 
     rng = random.Random(0)
@@ -405,4 +406,16 @@ def test_training_batches_group_rows_of_about_one_length(base, tmp_path):
         real += int(batch["attention_mask"].sum())
         padded += batch["attention_mask"].numel()
     assert real > 0 and 1 - real / padded < 0.1
-    assert lora.training_settings(config)["sampling"] == lora.BATCH_SAMPLING
+    assert lora.training_settings(config)["sampling"] == trainer_module.BATCH_SAMPLING
+
+
+def test_peft_too_old_for_transformers_5_stops_training_before_loading(tmp_path, monkeypatch):
+    """peft older than 0.18 breaks with transformers 5; a node that has both learns it here, in
+    one line, not from a traceback inside get_peft_model."""
+    from localnova import optional
+    from localnova.finetune.lora import train_adapter
+
+    versions = {"transformers": "5.24.0", "peft": "0.17.1", "trl": "1.16.0", "datasets": "4.8.0", "accelerate": "1.15.0"}
+    monkeypatch.setattr(optional, "_installed_version", versions.get)
+    with pytest.raises(UserError, match="peft 0.17.1 does not work with transformers 5.24.0"):
+        train_adapter(UNLOADABLE, [FACT], None, tiny_config(), tmp_path / "adapter", seed=0)

@@ -32,6 +32,7 @@ FLOORS: dict[str, int] = {
     # resources a stage uses: model files, documents, vectors, the store, prices, AWS clients
     "localnova.models": 1,
     "localnova.model_shapes": 1,
+    "localnova.random_models": 1,
     "localnova.corpus": 1,
     "localnova.chunking": 1,
     "localnova.embedder": 1,
