@@ -29,6 +29,7 @@ FLOORS: dict[str, int] = {
     "localnova.retry": 0,
     "localnova.console": 0,
     "localnova.optional": 0,
+    "localnova.threads": 0,
     # resources a stage uses: model files, documents, vectors, the store, prices, AWS clients
     "localnova.models": 1,
     "localnova.model_shapes": 1,
