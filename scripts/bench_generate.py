@@ -198,7 +198,8 @@ def time_answer_stage(config_path: str, questions: int) -> dict:
         "seconds": round(seconds, 3),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 3),
         "torch_threads": torch.get_num_threads(),
-        **{key: value for key, value in threads.describe().items() if key in ("policy", "OMP_WAIT_POLICY")},
+        "thread_policy": threads.WAIT_POLICY,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 

@@ -112,3 +112,10 @@ def _busy_loops() -> int:
         except OSError:
             continue
     return count
+
+
+def test_the_run_record_says_how_threads_wait():
+    from localnova.store import environment_info
+
+    record = environment_info()["threads"]
+    assert record["policy"] and record["cpus"] >= 1 and "OMP_WAIT_POLICY" in record

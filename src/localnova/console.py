@@ -185,7 +185,26 @@ def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
         seconds = time.perf_counter() - started
         if timings is not None:
             timings[name] = round(timings.get(name, 0.0) + seconds, 3)
-        say(f"  {outcome}: {name} in {format_seconds(seconds)}")
+        held = gpu_memory_held_gb()
+        if held is None:
+            say(f"  {outcome}: {name} in {format_seconds(seconds)}")
+        else:
+            GPU_MEMORY_AFTER_STAGE[name] = held
+            say(f"  {outcome}: {name} in {format_seconds(seconds)}; GPU memory held {held:.2f} GB")
+
+
+# GB of GPU memory that torch's tensors hold as each stage ends, once torch has started CUDA:
+# what a stage hands the next (a model left loaded shows here). scripts/gpu_smoke_steps.py reads it.
+GPU_MEMORY_AFTER_STAGE: dict[str, float] = {}
+
+
+def gpu_memory_held_gb() -> float | None:
+    """Memory allocated by torch's tensors on the current GPU, or None where CUDA is not in use
+    (looked up, never imported: a CPU run must not load torch for this)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.memory_allocated() / 1e9, 2)
 
 
 def format_seconds(seconds: float) -> str:
