@@ -128,11 +128,14 @@ def step_versions(args) -> int:
         except metadata.PackageNotFoundError:
             versions[distribution] = None
     blocked: dict[str, str] = {}
+    imported_from: dict[str, str] = {}
     for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"cuda"}):
         try:
-            __import__(module)
+            imported_from[module] = str(getattr(__import__(module), "__file__", None))
         except Exception as error:  # noqa: BLE001 - any failure to load is what this step reports
             blocked[module] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    site = Path(os.environ.get("SMOKE_SITE_DIR", "/nonexistent"))
+    installed = sorted(path.name.split("-")[0] for path in site.glob("*.dist-info")) if site.is_dir() else []
     if "torch" not in blocked:
         import torch
 
@@ -148,7 +151,9 @@ def step_versions(args) -> int:
     with open(args.out / "blocked.tsv", "w", encoding="utf-8") as handle:
         for module, reason in blocked.items():
             handle.write(f"{module}\t{reason}\n")
-    write_json(args.out / "versions.json", {"versions": versions, "version_problems": problems, "cannot_use": blocked})
+    record = {"versions": versions, "version_problems": problems, "cannot_use": blocked}
+    record.update(wheelhouse_installed=installed, imported_from=imported_from)
+    write_json(args.out / "versions.json", record)
     return 1 if problems or set(blocked) - {"cuda"} else 0
 
 
