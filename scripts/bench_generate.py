@@ -239,8 +239,8 @@ def contend(args) -> None:
         "policies": {},
     }
     for policy, cases in runs.items():
-        quiet = statistics.median(run["seconds"] for run in cases["quiet"])
-        contended = statistics.median(run["seconds"] for run in cases["contended"])
+        quiet = round(statistics.median(run["seconds"] for run in cases["quiet"]), 2)
+        contended = round(statistics.median(run["seconds"] for run in cases["contended"]), 2)
         threads = cases["quiet"][0]["torch_threads"]
         report["policies"][policy] = {
             "omp_wait_policy": cases["quiet"][0].get("OMP_WAIT_POLICY"),
