@@ -69,6 +69,14 @@ def peak_gb() -> dict[str, float]:
     }
 
 
+def reset_peak() -> None:
+    """Start the peak-memory count afresh, and wait for the GPU's queued work (for timings)."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+
+
 def require_cuda() -> None:
     import torch
 
@@ -205,17 +213,22 @@ def step_random_models(args) -> int:
     return 0
 
 
-def rag_records(count: int, documents_per_record: int = 1) -> list[dict]:
-    """Demo training pairs with corpus documents as context, as the rag arms' prompts carry."""
-    corpus = {path.name: path.read_text(encoding="utf-8") for path in sorted((REPO / "data" / "demo" / "corpus").glob("*.md"))}
-    names = sorted(corpus)
+def rag_records(count: int, tokenizer_dir: Path, context_tokens: int) -> list[dict]:
+    """Demo training pairs, each with `context_tokens` tokens of the corpus as its context (a
+    different passage each), as the rag arms' prompts carry: rows of a known length that keep
+    their answer inside max_seq_length (a row whose answer is cut off trains nothing)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    corpus = "\n\n".join(path.read_text(encoding="utf-8") for path in sorted((REPO / "data" / "demo" / "corpus").glob("*.md")))
+    corpus_ids = tokenizer(corpus, add_special_tokens=False)["input_ids"]
     pairs = [json.loads(line) for line in (REPO / "data" / "demo" / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     records = []
-    for pair in pairs[:count]:
+    for index, pair in enumerate(pairs[:count]):
         question = next(m["content"] for m in pair["messages"] if m["role"] == "user")
         answer = next(m["content"] for m in pair["messages"] if m["role"] == "assistant")
-        start = names.index(pair["doc_id"]) if pair.get("doc_id") in names else 0
-        context = "\n\n".join(corpus[names[(start + k) % len(names)]] for k in range(documents_per_record))
+        start = (index * 997) % max(1, len(corpus_ids) - context_tokens)
+        context = tokenizer.decode(corpus_ids[start : start + context_tokens])
         records.append(
             {
                 "messages": [
@@ -230,12 +243,10 @@ def rag_records(count: int, documents_per_record: int = 1) -> list[dict]:
 
 def train(base_path: Path, config, records: list[dict], adapter: Path, max_steps: int) -> dict:
     """train_adapter as the study runs it, with the GPU's peak memory and the time."""
-    import torch
-
     from localnova.finetune.lora import train_adapter
     from localnova.models import resolve_model
 
-    torch.cuda.reset_peak_memory_stats()
+    reset_peak()
     started = time.perf_counter()
     info = train_adapter(resolve_model(str(base_path)), records, None, config, adapter, seed=0, max_steps=max_steps)
     return {
@@ -261,15 +272,14 @@ def step_qlora(args) -> int:
     config = FinetuneConfig(
         epochs=1, batch_size=4, learning_rate=2e-4, max_seq_length=512, lora=lora, quantization="4bit", precision="bf16"
     )
-    result = train(args.work / "models" / "smollm2-135m-instruct", config, rag_records(48), args.work / "qlora-adapter", max_steps=6)
+    base = args.work / "models" / "smollm2-135m-instruct"
+    result = train(base, config, rag_records(48, base, context_tokens=400), args.work / "qlora-adapter", max_steps=6)
     write_json(args.out / "qlora.json", result)
     return 0 if result["adapter_saved"] and result["quantization"] == "4bit" else 1
 
 
 def step_merged(args) -> int:
     require_cuda()
-    import torch
-
     from localnova.backends.transformers_backend import TransformersBackend
     from localnova.config import ModelConfig
     from localnova.types import ChatRequest, GenerationParams
@@ -277,16 +287,15 @@ def step_merged(args) -> int:
     adapter = args.work / "qlora-adapter"
     if not (adapter / "adapter_config.json").is_file():
         sys.exit(f"no adapter at {adapter}: the qlora step did not leave one")
-    records = rag_records(32)
+    records = rag_records(32, args.work / "models" / "smollm2-135m-instruct", context_tokens=400)
     requests = [ChatRequest.from_messages(r["messages"][:2], GenerationParams(max_new_tokens=48)) for r in records]
-    torch.cuda.reset_peak_memory_stats()
+    reset_peak()
     started = time.perf_counter()
     backend = TransformersBackend(
         ModelConfig(name="smoke", model=str(args.work / "models" / "smollm2-135m-instruct")), adapter_path=str(adapter)
     )
     results = [r for start in range(0, len(requests), 16) for r in backend.generate(requests[start : start + 16])]
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started  # generate returns texts: the GPU's work for them is done
     result = {
         "device": str(backend.device),
         "dtype": backend.dtype_name,
@@ -382,7 +391,9 @@ def step_qlora_7b(args) -> int:
     # Accumulation does not change a micro-batch's peak: one optimizer step of micro-batches is enough.
     finetune = config.finetune.model_copy(update={"gradient_accumulation_steps": 1})
     try:
-        result = train(folder, finetune, rag_records(12, documents_per_record=3), args.work / "qlora-7b-adapter", max_steps=3)
+        # rows of about max_seq_length tokens, as the plan's estimate assumes
+        records = rag_records(12, folder, context_tokens=finetune.max_seq_length - 150)
+        result = train(folder, finetune, records, args.work / "qlora-7b-adapter", max_steps=3)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # 15 GB
     result.update(

@@ -45,10 +45,10 @@ sys.path.insert(0, str(REPO / "src"))
 DEFAULT_NODE = REPO / "scripts" / "offline" / "nvidia-h200.txt"
 # The device tool carries the working tree plus at most this much of ignored paths.
 CARRY_LIMIT_BYTES = 64 * 2**20
-# What the smoke runs beside the project's own dependencies: QLoRA, the Liger kernels, the tests.
-SMOKE_EXTRAS = ["bitsandbytes>=0.46.1", "liger-kernel>=0.5", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
 # Never fetched: the node's torch is what everything runs on, and vllm pins a torch of its own.
 NEVER = {"torch", "vllm"}
+# From the dev extra, what the smoke's GPU tests need to run.
+TEST_RUNNER = {"pytest", "pytest-timeout", "hypothesis"}
 SHAPES = ("smollm2-135m-instruct", "all-minilm-l6-v2", "qwen2.5-7b")
 
 
@@ -69,12 +69,15 @@ def read_node_packages(path: Path) -> dict[str, str | None]:
 
 
 def requirements_for(cuda_major: int, pyproject: Path = REPO / "pyproject.toml") -> list[str]:
-    """What the node must end up with: the project's dependencies, the GPU packages the smoke
-    runs (faiss-gpu-cu12 only for CUDA 12, faiss-cpu otherwise), and the test runner."""
+    """What the node must end up with, from pyproject.toml: the project's dependencies, the gpu
+    extra (with faiss-gpu-cu12 only for CUDA 12, faiss-cpu from the cpu extra otherwise), and
+    the dev extra's test runner; never torch or vllm."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    requirements = [r for r in project["dependencies"] if requirement_name(r) not in NEVER]
-    faiss = [r for r in project["optional-dependencies"]["gpu" if cuda_major == 12 else "cpu"] if requirement_name(r).startswith("faiss")]
-    return requirements + faiss + SMOKE_EXTRAS
+    extras = project["optional-dependencies"]
+    gpu = [r for r in extras["gpu"] if cuda_major == 12 or not requirement_name(r).startswith("faiss")]
+    faiss = [] if cuda_major == 12 else [r for r in extras["cpu"] if requirement_name(r).startswith("faiss")]
+    tests = [r for r in extras["dev"] if requirement_name(r) in TEST_RUNNER]
+    return [r for r in project["dependencies"] + gpu + faiss + tests if requirement_name(r) not in NEVER]
 
 
 def requirement_name(requirement: str) -> str:

@@ -43,8 +43,9 @@ def test_requirements_are_the_projects_with_faiss_for_the_nodes_cuda_and_never_t
         requirements = prepare_offline.requirements_for(cuda_major)
         names = [prepare_offline.requirement_name(r) for r in requirements]
         assert [name for name in names if name.startswith("faiss")] == [faiss]
-        assert "torch" not in names and {"bitsandbytes", "liger-kernel", "datasets", "trl", "peft"} <= set(names)
+        assert not {"torch", "vllm"} & set(names) and {"bitsandbytes", "liger-kernel", "datasets", "trl", "peft", "pytest"} <= set(names)
         assert all(r in requirements for r in project["dependencies"] if not r.startswith("torch"))
+        assert all(r in requirements for r in project["optional-dependencies"]["gpu"] if not r.startswith(("vllm", "faiss")))
 
 
 def test_what_the_node_lists_is_never_fetched():

@@ -32,7 +32,7 @@ INSTALL_HINTS = {
     "vllm": "pip install 'localnova[gpu]' (needs CUDA)",
     "bitsandbytes": "pip install 'localnova[gpu]' (needs CUDA)",
     "boto3": "pip install 'localnova[bedrock]'",
-    "liger_kernel": "pip install liger-kernel (Triton kernels: CUDA only)",
+    "liger_kernel": "pip install 'localnova[gpu]' or liger-kernel (Triton kernels: CUDA only)",
     "tensorboard": "pip install tensorboard",
     "wandb": "pip install wandb",
     "mlflow": "pip install mlflow",
