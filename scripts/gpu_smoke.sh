@@ -85,7 +85,8 @@ STEP_NUMBER=0
 STARTED_AT=$SECONDS
 
 # run_step NAME LIMIT_S COMMAND...: runs COMMAND under `timeout`, logs it, records the outcome;
-# skipped when the versions step found something the step needs missing (blocked.tsv).
+# skipped when something it needs is missing (blocked.tsv: the versions step lists the packages
+# and the CUDA device, run_step the earlier steps that did not pass).
 run_step() {
     local name=$1 limit=$(($2 * LIMIT_SCALE))
     shift 2
@@ -100,6 +101,7 @@ run_step() {
     blocker=$(blocked_by "$needs")
     if [[ -n $blocker ]]; then
         printf '%s\tskipped\t0\t0\t%s\tneeds %s\n' "$name" "$limit" "$blocker" >>"$STEPS_TSV"
+        printf '%s\tthe step was skipped\n' "$name" >>"$OUT_DIR/blocked.tsv"
         echo "== step $STEP_NUMBER: $name: skipped, needs $blocker"
         return 0
     fi
@@ -122,6 +124,7 @@ run_step() {
     *) status=failed ;;
     esac
     printf '%s\t%s\t%s\t%s\t%s\t\n' "$name" "$status" "$rc" "$seconds" "$limit" >>"$STEPS_TSV"
+    [[ $status == ok ]] || printf '%s\tthe step %s\n' "$name" "$status" >>"$OUT_DIR/blocked.tsv" # for the steps that use its output
     echo "   $status (exit $rc) in ${seconds}s; log: $LOG_DIR/$name.log"
     if [[ $status != ok ]]; then
         tail -n 5 "$LOG_DIR/$name.log" | sed 's/^/   | /'

@@ -116,13 +116,14 @@ def step_device(args) -> int:
     return 0 if info["cuda"] else 1
 
 
-# What each step needs: import names, and "cuda" for a visible CUDA device.
+# What each step needs: import names, "cuda" for a visible CUDA device, and earlier steps whose
+# output it uses (a step that did not pass is listed in blocked.tsv by the shell).
 STEP_NEEDS = {
     "random_models": ["torch", "transformers", "sentence_transformers", "localnova"],
-    "qlora": ["cuda", "bitsandbytes", "peft", "trl", "datasets", "localnova"],
-    "merged": ["cuda", "peft", "localnova"],
-    "study": ["cuda", "peft", "trl", "datasets", "faiss", "sentence_transformers", "localnova"],
-    "fsdp": ["cuda", "accelerate", "peft", "trl", "datasets", "localnova"],
+    "qlora": ["cuda", "bitsandbytes", "peft", "trl", "datasets", "localnova", "random_models"],
+    "merged": ["cuda", "peft", "localnova", "qlora"],
+    "study": ["cuda", "peft", "trl", "datasets", "faiss", "sentence_transformers", "localnova", "random_models"],
+    "fsdp": ["cuda", "accelerate", "peft", "trl", "datasets", "localnova", "random_models"],
     "qlora_7b": ["cuda", "bitsandbytes", "peft", "trl", "datasets", "localnova"],
     "gpu_tests": ["pytest", "localnova"],
 }
@@ -137,7 +138,7 @@ def step_versions(args) -> int:
             versions[distribution] = None
     blocked: dict[str, str] = {}
     imported_from: dict[str, str] = {}
-    for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"cuda"}):
+    for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"cuda"} - set(STEP_NEEDS)):
         try:
             imported_from[module] = str(getattr(__import__(module), "__file__", None))
         except Exception as error:  # noqa: BLE001 - any failure to load is what this step reports
@@ -156,7 +157,7 @@ def step_versions(args) -> int:
         problems = version_problems()
         for problem in problems:
             blocked.setdefault(problem.split()[0], problem)
-    with open(args.out / "blocked.tsv", "w", encoding="utf-8") as handle:
+    with open(args.out / "blocked.tsv", "a", encoding="utf-8") as handle:
         for module, reason in blocked.items():
             handle.write(f"{module}\t{reason}\n")
     record = {"versions": versions, "version_problems": problems, "cannot_use": blocked}
@@ -194,6 +195,9 @@ def step_random_models(args) -> int:
     from localnova.random_models import parameter_count, save_random_model
 
     on_cuda = torch.cuda.is_available()
+    for name in ("smollm2-135m-instruct", "all-minilm-l6-v2"):
+        if not (args.shapes / name / "config.json").is_file():
+            sys.exit(f"no shape at {args.shapes / name}: make them with scripts/prepare_offline.py on a connected machine")
     result: dict = {}
     for name, dtype in (("smollm2-135m-instruct", "bfloat16" if on_cuda else "float32"), ("all-minilm-l6-v2", "float32")):
         started = time.perf_counter()

@@ -177,6 +177,9 @@ def test_against_a_fake_wheelhouse_on_cpu_it_installs_checks_builds_and_skips_wh
     for step in report["steps"]:
         assert step["limit_s"] > 0 and step["seconds"] >= 0
     assert (out / "node_packages.txt").read_text().count("==") > 10  # the node's list, for prepare_offline
+    blocked = dict(line.split("\t", 1) for line in (out / "blocked.tsv").read_text().splitlines())
+    assert blocked["device"] == "the step failed" and blocked["qlora"] == "the step was skipped"  # merged needs qlora's adapter
+    assert "random_models" not in blocked
     assert not list(tmp_path.glob("localnova-gpu-smoke-*"))  # the work folder (models, site) is removed
 
 
