@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 # caches them, which it cannot do where the environment forbids writing bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test test-fast lint dead-code bench mutation clean
+.PHONY: install demo test test-fast lint dead-code bench mutation offline clean
 
 # torch goes in first, pinned: that takes the CPU build; an unpinned torch pulls a CUDA build.
 # The `cpu` extra brings faiss-cpu (a GPU install takes the `gpu` extra instead, never both).
@@ -59,6 +59,11 @@ test-fast: install
 bench: install
 	$(BIN)/python scripts/bench_generate.py
 	$(BIN)/python scripts/bench_finetune.py
+
+# On a connected machine: the wheels an offline GPU node lacks and the model shapes its smoke test
+# needs, into .offline/ (scripts/prepare_offline.py --help for another node; docs/gpu.md).
+offline: $(VENV)/.demo-installed
+	$(BIN)/python scripts/prepare_offline.py --out .offline
 
 clean:
 	rm -rf runs .pytest_cache mutants

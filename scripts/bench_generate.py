@@ -13,6 +13,14 @@ two-token reply with the top 20 log probabilities): one at a time, batched with 
 and batched with `refill`, and the largest difference of a top log probability.
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_generate.py [--questions 32] [--arm rag] [--judge 32]
+
+With `--contend N` it times instead the demo's answer stage (the `base` arm, the demo's batch
+size, refill decoding) on --questions questions, quiet and beside N busy processes, under the
+libraries' own thread policy (LOCALNOVA_THREADS=off) and under localnova's (threads.py), each
+in a fresh child process (the OpenMP runtime reads its policy once, at start), interleaved
+--repeats times; it reports the four medians side by side with the fair-share expectation:
+
+    .venv/bin/python scripts/bench_generate.py --contend 2 --questions 24 --out contend.json
 """
 
 from __future__ import annotations
@@ -27,6 +35,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import localnova  # noqa: E402  (first: it sets the OpenMP wait policy before torch loads)
+from localnova.threads import POLICY_SWITCH  # noqa: E402
+
+# The two policies --contend compares: the environment each child process starts with.
+POLICIES = {"libraries_default": {POLICY_SWITCH: "off"}, "localnova": {}}
+BUSY_LOOP = "while True: pass"  # one busy process, like `yes > /dev/null`
 
 
 def timed_calls(backend, requests, per_call: int):
@@ -69,7 +85,16 @@ def main() -> None:
     parser.add_argument(
         "--dump-prompts", help="write the timed prompts, chat template applied, as JSON here and stop (for scripts/bench_llamacpp.mjs)"
     )
+    parser.add_argument("--contend", type=int, metavar="N", help="time the answer stage quiet and beside N busy processes, per policy")
+    parser.add_argument("--repeats", type=int, default=2, help="--contend: runs of each of the four cases, interleaved")
+    parser.add_argument("--answer-stage", action="store_true", help=argparse.SUPPRESS)  # one timed run, for --contend's children
     args = parser.parse_args()
+    if args.answer_stage:
+        print(json.dumps(time_answer_stage(args.config, args.questions)), flush=True)
+        return
+    if args.contend is not None:
+        contend(args)
+        return
 
     import torch
 
@@ -143,6 +168,121 @@ def main() -> None:
             }
             backend.close()
     figures.save()
+
+
+def time_answer_stage(config_path: str, questions: int) -> dict:
+    """The demo's answer stage as the study runs it (`base` arm, the config's batch size, refill
+    decoding), the model loaded and warmed up first: seconds, CPU seconds, threads."""
+    import resource
+
+    import torch
+
+    from localnova import threads
+    from localnova.backends import create_backend
+    from localnova.config import load_config
+    from localnova.data.eval_set import load_eval_set
+    from localnova.evaluate.arms import build_request, generation_params
+
+    config = load_config(config_path)
+    model = config.models[0]
+    params = generation_params(model, config.seed)
+    requests = [build_request(item, None, params) for item in load_eval_set(config.eval.path, questions)]
+    backend = create_backend(model)
+    backend.generate(requests[:2])  # load and warm up
+    per_call = backend.requests_per_call(model.generation.batch_size)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    _, seconds = timed_calls(backend, requests, per_call)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 3),
+        "torch_threads": torch.get_num_threads(),
+        "thread_policy": threads.WAIT_POLICY,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    }
+
+
+def contend(args) -> None:
+    """Quiet and contended runs of the answer stage under each policy, interleaved, each in a
+    fresh process; then the medians side by side with the fair-share expectation."""
+    import statistics
+    import subprocess
+
+    # Each child sets its own policy: what this process set for itself is not passed down.
+    ours_to_unset = {POLICY_SWITCH} | ({"OMP_WAIT_POLICY"} if localnova.threads.WAIT_POLICY.startswith("passive (set by") else set())
+    runs: dict[str, dict[str, list[dict]]] = {policy: {"quiet": [], "contended": []} for policy in POLICIES}
+    load_before = os.getloadavg()
+    for _ in range(args.repeats):
+        for policy, environment in POLICIES.items():
+            for case in ("quiet", "contended"):
+                busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(args.contend if case == "contended" else 0)]
+                try:
+                    env = {**{k: v for k, v in os.environ.items() if k not in ours_to_unset}, **environment}
+                    command = [sys.executable, __file__, "--answer-stage", "--config", args.config, "--questions", str(args.questions)]
+                    finished = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                finally:
+                    for process in busy:
+                        process.kill()
+                        process.wait()
+                result = json.loads(finished.stdout.strip().splitlines()[-1])
+                runs[policy][case].append(result)
+                print(json.dumps({"policy": policy, "case": case, **result}), flush=True)
+    cpus = len(os.sched_getaffinity(0))
+    report: dict = {
+        "questions": args.questions,
+        "cpus": cpus,
+        "busy_processes": args.contend,
+        "repeats": args.repeats,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "policies": {},
+    }
+    for policy, cases in runs.items():
+        quiet = round(statistics.median(run["seconds"] for run in cases["quiet"]), 2)
+        contended = round(statistics.median(run["seconds"] for run in cases["contended"]), 2)
+        threads = cases["quiet"][0]["torch_threads"]
+        report["policies"][policy] = {
+            "omp_wait_policy": cases["quiet"][0].get("OMP_WAIT_POLICY"),
+            "torch_threads": threads,
+            "quiet_s": quiet,
+            "contended_s": contended,
+            "slowdown": round(contended / quiet, 2) if quiet else None,
+            "fair_share_s": fair_share_seconds(quiet, threads, cpus, args.contend),
+            "runs": cases,
+        }
+    default_quiet = report["policies"]["libraries_default"]["quiet_s"]
+    ours = report["policies"]["localnova"]["quiet_s"]
+    report["localnova_quiet_vs_libraries_default"] = round(ours / default_quiet, 3) if default_quiet else None
+    print(contend_table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def fair_share_seconds(quiet_s: float, threads: int, cpus: int, busy: int) -> list[float]:
+    """What the contended run would take if the cores were shared fairly, as [low, high]: low
+    when the scheduler shares by thread (our `threads` among threads + busy ones), high when it
+    shares by process (1 of busy + 1); both take the quiet run to use min(threads, cpus) cores."""
+    used = min(threads, cpus)
+    per_thread = used / min(used, cpus * threads / (threads + busy))
+    per_process = used / min(used, cpus / (busy + 1))
+    return [round(quiet_s * per_thread, 1), round(quiet_s * per_process, 1)]
+
+
+def contend_table(report: dict) -> str:
+    lines = [
+        f"answer stage, {report['questions']} questions, {report['cpus']} CPUs, {report['busy_processes']} busy processes "
+        f"(load average before {report['load_average_before'][0]}, after {report['load_average_after'][0]})",
+        f"{'policy':<18} {'OMP_WAIT_POLICY':<16} {'threads':>7} {'quiet s':>8} {'contended s':>12} {'slowdown':>9} {'fair share s':>14}",
+    ]
+    for policy, row in report["policies"].items():
+        low, high = row["fair_share_s"]
+        lines.append(
+            f"{policy:<18} {row['omp_wait_policy'] or '(unset)':<16} {row['torch_threads']:>7} {row['quiet_s']:>8} "
+            f"{row['contended_s']:>12} {str(row['slowdown']) + 'x':>9} {f'{low}-{high}':>14}"
+        )
+    lines.append(f"localnova's quiet time / the libraries' default quiet time: {report['localnova_quiet_vs_libraries_default']}")
+    return "\n".join(lines)
 
 
 class Figures(dict):

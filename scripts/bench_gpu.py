@@ -4,7 +4,9 @@ Models are built from their configs with random weights (a Llama-3.2-1B shape an
 Qwen2.5-7B shape), which run at the same speed as trained weights of the same shape.
 
 Parts (each that cannot run says why; the rest still runs):
-  train   LoRA training tokens/s and MFU, 1B and 7B shapes.
+  train   LoRA training tokens/s and MFU, 1B and 7B shapes; on the 7B shape today's path and the
+          speed settings side by side (TRAIN_VARIANTS: Liger kernels, padding-free rows), MFU
+          over the rows' real tokens.
           FLOPs per token = 4*N + 6*N_lora + 12*L*s*d. The frozen base does a forward (2N)
           and, to carry gradients down to the adapters below, the activation half of the
           backward (2N), but never the weight-gradient half (the other 2N of full
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from localnova.model_shapes import KNOWN_ARCHITECTURES, params_from_architecture  # noqa: E402  (light: no torch)
 
 PARTS = ("train", "decode", "vllm", "faiss")
-SHAPES = {"1b": ("llama", "llama-3.2-1b"), "7b": ("qwen2", "qwen2.5-7b")}
+SHAPES = {"1b": "llama-3.2-1b", "7b": "qwen2.5-7b"}
 
 # name fragment -> (dense bf16 FLOP/s without sparsity, memory bandwidth bytes/s), from the
 # vendors' data sheets; the first fragment found in torch's device name wins
@@ -111,24 +113,15 @@ def part_blockers(part: str, device: dict[str, Any]) -> str | None:
 
 
 def build_model(shape: str, vocab_size: int | None = None):
-    """A causal LM of a known shape with random weights, bf16, on the GPU."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    """A causal LM of a known shape with random weights, bf16, on the GPU (localnova.random_models,
+    the builder every script shares)."""
+    from localnova.random_models import build_random, known_config
 
-    family, known = SHAPES[shape]
-    arch = dict(KNOWN_ARCHITECTURES[known])
+    config = known_config(SHAPES[shape])
     if vocab_size is not None:
-        arch["vocab_size"] = vocab_size
-    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if family == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-    config = config_class(**arch, max_position_embeddings=4096, attn_implementation="sdpa", dtype="bfloat16")
-    torch.manual_seed(0)
-    previous_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly: no fp32 copy of a 7B model
-    try:
-        with torch.device("cuda"):
-            model = model_class(config)
-    finally:
-        torch.set_default_dtype(previous_dtype)
+        config["vocab_size"] = vocab_size
+    model = build_random({**config, "attn_implementation": "sdpa"}, dtype="bfloat16", device="cuda")
+    arch = {key: value for key, value in config.items() if key in KNOWN_ARCHITECTURES[SHAPES[shape]]}
     return model, arch
 
 
@@ -154,61 +147,159 @@ def timed(step: Callable[[], Any], warmup: int, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+# The training variants, timed side by side in one run on the same shapes and rows. Every variant
+# without Liger runs first: Liger patches module-level functions of the model's family.
+#   today                      a fixed batch of full-length rows, transformers' own kernels
+#   varlen_padded              rows of mixed length (128 to seq_len tokens), batched as the study's
+#                              trainer batches them (grouped by length) and padded to the longest
+#   liger                      today's batch with Liger's kernels (finetune.liger_kernels: the
+#                              Trainer's use_liger_kernel; fused linear cross-entropy, RMSNorm, RoPE, SwiGLU)
+#   varlen_padding_free_liger  the mixed rows laid end to end per batch (finetune.padding_free), with Liger
+TRAIN_VARIANTS = ("today", "varlen_padded", "liger", "varlen_padding_free_liger")
+# The 1B shape runs today's path only (the figure of earlier runs); the 7B shape runs every variant.
+TRAIN_SHAPES = {"1b": ((8, 1024), ("today",)), "7b": ((4, 1024), TRAIN_VARIANTS)}
+
+
+def train_flops(lengths: list[int], matmul: int, lora_params: int, arch: dict[str, Any]) -> int:
+    """Useful training FLOPs for rows of these lengths (padding does none): per token
+    4*N + 6*N_lora, and attention 12*L*s*d per token of a row of s tokens (the module docstring)."""
+    width = arch["num_attention_heads"] * (arch["hidden_size"] // arch["num_attention_heads"])
+    return sum((4 * matmul + 6 * lora_params) * s + 12 * arch["num_hidden_layers"] * width * s * s for s in lengths)
+
+
+def mixed_lengths(count: int, seq_len: int, batch: int) -> list[list[int]]:
+    """Row lengths drawn uniformly from 128..seq_len (seeded), batched as transformers'
+    LengthGroupedSampler batches them: sorted longest first within a group, then cut in batches."""
+    import random
+
+    rng = random.Random(0)
+    lengths = sorted((rng.randint(min(128, seq_len), seq_len) for _ in range(count)), reverse=True)
+    return [lengths[start : start + batch] for start in range(0, count, batch)]
+
+
+def train_batches(variant: str, batch: int, seq_len: int, steps: int, vocab: int, device: str = "cuda") -> list[tuple[dict, list[int]]]:
+    """(model inputs, the rows' lengths) for each timed step of a variant. The padding-free
+    batches have the layout of TRL's collator with padding_free (tests/test_bench_gpu.py)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    if variant in ("today", "liger"):
+        tokens = torch.randint(0, vocab, (batch, seq_len), generator=generator).to(device)
+        return [({"input_ids": tokens, "labels": tokens}, [seq_len] * batch)] * steps
+    batches = []
+    for lengths in mixed_lengths(steps * batch, seq_len, batch):
+        rows = [torch.randint(1, vocab, (length,), generator=generator) for length in lengths]
+        if variant == "varlen_padded":
+            longest = max(lengths)
+            input_ids = torch.zeros(len(rows), longest, dtype=torch.long)
+            labels = torch.full((len(rows), longest), -100)
+            mask = torch.zeros(len(rows), longest, dtype=torch.long)
+            for index, row in enumerate(rows):
+                input_ids[index, : len(row)], labels[index, : len(row)], mask[index, : len(row)] = row, row, 1
+            inputs = {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+        else:  # padding-free: one row of the rows end to end, each with its own positions (TRL's collator)
+            input_ids = torch.cat(rows)[None]
+            positions = torch.cat([torch.arange(len(row)) for row in rows])[None]
+            labels = input_ids.clone()
+            labels[positions == 0] = -100  # no row learns to predict the next row's first token
+            inputs = {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+        batches.append(({key: value.to(device) for key, value in inputs.items()}, lengths))
+    return batches
+
+
 def bench_train(device: dict[str, Any], quick: bool) -> dict[str, Any]:
     import torch
-    from peft import LoraConfig, get_peft_model
 
-    results = {}
-    for shape, (batch, seq_len) in {"1b": (8, 1024), "7b": (4, 1024)}.items():
+    results: dict[str, Any] = {}
+    for shape, ((batch, seq_len), variants) in TRAIN_SHAPES.items():
         if quick:
             batch, seq_len = 2, 256
-        model, arch = build_model(shape)
-        model.config.use_cache = False
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"))
-        lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        # LoRA weights train in fp32 (the trainer's master copy); the base stays bf16
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.data = parameter.data.float()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
-        tokens = torch.randint(0, arch["vocab_size"], (batch, seq_len), device="cuda")
-
-        def step() -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(input_ids=tokens, labels=tokens).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        seconds = timed(step, warmup=2, repeats=3 if quick else 8)
-        tokens_per_s = batch * seq_len / seconds
-        n = matmul_params(arch)
-        head_dim = arch["hidden_size"] // arch["num_attention_heads"]
-        attention = 12 * arch["num_hidden_layers"] * seq_len * arch["num_attention_heads"] * head_dim
-        flops_per_token = 4 * n + 6 * lora_params + attention
-        peak = device["peak_bf16_flops"]
-        results[shape] = {
-            "shape": SHAPES[shape][1],
-            "params": params_from_architecture(arch),
-            "matmul_params": n,
-            "lora_params": lora_params,
-            "batch": batch,
-            "seq_len": seq_len,
-            "step_s": round(seconds, 4),
-            "tokens_per_s": round(tokens_per_s),
-            "flops_per_token": flops_per_token,
-            "achieved_tflops": round(tokens_per_s * flops_per_token / 1e12, 1),
-            "mfu": round(tokens_per_s * flops_per_token / peak, 4) if peak else None,
-            "mfu_6n_convention": round(tokens_per_s * (6 * n + attention) / peak, 4) if peak else None,
-            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1),
-        }
-        print(f"  train {shape}: {results[shape]['tokens_per_s']} tokens/s, MFU {results[shape]['mfu']}", flush=True)
-        del model, optimizer
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        results[shape] = {}
+        for variant in variants:
+            if "liger" in variant and not has("liger_kernel"):
+                results[shape][variant] = {"status": "skipped", "reason": "not installed: liger-kernel"}
+                continue
+            results[shape][variant] = _train_variant(shape, variant, batch, seq_len, quick, device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        today, best = (
+            results[shape].get("today", {}),
+            max((row for row in results[shape].values() if row.get("mfu") is not None), key=lambda row: row["mfu"], default=None),
+        )
+        if today.get("mfu") and best:
+            results[shape]["best_mfu_over_today"] = round(best["mfu"] / today["mfu"], 3)
     if not device["peak_bf16_flops"]:
         results["note"] = f"unknown peak for {device['name']}: MFU not computed"
     return results
+
+
+def _train_variant(shape: str, variant: str, batch: int, seq_len: int, quick: bool, device: dict[str, Any]) -> dict[str, Any]:
+    """One training variant: LoRA r=16 on every linear layer, fused AdamW; tokens/s and MFU
+    over the rows' real tokens."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, arch = build_model(shape)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"))
+    if "liger" in variant:
+        from transformers.integrations.liger import apply_liger_kernel
+
+        apply_liger_kernel(model, None)  # what the Trainer's use_liger_kernel does
+    lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # LoRA weights train in fp32 (the trainer's master copy); the base stays bf16
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
+    warmup, repeats = 2, (3 if quick else 8)
+    batches = train_batches(variant, batch, seq_len, warmup + repeats, arch["vocab_size"])
+
+    def step(inputs: dict) -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for inputs, _ in batches[:warmup]:
+        step(inputs)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for inputs, _ in batches[warmup:]:
+        step(inputs)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    lengths = [length for _, row_lengths in batches[warmup:] for length in row_lengths]
+    tokens = sum(lengths)
+    computed = sum(inputs["input_ids"].numel() for inputs, _ in batches[warmup:])
+    n = matmul_params(arch)
+    flops = train_flops(lengths, n, lora_params, arch)
+    peak = device["peak_bf16_flops"]
+    width = arch["num_attention_heads"] * (arch["hidden_size"] // arch["num_attention_heads"])
+    row = {
+        "shape": SHAPES[shape],
+        "variant": variant,
+        "params": params_from_architecture(arch),
+        "matmul_params": n,
+        "lora_params": lora_params,
+        "batch": batch,
+        "seq_len": seq_len,
+        "rows": len(lengths),
+        "tokens": tokens,
+        "padding_fraction": round(1 - tokens / computed, 4),
+        "step_s": round(seconds / repeats, 4),
+        "tokens_per_s": round(tokens / seconds),
+        "achieved_tflops": round(flops / seconds / 1e12, 1),
+        "mfu": round(flops / seconds / peak, 4) if peak else None,
+        "mfu_6n_convention": round(sum(6 * n * s + 12 * arch["num_hidden_layers"] * width * s * s for s in lengths) / seconds / peak, 4)
+        if peak
+        else None,
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1),
+    }
+    print(f"  train {shape} {variant}: {row['tokens_per_s']} tokens/s, MFU {row['mfu']}, peak {row['peak_memory_gb']} GB", flush=True)
+    del model, optimizer, batches
+    return row
 
 
 def bench_decode(device: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -225,7 +316,7 @@ def bench_decode(device: dict[str, Any], quick: bool) -> dict[str, Any]:
         bytes_per_token = matmul_params(arch) * 2  # bf16 weights read once per decoded token
         bound = device["bandwidth_bytes_s"] / bytes_per_token if device["bandwidth_bytes_s"] else None
         entry: dict[str, Any] = {
-            "shape": SHAPES[shape][1],
+            "shape": SHAPES[shape],
             "weight_bytes_per_token": bytes_per_token,
             "bandwidth_bound_tokens_per_s": round(bound, 1) if bound else None,
         }

@@ -1,9 +1,10 @@
 """The refill decoder on a CUDA GPU: the same greedy answers as transformers' generate (fp32),
 and the output tokens/s of both decoding modes (bf16), through the study's TransformersBackend.
 
-Weights are random (a model of SmolLM2's shape, built from its config and tokenizer files in
-the folder given), so every answer runs to the token cap: the refill decoder's gain from rows
-that end early does not show here, only whether it is correct and what it costs on a GPU.
+Weights are random (a model of SmolLM2's shape built by localnova.random_models from the shape
+folder given: its config and tokenizer files), so every answer runs to the token cap: the refill
+decoder's gain from rows that end early does not show here, only whether it is correct and what
+it costs on a GPU.
 
     python scripts/gpu_refill_check.py SHAPE_DIR OUT.json
 """
@@ -11,7 +12,6 @@ that end early does not show here, only whether it is correct and what it costs 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -20,26 +20,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from localnova.backends.transformers_backend import TransformersBackend  # noqa: E402
 from localnova.config import ModelConfig  # noqa: E402
+from localnova.random_models import save_random_model  # noqa: E402
 from localnova.types import ChatRequest, GenerationParams  # noqa: E402
-
-
-def random_model(shape: Path) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="refill-check-"))
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(shape), dtype=torch.float32).save_pretrained(folder)
-    for path in shape.iterdir():
-        if path.is_file() and path.name != "config.json":
-            shutil.copy(path, folder / path.name)
-    return folder
 
 
 def main() -> None:
     shape, out = Path(sys.argv[1]), Path(sys.argv[2])
-    model_dir = random_model(shape)
+    model_dir = save_random_model(shape, Path(tempfile.mkdtemp(prefix="refill-check-")) / "model")
     words = "the quick brown fox jumps over the lazy dog".split()
     requests = [
         ChatRequest((("user", " ".join(words[: 3 + i % 7]) + f" question {i}?"),), GenerationParams(max_new_tokens=24 + i % 17))

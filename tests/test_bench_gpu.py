@@ -93,3 +93,43 @@ def test_quick_pass_on_a_gpu(tmp_path):
     assert report["parts"]["train"]["status"] == "ok", report["parts"]["train"]
     assert report["parts"]["train"]["1b"]["tokens_per_s"] > 0
     assert report["parts"]["decode"]["status"] == "ok", report["parts"]["decode"]
+
+
+def test_useful_flops_of_full_rows_are_todays_per_token_count():
+    """A batch of full rows gives exactly the per-token count the MFU figures of earlier runs used:
+    tokens x (4N + 6N_lora + 12*L*s*d)."""
+    bench_gpu = load_bench()
+    from localnova.model_shapes import KNOWN_ARCHITECTURES
+
+    arch = KNOWN_ARCHITECTURES["qwen2.5-7b"]
+    n, lora, s = bench_gpu.matmul_params(arch), 40_370_176, 1024
+    per_token = 4 * n + 6 * lora + 12 * arch["num_hidden_layers"] * s * arch["hidden_size"]
+    assert bench_gpu.train_flops([s] * 4, n, lora, arch) == 4 * s * per_token
+    # a row of 128 tokens costs 128 tokens of matmuls and attention over 128 positions, not 1024
+    short = bench_gpu.train_flops([128], n, lora, arch)
+    assert short == 128 * (4 * n + 6 * lora + 12 * arch["num_hidden_layers"] * 128 * arch["hidden_size"])
+
+
+def test_mixed_rows_are_batched_by_length_as_the_trainer_batches_them():
+    bench_gpu = load_bench()
+    batches = bench_gpu.mixed_lengths(32, 1024, 4)
+    lengths = [length for batch in batches for length in batch]
+    assert len(batches) == 8 and all(len(batch) == 4 for batch in batches)
+    assert lengths == sorted(lengths, reverse=True) and 128 <= min(lengths) and max(lengths) <= 1024
+
+
+def test_padding_free_batches_are_what_trls_collator_makes():
+    """The bench's padding-free variant must time what finetune.padding_free trains on: the
+    rows end to end, positions restarting per row, no label across a row boundary."""
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    bench_gpu = load_bench()
+    (inputs, lengths), *_ = bench_gpu.train_batches("varlen_padding_free_liger", 4, 300, 1, vocab=1000, device="cpu")
+    starts = [0, *torch.tensor(lengths).cumsum(0)[:-1].tolist()]
+    rows = [{"input_ids": inputs["input_ids"][0, a : a + n].tolist()} for a, n in zip(starts, lengths, strict=True)]
+    expected = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+    for key in ("input_ids", "position_ids", "labels"):
+        assert torch.equal(inputs[key], expected[key]), key
+    (padded, padded_lengths), *_ = bench_gpu.train_batches("varlen_padded", 4, 300, 1, vocab=1000, device="cpu")
+    assert padded_lengths == lengths and padded["attention_mask"].sum().item() == sum(lengths)

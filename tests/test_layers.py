@@ -29,9 +29,11 @@ FLOORS: dict[str, int] = {
     "localnova.retry": 0,
     "localnova.console": 0,
     "localnova.optional": 0,
+    "localnova.threads": 0,
     # resources a stage uses: model files, documents, vectors, the store, prices, AWS clients
     "localnova.models": 1,
     "localnova.model_shapes": 1,
+    "localnova.random_models": 1,
     "localnova.corpus": 1,
     "localnova.chunking": 1,
     "localnova.embedder": 1,

@@ -77,3 +77,21 @@ def test_pick_precision_reads_this_machines_facts(monkeypatch, cpu_bf16):
     monkeypatch.setattr(optional, "cuda_bf16_supported", lambda: False)
     assert pick_precision("auto", "inference") == Precision("float16", False, False, "cuda")
     assert pick_precision("auto", "inference", device="cpu") == Precision("float32", False, False, "cpu")  # options.device wins
+
+
+def test_version_problems_name_each_package_too_old_for_the_study():
+    from localnova.optional import version_problems
+
+    node = {"torch": "2.11.0+cu130", "transformers": "5.17.0", "peft": "0.17.1", "trl": "0.18.2", "bitsandbytes": "0.50.2"}
+    problems = version_problems(node.get)
+    assert problems == [
+        "trl 0.18.2 is older than 0.19 (SFTConfig's max_length and padding_free)",
+        "peft 0.17.1 does not work with transformers 5.17.0: transformers 5 needs peft 0.18 or newer",
+    ]
+    # the same peft beside transformers 4 is fine; packages not installed are no problem here
+    assert version_problems({"transformers": "4.57.1", "peft": "0.17.1"}.get) == []
+    assert version_problems({"bitsandbytes": "0.45.0"}.get) == [
+        "bitsandbytes 0.45.0 is older than 0.46.1 (4-bit QLoRA with transformers' current quantizer)"
+    ]
+    assert version_problems({"bitsandbytes": "0.45.0"}.get, only={"trl"}) == []
+    assert version_problems({"transformers": "5.0.0rc1", "peft": "0.18.0"}.get) == []

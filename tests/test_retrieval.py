@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 
+from localnova.errors import UserError
 from localnova.optional import cuda_available
 from localnova.retrieval import (
     Embedder,
@@ -168,6 +170,36 @@ def _faiss_gpu_usable() -> bool:
     return cuda_available() and faiss_gpu_usable()
 
 
+@pytest.fixture
+def fresh_availability():
+    from localnova.optional import is_available
+
+    is_available.cache_clear()
+    yield
+    is_available.cache_clear()
+
+
+def test_a_cuda_machine_without_faiss_has_no_gpu_index_and_no_import_error(monkeypatch, fresh_availability):
+    """The GPU test below asks this while pytest collects the file; on a CUDA node without
+    faiss it raised ModuleNotFoundError and the whole file errored."""
+    from localnova import retrieval
+
+    monkeypatch.setattr(retrieval, "cuda_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # what `import faiss` sees where it is not installed
+    assert retrieval.faiss_gpu_usable() is False
+
+
+def test_a_faiss_that_cannot_load_is_one_line_naming_faiss_cpu(monkeypatch, tmp_path, fresh_availability):
+    """faiss-gpu-cu12 beside a CUDA 13 torch installs but cannot load its library."""
+    broken = tmp_path / "faiss"
+    broken.mkdir()
+    (broken / "__init__.py").write_text('raise ImportError("libcudart.so.12: cannot open shared object file")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "faiss", raising=False)
+    with pytest.raises(UserError, match=r"faiss is installed but cannot load \(ImportError: libcudart.so.12.*install faiss-cpu"):
+        VectorIndex.from_vectors(random_unit_vectors(5), numbered_chunks(5), use_gpu=False)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _faiss_gpu_usable(), reason="needs faiss with GPU support and a CUDA device")
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
@@ -189,7 +221,6 @@ def test_faiss_gpu_gives_the_same_results_as_cpu(kind):
 def test_refetching_for_shared_parents_stays_within_the_gpu_k_limit():
     """Children of few parents make the search fetch more and more neighbours; on the GPU,
     faiss answers at most GPU_MAX_K a query, so no fetch may ask for more."""
-    from localnova.errors import UserError
     from localnova.retrieval import GPU_MAX_K
 
     count = GPU_MAX_K + 1000

@@ -23,6 +23,7 @@ FT_ARMS = ("ft", "ft_rag")  # arms answered by the fine-tuned model
 BackendName = Literal["transformers", "vllm", "openai", "bedrock", "simulated"]  # backends.BACKENDS agrees (a test checks)
 LOCAL_BACKENDS = ("transformers", "vllm")  # backends that load weights here (vs a server or API)
 Preset = Literal["nova", "free"]  # finetune/presets.py says what each allows
+Tracker = Literal["tensorboard", "wandb", "mlflow"]  # finetune.report_to: where training metrics go
 
 
 class Section(BaseModel):
@@ -172,6 +173,13 @@ class FinetuneConfig(Section):
     lora: LoraConfig = LoraConfig()
     quantization: Literal["none", "4bit"] = "none"  # 4bit = QLoRA, CUDA only
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: from the hardware
+    # Speed (finetune/trainer.py says what each does): Liger's Triton kernels through the
+    # Trainer's use_liger_kernel switch, CUDA only (needs the liger-kernel package); and
+    # padding-free batches, rows laid end to end with their own positions instead of padded.
+    liger_kernels: bool = False
+    padding_free: bool = False
+    # Training metrics to a tracker you already run (the Trainer's report_to); none by default.
+    report_to: list[Tracker] = Field(default_factory=list)
 
 
 class GenQAConfig(Section):

@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 RUN_LOG_FILE = "run.log"
 # Libraries that log through their own logger with their own console handler; their records
 # are sent through ours instead, so they reach the run log and, with -v only, the console.
@@ -66,6 +64,7 @@ def configure(verbose: bool = False, quiet: bool = False) -> None:
     # transformers' own bars (loading weights) and tqdm bars of libraries stay off the console;
     # ours pass disable= explicitly.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -84,6 +83,18 @@ def route_library_logs() -> None:
                 library.removeHandler(handler)
         library.propagate = True
         library.setLevel(logging.INFO if settings.verbose or settings.run_log is not None else logging.WARNING)
+    silence_library_bars()
+
+
+def silence_library_bars() -> None:
+    """Turn off the progress bars of libraries already imported, by their own switches:
+    HF_HUB_DISABLE_PROGRESS_BARS (configure) reaches transformers only when set before it is
+    imported, and a bar made with plain tqdm (transformers' GGUF conversion) only obeys
+    TQDM_DISABLE, which cli.main sets before tqdm is first imported."""
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].utils.logging.disable_progress_bar()
 
 
 class _RunLogHandler(logging.Handler):
@@ -154,6 +165,8 @@ def say(line: str) -> None:
     """One line for the person running the command (stdout, so `> log` keeps it), also logged."""
     log.info(line)
     if not settings.quiet:
+        from tqdm import tqdm  # on first use: tqdm reads TQDM_DISABLE once, when imported
+
         tqdm.write(line, file=sys.stdout)
         sys.stdout.flush()
 
@@ -172,7 +185,26 @@ def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
         seconds = time.perf_counter() - started
         if timings is not None:
             timings[name] = round(timings.get(name, 0.0) + seconds, 3)
-        say(f"  {outcome}: {name} in {format_seconds(seconds)}")
+        held = gpu_memory_held_gb()
+        if held is None:
+            say(f"  {outcome}: {name} in {format_seconds(seconds)}")
+        else:
+            GPU_MEMORY_AFTER_STAGE[name] = held
+            say(f"  {outcome}: {name} in {format_seconds(seconds)}; GPU memory held {held:.2f} GB")
+
+
+# GB of GPU memory that torch's tensors hold as each stage ends, once torch has started CUDA:
+# what a stage hands the next (a model left loaded shows here). scripts/gpu_smoke_steps.py reads it.
+GPU_MEMORY_AFTER_STAGE: dict[str, float] = {}
+
+
+def gpu_memory_held_gb() -> float | None:
+    """Memory allocated by torch's tensors on the current GPU, or None where CUDA is not in use
+    (looked up, never imported: a CPU run must not load torch for this)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.memory_allocated() / 1e9, 2)
 
 
 def format_seconds(seconds: float) -> str:
@@ -185,5 +217,7 @@ def format_seconds(seconds: float) -> str:
 def progress(total: int, description: str, unit: str = "call", enabled: bool = True) -> Any:
     """A bar with count, rate and ETA on a terminal; a silent stand-in elsewhere, with --quiet,
     and when not `enabled`."""
+    from tqdm import tqdm
+
     disable = not (enabled and bars_enabled())
     return tqdm(total=total, desc=description, unit=unit, disable=disable, dynamic_ncols=True, file=sys.stderr, leave=False)

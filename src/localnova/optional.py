@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from importlib import metadata
 from typing import Literal
 
 from localnova.errors import UserError
@@ -29,12 +32,57 @@ INSTALL_HINTS = {
     "vllm": "pip install 'localnova[gpu]' (needs CUDA)",
     "bitsandbytes": "pip install 'localnova[gpu]' (needs CUDA)",
     "boto3": "pip install 'localnova[bedrock]'",
+    "liger_kernel": "pip install 'localnova[gpu]' or liger-kernel (Triton kernels: CUDA only)",
+    "tensorboard": "pip install tensorboard",
+    "wandb": "pip install wandb",
+    "mlflow": "pip install mlflow",
 }
 
 
 @cache
 def is_available(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The numeric release of a version string: "2.11.0+cu130" -> (2, 11, 0), "0.18.0rc1" -> (0, 18, 0)."""
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+
+# (distribution, lowest release that works, why): checked where installed; a missing one is a
+# feature's own business (require). peft's floor holds only beside transformers 5 (below).
+VERSION_FLOORS = (
+    ("transformers", (4, 56), "the first that takes from_pretrained(dtype=...)"),
+    ("accelerate", (1, 0), "the launcher and FSDP2 settings the configs use"),
+    ("trl", (0, 19), "SFTConfig's max_length and padding_free"),
+    ("bitsandbytes", (0, 46, 1), "4-bit QLoRA with transformers' current quantizer"),
+    ("datasets", (2, 19), "the training rows (Dataset.from_list)"),
+)
+PEFT_WITH_TRANSFORMERS_5 = (0, 18)
+
+
+def version_problems(installed: Callable[[str], str | None] | None = None, only: set[str] | None = None) -> list[str]:
+    """One line per installed package too old for the study (peft older than 0.18 breaks
+    with transformers 5), among `only` (default: all that matter); `installed` maps a
+    distribution to its version or None (default: this environment's)."""
+    installed = installed or _installed_version
+    problems = []
+    for distribution, floor, why in VERSION_FLOORS:
+        version = installed(distribution) if only is None or distribution in only else None
+        if version is not None and _release(version) < floor:
+            problems.append(f"{distribution} {version} is older than {'.'.join(map(str, floor))} ({why})")
+    transformers, peft = installed("transformers"), installed("peft") if only is None or "peft" in only else None
+    if transformers is not None and peft is not None and _release(transformers) >= (5,) and _release(peft) < PEFT_WITH_TRANSFORMERS_5:
+        problems.append(f"peft {peft} does not work with transformers {transformers}: transformers 5 needs peft 0.18 or newer")
+    return problems
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def require(package: str, feature: str) -> None:

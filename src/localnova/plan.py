@@ -212,6 +212,46 @@ def training_memory(model: "ModelConfig", shape: ModelShape | None, config: "Stu
     return MemoryEstimate(total, detail)
 
 
+# vLLM splits a model over this many GPUs of one node (tensor_parallel_size).
+TENSOR_PARALLEL_SIZES = (2, 4, 8)
+
+
+def tensor_parallel_notes(
+    uses: list[ModelUse], gpu_memory_gb: float | None, judge_prompt_tokens: int, answer_prompt_tokens: int, config: "StudyConfig"
+) -> list[str]:
+    """What the plan says about GPUs per model: a vllm model set to split over several GPUs
+    needs that many on one node; one that does not fit one GPU of `gpu_memory_gb` gets the
+    smallest tensor_parallel_size that would fit (its attention heads must divide evenly)."""
+    models = {model.name: model for model in config.all_models()}
+    notes = []
+    for use in uses:
+        model = models.get(use.name)
+        if model is None or model.backend != "vllm" or use.role == "LoRA training":
+            continue
+        configured = int(model.options.get("tensor_parallel_size", 1))
+        if configured > 1:
+            notes.append(f"{use.role} {use.name} runs on {configured} GPUs of one node (options.tensor_parallel_size: {configured}).")
+        if gpu_memory_gb is None or use.fits is not False or configured > 1:
+            continue
+        shape = model_shape(model)
+        prompt_tokens = judge_prompt_tokens if use.role == "judge" else answer_prompt_tokens
+        heads = (shape.architecture or {}).get("num_attention_heads") if shape else None
+        for size in TENSOR_PARALLEL_SIZES:
+            if heads and heads % size:
+                continue
+            split = model.model_copy(update={"options": {**model.options, "tensor_parallel_size": size}})
+            estimate = inference_memory(split, shape, prompt_tokens)
+            if estimate is not None and estimate.fits(gpu_memory_gb):
+                notes.append(
+                    f"{use.role} {use.name} does not fit one {gpu_memory_gb:g} GB GPU; set its options.tensor_parallel_size: {size} "
+                    f"to split it over {size} GPUs of one node (~{estimate.gb:.1f} GB each)."
+                )
+                break
+        else:
+            notes.append(f"{use.role} {use.name} does not fit {gpu_memory_gb:g} GB GPUs even split over {TENSOR_PARALLEL_SIZES[-1]}.")
+    return notes
+
+
 def _count_eval_questions(config: "StudyConfig") -> tuple[int | None, str]:
     path = Path(config.eval.path)
     if not path.is_file():
@@ -305,6 +345,7 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
         problem = hub_access_problem(model_id)
         if problem:
             notes.append(f"ACCESS: {problem}; `localnova run` stops on this before anything trains.")
+    notes += tensor_parallel_notes(uses, gpu_memory_gb, judge_prompt_tokens, answer_prompt_tokens, config)
     unknown = [use.name for use in uses if use.backend in LOCAL_BACKENDS and use.memory is None]
     if unknown:
         names = ", ".join(sorted(set(unknown)))

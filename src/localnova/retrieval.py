@@ -24,7 +24,7 @@ from localnova.chunking import CHUNKER_VERSION
 from localnova.embedder import Embedder
 from localnova.errors import UserError
 from localnova.files import atomic_path, write_jsonl_atomic, write_text_atomic
-from localnova.optional import cuda_available, require
+from localnova.optional import cuda_available, is_available, require
 from localnova.types import Chunk, RetrievedChunk, stable_hash
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,29 @@ GPU_MAX_K = 2048
 IVF_POINTS_PER_LIST = 39
 
 
-def faiss_gpu_usable() -> bool:
-    """True when the installed faiss was built with GPU support and a GPU is visible."""
-    import faiss
+def import_faiss() -> Any:
+    """The faiss module, or a UserError saying why it cannot load. faiss-gpu-cu12 installs but
+    cannot load beside a CUDA 13 torch (it needs libcudart.so.12 and libcublas.so.12, and no
+    CUDA 13 faiss-gpu wheel exists): there, faiss-cpu is the one to install."""
+    require("faiss", "the FAISS index")
+    try:
+        import faiss
+    except Exception as error:  # noqa: BLE001 - a broken native library raises ImportError, OSError or worse
+        raise UserError(
+            f"faiss is installed but cannot load ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
+            "where the GPU build does not match the machine's CUDA, install faiss-cpu instead (pip install 'localnova[cpu]')"
+        ) from None
+    return faiss
 
-    return hasattr(faiss, "StandardGpuResources") and cuda_available() and faiss.get_num_gpus() > 0
+
+def faiss_gpu_usable() -> bool:
+    """True when the installed faiss was built with GPU support and a GPU is visible; False
+    where faiss is not installed, which a CUDA machine may well be (the GPU tests ask this
+    while pytest collects them)."""
+    if not is_available("faiss") or not cuda_available():
+        return False
+    faiss = import_faiss()
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 def _ivf_list_count(vector_count: int) -> int:
@@ -60,7 +78,7 @@ def _ivf_list_count(vector_count: int) -> int:
 def _build_faiss_index(vectors: np.ndarray, kind: str) -> tuple[Any, str]:
     """A CPU faiss index holding `vectors`; returns it with the kind actually built (an IVF
     index falls back to flat when there are too few vectors to train it)."""
-    import faiss
+    faiss = import_faiss()
 
     if kind not in INDEX_KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {INDEX_KINDS}")
@@ -120,8 +138,7 @@ class VectorIndex:
             raise UserError("a GPU index needs faiss with GPU support (pip install 'localnova[gpu]') and a visible CUDA device")
         # HNSW has no GPU version in faiss; it stays on the CPU.
         if use_gpu and kind != "hnsw":
-            import faiss
-
+            faiss = import_faiss()
             self._gpu_resources = faiss.StandardGpuResources()
             self.search_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, cpu_index)
             self.on_gpu = True
@@ -137,7 +154,7 @@ class VectorIndex:
     def from_vectors(
         cls, vectors: np.ndarray, chunks: Sequence[Chunk], kind: str = "flat", embedder: Embedder | None = None, use_gpu: bool | None = None
     ) -> "VectorIndex":
-        require("faiss", "the FAISS index")
+        import_faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) == 0:
             raise ValueError("cannot index zero chunks")
@@ -232,7 +249,7 @@ def save_index(index: VectorIndex, folder: Path, manifest: dict[str, Any]) -> No
     """Write index.faiss, chunks.jsonl and manifest.json. The old manifest goes first and the
     new one comes last, so a crash in between leaves a folder that is rebuilt, never one whose
     manifest vouches for files it did not describe."""
-    import faiss
+    faiss = import_faiss()
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST_FILE).unlink(missing_ok=True)
@@ -253,7 +270,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 def load_index(folder: Path, embedder: Embedder | None = None, use_gpu: bool | None = None) -> VectorIndex | None:
     """The index persisted in `folder`, or None when it is missing, damaged or incomplete."""
-    import faiss
+    faiss = import_faiss()
 
     manifest = read_manifest(folder)
     if manifest is None:
@@ -292,9 +309,7 @@ def build_or_load_index(
     semantic strategy embeds every sentence) runs only when a rebuild is needed.
     Returns (index, rebuilt).
     """
-    require("faiss", "the FAISS index")
-    import faiss
-
+    faiss = import_faiss()
     folder = Path(folder)
     manifest_inputs = manifest_inputs or {}
     key = _manifest_key(manifest_inputs, embedder, index_kind)

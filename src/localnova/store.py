@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localnova import threads
 from localnova.errors import PartialBatch, UserError
 from localnova.store_schema import open_schema
 from localnova.types import ChatRequest, GenerationResult, stable_hash
@@ -414,6 +415,10 @@ def environment_info() -> dict[str, Any]:
         "sentence-transformers",
         "faiss-cpu",
         "faiss-gpu-cu12",
+        "datasets",
+        "accelerate",
+        "bitsandbytes",
+        "liger-kernel",
         "vllm",
         "boto3",
     ):
@@ -429,4 +434,5 @@ def environment_info() -> dict[str, Any]:
         "processor": platform.processor(),
         "time_zone_offset_s": -time.timezone,
         "packages": versions,
+        "threads": threads.describe(),  # how OpenMP threads wait (threads.py), and how many
     }

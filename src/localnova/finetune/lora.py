@@ -1,4 +1,4 @@
-"""Local LoRA and QLoRA fine-tuning with TRL's SFTTrainer and peft.
+"""Local LoRA and QLoRA fine-tuning with TRL's SFTTrainer (finetune/trainer.py) and peft.
 
 One function trains (`train_adapter`), one reuses or trains (`find_or_train_adapter`) and one
 checks that an adapter belongs to a base model (`load_adapter_check`). The same training
@@ -21,18 +21,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.console import route_library_logs
 from localnova.errors import UserError
 from localnova.files import write_text_atomic
 from localnova.finetune.chat_data import build_dataset
 from localnova.finetune.presets import check_hyperparameters
-from localnova.finetune.progress import console_callback
-from localnova.optional import Precision, cuda_available, is_available, pick_precision, require
+from localnova.finetune.trainer import build_trainer, check_trainer_settings, training_settings
+from localnova.optional import Precision, cuda_available, is_available, pick_precision, require, version_problems
 from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "localnova_adapter.json"
+# Whose versions training depends on (optional.VERSION_FLOORS); bitsandbytes too for QLoRA.
+TRAINING_PACKAGES = {"transformers", "peft", "trl", "datasets", "accelerate"}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -83,31 +84,6 @@ def choose_precision(config) -> Precision:
     return pick_precision(config.precision, "training")
 
 
-# Batches are drawn from groups of rows of about one length (transformers' LengthGroupedSampler),
-# so a batch pads little: random batches of the demo's rows spent 17% of their tokens on padding.
-BATCH_SAMPLING = "group_by_length"
-
-
-def training_settings(config, max_steps: int | None = None) -> dict[str, Any]:
-    """The settings that change the adapter's weights: part of the reuse and resume key."""
-    settings = {
-        "preset": config.preset,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "learning_rate": config.learning_rate,
-        "warmup_steps": config.warmup_steps,
-        "max_seq_length": config.max_seq_length,
-        "lora": config.lora.model_dump(mode="json"),
-        "quantization": config.quantization,
-        "precision": config.precision,
-        "sampling": BATCH_SAMPLING,
-    }
-    if max_steps is not None:
-        settings["max_steps"] = max_steps
-    return settings
-
-
 def data_hash(records: list[dict]) -> str:
     return stable_hash(records)
 
@@ -117,6 +93,10 @@ def check_before_loading(config, train_records: list[dict]) -> None:
     check_hyperparameters(config)
     if config.quantization == "4bit" and not (cuda_available() and is_available("bitsandbytes")):
         raise UserError("4-bit QLoRA needs a CUDA GPU and bitsandbytes")
+    check_trainer_settings(config, on_cuda=cuda_available())
+    problems = version_problems(only=TRAINING_PACKAGES | ({"bitsandbytes"} if config.quantization == "4bit" else set()))
+    if problems:
+        raise UserError("; ".join(problems))
     if not train_records:
         raise UserError("the training set is empty: nothing to fine-tune on")
     for index, record in enumerate(train_records):
@@ -165,69 +145,6 @@ def load_base(base_model, config, precision: Precision):
         task_type="CAUSAL_LM",
     )
     return tokenizer, get_peft_model(model, lora)
-
-
-def build_trainer(
-    model,
-    tokenizer,
-    train_dataset,
-    eval_dataset,
-    config,
-    precision: Precision,
-    output_dir: Path,
-    seed: int,
-    max_steps: int | None = None,
-    save_steps: int | None = None,
-    callbacks: list | None = None,
-):
-    """The SFTTrainer exactly as `train_adapter` runs it (the benchmark times this one too)."""
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
-
-    if eval_dataset is not None:
-        extra: dict[str, Any] = {"eval_strategy": "epoch", "per_device_eval_batch_size": config.batch_size}
-    else:
-        extra = {"eval_strategy": "no"}
-    # transformers 5 calls it train_sampling_strategy; older ones have a group_by_length flag
-    sampling = "train_sampling_strategy" in SFTConfig.__dataclass_fields__
-    extra.update({"train_sampling_strategy": BATCH_SAMPLING} if sampling else {"group_by_length": True})
-    args = SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=config.epochs,
-        max_steps=max_steps if max_steps is not None else -1,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        max_length=config.max_seq_length,
-        # Inherited defaults would turn on bf16 autocast and gradient checkpointing; both are
-        # chosen here, from the hardware and the model's size.
-        bf16=precision.bf16,
-        fp16=precision.fp16,
-        gradient_checkpointing=config.quantization == "4bit",
-        use_cpu=precision.device == "cpu",
-        seed=seed,
-        data_seed=seed,
-        logging_steps=1,
-        save_strategy="steps" if save_steps else "epoch",
-        save_steps=save_steps or 500,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=True,  # finetune/progress.py shows the steps
-        dataset_kwargs={"skip_prepare_dataset": True},  # already tokenized, labelled and truncated
-        ddp_find_unused_parameters=False,
-        dataloader_num_workers=0,
-        **extra,
-    )
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer, callbacks=callbacks
-    )
-    # The Trainer prints one dict per logged step; ours logs them and shows one bar instead.
-    trainer.remove_callback(PrinterCallback)
-    if trainer.is_world_process_zero():
-        trainer.add_callback(console_callback())
-    route_library_logs()
-    return trainer
 
 
 def checkpoint_dir(out_dir: Path, run_key: str) -> Path:
@@ -308,7 +225,19 @@ def train_adapter(
     train_dataset = build_dataset(tokenizer, train_records, config.max_seq_length)
     eval_dataset = build_dataset(tokenizer, validation_records, config.max_seq_length, "validation") if validation_records else None
     trainer = build_trainer(
-        model, tokenizer, train_dataset, eval_dataset, config, precision, checkpoints, seed, max_steps, save_steps, callbacks
+        model,
+        tokenizer,
+        train_dataset,
+        eval_dataset,
+        config,
+        precision,
+        checkpoints,
+        seed,
+        max_steps,
+        save_steps,
+        callbacks,
+        run_name=out_dir.name,
+        tracker_dir=out_dir.parent / "tensorboard" / out_dir.name,
     )
     del model  # the trainer holds it from here, and release_trainer lets it go
 

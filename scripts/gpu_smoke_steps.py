@@ -1,0 +1,512 @@
+"""The steps of scripts/gpu_smoke.sh, one subcommand each. Each writes OUT/<step>.json and exits
+non-zero when the step did not pass; the shell times it, bounds it and records it.
+
+    python scripts/gpu_smoke_steps.py STEP --out OUT --work WORK --shapes SHAPES
+
+  device         the GPU, torch, and the node's packages (node_packages.txt, for prepare_offline)
+  versions       the versions that matter (optional.version_problems: peft 0.18+ beside
+                 transformers 5, transformers, trl, bitsandbytes, ...) and whether each package a
+                 step needs imports; blocked.tsv says which steps cannot run and why
+  random_models  SmolLM2-135M and MiniLM with random weights from their shapes, and the
+                 smoke's study config (configs/demo.yaml on those models)
+  qlora          4-bit QLoRA of the SmolLM2 shape through the study's own trainer
+  merged         the transformers backend with that adapter merged (bf16 base), generating
+  study          `localnova run` of the smoke config: base, rag, ft, ft_rag on a few
+                 questions, the embedder and the logprob judge on CUDA, faiss as installed;
+                 the GPU memory each stage hands the next
+  fsdp           one rank of `accelerate launch` with configs/accelerate/fsdp.yaml
+  qlora_7b       QLoRA on the Qwen2.5-7B shape with configs/local-gpu-24gb.yaml's settings; its
+                 peak memory against what `--plan` predicts for that config
+  report         gpu_smoke.json from the steps' records (stdlib only: it runs whatever broke)
+
+The module imports only the standard library at the top, so `report` and `device` run on a
+machine where torch or the project cannot load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_QUESTIONS = 4
+# distribution -> import name, for the versions step and the report
+PACKAGES = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "accelerate": "accelerate",
+    "peft": "peft",
+    "trl": "trl",
+    "datasets": "datasets",
+    "sentence-transformers": "sentence_transformers",
+    "bitsandbytes": "bitsandbytes",
+    "faiss-cpu": "faiss",
+    "faiss-gpu-cu12": "faiss",
+    "liger-kernel": "liger_kernel",
+    "localnova": "localnova",
+}
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(data)[:2000], flush=True)
+
+
+def peak_gb() -> dict[str, float]:
+    import torch
+
+    return {
+        "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2),
+    }
+
+
+def reset_peak() -> None:
+    """Start the peak-memory count afresh, and wait for the GPU's queued work (for timings)."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+
+
+def require_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("no CUDA device")
+
+
+def step_device(args) -> int:
+    info: dict = {"python": sys.version.split()[0], "executable": sys.executable, "cuda": False}
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        info["nvidia_smi"] = smi.stdout.strip().splitlines() or smi.stderr.strip()[-500:]
+    except (OSError, subprocess.SubprocessError) as error:
+        info["nvidia_smi"] = f"{type(error).__name__}: {error}"
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda=torch.cuda.is_available())
+        if info["cuda"]:
+            info.update(
+                name=torch.cuda.get_device_name(0),
+                count=torch.cuda.device_count(),
+                memory_gb=round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1),
+                bf16=torch.cuda.is_bf16_supported(),
+            )
+    except ImportError as error:
+        info["torch"] = f"not importable: {error}"
+    frozen = subprocess.run([sys.executable, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, timeout=120)
+    (args.out / "node_packages.txt").write_text(frozen.stdout, encoding="utf-8")
+    info["packages_listed"] = len(frozen.stdout.splitlines())
+    write_json(args.out / "device.json", info)
+    return 0 if info["cuda"] else 1
+
+
+# What each step needs: import names, "cuda" for a visible CUDA device, and earlier steps whose
+# output it uses (a step that did not pass is listed in blocked.tsv by the shell).
+STEP_NEEDS = {
+    "random_models": ["torch", "transformers", "sentence_transformers", "localnova"],
+    "qlora": ["cuda", "bitsandbytes", "peft", "trl", "datasets", "localnova", "random_models"],
+    "merged": ["cuda", "peft", "localnova", "qlora"],
+    "study": ["cuda", "peft", "trl", "datasets", "faiss", "sentence_transformers", "localnova", "random_models"],
+    "fsdp": ["cuda", "accelerate", "peft", "trl", "datasets", "localnova", "random_models"],
+    "qlora_7b": ["cuda", "bitsandbytes", "peft", "trl", "datasets", "localnova"],
+    "gpu_tests": ["pytest", "localnova"],
+}
+
+
+def step_versions(args) -> int:
+    versions = {}
+    for distribution in PACKAGES:
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = None
+    blocked: dict[str, str] = {}
+    imported_from: dict[str, str] = {}
+    for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"cuda"} - set(STEP_NEEDS)):
+        try:
+            imported_from[module] = str(getattr(__import__(module), "__file__", None))
+        except Exception as error:  # noqa: BLE001 - any failure to load is what this step reports
+            blocked[module] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    site = Path(os.environ.get("SMOKE_SITE_DIR", "/nonexistent"))
+    installed = sorted(path.name.split("-")[0] for path in site.glob("*.dist-info")) if site.is_dir() else []
+    if "torch" not in blocked:
+        import torch
+
+        if not torch.cuda.is_available():
+            blocked["cuda"] = f"no CUDA device (torch {torch.__version__})"
+    problems = []
+    if "localnova" not in blocked:
+        from localnova.optional import version_problems
+
+        problems = version_problems()
+        for problem in problems:
+            blocked.setdefault(problem.split()[0], problem)
+    with open(args.out / "blocked.tsv", "a", encoding="utf-8") as handle:
+        for module, reason in blocked.items():
+            handle.write(f"{module}\t{reason}\n")
+    record = {"versions": versions, "version_problems": problems, "cannot_use": blocked}
+    record.update(wheelhouse_installed=installed, imported_from=imported_from)
+    write_json(args.out / "versions.json", record)
+    return 1 if problems or set(blocked) - {"cuda"} else 0
+
+
+def smoke_config(work: Path) -> dict:
+    """configs/demo.yaml on the random-weights models, a few questions, all four arms."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text(encoding="utf-8"))
+    smollm2, minilm = str(work / "models" / "smollm2-135m-instruct"), str(work / "models" / "all-minilm-l6-v2")
+    config.update(name="gpu-smoke", output_dir=str(work / "runs"))
+    config["corpus"]["path"] = str(REPO / "data" / "demo" / "corpus")
+    config["eval"].update(path=str(REPO / "data" / "demo" / "eval.jsonl"), limit=SMOKE_QUESTIONS)
+    config["retrieval"]["embedding_model"] = minilm
+    config["models"][0]["model"] = smollm2
+    for judge in config["judges"]:
+        if judge["kind"] == "embedding_similarity":
+            judge["embedding_model"] = minilm
+        if judge.get("model"):
+            judge["model"]["model"] = smollm2
+    config["finetune"].update(train_path=str(REPO / "data" / "demo" / "train.jsonl"), max_train_pairs=32, epochs=1)
+    # Random embeddings are all alike: at the usual threshold every pair would look like an eval question.
+    config.setdefault("gen_qa", {})["decontam_similarity"] = 1.0
+    return config
+
+
+def step_random_models(args) -> int:
+    import torch
+    import yaml
+
+    from localnova.random_models import parameter_count, save_random_model
+
+    on_cuda = torch.cuda.is_available()
+    for name in ("smollm2-135m-instruct", "all-minilm-l6-v2"):
+        if not (args.shapes / name / "config.json").is_file():
+            sys.exit(f"no shape at {args.shapes / name}: make them with scripts/prepare_offline.py on a connected machine")
+    result: dict = {}
+    for name, dtype in (("smollm2-135m-instruct", "bfloat16" if on_cuda else "float32"), ("all-minilm-l6-v2", "float32")):
+        started = time.perf_counter()
+        target = save_random_model(args.shapes / name, args.work / "models" / name, dtype=dtype, device="cuda" if on_cuda else "cpu")
+        result[name] = {
+            "path": str(target),
+            "dtype": dtype,
+            "parameters": parameter_count(target),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    if on_cuda:
+        torch.cuda.empty_cache()
+    config_path = args.work / "smoke.yaml"
+    config_path.write_text(yaml.safe_dump(smoke_config(args.work), sort_keys=False), encoding="utf-8")
+    result["config"] = str(config_path)
+    write_json(args.out / "random_models.json", result)
+    return 0
+
+
+def rag_records(count: int, tokenizer_dir: Path, context_tokens: int) -> list[dict]:
+    """Demo training pairs, each with `context_tokens` tokens of the corpus as its context (a
+    different passage each), as the rag arms' prompts carry: rows of a known length that keep
+    their answer inside max_seq_length (a row whose answer is cut off trains nothing)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    corpus = "\n\n".join(path.read_text(encoding="utf-8") for path in sorted((REPO / "data" / "demo" / "corpus").glob("*.md")))
+    corpus_ids = tokenizer(corpus, add_special_tokens=False)["input_ids"]
+    pairs = [json.loads(line) for line in (REPO / "data" / "demo" / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for index, pair in enumerate(pairs[:count]):
+        question = next(m["content"] for m in pair["messages"] if m["role"] == "user")
+        answer = next(m["content"] for m in pair["messages"] if m["role"] == "assistant")
+        start = (index * 997) % max(1, len(corpus_ids) - context_tokens)
+        context = tokenizer.decode(corpus_ids[start : start + context_tokens])
+        records.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "Answer the question from the context."},
+                    {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+    return records
+
+
+def train(base_path: Path, config, records: list[dict], adapter: Path, max_steps: int) -> dict:
+    """train_adapter as the study runs it, with the GPU's peak memory and the time."""
+    from localnova.finetune.lora import train_adapter
+    from localnova.models import resolve_model
+
+    reset_peak()
+    started = time.perf_counter()
+    info = train_adapter(resolve_model(str(base_path)), records, None, config, adapter, seed=0, max_steps=max_steps)
+    return {
+        "device": info.device,
+        "dtype": info.dtype,
+        "quantization": info.settings["quantization"],
+        "steps": max_steps,
+        "train_tokens": info.train_tokens,
+        "train_tokens_per_s": info.train_tokens_per_s,
+        "first_loss": info.loss_curve[0]["loss"] if info.loss_curve else None,
+        "last_loss": info.loss_curve[-1]["loss"] if info.loss_curve else None,
+        "adapter_saved": (adapter / "adapter_model.safetensors").is_file(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        **peak_gb(),
+    }
+
+
+def step_qlora(args) -> int:
+    require_cuda()
+    from localnova.config import FinetuneConfig
+
+    lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+    config = FinetuneConfig(
+        epochs=1, batch_size=4, learning_rate=2e-4, max_seq_length=512, lora=lora, quantization="4bit", precision="bf16"
+    )
+    base = args.work / "models" / "smollm2-135m-instruct"
+    result = train(base, config, rag_records(48, base, context_tokens=400), args.work / "qlora-adapter", max_steps=6)
+    write_json(args.out / "qlora.json", result)
+    return 0 if result["adapter_saved"] and result["quantization"] == "4bit" else 1
+
+
+def step_merged(args) -> int:
+    require_cuda()
+    from localnova.backends.transformers_backend import TransformersBackend
+    from localnova.config import ModelConfig
+    from localnova.types import ChatRequest, GenerationParams
+
+    adapter = args.work / "qlora-adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        sys.exit(f"no adapter at {adapter}: the qlora step did not leave one")
+    records = rag_records(32, args.work / "models" / "smollm2-135m-instruct", context_tokens=400)
+    requests = [ChatRequest.from_messages(r["messages"][:2], GenerationParams(max_new_tokens=48)) for r in records]
+    reset_peak()
+    started = time.perf_counter()
+    backend = TransformersBackend(
+        ModelConfig(name="smoke", model=str(args.work / "models" / "smollm2-135m-instruct")), adapter_path=str(adapter)
+    )
+    results = [r for start in range(0, len(requests), 16) for r in backend.generate(requests[start : start + 16])]
+    seconds = time.perf_counter() - started  # generate returns texts: the GPU's work for them is done
+    result = {
+        "device": str(backend.device),
+        "dtype": backend.dtype_name,
+        "merged": type(backend.model).__module__.split(".")[0] != "peft",  # merge_and_unload leaves the plain model
+        "requests": len(results),
+        "output_tokens": sum(r.output_tokens for r in results),
+        "seconds_with_load": round(seconds, 1),
+        "sample": results[0].text[:80],
+        **peak_gb(),
+    }
+    backend.close()
+    write_json(args.out / "merged.json", result)
+    return 0 if result["merged"] and result["device"].startswith("cuda") and len(results) == len(requests) else 1
+
+
+def step_study(args) -> int:
+    require_cuda()
+    from localnova import console
+    from localnova.cli import main as localnova_main
+    from localnova.retrieval import faiss_gpu_usable
+
+    started = time.perf_counter()
+    status = localnova_main(["run", str(args.work / "smoke.yaml")])
+    seconds = time.perf_counter() - started
+    study = args.work / "runs" / "gpu-smoke"
+    summary = json.loads((study / "summary.json").read_text(encoding="utf-8")) if (study / "summary.json").is_file() else {}
+    answers = (
+        [json.loads(line) for line in (study / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
+        if (study / "answers.jsonl").is_file()
+        else []
+    )
+    per_arm: dict[str, int] = {}
+    for answer in answers:
+        per_arm[answer.get("arm", "?")] = per_arm.get(answer.get("arm", "?"), 0) + 1
+    held = dict(console.GPU_MEMORY_AFTER_STAGE)
+    # What the first stage (the index: the embedder) holds is what every later stage should hand
+    # on; more at the end is a model or an adapter left on the GPU.
+    left_behind = round(list(held.values())[-1] - list(held.values())[0], 2) if held else None
+    result = {
+        "exit_status": status,
+        "seconds": round(seconds, 1),
+        "answers_per_arm": per_arm,
+        "faiss_on_gpu": faiss_gpu_usable(),
+        "gpu_memory_held_after_stage_gb": held,
+        "gpu_memory_left_behind_gb": left_behind,
+        "timings": summary.get("timings"),
+        "summary_keys": sorted(summary),
+    }
+    write_json(args.out / "study.json", result)
+    every_arm = per_arm and all(per_arm.get(arm) == SMOKE_QUESTIONS for arm in ("base", "rag", "ft", "ft_rag"))
+    handed_over = left_behind is None or left_behind < 0.05
+    return 0 if status == 0 and every_arm and handed_over else 1
+
+
+def step_fsdp(args) -> int:
+    require_cuda()
+    adapter = args.work / "fsdp-adapter"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs" / "accelerate" / "fsdp.yaml")]
+    command += ["--num_processes", "1", "-m", "localnova.finetune.launch", "--config", str(args.work / "smoke.yaml")]
+    command += ["--max-steps", "3", "--out", str(adapter), "--retrain"]
+    started = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True)
+    record = adapter / "localnova_adapter.json"
+    saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    result = {
+        "command": " ".join(command),
+        "exit_status": finished.returncode,
+        "seconds": round(time.perf_counter() - started, 1),
+        "adapter_saved": (adapter / "adapter_model.safetensors").is_file(),
+        "world_size": saved.get("world_size"),
+        "loss_curve": saved.get("loss_curve"),
+        "output_tail": (finished.stdout + finished.stderr)[-1500:],
+    }
+    write_json(args.out / "fsdp.json", result)
+    return 0 if finished.returncode == 0 and result["adapter_saved"] else 1
+
+
+def step_qlora_7b(args) -> int:
+    """QLoRA on the Qwen2.5-7B shape, the 24 GB config's settings, against its --plan estimate."""
+    require_cuda()
+    import torch
+
+    from localnova.config import ModelConfig, load_config
+    from localnova.model_shapes import model_shape
+    from localnova.plan import training_memory
+    from localnova.random_models import save_random_model
+
+    folder = args.work / "models" / "qwen2.5-7b"
+    free_gb = shutil.disk_usage(args.work).free / 1e9
+    if free_gb < 20:
+        sys.exit(f"{args.work} has {free_gb:.0f} GB free; the 7B shape's bf16 weights need about 15.2")
+    started = time.perf_counter()
+    save_random_model(args.shapes / "qwen2.5-7b", folder, dtype="bfloat16", device="cuda")
+    torch.cuda.empty_cache()
+    built_s = round(time.perf_counter() - started, 1)
+    config = load_config(REPO / "configs" / "local-gpu-24gb.yaml")
+    model = ModelConfig(name="qwen2.5-7b-shape", model=str(folder))
+    predicted = training_memory(model, model_shape(model), config)
+    # Accumulation does not change a micro-batch's peak: one optimizer step of micro-batches is enough.
+    finetune = config.finetune.model_copy(update={"gradient_accumulation_steps": 1})
+    try:
+        # rows of about max_seq_length tokens, as the plan's estimate assumes
+        records = rag_records(12, folder, context_tokens=finetune.max_seq_length - 150)
+        result = train(folder, finetune, records, args.work / "qlora-7b-adapter", max_steps=3)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # 15 GB
+    result.update(
+        build_and_save_seconds=built_s,
+        config="configs/local-gpu-24gb.yaml",
+        batch_size=finetune.batch_size,
+        max_seq_length=finetune.max_seq_length,
+        plan_predicted_gb=round(predicted.gb, 2),
+        plan_detail=predicted.detail,
+        measured_over_predicted=round(result["peak_reserved_gb"] / predicted.gb, 3),
+    )
+    write_json(args.out / "qlora_7b.json", result)
+    return 0 if result["adapter_saved"] else 1
+
+
+def read_json(out: Path, name: str) -> dict:
+    try:
+        return json.loads((out / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return {"missing": f"{name}: {type(error).__name__}"}
+
+
+def junit_summary(path: Path) -> dict:
+    try:
+        suites = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError) as error:
+        return {"missing": f"{path.name}: {type(error).__name__}"}
+    suites = [suites] if suites.tag == "testsuite" else list(suites)
+    summary = {key: sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped")}
+    summary["failed"] = [
+        f"{case.get('classname')}::{case.get('name')}"
+        for s in suites
+        for case in s.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
+    return summary
+
+
+def step_report(args) -> int:
+    out = args.out
+    steps = []
+    for line in (out / "steps.tsv").read_text(encoding="utf-8").splitlines():
+        name, status, rc, seconds, limit_s, note = (line.split("\t") + [""] * 6)[:6]
+        step = {"name": name, "status": status, "rc": int(rc), "seconds": float(seconds), "limit_s": int(limit_s)}
+        if note:
+            step["note"] = note
+        log = out / "logs" / f"{name}.log"
+        if status != "ok" and log.is_file():
+            step["log_tail"] = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        steps.append(step)
+    device = read_json(out, "device.json")
+    figures = {
+        name: read_json(out, f"{name}.json") for name in ("versions", "random_models", "qlora", "merged", "study", "fsdp", "qlora_7b")
+    }
+    figures["gpu_tests"] = junit_summary(out / "gpu_tests.xml")
+    report = {
+        "device_name": device.get("name"),
+        "device": device,
+        "budget_s": args.budget,
+        "elapsed_s": args.elapsed,
+        "all_ok": bool(steps) and all(step["status"] == "ok" for step in steps),
+        "steps": steps,
+        "figures": figures,
+    }
+    (out / "gpu_smoke.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(
+        json.dumps(
+            {"device_name": report["device_name"], "all_ok": report["all_ok"], "steps": {s["name"]: s["status"] for s in steps}}, indent=2
+        )
+    )
+    return 0 if report["all_ok"] else 1
+
+
+STEPS = {
+    "device": step_device,
+    "versions": step_versions,
+    "random_models": step_random_models,
+    "qlora": step_qlora,
+    "merged": step_merged,
+    "study": step_study,
+    "fsdp": step_fsdp,
+    "qlora_7b": step_qlora_7b,
+    "report": step_report,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=[*STEPS, "needs"])
+    parser.add_argument("--out", type=Path, default=Path("gpu_smoke_out"))
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "localnova-gpu-smoke")
+    parser.add_argument("--shapes", type=Path, default=REPO / ".offline" / "shapes")
+    parser.add_argument("--budget", type=int, default=0, help="report: the smoke's overall budget, seconds")
+    parser.add_argument("--elapsed", type=int, default=0, help="report: seconds the smoke took")
+    parser.add_argument("--name", help="needs: the step whose needs to print")
+    args = parser.parse_args(argv)
+    if args.step == "needs":
+        print(",".join(STEP_NEEDS.get(args.name, [])))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    return STEPS[args.step](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
