@@ -1,7 +1,9 @@
 """Test settings: never reach a model hub, and keep converted models in one cache per session."""
 
+import hashlib
 import os
 import tempfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -39,7 +41,8 @@ def hub_error(kind: str, model_id: str):
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
     """The hub as huggingface_hub sees it, answered here: nothing cached, online, and
-    `auth_check` answering from a table of repo id -> 'gated' | 'missing' (else allowed)."""
+    `auth_check` answering from a table of repo id -> 'gated' | 'missing' (else allowed);
+    `HfApi.model_info` names a commit for every repository but a missing one."""
     import huggingface_hub
     from huggingface_hub import constants
 
@@ -51,7 +54,18 @@ def fake_hub(monkeypatch, tmp_path):
         if repo_id in answers:
             raise hub_error(answers[repo_id], repo_id)
 
+    def model_info(self, repo_id, revision=None, **kwargs):
+        # A gated repository's metadata is public (only its files are gated), so the hub
+        # names a commit for it; a missing one is not found.
+        if answers.get(repo_id) == "missing":
+            raise hub_error("missing", repo_id)
+        return SimpleNamespace(sha=hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest())
+
+    from localnova import models
+
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "auth_check", auth_check)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(models, "_REMOTE_COMMITS", {})
     return answers, asked
