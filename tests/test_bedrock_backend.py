@@ -117,7 +117,7 @@ def test_thirty_percent_throttling_through_botocore_loses_nothing_and_times_only
     """The real client (botocore's protocol, error parsing and retry handler, one attempt per
     call) against an HTTP stand-in. The clock moves only when the backend waits to retry, by an
     hour a wait: a latency that held any wait would be over 3,600,000 ms."""
-    from localnova.bedrock.aws import make_client
+    from localnova.aws.clients import make_client
 
     now = [0.0]
     model = MODEL.model_copy(update={"options": {**MODEL.options, "max_concurrency": 1}})

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, study_config
+from localnova.aws.clients import AwsClients
 from localnova.backends import bedrock_backend
-from localnova.bedrock import study as bedrock_study
-from localnova.bedrock.aws import AwsClients
 from localnova.bedrock.preflight import PreflightReport
+from localnova.bedrock_study import study as bedrock_study
 from localnova.config import select_run
 from localnova.costs import BudgetExceeded
 

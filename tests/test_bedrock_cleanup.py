@@ -10,9 +10,9 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import Stubber  # noqa: E402
 
 from bedrock_fixtures import BUCKET, RECORDED_REQUESTS, ROLE_ARN, study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
+from localnova.aws.state import BedrockState, Resource  # noqa: E402
 from localnova.bedrock.cleanup import cleanup  # noqa: E402
-from localnova.bedrock.state import BedrockState, Resource  # noqa: E402
 
 ACCOUNT_ARN = "arn:aws:bedrock:us-east-1:123456789012"
 PT_OLD = f"{ACCOUNT_ARN}:provisioned-model/pm1abc123def"

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 
 from bedrock_fixtures import BUCKET, FAKE_SECRET_KEY, ROLE_ARN, moto_bedrock_backend, recorded, study_config, write_nova_training
-from localnova.bedrock.aws import AwsClients
+from localnova.aws.clients import AwsClients
+from localnova.aws.state import BedrockState
 from localnova.bedrock.customization import prepare_customization, run_customization
-from localnova.bedrock.state import BedrockState
 from localnova.config import config_to_dict
 from localnova.errors import UserError
 
 CHILD = r"""
 import json, sys
 from localnova.config import validate_config
-from localnova.bedrock.aws import AwsClients
+from localnova.aws.clients import AwsClients
 from localnova.bedrock.customization import run_customization
-from localnova.bedrock.state import BedrockState
+from localnova.aws.state import BedrockState
 config = validate_config(json.load(open(sys.argv[1])))
 state = BedrockState.load(config.study_dir)
 run_customization(config, config.models[0], sys.argv[2], state, AwsClients(config.bedrock.region), poll_s=0.2)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bedrock_fixtures import study_config
-from localnova.bedrock.dry_run import dry_run, simulated_bedrock_model
+from localnova.bedrock_study.dry_run import dry_run, simulated_bedrock_model
 from localnova.config import load_config
 from localnova.types import EvalItem
 

@@ -9,9 +9,9 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from bedrock_fixtures import study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
+from localnova.aws.state import BedrockState  # noqa: E402
 from localnova.bedrock.hosting import check_hosting, host_custom_model  # noqa: E402
-from localnova.bedrock.state import BedrockState  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 
 CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-micro-v1:0:128k/abc123def456"

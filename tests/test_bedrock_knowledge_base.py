@@ -11,9 +11,9 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from bedrock_fixtures import BUCKET, ROLE_ARN, recorded, study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
+from localnova.aws.state import BedrockState  # noqa: E402
 from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, chunking_configuration, ensure_knowledge_base  # noqa: E402
-from localnova.bedrock.state import BedrockState  # noqa: E402
 from localnova.config import ChunkingConfig  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 

@@ -12,7 +12,7 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import Stubber  # noqa: E402
 
 from bedrock_fixtures import ROLE_ARN, study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
 from localnova.bedrock.preflight import preflight  # noqa: E402
 from localnova.cli import main  # noqa: E402
 

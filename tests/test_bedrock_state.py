@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.aws.state import BedrockState, Resource
 
 
 def test_record_is_on_disk_at_once_and_found_by_token(tmp_path):

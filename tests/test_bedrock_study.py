@@ -11,8 +11,8 @@ import botocore.client
 import pytest
 
 from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, study_config
-from localnova.bedrock import study as bedrock_study
 from localnova.bedrock.preflight import PreflightReport
+from localnova.bedrock_study import study as bedrock_study
 from localnova.cli import main
 from localnova.config import select_run
 from localnova.errors import UserError

@@ -14,7 +14,7 @@ from pathlib import Path
 from localnova import __version__
 from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
-from localnova.bedrock.study import run_bedrock_study
+from localnova.bedrock_study.study import run_bedrock_study
 from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.console import configure as configure_console
 from localnova.console import finish as finish_console

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from localnova.aws.clients import error_code, is_retryable, make_client, require_credentials
 from localnova.backends.base import Backend
-from localnova.bedrock.aws import error_code, is_retryable, make_client, require_credentials
 from localnova.config import BedrockConfig, ModelConfig
 from localnova.costs import active_spend_guard, count_tokens_estimate
 from localnova.errors import PartialBatch, UserError

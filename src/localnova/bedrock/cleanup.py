@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code
-from localnova.bedrock.state import HOSTING_TYPES, BedrockState, Resource
+from localnova.aws.clients import AwsClients, call_with_backoff, error_code
+from localnova.aws.state import HOSTING_TYPES, BedrockState, Resource
 
 log = logging.getLogger(__name__)
 

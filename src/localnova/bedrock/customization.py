@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.bedrock.availability import check_customization_offered, nova_family, nova_hyperparameters
-from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
-from localnova.bedrock.names import client_token, resource_name
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.aws.availability import check_customization_offered, nova_family, nova_hyperparameters
+from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.aws.names import client_token, resource_name
+from localnova.aws.state import BedrockState, Resource
 from localnova.config import ModelConfig, StudyConfig
 from localnova.costs import count_tokens_estimate
 from localnova.data.formats import is_nova_row, read_nova_jsonl, read_training_file, write_nova_jsonl

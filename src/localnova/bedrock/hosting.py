@@ -21,11 +21,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from localnova.bedrock.availability import check_hosting_offered
-from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.aws.availability import check_hosting_offered
+from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.aws.names import client_token, resource_name
+from localnova.aws.state import HOSTING_TYPES, BedrockState, Resource
 from localnova.bedrock.cleanup import CleanupReport, delete_resources
-from localnova.bedrock.names import client_token, resource_name
-from localnova.bedrock.state import HOSTING_TYPES, BedrockState, Resource
 from localnova.config import ModelConfig, StudyConfig
 from localnova.errors import UserError
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from localnova.bedrock.aws import AwsClients, call_with_backoff, wait_until
-from localnova.bedrock.names import NAME_LIMITS, clean_name
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.aws.clients import AwsClients, call_with_backoff, wait_until
+from localnova.aws.names import NAME_LIMITS, clean_name
+from localnova.aws.state import BedrockState, Resource
 from localnova.config import ChunkingConfig, StudyConfig
 from localnova.errors import UserError
 from localnova.types import RetrievedChunk, stable_hash

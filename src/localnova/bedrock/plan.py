@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from localnova.bedrock.availability import NOVA_HYPERPARAMETER_BOUNDS, nova_hyperparameters
+from localnova.aws.availability import NOVA_HYPERPARAMETER_BOUNDS, nova_hyperparameters
 from localnova.bedrock.knowledge_base import chunking_configuration, corpus_prefix, existing_knowledge_base_id
 from localnova.config import FT_ARMS, StudyConfig
 

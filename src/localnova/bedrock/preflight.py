@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from localnova.bedrock.availability import check_customization_offered, check_hosting_offered
-from localnova.bedrock.aws import AwsClients, error_code, require_credentials
+from localnova.aws.availability import check_customization_offered, check_hosting_offered
+from localnova.aws.clients import AwsClients, error_code, require_credentials
 from localnova.config import StudyConfig
 from localnova.errors import UserError
 

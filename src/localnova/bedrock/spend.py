@@ -16,7 +16,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from localnova.bedrock.state import BedrockState
+from localnova.aws.state import BedrockState
 from localnova.config import StudyConfig
 from localnova.costs import STORAGE_MONTHS, PriceBook, load_prices
 

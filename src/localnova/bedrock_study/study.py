@@ -23,15 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from localnova.aws.clients import AwsClients
+from localnova.aws.state import BedrockState
 from localnova.backends.bedrock_backend import host_on_first_call, route_of
-from localnova.bedrock.aws import AwsClients
 from localnova.bedrock.customization import prepare_customization, start_customization, wait_for_customization
-from localnova.bedrock.dry_run import actual_answer_requests, dry_run, simulated_study
 from localnova.bedrock.hosting import check_hosting, host_custom_model, release_all_hosting, release_hosting
 from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, corpus_prefix, ensure_knowledge_base
 from localnova.bedrock.preflight import preflight
 from localnova.bedrock.spend import price_ids, resource_spend, token_spend
-from localnova.bedrock.state import BedrockState
+from localnova.bedrock_study.dry_run import actual_answer_requests, dry_run, simulated_study
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.costs import BudgetExceeded, CostTable, SpendGuard, check_budget, spend_guarded
 from localnova.data.eval_set import load_eval_set
