@@ -44,6 +44,7 @@ FLOORS: dict[str, int] = {
     "localnova.store": 1,
     "localnova.prices": 1,
     "localnova.costs": 1,
+    "localnova.budget": 1,
     "localnova.aws.*": 1,
     # everything that produces text, behind one interface (the interface itself is a plain type
     # that the store's cached generation takes)

@@ -1,46 +1,64 @@
 """The study on Bedrock, above the local study: the cloud steps, then the shared pipeline.
 
-Every check that can fail on the user's input runs first (the free preflight included), then
-the plan, hosting schedule and cost estimate are shown and confirmed, and only then is anything
-created: the Knowledge Base, then every customization job (all started before any hosting
-exists), then, model by model, hosting created just before its ft arms and deleted right after.
-The answers and judges run through the local study's pipeline with the Bedrock backend, a
-Knowledge Base retriever and the custom models, so a Bedrock run writes the same store and
-report as a local run. The dry run takes the same road on the simulated backend.
+Every check that can fail on the user's input runs first: each request the study will send
+against the service's own rules (bedrock/requests.py), a price for every billable model, and
+the free preflight, which blocks on anything it could not check unless told to skip it. Then
+the state file is squared with the account (bedrock/reconcile.py), the plan, hosting schedule
+and cost estimate are shown and confirmed, and only then is anything created: the Knowledge
+Base, then every customization job (all started before any hosting exists), then, model by
+model, hosting created just before its ft arms and deleted right after. The answers and
+judges run through the local study's pipeline with the Bedrock backend, a Knowledge Base
+retriever and the custom models, so a Bedrock run writes the same store and report as a local
+run. The dry run takes the same road on the simulated backend.
 
-A live SpendGuard holds what the run has spent (stored tokens of any earlier run, training,
-storage, hosting hours so far, and each call as it returns); a step that would cross
-bedrock.budget_usd stops the run in one line, hosting deleted (unless keep_hosting), state and
-answers saved, so a rerun with a larger budget resumes without paying twice.
+A live SpendGuard (budget.py) sees every cost; a step that would cross bedrock.budget_usd stops
+the run in one line. On every way out (an error, a failed or never-ready hosting, Ctrl-C,
+SIGTERM, a budget stop) the hosting is deleted, unless --keep-hosting, and then the last line
+names it, its cost per hour and the cleanup command; a deletion refused or not confirmed ends
+the run with that line too. State and answers are saved as they happen, so a rerun resumes
+without paying twice.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from localnova.aws.clients import AwsClients
+from localnova.aws.clients import AwsClients, aws_error_line, is_aws_error
 from localnova.aws.state import BedrockState
 from localnova.backends.bedrock_backend import host_on_first_call, route_of
 from localnova.bedrock.customization import prepare_customization, start_customization, wait_for_customization
-from localnova.bedrock.hosting import check_hosting, host_custom_model, release_all_hosting, release_hosting
-from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, corpus_prefix, ensure_knowledge_base
-from localnova.bedrock.preflight import preflight
+from localnova.bedrock.hosting import (
+    HostingLeft,
+    check_hosting,
+    cleanup_command,
+    host_custom_model,
+    hosting_left_line,
+    hourly_usd,
+    release_hosting,
+)
+from localnova.bedrock.knowledge_base import DEFAULT_EMBEDDING_MODEL, KnowledgeBaseRetriever, corpus_prefix, ensure_knowledge_base
+from localnova.bedrock.preflight import require_preflight
+from localnova.bedrock.reconcile import reconcile
+from localnova.bedrock.requests import check_requests
 from localnova.bedrock.spend import price_ids, resource_spend, token_spend
 from localnova.bedrock_study.dry_run import actual_answer_requests, dry_run, simulated_study
+from localnova.budget import SpendGuard, check_budget, spend_guarded
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
-from localnova.costs import BudgetExceeded, CostTable, SpendGuard, check_budget, spend_guarded
+from localnova.costs import STORAGE_MONTHS, CostTable, PriceBook, prices_for
 from localnova.data.eval_set import load_eval_set
-from localnova.data.formats import write_chat_jsonl
+from localnova.data.formats import read_training_pairs, write_chat_jsonl
 from localnova.data.qa_filters import decontaminate_training_file
 from localnova.embedder import Embedder
 from localnova.errors import UserError
 from localnova.files import write_text_atomic
-from localnova.finetune.stage import training_file
+from localnova.finetune.stage import sample_training_pairs, training_file
 from localnova.pipeline import run_study
 from localnova.store import Store
 
@@ -70,6 +88,24 @@ def with_bedrock_settings(config: StudyConfig) -> StudyConfig:
     return config.model_copy(update={"models": [settle(model) for model in config.models], "judges": judges})
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a paid run is in progress, SIGTERM ends it the way Ctrl-C does: through the code
+    that deletes its hosting, not past it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_bedrock_study(
     config: StudyConfig,
     dry_run_only: bool,
@@ -78,13 +114,15 @@ def run_bedrock_study(
     clients: AwsClients | None = None,
     confirm: Callable[[str], bool] = confirm_on_terminal,
     keep_hosting: bool = False,
+    skip_checks: tuple[str, ...] | list[str] = (),
 ) -> tuple[Path, str]:
-    """Preflight, plan, estimate, confirm, create what the study needs, then run it; returns
-    the study folder and run id. A dry run prints the plan and estimate and runs the whole
-    study on the simulated backend, offline, in a folder of its own."""
+    """Check, plan, estimate, confirm, create what the study needs, then run it; returns the
+    study folder and run id. A dry run prints the plan and estimate and runs the whole study on
+    the simulated backend, offline, in a folder of its own."""
     if config.bedrock is None:
         raise UserError("bedrock: a study with Bedrock models needs a bedrock section (region, role_arn, s3_bucket, ...)")
     config = with_bedrock_settings(config)
+    check_requests(config)  # what the service would refuse, named by its key, before anything
     if dry_run_only:
         plan = dry_run(config, answer_requests=actual_answer_requests(config))
         simulated = simulated_study(config)
@@ -98,104 +136,174 @@ def run_bedrock_study(
 
     clients = clients or AwsClients(config.bedrock.region)
     clients.get("bedrock")  # no credentials: one clear line now, before anything else
-    checked = preflight(config, clients)
-    if checked.failures:
-        raise UserError("preflight found problems (nothing was created):\n" + "\n".join(checked.failures))
+    require_preflight(config, clients, skip_checks)
+    state = BedrockState.load(config.study_dir)
+    found = reconcile(state, clients)  # what a lost answer left behind is found (or not) by name
+    if found.unresolved:
+        raise UserError(
+            "the state file lists resources the account could not be asked about: " + "; ".join(found.unresolved) + "; nothing was created"
+        )
     ft_models = [model for model in config.models if model.backend == "bedrock"] if config.fine_tunes else []
-    train_path, decontamination = bedrock_training_file(config) if ft_models else (None, {})
-    prepared = [prepare_customization(config, model, train_path) for model in ft_models]
+    train_path, validation_path, training_record = bedrock_training_files(config) if ft_models else (None, None, {})
+    prepared = [prepare_customization(config, model, train_path, validation_path) for model in ft_models]
     for model in ft_models:
         check_hosting(config, model, allow_spend, estimate_shown=True)
-    plan = dry_run(config, answer_requests=actual_answer_requests(config))
+    plan = dry_run(
+        config, answer_requests=actual_answer_requests(config), uploaded_training_tokens=prepared[0].training_tokens if prepared else None
+    )
     check_budget(plan.costs, config.bedrock.budget_usd, config.bedrock.hosting)
     if not assume_yes and not confirm(f"Start the study on AWS (estimate above, hosting {config.bedrock.hosting})?"):
         raise UserError("stopped before the first billable call: not confirmed")
 
-    state = BedrockState.load(config.study_dir)
-    guard = SpendGuard(config.bedrock.budget_usd)
-
-    def refresh() -> None:
-        guard.set_resource_spend(sum(resource_spend(state, config).values()))
-
-    with spend_guarded(guard):
+    prices = prices_for(config)
+    guard = SpendGuard(
+        config.bedrock.budget_usd,
+        prices=prices,
+        resource_spend=lambda: sum(resource_spend(state, config, prices).values()),
+        on_unstored=state.record_paid_call,
+    )
+    guard.price_ids = price_ids(config, {}, state)
+    guard.add(_stored_token_spend(config, {}, prices, state))
+    with spend_guarded(guard), sigterm_as_interrupt():
         try:
-            refresh()
-            guard.add(_stored_token_spend(config, {}))
-            retriever = None
-            if config.retrieves:
-                knowledge_base_id = config.retrieval.knowledge_base_id or ensure_knowledge_base(config, state, clients)
-                refresh()
-                retriever = KnowledgeBaseRetriever(
-                    knowledge_base_id, corpus_prefix(config), config.bedrock.region, client=clients.agent_runtime
-                )
-            # every job is started before any waiting, so no hosting bills while another model trains
-            jobs = []
-            for step in prepared:
-                guard.before(f"customization of {step.model_name}", _line_cost(plan.costs, "training", step.model_name))
-                jobs.append(start_customization(config, step, state, clients))
-                refresh()
-            custom_models = {}
-            for step, job in zip(prepared, jobs):
-                custom_models[step.model_name] = wait_for_customization(config, job, state, clients).custom_model_arn
-                refresh()
-            guard.price_ids = price_ids(config, custom_models)
-            guard.token_usd = _stored_token_spend(config, custom_models)
-            first_hour = {
-                line.item.split(":", 1)[0]: line.cost_usd or 0.0
-                for line in plan.costs.lines
-                if line.step == "hosting" and line.hosting == config.bedrock.hosting
-            }
-            hosting = _hosting_while_used(config, state, clients, guard, refresh, allow_spend, keep_hosting, first_hour)
-            return run_study(
-                config,
-                adapters=custom_models,
-                retriever=retriever,
-                artifacts={
-                    "cost_estimate": cost_artifact(plan.costs),
-                    "bedrock_routing": routing(config, custom_models),
-                    "training_decontamination": decontamination,
-                },
-                artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config, custom_models, state)},
-                hosting=hosting,
-            )
-        except BudgetExceeded:
-            if not keep_hosting:
-                release_all_hosting(state, clients)
+            return _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, keep_hosting, training_record)
+        except BaseException as error:
+            stopped = _after_stop(error, config, state, clients, keep_hosting)
+            if stopped is error:
+                raise
+            raise stopped from error
+
+
+def _create_and_run(
+    config: StudyConfig,
+    state: BedrockState,
+    clients: AwsClients,
+    guard: SpendGuard,
+    prices: PriceBook,
+    prepared: list,
+    plan: Any,
+    allow_spend: bool,
+    keep_hosting: bool,
+    training_record: dict[str, Any],
+) -> tuple[Path, str]:
+    assert config.bedrock is not None
+    retriever = None
+    if config.retrieves:
+        knowledge_base_id = config.retrieval.knowledge_base_id or ensure_knowledge_base(config, state, clients)
+        embed = prices.token_prices(str(config.bedrock.knowledge_base.get("embedding_model", DEFAULT_EMBEDDING_MODEL)).rsplit("/", 1)[-1])
+        retriever = KnowledgeBaseRetriever(
+            knowledge_base_id,
+            corpus_prefix(config),
+            config.bedrock.region,
+            client=clients.agent_runtime,
+            embed_price_per_1k=embed["input_per_1k"] if embed else 0.0,
+        )
+    # every job is started before any waiting, so no hosting bills while another model trains
+    jobs = []
+    for step in prepared:
+        entry = prices.customization(step.base_model_id)
+        cost = (
+            (step.training_tokens * config.finetune.epochs / 1000 * entry["train_per_1k"] + STORAGE_MONTHS * entry["storage_per_month"])
+            if entry
+            else 0.0
+        )
+        guard.before(f"customization of {step.model_name} ({step.training_tokens:,} tokens x {config.finetune.epochs} epochs)", cost)
+        jobs.append(start_customization(config, step, state, clients))
+    custom_models = {}
+    for step, job in zip(prepared, jobs, strict=True):
+        custom_models[step.model_name] = wait_for_customization(config, job, state, clients).custom_model_arn
+    guard.price_ids = price_ids(config, custom_models, state)
+    guard.token_usd = _stored_token_spend(config, custom_models, prices, state)
+    hosting = _hosting_while_used(config, state, clients, guard, allow_spend, keep_hosting)
+    return run_study(
+        config,
+        adapters=custom_models,
+        retriever=retriever,
+        artifacts={
+            "cost_estimate": cost_artifact(plan.costs),
+            "bedrock_routing": routing(config, custom_models),
+            "training_decontamination": training_record,
+        },
+        artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config, custom_models, state)},
+        hosting=hosting,
+    )
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return f"interrupted{' (' + str(error) + ')' if str(error) else ''}"
+    if is_aws_error(error):
+        return aws_error_line(error)
+    return str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+
+
+def _after_stop(error: BaseException, config: StudyConfig, state: BedrockState, clients: AwsClients, keep_hosting: bool) -> BaseException:
+    """What a run that stops early ends with: its hosting deleted (or, with --keep-hosting,
+    named with its cost per hour and the cleanup command), and one line for the user."""
+    live = state.live_hosting()
+    if keep_hosting and live:
+        kept = "; ".join(resource.label() for resource in live)
+        return UserError(
+            f"{_reason(error)}; hosting kept as asked (--keep-hosting): {kept}; delete it with {cleanup_command(config.study_dir)}"
+        )
+    try:
+        release_hosting(state, clients)
+    except HostingLeft as left:
+        return HostingLeft(f"{_reason(error)}; {left}")
+    except BaseException:
+        still = state.live_hosting()
+        if not still:
             raise
+        return HostingLeft(f"{_reason(error)}; " + hosting_left_line(state, [f"{r.label()}: its deletion was cut off" for r in still]))
+    if is_aws_error(error):
+        return UserError(f"{aws_error_line(error)}; no hosting is left running; fix the cause and run the same command again to resume")
+    return error
 
 
-def bedrock_training_file(config: StudyConfig) -> tuple[Path, dict[str, Any]]:
-    """The file the customization jobs train on, and what was done to it. Pairs gen-qa wrote
-    were decontaminated when generated; a user's own train_path goes through the same
-    near-duplicate and eval-set decontamination, unless finetune.decontaminate_train_path is
-    false, which the run records."""
+def bedrock_training_files(config: StudyConfig) -> tuple[Path, Path | None, dict[str, Any]]:
+    """The files the customization jobs train and validate on, and what was done to them. Pairs
+    gen-qa wrote were decontaminated when generated; a user's own train_path goes through the
+    same near-duplicate and eval-set decontamination, unless finetune.decontaminate_train_path is
+    false, which the run records; finetune.max_train_pairs then samples the pairs as the local
+    path does."""
     path = training_file(config)
-    if config.finetune.train_path is None:
-        return path, {"source": "gen-qa", "decontaminated": True}
-    if not config.finetune.decontaminate_train_path:
-        return path, {"source": str(path), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}
-    eval_items = load_eval_set(config.eval.path)
-    pairs, report = decontaminate_training_file(path, eval_items, Embedder(config.retrieval.embedding_model), config.gen_qa)
+    validation = Path(config.finetune.validation_path) if config.finetune.validation_path else None
+    if validation is not None and not validation.is_file():
+        raise UserError(f"finetune.validation_path: {validation} not found")
     work_dir = config.study_dir / "bedrock"
+    if config.finetune.train_path is None:
+        record: dict[str, Any] = {"source": "gen-qa", "decontaminated": True}
+        pairs = None
+    elif not config.finetune.decontaminate_train_path:
+        record = {"source": str(path), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}
+        pairs = None
+    else:
+        eval_items = load_eval_set(config.eval.path)
+        pairs, report = decontaminate_training_file(path, eval_items, Embedder(config.retrieval.embedding_model), config.gen_qa)
+        record = {"source": str(path), "decontaminated": True, "report": report.to_dict()}
+    limit = config.finetune.max_train_pairs
+    if limit is not None:
+        pairs = pairs if pairs is not None else read_training_pairs(path)
+        pairs, sampled = sample_training_pairs(pairs, limit, config.seed)
+        if sampled:
+            record["sampled"] = sampled
+    if pairs is None:
+        return path, validation, record
     work_dir.mkdir(parents=True, exist_ok=True)
-    cleaned = work_dir / "train.decontaminated.jsonl"
+    cleaned = work_dir / "train.prepared.jsonl"
     write_chat_jsonl([pair.to_record() for pair in pairs], cleaned)
-    summary = {"source": str(path), "decontaminated": True, "file": str(cleaned), "report": report.to_dict()}
-    write_text_atomic(work_dir / "train.decontamination.json", json.dumps(summary, indent=2))
-    return cleaned, summary
+    record["file"] = str(cleaned)
+    write_text_atomic(work_dir / "train.decontamination.json", json.dumps(record, indent=2))
+    return cleaned, validation, record
 
 
-def _stored_token_spend(config: StudyConfig, custom_models: dict[str, str]) -> float:
+def _stored_token_spend(config: StudyConfig, custom_models: dict[str, str], prices: PriceBook, state: BedrockState) -> float:
     """What the calls already in the study's store cost (earlier runs included)."""
     store = Store(config.study_dir)
     try:
-        return token_spend(store.generation_usage(), price_ids(config, custom_models))
+        return token_spend(store.generation_usage(), price_ids(config, custom_models, state), prices)
     finally:
         store.close()
-
-
-def _line_cost(costs: CostTable, step: str, model_name: str) -> float:
-    return sum(line.cost_usd or 0.0 for line in costs.lines if line.step == step and line.item.startswith(f"{model_name}:"))
 
 
 def _hosting_while_used(
@@ -203,13 +311,13 @@ def _hosting_while_used(
     state: BedrockState,
     clients: AwsClients,
     guard: SpendGuard,
-    refresh: Callable[[], None],
     allow_spend: bool,
     keep_hosting: bool,
-    hosting_cost_usd: dict[str, float],
 ):
     """The pipeline's hosting hook: around one model's ft arms, host its custom model on the
-    first call that the store cannot answer, and delete that hosting when the arms are done."""
+    first call that the store cannot answer, and delete that hosting (every entry the state
+    lists for the model, those whose create answer was lost included) when the arms end, on
+    success or failure alike."""
     models = {model.name: model for model in config.models}
 
     @contextmanager
@@ -217,14 +325,11 @@ def _hosting_while_used(
         if custom_model_arn is None:
             yield None
             return
-        hosted: list[str] = []
+        model = models[model_name]
 
         def host() -> str:
-            guard.before(f"hosting {model_name}", hosting_cost_usd.get(model_name, 0.0))
-            arn = host_custom_model(config, models[model_name], custom_model_arn, state, clients, allow_spend, estimate_shown=True)
-            hosted.append(arn)
-            refresh()
-            return arn
+            guard.before(f"hosting {model_name}", hourly_usd(config, model))
+            return host_custom_model(config, model, custom_model_arn, state, clients, allow_spend, estimate_shown=True)
 
         host_on_first_call(custom_model_arn, host)
         failed = False
@@ -235,9 +340,8 @@ def _hosting_while_used(
             raise
         finally:
             host_on_first_call(custom_model_arn, None)
-            if hosted and not (failed and keep_hosting):
-                release_hosting(state, hosted[0], clients)
-                refresh()
+            if not (failed and keep_hosting):
+                release_hosting(state, clients, model_arn=custom_model_arn)
 
     return host_while_used
 
@@ -280,11 +384,12 @@ def cost_artifact(costs: CostTable) -> dict[str, Any]:
 def actual_spend(store: Store, config: StudyConfig, custom_models: dict[str, str], state: BedrockState | None = None) -> dict[str, Any]:
     """Spending read back from the usage Bedrock reported for every stored call (answers and
     judges) and, on a real run, from the resources the state file lists."""
-    tokens_usd = token_spend(store.generation_usage(), price_ids(config, custom_models))
-    resources = resource_spend(state, config) if state is not None else {}
+    prices = prices_for(config)
+    tokens_usd = token_spend(store.generation_usage(), price_ids(config, custom_models, state), prices)
+    resources = resource_spend(state, config, prices) if state is not None else {}
     return {
         "tokens_usd": round(tokens_usd, 4),
         **{f"{kind}_usd": round(usd, 4) for kind, usd in resources.items()},
         "total_usd": round(tokens_usd + sum(resources.values()), 4),
-        "source": "usage.inputTokens/outputTokens, the state file's resources x prices/bedrock.yaml",
+        "source": "usage.inputTokens/outputTokens, the state file's resources x prices/bedrock.yaml (+ bedrock.prices)",
     }
