@@ -137,6 +137,7 @@ class FakeAccount:
     delivered: Counter = field(default_factory=Counter)  # converse answers that reached the caller, by request
     bucket: str = "localnova-test-bucket"
     role_name: str = "localnova-test"
+    judge_extra_input_tokens: int = 0  # a judge that reads (and bills) far more than estimated
 
     def __post_init__(self) -> None:
         self.meter = Meter()
@@ -228,7 +229,10 @@ class FakeAccount:
         return {"Role": {"Path": "/", "RoleName": self.role_name, "RoleId": "AROAFAKEROLE", "Arn": arn, "CreateDate": self.clock.now}}
 
     def iam__SimulatePrincipalPolicy(self, params):
-        return {"EvaluationResults": [{"EvalActionName": a, "EvalDecision": "allowed"} for a in params["ActionNames"]], "IsTruncated": False}
+        return {
+            "EvaluationResults": [{"EvalActionName": a, "EvalDecision": "allowed"} for a in params["ActionNames"]],
+            "IsTruncated": False,
+        }
 
     def service_quotas__ListServiceQuotas(self, params):
         names = ["Concurrent model customization jobs", "No-commitment Provisioned Throughputs across custom models"]
@@ -275,7 +279,11 @@ class FakeAccount:
 
     def s3__ListObjectsV2(self, params):
         keys = sorted(key for bucket, key in self.objects if bucket == params["Bucket"] and key.startswith(params.get("Prefix", "")))
-        return {"Contents": [{"Key": key, "Size": len(self.objects[(params["Bucket"], key)])} for key in keys], "KeyCount": len(keys), "IsTruncated": False}
+        return {
+            "Contents": [{"Key": key, "Size": len(self.objects[(params["Bucket"], key)])} for key in keys],
+            "KeyCount": len(keys),
+            "IsTruncated": False,
+        }
 
     # bedrock: models and access
 
@@ -381,7 +389,13 @@ class FakeAccount:
         found = [j for j in self.jobs.values() if params.get("nameContains", "") in j["jobName"]]
         return {
             "modelCustomizationJobSummaries": [
-                {"jobArn": j["jobArn"], "jobName": j["jobName"], "status": self._job_status(j), "creationTime": j["creationTime"], "baseModelArn": j["baseModelArn"]}
+                {
+                    "jobArn": j["jobArn"],
+                    "jobName": j["jobName"],
+                    "status": self._job_status(j),
+                    "creationTime": j["creationTime"],
+                    "baseModelArn": j["baseModelArn"],
+                }
                 for j in found
             ]
         }
@@ -394,7 +408,18 @@ class FakeAccount:
 
     def bedrock__ListCustomModels(self, params):
         found = [m for name, m in self.models.items() if params.get("nameContains", "") in name]
-        return {"modelSummaries": [{"modelArn": m["arn"], "modelName": m["name"], "creationTime": m["created"], "baseModelArn": "x", "baseModelName": m["base"]} for m in found]}
+        return {
+            "modelSummaries": [
+                {
+                    "modelArn": m["arn"],
+                    "modelName": m["name"],
+                    "creationTime": m["created"],
+                    "baseModelArn": "x",
+                    "baseModelName": m["base"],
+                }
+                for m in found
+            ]
+        }
 
     def bedrock__DeleteCustomModel(self, params):
         for name, model in list(self.models.items()):
@@ -416,7 +441,14 @@ class FakeAccount:
             raise client_error("ValidationException", operation, "no such custom model")
         path = "custom-model-deployment" if kind == "custom_model_deployment" else "provisioned-model"
         arn = f"{ARN}:{path}/{self.new_id()}"
-        self.hosting[arn] = {"kind": kind, "name": name, "modelArn": model_arn, "base": model["base"], "modelUnits": units, "created": self.clock.now}
+        self.hosting[arn] = {
+            "kind": kind,
+            "name": name,
+            "modelArn": model_arn,
+            "base": model["base"],
+            "modelUnits": units,
+            "created": self.clock.now,
+        }
         self.tokens_seen[(operation, params["clientRequestToken"])] = arn
         return arn
 
@@ -440,20 +472,34 @@ class FakeAccount:
         return hosted
 
     def bedrock__CreateCustomModelDeployment(self, params):
-        arn = self._create_hosting("custom_model_deployment", "CreateCustomModelDeployment", params, params["modelDeploymentName"], params["modelArn"], 0)
+        arn = self._create_hosting(
+            "custom_model_deployment", "CreateCustomModelDeployment", params, params["modelDeploymentName"], params["modelArn"], 0
+        )
         return {"customModelDeploymentArn": arn}
 
     def bedrock__GetCustomModelDeployment(self, params):
         hosted = self._hosted(params["customModelDeploymentIdentifier"], "GetCustomModelDeployment")
         arn = next(a for a, h in self.hosting.items() if h is hosted)
         status = self._hosting_status(hosted)
-        return {"customModelDeploymentArn": arn, "modelDeploymentName": hosted["name"], "modelArn": hosted["modelArn"], "createdAt": hosted["created"], "status": "Creating" if status == "Deleting" else status}
+        return {
+            "customModelDeploymentArn": arn,
+            "modelDeploymentName": hosted["name"],
+            "modelArn": hosted["modelArn"],
+            "createdAt": hosted["created"],
+            "status": "Creating" if status == "Deleting" else status,
+        }
 
     def bedrock__ListCustomModelDeployments(self, params):
         found = [(a, h) for a, h in self.hosting.items() if h["kind"] == "custom_model_deployment" and self._hosting_status(h) != "gone"]
         return {
             "modelDeploymentSummaries": [
-                {"customModelDeploymentArn": a, "customModelDeploymentName": h["name"], "modelArn": h["modelArn"], "createdAt": h["created"], "status": "Creating"}
+                {
+                    "customModelDeploymentArn": a,
+                    "customModelDeploymentName": h["name"],
+                    "modelArn": h["modelArn"],
+                    "createdAt": h["created"],
+                    "status": "Creating",
+                }
                 for a, h in found
                 if params.get("nameContains", "") in h["name"]
             ]
@@ -465,7 +511,14 @@ class FakeAccount:
         return {}
 
     def bedrock__CreateProvisionedModelThroughput(self, params):
-        arn = self._create_hosting("provisioned_throughput", "CreateProvisionedModelThroughput", params, params["provisionedModelName"], params["modelId"], params["modelUnits"])
+        arn = self._create_hosting(
+            "provisioned_throughput",
+            "CreateProvisionedModelThroughput",
+            params,
+            params["provisionedModelName"],
+            params["modelId"],
+            params["modelUnits"],
+        )
         return {"provisionedModelArn": arn}
 
     def _pt_view(self, arn, hosted):
@@ -532,7 +585,11 @@ class FakeAccount:
         return {"knowledgeBase": self._kb_view(params["knowledgeBaseId"])}
 
     def bedrock_agent__ListKnowledgeBases(self, params):
-        return {"knowledgeBaseSummaries": [{"knowledgeBaseId": i, "name": kb["name"], "status": "ACTIVE", "updatedAt": kb["created"]} for i, kb in self.kbs.items()]}
+        return {
+            "knowledgeBaseSummaries": [
+                {"knowledgeBaseId": i, "name": kb["name"], "status": "ACTIVE", "updatedAt": kb["created"]} for i, kb in self.kbs.items()
+            ]
+        }
 
     def bedrock_agent__DeleteKnowledgeBase(self, params):
         if self.kbs.pop(params["knowledgeBaseId"], None) is None:
@@ -551,12 +608,24 @@ class FakeAccount:
             self.sources[known] = {"name": params["name"], "kb": params["knowledgeBaseId"], "prefixes": prefixes, "created": self.clock.now}
             self.tokens_seen[("CreateDataSource", params["clientToken"])] = known
         ds = self.sources[known]
-        view = {"knowledgeBaseId": ds["kb"], "dataSourceId": known, "name": ds["name"], "status": "AVAILABLE", "createdAt": ds["created"], "updatedAt": ds["created"]}
+        view = {
+            "knowledgeBaseId": ds["kb"],
+            "dataSourceId": known,
+            "name": ds["name"],
+            "status": "AVAILABLE",
+            "createdAt": ds["created"],
+            "updatedAt": ds["created"],
+        }
         return {"dataSource": {**view, "dataSourceConfiguration": params["dataSourceConfiguration"]}}
 
     def bedrock_agent__ListDataSources(self, params):
         found = [(i, ds) for i, ds in self.sources.items() if ds["kb"] == params["knowledgeBaseId"]]
-        return {"dataSourceSummaries": [{"knowledgeBaseId": ds["kb"], "dataSourceId": i, "name": ds["name"], "status": "AVAILABLE", "updatedAt": ds["created"]} for i, ds in found]}
+        return {
+            "dataSourceSummaries": [
+                {"knowledgeBaseId": ds["kb"], "dataSourceId": i, "name": ds["name"], "status": "AVAILABLE", "updatedAt": ds["created"]}
+                for i, ds in found
+            ]
+        }
 
     def bedrock_agent__DeleteDataSource(self, params):
         if self.sources.pop(params["dataSourceId"], None) is None:
@@ -572,7 +641,11 @@ class FakeAccount:
             source = self.sources[params["dataSourceId"]]
             self.ingestions[known] = {"kb": params["knowledgeBaseId"], "ds": params["dataSourceId"], "started": self.clock.now}
             self.tokens_seen[("StartIngestionJob", params["clientToken"])] = known
-            embedded = sum(tokens(body.decode("utf-8", "ignore")) for (_, key), body in self.objects.items() if any(key.startswith(p) for p in source["prefixes"]))
+            embedded = sum(
+                tokens(body.decode("utf-8", "ignore"))
+                for (_, key), body in self.objects.items()
+                if any(key.startswith(p) for p in source["prefixes"])
+            )
             price, _ = self.meter.token_price(self.kbs[params["knowledgeBaseId"]]["embed"])
             self.meter.bill(f"ingestion {known}", embedded / 1000 * price)
         return {"ingestionJob": self._ingestion_view(known)}
@@ -584,7 +657,14 @@ class FakeAccount:
 
     def _ingestion_view(self, job_id):
         job = self.ingestions[job_id]
-        return {"knowledgeBaseId": job["kb"], "dataSourceId": job["ds"], "ingestionJobId": job_id, "status": self._ingestion_status(job), "startedAt": job["started"], "updatedAt": job["started"]}
+        return {
+            "knowledgeBaseId": job["kb"],
+            "dataSourceId": job["ds"],
+            "ingestionJobId": job_id,
+            "status": self._ingestion_status(job),
+            "startedAt": job["started"],
+            "updatedAt": job["started"],
+        }
 
     def bedrock_agent__GetIngestionJob(self, params):
         if params["ingestionJobId"] not in self.ingestions:
@@ -604,7 +684,11 @@ class FakeAccount:
         found = [(b, k) for (b, k) in sorted(self.objects) if any(k.startswith(p) for ds in sources for p in ds["prefixes"])][:top_k]
         return {
             "retrievalResults": [
-                {"content": {"text": self.objects[(b, k)].decode("utf-8", "ignore")[:300]}, "location": {"type": "S3", "s3Location": {"uri": f"s3://{b}/{k}"}}, "score": 0.5}
+                {
+                    "content": {"text": self.objects[(b, k)].decode("utf-8", "ignore")[:300]},
+                    "location": {"type": "S3", "s3Location": {"uri": f"s3://{b}/{k}"}},
+                    "score": 0.5,
+                }
                 for b, k in found
             ]
         }
@@ -631,6 +715,7 @@ class FakeAccount:
         key = hashlib.sha256(json.dumps([model_id, texts, config], sort_keys=True).encode()).hexdigest()
         text = json.dumps({"score": 7, "reason": "mostly right"}) if judge else f"The F4 lamp draws 36 watts ({key[:8]})."
         input_tokens, output_tokens = sum(tokens(t) for t in texts), min(config.get("maxTokens", 4096), tokens(text))
+        input_tokens += self.judge_extra_input_tokens if judge else 0
         if priced is not None:
             price_in, price_out = self.meter.token_price(priced)
             self.meter.bill(f"converse {model_id}", input_tokens / 1000 * price_in + output_tokens / 1000 * price_out)

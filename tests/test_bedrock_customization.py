@@ -220,6 +220,7 @@ def test_the_create_request_is_exactly_this_with_a_validation_file(aws_env, tmp_
         "outputDataConfig": {"s3Uri": f"{prefix}/customization-output/nova-micro/{job_name}/"},
         "hyperParameters": {"epochCount": "2", "learningRate": "1e-05", "learningRateWarmupSteps": "10"},
         "jobTags": [{"key": "localnova-study", "value": "bedrock-test"}],
+        "customModelTags": [{"key": "localnova-study", "value": "bedrock-test"}],
     }
     assert sorted(_s3_keys()) == [
         f"localnova/bedrock-test/training/{train_sha}/train.jsonl",
