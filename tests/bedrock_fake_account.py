@@ -138,6 +138,8 @@ class FakeAccount:
     bucket: str = "localnova-test-bucket"
     role_name: str = "localnova-test"
     judge_extra_input_tokens: int = 0  # a judge that reads (and bills) far more than estimated
+    denied: set[str] = field(default_factory=set)  # operations refused every time (AccessDeniedException)
+    failing: set[str] = field(default_factory=set)  # hosting kinds that end Failed instead of ready
 
     def __post_init__(self) -> None:
         self.meter = Meter()
@@ -168,6 +170,8 @@ class FakeAccount:
             self.calls.append((service, operation))
             number = len(self.calls)
             fault = self.fault if self.fault is not None and self.fault.call_number == number else None
+        if operation in self.denied:
+            raise client_error("AccessDeniedException", operation, "denied by policy")
         if fault is not None and fault.kind == "client_error":
             code = "AccessDenied" if service == "s3" else "AccessDeniedException"
             raise client_error(code, operation, "injected: refused")
@@ -461,6 +465,8 @@ class FakeAccount:
                 return "gone"
             return "Deleting"
         ready = "Active" if hosted["kind"] == "custom_model_deployment" else "InService"
+        if hosted["kind"] in self.failing and self.clock.now >= hosted["created"] + timedelta(minutes=HOSTING_MINUTES):
+            return "Failed"
         if hosted["kind"] not in self.never_ready and self.clock.now >= hosted["created"] + timedelta(minutes=HOSTING_MINUTES):
             return ready
         return "Creating"

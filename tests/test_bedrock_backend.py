@@ -248,3 +248,47 @@ def test_access_denied_is_one_user_error():
         backend = BedrockBackend(MODEL, client=client)
         with pytest.raises(UserError, match="AccessDeniedException"):
             backend.generate([ChatRequest.from_messages([{"role": "user", "content": "hi"}], GenerationParams())])
+
+
+class AlwaysThrottled(BaseHTTPRequestHandler):
+    """Any Bedrock control-plane call, answered 429 ThrottlingException every time."""
+
+    requests = 0
+
+    def do_GET(self):
+        type(self).requests += 1
+        data = json.dumps({"message": "slow down"}).encode()
+        self.send_response(429)
+        for name, value in {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(data)),
+            "x-amzn-ErrorType": "ThrottlingException:",
+        }.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_control_plane_call_is_retried_by_one_layer_only(monkeypatch):
+    """Our retry policy is the one layer: 8 tries reach the service, not 8 x botocore's own."""
+    from localnova.aws.clients import CONTROL_PLANE_TRIES, call_with_backoff, error_code, make_client
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AlwaysThrottled)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    AlwaysThrottled.requests = 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake")
+    try:
+        client = make_client("bedrock", "us-east-1")
+        with pytest.raises(Exception) as raised:
+            call_with_backoff(client.list_custom_models, sleep=lambda seconds: None)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert error_code(raised.value) == "ThrottlingException"
+    assert AlwaysThrottled.requests == CONTROL_PLANE_TRIES == 8

@@ -209,3 +209,44 @@ def test_a_users_training_file_is_decontaminated_against_the_eval_set(tmp_path):
     unchecked = config.model_copy(update={"finetune": config.finetune.model_copy(update={"decontaminate_train_path": False})})
     path, validation, record = bedrock_study.bedrock_training_files(unchecked)
     assert path == train and record == {"source": str(train), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}
+
+
+def test_validation_path_and_max_train_pairs_reach_the_bedrock_job(monkeypatch, fast_tmp, boto_clients):
+    from bedrock_fake_study import Harness
+    from bedrock_fixtures import recorded, write_nova_training
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    train = write_nova_training(fast_tmp / "train-20.jsonl", pairs=20)
+    valid = write_nova_training(fast_tmp / "valid.jsonl", pairs=8)
+    finetune = harness.config.finetune.model_copy(update={"train_path": train, "validation_path": valid, "max_train_pairs": 12})
+    harness.config = select_run(harness.config.model_copy(update={"finetune": finetune}), arms=["ft"])
+    assert harness.run() == ("ok", "")
+    [request] = recorded("CreateModelCustomizationJob")
+    assert request["validationDataConfig"]["validators"][0]["s3Uri"].endswith("/validation.jsonl")
+    uploaded = [body for (_, key), body in harness.account.objects.items() if key.endswith("/train.jsonl")]
+    assert len(uploaded) == 1 and len(uploaded[0].decode().splitlines()) == 12  # a seeded sample of 12 of the 20 pairs
+
+
+def test_every_cost_of_a_finished_run_is_in_the_state_the_ingestion_and_retrieve_included(monkeypatch, fast_tmp, boto_clients):
+    """The corpus files hold 36 and 31 characters (9 and 8 tokens at four characters a token);
+    the one retrieve query 32 (8 tokens); Titan V2 embeds at $0.00002 per 1,000 tokens."""
+    from bedrock_fake_study import Harness
+    from localnova.aws.state import BedrockState
+    from localnova.bedrock.spend import resource_spend
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    assert harness.run() == ("ok", "")
+    spend = resource_spend(BedrockState.load(harness.config.study_dir), harness.config)
+    assert spend["ingestion"] == pytest.approx((9 + 8) / 1000 * 0.00002)
+    assert spend["other_calls"] == pytest.approx(8 / 1000 * 0.00002)
+
+
+def test_an_aws_refusal_reaches_the_user_as_one_line(monkeypatch, fast_tmp, boto_clients):
+    from bedrock_fake_study import Harness
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    harness.account.denied = {"CreateKnowledgeBase"}
+    outcome, line = harness.run()
+    assert outcome == "error" and "\n" not in line
+    assert line.startswith("AWS refused CreateKnowledgeBase (AccessDeniedException): denied by policy")
+    assert line.endswith("run the same command again to resume")
