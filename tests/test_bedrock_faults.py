@@ -25,6 +25,7 @@ pytest.importorskip("botocore")
 
 from bedrock_fake_account import FAULT_KINDS, WAITABLE, Fault  # noqa: E402
 from bedrock_fake_study import Harness  # noqa: E402
+from localnova.errors import UserError  # noqa: E402
 
 
 def scenario(harness: Harness, fault: Fault | None = None, never_ready: str | None = None) -> str:
@@ -47,6 +48,24 @@ def scenario(harness: Harness, fault: Fault | None = None, never_ready: str | No
     return outcome
 
 
+def cleanup_scenario(harness: Harness, fault: Fault) -> str:
+    """A finished study, then `localnova bedrock cleanup` with the fault at one of its calls;
+    then cleanup again, as its last line says, with the fault gone."""
+    assert harness.run() == ("ok", "")
+    harness.account.fault = Fault(len(harness.account.calls) + fault.call_number, fault.kind)
+    try:
+        outcome = "left" if harness.cleanup() else "ok"
+    except UserError:
+        outcome = "error"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    harness.account.fault = None
+    harness.check_promises(f"cleanup with {fault}: {outcome}")
+    assert harness.cleanup() == 0, f"cleanup with {fault}: the second cleanup left something"
+    assert harness.account.held() == [] and harness.account.live_billable() == []
+    return outcome
+
+
 def clean_calls(monkeypatch, tmp_path: Path, boto_clients, hosting: str) -> list[tuple[str, str]]:
     harness = Harness(monkeypatch, tmp_path / "clean", boto_clients, hosting)
     assert harness.run() == ("ok", "")
@@ -54,6 +73,7 @@ def clean_calls(monkeypatch, tmp_path: Path, boto_clients, hosting: str) -> list
     return list(harness.account.calls)
 
 
+@pytest.mark.slow  # about 40 s of one core per hosting choice
 @pytest.mark.parametrize("hosting", ["provisioned", "on_demand"])
 def test_a_fault_at_every_call_leaves_nothing_billing_unseen(monkeypatch, fast_tmp, boto_clients, hosting):
     tmp_path = fast_tmp
@@ -73,10 +93,27 @@ def test_a_fault_at_every_call_leaves_nothing_billing_unseen(monkeypatch, fast_t
             continue
         harness = Harness(monkeypatch, tmp_path / f"never-{kind}", boto_clients, hosting)
         outcomes.append(scenario(harness, never_ready=kind))
-    record = {"hosting": hosting, "calls": len(calls), "operations": len(operations), "scenarios": len(outcomes)}
+    # and every call of the cleanup that follows a finished study
+    finished = Harness(monkeypatch, tmp_path / "finished", boto_clients, hosting)
+    assert finished.run() == ("ok", "")
+    before = len(finished.account.calls)
+    assert finished.cleanup() == 0
+    cleanup_calls = finished.account.calls[before:]
+    for number in range(1, len(cleanup_calls) + 1):
+        for kind in FAULT_KINDS:
+            harness = Harness(monkeypatch, tmp_path / f"cleanup-{number}-{kind}", boto_clients, hosting)
+            outcomes.append(cleanup_scenario(harness, Fault(number, kind)))
+    operations |= {operation for _, operation in cleanup_calls}
+    record = {
+        "hosting": hosting,
+        "study calls": len(calls),
+        "cleanup calls": len(cleanup_calls),
+        "operations": len(operations),
+        "scenarios": len(outcomes),
+    }
     record["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(record))
-    assert len(outcomes) == 3 * len(calls) + 4
+    assert len(outcomes) == 3 * (len(calls) + len(cleanup_calls)) + 4
 
 
 @pytest.mark.parametrize("hosting", ["provisioned", "on_demand"])

@@ -203,7 +203,9 @@ class Store:
             try:
                 # each result is committed as the backend hands it over: one per call for a
                 # backend that answers call by call, the whole batch for one that does not
-                for position, result in backend.generate_each([requests[index] for index in batch]):
+                batch_requests = [requests[index] for index in batch]
+                each = getattr(backend, "generate_each", None)  # Backend's default answers the batch at once
+                for position, result in each(batch_requests) if each else enumerate(backend.generate(batch_requests)):
                     commit([(batch[position], result)])
             except PartialBatch as partial:
                 # keep what was answered (and paid for) before the failure, then raise it

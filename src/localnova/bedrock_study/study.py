@@ -166,7 +166,7 @@ def run_bedrock_study(
     guard.add(_stored_token_spend(config, {}, prices, state))
     with spend_guarded(guard), sigterm_as_interrupt():
         try:
-            return _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, keep_hosting, training_record)
+            return _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record)
         except BaseException as error:
             stopped = _after_stop(error, config, state, clients, keep_hosting)
             if stopped is error:
@@ -183,7 +183,6 @@ def _create_and_run(
     prepared: list,
     plan: Any,
     allow_spend: bool,
-    keep_hosting: bool,
     training_record: dict[str, Any],
 ) -> tuple[Path, str]:
     assert config.bedrock is not None
@@ -214,7 +213,7 @@ def _create_and_run(
         custom_models[step.model_name] = wait_for_customization(config, job, state, clients).custom_model_arn
     guard.price_ids = price_ids(config, custom_models, state)
     guard.token_usd = _stored_token_spend(config, custom_models, prices, state)
-    hosting = _hosting_while_used(config, state, clients, guard, allow_spend, keep_hosting)
+    hosting = _hosting_while_used(config, state, clients, guard, allow_spend)
     return run_study(
         config,
         adapters=custom_models,
@@ -306,18 +305,11 @@ def _stored_token_spend(config: StudyConfig, custom_models: dict[str, str], pric
         store.close()
 
 
-def _hosting_while_used(
-    config: StudyConfig,
-    state: BedrockState,
-    clients: AwsClients,
-    guard: SpendGuard,
-    allow_spend: bool,
-    keep_hosting: bool,
-):
+def _hosting_while_used(config: StudyConfig, state: BedrockState, clients: AwsClients, guard: SpendGuard, allow_spend: bool):
     """The pipeline's hosting hook: around one model's ft arms, host its custom model on the
     first call that the store cannot answer, and delete that hosting (every entry the state
-    lists for the model, those whose create answer was lost included) when the arms end, on
-    success or failure alike."""
+    lists for the model, those whose create answer was lost included) when the arms are done.
+    When they end by an exception, run_bedrock_study's _after_stop deletes it (or keeps it)."""
     models = {model.name: model for model in config.models}
 
     @contextmanager
@@ -332,16 +324,13 @@ def _hosting_while_used(
             return host_custom_model(config, model, custom_model_arn, state, clients, allow_spend, estimate_shown=True)
 
         host_on_first_call(custom_model_arn, host)
-        failed = False
         try:
             yield custom_model_arn
-        except BaseException:
-            failed = True
-            raise
         finally:
             host_on_first_call(custom_model_arn, None)
-            if not (failed and keep_hosting):
-                release_hosting(state, clients, model_arn=custom_model_arn)
+        # the ft arms are done: delete the hosting now. A way out by an exception goes through
+        # _after_stop instead, the one place that deletes (or keeps) hosting when a run stops.
+        release_hosting(state, clients, model_arn=custom_model_arn)
 
     return host_while_used
 
