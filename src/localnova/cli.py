@@ -224,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = verbs.add_parser("validate", help="check a Nova (bedrock-conversation-2024) training file; every problem, with its line")
     validate.add_argument("file")
-    validate.add_argument("--model", choices=("micro", "lite", "pro"), help="apply this model's sample-count limits")
+    validate.add_argument(
+        "--model", choices=("micro", "lite", "pro"), help="apply this model's limits: sample count, context length, media"
+    )
     validate.set_defaults(func=cmd_validate)
 
     serve = verbs.add_parser("serve", help="serve a model behind an OpenAI-compatible chat-completions API")
