@@ -338,3 +338,27 @@ def test_sigterm_deletes_the_hosting_like_ctrl_c(tmp_path):
             child.kill()
     assert "('interrupted'" in out, err[-2000:]
     assert json.loads(report.read_text()) == {"live": []}, err[-2000:]
+
+
+def test_a_throughput_made_behind_a_lost_answer_is_found_by_name_at_the_next_start(pt_study):
+    """Ctrl-C after AWS made the throughput but before its answer: the state names it (intended,
+    with its name) before the call, so the run's own way out finds and deletes it; and if the
+    lookup itself is refused at the next start, that run stops before creating anything."""
+    from bedrock_fake_account import Fault
+
+    account = pt_study.account
+    account.fault = Fault(_call_number(pt_study, "CreateProvisionedModelThroughput"), "interrupt_after")
+    account.denied = {"ListProvisionedModelThroughputs"}  # the lookup on the way out is refused
+    outcome, line = pt_study.run()
+    assert outcome == "error" and "localnova bedrock cleanup" in line and "$60.50/h" in line
+    [entry] = BedrockState.load(pt_study.config.study_dir).all_of("provisioned_throughput")
+    assert entry.status == "intended" and entry.name and entry.hourly_usd == 60.5
+    assert account.live_billable()  # made, and not yet found
+    calls = len(account.calls)
+    outcome, line = pt_study.run()  # the lookup is still refused: nothing new is created
+    assert outcome == "error" and line.startswith("the state file lists resources whose creation may have happened")
+    assert [op for _, op in account.calls[calls:] if op.startswith(("Create", "Put", "Start"))] == []
+    assert pt_study.cleanup() == 1  # cleanup cannot look it up either, and says so
+    account.denied = set()
+    assert pt_study.cleanup() == 0  # found by name, adopted, deleted
+    assert account.live_billable() == [] and BedrockState.load(pt_study.config.study_dir).live() == []

@@ -141,7 +141,9 @@ def run_bedrock_study(
     found = reconcile(state, clients)  # what a lost answer left behind is found (or not) by name
     if found.unresolved:
         raise UserError(
-            "the state file lists resources the account could not be asked about: " + "; ".join(found.unresolved) + "; nothing was created"
+            "the state file lists resources whose creation may have happened and that the account could not be asked about: "
+            + "; ".join(found.unresolved)
+            + f"; nothing new was created: run the same command again, or {cleanup_command(config.study_dir)}"
         )
     ft_models = [model for model in config.models if model.backend == "bedrock"] if config.fine_tunes else []
     train_path, validation_path, training_record = bedrock_training_files(config) if ft_models else (None, None, {})
