@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,30 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
 
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
     return moto_endpoint
+
+
+FAKE_ACCOUNT_SERVICES = ("sts", "iam", "s3", "service-quotas", "bedrock", "bedrock-agent", "bedrock-agent-runtime", "bedrock-runtime")
+
+
+@pytest.fixture
+def fast_tmp(tmp_path):
+    """A folder in memory when the machine has one (/dev/shm): each scenario writes the state
+    file and the store dozens of times."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return tmp_path
+    folder = Path(tempfile.mkdtemp(prefix="localnova-faults-", dir=shm))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def boto_clients():
+    """One client per service for the whole module: making them is the slow part of a run."""
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY, region_name="us-east-1")
+    return {service: session.client(service) for service in FAKE_ACCOUNT_SERVICES}
 
 
 def moto_bedrock_backend():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from localnova.bedrock.availability import (
+from localnova.aws.availability import (
     NOVA_HYPERPARAMETER_BOUNDS,
     SOURCES,
     check_customization_offered,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -15,6 +16,7 @@ from botocore.stub import ANY, Stubber  # noqa: E402
 from localnova.backends.bedrock_backend import BedrockBackend  # noqa: E402
 from localnova.config import ModelConfig  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
+from localnova.store import generation_key  # noqa: E402
 from localnova.types import ChatRequest, GenerationParams  # noqa: E402
 
 MODEL = ModelConfig(
@@ -117,13 +119,13 @@ def test_thirty_percent_throttling_through_botocore_loses_nothing_and_times_only
     """The real client (botocore's protocol, error parsing and retry handler, one attempt per
     call) against an HTTP stand-in. The clock moves only when the backend waits to retry, by an
     hour a wait: a latency that held any wait would be over 3,600,000 ms."""
-    from localnova.bedrock.aws import make_client
+    from localnova.aws.clients import make_client
 
     now = [0.0]
     model = MODEL.model_copy(update={"options": {**MODEL.options, "max_concurrency": 1}})
     backend = BedrockBackend(
         model,
-        client=make_client("bedrock-runtime", "us-east-1", max_attempts=1),
+        client=make_client("bedrock-runtime", "us-east-1"),
         sleep=lambda seconds: now.__setitem__(0, now[0] + 3600.0),
         clock=lambda: now[0],
     )
@@ -150,19 +152,11 @@ def test_model_timeouts_and_errors_are_retried(code):
 
 def test_one_failure_keeps_the_answers_of_its_batch(tmp_path):
     """Of a batch of 4, three answer and one is refused: the store keeps the three."""
-    from localnova.errors import PartialBatch
     from localnova.store import Store
 
     client = _client()
     model = MODEL.model_copy(update={"options": {**MODEL.options, "max_concurrency": 1}})
-    with Stubber(client) as stubber:
-        for i in range(3):
-            stubber.add_response("converse", _response(f"a{i}"), {"modelId": MODEL.model, "messages": ANY, "inferenceConfig": ANY})
-        stubber.add_client_error("converse", "ServiceQuotaExceededException", "quota")
-        backend = BedrockBackend(model, client=client)
-        requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams()) for i in range(4)]
-        with pytest.raises(PartialBatch):
-            backend.generate(requests)
+    requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams()) for i in range(4)]
     store = Store(tmp_path)
     store.start_run("s", {}, {})
     with Stubber(client) as stubber:
@@ -176,6 +170,77 @@ def test_one_failure_keeps_the_answers_of_its_batch(tmp_path):
     store.close()
 
 
+class CountingRuntime:
+    """Converse, answering each call after `check(n)` ran (n: the calls made so far)."""
+
+    def __init__(self, check):
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.check = check
+
+    def converse(self, modelId, messages, inferenceConfig, system=None):
+        with self.lock:
+            self.calls += 1
+            number = self.calls
+        self.check(number)
+        return _response(f"answer {messages[-1]['content'][0]['text']}")
+
+
+def test_each_answer_is_committed_as_its_call_returns_not_per_batch(tmp_path):
+    """A batch of 16 on Bedrock: while the 4th call is being made, the first 3 answers reach the
+    store, without waiting for the batch to end (a kill then loses at most the calls in flight)."""
+    import sqlite3
+
+    from localnova.store import Store
+
+    seen = {}
+
+    def check(number):
+        if number == 4:  # the batch is still running: wait (up to 10 s) for the first three answers to land
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with sqlite3.connect(tmp_path / "store.sqlite") as other:
+                    seen["stored"] = other.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+                if seen["stored"] >= 3:
+                    break
+                time.sleep(0.02)
+
+    model = MODEL.model_copy(update={"options": {**MODEL.options, "max_concurrency": 1}})
+    requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams()) for i in range(16)]
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    store.generate_cached(BedrockBackend(model, client=CountingRuntime(check)), requests, batch_size=16)
+    store.close()
+    assert seen["stored"] == 3
+
+
+def test_ctrl_c_mid_batch_keeps_every_answer_paid_for_and_sends_no_more(tmp_path):
+    """Ctrl-C (a real SIGINT, in the main thread) while a batch of 16 runs 2 calls at a time:
+    the calls already sent are waited for and stored, the rest are never sent."""
+    import os
+    import signal
+
+    from localnova.store import Store
+
+    def check(number):
+        if number == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the main thread gets the interrupt while these calls are in flight
+
+    runtime = CountingRuntime(check)
+    model = MODEL.model_copy(update={"options": {**MODEL.options, "max_concurrency": 2}})
+    requests = [ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams()) for i in range(16)]
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    with pytest.raises(KeyboardInterrupt):
+        store.generate_cached(BedrockBackend(model, client=runtime), requests, batch_size=16)
+    sent = runtime.calls
+    keys = [generation_key(BedrockBackend(model, client=runtime).identity, request) for request in requests]
+    assert 5 <= sent < 16
+    assert len(store.cached_results(keys)) == sent  # every call sent was answered and kept
+    store.close()
+
+
 def test_access_denied_is_one_user_error():
     client = _client()
     with Stubber(client) as stubber:
@@ -183,3 +248,47 @@ def test_access_denied_is_one_user_error():
         backend = BedrockBackend(MODEL, client=client)
         with pytest.raises(UserError, match="AccessDeniedException"):
             backend.generate([ChatRequest.from_messages([{"role": "user", "content": "hi"}], GenerationParams())])
+
+
+class AlwaysThrottled(BaseHTTPRequestHandler):
+    """Any Bedrock control-plane call, answered 429 ThrottlingException every time."""
+
+    requests = 0
+
+    def do_GET(self):
+        type(self).requests += 1
+        data = json.dumps({"message": "slow down"}).encode()
+        self.send_response(429)
+        for name, value in {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(data)),
+            "x-amzn-ErrorType": "ThrottlingException:",
+        }.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_control_plane_call_is_retried_by_one_layer_only(monkeypatch):
+    """Our retry policy is the one layer: 8 tries reach the service, not 8 x botocore's own."""
+    from localnova.aws.clients import CONTROL_PLANE_TRIES, call_with_backoff, error_code, make_client
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AlwaysThrottled)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    AlwaysThrottled.requests = 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake")
+    try:
+        client = make_client("bedrock", "us-east-1")
+        with pytest.raises(Exception) as raised:
+            call_with_backoff(client.list_custom_models, sleep=lambda seconds: None)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert error_code(raised.value) == "ThrottlingException"
+    assert AlwaysThrottled.requests == CONTROL_PLANE_TRIES == 8

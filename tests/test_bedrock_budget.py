@@ -1,123 +1,100 @@
-"""The live spend guard: a run whose calls cost more than the estimate stops at the budget in
-one line, with its hosting deleted, every paid answer and judgment kept; a rerun with a larger
-budget finishes without repeating a single paid call or hosting anything it no longer needs."""
+"""The live spend guard against the fake account: a run whose calls cost more than the estimate
+stops at the budget in one line, with its hosting deleted and every paid answer kept; a rerun
+with a larger budget finishes without paying for any answer twice. And the guard's parts, one
+by one: hosting hours re-read as time passes, calls whose answer never came, unpriced models."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections import Counter
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 
-from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, study_config
-from localnova.backends import bedrock_backend
-from localnova.bedrock import study as bedrock_study
-from localnova.bedrock.aws import AwsClients
-from localnova.bedrock.preflight import PreflightReport
-from localnova.config import select_run
-from localnova.costs import BudgetExceeded
+from bedrock_fake_study import SONNET, Harness
+from localnova.aws.state import BedrockState, Resource
+from localnova.budget import BudgetExceeded, SpendGuard
+from localnova.errors import UserError
+from localnova.store import Store
 
-CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-micro-v1:0:128k/cm1abc123def"
-DEPLOYMENT = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/dep1abc123de"
-JUDGE_INPUT_TOKENS = 100_000  # $0.30 a judge call at Claude's $3 per million: far above the estimate
+JUDGE_EXTRA_TOKENS = 100_000  # $0.33 a judge call at the regional Sonnet 4.5 price, $3.30 per million
 
 
-class FakeRuntime:
-    """Bedrock Runtime's converse, counting the calls per model id."""
-
-    def __init__(self):
-        self.calls = Counter()
-        self.lock = threading.Lock()
-
-    def converse(self, modelId, messages, inferenceConfig, system=None):
-        with self.lock:
-            self.calls[modelId] += 1
-        judge = "claude" in modelId
-        text = json.dumps({"score": 7, "reason": "mostly right"}) if judge else f"The F4 draws 36 watts ({modelId[-6:]})."
-        return {
-            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-            "stopReason": "end_turn",
-            "usage": {"inputTokens": JUDGE_INPUT_TOKENS if judge else 200, "outputTokens": 20, "totalTokens": 0},
-            "metrics": {"latencyMs": 5},
-        }
+def with_budget(harness: Harness, budget_usd: float) -> None:
+    harness.config = harness.config.model_copy(update={"bedrock": harness.config.bedrock.model_copy(update={"budget_usd": budget_usd})})
 
 
-@pytest.fixture
-def paid_run(monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_KEY)
-    runtime = FakeRuntime()
-    events: list[str] = []
-    monkeypatch.setattr(bedrock_backend, "make_client", lambda service, region, max_attempts=1: runtime)
-    monkeypatch.setattr(bedrock_study, "preflight", lambda config, clients: PreflightReport())
-    monkeypatch.setattr(bedrock_study, "prepare_customization", lambda config, model, path: type("P", (), {"model_name": model.name})())
-    monkeypatch.setattr(bedrock_study, "start_customization", lambda config, prepared, state, clients: prepared.model_name)
-    monkeypatch.setattr(
-        bedrock_study, "wait_for_customization", lambda config, job, state, clients: type("R", (), {"custom_model_arn": CUSTOM_MODEL})()
-    )
+def test_budget_stop_deletes_hosting_then_a_rerun_pays_no_answer_twice(monkeypatch, fast_tmp, boto_clients):
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    harness.account.judge_extra_input_tokens = JUDGE_EXTRA_TOKENS
+    with_budget(harness, 2.5)  # the estimate (about $1.97, a month of storage most of it) fits; the judges do not
+    outcome, line = harness.run()
+    assert outcome == "error" and line.startswith(f"bedrock.budget_usd: stopping before a call to {SONNET}")
+    assert "\n" not in line
+    assert harness.account.live_billable() == []  # the deployment was deleted on the way out
+    answers = sum(1 for service, operation in harness.account.calls if operation == "Converse")
+    judged_first = sum(count for key, count in harness.account.delivered.items()) - 4
+    assert 0 < judged_first < 4 and answers >= 4 + judged_first
 
-    def host(config, model, custom_model_arn, state, clients, allow_spend, estimate_shown):
-        events.append("host")
-        return DEPLOYMENT
-
-    monkeypatch.setattr(bedrock_study, "host_custom_model", host)
-    monkeypatch.setattr(bedrock_study, "release_hosting", lambda state, arn, clients: events.append(f"release {arn}"))
-    monkeypatch.setattr(bedrock_study, "release_all_hosting", lambda state, clients: events.append("release all"))
-
-    config = study_config(tmp_path)
-    eval_path = Path(config.eval.path)
-    eval_path.write_text(
-        "".join(
-            json.dumps({"question_id": f"q{i}", "question": f"How many watts does lamp F{i} draw?", "answer": f"{i} watts."}) + "\n"
-            for i in range(6)
-        ),
-        encoding="utf-8",
-    )
-    train = tmp_path / "train.jsonl"
-    train.write_text(
-        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n", encoding="utf-8"
-    )
-    config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"train_path": train})})
-    config = select_run(config, arms=["base", "ft"])
-
-    def run(budget_usd: float):
-        settled = config.model_copy(update={"bedrock": config.bedrock.model_copy(update={"budget_usd": budget_usd})})
-        clients = AwsClients("us-east-1", {"bedrock": object()}, check_credentials=False)
-        return bedrock_study.run_bedrock_study(settled, dry_run_only=False, allow_spend=False, assume_yes=True, clients=clients)
-
-    return run, runtime, events
-
-
-def test_budget_stop_then_resume_repeats_no_paid_call(paid_run, capsys):
-    run, runtime, events = paid_run
-    with pytest.raises(BudgetExceeded, match=r"^bedrock.budget_usd: stopping before a call to anthropic"):
-        run(budget_usd=2.5)
-    judge_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-    first = Counter(runtime.calls)
-    # every answer made, then the latency probe, inside the hosting window: an untimed first
-    # call per arm's model, and 6 questions x 2 rounds with base and ft interleaved
-    assert first["us.amazon.nova-micro-v1:0"] == 6 + 1 + 12 and first[DEPLOYMENT] == 6 + 1 + 12
-    assert 0 < first[judge_id] < 12  # $0.30 a call: the guard stopped near $2.5
-    assert events == ["host", f"release {DEPLOYMENT}", "release all"]  # hosted for the ft arms (and their probe) only
-
-    study_dir, run_id = run(budget_usd=10.0)
-    second = runtime.calls - first
-    # answers read back, and the probe's rounds too (the same requests): no call, no hosting
-    assert second["us.amazon.nova-micro-v1:0"] == 0 and second[DEPLOYMENT] == 0
-    assert events[3:] == []  # nothing to answer through the custom model: nothing hosted
-    from localnova.store import Store
-
-    store = Store(study_dir)
+    with_budget(harness, 20.0)
+    assert harness.run() == ("ok", "")
+    harness.check_promises("after the rerun")  # no answer delivered twice, nothing billing, state names all
+    store = Store(harness.config.study_dir)
     try:
-        judgments = store.judgments(run_id)
-        stored_judge_calls = sum(1 for identity, _, _ in store.generation_usage() if identity["model"] == judge_id)
-        actual = store.artifacts(run_id)["cost_actual"]
+        judge_calls = sum(1 for identity, _, _ in store.generation_usage() if identity["model"] == SONNET)
     finally:
         store.close()
-    assert len(judgments) >= 12 and all(j.score == 7 for j in judgments)
-    assert first[judge_id] + second[judge_id] == stored_judge_calls  # each judge call paid once, kept once
-    # 12 answers, 2 untimed first calls and 24 probe requests, each paid once
-    expected_usd = stored_judge_calls * 0.3003 + (12 + 2 + 24) * (0.007 + 0.0028) / 1000
-    assert actual["tokens_usd"] == pytest.approx(expected_usd, rel=1e-3)
+    assert judge_calls == 4  # each judge call paid once and kept once
+
+
+def test_hosting_hours_are_reread_before_every_call(tmp_path):
+    """A throughput written down 3 hours ago has billed 4 started hours ($242), not the first
+    hour the guard saw when it was made; the next call is stopped at a $100 budget."""
+    from bedrock_fixtures import study_config
+    from localnova.aws import state as aws_state
+    from localnova.bedrock.spend import resource_spend
+
+    config = study_config(tmp_path, hosting="provisioned")
+    state = BedrockState.load(config.study_dir)
+    start = aws_state.now()
+    state.record(
+        Resource(
+            "provisioned_throughput",
+            "provisioned_throughput:nova-micro",
+            "us-east-1",
+            arn="arn:pt",
+            created_at=start.isoformat(),
+            hourly_usd=60.5,
+        )
+    )
+    clock = [start + timedelta(minutes=30)]
+    original_now = aws_state.now
+    aws_state.now = lambda: clock[0]
+    try:
+        guard = SpendGuard(100.0, resource_spend=lambda: sum(resource_spend(state, config).values()))
+        guard.before("a call", 0.01)  # the first hour: $60.50
+        clock[0] = start + timedelta(hours=3, minutes=1)
+        assert guard.spent_usd == pytest.approx(4 * 60.5)
+        with pytest.raises(BudgetExceeded, match=r"\$242.00 spent"):
+            guard.before("a call", 0.01)
+    finally:
+        aws_state.now = original_now
+
+
+def test_an_answer_that_never_came_stays_counted_here_and_in_the_next_run(tmp_path):
+    recorded = []
+    guard = SpendGuard(10.0, on_unstored=lambda what, usd: recorded.append((what, usd)))
+    reservation = guard.reserve("a call", 0.25)
+    assert guard.spent_usd == pytest.approx(0.25)
+    guard.lost(reservation, "a call to m")
+    assert recorded == [("a call to m", 0.25)]
+    refused = guard.reserve("another call", 0.5)
+    guard.release(refused)  # AWS refused it: nothing billed
+    assert guard.reserved_usd == 0
+
+
+def test_a_model_without_a_price_is_an_error_never_zero():
+    guard = SpendGuard(1.0)
+    with pytest.raises(UserError, match="anthropic.claude-opus-4-1-20250805-v1:0"):
+        guard.token_cost("us.anthropic.claude-opus-4-1-20250805-v1:0", 1000, 1000)
+    # the route decides the price: the regional profile of Sonnet 4.5 costs 10% more (the price file's note)
+    assert guard.token_cost(SONNET, 1000, 1000) == pytest.approx(0.0033 + 0.0165)
+    assert guard.token_cost("global.anthropic.claude-sonnet-4-5-20250929-v1:0", 1000, 1000) == pytest.approx(0.003 + 0.015)

@@ -10,9 +10,9 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import Stubber  # noqa: E402
 
 from bedrock_fixtures import BUCKET, RECORDED_REQUESTS, ROLE_ARN, study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
+from localnova.aws.state import BedrockState, Resource  # noqa: E402
 from localnova.bedrock.cleanup import cleanup  # noqa: E402
-from localnova.bedrock.state import BedrockState, Resource  # noqa: E402
 
 ACCOUNT_ARN = "arn:aws:bedrock:us-east-1:123456789012"
 PT_OLD = f"{ACCOUNT_ARN}:provisioned-model/pm1abc123def"
@@ -65,8 +65,22 @@ def _everything(study_dir):
     return state
 
 
+def _deployment_response(status="Active"):
+    return {
+        "customModelDeploymentArn": DEPLOYMENT_ARN,
+        "modelDeploymentName": "d",
+        "modelArn": CUSTOM_MODEL_ARN,
+        "createdAt": "2026-01-01T00:00:00Z",
+        "status": status,
+    }
+
+
 def _expect_everything_deleted(stubbers, keep_training_output=False):
     bedrock, agent, s3 = stubbers
+    # cleanup first asks whether the hosting it lists is still there (reconcile)
+    for arn in (PT_OLD, PT_NEW):
+        bedrock.add_response("get_provisioned_model_throughput", _pt_response(arn, "InService"), {"provisionedModelId": arn})
+    bedrock.add_response("get_custom_model_deployment", _deployment_response(), {"customModelDeploymentIdentifier": DEPLOYMENT_ARN})
     bedrock.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_OLD})
     bedrock.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_NEW})
     bedrock.add_response("delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": DEPLOYMENT_ARN})
@@ -164,6 +178,7 @@ def test_custom_model_is_kept_while_its_hosting_is_still_listed(tmp_path, monkey
     state.record(Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", arn=PT_OLD, client_token="u1"))
     clients = _clients()
     with Stubber(clients["bedrock"]) as stubber:
+        stubber.add_response("get_provisioned_model_throughput", _pt_response(PT_OLD, "InService"), {"provisionedModelId": PT_OLD})
         stubber.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": PT_OLD})
         stubber.add_response("get_provisioned_model_throughput", _pt_response(PT_OLD), {"provisionedModelId": PT_OLD})
         report = cleanup(

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 
 from bedrock_fixtures import BUCKET, FAKE_SECRET_KEY, ROLE_ARN, moto_bedrock_backend, recorded, study_config, write_nova_training
-from localnova.bedrock.aws import AwsClients
+from localnova.aws.clients import AwsClients
+from localnova.aws.state import BedrockState
 from localnova.bedrock.customization import prepare_customization, run_customization
-from localnova.bedrock.state import BedrockState
 from localnova.config import config_to_dict
 from localnova.errors import UserError
 
 CHILD = r"""
 import json, sys
 from localnova.config import validate_config
-from localnova.bedrock.aws import AwsClients
+from localnova.aws.clients import AwsClients
 from localnova.bedrock.customization import run_customization
-from localnova.bedrock.state import BedrockState
+from localnova.aws.state import BedrockState
 config = validate_config(json.load(open(sys.argv[1])))
 state = BedrockState.load(config.study_dir)
 run_customization(config, config.models[0], sys.argv[2], state, AwsClients(config.bedrock.region), poll_s=0.2)
@@ -220,6 +220,7 @@ def test_the_create_request_is_exactly_this_with_a_validation_file(aws_env, tmp_
         "outputDataConfig": {"s3Uri": f"{prefix}/customization-output/nova-micro/{job_name}/"},
         "hyperParameters": {"epochCount": "2", "learningRate": "1e-05", "learningRateWarmupSteps": "10"},
         "jobTags": [{"key": "localnova-study", "value": "bedrock-test"}],
+        "customModelTags": [{"key": "localnova-study", "value": "bedrock-test"}],
     }
     assert sorted(_s3_keys()) == [
         f"localnova/bedrock-test/training/{train_sha}/train.jsonl",

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bedrock_fixtures import study_config
-from localnova.bedrock.dry_run import dry_run, simulated_bedrock_model
+from localnova.bedrock_study.dry_run import dry_run, simulated_bedrock_model
 from localnova.config import load_config
+from localnova.errors import UserError
 from localnova.types import EvalItem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,3 +106,41 @@ def test_cli_real_run_without_credentials_stops_with_one_line_and_creates_nothin
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "credentials" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_estimate_runs_the_checks_and_prints_the_cost_table_creating_nothing(monkeypatch, fast_tmp, boto_clients, capsys):
+    from bedrock_fake_study import Harness
+    from localnova.bedrock_study.estimate import estimate_command
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "provisioned")
+    assert estimate_command(harness.config, clients=harness.clients()) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("preflight: no problem found")
+    assert "TOTAL" in out and "with the fine-tuned models hosted provisioned" in out
+    made = [operation for _, operation in harness.account.calls if operation.startswith(("Create", "Put", "Start", "Converse", "Retrieve"))]
+    assert made == [] and harness.account.meter_total() == 0  # only the preflight's free reads
+    harness.account.denied = {"GetFoundationModelAvailability"}  # access cannot be checked: the estimate stops
+    with pytest.raises(UserError, match="preflight found"):
+        estimate_command(harness.config, clients=harness.clients())
+
+
+def test_training_is_estimated_and_guarded_from_the_file_actually_uploaded(tmp_path):
+    """Every text block of every record of the Nova file, system prompts included, at four
+    characters a token (counted here by hand), times the epochs: not the pre-training guess."""
+    import json
+
+    from bedrock_fixtures import write_nova_training
+    from localnova.bedrock.customization import prepare_customization
+
+    config = study_config(tmp_path)
+    train = write_nova_training(tmp_path / "train.jsonl")
+    expected = 0
+    for line in train.read_text().splitlines():
+        row = json.loads(line)
+        texts = [b["text"] for b in row["system"]] + [b["text"] for m in row["messages"] for b in m["content"]]
+        expected += sum(max(1, round(len(text) / 4)) for text in texts)
+    prepared = prepare_customization(config, config.models[0], train)
+    assert prepared.training_tokens == expected
+    result = dry_run(config, out=None, uploaded_training_tokens=prepared.training_tokens)
+    [line] = [line for line in result.costs.lines if line.step == "training"]
+    assert line.cost_usd == pytest.approx(expected * 2 / 1000 * 0.001)  # 2 epochs at $0.001 per 1k (price file)

@@ -9,9 +9,9 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from bedrock_fixtures import study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
+from localnova.aws.state import BedrockState  # noqa: E402
 from localnova.bedrock.hosting import check_hosting, host_custom_model  # noqa: E402
-from localnova.bedrock.state import BedrockState  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 
 CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-micro-v1:0:128k/abc123def456"
@@ -158,3 +158,207 @@ def test_provisioned_throughput_for_a_custom_model_is_one_unit(tmp_path):
     config = study_config(tmp_path, hosting="provisioned", provisioned_model_units=2)
     with pytest.raises(UserError, match="bedrock.provisioned_model_units: 2"):
         check_hosting(config, config.models[0], allow_spend=True, estimate_shown=True)
+
+
+# Hosting bound to the run, against the fake account: whatever way the run ends, the hosting it
+# made is gone, or the run's last line names it, its cost per hour and the cleanup command.
+
+
+def _pt_harness(monkeypatch, fast_tmp, boto_clients):
+    from bedrock_fake_study import Harness
+
+    return Harness(monkeypatch, fast_tmp, boto_clients, "provisioned")
+
+
+def _call_number(harness, operation, nth=1):
+    """The number of the nth call of `operation` in a clean run of the same study."""
+    from bedrock_fake_study import Harness  # noqa: F401 (same harness kind)
+
+    seen = 0
+    for number, (_service, name) in enumerate(harness.clean_calls, 1):
+        if name == operation:
+            seen += 1
+            if seen == nth:
+                return number
+    raise AssertionError(f"{operation} is not called {nth} time(s)")
+
+
+@pytest.fixture
+def pt_study(monkeypatch, fast_tmp, boto_clients):
+    """A provisioned-throughput study, and the calls a clean run of it makes."""
+    from bedrock_fake_study import Harness
+
+    clean = Harness(monkeypatch, fast_tmp / "clean", boto_clients, "provisioned")
+    assert clean.run() == ("ok", "")
+    harness = Harness(monkeypatch, fast_tmp / "study", boto_clients, "provisioned")
+    harness.clean_calls = list(clean.account.calls)
+    return harness
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["never InService", "Failed", "AccessDenied while waiting", "Ctrl-C while waiting", "create answer lost"],
+)
+def test_hosting_is_deleted_on_every_way_out_of_the_run(pt_study, how):
+    from bedrock_fake_account import Fault
+
+    account = pt_study.account
+    if how == "never InService":
+        account.never_ready = {"provisioned_throughput"}
+    elif how == "Failed":
+        account.failing = {"provisioned_throughput"}
+    elif how == "AccessDenied while waiting":
+        account.fault = Fault(_call_number(pt_study, "GetProvisionedModelThroughput", 2), "client_error")
+    elif how == "Ctrl-C while waiting":
+        account.fault = Fault(_call_number(pt_study, "GetProvisionedModelThroughput", 2), "interrupt_before")
+    else:
+        account.fault = Fault(_call_number(pt_study, "CreateProvisionedModelThroughput"), "interrupt_after")
+    outcome, line = pt_study.run()
+    assert outcome in ("error", "interrupted") and "\n" not in line
+    assert any(kind == "provisioned_throughput" for kind, _ in account.held()) is False
+    assert account.live_billable() == [], f"{how}: {line}"
+    assert "CreateProvisionedModelThroughput" in [operation for _, operation in account.calls]
+    assert "DeleteProvisionedModelThroughput" in [operation for _, operation in account.calls]
+    state = BedrockState.load(pt_study.config.study_dir)
+    assert [r.status for r in state.all_of("provisioned_throughput")] == ["deleted"]
+
+
+def test_a_refused_delete_ends_the_run_naming_the_resource_its_price_and_cleanup(pt_study):
+    pt_study.account.denied = {"DeleteProvisionedModelThroughput"}
+    outcome, line = pt_study.run()
+    arn = next(arn for arn, hosted in pt_study.account.hosting.items() if hosted["kind"] == "provisioned_throughput")
+    assert outcome == "error" and "\n" not in line
+    assert arn in line and "$60.50/h" in line and f"`localnova bedrock cleanup {pt_study.config.study_dir}`" in line
+    assert pt_study.cleanup() == 1  # still refused: cleanup says so, and exits non-zero
+    pt_study.account.denied = set()
+    assert pt_study.cleanup() == 0
+    assert pt_study.account.live_billable() == []
+
+
+def test_keep_hosting_keeps_it_and_the_last_line_says_what_and_how_to_delete_it(pt_study):
+    from localnova.bedrock_study import study as bedrock_study
+    from localnova.errors import UserError
+
+    pt_study.account.judge_extra_input_tokens = 100_000  # the judges cost far more than estimated
+    pt_study.config = pt_study.config.model_copy(update={"bedrock": pt_study.config.bedrock.model_copy(update={"budget_usd": 63.0})})
+    pt_study.account.fault = None
+    hosting_fault = _call_number(pt_study, "DeleteProvisionedModelThroughput")
+    pt_study.account.fault = __import__("bedrock_fake_account").Fault(hosting_fault, "interrupt_before")  # Ctrl-C as the ft arms end
+    with pytest.raises(UserError) as stopped:
+        bedrock_study.run_bedrock_study(
+            pt_study.config, dry_run_only=False, allow_spend=True, assume_yes=True, clients=pt_study.clients(), keep_hosting=True
+        )
+    line = str(stopped.value)
+    arn = next(arn for arn, hosted in pt_study.account.hosting.items() if hosted["kind"] == "provisioned_throughput")
+    assert line.startswith("interrupted") and "hosting kept as asked (--keep-hosting)" in line
+    assert arn in line and "$60.50/h" in line and "localnova bedrock cleanup" in line
+    assert pt_study.account.live_billable() == [f"provisioned_throughput {arn}"]
+    assert pt_study.cleanup() == 0 and pt_study.account.live_billable() == []
+
+
+SIGTERM_CHILD = r"""
+import json, sys, time
+sys.path[:0] = sys.argv[3].split(":")
+from pathlib import Path
+
+import pytest
+from bedrock_fake_study import Harness
+from localnova.aws import clients as aws_clients
+
+
+class Patch(pytest.MonkeyPatch):
+    pass
+
+
+patch = Patch()
+import boto3
+from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, FAKE_ACCOUNT_SERVICES
+session = boto3.session.Session(aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY, region_name="us-east-1")
+harness = Harness(patch, Path(sys.argv[1]), {s: session.client(s) for s in FAKE_ACCOUNT_SERVICES}, "provisioned")
+harness.account.never_ready = {"provisioned_throughput"}
+clock = harness.clock
+
+
+def slow(seconds):  # real time passes while the throughput is awaited, so the parent can signal
+    clock.advance(seconds)
+    time.sleep(0.05)
+
+
+patch.setattr(aws_clients, "SLEEP", slow)
+try:
+    outcome = harness.run()
+finally:
+    Path(sys.argv[2]).write_text(json.dumps({"live": harness.account.live_billable()}))
+print(outcome)
+"""
+
+
+def _throughput_created(state_path) -> bool:
+    import json
+
+    try:
+        resources = json.loads(state_path.read_text())["resources"]
+    except (FileNotFoundError, ValueError):
+        return False
+    return any(r["type"] == "provisioned_throughput" and r["status"] == "created" for r in resources)
+
+
+def test_sigterm_deletes_the_hosting_like_ctrl_c(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    path = os.pathsep.join([str(tests.parent / "src"), str(tests)])
+    report = tmp_path / "account.json"
+    child = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_CHILD, str(tmp_path / "study"), str(report), path.replace(os.pathsep, ":")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / "study" / "runs" / "bedrock-test" / "bedrock_state.json"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _throughput_created(state):
+                break
+            assert child.poll() is None, child.stderr.read()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the child never created its throughput")
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "('interrupted'" in out, err[-2000:]
+    assert json.loads(report.read_text()) == {"live": []}, err[-2000:]
+
+
+def test_a_throughput_made_behind_a_lost_answer_is_found_by_name_at_the_next_start(pt_study):
+    """Ctrl-C after AWS made the throughput but before its answer: the state names it (intended,
+    with its name) before the call, so the run's own way out finds and deletes it; and if the
+    lookup itself is refused at the next start, that run stops before creating anything."""
+    from bedrock_fake_account import Fault
+
+    account = pt_study.account
+    account.fault = Fault(_call_number(pt_study, "CreateProvisionedModelThroughput"), "interrupt_after")
+    account.denied = {"ListProvisionedModelThroughputs"}  # the lookup on the way out is refused
+    outcome, line = pt_study.run()
+    assert outcome == "error" and "localnova bedrock cleanup" in line and "$60.50/h" in line
+    [entry] = BedrockState.load(pt_study.config.study_dir).all_of("provisioned_throughput")
+    assert entry.status == "intended" and entry.name and entry.hourly_usd == 60.5
+    assert account.live_billable()  # made, and not yet found
+    calls = len(account.calls)
+    outcome, line = pt_study.run()  # the lookup is still refused: nothing new is created
+    assert outcome == "error" and line.startswith("the state file lists resources whose creation may have happened")
+    assert [op for _, op in account.calls[calls:] if op.startswith(("Create", "Put", "Start"))] == []
+    assert pt_study.cleanup() == 1  # cleanup cannot look it up either, and says so
+    account.denied = set()
+    assert pt_study.cleanup() == 0  # found by name, adopted, deleted
+    assert account.live_billable() == [] and BedrockState.load(pt_study.config.study_dir).live() == []

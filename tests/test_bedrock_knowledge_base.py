@@ -3,6 +3,7 @@ through the Stubber with exact parameters, retrieval doc ids for recall@k."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,10 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from bedrock_fixtures import BUCKET, ROLE_ARN, recorded, study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
+from localnova.aws.state import BedrockState  # noqa: E402
 from localnova.bedrock.knowledge_base import KnowledgeBaseRetriever, chunking_configuration, ensure_knowledge_base  # noqa: E402
-from localnova.bedrock.state import BedrockState  # noqa: E402
-from localnova.config import ChunkingConfig  # noqa: E402
+from localnova.config import ChunkingConfig, select_run  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 
 
@@ -31,6 +32,9 @@ def test_chunking_maps_to_bedrock_strategies():
         "semanticChunkingConfiguration": {"maxTokens": 400, "bufferSize": 0, "breakpointPercentileThreshold": 95},
     }
     assert chunking_configuration(ChunkingConfig(strategy="none")) == {"chunkingStrategy": "NONE"}
+    # nothing is clamped into range any more: the request check refuses it, naming the key
+    zero = chunking_configuration(ChunkingConfig(strategy="fixed", chunk_tokens=300, overlap_tokens=0))
+    assert zero["fixedSizeChunkingConfiguration"]["overlapPercentage"] == 0
 
 
 KB_ID, DS_ID = "KB12345678", "DS12345678"
@@ -88,7 +92,7 @@ def test_create_knowledge_base_ingest_resume_and_reingest_a_changed_corpus(tmp_p
         {"knowledgeBase": _kb()},
         {
             "clientToken": ANY,
-            "name": "localnova-nova-v2",
+            "name": ANY,  # hash-first: checked below
             "roleArn": ROLE_ARN,
             "knowledgeBaseConfiguration": {
                 "type": "VECTOR",
@@ -116,7 +120,7 @@ def test_create_knowledge_base_ingest_resume_and_reingest_a_changed_corpus(tmp_p
         {
             "knowledgeBaseId": KB_ID,
             "clientToken": ANY,
-            "name": "localnova-nova-v2-s3",
+            "name": ANY,  # hash-first: checked below
             "dataSourceConfiguration": {
                 "type": "S3",
                 "s3Configuration": {"bucketArn": f"arn:aws:s3:::{BUCKET}", "inclusionPrefixes": [prefix]},
@@ -147,6 +151,9 @@ def test_create_knowledge_base_ingest_resume_and_reingest_a_changed_corpus(tmp_p
         s3_stub.assert_no_pending_responses()
     tokens = [params["clientToken"] for params in recorded("StartIngestionJob")]
     assert len(tokens) == 2 and tokens[0] != tokens[1]
+    [kb_name] = [params["name"] for params in recorded("CreateKnowledgeBase")]
+    [ds_name] = [params["name"] for params in recorded("CreateDataSource")]
+    assert re.fullmatch(r"[0-9a-f]{10}-localnova-nova-v2", kb_name) and re.fullmatch(r"[0-9a-f]{10}-localnova-nova-v2-s3", ds_name)
     objects = BedrockState.load(config.study_dir).all_of("s3_object")
     assert len(objects) == 2  # the new upload of lamps.md is the same object, with a new hash
 
@@ -187,3 +194,39 @@ def test_retrieve_gives_doc_ids_relative_to_the_corpus_prefix():
         [chunks] = KnowledgeBaseRetriever("KB12345678", prefix, client=client).search(["watts?"], top_k=2)
     assert [c.doc_id for c in chunks] == ["lamps.md", "guides/setup.md"]
     assert chunks[0].chunk_id == "c1" and chunks[0].score == 0.9 and chunks[1].text == "Plug the hub in first."
+
+
+def test_knowledge_base_names_are_hash_first_so_long_study_names_never_collide(tmp_path):
+    from localnova.bedrock.knowledge_base import data_source_request, settings_from_config
+
+    long_name = "a-study-name-long-enough-that-the-name-limit-of-one-hundred-characters-cuts-what-follows-it-x"
+    first = study_config(tmp_path).model_copy(update={"name": long_name + "1"})
+    second = first.model_copy(update={"name": long_name + "2"})
+    names = []
+    for config in (first, second):
+        settings = settings_from_config(config)
+        names.append((settings.name, data_source_request(config, settings, "KB12345678")["name"]))
+    assert names[0][0] != names[1][0] and names[0][1] != names[1][1]
+    for kb_name, ds_name in names:
+        assert re.match(r"^[0-9a-f]{10}-", kb_name) and re.match(r"^[0-9a-f]{10}-", ds_name)
+        assert len(kb_name) <= 100 and len(ds_name) <= 100
+
+
+def test_a_file_deleted_from_the_corpus_leaves_s3_and_the_knowledge_base(monkeypatch, fast_tmp, boto_clients):
+    """The data source is kept in step with the corpus: the removed file's object is deleted
+    and a new ingestion runs, which drops it from the Knowledge Base."""
+    from bedrock_fake_study import Harness
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    harness.config = select_run(harness.config, arms=["base", "rag"])
+    assert harness.run() == ("ok", "")
+    keys = lambda: sorted(key for _, key in harness.account.objects if "/corpus/" in key)  # noqa: E731
+    assert keys() == ["localnova/bedrock-test/corpus/guides/setup.md", "localnova/bedrock-test/corpus/lamps.md"]
+    (Path(harness.config.corpus.path) / "guides" / "setup.md").unlink()
+    assert harness.run() == ("ok", "")
+    assert keys() == ["localnova/bedrock-test/corpus/lamps.md"]
+    assert [operation for _, operation in harness.account.calls].count("StartIngestionJob") == 2
+    deleted = BedrockState.load(harness.config.study_dir).all_of(
+        "s3_object", key=f"s3://{BUCKET}/localnova/bedrock-test/corpus/guides/setup.md"
+    )
+    assert [entry.status for entry in deleted] == ["deleted"]

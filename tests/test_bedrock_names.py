@@ -9,7 +9,7 @@ import pytest
 
 botocore_session = pytest.importorskip("botocore.session")
 
-from localnova.bedrock.names import NAME_LIMITS, clean_name, resource_name  # noqa: E402
+from localnova.aws.names import NAME_LIMITS, clean_name, resource_name  # noqa: E402
 
 ODD_NAMES = [
     ("nova.v2", "nova-micro"),

@@ -12,9 +12,10 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import Stubber  # noqa: E402
 
 from bedrock_fixtures import ROLE_ARN, study_config  # noqa: E402
-from localnova.bedrock.aws import AwsClients  # noqa: E402
-from localnova.bedrock.preflight import preflight  # noqa: E402
+from localnova.aws.clients import AwsClients  # noqa: E402
+from localnova.bedrock.preflight import preflight, require_preflight  # noqa: E402
 from localnova.cli import main  # noqa: E402
+from localnova.errors import UserError  # noqa: E402
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
 
@@ -30,7 +31,10 @@ def test_without_credentials_it_fails_in_one_line(monkeypatch, tmp_path, capsys)
     assert len(captured.err.strip().splitlines()) == 1 and "no AWS credentials" in captured.err
 
 
-def test_against_moto_it_checks_what_moto_has_and_says_what_it_could_not(aws_env, tmp_path):
+def test_against_moto_it_checks_what_moto_has_and_blocks_on_what_it_could_not(aws_env, tmp_path):
+    """moto has no foundation models, profiles or quotas: those checks are not made, and a paid
+    run is blocked until the user names each key to skip (before, this printed "no problem
+    found" and the run went on with no model checked)."""
     boto3.client("iam", region_name="us-east-1").create_role(
         RoleName=ROLE_ARN.rsplit("/", 1)[-1], AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
     )
@@ -39,9 +43,44 @@ def test_against_moto_it_checks_what_moto_has_and_says_what_it_could_not(aws_env
     assert any(line.startswith("credentials: account 123456789012") for line in report.passed)
     assert any(line.startswith("bedrock.role_arn: localnova-test exists") for line in report.passed)
     assert any(line.startswith("bedrock.s3_bucket: localnova-test-bucket is in us-east-1") for line in report.passed)
-    assert any("model amazon.nova-micro-v1:0:128k" in line for line in report.unchecked), text  # moto has no foundation models
-    assert any("inference profiles" in line for line in report.unchecked), text
     assert report.failures == [], text
+    unchecked = {key for key, _ in report.unchecked}
+    assert {"models[0].customization_model", "judges[0].model.model", "inference-profiles"} <= unchecked, text
+    assert report.blocking() and all("--skip-check" in line for line in report.blocking())
+    with pytest.raises(UserError, match=r"^preflight found \d+ problem\(s\) \(nothing was created\)"):
+        require_preflight(study_config(tmp_path), AwsClients("us-east-1"))
+    skipped = preflight(study_config(tmp_path), AwsClients("us-east-1"), skip_checks=sorted(unchecked))
+    assert skipped.blocking() == [] and "skipped as asked" in skipped.format()
+
+
+def test_a_model_the_account_may_not_use_fails_naming_its_key():
+    bedrock = boto3.client("bedrock", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    with Stubber(bedrock) as stubber:
+        stubber.add_response(
+            "get_foundation_model_availability",
+            {
+                "modelId": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+                "agreementAvailability": {"status": "NOT_AVAILABLE"},
+                "authorizationStatus": "NOT_AUTHORIZED",
+                "entitlementAvailability": "AVAILABLE",
+                "regionAvailability": "AVAILABLE",
+            },
+            {"modelId": "anthropic.claude-3-5-sonnet-20240620-v1:0"},
+        )
+        from localnova.bedrock.preflight import PreflightReport, _check_access
+
+        report = PreflightReport()
+        _check_access(
+            "judges[0].model.model",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "us-east-1",
+            AwsClients("us-east-1", {"bedrock": bedrock}, check_credentials=False),
+            report,
+        )
+    assert report.failures == [
+        "judges[0].model.model: this account may not use anthropic.claude-3-5-sonnet-20240620-v1:0 in us-east-1 "
+        "(authorizationStatus NOT_AUTHORIZED, agreement NOT_AVAILABLE); request access in the Bedrock console"
+    ]
 
 
 def test_a_missing_role_and_bucket_fail_naming_their_keys(aws_env, tmp_path):
@@ -69,22 +108,40 @@ def test_model_ids_are_checked_with_their_route(tmp_path):
     judge = config.judges[0].model.model_copy(update={"model": "meta.llama3-1-70b-instruct-v1:0"})
     config = config.model_copy(update={"judges": [config.judges[0].model_copy(update={"model": judge})]})
     bedrock = boto3.client("bedrock", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+
+    def available(model_id):
+        stubber.add_response(
+            "get_foundation_model_availability",
+            {
+                "modelId": model_id,
+                "agreementAvailability": {"status": "AVAILABLE"},
+                "authorizationStatus": "AUTHORIZED",
+                "entitlementAvailability": "AVAILABLE",
+                "regionAvailability": "AVAILABLE",
+            },
+            {"modelId": model_id},
+        )
+
     with Stubber(bedrock) as stubber:
+        available("amazon.nova-micro-v1:0")
         stubber.add_response(
             "list_inference_profiles",
             {"inferenceProfileSummaries": []},
             {"typeEquals": "SYSTEM_DEFINED"},
         )
+        available("amazon.nova-micro-v1:0:128k")
         stubber.add_response(
             "get_foundation_model",
             _model("amazon.nova-micro-v1:0:128k", ["PROVISIONED"], ["FINE_TUNING"]),
             {"modelIdentifier": "amazon.nova-micro-v1:0:128k"},
         )
+        available("meta.llama3-1-70b-instruct-v1:0")
         stubber.add_response(
             "get_foundation_model",
             _model("meta.llama3-1-70b-instruct-v1:0", ["INFERENCE_PROFILE"]),
             {"modelIdentifier": "meta.llama3-1-70b-instruct-v1:0"},
         )
+        available("amazon.titan-embed-text-v2:0")
         stubber.add_response(
             "get_foundation_model",
             _model("amazon.titan-embed-text-v2:0", ["ON_DEMAND"]),
@@ -100,4 +157,4 @@ def test_model_ids_are_checked_with_their_route(tmp_path):
         "judges[0].model.model: meta.llama3-1-70b-instruct-v1:0 cannot be called on demand in us-east-1; "
         "call it through an inference profile such as us.meta.llama3-1-70b-instruct-v1:0",
     ]
-    assert len(report.passed) == 2
+    assert len(report.passed) == 2 + 4  # two routes, and access to each of the four models

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from localnova.bedrock.state import BedrockState, Resource
+import pytest
+
+from localnova.aws.state import BedrockState, Resource
 
 
 def test_record_is_on_disk_at_once_and_found_by_token(tmp_path):
@@ -57,6 +59,25 @@ def test_spend_counts_hosting_hours_from_creation_to_deletion(tmp_path):
     pt.created_at, pt.status, pt.deleted_at = "2026-01-01T10:00:00+00:00", "deleted", "2026-01-01T11:30:00+00:00"
     pt.details = {"model_units": 1}
     state.record(pt)
+    never = Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", name="never", client_token="u2")
+    state.mark_absent(state.intend(never))  # written down, refused by AWS: never billed
+    source = Resource("data_source", "data_source", "us-east-1", id="ds", details={"ingestions": [{"corpus_tokens": 50_000}]})
+    state.record(source)
+    state.record_paid_call("a retrieve call", 0.0001)
     spend = resource_spend(state, config)
-    # 100k tokens x 2 epochs at $0.001 per 1k; a month of storage; 1.5 h started = 2 hours billed
-    assert spend == {"training": 0.2, "storage": 1.95, "hosting": 2 * 60.50}
+    # 100k tokens x 2 epochs at $0.001 per 1k; a month of storage; 1.5 h started = 2 hours billed;
+    # 50k corpus tokens embedded at $0.00002 per 1k; one retrieve
+    assert spend == pytest.approx({"training": 0.2, "storage": 1.95, "hosting": 2 * 60.50, "ingestion": 0.001, "other_calls": 0.0001})
+
+
+def test_intended_entries_are_live_until_confirmed_or_found_absent(tmp_path):
+    state = BedrockState.load(tmp_path)
+    entry = state.intend(Resource("provisioned_throughput", "pt:m", "us-east-1", name="n1", client_token="t1", hourly_usd=60.5))
+    on_disk = json.loads((tmp_path / "bedrock_state.json").read_text())["resources"][0]
+    assert (on_disk["status"], on_disk["name"], on_disk["client_token"], on_disk["hourly_usd"]) == ("intended", "n1", "t1", 60.5)
+    assert state.intend(Resource("provisioned_throughput", "pt:m", "us-east-1", name="n1", client_token="t1")) is entry
+    state.confirm(entry, arn="arn:pt")
+    assert [r.arn for r in BedrockState.load(tmp_path).live()] == ["arn:pt"]
+    gone = state.intend(Resource("custom_model_deployment", "d:m", "us-east-1", name="n2", client_token="t2"))
+    state.mark_absent(gone)
+    assert [r.name for r in BedrockState.load(tmp_path).live()] == ["n1"]

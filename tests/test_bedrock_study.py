@@ -11,8 +11,9 @@ import botocore.client
 import pytest
 
 from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, study_config
-from localnova.bedrock import study as bedrock_study
 from localnova.bedrock.preflight import PreflightReport
+from localnova.bedrock.reconcile import ReconcileReport
+from localnova.bedrock_study import study as bedrock_study
 from localnova.cli import main
 from localnova.config import select_run
 from localnova.errors import UserError
@@ -91,7 +92,8 @@ class Recorder:
         self.steps: list[str] = []
         self.pipeline_kwargs: dict = {}
         monkeypatch.setattr(bedrock_study, "AwsClients", self.clients)
-        monkeypatch.setattr(bedrock_study, "preflight", self.preflight)
+        monkeypatch.setattr(bedrock_study, "require_preflight", self.preflight)
+        monkeypatch.setattr(bedrock_study, "reconcile", self.reconcile)
         monkeypatch.setattr(bedrock_study, "prepare_customization", self.prepare)
         monkeypatch.setattr(bedrock_study, "check_hosting", lambda *a, **k: self.steps.append("check hosting"))
         monkeypatch.setattr(bedrock_study, "ensure_knowledge_base", self.knowledge_base)
@@ -110,13 +112,17 @@ class Recorder:
 
         return Clients()
 
-    def preflight(self, config, clients):
+    def preflight(self, config, clients, skip_checks):
         self.steps.append("preflight")
         return PreflightReport()
 
-    def prepare(self, config, model, train_path):
+    def reconcile(self, state, clients):
+        self.steps.append("reconcile")
+        return ReconcileReport()
+
+    def prepare(self, config, model, train_path, validation_path):
         self.steps.append("check customization")
-        return type("Prepared", (), {"model_name": model.name})()
+        return type("Prepared", (), {"model_name": model.name, "training_tokens": 1000, "base_model_id": model.customization_model})()
 
     def knowledge_base(self, config, state, clients):
         self.steps.append("create knowledge base")
@@ -152,8 +158,8 @@ def test_real_run_checks_estimates_and_confirms_before_creating_anything(tmp_pat
 
     bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=False, confirm=confirm)
     assert "TOTAL" in capsys.readouterr().out  # the estimate was printed
-    assert questions and questions[0][1] == ["client bedrock", "preflight", "check customization", "check hosting"]
-    assert recorder.steps[4:] == ["create knowledge base", "start job nova-micro", "wait job nova-micro", "pipeline"]
+    assert questions and questions[0][1] == ["client bedrock", "preflight", "reconcile", "check customization", "check hosting"]
+    assert recorder.steps[5:] == ["create knowledge base", "start job nova-micro", "wait job nova-micro", "pipeline"]
     assert recorder.pipeline_kwargs["adapters"] == {"nova-micro": "arn:custom/nova-micro"}
     assert recorder.pipeline_kwargs["hosting"] is not None  # hosted around the ft arms only
     assert recorder.pipeline_kwargs["artifacts"]["bedrock_routing"]["nova-micro/ft"].startswith("custom model deployment")
@@ -166,7 +172,7 @@ def test_real_run_not_confirmed_creates_nothing(tmp_path, monkeypatch, capsys):
     config = select_run(study_config(tmp_path), arms=["base", "rag"])
     with pytest.raises(UserError, match="not confirmed"):
         bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=False, confirm=lambda question: False)
-    assert recorder.steps == ["client bedrock", "preflight"]
+    assert recorder.steps == ["client bedrock", "preflight", "reconcile"]
 
 
 def test_over_budget_stops_before_anything_is_created(tmp_path, monkeypatch, capsys):
@@ -174,7 +180,7 @@ def test_over_budget_stops_before_anything_is_created(tmp_path, monkeypatch, cap
     config = select_run(study_config(tmp_path, budget_usd=0.0), arms=["base", "rag"])
     with pytest.raises(UserError, match="bedrock.budget_usd"):
         bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=True)
-    assert recorder.steps == ["client bedrock", "preflight"]
+    assert recorder.steps == ["client bedrock", "preflight", "reconcile"]
 
 
 def test_dry_run_hands_the_pipeline_a_simulated_study(tmp_path, monkeypatch, aws_calls, capsys):
@@ -196,10 +202,51 @@ def test_a_users_training_file_is_decontaminated_against_the_eval_set(tmp_path):
     chat = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]} for r in rows]
     train.write_text("".join(json.dumps(row) + "\n" for row in chat), encoding="utf-8")
     config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"train_path": train})})
-    path, record = bedrock_study.bedrock_training_file(config)
+    path, validation, record = bedrock_study.bedrock_training_files(config)
     kept = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(kept) == 1 and "USB-C" in json.dumps(kept[0])
-    assert record["decontaminated"] and record["report"]["dropped_contaminated"] == 1
+    assert record["decontaminated"] and record["report"]["dropped_contaminated"] == 1 and validation is None
     unchecked = config.model_copy(update={"finetune": config.finetune.model_copy(update={"decontaminate_train_path": False})})
-    path, record = bedrock_study.bedrock_training_file(unchecked)
+    path, validation, record = bedrock_study.bedrock_training_files(unchecked)
     assert path == train and record == {"source": str(train), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}
+
+
+def test_validation_path_and_max_train_pairs_reach_the_bedrock_job(monkeypatch, fast_tmp, boto_clients):
+    from bedrock_fake_study import Harness
+    from bedrock_fixtures import recorded, write_nova_training
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    train = write_nova_training(fast_tmp / "train-20.jsonl", pairs=20)
+    valid = write_nova_training(fast_tmp / "valid.jsonl", pairs=8)
+    finetune = harness.config.finetune.model_copy(update={"train_path": train, "validation_path": valid, "max_train_pairs": 12})
+    harness.config = select_run(harness.config.model_copy(update={"finetune": finetune}), arms=["ft"])
+    assert harness.run() == ("ok", "")
+    [request] = recorded("CreateModelCustomizationJob")
+    assert request["validationDataConfig"]["validators"][0]["s3Uri"].endswith("/validation.jsonl")
+    uploaded = [body for (_, key), body in harness.account.objects.items() if key.endswith("/train.jsonl")]
+    assert len(uploaded) == 1 and len(uploaded[0].decode().splitlines()) == 12  # a seeded sample of 12 of the 20 pairs
+
+
+def test_every_cost_of_a_finished_run_is_in_the_state_the_ingestion_and_retrieve_included(monkeypatch, fast_tmp, boto_clients):
+    """The corpus files hold 36 and 31 characters (9 and 8 tokens at four characters a token);
+    the one retrieve query 32 (8 tokens); Titan V2 embeds at $0.00002 per 1,000 tokens."""
+    from bedrock_fake_study import Harness
+    from localnova.aws.state import BedrockState
+    from localnova.bedrock.spend import resource_spend
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    assert harness.run() == ("ok", "")
+    spend = resource_spend(BedrockState.load(harness.config.study_dir), harness.config)
+    assert spend["ingestion"] == pytest.approx((9 + 8) / 1000 * 0.00002)
+    assert spend["other_calls"] == pytest.approx(8 / 1000 * 0.00002)
+
+
+def test_an_aws_refusal_reaches_the_user_as_one_line(monkeypatch, fast_tmp, boto_clients):
+    from bedrock_fake_study import Harness
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    harness.account.denied = {"CreateKnowledgeBase"}
+    outcome, line = harness.run()
+    assert outcome == "error" and "\n" not in line
+    assert line.startswith("AWS refused CreateKnowledgeBase (AccessDeniedException): denied by policy")
+    assert line.endswith("run the same command again to resume")

@@ -7,13 +7,12 @@ import pytest
 from bedrock_fixtures import study_config
 from localnova import costs
 from localnova.backends import simulated
+from localnova.budget import SpendGuard, check_budget
 from localnova.config import ModelConfig
 from localnova.costs import (
     CostTable,
-    SpendGuard,
     TokenCounts,
     Usage,
-    check_budget,
     count_tokens_estimate,
     estimate_costs,
     format_cost_table,
@@ -117,3 +116,40 @@ def test_simulated_backend_counts_tokens_with_the_one_shared_estimate():
     assert answered.text and answered.output_tokens == count_tokens_estimate(answered.text)
     assert answered.input_tokens == sum(count_tokens_estimate(content) + 4 for _, content in messages)
     assert empty.text == "" and empty.output_tokens == 0
+
+
+def test_every_billable_line_names_its_config_key_and_a_missing_price_stops_the_estimate(tmp_path):
+    from localnova.costs import check_every_cost_priced
+
+    config = study_config(tmp_path)
+    opus = "anthropic.claude-opus-4-1-20250805-v1:0"  # not in the price file
+    judge = config.judges[0].model_copy(update={"model": config.judges[0].model.model_copy(update={"model": opus})})
+    config = config.model_copy(update={"judges": [judge]})
+    table = estimate_costs(config, _counts())
+    [missing] = table.unpriced("on_demand")
+    assert (missing.config_key, missing.model_id, missing.cost_usd) == ("judges[0].model.model", opus, None)
+    with pytest.raises(UserError, match=r"^judges\[0\]\.model\.model: anthropic.claude-opus-4-1-20250805-v1:0 has no price"):
+        check_every_cost_priced(table, "on_demand")
+    # the config may price it: the table then shows the price as the config's
+    priced = config.model_copy(
+        update={"bedrock": config.bedrock.model_copy(update={"prices": {opus: {"input_per_1k": 0.015, "output_per_1k": 0.075}}})}
+    )
+    table = estimate_costs(priced, _counts())
+    check_every_cost_priced(table, "on_demand")
+    [line] = [line for line in table.lines if line.step == "judges"]
+    # 70k in and 14k out tokens at $15 / $75 per million
+    assert line.cost_usd == pytest.approx(70 * 0.015 + 14 * 0.075) and "price from bedrock.prices" in line.item
+
+
+def test_prices_follow_the_route_called(tmp_path):
+    config = study_config(tmp_path)
+    judge_model = config.judges[0].model
+    for model_id, per_million in (
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", (3.30, 16.50)),  # a regional profile: +10% (the price file's note)
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", (3.00, 15.00)),
+    ):
+        routed = config.model_copy(
+            update={"judges": [config.judges[0].model_copy(update={"model": judge_model.model_copy(update={"model": model_id})})]}
+        )
+        [line] = [line for line in estimate_costs(routed, _counts()).lines if line.step == "judges"]
+        assert line.cost_usd == pytest.approx(70 * per_million[0] / 1000 + 14 * per_million[1] / 1000)

@@ -6,7 +6,6 @@ import pytest
 
 from localnova.data.formats import ChatRecord, read_chat_jsonl, read_nova_jsonl, write_chat_jsonl, write_nova_jsonl
 from localnova.data.nova_validator import (
-    SAMPLE_BOUNDS,
     Problem,
     format_problems,
     validate_command,
@@ -103,20 +102,62 @@ def test_reserved_keyword(tmp_path):
     assert any(p.line == 2 and p.message.startswith("system[0]") and "[EOS]" in p.message for p in problems)
 
 
-def test_too_few_samples(tmp_path):
-    path = write_file(tmp_path, [], filler=SAMPLE_BOUNDS["micro"][0] - 1)
-    problems = validate_nova_file(path, model="micro")
-    assert problems == [Problem(0, "7 samples; Nova Micro fine-tuning needs at least 8")]
+# The Nova user guide, "Preparing data for fine-tuning Understanding models", table "Dataset
+# constraints" (docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html
+# #custom-fine-tune-constraints, read 2026-12-02): Model | Minimum Samples | Maximum Samples |
+# Context Length; Amazon Nova Micro | 8 | 20k | 32k; Amazon Nova Lite | 8 | 20k | 32k;
+# Amazon Nova Pro | 8 | 20k | 32k. ("32k" read as 32,000 tokens, the stricter reading.)
+GUIDE_LIMITS = {"micro": (8, 20_000, 32_000), "lite": (8, 20_000, 32_000), "pro": (8, 20_000, 32_000)}
 
 
-def test_too_many_samples(tmp_path):
-    high = SAMPLE_BOUNDS["lite"][1]
+@pytest.mark.parametrize("model", sorted(GUIDE_LIMITS))
+def test_too_few_samples(tmp_path, model):
+    low = GUIDE_LIMITS[model][0]
+    assert validate_nova_file(write_file(tmp_path, [], filler=low), model=model) == []
+    problems = validate_nova_file(write_file(tmp_path, [], filler=low - 1), model=model)
+    assert problems == [Problem(0, f"{low - 1} samples; Nova {model.capitalize()} fine-tuning needs at least {low}")]
+
+
+@pytest.mark.parametrize("model", sorted(GUIDE_LIMITS))
+def test_too_many_samples(tmp_path, model):
+    high = GUIDE_LIMITS[model][1]
     path = tmp_path / "big.jsonl"
     line = json.dumps(good_sample()) + "\n"
-    with open(path, "w") as handle:
-        handle.write(line * (high + 1))
-    problems = validate_nova_file(path, model="lite")
-    assert problems == [Problem(0, f"{high + 1} samples; Nova Lite fine-tuning takes at most {high:,}")]
+    path.write_text(line * high)
+    assert validate_nova_file(path, model=model) == []
+    path.write_text(line * (high + 1))
+    problems = validate_nova_file(path, model=model)
+    assert problems == [Problem(0, f"{high + 1} samples; Nova {model.capitalize()} fine-tuning takes at most {high:,}")]
+
+
+@pytest.mark.parametrize("model", sorted(GUIDE_LIMITS))
+def test_a_sample_over_the_context_length_is_reported_at_its_line(tmp_path, model):
+    """Each text at four characters a token (rounded, at least one), summed over the sample:
+    a sample whose answer brings the sum to exactly the context length fits; 8 characters
+    more are 2 tokens over."""
+    context = GUIDE_LIMITS[model][2]
+    fits, over = good_sample(), good_sample()
+    system, question = fits["system"][0]["text"], fits["messages"][0]["content"][0]["text"]
+    answer_tokens = context - max(1, round(len(system) / 4)) - max(1, round(len(question) / 4))
+    fits["messages"][1]["content"][0]["text"] = "x" * (4 * answer_tokens)
+    over["messages"][1]["content"][0]["text"] = "x" * (4 * answer_tokens + 8)
+    problems = validate_nova_file(write_file(tmp_path, [fits, over]), model=model)
+    assert [p.line for p in problems] == [2]
+    assert f"over Nova {model.capitalize()}'s context length of {context:,}" in problems[0].message
+
+
+def test_more_than_ten_images_in_one_sample(tmp_path):
+    """The guide: "Maximum images 10/sample", over all of a sample's turns."""
+    image = {"image": {"format": "png", "source": {"s3Location": {"uri": "s3://b/a.png"}}}}
+    sample = good_sample()
+    sample["messages"] = [
+        {"role": "user", "content": [{"text": "Look."}, *[image] * 6]},
+        {"role": "assistant", "content": [{"text": "Seen."}]},
+        {"role": "user", "content": [{"text": "And these?"}, *[image] * 5]},
+        {"role": "assistant", "content": [{"text": "Seen too."}]},
+    ]
+    problems = validate_nova_file(write_file(tmp_path, [sample]), model="lite")
+    assert [(p.line, p.message) for p in problems] == [(1, "11 images in one sample; at most 10 are allowed")]
 
 
 def test_bad_schema_version(tmp_path):

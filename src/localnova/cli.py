@@ -14,7 +14,8 @@ from pathlib import Path
 from localnova import __version__
 from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
-from localnova.bedrock.study import run_bedrock_study
+from localnova.bedrock_study.estimate import estimate_command
+from localnova.bedrock_study.study import run_bedrock_study
 from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.console import configure as configure_console
 from localnova.console import finish as finish_console
@@ -32,6 +33,8 @@ from localnova.report.readme import readme_results
 from localnova.report.render import report_runs
 from localnova.serve import add_serve_arguments, serve_from_args
 
+SKIP_CHECK_HELP = "Bedrock: run although the preflight could not check KEY (as it names it); repeat for several"
+
 # How `models` labels the embedding model, which sentence-transformers loads here.
 EMBEDDING_BACKEND = "sentence-transformers"
 
@@ -40,6 +43,7 @@ EXAMPLES = """examples:
   localnova run configs/demo.yaml --arms base,rag --limit 5
   localnova run configs/demo.yaml --set retrieval.top_k=5 --set models.0.generation.max_new_tokens=48
   localnova run configs/bedrock-nova.yaml --dry-run    plan, cost table and a simulated report, offline
+  localnova bedrock estimate configs/bedrock-nova.yaml the checks of a paid run and its cost table
   localnova run configs/local-gpu.yaml --plan          what would run, memory and downloads, no GPU needed
   localnova index configs/demo.yaml                    build or refresh the retrieval index alone
   localnova models configs/demo.yaml                   each model and where it comes from
@@ -69,7 +73,12 @@ def cmd_run(args) -> int:
     say(f"localnova run {config.name}: log in {run_log}")
     if config.uses_bedrock:
         study_dir, run_id = run_bedrock_study(
-            config, dry_run_only=args.dry_run, allow_spend=args.allow_spend, assume_yes=args.yes, keep_hosting=args.keep_hosting
+            config,
+            dry_run_only=args.dry_run,
+            allow_spend=args.allow_spend,
+            assume_yes=args.yes,
+            keep_hosting=args.keep_hosting,
+            skip_checks=args.skip_check,
         )
     elif args.dry_run:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
@@ -157,7 +166,11 @@ def cmd_bedrock_cleanup(args) -> int:
 
 
 def cmd_bedrock_preflight(args) -> int:
-    return preflight_command(_load(args))
+    return preflight_command(_load(args), args.skip_check)
+
+
+def cmd_bedrock_estimate(args) -> int:
+    return estimate_command(_load(args), args.skip_check)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu-memory-gb", type=float, default=None, help="with --plan: check the estimates against this GPU memory")
     run.add_argument("--allow-spend", action="store_true", help="Bedrock: allow creating provisioned throughput (bills by the hour)")
     run.add_argument("--yes", action="store_true", help="Bedrock: do not ask before the first billable call")
-    run.add_argument("--keep-hosting", action="store_true", help="Bedrock: keep the hosting of a run stopped by its budget")
+    run.add_argument(
+        "--keep-hosting",
+        action="store_true",
+        help="Bedrock: keep the hosting of a run that stops early (error, Ctrl-C, budget); the last line names it",
+    )
+    run.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
     with_config("index", "build or refresh the retrieval index alone", cmd_index)
     with_config("models", "list each model of a config and where it comes from", cmd_models, config_optional=True)
@@ -209,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = verbs.add_parser("validate", help="check a Nova (bedrock-conversation-2024) training file; every problem, with its line")
     validate.add_argument("file")
-    validate.add_argument("--model", choices=("micro", "lite", "pro"), help="apply this model's sample-count limits")
+    validate.add_argument(
+        "--model", choices=("micro", "lite", "pro"), help="apply this model's limits: sample count, context length, media"
+    )
     validate.set_defaults(func=cmd_validate)
 
     serve = verbs.add_parser("serve", help="serve a model behind an OpenAI-compatible chat-completions API")
@@ -223,10 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--yes", action="store_true", help="do not ask before deleting")
     cleanup.add_argument("--keep-training-output", action="store_true", help="keep the customization jobs' output in S3")
     cleanup.set_defaults(func=cmd_bedrock_cleanup)
-    preflight = bedrock_verbs.add_parser("preflight", help="free checks before any spend: credentials, model ids, role, bucket, quotas")
-    preflight.add_argument("config", help="study config (YAML)")
-    preflight.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    preflight.set_defaults(func=cmd_bedrock_preflight)
+    preflight = bedrock_verbs.add_parser(
+        "preflight", help="free checks before any spend: credentials, model ids and access, role, bucket, quotas"
+    )
+    estimate = bedrock_verbs.add_parser(
+        "estimate", help="the checks of a paid run (preflight included) and its cost table; creates nothing"
+    )
+    for sub, func in ((preflight, cmd_bedrock_preflight), (estimate, cmd_bedrock_estimate)):
+        sub.add_argument("config", help="study config (YAML)")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+        sub.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
+        sub.set_defaults(func=func)
     return parser
 
 

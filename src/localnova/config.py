@@ -193,6 +193,13 @@ class GenQAConfig(Section):
     validation_fraction: float = Field(0.1, ge=0, lt=1)
 
 
+class TokenPrice(Section):
+    """A model's on-demand price, USD per 1,000 tokens, set in the config (bedrock.prices)."""
+
+    input_per_1k: float = Field(ge=0)
+    output_per_1k: float = Field(0.0, ge=0)
+
+
 class BedrockConfig(Section):
     region: str = "us-east-1"
     role_arn: str | None = None
@@ -203,6 +210,10 @@ class BedrockConfig(Section):
     provisioned_model_units: int = Field(1, gt=0)
     budget_usd: float = Field(50.0, ge=0)
     max_concurrency: int = Field(4, gt=0)
+    # Prices of models that the price file (localnova/prices/bedrock.yaml) lacks, by model id:
+    # a billable model without a price stops the estimate and the run; one priced here is run
+    # at this price, which the cost table shows as the config's.
+    prices: dict[str, TokenPrice] = Field(default_factory=dict)
 
 
 class StudyConfig(Section):

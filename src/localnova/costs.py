@@ -4,22 +4,21 @@ Prices live in a dated file (prices/bedrock.yaml), each with its source and the 
 read. `estimate_costs` turns token counts into a table per step (answers per arm and model,
 judges, Knowledge Base embeddings, training, storage) and puts the two ways to host the
 fine-tuned models side by side: on-demand (per token) and provisioned throughput (per model
-unit hour). `check_budget` and `SpendGuard` stop a run before it spends more than budget_usd;
-`spend_from_usage` reads what a run really spent from the token counts Bedrock returned.
-Plain Python: no boto3, no model code.
+unit hour). Every billable line names the config key of the model it prices, so a model the
+price file lacks stops the estimate in one line naming that key (`check_every_cost_priced`);
+the budget and the live guard are in budget.py. `spend_from_usage` reads what a run really
+spent from the token counts Bedrock returned. Plain Python: no boto3, no model code.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from localnova.config import FT_ARMS, RAG_ARMS, BedrockConfig, StudyConfig
 from localnova.errors import UserError
-from localnova.prices import PriceBook, load_prices, price_key
+from localnova.prices import PriceBook, load_prices, price_key, route_of_id
 
 __all__ = ["PriceBook", "load_prices", "price_key"]  # the price file's reader lives in localnova.prices
 
@@ -80,6 +79,8 @@ class CostLine:
     hosting: str | None = None  # None: paid whichever way the ft models are hosted
     verified: bool = True
     note: str = ""
+    config_key: str = ""  # the key that names the priced model (or setting), for a missing price
+    model_id: str = ""
 
 
 @dataclass
@@ -97,8 +98,35 @@ class CostTable:
     def totals(self) -> dict[str, float]:
         return {choice: self.total(choice) for choice in HOSTING_CHOICES}
 
+    def unpriced(self, hosting: str) -> list[CostLine]:
+        """The lines the chosen hosting pays that have no price."""
+        return [line for line in self.lines if line.cost_usd is None and line.hosting in (None, hosting)]
 
-def _token_line(step: str, item: str, model_id: str, usage: Usage, prices: PriceBook, hosting: str | None = None) -> list[CostLine]:
+
+def prices_for(config: StudyConfig, prices: PriceBook | None = None) -> PriceBook:
+    """The price file with the config's own prices (bedrock.prices) laid over it."""
+    book = prices or load_prices()
+    return book.with_prices(dict(config.bedrock.prices)) if config.bedrock else book
+
+
+def check_every_cost_priced(costs: CostTable, hosting: str) -> None:
+    """One UserError naming the first billable model that has no price, and its config key:
+    neither the estimate nor the budget guard could count what it costs."""
+    missing = costs.unpriced(hosting)
+    if not missing:
+        return
+    line = missing[0]
+    more = f" (and {len(missing) - 1} more unpriced line(s))" if len(missing) > 1 else ""
+    raise UserError(
+        f"{line.config_key}: {line.model_id} has no price ({line.note}), so neither the estimate nor the budget guard can count "
+        f"what it costs; add it to bedrock.prices ({line.model_id}: {{input_per_1k: ..., output_per_1k: ...}}) to run it at a "
+        f"price you set{more}"
+    )
+
+
+def _token_line(
+    step: str, item: str, model_id: str, usage: Usage, prices: PriceBook, config_key: str, hosting: str | None = None
+) -> list[CostLine]:
     entry = prices.token_prices(model_id)
     if entry is None:
         return [
@@ -112,10 +140,14 @@ def _token_line(step: str, item: str, model_id: str, usage: Usage, prices: Price
                 hosting,
                 False,
                 f"no price for {price_key(model_id)} in {prices.path}",
+                config_key,
+                model_id,
             )
         ]
     cost = usage.input_tokens / 1000 * entry["input_per_1k"] + usage.output_tokens / 1000 * entry["output_per_1k"]
-    label = f"{item} ({usage.requests:,} calls, {usage.input_tokens:,} in / {usage.output_tokens:,} out tokens)"
+    route = f", {route_of_id(model_id)} price" if entry.get("route") else ""
+    own = ", price from bedrock.prices" if entry.get("source", "").startswith("bedrock.prices") else ""
+    label = f"{item} ({usage.requests:,} calls, {usage.input_tokens:,} in / {usage.output_tokens:,} out tokens{route}{own})"
     return [
         CostLine(
             step,
@@ -127,8 +159,16 @@ def _token_line(step: str, item: str, model_id: str, usage: Usage, prices: Price
             hosting,
             bool(entry.get("verified", False)),
             entry.get("note", ""),
+            config_key,
+            model_id,
         )
     ]
+
+
+def _local_line(step: str, item: str, backend: str, usage: Usage) -> CostLine:
+    """A model that does not run on Bedrock: no AWS bill (its own hardware is not priced here)."""
+    label = f"{item} ({usage.requests:,} calls on the {backend} backend)"
+    return CostLine(step, label, usage.requests, "requests", 0.0, 0.0, note="not billed by AWS")
 
 
 def provisioned_hours(requests: int, concurrency: int) -> int:
@@ -139,25 +179,33 @@ def provisioned_hours(requests: int, concurrency: int) -> int:
 
 def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: PriceBook | None = None) -> CostTable:
     """The cost of each step of the study and, for the fine-tuned models, of both hosting choices."""
-    prices = prices or load_prices()
+    prices = prices_for(config, prices)
     bedrock = config.bedrock or BedrockConfig()
     concurrency = bedrock.max_concurrency
     units = bedrock.provisioned_model_units
     models = {model.name: model for model in config.models}
+    index_of = {model.name: index for index, model in enumerate(config.models)}
     lines: list[CostLine] = []
 
     for (model_name, arm), usage in sorted(token_counts.answers.items()):
         model = models[model_name]
-        if arm in FT_ARMS:
+        if model.backend != "bedrock":
+            lines.append(_local_line("answers", f"{model_name} / {arm}", model.backend, usage))
+        elif arm in FT_ARMS:
             base_id = model.customization_model or model.model
+            key = f"models[{index_of[model_name]}].{'customization_model' if model.customization_model else 'model'}"
             # on-demand deployments bill per token at the base model's price
-            lines += _token_line("answers", f"{model_name} / {arm} (custom model, on-demand)", base_id, usage, prices, "on_demand")
+            lines += _token_line("answers", f"{model_name} / {arm} (custom model, on-demand)", base_id, usage, prices, key, "on_demand")
         else:
-            lines += _token_line("answers", f"{model_name} / {arm}", model.model, usage, prices)
+            lines += _token_line("answers", f"{model_name} / {arm}", model.model, usage, prices, f"models[{index_of[model_name]}].model")
 
-    for judge in config.judges:
+    for index, judge in enumerate(config.judges):
         if judge.kind == "llm" and judge.model is not None and judge.name in token_counts.judges:
-            lines += _token_line("judges", judge.name, judge.model.model, token_counts.judges[judge.name], prices)
+            usage = token_counts.judges[judge.name]
+            if judge.model.backend != "bedrock":
+                lines.append(_local_line("judges", judge.name, judge.model.backend, usage))
+                continue
+            lines += _token_line("judges", judge.name, judge.model.model, usage, prices, f"judges[{index}].model.model")
 
     uses_rag = any(arm in RAG_ARMS for arm in config.arms)
     kb_settings = bedrock.knowledge_base
@@ -179,6 +227,9 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                     cost,
                     None,
                     verified,
+                    f"no price for {price_key(embed_id)} in {prices.path}" if embed is None else "",
+                    "bedrock.knowledge_base.embedding_model",
+                    embed_id,
                 )
             )
         cost = None if embed_price is None else round(token_counts.retrieval_query_tokens / 1000 * embed_price, 6)
@@ -192,6 +243,9 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                 cost,
                 None,
                 verified,
+                f"no price for {price_key(embed_id)} in {prices.path}" if embed is None else "",
+                "bedrock.knowledge_base.embedding_model",
+                embed_id,
             )
         )
         lines.append(
@@ -211,7 +265,10 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
     if any(arm in FT_ARMS for arm in config.arms):
         epochs = config.finetune.epochs
         for model in config.models:
+            if model.backend != "bedrock":
+                continue  # trained locally: no AWS bill
             base_id = model.customization_model or model.model
+            base_key = f"models[{index_of[model.name]}].{'customization_model' if model.customization_model else 'model'}"
             entry = prices.customization(base_id)
             train_1k = token_counts.training_tokens * epochs / 1000
             if entry is None:
@@ -225,7 +282,9 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                         None,
                         None,
                         False,
-                        f"no customization price for {price_key(base_id)}",
+                        f"no customization price for {price_key(base_id)} in {prices.path}",
+                        base_key,
+                        base_id,
                     )
                 )
                 continue
@@ -269,7 +328,9 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                         None,
                         "provisioned",
                         False,
-                        f"no provisioned price for {price_key(base_id)}",
+                        f"no provisioned price for {price_key(base_id)} in {prices.path}",
+                        base_key,
+                        base_id,
                     )
                 )
             else:
@@ -339,84 +400,6 @@ def format_cost_table(table: CostTable) -> str:
     rows.append(f"* price not verified on a primary page; prices read on {table.prices_read_on} (localnova/prices/bedrock.yaml)")
     rows += [f"assumes: {text}" for text in table.assumptions]
     return "\n".join(rows)
-
-
-def check_budget(estimate: CostTable | float, budget_usd: float, hosting: str = "on_demand") -> None:
-    """A UserError when the estimate for the chosen hosting exceeds the budget."""
-    total = estimate.total(hosting) if isinstance(estimate, CostTable) else float(estimate)
-    if total > budget_usd:
-        raise UserError(
-            f"bedrock.budget_usd: the estimate ${total:,.2f} (hosting {hosting}) exceeds the budget ${budget_usd:,.2f}; "
-            "raise the budget or shrink the study"
-        )
-
-
-class BudgetExceeded(UserError):
-    """The next paid step would take the run past bedrock.budget_usd."""
-
-
-class SpendGuard:
-    """The run's spending so far, kept live: token costs added per call (answers and judges
-    alike), resource costs (training, storage, hosting hours) set whenever a resource changes.
-    `before` stops a step that would cross the budget. Thread-safe: every converse thread
-    reports to it. `active_spend_guard()` is the guard of the run in progress, if any."""
-
-    def __init__(self, budget_usd: float, spent_usd: float = 0.0, prices: PriceBook | None = None):
-        self.budget_usd = budget_usd
-        self.token_usd = spent_usd
-        self.resource_usd = 0.0
-        self.prices = prices
-        self.price_ids: dict[str, str | None] = {}  # model id -> price id; None: paid by the hour
-        self._lock = threading.Lock()
-
-    @property
-    def spent_usd(self) -> float:
-        return self.token_usd + self.resource_usd
-
-    def before(self, step: str, estimated_cost_usd: float) -> None:
-        with self._lock:
-            spent = self.spent_usd
-        if spent + estimated_cost_usd > self.budget_usd:
-            raise BudgetExceeded(
-                f"bedrock.budget_usd: stopping before {step}: ${spent:,.2f} spent + ${estimated_cost_usd:,.2f} estimated "
-                f"exceeds the budget ${self.budget_usd:,.2f}; a rerun with a larger budget resumes where this stopped"
-            )
-
-    def add(self, cost_usd: float) -> None:
-        with self._lock:
-            self.token_usd += cost_usd
-
-    def set_resource_spend(self, cost_usd: float) -> None:
-        with self._lock:
-            self.resource_usd = cost_usd
-
-    def token_cost(self, model_id: str, input_tokens: int, output_tokens: int) -> float:
-        """What one call costs at the price file's rate (0 for a model paid by the hour)."""
-        price_id = self.price_ids.get(model_id, model_id)
-        if price_id is None:
-            return 0.0
-        self.prices = self.prices or load_prices()
-        entry = self.prices.token_prices(price_id)
-        if entry is None:
-            return 0.0
-        return input_tokens / 1000 * entry["input_per_1k"] + output_tokens / 1000 * entry["output_per_1k"]
-
-
-_ACTIVE_GUARD: list[SpendGuard] = []
-
-
-def active_spend_guard() -> SpendGuard | None:
-    return _ACTIVE_GUARD[-1] if _ACTIVE_GUARD else None
-
-
-@contextmanager
-def spend_guarded(guard: SpendGuard) -> Iterator[SpendGuard]:
-    """Make `guard` the active one while the block runs (the paid backends report to it)."""
-    _ACTIVE_GUARD.append(guard)
-    try:
-        yield guard
-    finally:
-        _ACTIVE_GUARD.remove(guard)
 
 
 def spend_from_usage(usage: Iterable[tuple[str, int, int]], prices: PriceBook | None = None) -> tuple[float, list[str]]:

@@ -3,9 +3,10 @@
 Every model call goes through `generate_cached`, keyed by a content hash of everything that
 determines its result (the backend's identity: backend, model id and revision or file hash,
 adapter hash; the full request: messages and generation parameters). Answers and judgments
-are stored per run and point at those calls. Each batch is committed as soon as it returns,
-so a process killed at any moment loses at most the batch in flight, and the same command
-run again makes exactly the calls that are missing.
+are stored per run and point at those calls. Each result is committed as soon as the backend
+hands it over (a whole batch for a local model, each call for Bedrock), so a process killed at
+any moment loses at most what is in flight, and the same command run again makes exactly the
+calls that are missing.
 
 The database records its schema version (SQLite's user_version). A store this code cannot
 read, older or newer, is refused when opened, with one line that names it and says what to
@@ -189,10 +190,11 @@ class Store:
         self, backend: "Backend", requests: list[ChatRequest], batch_size: int, progress=None, fresh: bool = False
     ) -> tuple[list[str], list[GenerationResult]]:
         """Answer `requests` from the store where it holds them, the rest through `backend` in
-        batches of `batch_size`, committing each batch as it returns. Returns the generation
-        keys and results in request order. With `fresh`, nothing is served from the store:
-        every request is made again and its result replaces the stored one (the runner asks
-        this for a judgment that failed before, so a rerun can mend it rather than replay it)."""
+        batches of `batch_size`, committing each result as the backend hands it over
+        (Backend.generate_each). Returns the generation keys and results in request order.
+        With `fresh`, nothing is served from the store: every request is made again and its
+        result replaces the stored one (the runner asks this for a judgment that failed before,
+        so a rerun can mend it rather than replay it)."""
         keys = [generation_key(backend.identity, request) for request in requests]
         results: dict[str, GenerationResult] = {} if fresh else self.cached_results(list(dict.fromkeys(keys)))
         pending = [index for index, key in enumerate(keys) if key not in results]
@@ -203,30 +205,37 @@ class Store:
             progress.update(cached_count)
         self._add_counts(model_calls=0, cached_calls=cached_count)
         backend_json = json.dumps(backend.identity, sort_keys=True)
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            failure: BaseException | None = None
-            try:
-                batch_results = backend.generate([requests[index] for index in batch])
-            except PartialBatch as partial:
-                # keep what was answered (and paid for) before the failure, then raise it
-                batch = [batch[i] for i in sorted(partial.results)]
-                batch_results = [partial.results[i] for i in sorted(partial.results)]
-                failure = partial.error
+
+        def commit(pairs: list[tuple[int, GenerationResult]]) -> None:
             statements = [
                 (
                     "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) "
                     "VALUES (?,?,?,?,?,?)",
                     (keys[index], backend_json, json.dumps(requests[index].to_dict()), json.dumps(result.to_dict()), self.run_id, _now()),
                 )
-                for index, result in zip(batch, batch_results)
+                for index, result in pairs
             ]
-            statements.append(("UPDATE runs SET model_calls = model_calls + ? WHERE run_id=?", (len(batch), self.run_id)))
+            statements.append(("UPDATE runs SET model_calls = model_calls + ? WHERE run_id=?", (len(pairs), self.run_id)))
             self._write(statements)
-            for index, result in zip(batch, batch_results):
+            for index, result in pairs:
                 results[keys[index]] = result
             if progress is not None:
-                progress.update(len(batch))
+                progress.update(len(pairs))
+
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            failure: BaseException | None = None
+            try:
+                # each result is committed as the backend hands it over: one per call for a
+                # backend that answers call by call, the whole batch for one that does not
+                batch_requests = [requests[index] for index in batch]
+                each = getattr(backend, "generate_each", None)  # Backend's default answers the batch at once
+                for position, result in each(batch_requests) if each else enumerate(backend.generate(batch_requests)):
+                    commit([(batch[position], result)])
+            except PartialBatch as partial:
+                # keep what was answered (and paid for) before the failure, then raise it
+                commit([(batch[i], partial.results[i]) for i in sorted(partial.results) if keys[batch[i]] not in results])
+                failure = partial.error
             if failure is not None:
                 raise failure
         return keys, [results[key] for key in keys]

@@ -7,6 +7,7 @@ Bedrock run and a local run write the same records.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 
 from localnova.types import ChatRequest, GenerationResult
 
@@ -24,6 +25,13 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         """Answer every request; the results are in the order of the requests."""
+
+    def generate_each(self, requests: list[ChatRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """Each request's index and result, as soon as it is ready; the store commits each one
+        as it comes. A backend that answers a batch at once yields them all when it is done; a
+        paid backend answering call by call (Bedrock) yields each as its call returns, so an
+        answer paid for is never lost to an interruption of the batch."""
+        yield from enumerate(self.generate(requests))
 
     def load(self) -> None:  # noqa: B027 - a default: a backend with nothing to load
         """Load the model now rather than on the first generate() (a server wants to be ready)."""

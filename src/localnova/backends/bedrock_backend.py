@@ -10,10 +10,15 @@ Latency: botocore makes one attempt per call here (no retry, no rate limiter ins
 module retries throttling and model errors itself, and times only the attempt that answered.
 Each result carries that wall time and the server's own `metrics.latencyMs`.
 
-Spending: before each call the active SpendGuard (costs.py) checks the call's largest cost
-(its prompt, estimated, and max_tokens of output) against the budget; after it, the guard adds
-what the response's `usage` says was paid. A batch in which some calls answered before one
-failed returns them through PartialBatch, so the store keeps every answer paid for.
+Hosting happens in the calling thread, before any request of the batch is sent, so Ctrl-C or
+SIGTERM during its wait reaches the study, which deletes it.
+
+Spending: each call reserves its largest cost (its prompt, estimated, and max_tokens of output)
+with the active SpendGuard (budget.py) before it is sent, which stops it if the budget would
+be crossed; the answer's `usage` then settles it. A call whose answer never comes (Ctrl-C, a
+lost connection) stays counted. Results are handed to the store one by one as each call
+answers (`generate_each`), so every answer paid for is committed at once; on Ctrl-C the calls
+already sent are waited for and committed, those not sent are cancelled.
 """
 
 from __future__ import annotations
@@ -21,15 +26,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from localnova.aws.clients import error_code, error_message, is_retryable, make_client, pause, require_credentials
 from localnova.backends.base import Backend
-from localnova.bedrock.aws import error_code, is_retryable, make_client, require_credentials
+from localnova.budget import active_spend_guard
 from localnova.config import BedrockConfig, ModelConfig
-from localnova.costs import active_spend_guard, count_tokens_estimate
-from localnova.errors import PartialBatch, UserError
+from localnova.costs import count_tokens_estimate
+from localnova.errors import UserError
 from localnova.retry import RetryPolicy, retry_call
 from localnova.types import LATENCY_PER_REQUEST, ChatRequest, GenerationResult
 
@@ -110,7 +116,7 @@ class BedrockBackend(Backend):
         model: ModelConfig,
         adapter_path: str | None = None,
         client: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ):
         options = model.options
@@ -122,14 +128,14 @@ class BedrockBackend(Backend):
         self.base_delay_s = float(options.get("retry_base_delay_s", 1.0))
         self.retry_policy = RetryPolicy(max_attempts=self.max_retries + 1, base_delay_s=self.base_delay_s)
         self.identity = {"backend": "bedrock", "model": self.model_id, "region": self.region}
-        self._sleep = sleep
+        self._sleep = sleep or pause
         self._clock = clock
         self._stats_lock = threading.Lock()
         self._invoke_id: str | None = None if self.model_id in _HOSTING else self.model_id
         self.throttled_retries = 0
         if client is None:
             require_credentials(self.region)
-            client = make_client("bedrock-runtime", self.region, max_attempts=1)
+            client = make_client("bedrock-runtime", self.region)
         self.client = client
 
     def invoke_id(self) -> str:
@@ -139,14 +145,16 @@ class BedrockBackend(Backend):
                 self._invoke_id = _HOSTING[self.model_id]()
             return self._invoke_id
 
-    def _converse_one(self, request: ChatRequest) -> GenerationResult:
+    def _converse_one(self, request: ChatRequest, invoke_id: str) -> GenerationResult:
         if request.params.top_logprobs:
             raise UserError(f"{self.model_id}: Bedrock's Converse API returns no log probabilities; use scoring: parsed")
         guard = active_spend_guard()
+        reservation = None
         if guard is not None:
             prompt_tokens = sum(count_tokens_estimate(content) for _, content in request.messages)
-            guard.before(f"a call to {self.model_id}", guard.token_cost(self.model_id, prompt_tokens, request.params.max_new_tokens))
-        body = converse_request(self.invoke_id(), request)
+            largest = guard.token_cost(self.model_id, prompt_tokens, request.params.max_new_tokens)
+            reservation = guard.reserve(f"a call to {self.model_id}", largest)
+        body = converse_request(invoke_id, request)
 
         def converse() -> tuple[dict[str, Any], float]:
             started = self._clock()
@@ -155,14 +163,19 @@ class BedrockBackend(Backend):
 
         try:
             response, wall_ms = retry_call(converse, is_retryable, self.retry_policy, sleep=self._sleep, on_retry=self._count_retry)
-        except Exception as error:
+        except BaseException as error:
             code = error_code(error)
+            if guard is not None and reservation is not None:
+                if code:
+                    guard.release(reservation)  # AWS answered with a refusal: nothing billed
+                else:
+                    guard.lost(reservation, f"a call to {self.model_id}")  # no answer: it may have been billed
             if code in ("AccessDeniedException", "ValidationException", "ResourceNotFoundException"):
-                raise UserError(f"Bedrock {code} for model {self.model_id} in {self.region}: {_message(error)}") from None
+                raise UserError(f"Bedrock {code} for model {self.model_id} in {self.region}: {error_message(error)}") from None
             raise
         result = result_from_response(response, wall_ms)
-        if guard is not None:
-            guard.add(guard.token_cost(self.model_id, result.input_tokens, result.output_tokens))
+        if guard is not None and reservation is not None:
+            guard.settle(reservation, guard.token_cost(self.model_id, result.input_tokens, result.output_tokens))
         return result
 
     def _count_retry(self, attempt: int, error: Exception, delay_s: float) -> None:
@@ -170,26 +183,43 @@ class BedrockBackend(Backend):
             self.throttled_retries += 1
 
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        answered = dict(self.generate_each(requests))
+        return [answered[index] for index in range(len(requests))]
+
+    def generate_each(self, requests: list[ChatRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """Each request's result with its index, as soon as its call answers, so the store
+        commits it at once. The first failure is raised once every call sent has ended (the
+        answers before it are yielded first); on Ctrl-C the calls already sent are waited
+        for and yielded, those not started are cancelled, then the interrupt goes on."""
         if not requests:
-            return []
+            return
+        invoke_id = self.invoke_id()  # hosting, if any, happens here, in the caller's thread
         workers = max(1, min(self.max_concurrency, len(requests)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="converse") as pool:
-            futures = [pool.submit(self._converse_one, request) for request in requests]
-        answered: dict[int, GenerationResult] = {}
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="converse")
+        futures: dict[Future, int] = {pool.submit(self._converse_one, request, invoke_id): index for index, request in enumerate(requests)}
+        pending = set(futures)
         first_error: BaseException | None = None
-        for index, future in enumerate(futures):
-            error = future.exception()
-            if error is None:
-                answered[index] = future.result()
-            elif first_error is None:
-                first_error = error
-        if first_error is None:
-            return [answered[index] for index in range(len(requests))]
-        if answered:
-            raise PartialBatch(answered, first_error)
-        raise first_error
-
-
-def _message(error: BaseException) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Message", error))
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=futures.__getitem__):
+                    if future.cancelled():
+                        continue  # never sent
+                    error = future.exception()
+                    if error is None:
+                        yield futures[future], future.result()
+                    elif first_error is None:
+                        first_error = error
+                        for waiting in pending:
+                            waiting.cancel()  # not sent yet: never sent
+        except KeyboardInterrupt:
+            for waiting in pending:
+                waiting.cancel()
+            for future in [f for f in pending if not f.cancelled()]:
+                if future.exception() is None:  # waits for a call already sent: it is paid
+                    yield futures[future], future.result()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if first_error is not None:
+            raise first_error

@@ -1,30 +1,33 @@
 """`localnova bedrock cleanup STUDY`: delete every AWS resource the state file lists.
 
-Order matters for the bill: every provisioned throughput first (it bills by the hour), then
-custom model deployments; cleanup then waits until AWS no longer lists them, because a custom
-model cannot be deleted while something hosts it and an hourly charge runs until the deletion
-finishes. Then running customization jobs (stopped), custom models (monthly storage), the
-Knowledge Base's data source and the Knowledge Base, the S3 objects this tool uploaded, and
-the customization jobs' training output in S3 (unless kept). It asks once, listing everything,
-before deleting anything; a resource AWS no longer knows counts as deleted; whatever could not
-be deleted stays in the state file and in the report.
+It first squares the state with the account (bedrock/reconcile.py), so a resource created
+behind a lost answer is found by its name and deleted too. Order matters for the bill: every
+provisioned throughput first (it bills by the hour), then custom model deployments; cleanup
+then waits until AWS no longer lists them, because a custom model cannot be deleted while
+something hosts it and an hourly charge runs until the deletion finishes. Then running
+customization jobs (stopped), custom models (monthly storage), the Knowledge Base's data source
+and the Knowledge Base, the S3 objects this tool uploaded, and the customization jobs' training
+output in S3 (unless kept). It asks once, listing everything, before deleting anything; a
+resource AWS no longer knows counts as deleted; whatever could not be deleted stays in the
+state file and in the report, each with its cost per hour, and the command exits non-zero
+while anything that bills is still live.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code
-from localnova.bedrock.state import HOSTING_TYPES, BedrockState, Resource
+from localnova.aws.clients import AwsClients, aws_error_line, call_with_backoff, error_code, is_aws_error, pause
+from localnova.aws.state import HOSTING_TYPES, INTENDED, BedrockState, Resource
+from localnova.bedrock.reconcile import GONE_CODES, reconcile
+from localnova.errors import UserError
 
 log = logging.getLogger(__name__)
 
-GONE_CODES = {"ResourceNotFoundException", "NoSuchKey", "NotFound", "404"}
 DELETE_WAIT_S = 3600.0  # a hosting deletion that takes longer than this is reported, not waited for
 
 
@@ -33,20 +36,22 @@ class CleanupReport:
     deleted: list[str] = field(default_factory=list)
     already_gone: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # "what: why"
+    kept: list[str] = field(default_factory=list)  # left on purpose (--keep-training-output)
     declined: bool = False
 
     def format(self) -> str:
         if self.declined:
-            return "cleanup declined: nothing deleted; " + (f"{len(self.left)} resource(s) still listed" if self.left else "nothing listed")
+            return f"cleanup declined: nothing deleted; {len(self.left)} resource(s) still live: " + "; ".join(self.left)
         lines = [f"deleted: {item}" for item in self.deleted]
         lines += [f"already gone: {item}" for item in self.already_gone]
+        lines += [f"kept as asked: {item}" for item in self.kept]
         lines += [f"LEFT (still exists or unknown): {item}" for item in self.left]
         lines.append("nothing left that this tool created" if not self.left else f"{len(self.left)} resource(s) left: see above")
         return "\n".join(lines)
 
 
 def describe(resource: Resource) -> str:
-    return f"{resource.type} {resource.arn or resource.id} ({resource.region})"
+    return resource.label()
 
 
 def _delete(resource: Resource, clients: AwsClients) -> None:
@@ -56,7 +61,7 @@ def _delete(resource: Resource, clients: AwsClients) -> None:
     elif kind == "custom_model_deployment":
         call_with_backoff(clients.bedrock.delete_custom_model_deployment, customModelDeploymentIdentifier=resource.arn or resource.id)
     elif kind == "customization_job":
-        status = clients.bedrock.get_model_customization_job(jobIdentifier=resource.id).get("status")
+        status = call_with_backoff(clients.bedrock.get_model_customization_job, jobIdentifier=resource.id).get("status")
         if status == "InProgress":
             call_with_backoff(clients.bedrock.stop_model_customization_job, jobIdentifier=resource.id)
     elif kind == "custom_model":
@@ -90,9 +95,9 @@ def _still_there(resource: Resource, clients: AwsClients) -> bool:
     """Whether AWS still lists a hosting resource whose deletion was asked for."""
     try:
         if resource.type == "provisioned_throughput":
-            clients.bedrock.get_provisioned_model_throughput(provisionedModelId=resource.arn or resource.id)
+            call_with_backoff(clients.bedrock.get_provisioned_model_throughput, provisionedModelId=resource.arn or resource.id)
         else:
-            clients.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=resource.arn or resource.id)
+            call_with_backoff(clients.bedrock.get_custom_model_deployment, customModelDeploymentIdentifier=resource.arn or resource.id)
     except Exception as error:
         if error_code(error) in GONE_CODES:
             return False
@@ -101,26 +106,38 @@ def _still_there(resource: Resource, clients: AwsClients) -> bool:
 
 
 def wait_until_gone(
-    resources: list[Resource], clients: AwsClients, sleep: Callable[[float], None] = time.sleep, poll_s: float = 15.0
-) -> list[Resource]:
+    resources: list[Resource], clients: AwsClients, sleep: Callable[[float], None] | None = None, poll_s: float = 15.0
+) -> tuple[list[Resource], dict[int, str]]:
     """Poll until AWS no longer lists any of `resources`; returns those still there after
-    DELETE_WAIT_S (the caller keeps them, and what they host, in the state file)."""
+    DELETE_WAIT_S or whose state could not be read (the caller keeps them, and what they host,
+    in the state file), with why for the unreadable ones."""
     pending = list(resources)
+    unreadable: dict[int, str] = {}
     waited_s = 0.0
     while pending:
-        pending = [resource for resource in pending if _still_there(resource, clients)]
+        still = []
+        for resource in pending:
+            try:
+                if _still_there(resource, clients):
+                    still.append(resource)
+            except Exception as error:
+                if not is_aws_error(error):
+                    raise
+                unreadable[id(resource)] = aws_error_line(error)
+                still.append(resource)
+        pending = [r for r in still if id(r) not in unreadable]
         if not pending or waited_s >= DELETE_WAIT_S:
             break
-        sleep(poll_s)
+        (sleep or pause)(poll_s)
         waited_s += poll_s
-    return pending
+    return [r for r in resources if r in pending or id(r) in unreadable], unreadable
 
 
 def delete_resources(
     state: BedrockState,
     resources: list[Resource],
     clients: AwsClients,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     poll_s: float = 15.0,
 ) -> CleanupReport:
     """Delete `resources` (in cleanup order), marking each deleted in the state file once AWS
@@ -131,9 +148,11 @@ def delete_resources(
     for resource in hosting:
         if _delete_one(state, resource, clients, report, wait_for_it=True):
             asked_to_go.append(resource)
-    still_there = wait_until_gone(asked_to_go, clients, sleep, poll_s)
+    still_there, unreadable = wait_until_gone(asked_to_go, clients, sleep, poll_s)
     for resource in asked_to_go:
-        if resource in still_there:
+        if id(resource) in unreadable:
+            report.left.append(f"{describe(resource)}: deletion asked for, not confirmed ({unreadable[id(resource)]})")
+        elif resource in still_there:
             report.left.append(f"{describe(resource)}: deletion asked for, still listed after {DELETE_WAIT_S / 60:.0f} min")
         else:
             state.mark_deleted(resource)
@@ -141,8 +160,8 @@ def delete_resources(
     for resource in resources:
         if resource.type in HOSTING_TYPES:
             continue
-        if resource.type == "custom_model" and still_there:
-            report.left.append(f"{describe(resource)}: kept, its hosting is still being deleted")
+        if resource.type == "custom_model" and (still_there or any(r.type in HOSTING_TYPES for r in state.live())):
+            report.left.append(f"{describe(resource)}: kept, its hosting is still live")
             continue
         _delete_one(state, resource, clients, report)
     return report
@@ -160,9 +179,9 @@ def _delete_one(state: BedrockState, resource: Resource, clients: AwsClients, re
             state.mark_deleted(resource)
             report.already_gone.append(label)
             return False
-        if not code:
+        if not is_aws_error(error):
             raise  # a bug, not an AWS answer: keep the traceback
-        report.left.append(f"{label}: {code}")
+        report.left.append(f"{label}: delete refused ({aws_error_line(error)})")
         log.warning("could not delete %s: %s", label, code)
         return False
     if wait_for_it:
@@ -179,14 +198,22 @@ def cleanup(
     clients: AwsClients | None = None,
     region: str | None = None,
     keep_training_output: bool = False,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     poll_s: float = 15.0,
 ) -> CleanupReport:
     """Delete what the study's state file lists, after `confirm(summary)` says yes; with
     `keep_training_output` the customization jobs' output in S3 stays (and stays listed)."""
     state = BedrockState.load(study_dir)
-    live = [r for r in state.live() if not (keep_training_output and r.type == "s3_prefix")]
     report = CleanupReport()
+    if not state.live():
+        return report
+    clients = clients or AwsClients(region or state.live()[0].region)
+    found = reconcile(state, clients)
+    report.left += found.unresolved
+    live = [r for r in state.live() if r.status != INTENDED]
+    kept = [r for r in live if keep_training_output and r.type == "s3_prefix"]
+    live = [r for r in live if r not in kept]
+    report.kept = [describe(r) for r in kept]
     if not live:
         return report
     summary = "These AWS resources made by this study will be deleted:\n" + "\n".join(f"  {describe(r)}" for r in live)
@@ -194,8 +221,10 @@ def cleanup(
         report.declined = True
         report.left = [describe(r) for r in live]
         return report
-    clients = clients or AwsClients(region or live[0].region)
-    return delete_resources(state, live, clients, sleep, poll_s)
+    deleted = delete_resources(state, live, clients, sleep, poll_s)
+    deleted.left = report.left + deleted.left
+    deleted.kept = report.kept
+    return deleted
 
 
 def confirm_on_terminal(summary: str) -> bool:
@@ -209,9 +238,15 @@ def confirm_on_terminal(summary: str) -> bool:
 
 def cleanup_command(study_dir: str | Path, yes: bool = False, clients: Any = None, keep_training_output: bool = False) -> int:
     """What `localnova bedrock cleanup STUDY [--yes] [--keep-training-output]` runs; returns
-    the exit code (1 if anything is left)."""
-    report = cleanup(
-        study_dir, (lambda _summary: True) if yes else confirm_on_terminal, clients=clients, keep_training_output=keep_training_output
-    )
+    the exit code: 1 while anything this tool made is still live (declined included), except
+    what the user asked to keep."""
+    try:
+        report = cleanup(
+            study_dir, (lambda _summary: True) if yes else confirm_on_terminal, clients=clients, keep_training_output=keep_training_output
+        )
+    except Exception as error:
+        if not is_aws_error(error):
+            raise
+        raise UserError(f"{aws_error_line(error)}; nothing more was deleted; run `localnova bedrock cleanup {study_dir}` again") from None
     print(report.format())
-    return 1 if report.left and not report.declined else 0
+    return 1 if report.left else 0

@@ -2,12 +2,13 @@
 
 Every check runs before anything is created: role ARN, bucket, region, base model,
 hyperparameter bounds, and the Nova validator (with the model's own rules) on the training
-file. The job's client request token and name are derived from the study, the model, the
-data's hash, the hyperparameters and an attempt number, so a rerun of the same command finds
-the same job (in the state file, or by name when the process died between the create call and
-the state write) and never starts a second one. A job found by name is adopted only when its
-client token and base model are this study's. A job that failed or was stopped is not
-retried under its own name: the next attempt gets a new number, name and token.
+and validation files. The job's client request token and name are derived from the study, the
+model, the data's hash, the hyperparameters and an attempt number, and the job is written to
+the state file (with the tokens it trains on, counted in the file actually uploaded) before
+its create call, so a rerun of the same command finds the same job and never starts a second
+one. A job found by name is adopted only when its client token and base model are this
+study's. A job that failed or was stopped is not retried under its own name: the next attempt
+gets a new number, name and token.
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ import io
 import json
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.bedrock.availability import check_customization_offered, nova_family, nova_hyperparameters
-from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
-from localnova.bedrock.names import client_token, resource_name
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.aws.availability import check_customization_offered, nova_family, nova_hyperparameters
+from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.aws.names import client_token, resource_name
+from localnova.aws.state import BedrockState, Resource
+from localnova.bedrock.uploads import put_object_once
 from localnova.config import ModelConfig, StudyConfig
 from localnova.costs import count_tokens_estimate
-from localnova.data.formats import is_nova_row, read_nova_jsonl, read_training_file, write_nova_jsonl
+from localnova.data.formats import is_nova_row, read_training_file, write_nova_jsonl
 from localnova.data.nova_validator import validate_nova_file
 from localnova.errors import UserError
 from localnova.files import write_text_atomic
@@ -139,8 +140,21 @@ def _nova_file(train_path: Path, work_dir: Path) -> Path:
     return nova_path
 
 
-def _count_training_tokens(nova_path: Path) -> int:
-    return sum(count_tokens_estimate(m["content"]) for record in read_nova_jsonl(nova_path) for m in record.messages)
+def count_training_tokens(nova_path: Path) -> int:
+    """The tokens one epoch trains on: every text block of the file as uploaded, the system
+    prompts included (a customization job bills tokens x epochs)."""
+    total = 0
+    for line in nova_path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        blocks = list(row.get("system", []))
+        for message in row.get("messages", []):
+            blocks += message.get("content", [])
+        total += sum(
+            count_tokens_estimate(block["text"]) for block in blocks if isinstance(block, dict) and isinstance(block.get("text"), str)
+        )
+    return total
 
 
 def prepare_customization(
@@ -188,7 +202,7 @@ def prepare_customization(
         base_model_id=base_model_id,
         nova_path=nova_path,
         data_sha256=data_sha,
-        training_tokens=_count_training_tokens(nova_path),
+        training_tokens=count_training_tokens(nova_path),
         hyperparameters=hyperparameters,
         identity=identity,
         role_arn=bedrock.role_arn,
@@ -201,16 +215,7 @@ def prepare_customization(
 
 
 def _upload(state: BedrockState, clients: AwsClients, region: str, bucket: str, key: str, path: Path) -> None:
-    body = path.read_bytes()
-    digest = hashlib.sha256(body).hexdigest()
-    uri = f"s3://{bucket}/{key}"
-    known = state.find("s3_object", key=uri)
-    if known is not None and known.details.get("sha") == digest:
-        return
-    call_with_backoff(clients.s3.put_object, Bucket=bucket, Key=key, Body=body)
-    # one object per key: a new upload over it is the same resource, with new content
-    listed = state.record(Resource("s3_object", uri, region, id=key, client_token=uri, details={"bucket": bucket, "key": key}))
-    state.update(listed, details={**listed.details, "sha": digest})
+    put_object_once(state, clients, region, bucket, key, path.read_bytes())
 
 
 class AdoptionRefused(UserError):
@@ -235,23 +240,45 @@ def _job_by_name(prepared: PreparedTraining, clients: AwsClients) -> dict[str, A
     return job
 
 
-def _job_resource(prepared: PreparedTraining, region: str, job_arn: str) -> Resource:
+def _job_resource(prepared: PreparedTraining, region: str, epochs: int) -> Resource:
     return Resource(
         "customization_job",
         f"customization_job:{prepared.model_name}",
         region,
         id=prepared.job_name,
-        arn=job_arn,
+        name=prepared.job_name,
         client_token=prepared.client_token,
         details={
             "model": prepared.model_name,
+            "base_model": prepared.base_model_id,
             "attempt": prepared.attempt,
             "identity": client_token(prepared.identity),
             "custom_model_name": prepared.custom_model_name,
             "output_uri": prepared.output_uri,
             "training_tokens": prepared.training_tokens,
+            "epochs": epochs,
         },
     )
+
+
+def job_request(config: StudyConfig, prepared: PreparedTraining) -> dict[str, Any]:
+    """The CreateModelCustomizationJob request of one prepared job."""
+    request: dict[str, Any] = dict(
+        jobName=prepared.job_name,
+        customModelName=prepared.custom_model_name,
+        roleArn=prepared.role_arn,
+        clientRequestToken=prepared.client_token,
+        baseModelIdentifier=prepared.base_model_id,
+        customizationType="FINE_TUNING",
+        trainingDataConfig={"s3Uri": f"s3://{prepared.bucket}/{prepared.train_key}"},
+        outputDataConfig={"s3Uri": prepared.output_uri},
+        hyperParameters=prepared.hyperparameters,
+        jobTags=[{"key": "localnova-study", "value": config.name}],
+        customModelTags=[{"key": "localnova-study", "value": config.name}],
+    )
+    if prepared.validation_key:
+        request["validationDataConfig"] = {"validators": [{"s3Uri": f"s3://{prepared.bucket}/{prepared.validation_key}"}]}
+    return request
 
 
 def _ended_badly(job: Resource, clients: AwsClients) -> bool:
@@ -269,15 +296,19 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     region = config.bedrock.region
     while True:
         job = state.find("customization_job", client_token=prepared.client_token, include_deleted=True)
+        if job is not None and job.status == "absent":
+            job = None  # its create was refused: nothing exists under this token, so ask again
         if job is None:
             adopted = _job_by_name(prepared, clients)
             if adopted is not None:
                 log.info("customization job %s exists already: adopting it", prepared.job_name)
-                job = state.record(_job_resource(prepared, region, str(adopted["jobArn"])))
+                job = state.confirm(state.record(_job_resource(prepared, region, config.finetune.epochs)), arn=str(adopted["jobArn"]))
                 if adopted.get("status") in JOB_FAILED:
                     state.update(job, details={**job.details, "job_status": adopted.get("status")})
         if job is None:
             break
+        if job.status == "intended":
+            break  # written down, but its answer was lost and no job has its name: ask again, same token
         if not _ended_badly(job, clients):
             log.info("customization job %s already started: not creating another", job.id)
             return job
@@ -286,20 +317,6 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     _upload(state, clients, region, prepared.bucket, prepared.train_key, prepared.nova_path)
     if prepared.validation_key and prepared.validation_path:
         _upload(state, clients, region, prepared.bucket, prepared.validation_key, prepared.validation_path)
-    request: dict[str, Any] = dict(
-        jobName=prepared.job_name,
-        customModelName=prepared.custom_model_name,
-        roleArn=prepared.role_arn,
-        clientRequestToken=prepared.client_token,
-        baseModelIdentifier=prepared.base_model_id,
-        customizationType="FINE_TUNING",
-        trainingDataConfig={"s3Uri": f"s3://{prepared.bucket}/{prepared.train_key}"},
-        outputDataConfig={"s3Uri": prepared.output_uri},
-        hyperParameters=prepared.hyperparameters,
-        jobTags=[{"key": "localnova-study", "value": config.name}],
-    )
-    if prepared.validation_key:
-        request["validationDataConfig"] = {"validators": [{"s3Uri": f"s3://{prepared.bucket}/{prepared.validation_key}"}]}
     # The output prefix is listed before the job exists: Bedrock writes there even when a job
     # fails, and cleanup deletes what is listed.
     output_key = prepared.output_uri.removeprefix(f"s3://{prepared.bucket}/")
@@ -313,10 +330,16 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
             details={"bucket": prepared.bucket, "prefix": output_key},
         )
     )
-    # The same token returns the same job (AWS's idempotency), so a retry after a lost answer
-    # cannot start a second one.
-    job_arn = call_with_backoff(clients.bedrock.create_model_customization_job, **request)["jobArn"]
-    return state.record(_job_resource(prepared, region, job_arn))
+    # The job is written down before it is asked for; the same token returns the same job
+    # (AWS's idempotency), so a retry after a lost answer cannot start a second one.
+    entry = state.intend(_job_resource(prepared, region, config.finetune.epochs))
+    try:
+        job_arn = call_with_backoff(clients.bedrock.create_model_customization_job, **job_request(config, prepared))["jobArn"]
+    except Exception as error:
+        if error_code(error) and error_code(error) != "ConflictException":
+            state.mark_absent(entry)  # AWS refused it: no job, nothing billed
+        raise
+    return state.confirm(entry, arn=job_arn)
 
 
 def read_training_metrics(clients: AwsClients, output_uri: str, job_arn: str) -> list[dict[str, str]]:
@@ -340,7 +363,7 @@ def wait_for_customization(
     job: Resource,
     state: BedrockState,
     clients: AwsClients,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     poll_s: float = 60.0,
 ) -> CustomizationResult:
     """Poll the job until it ends; record the custom model; read its training metrics."""
@@ -361,12 +384,14 @@ def wait_for_customization(
             timeout_s=48 * 3600.0,
             sleep=sleep,
         )
-    except RuntimeError:
-        state.update(job, details={**job.details, "job_status": latest.get("status")})
-        raise UserError(
-            f"customization job {job.id} ended {latest.get('status')}: {latest.get('failureMessage', 'no message')} "
-            "(a rerun starts a new attempt)"
-        ) from None
+    except UserError as error:
+        if latest.get("status") in JOB_FAILED:
+            state.update(job, details={**job.details, "job_status": latest.get("status")})
+            raise UserError(
+                f"customization job {job.id} ended {latest.get('status')}: {latest.get('failureMessage', 'no message')} "
+                "(a rerun starts a new attempt)"
+            ) from None
+        raise UserError(f"customization job {job.id}: {error}; it keeps running: run the same command again to wait for it") from None
     model_arn = str(latest.get("outputModelArn", ""))
     state.update(job, details={**job.details, "job_status": final})
     model_name = str(latest.get("outputModelName") or job.details.get("custom_model_name", ""))
@@ -378,6 +403,7 @@ def wait_for_customization(
                 job.region,
                 id=job.details.get("custom_model_name", model_name),
                 arn=model_arn,
+                name=model_name,
                 client_token=job.client_token,
                 details={"job": job.id},
             )
@@ -402,7 +428,7 @@ def run_customization(
     state: BedrockState,
     clients: AwsClients,
     validation_path: str | Path | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     poll_s: float = 60.0,
 ) -> CustomizationResult:
     """Prepare (all checks), start (once) and wait for one model's customization job."""

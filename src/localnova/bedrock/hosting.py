@@ -1,4 +1,4 @@
-"""Hosting a custom Nova model so the ft arms can answer through it.
+"""Hosting a custom Nova model so the ft arms can answer through it, and nothing longer.
 
 Two ways, chosen by `bedrock.hosting`:
 - `on_demand` (default): a custom model deployment (CreateCustomModelDeployment), billed per
@@ -9,24 +9,29 @@ Two ways, chosen by `bedrock.hosting`:
   cost estimate was shown; otherwise a UserError, and nothing is created.
 A choice the region or model does not offer is refused before anything is created.
 
-The study hosts each model only while its ft arms run: `host_custom_model` just before them,
-`release_hosting` right after (it deletes the deployment or throughput and waits until AWS no
-longer lists it, so the hours billed run from creation to that deletion). A changed custom
-model or unit count is a new token, so a new resource beside the old one in the state file.
+The hosting is written to the state file, with its name, token and price per hour, before its
+create call, so it can be found and deleted whatever happens next: a lost answer, a failed
+status, a wait that never ends, Ctrl-C. `release_hosting` deletes it (and, first, finds by
+name any whose create answer was lost) and waits until AWS no longer lists it; a deletion
+refused or not confirmed raises HostingLeft, one line naming the resource, its cost per hour
+and the cleanup command.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from localnova.bedrock.availability import check_hosting_offered
-from localnova.bedrock.aws import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.aws.availability import check_hosting_offered
+from localnova.aws.clients import AwsClients, call_with_backoff, error_code, error_message, wait_until
+from localnova.aws.names import client_token, resource_name
+from localnova.aws.state import INTENDED, BedrockState, Resource
 from localnova.bedrock.cleanup import CleanupReport, delete_resources
-from localnova.bedrock.names import client_token, resource_name
-from localnova.bedrock.state import HOSTING_TYPES, BedrockState, Resource
+from localnova.bedrock.reconcile import resolve
 from localnova.config import ModelConfig, StudyConfig
+from localnova.costs import prices_for
 from localnova.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,17 @@ log = logging.getLogger(__name__)
 # "For custom models with no commitment, a quota of one model unit is available for each
 # Provisioned Throughput. You can create up to two Provisioned Throughputs per account." (read 2026-11-26)
 NO_COMMITMENT_SOURCE = "docs.aws.amazon.com/bedrock/latest/userguide/prov-throughput.html"
+PT_NAME_LIMIT = ("bedrock", "CreateProvisionedModelThroughput", "provisionedModelName")
+DEPLOYMENT_NAME_LIMIT = ("bedrock", "CreateCustomModelDeployment", "modelDeploymentName")
+HOSTING_WAIT_S = 3 * 3600.0  # hosting not ready after this long is given up (and deleted)
+
+
+class HostingLeft(UserError):
+    """Hosting that bills is still live after the run tried to delete it."""
+
+
+def cleanup_command(study_dir: Path) -> str:
+    return f"`localnova bedrock cleanup {study_dir}`"
 
 
 def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = False, estimate_shown: bool = False) -> str:
@@ -57,6 +73,34 @@ def check_hosting(config: StudyConfig, model: ModelConfig, allow_spend: bool = F
     return hosting
 
 
+def hourly_usd(config: StudyConfig, model: ModelConfig) -> float:
+    """What this model's hosting bills per hour while it lives (0 for on-demand)."""
+    assert config.bedrock is not None
+    if config.bedrock.hosting != "provisioned":
+        return 0.0
+    rate = prices_for(config).provisioned(model.customization_model or model.model)
+    return float(rate["no_commitment"]) * config.bedrock.provisioned_model_units if rate else 0.0
+
+
+def hosting_request(config: StudyConfig, model: ModelConfig, custom_model_arn: str, token: str) -> tuple[str, str, dict[str, Any]]:
+    """(resource type, name, create request) of one model's hosting."""
+    assert config.bedrock is not None
+    tags = [{"key": "localnova-study", "value": config.name}]
+    if config.bedrock.hosting == "on_demand":
+        name = resource_name(DEPLOYMENT_NAME_LIMIT, token, config.name, model.name)
+        request = {"modelDeploymentName": name, "modelArn": custom_model_arn, "clientRequestToken": token, "tags": tags}
+        return "custom_model_deployment", name, request
+    name = resource_name(PT_NAME_LIMIT, token, config.name, model.name)
+    request = {
+        "clientRequestToken": token,
+        "modelUnits": config.bedrock.provisioned_model_units,
+        "provisionedModelName": name,
+        "modelId": custom_model_arn,  # no commitmentDuration: hourly, deletable at any time
+        "tags": tags,
+    }
+    return "provisioned_throughput", name, request
+
+
 def host_custom_model(
     config: StudyConfig,
     model: ModelConfig,
@@ -65,18 +109,18 @@ def host_custom_model(
     clients: AwsClients,
     allow_spend: bool = False,
     estimate_shown: bool = False,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     poll_s: float = 30.0,
 ) -> str:
     """Deploy (or provision) the custom model, wait until it can answer, and return the ARN
-    that the ft arms pass to converse as modelId. Reuses what the state file lists."""
+    that the ft arms pass to converse as modelId. Reuses what the state file lists. On any
+    failure the hosting stays in the state file for the caller to release."""
     hosting = check_hosting(config, model, allow_spend, estimate_shown)
     assert config.bedrock is not None
-    region = config.bedrock.region
     kind = "custom_model_deployment" if hosting == "on_demand" else "provisioned_throughput"
     # Hosting deleted after an earlier run's ft arms is not reused; a new one gets a new token
     # (AWS would answer the old token with the deleted resource).
-    deleted_before = [r for r in state.all_of(kind) if r.details.get("model_arn") == custom_model_arn and not r.live]
+    rounds = [r for r in state.all_of(kind) if r.details.get("model_arn") == custom_model_arn and not r.live]
     token = client_token(
         {
             "study": config.name,
@@ -84,91 +128,80 @@ def host_custom_model(
             "custom_model": custom_model_arn,
             "hosting": hosting,
             "units": config.bedrock.provisioned_model_units,
-            "round": len(deleted_before),
+            "round": len(rounds),
         }
     )
-
-    if hosting == "on_demand":
-        name = resource_name(("bedrock", "CreateCustomModelDeployment", "modelDeploymentName"), token, config.name, model.name)
-        resource = state.find("custom_model_deployment", client_token=token)
-        if resource is None:
-            try:
-                arn = call_with_backoff(
-                    clients.bedrock.create_custom_model_deployment,
-                    modelDeploymentName=name,
-                    modelArn=custom_model_arn,
-                    clientRequestToken=token,
-                    tags=[{"key": "localnova-study", "value": config.name}],
-                )["customModelDeploymentArn"]
-            except Exception as error:
-                if error_code(error) == "ValidationException":
-                    message = getattr(error, "response", {}).get("Error", {}).get("Message", error)
-                    raise UserError(f"bedrock.hosting: Bedrock refused an on-demand deployment of {custom_model_arn}: {message}") from None
-                raise
-            resource = state.record(
-                Resource(
-                    "custom_model_deployment",
-                    f"custom_model_deployment:{model.name}",
-                    region,
-                    id=name,
-                    arn=arn,
-                    client_token=token,
-                    details={"model_arn": custom_model_arn},
-                )
+    kind, name, request = hosting_request(config, model, custom_model_arn, token)
+    resource = state.find(kind, client_token=token)
+    if resource is None or resource.status == INTENDED:
+        details = {"model_arn": custom_model_arn, "model_units": config.bedrock.provisioned_model_units}
+        resource = resource or state.intend(
+            Resource(
+                kind,
+                f"{kind}:{model.name}",
+                config.bedrock.region,
+                name=name,
+                client_token=token,
+                hourly_usd=hourly_usd(config, model),
+                details=details,
             )
+        )
+        create = (
+            clients.bedrock.create_custom_model_deployment
+            if kind == "custom_model_deployment"
+            else clients.bedrock.create_provisioned_model_throughput
+        )
+        try:
+            answer = call_with_backoff(create, **request)
+        except Exception as error:
+            if error_code(error):
+                state.mark_absent(resource)  # AWS refused it: nothing was made
+            if error_code(error) == "ValidationException":
+                raise UserError(f"bedrock.hosting: Bedrock refused hosting {custom_model_arn}: {error_message(error)}") from None
+            raise
+        arn = answer.get("customModelDeploymentArn") or answer["provisionedModelArn"]
+        resource = state.confirm(resource, id=name, arn=arn)
+
+    if kind == "custom_model_deployment":
+        ready, what = "Active", f"deployment {name} of {model.name}"
 
         def status() -> str:
             return str(clients.bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=resource.arn)["status"])
 
-        wait_until(status, {"Active"}, {"Failed"}, f"deployment {model.name}", poll_s=poll_s, sleep=sleep)
-        return resource.arn
+    else:
+        ready, what = "InService", f"provisioned throughput {name} of {model.name}"
 
-    name = resource_name(("bedrock", "CreateProvisionedModelThroughput", "provisionedModelName"), token, config.name, model.name)
-    resource = state.find("provisioned_throughput", client_token=token)
-    if resource is None:
-        arn = call_with_backoff(
-            clients.bedrock.create_provisioned_model_throughput,
-            clientRequestToken=token,
-            modelUnits=config.bedrock.provisioned_model_units,
-            provisionedModelName=name,
-            modelId=custom_model_arn,  # no commitmentDuration: hourly, deletable at any time
-            tags=[{"key": "localnova-study", "value": config.name}],
-        )["provisionedModelArn"]
-        resource = state.record(
-            Resource(
-                "provisioned_throughput",
-                f"provisioned_throughput:{model.name}",
-                region,
-                id=name,
-                arn=arn,
-                client_token=token,
-                details={"model_arn": custom_model_arn, "model_units": config.bedrock.provisioned_model_units},
-            )
-        )
+        def status() -> str:
+            return str(clients.bedrock.get_provisioned_model_throughput(provisionedModelId=resource.arn)["status"])
 
-    def pt_status() -> str:
-        return str(clients.bedrock.get_provisioned_model_throughput(provisionedModelId=resource.arn)["status"])
-
-    wait_until(pt_status, {"InService"}, {"Failed"}, f"provisioned throughput {model.name}", poll_s=poll_s, sleep=sleep)
+    try:
+        wait_until(status, {ready}, {"Failed"}, what, poll_s=poll_s, timeout_s=HOSTING_WAIT_S, sleep=sleep)
+    except UserError as error:
+        raise UserError(f"bedrock.hosting: {error}; run the same command again to host it anew") from None
     return resource.arn
 
 
 def release_hosting(
     state: BedrockState,
-    hosted_arn: str,
     clients: AwsClients,
-    sleep: Callable[[float], None] = time.sleep,
+    model_arn: str | None = None,
+    sleep: Callable[[float], None] | None = None,
     poll_s: float = 15.0,
 ) -> CleanupReport:
-    """Delete the deployment or throughput that answers at `hosted_arn` as soon as its ft arms
-    are done, and wait until AWS no longer lists it; the state file keeps it, marked deleted,
-    with the time."""
-    hosting = [r for r in state.live() if r.type in HOSTING_TYPES and r.arn == hosted_arn]
-    return delete_resources(state, hosting, clients, sleep, poll_s)
+    """Delete the live deployments and throughputs (of one custom model, or all), those whose
+    create answer was lost included (found by name first), and wait until AWS no longer lists
+    them; raises HostingLeft when any is still there."""
+    pending = state.live_hosting(model_arn)
+    if not pending:
+        return CleanupReport()
+    unresolved = resolve(state, [r for r in pending if r.status == INTENDED], clients)
+    report = delete_resources(state, [r for r in state.live_hosting(model_arn) if r.status != INTENDED], clients, sleep, poll_s)
+    report.left += [f"{r.label()}: its create answer was lost and it could not be looked up ({why})" for r, why in unresolved]
+    if report.left:
+        raise HostingLeft(hosting_left_line(state, report.left))
+    return report
 
 
-def release_all_hosting(
-    state: BedrockState, clients: AwsClients, sleep: Callable[[float], None] = time.sleep, poll_s: float = 15.0
-) -> CleanupReport:
-    """Delete every live deployment and throughput of the study (a run that stops early)."""
-    return delete_resources(state, [r for r in state.live() if r.type in HOSTING_TYPES], clients, sleep, poll_s)
+def hosting_left_line(state: BedrockState, why: list[str]) -> str:
+    """One line: what is still live (with its cost per hour), why, and the cleanup command."""
+    return f"still live and billing: {'; '.join(why)}; delete it with {cleanup_command(state.study_dir)}"

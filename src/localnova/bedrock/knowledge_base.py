@@ -1,13 +1,15 @@
 """Retrieval through a Bedrock Knowledge Base: use one by id, or create one and ingest the corpus.
 
-Creating one: upload the corpus files to S3, create the Knowledge Base (the embedding model
-and the vector store that `bedrock.knowledge_base` names), an S3 data source whose chunking
-follows `corpus.chunking`, then start an ingestion job and wait for it. Each resource is
-recorded in the state file as soon as its create call returns.
+Creating one: put the corpus files in S3 (and delete from S3 the ones no longer in the corpus,
+so the data source stays in step with it), create the Knowledge Base (the embedding model and
+the vector store that `bedrock.knowledge_base` names), an S3 data source whose chunking
+follows `corpus.chunking`, then start an ingestion job and wait for it. Each resource, and
+each ingestion with the tokens it embeds, is written to the state file before its call.
+Names are hash-first (aws/names.py), so two studies never share a Knowledge Base by accident.
 
 `bedrock.knowledge_base` keys:
   id                 an existing Knowledge Base (or retrieval.knowledge_base_id): nothing is created
-  name               default: localnova-<study>; cleaned to Bedrock's rules (letters, digits, single hyphens)
+  name               the readable part of the name (default: localnova-<study>), after its hash
   role_arn           the Knowledge Base's service role (default: bedrock.role_arn)
   embedding_model    model id or ARN (default: amazon.titan-embed-text-v2:0)
   storage            Bedrock's storageConfiguration, verbatim, e.g.
@@ -21,16 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from localnova.bedrock.aws import AwsClients, call_with_backoff, wait_until
-from localnova.bedrock.names import NAME_LIMITS, clean_name
-from localnova.bedrock.state import BedrockState, Resource
+from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
+from localnova.aws.names import client_token, resource_name
+from localnova.aws.state import BedrockState, Resource
+from localnova.bedrock.uploads import put_object_once
+from localnova.budget import active_spend_guard
 from localnova.config import ChunkingConfig, StudyConfig
+from localnova.costs import count_tokens_estimate
 from localnova.errors import UserError
 from localnova.types import RetrievedChunk, stable_hash
 
@@ -38,16 +42,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_MODEL = "amazon.titan-embed-text-v2:0"
 CORPUS_SUFFIXES = {".md", ".txt", ".html", ".htm", ".pdf", ".csv", ".doc", ".docx", ".xls", ".xlsx"}
+KB_NAME_LIMIT = ("bedrock-agent", "CreateKnowledgeBase", "name")
+DS_NAME_LIMIT = ("bedrock-agent", "CreateDataSource", "name")
 
 
 def chunking_configuration(chunking: ChunkingConfig) -> dict[str, Any]:
-    """Our chunking settings in Bedrock's vectorIngestionConfiguration.chunkingConfiguration shape."""
+    """Our chunking settings in Bedrock's vectorIngestionConfiguration.chunkingConfiguration
+    shape, unclamped: a setting Bedrock refuses is refused by the request check (bedrock/
+    requests.py) naming its key, never quietly changed into another study."""
     if chunking.strategy == "fixed":
-        # Bedrock takes the overlap as a percentage of the chunk (1-99)
-        overlap_percent = min(99, max(1, round(100 * chunking.overlap_tokens / chunking.chunk_tokens)))
+        # Bedrock takes the overlap as a percentage of the chunk
         return {
             "chunkingStrategy": "FIXED_SIZE",
-            "fixedSizeChunkingConfiguration": {"maxTokens": chunking.chunk_tokens, "overlapPercentage": overlap_percent},
+            "fixedSizeChunkingConfiguration": {
+                "maxTokens": chunking.chunk_tokens,
+                "overlapPercentage": round(100 * chunking.overlap_tokens / chunking.chunk_tokens),
+            },
         }
     if chunking.strategy == "hierarchical":
         return {
@@ -58,14 +68,12 @@ def chunking_configuration(chunking: ChunkingConfig) -> dict[str, Any]:
             },
         }
     if chunking.strategy == "semantic":
-        # Bedrock accepts a breakpoint percentile of 50-99 and a sentence buffer of 0 or 1
-        percentile = min(99, max(50, round(chunking.breakpoint_percentile)))
         return {
             "chunkingStrategy": "SEMANTIC",
             "semanticChunkingConfiguration": {
                 "maxTokens": chunking.max_chunk_tokens,
                 "bufferSize": 0,
-                "breakpointPercentileThreshold": percentile,
+                "breakpointPercentileThreshold": round(chunking.breakpoint_percentile),
             },
         }
     return {"chunkingStrategy": "NONE"}
@@ -100,10 +108,17 @@ def doc_id_from_uri(uri: str, prefix: str) -> str:
     return key[len(prefix) :] if key.startswith(prefix) else PurePosixPath(key).name
 
 
+def text_tokens(body: bytes) -> int:
+    """Tokens an embedding model reads in a file, by the one estimate (costs.py)."""
+    return count_tokens_estimate(body.decode("utf-8", errors="ignore"))
+
+
 @dataclass(frozen=True)
 class KnowledgeBaseSettings:
     name: str
+    token: str
     role_arn: str
+    embedding_model: str
     embedding_model_arn: str
     storage: dict[str, Any]
     data_deletion_policy: str
@@ -132,17 +147,21 @@ def settings_from_config(config: StudyConfig) -> KnowledgeBaseSettings:
         )
     if not bedrock.s3_bucket:
         raise UserError("bedrock.s3_bucket: creating a Knowledge Base needs a bucket for the corpus")
-    name_limit = NAME_LIMITS[("bedrock-agent", "CreateKnowledgeBase", "name")]
-    name = clean_name(str(raw.get("name") or f"localnova-{config.name}"), name_limit - len("-s3"))
-    if not name:
+    readable = str(raw.get("name") or f"localnova-{config.name}")
+    if not any(character.isalnum() for character in readable):
         raise UserError("bedrock.knowledge_base.name: needs at least one letter or digit")
     policy = str(raw.get("data_deletion_policy", "DELETE"))
     if policy not in ("DELETE", "RETAIN"):
         raise UserError(f"bedrock.knowledge_base.data_deletion_policy: {policy!r} is not DELETE or RETAIN")
+    embedding = str(raw.get("embedding_model", DEFAULT_EMBEDDING_MODEL))
+    embed_arn = embedding_model_arn(embedding, bedrock.region)
+    token = client_token({"study": config.name, "kb": readable, "storage": storage, "embed": embed_arn})
     return KnowledgeBaseSettings(
-        name=name,
+        name=resource_name(KB_NAME_LIMIT, token, readable),
+        token=token,
         role_arn=str(role_arn),
-        embedding_model_arn=embedding_model_arn(str(raw.get("embedding_model", DEFAULT_EMBEDDING_MODEL)), bedrock.region),
+        embedding_model=embedding.rsplit("/", 1)[-1],
+        embedding_model_arn=embed_arn,
         storage=storage,
         data_deletion_policy=policy,
     )
@@ -153,33 +172,88 @@ def existing_knowledge_base_id(config: StudyConfig) -> str | None:
     return config.retrieval.knowledge_base_id or kb.get("id")
 
 
-def upload_corpus(config: StudyConfig, state: BedrockState, clients: AwsClients) -> str:
-    """Put every corpus file under s3://bucket/<prefix>/<study>/corpus/, recording each object;
-    returns a hash of what is there (keys and contents), which decides whether to re-ingest."""
+def knowledge_base_request(config: StudyConfig, settings: KnowledgeBaseSettings) -> dict[str, Any]:
+    return {
+        "clientToken": settings.token,
+        "name": settings.name,
+        "roleArn": settings.role_arn,
+        "knowledgeBaseConfiguration": {
+            "type": "VECTOR",
+            "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": settings.embedding_model_arn},
+        },
+        "storageConfiguration": settings.storage,
+        "tags": {"localnova-study": config.name},
+    }
+
+
+def data_source_request(config: StudyConfig, settings: KnowledgeBaseSettings, kb_id: str) -> dict[str, Any]:
+    assert config.bedrock is not None
+    chunking = chunking_configuration(config.corpus.chunking)
+    token = client_token({"kb": kb_id, "chunking": chunking, "prefix": corpus_prefix(config)})
+    return {
+        "knowledgeBaseId": kb_id,
+        "clientToken": token,
+        "name": resource_name(DS_NAME_LIMIT, token, settings.name.split("-", 1)[-1], "s3"),
+        "dataSourceConfiguration": {
+            "type": "S3",
+            "s3Configuration": {"bucketArn": f"arn:aws:s3:::{config.bedrock.s3_bucket}", "inclusionPrefixes": [corpus_prefix(config)]},
+        },
+        "vectorIngestionConfiguration": {"chunkingConfiguration": chunking},
+        "dataDeletionPolicy": settings.data_deletion_policy,
+    }
+
+
+def retrieve_request(knowledge_base_id: str, query: str, top_k: int) -> dict[str, Any]:
+    return {
+        "knowledgeBaseId": knowledge_base_id,
+        "retrievalQuery": {"text": query},
+        "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": top_k}},
+    }
+
+
+def sync_corpus(config: StudyConfig, state: BedrockState, clients: AwsClients) -> tuple[str, int]:
+    """Put every corpus file under s3://bucket/<prefix>/<study>/corpus/ and delete the objects
+    of files no longer in the corpus; returns a hash of what is there (keys and contents),
+    which decides whether to ingest again, and the tokens an ingestion embeds."""
     assert config.bedrock is not None
     bucket, region = config.bedrock.s3_bucket, config.bedrock.region
     root = config.corpus.path if config.corpus.path.is_dir() else config.corpus.path.parent
-    uploaded = {}
+    uploaded, tokens = {}, 0
     for path in corpus_files(config.corpus.path):
         key = corpus_prefix(config) + path.relative_to(root).as_posix()
         body = path.read_bytes()
-        digest = hashlib.sha256(body).hexdigest()
-        uri = f"s3://{bucket}/{key}"
-        known = state.find("s3_object", key=uri)
-        if known is None or known.details.get("sha") != digest:
-            call_with_backoff(clients.s3.put_object, Bucket=bucket, Key=key, Body=body)
-            # one object per key: an upload over it is the same resource, with new content
-            listed = state.record(Resource("s3_object", uri, region, id=key, client_token=uri, details={"bucket": bucket, "key": key}))
-            state.update(listed, details={**listed.details, "sha": digest})
-        uploaded[key] = digest
-    return stable_hash(uploaded, 40)
+        put_object_once(state, clients, region, str(bucket), key, body)
+        uploaded[key] = hashlib.sha256(body).hexdigest()
+        tokens += text_tokens(body)
+    for entry in state.live():
+        key = str(entry.details.get("key", ""))
+        if (
+            entry.type == "s3_object"
+            and entry.details.get("bucket") == bucket
+            and key.startswith(corpus_prefix(config))
+            and key not in uploaded
+        ):
+            log.info("corpus file %s is gone: deleting s3://%s/%s", key, bucket, key)
+            call_with_backoff(clients.s3.delete_object, Bucket=bucket, Key=key)
+            state.mark_deleted(entry)
+    return stable_hash(uploaded, 40), tokens
+
+
+def _create(state: BedrockState, entry: Resource, create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Call a create whose intent `entry` is written; an AWS refusal made nothing."""
+    try:
+        return create()
+    except Exception as error:
+        if error_code(error):
+            state.mark_absent(entry)
+        raise
 
 
 def ensure_knowledge_base(
     config: StudyConfig,
     state: BedrockState,
     clients: AwsClients,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     poll_s: float = 15.0,
 ) -> str:
     """The Knowledge Base id the rag arms retrieve from: the configured one, the one this study
@@ -189,102 +263,75 @@ def ensure_knowledge_base(
         return str(existing)
     settings = settings_from_config(config)
     assert config.bedrock is not None
-    region, bucket = config.bedrock.region, config.bedrock.s3_bucket
-    corpus_sha = upload_corpus(config, state, clients)
+    region = config.bedrock.region
+    corpus_sha, corpus_tokens = sync_corpus(config, state, clients)
 
-    kb_token = stable_hash(
-        {"study": config.name, "kb": settings.name, "storage": settings.storage, "embed": settings.embedding_model_arn}, 40
-    )
-    kb = state.find("knowledge_base", key="knowledge_base", client_token=kb_token)
-    if kb is None:
-        response = call_with_backoff(
-            clients.agent.create_knowledge_base,
-            clientToken=kb_token,
-            name=settings.name,
-            roleArn=settings.role_arn,
-            knowledgeBaseConfiguration={
-                "type": "VECTOR",
-                "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": settings.embedding_model_arn},
-            },
-            storageConfiguration=settings.storage,
-            tags={"localnova-study": config.name},
-        )["knowledgeBase"]
-        kb = state.record(
+    kb = state.find("knowledge_base", key="knowledge_base", client_token=settings.token)
+    if kb is None or kb.status != "created":
+        entry = kb or state.intend(
             Resource(
-                "knowledge_base",
-                "knowledge_base",
-                region,
-                id=response["knowledgeBaseId"],
-                arn=response.get("knowledgeBaseArn", ""),
-                client_token=kb_token,
-                details={"name": settings.name},
+                "knowledge_base", "knowledge_base", region, name=settings.name, client_token=settings.token, details={"name": settings.name}
             )
         )
+        request = knowledge_base_request(config, settings)
+        response = _create(state, entry, lambda: call_with_backoff(clients.agent.create_knowledge_base, **request))["knowledgeBase"]
+        kb = state.confirm(entry, id=response["knowledgeBaseId"], arn=response.get("knowledgeBaseArn", ""))
     kb_id = kb.id
     wait_until(
         lambda: clients.agent.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["status"],
         {"ACTIVE", "Active"},
         {"FAILED", "DELETE_UNSUCCESSFUL"},
-        "knowledge base",
+        f"knowledge base {kb_id}",
         poll_s=poll_s,
         sleep=sleep,
     )
 
-    chunking = chunking_configuration(config.corpus.chunking)
-    ds_token = stable_hash({"kb": kb_id, "chunking": chunking, "prefix": corpus_prefix(config)}, 40)
-    source = state.find("data_source", key="data_source", client_token=ds_token)
-    if source is None:
-        response = call_with_backoff(
-            clients.agent.create_data_source,
-            knowledgeBaseId=kb_id,
-            clientToken=ds_token,
-            name=f"{settings.name}-s3"[:100],
-            dataSourceConfiguration={
-                "type": "S3",
-                "s3Configuration": {"bucketArn": f"arn:aws:s3:::{bucket}", "inclusionPrefixes": [corpus_prefix(config)]},
-            },
-            vectorIngestionConfiguration={"chunkingConfiguration": chunking},
-            dataDeletionPolicy=settings.data_deletion_policy,
-        )["dataSource"]
-        source = state.record(
+    request = data_source_request(config, settings, kb_id)
+    source = state.find("data_source", key="data_source", client_token=request["clientToken"])
+    if source is None or source.status != "created":
+        entry = source or state.intend(
             Resource(
                 "data_source",
                 "data_source",
                 region,
-                id=response["dataSourceId"],
-                client_token=ds_token,
+                name=request["name"],
+                client_token=request["clientToken"],
                 details={"knowledge_base_id": kb_id},
             )
         )
+        response = _create(state, entry, lambda: call_with_backoff(clients.agent.create_data_source, **request))["dataSource"]
+        source = state.confirm(entry, id=response["dataSourceId"])
 
     # Ingestion syncs the data source with what is in S3 now. A finished one is kept while the
-    # corpus is unchanged; a changed corpus is a new token, so a new job that re-syncs it.
+    # corpus is unchanged; a changed corpus is a new token, so a new job that re-syncs it. The
+    # tokens it embeds are written down before it starts: the spend guard counts them.
     if source.details.get("ingested_corpus_sha") != corpus_sha:
-        job = call_with_backoff(
-            clients.agent.start_ingestion_job,
-            knowledgeBaseId=kb_id,
-            dataSourceId=source.id,
-            clientToken=stable_hash({"ds": source.id, "corpus": corpus_sha}, 40),
-        )["ingestionJob"]
+        job_token = stable_hash({"ds": source.id, "corpus": corpus_sha}, 40)
+        ingestions = list(source.details.get("ingestions", []))
+        if job_token not in [ingestion.get("token") for ingestion in ingestions]:
+            ingestions.append({"token": job_token, "corpus_tokens": corpus_tokens, "embedding_model": settings.embedding_model})
+            state.update(source, details={**source.details, "ingestions": ingestions})
+        job = call_with_backoff(clients.agent.start_ingestion_job, knowledgeBaseId=kb_id, dataSourceId=source.id, clientToken=job_token)[
+            "ingestionJob"
+        ]
         job_id = job["ingestionJobId"]
 
         def status() -> str:
-            return clients.agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source.id, ingestionJobId=job_id)["ingestionJob"][
-                "status"
-            ]
+            answer = clients.agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source.id, ingestionJobId=job_id)
+            return answer["ingestionJob"]["status"]
 
         try:
-            wait_until(status, {"COMPLETE"}, {"FAILED", "STOPPED"}, "ingestion", poll_s=poll_s, sleep=sleep)
-        except RuntimeError as error:
-            raise UserError(
-                f"knowledge base {kb_id}: ingestion job {job_id} {error}; see its failureReasons in the Bedrock console"
-            ) from None
+            wait_until(status, {"COMPLETE"}, {"FAILED", "STOPPED"}, f"ingestion {job_id}", poll_s=poll_s, sleep=sleep)
+        except UserError as error:
+            raise UserError(f"knowledge base {kb_id}: {error}; see its failureReasons in the Bedrock console, then run again") from None
         state.update(source, details={**source.details, "ingested_corpus_sha": corpus_sha, "ingestion_job_id": job_id})
     return kb_id
 
 
 class KnowledgeBaseRetriever:
-    """The rag arms' retriever on the Bedrock path: `retrieve`, then the pipeline calls converse."""
+    """The rag arms' retriever on the Bedrock path: `retrieve`, then the pipeline calls converse.
+    Each retrieve embeds its query, so it is reserved with the active spend guard before it is
+    sent and settled when it answers."""
 
     def __init__(
         self,
@@ -292,10 +339,12 @@ class KnowledgeBaseRetriever:
         corpus_s3_prefix: str,
         region: str = "us-east-1",
         client: Any = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        embed_price_per_1k: float = 0.0,
     ):
         self.knowledge_base_id = knowledge_base_id
         self.corpus_s3_prefix = corpus_s3_prefix
+        self.embed_price_per_1k = embed_price_per_1k
         self._sleep = sleep
         if client is None:
             client = AwsClients(region).agent_runtime
@@ -308,13 +357,20 @@ class KnowledgeBaseRetriever:
         return {"knowledge_base_id": self.knowledge_base_id}
 
     def _search_one(self, query: str, top_k: int) -> list[RetrievedChunk]:
-        response = call_with_backoff(
-            self.client.retrieve,
-            knowledgeBaseId=self.knowledge_base_id,
-            retrievalQuery={"text": query},
-            retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": top_k}},
-            sleep=self._sleep,
-        )
+        guard = active_spend_guard()
+        cost = count_tokens_estimate(query) / 1000 * self.embed_price_per_1k
+        reservation = guard.reserve("a retrieve call", cost) if guard is not None else None
+        try:
+            response = call_with_backoff(self.client.retrieve, **retrieve_request(self.knowledge_base_id, query, top_k), sleep=self._sleep)
+        except BaseException as error:
+            if guard is not None and reservation is not None:
+                if error_code(error):
+                    guard.release(reservation)  # AWS refused it: nothing embedded, nothing billed
+                else:
+                    guard.lost(reservation, "a retrieve call")
+            raise
+        if guard is not None and reservation is not None:
+            guard.settle_unstored(reservation, "a retrieve call", cost)  # the store holds no retrieve
         chunks = []
         for result in response.get("retrievalResults", [])[:top_k]:
             uri = result.get("location", {}).get("s3Location", {}).get("uri", "")

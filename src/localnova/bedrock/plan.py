@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from localnova.bedrock.availability import NOVA_HYPERPARAMETER_BOUNDS, nova_hyperparameters
+from localnova.aws.availability import NOVA_HYPERPARAMETER_BOUNDS, nova_hyperparameters
 from localnova.bedrock.knowledge_base import chunking_configuration, corpus_prefix, existing_knowledge_base_id
 from localnova.config import FT_ARMS, StudyConfig
 
@@ -37,7 +37,15 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
     assert bedrock is not None, "plan_calls needs a bedrock section"
     bucket = bedrock.s3_bucket or "<bedrock.s3_bucket>"
     role = bedrock.role_arn or "<bedrock.role_arn>"
-    calls: list[PlannedCall] = []
+    calls: list[PlannedCall] = [
+        PlannedCall(
+            "preflight",
+            "sts+bedrock+iam+s3",
+            "free reads",
+            note="identity; each model, its route and the account's access to it; role, bucket, quotas",
+        ),
+        PlannedCall("reconcile", "bedrock+bedrock-agent+s3", "List*/Head*", note="find by name what the state file lists (free)"),
+    ]
     uses_rag = config.retrieves
     uses_ft = config.fine_tunes
 
@@ -134,6 +142,12 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
                         note="on-demand: billed per token, no hourly charge",
                     ),
                     PlannedCall("hosting", "bedrock", "GetCustomModelDeployment", note="poll until Active"),
+                    PlannedCall(
+                        "hosting",
+                        "bedrock",
+                        "DeleteCustomModelDeployment",
+                        note="as its ft arms end, or on any way out of the run (unless --keep-hosting)",
+                    ),
                 ]
             else:
                 calls += [
@@ -150,6 +164,12 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
                         note="only with --allow-spend; bills every started hour until deleted",
                     ),
                     PlannedCall("hosting", "bedrock", "GetProvisionedModelThroughput", note="poll until InService"),
+                    PlannedCall(
+                        "hosting",
+                        "bedrock",
+                        "DeleteProvisionedModelThroughput",
+                        note="as its ft arms end, or on any way out of the run (unless --keep-hosting); polled until gone",
+                    ),
                 ]
 
     if uses_rag:

@@ -1,13 +1,16 @@
 """`localnova bedrock preflight CONFIG`: free checks of everything a paid run relies on.
 
-Run alone or by `localnova run` on a Bedrock config before the estimate, so a wrong model id
-or a missing permission stops the study before the first billable call, not after the
-Knowledge Base, the training and the answers were paid for. Every call here is free: reads of
-identities, models, profiles, roles, the bucket and service quotas, and IAM's policy simulator.
+Run alone, by `localnova bedrock estimate` and by `localnova run` on a Bedrock config before
+the estimate, so a wrong model id, a model the account may not use or a missing permission
+stops the study before the first billable call, not after the Knowledge Base, the training and
+the answers were paid for. Every call here is free: reads of identities, models and whether
+the account may use each (GetFoundationModelAvailability), profiles, roles, the bucket and
+service quotas, and IAM's policy simulator.
 
 Each failure is one line naming the config key to fix. What cannot be checked (an API that
 the credentials may not call, or that a stand-in such as moto does not implement) is listed
-as not checked, with the reason, never passed off as checked.
+as not checked, with the reason and its key, never passed off as checked, and it blocks a paid
+run like a failure unless the user names that key to skip (`--skip-check KEY`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from localnova.bedrock.availability import check_customization_offered, check_hosting_offered
-from localnova.bedrock.aws import AwsClients, error_code, require_credentials
+from localnova.aws.availability import check_customization_offered, check_hosting_offered
+from localnova.aws.clients import AwsClients, error_code, require_credentials
 from localnova.config import StudyConfig
 from localnova.errors import UserError
 
@@ -35,14 +38,23 @@ PT_QUOTA = "no-commitment provisioned throughputs across custom models"
 @dataclass
 class PreflightReport:
     failures: list[str] = field(default_factory=list)  # "config.key: what is wrong"
-    unchecked: list[str] = field(default_factory=list)  # "what: why it could not be checked"
+    unchecked: list[tuple[str, str]] = field(default_factory=list)  # (config key, "what: why it could not be checked")
     passed: list[str] = field(default_factory=list)
+    skipped: tuple[str, ...] = ()  # keys the user named to skip
+
+    def blocking(self) -> list[str]:
+        """What stops a paid run: every failure, and every check not made whose key the user
+        did not name to skip."""
+        return self.failures + [
+            f"{key}: not checked: {text} (name it to skip: --skip-check {key})" for key, text in self.unchecked if key not in self.skipped
+        ]
 
     def format(self) -> str:
         lines = [f"ok: {item}" for item in self.passed]
-        lines += [f"not checked: {item}" for item in self.unchecked]
-        lines += self.failures
-        verdict = f"{len(self.failures)} problem(s)" if self.failures else "no problem found"
+        lines += [f"not checked, skipped as asked: {key}: {text}" for key, text in self.unchecked if key in self.skipped]
+        lines += self.blocking()
+        blocking = self.blocking()
+        verdict = f"{len(blocking)} problem(s) block a paid run" if blocking else "no problem found"
         lines.append(f"preflight: {verdict}; {len(self.passed)} checked, {len(self.unchecked)} not checked")
         return "\n".join(lines)
 
@@ -57,9 +69,9 @@ def _attempt(report: PreflightReport, what: str, key: str, call: Callable[[], An
         if code in REFUSED_CODES:
             report.failures.append(f"{key}: {what}: {code}")
         elif code in DENIED_CODES:
-            report.unchecked.append(f"{what}: {code} (the credentials may not read it)")
+            report.unchecked.append((key, f"{what}: {code} (the credentials may not read it)"))
         elif code or type(error).__module__.startswith(("botocore", "urllib3")):
-            report.unchecked.append(f"{what}: {code or type(error).__name__}")
+            report.unchecked.append((key, f"{what}: {code or type(error).__name__}"))
         else:
             raise  # a bug, not an answer
         return None
@@ -88,8 +100,9 @@ def _check_models(config: StudyConfig, clients: AwsClients, report: PreflightRep
     profiles: set[str] | None = None
     for key, model_id, use in _model_ids(config):
         if model_id.startswith("arn:") and HOSTED_ARN_PATTERN.search(model_id):
-            report.unchecked.append(f"{key}: {model_id} is a hosted ARN; its route is the deployment or throughput itself")
+            report.unchecked.append((key, f"{model_id} is a hosted ARN; its route is the deployment or throughput itself"))
             continue
+        _check_access(key, model_id, region, clients, report)
         if PROFILE_PATTERN.match(model_id):
             if profiles is None:
                 profiles = _list_profiles(clients, report)
@@ -121,6 +134,35 @@ def _check_models(config: StudyConfig, clients: AwsClients, report: PreflightRep
             report.passed.append(f"{key}: {model_id} is called on demand in {region}")
 
 
+def _check_access(key: str, model_id: str, region: str, clients: AwsClients, report: PreflightReport) -> None:
+    """Whether this account may call the model (GetFoundationModelAvailability, free): access
+    granted, entitled, offered in the region, its agreement accepted."""
+    bare = PROFILE_PATTERN.sub("", model_id)
+    answer = _attempt(
+        report,
+        f"access to {bare} in {region} (GetFoundationModelAvailability)",
+        key,
+        lambda: clients.bedrock.get_foundation_model_availability(modelId=bare),
+    )
+    if answer is None:
+        return
+    wanted = {
+        "authorizationStatus": "AUTHORIZED",
+        "entitlementAvailability": "AVAILABLE",
+        "regionAvailability": "AVAILABLE",
+    }
+    refused = [f"{name} {answer.get(name)}" for name, value in wanted.items() if answer.get(name) != value]
+    agreement = (answer.get("agreementAvailability") or {}).get("status")
+    if agreement != "AVAILABLE":
+        refused.append(f"agreement {agreement}")
+    if refused:
+        report.failures.append(
+            f"{key}: this account may not use {bare} in {region} ({', '.join(refused)}); request access in the Bedrock console"
+        )
+    else:
+        report.passed.append(f"{key}: this account may use {bare} in {region}")
+
+
 def _list_profiles(clients: AwsClients, report: PreflightReport) -> set[str] | None:
     def listed() -> set[str]:
         ids = set()
@@ -128,7 +170,7 @@ def _list_profiles(clients: AwsClients, report: PreflightReport) -> set[str] | N
             ids |= {profile["inferenceProfileId"] for profile in page.get("inferenceProfileSummaries", [])}
         return ids
 
-    return _attempt(report, "inference profiles (ListInferenceProfiles)", "bedrock.region", listed)
+    return _attempt(report, "inference profiles (ListInferenceProfiles)", "inference-profiles", listed)
 
 
 def _role_arn_of(caller_arn: str) -> str:
@@ -214,7 +256,7 @@ def _check_quotas(config: StudyConfig, clients: AwsClients, report: PreflightRep
             found |= {quota["QuotaName"].lower(): float(quota.get("Value", 0)) for quota in page.get("Quotas", [])}
         return found
 
-    values = _attempt(report, "Bedrock service quotas (ListServiceQuotas)", "bedrock", quotas)
+    values = _attempt(report, "Bedrock service quotas (ListServiceQuotas)", "quotas", quotas)
     if values is None:
         return
     # both jobs run before any hosting, so they run at the same time; hosting is one model at a time
@@ -224,27 +266,28 @@ def _check_quotas(config: StudyConfig, clients: AwsClients, report: PreflightRep
     for name, needed, key in needs:
         value = next((v for quota, v in values.items() if name in quota), None)
         if value is None:
-            report.unchecked.append(f"quota '{name}': not among the quotas the account reports")
+            report.unchecked.append(("quotas", f"quota '{name}': not among the quotas the account reports"))
         elif value < needed:
             report.failures.append(f"{key}: the plan needs {needed} under the quota '{name}', the account has {value:g}")
         else:
             report.passed.append(f"quota '{name}': {value:g} (needs {needed})")
 
 
-def preflight(config: StudyConfig, clients: AwsClients | None = None) -> PreflightReport:
+def preflight(config: StudyConfig, clients: AwsClients | None = None, skip_checks: tuple[str, ...] | list[str] = ()) -> PreflightReport:
     """Every free check of a Bedrock study; raises a UserError (one line) when there are no
-    credentials at all, since nothing else can be checked then."""
+    credentials at all, since nothing else can be checked then. `skip_checks` names the keys
+    whose checks, if they cannot be made, the user accepts not to have."""
     if config.bedrock is None:
         raise UserError("bedrock: a Bedrock study needs a bedrock section (region, role_arn, s3_bucket, ...)")
     region = config.bedrock.region
     if clients is None:
         require_credentials(region)
         clients = AwsClients(region, check_credentials=False)
-    report = PreflightReport()
+    report = PreflightReport(skipped=tuple(skip_checks))
     identity = _attempt(report, "credentials (STS GetCallerIdentity)", "credentials", lambda: clients.get("sts").get_caller_identity())
     if identity is None:
         if not report.failures:
-            report.failures.append(f"credentials: could not be confirmed in {region}: {report.unchecked.pop()}")
+            report.failures.append(f"credentials: could not be confirmed in {region}: {report.unchecked.pop()[1]}")
         return report
     report.passed.append(f"credentials: account {identity.get('Account')} in {region}")
     caller = _role_arn_of(str(identity.get("Arn", "")))
@@ -255,8 +298,18 @@ def preflight(config: StudyConfig, clients: AwsClients | None = None) -> Preflig
     return report
 
 
-def preflight_command(config: StudyConfig) -> int:
-    """What `localnova bedrock preflight CONFIG` runs: the report, exit code 2 on any failure."""
-    report = preflight(config)
+def preflight_command(config: StudyConfig, skip_checks: tuple[str, ...] | list[str] = ()) -> int:
+    """What `localnova bedrock preflight CONFIG` runs: the report, exit code 2 on anything
+    that would block a paid run."""
+    report = preflight(config, skip_checks=skip_checks)
     print(report.format())
-    return 2 if report.failures else 0
+    return 2 if report.blocking() else 0
+
+
+def require_preflight(config: StudyConfig, clients: AwsClients | None, skip_checks: tuple[str, ...] | list[str] = ()) -> PreflightReport:
+    """The preflight of a paid run (or estimate): a UserError listing what blocks it."""
+    report = preflight(config, clients, skip_checks)
+    blocking = report.blocking()
+    if blocking:
+        raise UserError(f"preflight found {len(blocking)} problem(s) (nothing was created):\n" + "\n".join(blocking))
+    return report

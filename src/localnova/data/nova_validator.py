@@ -3,9 +3,12 @@ job finds the problem an hour (and a bill) later.
 
 Every problem in the file is reported with its line number, not just the first one.
 
-Where the rules come from (both read 2026-11-25):
+Where the rules come from (both read 2026-11-25; the constraints table re-read 2026-12-02):
 - [guide] Amazon Nova user guide, "Preparing data for fine-tuning Understanding models"
-  (docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html).
+  (docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html): its
+  numbered list of requirements, and its "Dataset constraints" table
+  (#custom-fine-tune-constraints): per model (Micro, Lite, Pro) the minimum and maximum number of
+  samples and the context length of one sample, and the image and video limits per sample.
 - [script] the validation script that the guide's SageMaker page recommends:
   aws-samples/amazon-bedrock-samples,
   custom-models/bedrock-fine-tuning/nova/understanding/dataset_validation/nova_ft_dataset_validator.py.
@@ -20,12 +23,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localnova.costs import count_tokens_estimate
 from localnova.errors import UserError
 
-# [script] MODEL_TO_NUM_SAMPLES_MAP: every Nova 1.0 understanding model takes 8 to 20,000
-# samples per file. The guide itself only recommends "at least 100 samples per task".
-SAMPLE_BOUNDS: dict[str, tuple[int, int]] = {"micro": (8, 20_000), "lite": (8, 20_000), "pro": (8, 20_000)}
-DEFAULT_SAMPLE_BOUNDS = (8, 20_000)  # the same for every model, so it also holds without --model
+
+@dataclass(frozen=True)
+class NovaLimits:
+    """One model's row of the guide's "Dataset constraints" table."""
+
+    min_samples: int
+    max_samples: int
+    context_tokens: int  # one sample's system prompt and turns together
+    takes_media: bool  # images and video ([script]: Micro is text only)
+
+
+# [guide] "Dataset constraints": Amazon Nova Micro, Lite and Pro each take 8 to 20k samples and a
+# context length of 32k (the table gives all three the same row). "32k" is read as 32,000
+# tokens, the stricter reading of 32,000 or 32,768. The [script]'s MODEL_TO_NUM_SAMPLES_MAP agrees
+# on the sample counts. A sample's tokens are estimated at 4 characters a token (costs.py), the
+# one estimate of the package, so a sample near the limit is flagged by estimate, not counted.
+NOVA_LIMITS: dict[str, NovaLimits] = {
+    "micro": NovaLimits(min_samples=8, max_samples=20_000, context_tokens=32_000, takes_media=False),
+    "lite": NovaLimits(min_samples=8, max_samples=20_000, context_tokens=32_000, takes_media=True),
+    "pro": NovaLimits(min_samples=8, max_samples=20_000, context_tokens=32_000, takes_media=True),
+}
+# Without --model the tightest limits of the three hold.
+DEFAULT_LIMITS = NovaLimits(
+    min_samples=max(limits.min_samples for limits in NOVA_LIMITS.values()),
+    max_samples=min(limits.max_samples for limits in NOVA_LIMITS.values()),
+    context_tokens=min(limits.context_tokens for limits in NOVA_LIMITS.values()),
+    takes_media=True,
+)
+MAX_IMAGES_PER_SAMPLE = 10  # [guide] "Maximum images: 10/sample"
 
 # [guide] item 12 lists User:, Bot:, Assistant:, System:, <image>, <video> and [EOS] as
 # reserved keywords that may appear nowhere in a prompt; [script] INVALID_TOKENS_TEXT adds the
@@ -35,7 +64,7 @@ RESERVED_KEYWORDS = (
     "Thought:", "[EOS]", "<image>", "<video>",
 )  # fmt: skip
 
-# [script] IMAGE_FORMATS, VIDEO_FORMATS, MAX_NUM_IMAGES
+# [script] IMAGE_FORMATS, VIDEO_FORMATS, MAX_NUM_IMAGES ([guide]: the same formats)
 IMAGE_FORMATS = ("jpeg", "png", "gif", "webp")
 VIDEO_FORMATS = ("mov", "mkv", "mp4", "webm")
 MAX_IMAGES_PER_MESSAGE = 10
@@ -134,8 +163,8 @@ def _check_message(message: Any, index: int, model: str | None, modalities: set[
     if images or videos:
         if role == "assistant":
             problems.append(f"{where}: an assistant turn cannot hold an image or video")  # [script]
-        if model == "micro":
-            problems.append(f"{where}: Nova Micro takes text only, not images or video")  # [script]
+        if model is not None and not NOVA_LIMITS[model].takes_media:
+            problems.append(f"{where}: Nova {model.capitalize()} takes text only, not images or video")  # [script]
         if images and videos:
             problems.append(f"{where}: a message cannot hold both images and a video")  # [guide] 4.1
         if images > MAX_IMAGES_PER_MESSAGE:
@@ -197,15 +226,45 @@ def check_sample(sample: Any, model: str | None = None, modalities: set[str] | N
     )
     if videos > 1:
         problems.append(f"{videos} videos in one sample; at most one is allowed")  # [guide] 4.3
+    images = sum(
+        1
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and "image" in b
+    )
+    if images > MAX_IMAGES_PER_SAMPLE:
+        problems.append(f"{images} images in one sample; at most {MAX_IMAGES_PER_SAMPLE} are allowed")  # [guide] Dataset constraints
+    limits = NOVA_LIMITS[model] if model is not None else DEFAULT_LIMITS
+    sample_tokens = _sample_tokens(sample)
+    if sample_tokens > limits.context_tokens:
+        who = f"Nova {model.capitalize()}'s" if model else "Nova's"
+        problems.append(
+            f"about {sample_tokens:,} tokens (at 4 characters a token), over {who} context length of {limits.context_tokens:,} "
+            "for one sample (the Nova user guide's Dataset constraints); shorten or split it"
+        )
     return problems
+
+
+def _sample_tokens(sample: dict[str, Any]) -> int:
+    """The estimated tokens of one sample: its system prompt and every text of its turns."""
+    texts = (
+        [block.get("text") for block in sample.get("system", []) if isinstance(block, dict)]
+        if isinstance(sample.get("system"), list)
+        else []
+    )
+    for message in sample.get("messages", []) if isinstance(sample.get("messages"), list) else []:
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            texts += [block.get("text") for block in message["content"] if isinstance(block, dict)]
+    return sum(count_tokens_estimate(text) for text in texts if isinstance(text, str))
 
 
 def validate_nova_file(path: str | Path, model: str | None = None) -> list[Problem]:
     """Every problem in a Nova fine-tuning JSONL file, in line order. A missing file is a
     UserError; an empty list means the file passes every rule checked here."""
     path = Path(path)
-    if model is not None and model not in SAMPLE_BOUNDS:
-        raise UserError(f"unknown Nova model {model!r}; known: {', '.join(SAMPLE_BOUNDS)}")
+    if model is not None and model not in NOVA_LIMITS:
+        raise UserError(f"unknown Nova model {model!r}; known: {', '.join(NOVA_LIMITS)}")
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     problems: list[Problem] = []
@@ -230,7 +289,8 @@ def validate_nova_file(path: str | Path, model: str | None = None) -> list[Probl
             problems += [Problem(line_number, message) for message in check_sample(sample, model, modalities)]
     if {"image", "video"} <= modalities:
         problems.append(Problem(0, "the dataset mixes images and videos; use one media kind per dataset"))  # [guide] 4.1
-    low, high = SAMPLE_BOUNDS.get(model or "", DEFAULT_SAMPLE_BOUNDS)
+    limits = NOVA_LIMITS[model] if model is not None else DEFAULT_LIMITS
+    low, high = limits.min_samples, limits.max_samples
     who = f"Nova {model.capitalize()}" if model else "Nova"
     if sample_count < low:
         problems.append(Problem(0, f"{sample_count} samples; {who} fine-tuning needs at least {low}"))

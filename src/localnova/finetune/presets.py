@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from localnova.bedrock.availability import NOVA_HYPERPARAMETER_BOUNDS
+from localnova.aws.availability import NOVA_HYPERPARAMETER_BOUNDS
 from localnova.config import FinetuneConfig, Preset
 from localnova.errors import UserError
 

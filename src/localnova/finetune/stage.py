@@ -51,6 +51,15 @@ def training_file(config: StudyConfig) -> Path:
     return path
 
 
+def sample_training_pairs(pairs: list, limit: int | None, seed: int) -> tuple[list, str]:
+    """At most `limit` pairs (finetune.max_train_pairs), a seeded sample kept in file order,
+    and what was done ('' when nothing was dropped): the local and the Bedrock path alike."""
+    if limit is None or len(pairs) <= limit:
+        return pairs, ""
+    kept = sorted(random.Random(seed).sample(range(len(pairs)), limit))
+    return [pairs[index] for index in kept], f"{limit} of {len(pairs)} pairs (finetune.max_train_pairs, seed {seed})"
+
+
 def training_report_path(config: StudyConfig) -> Path:
     """Where the stage writes what it did to the training set (kept, dropped, sampled)."""
     return config.study_dir / "data" / TRAINING_REPORT_FILE
@@ -67,11 +76,9 @@ def training_records(config: StudyConfig, eval_items, embed: EmbedFn) -> tuple[l
     if not pairs:
         report.status = "empty"
         raise EmptyTrainingSet(report, str(train_path))
-    limit = config.finetune.max_train_pairs
-    if limit is not None and len(pairs) > limit:
-        kept = sorted(random.Random(config.seed).sample(range(len(pairs)), limit))
-        report.settings["sampled"] = f"{limit} of {len(pairs)} pairs (finetune.max_train_pairs, seed {config.seed})"
-        pairs = [pairs[index] for index in kept]
+    pairs, sampled = sample_training_pairs(pairs, config.finetune.max_train_pairs, config.seed)
+    if sampled:
+        report.settings["sampled"] = sampled
     report.train_pairs = len(pairs)
     train = [pair.to_record(system_prompt=SYSTEM_PROMPT).to_dict() for pair in pairs]
     validation = None

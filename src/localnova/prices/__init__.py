@@ -1,13 +1,18 @@
 """The dated price file (bedrock.yaml, beside this module) and its reader.
 
 Each figure in the file says where it was read and when; `verified: false` marks one that no
-primary page confirmed. Plain Python and PyYAML: no boto3.
+primary page confirmed. A model's price follows the route a call takes: an entry may give a
+`regional_profile` price for calls through a regional cross-region inference profile (us.,
+eu., apac., ...), which for some models costs more than the global profile or the model's
+own id. Prices a study config sets (bedrock.prices) are laid over the file and say so.
+Plain Python and PyYAML: no boto3.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,16 +21,30 @@ import yaml
 
 from localnova.errors import UserError
 
+PROFILE_PREFIX = re.compile(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.")
+GLOBAL_PROFILE = "global"
+CONFIG_PRICE_SOURCE = "bedrock.prices in the study config"
+
 
 def price_key(model_id: str) -> str:
     """The price-file key of a model id: 'us.amazon.nova-micro-v1:0' and
     'amazon.nova-micro-v1:0:128k' both become 'amazon.nova-micro-v1:0'."""
-    key = re.sub(r"^(us|eu|apac|jp|au|ca|us-gov|global)\.", "", model_id.strip())
+    key = PROFILE_PREFIX.sub("", model_id.strip())
     key = re.sub(r":\d+k$", "", key)
     if key.startswith("arn:"):
         match = re.search(r"(?:foundation-model|inference-profile)/(.+)$", key)
         key = price_key(match.group(1)) if match else key
     return key
+
+
+def route_of_id(model_id: str) -> str:
+    """'regional profile' (us.anthropic...), 'global profile' (global.anthropic...) or 'model'
+    (the model's own id in one region), for an id or an inference profile ARN."""
+    tail = model_id.rsplit("inference-profile/", 1)[-1] if model_id.startswith("arn:") else model_id
+    match = PROFILE_PREFIX.match(tail)
+    if match is None:
+        return "model"
+    return "global profile" if match.group(1) == GLOBAL_PROFILE else "regional profile"
 
 
 @dataclass(frozen=True)
@@ -38,7 +57,15 @@ class PriceBook:
         return str(self.data.get("read_on", "unknown"))
 
     def token_prices(self, model_id: str) -> dict[str, Any] | None:
-        return self.data.get("models", {}).get(price_key(model_id))
+        """The per-1k prices of a call to `model_id` by the route that id takes; None when the
+        file (and the config) has no price for the model."""
+        entry = self.data.get("models", {}).get(price_key(model_id))
+        if entry is None:
+            return None
+        regional = entry.get("regional_profile")
+        if regional and route_of_id(model_id) == "regional profile":
+            return {**entry, **regional, "route": "regional profile"}
+        return entry
 
     def customization(self, model_id: str) -> dict[str, Any] | None:
         return self.data.get("customization", {}).get(price_key(model_id))
@@ -50,16 +77,40 @@ class PriceBook:
     def embedding_model(self) -> str:
         return str(self.data.get("knowledge_base", {}).get("embedding_model", "amazon.titan-embed-text-v2:0"))
 
+    def with_prices(self, prices: dict[str, Any]) -> "PriceBook":
+        """This book with a config's prices (model id -> input_per_1k, output_per_1k) laid over
+        it, each marked as the config's and unverified."""
+        if not prices:
+            return self
+        models = dict(self.data.get("models", {}))
+        for model_id, price in prices.items():
+            values = price if isinstance(price, dict) else price.model_dump()
+            models[price_key(model_id)] = {
+                "input_per_1k": float(values["input_per_1k"]),
+                "output_per_1k": float(values.get("output_per_1k", 0.0)),
+                "source": CONFIG_PRICE_SOURCE,
+                "verified": False,
+                "note": f"price set in the config (bedrock.prices: {model_id})",
+            }
+        return PriceBook({**self.data, "models": models}, f"{self.path} + {CONFIG_PRICE_SOURCE}")
+
+
+@lru_cache(maxsize=1)
+def _shipped_prices() -> PriceBook:
+    text = resources.files("localnova").joinpath("prices/bedrock.yaml").read_text(encoding="utf-8")
+    return _parse(text, "localnova/prices/bedrock.yaml")
+
 
 def load_prices(path: str | Path | None = None) -> PriceBook:
-    """The price file shipped with the package, or another one."""
+    """The price file shipped with the package (read once per process), or another one."""
     if path is None:
-        text = resources.files("localnova").joinpath("prices/bedrock.yaml").read_text(encoding="utf-8")
-        where = "localnova/prices/bedrock.yaml"
-    else:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: price file not found")
-        text, where = Path(path).read_text(encoding="utf-8"), str(path)
+        return _shipped_prices()
+    if not Path(path).is_file():
+        raise UserError(f"{path}: price file not found")
+    return _parse(Path(path).read_text(encoding="utf-8"), str(path))
+
+
+def _parse(text: str, where: str) -> PriceBook:
     data = yaml.safe_load(text)
     if not isinstance(data, dict) or "models" not in data:
         raise UserError(f"{where}: not a price file (expected a 'models' section)")

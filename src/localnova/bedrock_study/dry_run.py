@@ -15,8 +15,18 @@ from pathlib import Path
 from localnova.bedrock.knowledge_base import corpus_files
 from localnova.bedrock.plan import PlannedCall, plan_calls
 from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig
-from localnova.costs import CostTable, PriceBook, TokenCounts, Usage, count_tokens_estimate, estimate_costs, format_cost_table
+from localnova.costs import (
+    CostTable,
+    PriceBook,
+    TokenCounts,
+    Usage,
+    check_every_cost_priced,
+    count_tokens_estimate,
+    estimate_costs,
+    format_cost_table,
+)
 from localnova.data.eval_set import load_eval_set
+from localnova.data.formats import read_training_file
 from localnova.errors import UserError
 from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
 from localnova.pipeline import prepare_inputs
@@ -75,11 +85,12 @@ def corpus_tokens(path: Path) -> tuple[int, int]:
 
 
 def training_tokens(config: StudyConfig, eval_items: list[EvalItem]) -> int:
-    """Tokens in one pass over the training file: counted when it exists, else target_pairs
-    pairs the size of an average eval question and answer."""
+    """Tokens in one pass over the training file: its messages counted when it exists (the
+    real run counts the file it uploads, after decontamination and sampling), else
+    target_pairs pairs the size of an average eval question and answer."""
     if config.finetune.train_path and Path(config.finetune.train_path).is_file():
-        text = Path(config.finetune.train_path).read_text(encoding="utf-8")
-        return count_tokens_estimate(text) // 2  # JSON keys and structure are about half the characters
+        records = read_training_file(config.finetune.train_path)
+        return sum(count_tokens_estimate(message["content"]) for record in records for message in record.messages)
     per_pair = sum(count_tokens_estimate(i.question) + count_tokens_estimate(i.answer) for i in eval_items) / max(1, len(eval_items))
     return int(config.gen_qa.target_pairs * (per_pair + 2 * MESSAGE_OVERHEAD_TOKENS))
 
@@ -166,10 +177,12 @@ def dry_run(
     n_questions: int | None = None,
     prices: PriceBook | None = None,
     out: Callable[[str], None] | None = print,
+    uploaded_training_tokens: int | None = None,
 ) -> DryRunResult:
     """Print (via `out`) the AWS calls the study would make and the cost table with both
     hosting totals. `n_questions` repeats/trims the eval set to that many questions (e.g. the
-    post's 10). No credentials, no network, no boto3."""
+    post's 10); `uploaded_training_tokens` is the count of the file the real run uploads. A billable
+    model without a price is one UserError naming its key. No credentials, no network, no boto3."""
     if config.bedrock is None:
         raise UserError("bedrock: a dry run of the Bedrock path needs a bedrock section")
     items = list(eval_items) if eval_items is not None else load_eval_set(config.eval.path)
@@ -180,10 +193,13 @@ def dry_run(
             raise UserError("eval.path: the eval set is empty")
         items = [items[i % len(items)] for i in range(n_questions)]
     counts = estimate_token_counts(config, items, answer_requests, judge_requests)
+    if uploaded_training_tokens is not None and config.fine_tunes:
+        counts.training_tokens = uploaded_training_tokens
     _, n_files = corpus_tokens(config.corpus.path) if config.retrieves else (0, 0)
     judge_calls = max((u.requests for u in counts.judges.values()), default=0)
     plan = plan_calls(config, len(items), n_files, judge_calls)
     costs = estimate_costs(config, counts, prices)
+    check_every_cost_priced(costs, config.bedrock.hosting)
     text = "\n".join(
         [
             f"DRY RUN of study {config.name!r} on Bedrock ({config.bedrock.region}): no AWS call is made",

@@ -1,14 +1,17 @@
-"""AWS clients, the credentials check and our bounded retry with jitter.
+"""AWS clients, the credentials check, our one retry layer, waiting, and AWS errors as one line.
 
-botocore's adaptive retry mode already retries throttled calls a few times; long studies
-still hit sustained throttling (a provisioned model warming up, a busy account), so calls
-that change or read resources go through `call_with_backoff`, which waits longer, with
-jitter, up to a fixed number of tries (the one policy of localnova.retry).
+Every client makes one attempt per call (botocore's standard mode with a single attempt: no
+retry and no rate limiter inside the call); `call_with_backoff` is the only place a call is
+tried again, with the project's policy (localnova.retry). Two layers (ours around botocore's)
+would multiply the tries, 8 x 5 for one control-plane call, and hide how many were made.
+
+Every wait goes through `pause`, whose sleep (SLEEP) tests replace to move a fake clock.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +37,16 @@ RETRYABLE_ERROR_CODES = frozenset(
         "RequestTimeout",
     }
 )
-BOTOCORE_MAX_ATTEMPTS = 5
+CONTROL_PLANE_TRIES = 8
+
+
+# Every wait of the Bedrock path (polling, backoff) goes through `pause`, which calls this;
+# tests replace it to move a fake clock instead of sleeping.
+SLEEP: Callable[[float], None] = time.sleep
+
+
+def pause(seconds: float) -> None:
+    SLEEP(seconds)
 
 
 def error_code(error: BaseException) -> str:
@@ -45,6 +57,26 @@ def error_code(error: BaseException) -> str:
     return ""
 
 
+def error_message(error: BaseException) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Message", "") or error)
+
+
+def is_aws_error(error: BaseException) -> bool:
+    """An answer or failure of AWS or of the way to it (ClientError, connection and read
+    errors), as opposed to a bug in this tool."""
+    return bool(error_code(error)) or type(error).__module__.startswith(("botocore", "urllib3"))
+
+
+def aws_error_line(error: BaseException) -> str:
+    """One line for an AWS error: the operation, the code and AWS's own message."""
+    code = error_code(error)
+    operation = getattr(error, "operation_name", "") or "a call"
+    if code:
+        return f"AWS refused {operation} ({code}): {' '.join(error_message(error).split())}"
+    return f"AWS could not be reached ({type(error).__name__}: {' '.join(str(error).split())})"
+
+
 def is_retryable(error: Exception) -> bool:
     """Whether an AWS error means "try again later" (botocore's ClientError carries the code)."""
     return error_code(error) in RETRYABLE_ERROR_CODES
@@ -53,10 +85,10 @@ def is_retryable(error: Exception) -> bool:
 def call_with_backoff(
     call: Callable[..., Any],
     *args: Any,
-    max_tries: int = 8,
+    max_tries: int = CONTROL_PLANE_TRIES,
     base_delay_s: float = 1.0,
     cap_delay_s: float = 30.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Call `call(*args, **kwargs)`, retrying throttling and unavailability with the project's
@@ -67,7 +99,7 @@ def call_with_backoff(
         log.info("%s: %s, retrying in %.1f s (try %d of %d)", name, error_code(error), delay_s, attempt + 1, max_tries)
 
     policy = RetryPolicy(max_attempts=max_tries, base_delay_s=base_delay_s, cap_delay_s=cap_delay_s)
-    return retry_call(lambda: call(*args, **kwargs), is_retryable, policy, sleep=sleep, on_retry=log_retry)
+    return retry_call(lambda: call(*args, **kwargs), is_retryable, policy, sleep=sleep or pause, on_retry=log_retry)
 
 
 def require_credentials(region: str) -> None:
@@ -84,17 +116,15 @@ def require_credentials(region: str) -> None:
         )
 
 
-def make_client(service: str, region: str, max_attempts: int = BOTOCORE_MAX_ATTEMPTS) -> Any:
-    """A boto3 client with botocore's adaptive retry mode; with `max_attempts=1`, botocore's
-    standard mode with a single attempt: no retry and no client-side rate limiter inside the
-    call, for callers that time each attempt and retry themselves (the Converse backend).
-    AWS_ENDPOINT_URL (as the tests set for moto) is honoured by botocore itself."""
+def make_client(service: str, region: str) -> Any:
+    """A boto3 client that makes one attempt per call (botocore's standard mode, one attempt,
+    no client-side rate limiter): the caller retries, once, as it decides. AWS_ENDPOINT_URL
+    (as the tests set for moto) is honoured by botocore itself."""
     require("boto3", "the Bedrock path")
     import boto3
     from botocore.config import Config
 
-    mode = "adaptive" if max_attempts > 1 else "standard"
-    config = Config(region_name=region, retries={"mode": mode, "total_max_attempts": max_attempts})
+    config = Config(region_name=region, retries={"mode": "standard", "total_max_attempts": 1})
     return boto3.session.Session(region_name=region).client(service, config=config)
 
 
@@ -131,6 +161,10 @@ class AwsClients:
         return self.get("s3")
 
 
+class WaitFailed(UserError):
+    """A resource ended in a failed state, or never became ready in the time allowed."""
+
+
 def wait_until(
     describe: Callable[[], str],
     done: set[str],
@@ -139,16 +173,18 @@ def wait_until(
     poll_s: float = 30.0,
     max_poll_s: float = 300.0,
     timeout_s: float = 6 * 3600.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     progress: bool = True,
 ) -> str:
     """Poll `describe()` (which returns a status string) until it is in `done` (returned) or
-    `failed` (RuntimeError); the wait between polls grows to `max_poll_s`. A tqdm bar shows
-    the status and the time waited."""
+    `failed` (WaitFailed), or `timeout_s` of waiting has passed (WaitFailed too); the wait
+    between polls grows to `max_poll_s`. On a terminal a tqdm bar shows the status and the time
+    waited."""
+    sleep = sleep or pause
     waited_s = 0.0
     interval_s = poll_s
     bar = None
-    if progress:
+    if progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(desc=what, unit="poll", leave=False)
@@ -161,9 +197,9 @@ def wait_until(
             if status in done:
                 return status
             if status in failed:
-                raise RuntimeError(f"{what}: ended as {status}")
+                raise WaitFailed(f"{what}: ended as {status}")
             if waited_s >= timeout_s:
-                raise TimeoutError(f"{what}: still {status} after {waited_s / 3600:.1f} h")
+                raise WaitFailed(f"{what}: still {status} after {waited_s / 3600:.1f} h of waiting")
             sleep(interval_s)
             waited_s += interval_s
             interval_s = min(max_poll_s, interval_s * 1.5)

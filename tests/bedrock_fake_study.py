@@ -1,0 +1,105 @@
+"""A Bedrock study against the fake account (bedrock_fake_account.py), for the tests that run
+the tool's whole paid path: the run and its reruns, cleanup, and the checks of its promises.
+
+The tool runs as it would for a user, with three things made fast and deterministic: one boto3
+client per service for the whole test module (making clients is slow), a fake clock that the
+tool's waits move, and a state file written whole and renamed but not fsynced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bedrock_fake_account import FakeAccount, FakeClock
+from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, study_config, write_nova_training
+from localnova.aws import clients as aws_clients
+from localnova.aws import state as aws_state
+from localnova.aws.clients import AwsClients
+from localnova.aws.state import BedrockState
+from localnova.backends import bedrock_backend
+from localnova.bedrock.cleanup import cleanup_command
+from localnova.bedrock_study import study as bedrock_study
+from localnova.budget import SpendGuard
+from localnova.errors import UserError
+from localnova.files import write_text_atomic
+
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+GUARD_BEFORE = SpendGuard.before  # the guard's own check, which each harness wraps once
+
+
+def fault_config(tmp_path: Path, hosting: str):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = study_config(tmp_path, hosting=hosting, budget_usd=5000)
+    train = write_nova_training(tmp_path / "train.jsonl")
+    judge = config.judges[0].model_copy(
+        update={"model": config.judges[0].model.model_copy(update={"model": SONNET, "name": "claude-sonnet-4-5"})}
+    )
+    return config.model_copy(
+        update={
+            "judges": [judge],
+            "finetune": config.finetune.model_copy(update={"train_path": train, "decontaminate_train_path": False}),
+            "eval": config.eval.model_copy(update={"controls": False, "bootstrap_samples": 20}),
+        }
+    )
+
+
+class Harness:
+    """The tool against one fake account: runs, reruns and cleanup, and the guard's checks."""
+
+    def __init__(self, monkeypatch, tmp_path: Path, boto_clients, hosting: str):
+        self.clock = FakeClock()
+        self.account = FakeAccount(self.clock)
+        self.account.install(monkeypatch)
+        self.config = fault_config(tmp_path, hosting)
+        self.boto_clients = boto_clients
+        self.guard_below_meter: list[str] = []
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_KEY)
+        monkeypatch.setattr(aws_state, "now", self.clock)
+        monkeypatch.setattr(aws_clients, "SLEEP", self.clock.advance)
+        monkeypatch.setattr(bedrock_backend, "make_client", lambda service, region: boto_clients[service])
+        monkeypatch.setattr(bedrock_backend, "require_credentials", lambda region: None)
+        # the state file is still written whole and renamed over the old one, only not fsynced:
+        # the tests kill no machine, and hundreds of fsyncs would be most of their time
+        monkeypatch.setattr(aws_state, "write_text_atomic", lambda path, text, fsync=False: write_text_atomic(path, text))
+        # the estimate's prompt lengths come from the eval set: no local index to build
+        monkeypatch.setattr(bedrock_study, "actual_answer_requests", lambda config: None)
+        harness = self
+
+        def checked_before(guard, step, estimated_cost_usd):
+            spent, billed = guard.spent_usd, harness.account.meter_total()
+            if spent < billed - 1e-9:
+                harness.guard_below_meter.append(f"before {step}: guard ${spent:.8f} < meter ${billed:.8f}")
+            return GUARD_BEFORE(guard, step, estimated_cost_usd)
+
+        monkeypatch.setattr(SpendGuard, "before", checked_before)
+
+    def clients(self) -> AwsClients:
+        return AwsClients("us-east-1", dict(self.boto_clients), check_credentials=False)
+
+    def run(self) -> tuple[str, str]:
+        """('ok' | 'error' | 'interrupted', the line the user reads)."""
+        try:
+            bedrock_study.run_bedrock_study(self.config, dry_run_only=False, allow_spend=True, assume_yes=True, clients=self.clients())
+        except UserError as error:
+            return "error", str(error)
+        except KeyboardInterrupt:
+            return "interrupted", "interrupted; run the same command again to resume"
+        return "ok", ""
+
+    def cleanup(self) -> int:
+        return cleanup_command(self.config.study_dir, yes=True, clients=self.clients())
+
+    def check_promises(self, where: str) -> None:
+        account, state = self.account, BedrockState.load(self.config.study_dir)
+        assert account.live_billable() == [], f"{where}: still billing: {account.live_billable()}"
+        named = set()
+        for resource in state.live():
+            named |= {resource.arn, resource.id, resource.name, resource.key}
+        prefixes = [r.details.get("prefix", "") for r in state.live() if r.type == "s3_prefix"]
+        for kind, names in account.held():
+            under_prefix = kind == "s3_object" and any(n.startswith(p) for n in names for p in prefixes if p)
+            assert names & named or under_prefix, f"{where}: the account holds {kind} {sorted(names)} that the state does not name"
+        assert not self.guard_below_meter, f"{where}: " + "; ".join(self.guard_below_meter[:3])
+        paid_twice = [key for key, count in account.delivered.items() if count > 1]
+        assert not paid_twice, f"{where}: {len(paid_twice)} answer(s) paid for twice"

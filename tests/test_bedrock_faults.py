@@ -1,0 +1,122 @@
+"""Proof by fault injection: a whole Bedrock study against the fake account (bedrock_fake_account.py),
+with one fault at every control-plane and runtime call in turn, for both hosting choices.
+
+Each scenario runs the study once with the fault: AWS refuses the call, Ctrl-C before it is
+sent, Ctrl-C after the account acted but before the answer arrives; and, for each kind of
+resource the study waits for, a wait that never ends. Then it does what the tool told the user
+to do (run the same command again, or `localnova bedrock cleanup`), with the fault gone, and
+checks the four promises:
+1. nothing billable is live (no hosting, no running job or ingestion);
+2. the state file names everything the account holds for the study;
+3. the spend guard's total was never below what the account's meter billed, at any check;
+4. no answer was paid for twice (no converse request answered to the tool more than once).
+Last, `localnova bedrock cleanup` leaves the account holding nothing and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("botocore")
+
+from bedrock_fake_account import FAULT_KINDS, WAITABLE, Fault  # noqa: E402
+from bedrock_fake_study import Harness  # noqa: E402
+from localnova.errors import UserError  # noqa: E402
+
+
+def scenario(harness: Harness, fault: Fault | None = None, never_ready: str | None = None) -> str:
+    """Run with the fault, follow the tool's instruction with the fault gone, check the
+    promises, clean up; returns what the first run ended with."""
+    account = harness.account
+    account.fault, account.never_ready = fault, {never_ready} if never_ready else set()
+    outcome, line = harness.run()
+    account.fault, account.never_ready = None, set()
+    where = f"{fault or never_ready}: first run {outcome}: {line}"
+    if outcome != "ok":
+        if "localnova bedrock cleanup" in line and "run the same command again" not in line:
+            assert harness.cleanup() == 0, where
+        else:
+            again, again_line = harness.run()
+            assert again == "ok", f"{where}; the rerun: {again_line}"
+    harness.check_promises(where)
+    assert harness.cleanup() == 0, f"{where}: cleanup left something"
+    assert account.held() == [] and account.live_billable() == [], f"{where}: cleanup left {account.held()}"
+    return outcome
+
+
+def cleanup_scenario(harness: Harness, fault: Fault) -> str:
+    """A finished study, then `localnova bedrock cleanup` with the fault at one of its calls;
+    then cleanup again, as its last line says, with the fault gone."""
+    assert harness.run() == ("ok", "")
+    harness.account.fault = Fault(len(harness.account.calls) + fault.call_number, fault.kind)
+    try:
+        outcome = "left" if harness.cleanup() else "ok"
+    except UserError:
+        outcome = "error"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    harness.account.fault = None
+    harness.check_promises(f"cleanup with {fault}: {outcome}")
+    assert harness.cleanup() == 0, f"cleanup with {fault}: the second cleanup left something"
+    assert harness.account.held() == [] and harness.account.live_billable() == []
+    return outcome
+
+
+def clean_calls(monkeypatch, tmp_path: Path, boto_clients, hosting: str) -> list[tuple[str, str]]:
+    harness = Harness(monkeypatch, tmp_path / "clean", boto_clients, hosting)
+    assert harness.run() == ("ok", "")
+    harness.check_promises("clean run")
+    return list(harness.account.calls)
+
+
+@pytest.mark.slow  # about 40 s of one core per hosting choice
+@pytest.mark.parametrize("hosting", ["provisioned", "on_demand"])
+def test_a_fault_at_every_call_leaves_nothing_billing_unseen(monkeypatch, fast_tmp, boto_clients, hosting):
+    tmp_path = fast_tmp
+    started = time.perf_counter()
+    calls = clean_calls(monkeypatch, tmp_path, boto_clients, hosting)
+    operations = {operation for _, operation in calls}
+    for needed in ("CreateModelCustomizationJob", "Converse", "Retrieve", "StartIngestionJob", "CreateKnowledgeBase"):
+        assert needed in operations
+    assert ("CreateProvisionedModelThroughput" if hosting == "provisioned" else "CreateCustomModelDeployment") in operations
+    outcomes = []
+    for number in range(1, len(calls) + 1):
+        for kind in FAULT_KINDS:
+            harness = Harness(monkeypatch, tmp_path / f"{number}-{kind}", boto_clients, hosting)
+            outcomes.append(scenario(harness, Fault(number, kind)))
+    for kind in WAITABLE:
+        if kind == ("custom_model_deployment" if hosting == "provisioned" else "provisioned_throughput"):
+            continue
+        harness = Harness(monkeypatch, tmp_path / f"never-{kind}", boto_clients, hosting)
+        outcomes.append(scenario(harness, never_ready=kind))
+    # and every call of the cleanup that follows a finished study
+    finished = Harness(monkeypatch, tmp_path / "finished", boto_clients, hosting)
+    assert finished.run() == ("ok", "")
+    before = len(finished.account.calls)
+    assert finished.cleanup() == 0
+    cleanup_calls = finished.account.calls[before:]
+    for number in range(1, len(cleanup_calls) + 1):
+        for kind in FAULT_KINDS:
+            harness = Harness(monkeypatch, tmp_path / f"cleanup-{number}-{kind}", boto_clients, hosting)
+            outcomes.append(cleanup_scenario(harness, Fault(number, kind)))
+    operations |= {operation for _, operation in cleanup_calls}
+    record = {
+        "hosting": hosting,
+        "study calls": len(calls),
+        "cleanup calls": len(cleanup_calls),
+        "operations": len(operations),
+        "scenarios": len(outcomes),
+    }
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(record))
+    assert len(outcomes) == 3 * (len(calls) + len(cleanup_calls)) + 4
+
+
+@pytest.mark.parametrize("hosting", ["provisioned", "on_demand"])
+def test_the_clean_study_keeps_every_promise(monkeypatch, fast_tmp, boto_clients, hosting):
+    calls = clean_calls(monkeypatch, fast_tmp, boto_clients, hosting)
+    assert len(calls) > 30
