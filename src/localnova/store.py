@@ -51,6 +51,7 @@ __all__ = [
     "Store",
     "environment_info",
     "generation_key",
+    "run_id_of",
 ]
 
 DB_NAME = "store.sqlite"
@@ -58,6 +59,11 @@ DB_NAME = "store.sqlite"
 
 def generation_key(backend_identity: dict[str, str], request: ChatRequest) -> str:
     return stable_hash({"backend": backend_identity, "request": request.to_dict()}, length=32)
+
+
+def run_id_of(study: str, run_config: dict[str, Any]) -> str:
+    """The id of the run this config defines (config.run_identity): the same one on a rerun."""
+    return f"{study}-{stable_hash(run_config, length=10)}"
 
 
 @dataclass
@@ -121,7 +127,7 @@ class Store(ProbeTables):
     def start_run(self, study: str, config: dict[str, Any], environment: dict[str, Any]) -> str:
         """Open the run that this config defines. The same config gives the same run id, so a
         command run again after an interruption resumes that run instead of starting anew."""
-        run_id = f"{study}-{stable_hash(config, length=10)}"
+        run_id = run_id_of(study, config)
         existing = self.connection.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if existing is None:
             self._write(
