@@ -80,7 +80,7 @@ def clean_calls(monkeypatch, tmp_path: Path, boto_clients, hosting: str) -> list
     return list(harness.account.calls)
 
 
-@pytest.mark.slow  # about 40 s of one core per hosting choice
+@pytest.mark.slow  # about 30 s of one core per hosting choice
 @pytest.mark.parametrize("hosting", ["provisioned", "on_demand"])
 def test_a_fault_at_every_call_leaves_nothing_billing_unseen(monkeypatch, fast_tmp, boto_clients, hosting):
     tmp_path = fast_tmp
