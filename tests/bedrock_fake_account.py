@@ -63,6 +63,8 @@ class FakeAccount(BedrockServices, AgentServices):
     ingestions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
     tokens_seen: dict[tuple[str, str], Any] = field(default_factory=dict)  # (operation, client token) -> resource key
     delivered: Counter = field(default_factory=Counter)  # converse answers that reached the caller, by request
+    # the latency probe's calls that reached the caller, by request and requestMetadata (see handle)
+    probe_delivered: Counter = field(default_factory=Counter)
     bucket: str = "localnova-test-bucket"
     role_name: str = "localnova-test"
     judge_extra_input_tokens: int = 0  # a judge that reads (and bills) far more than estimated
@@ -112,8 +114,19 @@ class FakeAccount(BedrockServices, AgentServices):
         if fault is not None and fault.kind == "interrupt_after":
             raise KeyboardInterrupt(f"injected after call {number} acted")
         if operation == "Converse":
+            # The latency probe sends an answer's own request again, on purpose, to time it. It
+            # says so in Converse's requestMetadata (the field invocation logs filter on), so the
+            # account tells a probe call from an answer paid twice by the request itself, as a
+            # user reading the logs would; the probe's calls are then held to their own count
+            # (each probe tag once, and each in the study's store: Harness.check_promises). A
+            # cross-check of requests against the store alone could not tell a probe call from
+            # an answer sent again by mistake: both carry the answer's text.
             with self.lock:
-                self.delivered[answer.pop("_key")] += 1
+                key, tags = answer.pop("_key"), answer.pop("_tags")
+                if tags.get("localnova-call", "").startswith("latency-probe"):
+                    self.probe_delivered[(key, tuple(sorted(tags.items())))] += 1
+                else:
+                    self.delivered[key] += 1
         return answer
 
     # what the invariants read

@@ -183,6 +183,7 @@ class AgentServices:
         key = hashlib.sha256(json.dumps([resolved, texts, config], sort_keys=True).encode()).hexdigest()
         return {
             "_key": key,
+            "_tags": dict(params.get("requestMetadata", {})),
             "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
             "stopReason": "end_turn",
             "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens},

@@ -8,6 +8,7 @@ tool's waits move, and a state file written whole and renamed but not fsynced.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from bedrock_fake_account import FakeAccount, FakeClock
@@ -22,6 +23,7 @@ from localnova.bedrock_study import study as bedrock_study
 from localnova.budget import SpendGuard
 from localnova.errors import UserError
 from localnova.files import write_text_atomic
+from localnova.store import DB_NAME, Store
 
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 GUARD_BEFORE = SpendGuard.before  # the guard's own check, which each harness wraps once
@@ -103,3 +105,29 @@ class Harness:
         assert not self.guard_below_meter, f"{where}: " + "; ".join(self.guard_below_meter[:3])
         paid_twice = [key for key, count in account.delivered.items() if count > 1]
         assert not paid_twice, f"{where}: {len(paid_twice)} answer(s) paid for twice"
+        probed_twice = [dict(tags) for (_, tags), count in account.probe_delivered.items() if count > 1]
+        assert not probed_twice, f"{where}: latency probe call(s) paid for twice: {probed_twice[:3]}"
+        delivered, stored = self.probe_calls()
+        assert delivered == stored, f"{where}: probe calls paid {sorted(delivered.elements())} but stored {sorted(stored.elements())}"
+
+    def probe_calls(self) -> tuple[Counter, Counter]:
+        """The latency probe's calls that reached the tool, and those its store's ledger holds,
+        each as (what, run, model, then arm, question and round, or a warm-up's sitting)."""
+        delivered: Counter = Counter()
+        for (_, tags), count in self.account.probe_delivered.items():
+            named = dict(tags)
+            where = ("arm", "question", "round") if named["localnova-call"] == "latency-probe" else ("sitting",)
+            delivered[tuple(named[k] for k in ("localnova-call", "localnova-run", "model", *where))] += count
+        stored: Counter = Counter()
+        if not (self.config.study_dir / DB_NAME).is_file():
+            return delivered, stored
+        store = Store(self.config.study_dir)
+        try:
+            for run_id in store.run_ids():
+                for call in store.probe_calls(run_id):
+                    where = (call.arm, call.question_id, str(call.round)) if call.kind == "timed" else (str(call.sitting),)
+                    what = "latency-probe" if call.kind == "timed" else "latency-probe-warm-up"
+                    stored[(what, run_id, call.model, *where)] += 1
+        finally:
+            store.close()
+        return delivered, stored

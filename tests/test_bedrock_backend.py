@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import threading
@@ -292,3 +293,65 @@ def test_a_control_plane_call_is_retried_by_one_layer_only(monkeypatch):
         thread.join()
     assert error_code(raised.value) == "ThrottlingException"
     assert AlwaysThrottled.requests == CONTROL_PLANE_TRIES == 8
+
+
+def test_log_tags_go_out_as_request_metadata_the_service_accepts_and_leave_the_cache_key_alone():
+    """The latency probe names its calls (requestMetadata, which invocation logs filter on).
+    botocore's model allows letters, digits, whitespace and :_@$#=/+,-. there, 256 characters
+    at most: anything else in a question id is sent as "_"."""
+    client = _client()
+    request = ChatRequest.from_messages([{"role": "user", "content": "hi"}], GenerationParams())
+    tagged = dataclasses.replace(
+        request, log_tags=(("localnova-call", "latency-probe"), ("question", "faq/3? (ünits)"), ("long", "x" * 300))
+    )
+    metadata = {"localnova-call": "latency-probe", "question": "faq/3_ __nits_", "long": "x" * 256}
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "converse", _response("ok"), {"modelId": MODEL.model, "messages": ANY, "inferenceConfig": ANY, "requestMetadata": metadata}
+        )
+        stubber.add_response("converse", _response("ok"), {"modelId": MODEL.model, "messages": ANY, "inferenceConfig": ANY})
+        backend = BedrockBackend(MODEL, client=client)
+        backend.generate([tagged])
+        backend.generate([request])  # no tags: no requestMetadata at all
+    from bedrock_fixtures import recorded
+
+    assert recorded("Converse")[0]["requestMetadata"] == metadata  # and it passed the check of botocore's model
+    assert generation_key(backend.identity, tagged) == generation_key(backend.identity, request)
+
+
+def test_every_latency_probe_call_goes_through_the_spend_guard(tmp_path):
+    """The probe's calls, its warm-up included, reserve and settle with the run's guard as an
+    answer does; with the budget spent, the probe stops before its first call is sent."""
+    from localnova.budget import BudgetExceeded, SpendGuard, spend_guarded
+    from localnova.config import LatencyProbeConfig
+    from localnova.evaluate.latency_probe import ProbeArm, run_probe
+    from localnova.store import Store
+
+    client = _client()
+    requests = {
+        f"q{i}": ChatRequest.from_messages([{"role": "user", "content": f"q{i}"}], GenerationParams(max_new_tokens=8)) for i in range(2)
+    }
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    guard = SpendGuard(budget_usd=1.0)
+    with Stubber(client) as stubber, spend_guarded(guard):
+        for _ in range(1 + 2 * 2 * 1):  # one warm-up (one backend), 2 questions x 2 arms x 1 round
+            stubber.add_response("converse", _response("ok", input_tokens=1000, output_tokens=1000))
+        backend = BedrockBackend(MODEL, client=client)
+        arms = {arm: ProbeArm(backend, requests) for arm in ("base", "rag")}
+        assert run_probe(store, "nova-micro", arms, LatencyProbeConfig(questions=2, repeats=1), seed=0) == 2
+        stubber.assert_no_pending_responses()
+    # 5 calls of 1,000 tokens in and out at Nova Micro's $0.000035 and $0.00014 per 1k (price file)
+    assert guard.token_usd == pytest.approx(5 * (0.000035 + 0.00014)) and guard.reserved_usd == 0
+    spent = SpendGuard(budget_usd=1.0, spent_usd=1.0)
+    store.start_run("s", {"again": 1}, {})
+    with Stubber(_client()) as nothing_sent, spend_guarded(spent):  # any call sent would find no response
+        backend = BedrockBackend(MODEL, client=nothing_sent.client)
+        arms = {
+            arm: ProbeArm(backend, {q: dataclasses.replace(r, params=GenerationParams(max_new_tokens=9)) for q, r in requests.items()})
+            for arm in ("base", "rag")
+        }
+        with pytest.raises(BudgetExceeded, match="stopping before a call to us.amazon.nova-micro-v1:0"):
+            run_probe(store, "nova-micro", arms, LatencyProbeConfig(questions=2, repeats=1), seed=0)
+    assert store.probe_calls() == []
+    store.close()

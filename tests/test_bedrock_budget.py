@@ -30,13 +30,25 @@ def test_budget_stop_deletes_hosting_then_a_rerun_pays_no_answer_twice(monkeypat
     assert outcome == "error" and line.startswith(f"bedrock.budget_usd: stopping before a call to {SONNET}")
     assert "\n" not in line
     assert harness.account.live_billable() == []  # the deployment was deleted on the way out
-    answers = sum(1 for service, operation in harness.account.calls if operation == "Converse")
-    judged_first = sum(count for key, count in harness.account.delivered.items()) - 4
-    assert 0 < judged_first < 4 and answers >= 4 + judged_first
+    # The latency probe ran before the judges, inside the deployment's window: per arm, min(1
+    # question, eval.latency_probe.questions) x its repeats, and one untimed call per backend
+    # (the base model's, the custom model's). Each probe call is told apart by its requestMetadata.
+    probe = harness.config.eval.latency_probe
+    probe_calls = len(harness.config.arms) * min(1, probe.questions) * probe.repeats + 2
+    assert sum(harness.account.probe_delivered.values()) == probe_calls == 4 * 2 + 2
+    converse = sum(1 for service, operation in harness.account.calls if operation == "Converse")
+    judged_first = sum(harness.account.delivered.values()) - 4  # the 4 answers, then the judge calls paid before the stop
+    assert 0 < judged_first < 4 and converse == 4 + probe_calls + judged_first  # every call sent answered; none stopped mid-way
 
     with_budget(harness, 20.0)
+    before = len(harness.account.calls)
     assert harness.run() == ("ok", "")
     harness.check_promises("after the rerun")  # no answer delivered twice, nothing billing, state names all
+    rerun = [operation for _, operation in harness.account.calls[before:]]
+    # the rerun pays only the judge calls not made: answers and probe rounds come from the store,
+    # so the custom model is not hosted again
+    assert rerun.count("Converse") == 4 - judged_first and sum(harness.account.probe_delivered.values()) == probe_calls
+    assert "CreateCustomModelDeployment" not in rerun
     store = Store(harness.config.study_dir)
     try:
         judge_calls = sum(1 for identity, _, _ in store.generation_usage() if identity["model"] == SONNET)

@@ -39,9 +39,15 @@ def test_dry_run_plans_every_call_offline_without_credentials(tmp_path, monkeypa
     # the schedule: jobs first, hosting per model around its ft arms only, both choices totalled
     schedule = lines[0][lines[0].index("Hosting schedule") :].splitlines()
     assert schedule[1].startswith("  1. customization jobs for nova-micro")
-    assert schedule[2].startswith("  2. nova-micro: create hosting -> 2 ft calls -> delete; provisioned 1 unit-hour(s) $60.50")
+    # the latency probe runs in the same window: 1 question x 2 rounds x 4 arms, and one untimed
+    # call for each backend (the base model, the custom model); 2 x 2 + 1 of them on the custom model
+    assert schedule[2].startswith(
+        "  2. nova-micro: create hosting -> 2 ft calls, then the latency probe (10 calls one at a time, 5 on the custom model)"
+        " -> delete; provisioned 1 unit-hour(s) $60.50"
+    )
     assert schedule[3] == "  3. judges: no hosting is live"
-    assert schedule[4].startswith("  hosting total: provisioned $60.50; on-demand $0.00")
+    assert "a rerun hosts a model again while any of its ft answers or latency probe rounds is missing" in schedule[4]
+    assert schedule[5].startswith("  hosting total: provisioned $60.50; on-demand $0.00")
     assert result.costs.total("provisioned") > result.costs.total("on_demand") > 0
 
 
@@ -51,6 +57,62 @@ def test_dry_run_scales_to_the_posts_ten_questions(tmp_path):
     ten = dry_run(config, n_questions=10, out=None)
     assert ten.n_questions == 10
     assert sum(u.requests for u in ten.token_counts.answers.values()) == 10 * sum(u.requests for u in one.token_counts.answers.values())
+
+
+def _with_probe(config, **probe):
+    latency_probe = config.eval.latency_probe.model_copy(update=probe)
+    return config.model_copy(update={"eval": config.eval.model_copy(update={"latency_probe": latency_probe})})
+
+
+def test_the_plan_and_the_estimate_count_the_latency_probe_calls_from_its_config(tmp_path):
+    config = _with_probe(study_config(tmp_path), questions=4, repeats=3, max_new_tokens=16)
+    result = dry_run(config, n_questions=10, out=None)
+    max_new_tokens = config.models[0].generation.max_new_tokens
+    assert max_new_tokens > 16
+    probe = [call for call in result.plan if call.step == "latency probe"]
+    # per arm: min(10 questions, 4) x 3 rounds at the capped length; then one untimed call per backend
+    assert [(call.params.get("arm"), call.count, call.params["maxTokens"]) for call in probe] == [
+        ("base", 12, 16),
+        ("rag", 12, 16),
+        ("ft", 12, 16),
+        ("ft_rag", 12, 16),
+        (None, 2, 1),
+    ]
+    assert all(call.billable and call.operation == "Converse" for call in probe)
+    answers, counts = result.token_counts.answers, result.token_counts.probe
+    for arm in ("rag", "ft_rag"):  # the probe sends each arm's own prompt: its size per question is the answer's
+        assert counts[("nova-micro", arm)].requests == 12
+        assert counts[("nova-micro", arm)].input_tokens == 12 * answers[("nova-micro", arm)].input_tokens // 10
+        assert counts[("nova-micro", arm)].output_tokens == 12 * 16
+    # base and ft carry their backend's warm-up: the base arm's prompt, one token out
+    base_prompt = answers[("nova-micro", "base")].input_tokens // 10
+    for arm in ("base", "ft"):
+        assert result.token_counts.probe_warm_ups[("nova-micro", arm)] == 1
+        assert (counts[("nova-micro", arm)].requests, counts[("nova-micro", arm)].output_tokens) == (13, 12 * 16 + 1)
+        assert counts[("nova-micro", arm)].input_tokens == 12 * answers[("nova-micro", arm)].input_tokens // 10 + base_prompt
+    lines = [line for line in result.costs.lines if line.step == "latency probe"]
+    assert {line.hosting for line in lines if "/ ft" in line.item} == {"on_demand"}  # paid per token only on-demand
+    assert {line.hosting for line in lines if "/ ft" not in line.item} == {None}
+    off = dry_run(_with_probe(config, enabled=False), n_questions=10, out=None)
+    assert [call for call in off.plan if call.step == "latency probe"] == [] and off.token_counts.probe == {}
+    assert off.costs.total("on_demand") < result.costs.total("on_demand")
+
+
+def test_the_provisioned_hosting_window_covers_the_latency_probe(tmp_path):
+    """Provisioned hours: the ft answers at concurrency 4, then the probe's calls one at a time,
+    about 2 s each, plus half an hour of setup; each started hour bills."""
+    config = study_config(tmp_path, hosting="provisioned")
+    config = _with_probe(config, questions=120, repeats=2)
+    with_probe = dry_run(config, n_questions=120, out=None)
+    # 240 ft answers / 4 x 2 s = 120 s; the probe: 120 x 2 rounds x 4 arms + 2 warm-ups = 962 calls x 2 s = 1,924 s
+    # 0.5 h + 2,044 s = 1.07 h: two started hours; without the probe 0.5 h + 120 s: one
+    [hosting] = [line for line in with_probe.costs.lines if line.step == "hosting" and line.hosting == "provisioned"]
+    assert hosting.quantity == 2
+    without = dry_run(_with_probe(config, enabled=False), n_questions=120, out=None)
+    [hosting] = [line for line in without.costs.lines if line.step == "hosting" and line.hosting == "provisioned"]
+    assert hosting.quantity == 1
+    [covered] = [line for line in with_probe.costs.lines if "ft arms + " in line.item]
+    assert covered.quantity == 240 + 2 * 120 * 2 + 1 and covered.cost_usd == 0.0  # in the hourly charge
 
 
 def test_shipped_config_validates_and_dry_runs(monkeypatch):

@@ -33,13 +33,15 @@ class BusierMachine(Backend):
 
     def __init__(self, clock: Clock, name: str, growth: float = 0.1) -> None:
         self.clock, self.identity, self.loads, self.growth = clock, {"backend": "busier", "model": name}, 0, growth
+        self.sent: list[ChatRequest] = []  # every request answered, log tags included
 
     def load(self) -> None:
         self.loads += 1
 
     def generate(self, requests: list[ChatRequest]) -> list[GenerationResult]:
         results = []
-        for _ in requests:
+        for request in requests:
+            self.sent.append(request)
             latency_ms = 100.0 * (1.0 + self.growth * self.clock.now)
             self.clock.now += latency_ms / 1000.0
             results.append(
@@ -110,9 +112,11 @@ def test_rounds_are_stored_as_they_end_and_a_rerun_measures_only_what_is_missing
     assert len(store.probe_timings()) == 12 and all(backend.loads == 1 for backend in backends.values())
     # all stored: nothing is loaded, nothing asked
     assert run_probe(store, "m", arms, config, seed=0, clock=clock) == 0 and all(b.loads == 1 for b in backends.values())
-    # a round cut short (one arm's row gone) is measured again whole
+    # a round left without one arm's timing is finished: that arm alone is asked again
     store.connection.execute("DELETE FROM latency_probe WHERE question_id='q01' AND round=1 AND arm='rag'")
+    asked = {arm: len(backend.sent) for arm, backend in backends.items()}
     assert run_probe(store, "m", arms, config, seed=0, clock=clock) == 1
+    assert {arm: len(backend.sent) - asked[arm] for arm, backend in backends.items()} == {"base": 0, "rag": 1 + 1}  # warm-up, request
     # another backend identity for one arm: what was timed changed, so every round is timed again
     backends["rag"].identity = {"backend": "busier", "model": "rag-2"}
     assert run_probe(store, "m", arms, config, seed=0, clock=clock) == 6
@@ -137,6 +141,50 @@ def test_another_run_of_the_same_requests_reuses_the_rounds_and_pays_nothing_twi
     assert len(reused) == 12 and {t.measured_in_run for t in reused} == {first_run}
     assert [t.latency_ms for t in reused] == [t.latency_ms for t in store.probe_timings(first_run)]
     assert len(store.generation_usage()) == paid and all(b.loads == 1 for b in backends.values())
+
+
+class CutShort(BusierMachine):
+    """A backend whose `cut_at`-th request (counted over every instance) is cut off by Ctrl-C
+    before it is answered: nothing is paid for it."""
+
+    count = [0]
+    cut_at: int | None = None
+
+    def generate(self, requests):
+        CutShort.count[0] += 1
+        if CutShort.count[0] == CutShort.cut_at:
+            raise KeyboardInterrupt
+        return super().generate(requests)
+
+
+def test_a_run_cut_short_mid_round_resumes_it_and_pays_for_no_request_twice(tmp_path):
+    clock = Clock()
+    store = Store(tmp_path)
+    run_id = store.start_run("s", {}, {})
+    backends = {arm: CutShort(clock, arm) for arm in ("base", "ft")}
+    arms = {arm: ProbeArm(backends[arm], dict(list(_requests(arm).items())[:3])) for arm in backends}
+    config = LatencyProbeConfig(questions=3, repeats=2)
+    # two warm-ups, then round 0 of q00 (two requests), then the first arm of its round 1; Ctrl-C at the next
+    CutShort.count[0], CutShort.cut_at = 0, 2 + 2 + 2
+    with pytest.raises(KeyboardInterrupt):
+        run_probe(store, "m", arms, config, seed=0, clock=clock)
+    assert len(store.probe_timings()) == 3  # each answered request was stored as it answered
+    CutShort.cut_at = None
+    assert run_probe(store, "m", arms, config, seed=0, clock=clock) == 6 - 1  # q00's round 1 finished, 4 rounds whole
+    sent = [request for backend in backends.values() for request in backend.sent]
+    timed = [dict(request.log_tags) for request in sent if dict(request.log_tags)["localnova-call"] == "latency-probe"]
+    wanted = [(arm, f"q0{q}", str(r)) for arm in ("base", "ft") for q in range(3) for r in range(2)]
+    assert sorted((tags["arm"], tags["question"], tags["round"]) for tags in timed) == sorted(wanted)  # each once
+    assert {(tags["localnova-run"], tags["model"]) for tags in timed} == {(run_id, "m")}
+    warm_ups = [dict(request.log_tags) for request in sent if dict(request.log_tags)["localnova-call"] == "latency-probe-warm-up"]
+    assert sorted(tags["sitting"] for tags in warm_ups) == ["0", "0", "1", "1"]  # one per backend per sitting
+    # every call answered is in the ledger once: what the run paid for is what it counts
+    calls = store.probe_calls()
+    assert len(calls) == len(sent) == 12 + 4 and sum(call.kind == "warm-up" for call in calls) == 4
+    assert len(store.generation_usage()) == 12 + 4 and len(store.probe_timings()) == 12
+    # the round timed over two sittings keeps each arm's place in the round's own order
+    order = round_order(["base", "ft"], "m", "q00", 1, seed=0)
+    assert [t.arm for t in store.probe_timings() if (t.question_id, t.round) == ("q00", 1)] == order
 
 
 def test_the_order_of_arms_is_a_random_permutation_per_question_and_round():

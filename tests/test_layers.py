@@ -44,6 +44,7 @@ FLOORS: dict[str, int] = {
     "localnova.embedder": 1,
     "localnova.retrieval": 1,
     "localnova.store": 1,
+    "localnova.store_probe": 1,
     "localnova.prices": 1,
     "localnova.costs": 1,
     "localnova.budget": 1,

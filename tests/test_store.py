@@ -10,7 +10,7 @@ from localnova.backends.base import Backend
 from localnova.cli import main
 from localnova.errors import USER_ERROR_EXIT, UserError
 from localnova.store import DB_NAME, JudgmentRecord, Store
-from localnova.store_schema import SCHEMA, SCHEMA_V1, SCHEMA_VERSION
+from localnova.store_schema import LATENCY_PROBE_TABLE, SCHEMA, SCHEMA_V1, SCHEMA_VERSION
 from localnova.types import ChatRequest, GenerationParams, GenerationResult
 
 
@@ -107,8 +107,30 @@ def test_a_version_1_store_gains_the_latency_probe_table_and_keeps_its_runs(tmp_
     connection.commit()
     connection.close()
     store = Store(tmp_path)
-    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-    assert store.run_ids() == ["s-1"] and store.probe_timings("s-1") == []
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.run_ids() == ["s-1"] and store.probe_timings("s-1") == [] and store.probe_calls("s-1") == []
+    store.close()
+
+
+def test_a_version_2_store_opens_the_probe_ledger_with_the_calls_it_paid_for(tmp_path):
+    """Version 2 kept a probe call's tokens on its timing row; a timing reused from another run
+    was paid there. The ledger starts with the timings each run measured itself, once each."""
+    connection = sqlite3.connect(tmp_path / DB_NAME)
+    connection.executescript(SCHEMA_V1 + LATENCY_PROBE_TABLE + ";")
+    row = "INSERT INTO latency_probe VALUES (?, 'm', 'base', 'q1', 0, 0, 'k', '{\"backend\": \"b\"}', 12.5, ?, 2, 't', ?)"
+    connection.execute(row, ("run-a", 7, "run-a"))  # measured by run-a: paid by run-a
+    connection.execute(row, ("run-b", 7, "run-a"))  # run-b reused run-a's round: no call of its own
+    connection.execute(row.replace("'base'", "'ft'"), ("run-b", 11, "run-b"))
+    connection.execute("PRAGMA user_version = 2")
+    connection.commit()
+    connection.close()
+    store = Store(tmp_path)
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sorted((identity, tokens_in) for identity, tokens_in, _ in store.generation_usage()) == [
+        ({"backend": "b"}, 7),
+        ({"backend": "b"}, 11),
+    ]
+    assert [(call.arm, call.kind, call.round, call.input_tokens) for call in store.probe_calls("run-b")] == [("ft", "timed", 0, 11)]
     store.close()
 
 

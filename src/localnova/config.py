@@ -271,6 +271,16 @@ class StudyConfig(Section):
     def fine_tunes(self) -> bool:
         return any(arm in FT_ARMS for arm in self.arms)
 
+    @property
+    def probed_arms(self) -> list[str]:
+        """The arms the latency probe times for each model, in the order the study hands them
+        to it (the base model's, then the adapter's): all of them when the probe is on and
+        there are two to compare, else none. Each backend among them (the base model, the
+        adapter) also answers one untimed warm-up call per sitting."""
+        if not self.eval.latency_probe.enabled or len(self.arms) < 2:
+            return []
+        return [arm for arm in self.arms if arm not in FT_ARMS] + [arm for arm in self.arms if arm in FT_ARMS]
+
 
 def select_run(config: StudyConfig, arms: list[str] | None = None, limit: int | None = None) -> StudyConfig:
     """The config of one run: `--arms` narrows the arms and `--limit` the eval set. Checked
@@ -364,3 +374,9 @@ def validate_config(data: dict[str, Any], source: str = "config") -> StudyConfig
 
 def config_to_dict(config: StudyConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
+
+
+def run_identity(config: StudyConfig) -> dict[str, Any]:
+    """What names a run in the store (Store.start_run hashes it into the run id): the same
+    config gives the same run, so a command run again resumes it."""
+    return {"config": config_to_dict(config), "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from localnova.config import FT_ARMS, RAG_ARMS, BedrockConfig, StudyConfig
+from localnova.config import FT_ARMS, RAG_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.errors import UserError
 from localnova.prices import PriceBook, load_prices, price_key, route_of_id
 
@@ -62,6 +62,10 @@ class TokenCounts:
     """What the study will send and receive, per step (estimates in a dry run)."""
 
     answers: dict[tuple[str, str], Usage] = field(default_factory=dict)  # (model name, arm)
+    # the latency probe's calls (model name, arm): the arm's own requests again, one at a time,
+    # and the untimed warm-up of the backend that answers the arm (counted in `probe_warm_ups`)
+    probe: dict[tuple[str, str], Usage] = field(default_factory=dict)
+    probe_warm_ups: dict[tuple[str, str], int] = field(default_factory=dict)
     judges: dict[str, Usage] = field(default_factory=dict)  # judge name
     corpus_tokens: int = 0  # embedded once when the Knowledge Base ingests the corpus
     retrieval_query_tokens: int = 0  # every retrieve call embeds its query
@@ -171,10 +175,24 @@ def _local_line(step: str, item: str, backend: str, usage: Usage) -> CostLine:
     return CostLine(step, label, usage.requests, "requests", 0.0, 0.0, note="not billed by AWS")
 
 
-def provisioned_hours(requests: int, concurrency: int) -> int:
-    """Whole hours one provisioned model is held to answer `requests` (each started hour bills)."""
-    answer_hours = requests * SECONDS_PER_REQUEST_ESTIMATE / max(1, concurrency) / 3600.0
+def provisioned_hours(requests: int, concurrency: int, one_at_a_time: int = 0) -> int:
+    """Whole hours one provisioned model is held (each started hour bills): `requests` at
+    `concurrency` (its ft answers), then `one_at_a_time` requests in turn (the latency probe,
+    which runs inside the same hosting window, every arm's calls among them)."""
+    answer_hours = (requests / max(1, concurrency) + one_at_a_time) * SECONDS_PER_REQUEST_ESTIMATE / 3600.0
     return max(1, math.ceil(answer_hours + PROVISIONED_SETUP_HOURS))
+
+
+def _arm_lines(step: str, item: str, model: ModelConfig, arm: str, usage: Usage, prices: PriceBook, index: int) -> list[CostLine]:
+    """The cost of one arm's calls to one answer model (`index` in config.models)."""
+    if model.backend != "bedrock":
+        return [_local_line(step, item, model.backend, usage)]
+    if arm in FT_ARMS:
+        base_id = model.customization_model or model.model
+        key = f"models[{index}].{'customization_model' if model.customization_model else 'model'}"
+        # on-demand deployments bill per token at the base model's price
+        return _token_line(step, f"{item} (custom model, on-demand)", base_id, usage, prices, key, "on_demand")
+    return _token_line(step, item, model.model, usage, prices, f"models[{index}].model")
 
 
 def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: PriceBook | None = None) -> CostTable:
@@ -188,16 +206,11 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
     lines: list[CostLine] = []
 
     for (model_name, arm), usage in sorted(token_counts.answers.items()):
-        model = models[model_name]
-        if model.backend != "bedrock":
-            lines.append(_local_line("answers", f"{model_name} / {arm}", model.backend, usage))
-        elif arm in FT_ARMS:
-            base_id = model.customization_model or model.model
-            key = f"models[{index_of[model_name]}].{'customization_model' if model.customization_model else 'model'}"
-            # on-demand deployments bill per token at the base model's price
-            lines += _token_line("answers", f"{model_name} / {arm} (custom model, on-demand)", base_id, usage, prices, key, "on_demand")
-        else:
-            lines += _token_line("answers", f"{model_name} / {arm}", model.model, usage, prices, f"models[{index_of[model_name]}].model")
+        lines += _arm_lines("answers", f"{model_name} / {arm}", models[model_name], arm, usage, prices, index_of[model_name])
+    for (model_name, arm), usage in sorted(token_counts.probe.items()):
+        warm_ups = token_counts.probe_warm_ups.get((model_name, arm), 0)
+        item = f"{model_name} / {arm}" + (f" + {warm_ups} untimed warm-up" if warm_ups else "")
+        lines += _arm_lines("latency probe", item, models[model_name], arm, usage, prices, index_of[model_name])
 
     for index, judge in enumerate(config.judges):
         if judge.kind == "llm" and judge.model is not None and judge.name in token_counts.judges:
@@ -315,7 +328,9 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                 )
             )
             ft_requests = sum(u.requests for (name, arm), u in token_counts.answers.items() if name == model.name and arm in FT_ARMS)
-            hours = provisioned_hours(ft_requests, concurrency)
+            probed = {arm: u.requests for (name, arm), u in token_counts.probe.items() if name == model.name}
+            ft_probed = sum(requests for arm, requests in probed.items() if arm in FT_ARMS)
+            hours = provisioned_hours(ft_requests, concurrency, sum(probed.values()))
             pt = prices.provisioned(base_id)
             if pt is None:
                 lines.append(
@@ -351,7 +366,7 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
             lines.append(
                 CostLine(
                     "hosting",
-                    f"{model.name}: on-demand deployment (no hourly charge; tokens under answers)",
+                    f"{model.name}: on-demand deployment (no hourly charge; tokens under answers and latency probe)",
                     0,
                     "-",
                     None,
@@ -361,11 +376,12 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                 )
             )
             # with provisioned throughput the ft answers' tokens are covered by the hourly charge
+            probe_calls = f" + {ft_probed} latency probe calls" if ft_probed else ""
             lines.append(
                 CostLine(
                     "answers",
-                    f"{model.name} / ft arms on provisioned throughput (tokens included in the hourly charge)",
-                    ft_requests,
+                    f"{model.name} / ft arms{probe_calls} on provisioned throughput (tokens in the hourly charge)",
+                    ft_requests + ft_probed,
                     "requests",
                     0.0,
                     0.0,
@@ -378,7 +394,7 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
         f"token counts of prompts are estimates at {CHARS_PER_TOKEN:g} characters a token; "
         "answers are counted at their max_new_tokens (an upper bound)",
         f"provisioned throughput: each started hour bills; setup about {PROVISIONED_SETUP_HOURS:g} h, "
-        f"about {SECONDS_PER_REQUEST_ESTIMATE:g} s a call at concurrency {concurrency}",
+        f"about {SECONDS_PER_REQUEST_ESTIMATE:g} s a call at concurrency {concurrency} (the latency probe's one at a time)",
         f"custom model storage counted for {STORAGE_MONTHS} month; delete the models (localnova bedrock cleanup) to stop it",
     ]
     return CostTable(lines, prices.read_on, assumptions)
@@ -386,15 +402,15 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
 
 def format_cost_table(table: CostTable) -> str:
     """A plain-text table with both hosting totals; figures marked * are unverified."""
-    header = f"{'step':<16}{'item':<92}{'USD':>12}  hosting"
+    header = f"{'step':<16}{'item':<104}{'USD':>12}  hosting"
     rows = [header, "-" * len(header)]
     for line in table.lines:
         cost = "n/a" if line.cost_usd is None else f"{line.cost_usd:,.4f}"
         mark = "" if line.verified else " *"
-        rows.append(f"{line.step:<16}{line.item[:90]:<92}{cost:>12}{mark:<2}{line.hosting or 'both'}")
+        rows.append(f"{line.step:<16}{line.item[:102]:<104}{cost:>12}{mark:<2}{line.hosting or 'both'}")
     rows.append("-" * len(header))
     for choice in HOSTING_CHOICES:
-        rows.append(f"{'TOTAL':<16}{'with the fine-tuned models hosted ' + choice.replace('_', '-'):<92}{table.total(choice):>12,.2f}")
+        rows.append(f"{'TOTAL':<16}{'with the fine-tuned models hosted ' + choice.replace('_', '-'):<104}{table.total(choice):>12,.2f}")
     if not table.complete():
         rows.append("some lines have no price (n/a): the totals leave them out")
     rows.append(f"* price not verified on a primary page; prices read on {table.prices_read_on} (localnova/prices/bedrock.yaml)")

@@ -24,7 +24,7 @@ import yaml
 
 from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
-from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict
+from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict, run_identity
 from localnova.console import format_seconds, say, stage
 from localnova.corpus import corpus_hash, load_documents
 from localnova.data.eval_set import load_eval_set
@@ -201,7 +201,7 @@ def run_study(
 
     study_dir = config.study_dir
     store = Store(study_dir)
-    run_config = {"config": config_to_dict(config), "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}
+    run_config = run_identity(config)
     environment = {**environment_info(), "gpu": gpu_description(), "cpu_supports_bf16": cpu_supports_bf16(), "models": model_sources}
     run_id = store.start_run(config.name, run_config, environment)
     write_text_atomic(study_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False))

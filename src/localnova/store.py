@@ -6,7 +6,9 @@ adapter hash; the full request: messages and generation parameters). Answers and
 are stored per run and point at those calls. Each result is committed as soon as the backend
 hands it over (a whole batch for a local model, each call for Bedrock), so a process killed at
 any moment loses at most what is in flight, and the same command run again makes exactly the
-calls that are missing.
+calls that are missing. The latency probe, which sends answers' requests again on purpose to
+time them, keeps its timings and a ledger of its paid calls in tables of its own
+(store_probe.py); `generation_usage` counts both.
 
 The database records its schema version (SQLite's user_version). A store this code cannot
 read, older or newer, is refused when opened, with one line that names it and says what to
@@ -25,27 +27,43 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localnova import threads
 from localnova.errors import PartialBatch, UserError
-from localnova.store_schema import open_schema
+from localnova.store_probe import PROBE_TIMED, PROBE_WARM_UP, ProbeCall, ProbeTables, ProbeTiming
+from localnova.store_schema import now_iso, open_schema
 from localnova.types import ChatRequest, GenerationResult, stable_hash
 
 if TYPE_CHECKING:
     from localnova.backends.base import Backend
 
+# the latency probe's records live in store_probe.py and are the store's too: import them from here
+__all__ = [
+    "DB_NAME",
+    "PROBE_TIMED",
+    "PROBE_WARM_UP",
+    "AnswerRecord",
+    "JudgmentRecord",
+    "ProbeCall",
+    "ProbeTiming",
+    "Store",
+    "environment_info",
+    "generation_key",
+    "run_id_of",
+]
+
 DB_NAME = "store.sqlite"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def generation_key(backend_identity: dict[str, str], request: ChatRequest) -> str:
     return stable_hash({"backend": backend_identity, "request": request.to_dict()}, length=32)
+
+
+def run_id_of(study: str, run_config: dict[str, Any]) -> str:
+    """The id of the run this config defines (config.run_identity): the same one on a rerun."""
+    return f"{study}-{stable_hash(run_config, length=10)}"
 
 
 @dataclass
@@ -75,25 +93,9 @@ class JudgmentRecord:
     attempts: int
 
 
-@dataclass(frozen=True)
-class ProbeTiming:
-    """One request of the latency probe: an arm's answer to one question, timed on its own."""
-
-    model: str
-    arm: str
-    question_id: str
-    round: int  # the question's repeat, 0 first
-    position: int  # where the arm came in the round's random order, 0 first
-    generation_key: str  # what was timed: backend identity + request
-    latency_ms: float  # the one request's time (evaluate.latency_probe.request_time_ms)
-    input_tokens: int
-    output_tokens: int
-    measured_at: str = ""  # when; "" for a timing not stored yet (then: now)
-    measured_in_run: str = ""  # the run that made the request; "" for one not stored yet (then: this run)
-
-
-class Store:
-    """The study's database. Open one per process; commits after every write batch."""
+class Store(ProbeTables):
+    """The study's database. Open one per process; commits after every write batch. The
+    latency probe's tables are read and written through ProbeTables (store_probe.py)."""
 
     def __init__(self, study_dir: Path):
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -125,14 +127,14 @@ class Store:
     def start_run(self, study: str, config: dict[str, Any], environment: dict[str, Any]) -> str:
         """Open the run that this config defines. The same config gives the same run id, so a
         command run again after an interruption resumes that run instead of starting anew."""
-        run_id = f"{study}-{stable_hash(config, length=10)}"
+        run_id = run_id_of(study, config)
         existing = self.connection.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if existing is None:
             self._write(
                 [
                     (
                         "INSERT INTO runs(run_id, study, config_json, environment_json, status, started_at) VALUES (?,?,?,?,?,?)",
-                        (run_id, study, json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True), "running", _now()),
+                        (run_id, study, json.dumps(config, sort_keys=True), json.dumps(environment, sort_keys=True), "running", now_iso()),
                     )
                 ]
             )
@@ -151,7 +153,7 @@ class Store:
 
     def finish_run(self, complete: bool) -> None:
         self._write(
-            [("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", ("complete" if complete else "incomplete", _now(), self.run_id))]
+            [("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", ("complete" if complete else "incomplete", now_iso(), self.run_id))]
         )
 
     def run_info(self, run_id: str | None = None) -> dict[str, Any]:
@@ -211,7 +213,14 @@ class Store:
                 (
                     "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) "
                     "VALUES (?,?,?,?,?,?)",
-                    (keys[index], backend_json, json.dumps(requests[index].to_dict()), json.dumps(result.to_dict()), self.run_id, _now()),
+                    (
+                        keys[index],
+                        backend_json,
+                        json.dumps(requests[index].to_dict()),
+                        json.dumps(result.to_dict()),
+                        self.run_id,
+                        now_iso(),
+                    ),
                 )
                 for index, result in pairs
             ]
@@ -249,9 +258,9 @@ class Store:
         for backend_json, result_json in rows:
             result = json.loads(result_json)
             usage.append((json.loads(backend_json), int(result.get("input_tokens", 0)), int(result.get("output_tokens", 0))))
-        probed = self.connection.execute(
-            "SELECT backend_json, input_tokens, output_tokens FROM latency_probe WHERE measured_in_run = run_id"  # reused rounds: paid once
-        ).fetchall()
+        # the probe's ledger: every call it paid for, once (a reused round made none; a timing
+        # measured again keeps its first call here)
+        probed = self.connection.execute("SELECT backend_json, input_tokens, output_tokens FROM latency_probe_calls").fetchall()
         usage += [(json.loads(backend_json), int(input_tokens), int(output_tokens)) for backend_json, input_tokens, output_tokens in probed]
         return usage
 
@@ -350,57 +359,6 @@ class Store:
             (run_id or self.run_id,),
         )
         return [JudgmentRecord(*row) for row in rows]
-
-    # the latency probe
-
-    def save_probe_round(self, timings: list[ProbeTiming], backends: dict[str, dict[str, str]]) -> None:
-        """One probe round (every arm of one question once), in one transaction: a round cut
-        short by a killed process leaves nothing, and is measured again whole, so the arms of
-        a round are always timed side by side. `backends` maps each arm to its backend identity.
-        A round another run measured keeps its time and run: its calls were paid once."""
-        now = _now()
-        self._write(
-            [
-                (
-                    "INSERT OR REPLACE INTO latency_probe(run_id, model, arm, question_id, round, position, generation_key, "
-                    "backend_json, latency_ms, input_tokens, output_tokens, measured_at, measured_in_run) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        self.run_id,
-                        t.model,
-                        t.arm,
-                        t.question_id,
-                        t.round,
-                        t.position,
-                        t.generation_key,
-                        json.dumps(backends[t.arm], sort_keys=True),
-                        t.latency_ms,
-                        t.input_tokens,
-                        t.output_tokens,
-                        t.measured_at or now,
-                        t.measured_in_run or self.run_id,
-                    ),
-                )
-                for t in timings
-            ]
-        )
-
-    def probe_timings(self, run_id: str | None = None) -> list[ProbeTiming]:
-        rows = self.connection.execute(
-            "SELECT model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens, measured_at, "
-            "measured_in_run FROM latency_probe WHERE run_id=? ORDER BY model, question_id, round, position",
-            (run_id or self.run_id,),
-        )
-        return [ProbeTiming(*row) for row in rows]
-
-    def probe_timings_of_model(self, model: str) -> list[tuple[str, ProbeTiming]]:
-        """(run id, timing) of every probe request of `model` in any run of this study."""
-        rows = self.connection.execute(
-            "SELECT run_id, model, arm, question_id, round, position, generation_key, latency_ms, input_tokens, output_tokens, "
-            "measured_at, measured_in_run FROM latency_probe WHERE model=? ORDER BY run_id, question_id, round, position",
-            (model,),
-        )
-        return [(row[0], ProbeTiming(*row[1:])) for row in rows]
 
     # artifacts: loss curves, data reports, cost estimates
 

@@ -10,14 +10,21 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 from localnova.errors import UserError
 
+
+def now_iso() -> str:
+    """The time a row is written, as every table of the store holds it: UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 # The layout that SCHEMA creates. Raise it with any change to SCHEMA, add to MIGRATIONS a step
 # from the version before where old stores can be brought forward safely, and keep SCHEMA_V1
 # for the check of unversioned stores in open_schema (they all have that layout).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 1: every store written before the latency probe (and every unversioned store).
 SCHEMA_V1 = """
@@ -93,11 +100,47 @@ CREATE TABLE IF NOT EXISTS latency_probe (
     PRIMARY KEY (run_id, model, arm, question_id, round)
 )"""
 
-SCHEMA = SCHEMA_V1 + LATENCY_PROBE_TABLE + ";\n"
+# Version 3 adds the probe's ledger: one row for every call the probe paid for, appended as
+# it answers: each timed request, and each backend's untimed warm-up call, one per sitting that
+# measured something. A timing measured again replaces its row in latency_probe (what the
+# comparison uses); its first call stays here, so no call paid for goes uncounted.
+LATENCY_PROBE_CALLS_TABLE = """
+CREATE TABLE IF NOT EXISTS latency_probe_calls (
+    run_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,                -- timed | warm-up
+    arm TEXT NOT NULL,                 -- the timed arm; '' for a warm-up
+    question_id TEXT NOT NULL,         -- the question whose request was sent
+    round INTEGER,                     -- the timed request's round; NULL for a warm-up
+    sitting INTEGER,                   -- a warm-up's: the run's n-th of this backend, 0 first; NULL when timed
+    backend_json TEXT NOT NULL,
+    generation_key TEXT NOT NULL,      -- hash of backend identity + request: what was sent
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    made_at TEXT NOT NULL
+)"""
+
+# The timings a version 2 store measured were paid once each: they open its ledger (its
+# warm-up calls are in generations, where they stay counted).
+LEDGER_FROM_VERSION_2 = """
+INSERT INTO latency_probe_calls(run_id, model, kind, arm, question_id, round, sitting, backend_json, generation_key, input_tokens,
+    output_tokens, made_at)
+SELECT run_id, model, 'timed', arm, question_id, round, NULL, backend_json, generation_key, input_tokens, output_tokens, measured_at
+FROM latency_probe WHERE measured_in_run = run_id"""
+
+SCHEMA = SCHEMA_V1 + LATENCY_PROBE_TABLE + ";\n" + LATENCY_PROBE_CALLS_TABLE + ";\n"
+
+
+def _add_probe_ledger(connection: sqlite3.Connection) -> None:
+    connection.execute(LATENCY_PROBE_CALLS_TABLE)
+    connection.execute(LEDGER_FROM_VERSION_2)
 
 
 # version -> the function that brings a store of that version to the next one, in place.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: lambda connection: connection.execute(LATENCY_PROBE_TABLE)}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: lambda connection: connection.execute(LATENCY_PROBE_TABLE),
+    2: _add_probe_ledger,
+}
 OLDER_STORE = (
     "{path}: store from an older localnova ({what}) that cannot be upgraded in place; move it aside and run the study again "
     "(its answers are not reused), or read it with the localnova version that wrote it"

@@ -99,6 +99,10 @@ class ChatRequest:
 
     messages: tuple[tuple[str, str], ...]  # (role, content) pairs; roles: system, user, assistant
     params: GenerationParams = field(default_factory=GenerationParams)
+    # (key, value) pairs that say why the call is made, for the service's own records (Bedrock
+    # sends them as Converse's requestMetadata, which its invocation logs can filter on). They
+    # do not change the answer, so they are not in to_dict and not in the cache key.
+    log_tags: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def from_messages(messages: list[dict[str, str]], params: GenerationParams) -> "ChatRequest":

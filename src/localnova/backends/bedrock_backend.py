@@ -24,6 +24,7 @@ already sent are waited for and committed, those not sent are cancelled.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -78,6 +79,24 @@ def converse_messages(request: ChatRequest) -> tuple[list[dict[str, Any]], list[
     return system_blocks, messages
 
 
+# Converse's requestMetadata, as botocore's model of it says (botocore 1.38 has it, the oldest
+# the bedrock extra allows): at most 16 pairs, keys of 1-256 and values of 0-256 characters
+# among letters, digits, whitespace and :_@$#=/+,-. ; any other character is sent as "_".
+REQUEST_METADATA_MAX_PAIRS = 16
+REQUEST_METADATA_MAX_CHARS = 256
+_METADATA_REFUSED = re.compile(r"[^a-zA-Z0-9 \t\n\x0b\f\r:_@$#=/+,\-.]")
+
+
+def request_metadata(tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """A request's log tags as Converse's requestMetadata accepts them."""
+    return {
+        (_METADATA_REFUSED.sub("_", key)[:REQUEST_METADATA_MAX_CHARS] or "_"): _METADATA_REFUSED.sub("_", value)[
+            :REQUEST_METADATA_MAX_CHARS
+        ]
+        for key, value in tags[:REQUEST_METADATA_MAX_PAIRS]
+    }
+
+
 def converse_request(model_id: str, request: ChatRequest) -> dict[str, Any]:
     system_blocks, messages = converse_messages(request)
     params = request.params
@@ -88,6 +107,10 @@ def converse_request(model_id: str, request: ChatRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"modelId": model_id, "messages": messages, "inferenceConfig": inference_config}
     if system_blocks:
         body["system"] = system_blocks
+    if request.log_tags:
+        # why the call is made (the latency probe's calls say so), for the account's invocation
+        # logs; the service bills and answers the same with or without it
+        body["requestMetadata"] = request_metadata(request.log_tags)
     return body
 
 

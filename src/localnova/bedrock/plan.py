@@ -32,7 +32,16 @@ class PlannedCall:
         return f"{self.step:<14} {self.service}.{self.operation}{times}({params}){bill}{note}"
 
 
-def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge_calls_per_judge: int) -> list[PlannedCall]:
+def plan_calls(
+    config: StudyConfig,
+    n_questions: int,
+    n_corpus_files: int,
+    judge_calls_per_judge: int,
+    probe_calls: dict[tuple[str, str], int] | None = None,
+    probe_warm_ups: dict[tuple[str, str], int] | None = None,
+) -> list[PlannedCall]:
+    """The calls in order. `probe_calls` counts the latency probe's timed calls per (model,
+    arm), `probe_warm_ups` its untimed ones per (model, first arm of a backend)."""
     bedrock = config.bedrock
     assert bedrock is not None, "plan_calls needs a bedrock section"
     bucket = bedrock.s3_bucket or "<bedrock.s3_bucket>"
@@ -198,6 +207,7 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
                     billable=True,
                 )
             )
+    calls += _probe_calls(config, probe_calls or {}, probe_warm_ups or {})
     for judge in config.judges:
         if judge.kind == "llm" and judge.model is not None:
             calls.append(
@@ -218,4 +228,45 @@ def plan_calls(config: StudyConfig, n_questions: int, n_corpus_files: int, judge
             note=f"run `localnova bedrock cleanup {config.study_dir}` to delete what the study made (provisioned throughput first)",
         )
     )
+    return calls
+
+
+def _probe_calls(config: StudyConfig, timed: dict[tuple[str, str], int], warm_ups: dict[tuple[str, str], int]) -> list[PlannedCall]:
+    """The latency probe's calls: each arm's own requests again, one at a time, inside its
+    model's ft hosting window, and one untimed call per backend before them."""
+    cap = config.eval.latency_probe.max_new_tokens
+    calls = []
+    for model in config.models:
+        service = "bedrock-runtime" if model.backend == "bedrock" else model.backend
+        billed = model.backend == "bedrock"
+        for arm in config.arms:
+            if not timed.get((model.name, arm)):
+                continue
+            max_tokens = model.generation.max_new_tokens if cap is None else min(cap, model.generation.max_new_tokens)
+            model_id = f"<hosted ARN of {model.name}>" if arm in FT_ARMS else model.model
+            calls.append(
+                PlannedCall(
+                    "latency probe",
+                    service,
+                    "Converse",
+                    timed[(model.name, arm)],
+                    {"arm": arm, "modelId": model_id, "maxTokens": max_tokens},
+                    billable=billed,
+                    note="the arm's own requests again, timed one at a time, arms interleaved; requestMetadata names each",
+                )
+            )
+        backends = [arm for (name, arm) in warm_ups if name == model.name]
+        if backends:
+            ids = ", ".join(f"<hosted ARN of {model.name}>" if arm in FT_ARMS else model.model for arm in backends)
+            calls.append(
+                PlannedCall(
+                    "latency probe",
+                    service,
+                    "Converse",
+                    sum(warm_ups[(model.name, arm)] for arm in backends),
+                    {"modelId": ids, "maxTokens": 1},
+                    billable=billed,
+                    note="untimed warm-up, one per backend before its first timed call (again in a rerun that times)",
+                )
+            )
     return calls

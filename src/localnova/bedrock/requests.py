@@ -31,6 +31,7 @@ from localnova.config import ModelConfig, StudyConfig
 from localnova.errors import UserError
 from localnova.evaluate.arms import generation_params
 from localnova.evaluate.judges.llm import RETRY_MIN_TEMPERATURE
+from localnova.evaluate.latency_probe import capped, probe_tags
 from localnova.types import ChatRequest
 
 # Stand-ins for what AWS names only once a resource exists; each matches its operation's pattern.
@@ -81,6 +82,29 @@ def _converse(model: ModelConfig, key: str, seed: int, model_id: str, judge: boo
     return planned
 
 
+def _probe_converse(config: StudyConfig, model: ModelConfig, key: str, model_id: str) -> PlannedRequest:
+    """A latency probe request of `model`: an answer's request, its output capped where the
+    probe sets a cap, with the log tags that name it (evaluate/latency_probe.py)."""
+    params = generation_params(model, config.seed)
+    chat = ChatRequest.from_messages([{"role": "user", "content": "?"}], params)
+    tagged = replace(
+        capped(chat, config.eval.latency_probe.max_new_tokens), log_tags=probe_tags(f"{config.name}-0", model.name, "ft", "q", 0)
+    )
+    return PlannedRequest(
+        "bedrock-runtime",
+        "Converse",
+        converse_request(model_id, tagged),
+        {
+            "modelId": f"{key}.model",
+            "inferenceConfig.maxTokens": "eval.latency_probe.max_new_tokens",
+            "inferenceConfig.temperature": f"{key}.generation.temperature",
+            "inferenceConfig.topP": f"{key}.generation.top_p",
+            "requestMetadata": "name",
+        },
+        model_id,
+    )
+
+
 def planned_requests(config: StudyConfig) -> list[PlannedRequest]:
     """One request of every kind the study sends, built from the config."""
     bedrock = config.bedrock
@@ -92,6 +116,8 @@ def planned_requests(config: StudyConfig) -> list[PlannedRequest]:
             continue
         key = f"models[{index}]"
         planned += _converse(model, key, config.seed, model.model)
+        if config.probed_arms:
+            planned.append(_probe_converse(config, model, key, model.model))
         if config.fine_tunes:
             base = model.customization_model or model.model
             custom = f"arn:aws:bedrock:{region}:{ACCOUNT}:custom-model/{base}/abcdefghijkl"

@@ -29,6 +29,7 @@ from localnova.data.eval_set import load_eval_set
 from localnova.data.formats import read_training_file
 from localnova.errors import UserError
 from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.evaluate.latency_probe import sample_questions
 from localnova.pipeline import prepare_inputs
 from localnova.types import ChatRequest, EvalItem
 
@@ -105,18 +106,22 @@ def estimate_token_counts(
     chunking = config.corpus.chunking
     context_tokens = chunking.parent_tokens if chunking.strategy == "hierarchical" else chunking.chunk_tokens
     for model in config.models:
+        per_question: dict[str, list[tuple[int, int]]] = {}  # arm -> (input, largest output) tokens of each question's request
         for arm in config.arms:
-            usage = Usage()
             requests = (answer_requests or {}).get((model.name, arm))
             if requests is not None:
-                for request in requests:
-                    usage.add(_request_tokens(request), request.params.max_new_tokens)
+                per_question[arm] = [(_request_tokens(request), request.params.max_new_tokens) for request in requests]
             else:
-                for item in eval_items:
-                    tokens = ANSWER_TEMPLATE_TOKENS + count_tokens_estimate(item.question)
-                    tokens += config.retrieval.top_k * context_tokens if arm in RAG_ARMS else 0
-                    usage.add(tokens, model.generation.max_new_tokens)
+                rag_tokens = config.retrieval.top_k * context_tokens if arm in RAG_ARMS else 0
+                per_question[arm] = [
+                    (ANSWER_TEMPLATE_TOKENS + count_tokens_estimate(item.question) + rag_tokens, model.generation.max_new_tokens)
+                    for item in eval_items
+                ]
+            usage = Usage()
+            for tokens_in, tokens_out in per_question[arm]:
+                usage.add(tokens_in, tokens_out)
             counts.answers[(model.name, arm)] = usage
+        add_probe_counts(counts, config, model.name, [item.question_id for item in eval_items], per_question)
     answers_per_question = len(config.models) * len(config.arms)
     for judge in config.judges:
         if judge.kind != "llm" or judge.model is None:
@@ -145,6 +150,39 @@ def estimate_token_counts(
     return counts
 
 
+def add_probe_counts(
+    counts: TokenCounts, config: StudyConfig, model_name: str, question_ids: list[str], per_question: dict[str, list[tuple[int, int]]]
+) -> None:
+    """The latency probe's calls of one model (evaluate/latency_probe.py), into `counts`: per
+    probed arm, its own request for each sampled question (min(questions, eval.latency_probe.
+    questions)), once per round, at most eval.latency_probe.max_new_tokens out where set; and
+    for each backend (the base model's arms, the adapter's), one untimed call of the first
+    arm's request for the first sampled question, one token out."""
+    arms = config.probed_arms
+    if not arms or not question_ids:
+        return
+    probe = config.eval.latency_probe
+    # the run samples by question id; an eval set stretched to n questions repeats its ids, so
+    # there each position counts as a question of its own
+    ids = question_ids if len(set(question_ids)) == len(question_ids) else [str(i) for i in range(len(question_ids))]
+    sampled = set(sample_questions(ids, probe.questions, config.seed))
+    positions = [position for position, question_id in enumerate(ids) if question_id in sampled]
+    for arm in arms:
+        usage = Usage()
+        for position in positions:
+            tokens_in, tokens_out = per_question[arm][position]
+            cap = tokens_out if probe.max_new_tokens is None else min(tokens_out, probe.max_new_tokens)
+            usage.add(tokens_in * probe.repeats, cap * probe.repeats, probe.repeats)
+        counts.probe[(model_name, arm)] = usage
+    first_of_backend: dict[bool, str] = {}  # answered by the adapter? -> the first arm that backend answers
+    for arm in arms:
+        first_of_backend.setdefault(arm in FT_ARMS, arm)
+    warm_up_in = per_question[arms[0]][positions[0]][0]
+    for arm in first_of_backend.values():
+        counts.probe[(model_name, arm)].add(warm_up_in, 1)
+        counts.probe_warm_ups[(model_name, arm)] = 1
+
+
 def hosting_schedule(config: StudyConfig, counts: TokenCounts, costs: CostTable) -> list[str]:
     """The order in which the real run creates and deletes hosting, and what each window costs
     under both hosting choices: hosting exists only while its own model's ft arms run."""
@@ -156,16 +194,26 @@ def hosting_schedule(config: StudyConfig, counts: TokenCounts, costs: CostTable)
         for line in costs.lines
         if line.step == "hosting" and line.hosting == "provisioned" and line.cost_usd is not None
     }
-    lines = ["Hosting schedule (hosting lives only while its model's ft arms run; hours from create to delete):"]
+    lines = ["Hosting schedule (hosting lives only while its model's ft arms and latency probe run; hours from create to delete):"]
     lines.append(f"  1. customization jobs for {', '.join(names)}, all started before any hosting exists")
     for step, name in enumerate(names, 2):
         requests = sum(u.requests for (model, arm), u in counts.answers.items() if model == name and arm in FT_ARMS)
+        probed = {arm: u.requests for (model, arm), u in counts.probe.items() if model == name}
         line = provisioned.get(name)
         pt = f"provisioned {line.quantity:g} unit-hour(s) ${line.cost_usd:,.2f}" if line else "provisioned: no price"
-        lines.append(f"  {step}. {name}: create hosting -> {requests} ft calls -> delete; {pt}; on-demand $0.00 an hour")
+        probe = ""
+        if probed:
+            on_custom = sum(calls for arm, calls in probed.items() if arm in FT_ARMS)
+            probe = f", then the latency probe ({sum(probed.values())} calls one at a time, {on_custom} on the custom model)"
+        lines.append(f"  {step}. {name}: create hosting -> {requests} ft calls{probe} -> delete; {pt}; on-demand $0.00 an hour")
     lines.append(f"  {len(names) + 2}. judges: no hosting is live")
+    if config.probed_arms:
+        lines.append(
+            "  a rerun hosts a model again while any of its ft answers or latency probe rounds is missing from the store, "
+            "for the probe alone too (eval.latency_probe.enabled: false turns the probe off)"
+        )
     pt_total = sum(line.cost_usd or 0.0 for line in provisioned.values())
-    lines.append(f"  hosting total: provisioned ${pt_total:,.2f}; on-demand $0.00 (its ft tokens are under answers)")
+    lines.append(f"  hosting total: provisioned ${pt_total:,.2f}; on-demand $0.00 (its ft tokens are under answers and latency probe)")
     return lines
 
 
@@ -197,7 +245,8 @@ def dry_run(
         counts.training_tokens = uploaded_training_tokens
     _, n_files = corpus_tokens(config.corpus.path) if config.retrieves else (0, 0)
     judge_calls = max((u.requests for u in counts.judges.values()), default=0)
-    plan = plan_calls(config, len(items), n_files, judge_calls)
+    timed = {key: usage.requests - counts.probe_warm_ups.get(key, 0) for key, usage in counts.probe.items()}
+    plan = plan_calls(config, len(items), n_files, judge_calls, timed, counts.probe_warm_ups)
     costs = estimate_costs(config, counts, prices)
     check_every_cost_priced(costs, config.bedrock.hosting)
     text = "\n".join(

@@ -6,10 +6,12 @@ the free preflight, which blocks on anything it could not check unless told to s
 the state file is squared with the account (bedrock/reconcile.py), the plan, hosting schedule
 and cost estimate are shown and confirmed, and only then is anything created: the Knowledge
 Base, then every customization job (all started before any hosting exists), then, model by
-model, hosting created just before its ft arms and deleted right after. The answers and
-judges run through the local study's pipeline with the Bedrock backend, a Knowledge Base
-retriever and the custom models, so a Bedrock run writes the same store and report as a local
-run. The dry run takes the same road on the simulated backend.
+model, hosting created just before its ft arms and deleted right after them and the latency
+probe, which times every arm inside that window (a rerun says first which models it hosts
+again, for the probe alone too: bedrock_study/resume.py). The answers and judges run through
+the local study's pipeline with the Bedrock backend, a Knowledge Base retriever and the custom
+models, so a Bedrock run writes the same store and report as a local run. The dry run takes
+the same road on the simulated backend.
 
 A live SpendGuard (budget.py) sees every cost; a step that would cross bedrock.budget_usd stops
 the run in one line. On every way out (an error, a failed or never-ready hosting, Ctrl-C,
@@ -49,6 +51,7 @@ from localnova.bedrock.reconcile import reconcile
 from localnova.bedrock.requests import check_requests
 from localnova.bedrock.spend import price_ids, resource_spend, token_spend
 from localnova.bedrock_study.dry_run import actual_answer_requests, dry_run, simulated_study
+from localnova.bedrock_study.resume import hosting_on_rerun
 from localnova.budget import SpendGuard, check_budget, spend_guarded
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.costs import STORAGE_MONTHS, CostTable, PriceBook, prices_for
@@ -154,6 +157,8 @@ def run_bedrock_study(
         config, answer_requests=actual_answer_requests(config), uploaded_training_tokens=prepared[0].training_tokens if prepared else None
     )
     check_budget(plan.costs, config.bedrock.budget_usd, config.bedrock.hosting)
+    for line in hosting_on_rerun(config):  # a model hosted again for the latency probe alone is said before it is
+        print(f"rerun: {line}")
     if not assume_yes and not confirm(f"Start the study on AWS (estimate above, hosting {config.bedrock.hosting})?"):
         raise UserError("stopped before the first billable call: not confirmed")
 

@@ -12,10 +12,18 @@ on average, and the comparison is paired: per question, each arm's mean time ove
 against the base arm's, as a % change of the means with a bootstrap interval over questions
 (`statistics.pct_change_vs_base`).
 
-Timings go into the store a round at a time (`Store.save_probe_round`), so a killed run resumes
-at the round it lost, and a round is always one sitting. Like answers and judgments, a round
-some run of the study measured for exactly the same requests (`generation_key`: backend
-identity and request) is this run's too; a round is measured again when what it timed changed.
+Each request's timing goes into the store as soon as it answers (`Store.save_probe_timing`),
+with a line in the ledger of the probe's paid calls, as an answer does on Bedrock: a paid call
+is never lost. A run cut short mid-round resumes that round with the arms it had not timed
+yet (in the round's own order), rather than paying again for those it had; a round whose
+stored timings no longer match what is timed now (another model, another prompt) is measured
+again whole. Like answers and judgments, a round some other run of the study measured whole,
+for exactly the same requests (`generation_key`: backend identity and request), is this run's
+too, at no call. Each backend answers one untimed warm-up request per sitting that times it.
+
+Every probe call says what it is (`probe_tags`: Bedrock sends them as Converse's
+requestMetadata): in the account's invocation logs a probe call is told from an answer, its
+run, model, arm, question and round named, although its request is the answer's own.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from localnova.config import BASE_ARM, LatencyProbeConfig, ModelConfig, StudyCon
 from localnova.console import progress, stage
 from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
 from localnova.evaluate.statistics import ordered_arms, pct_change_vs_base
-from localnova.store import ProbeTiming, Store, generation_key
+from localnova.store import PROBE_WARM_UP, ProbeCall, ProbeTiming, Store, generation_key
 from localnova.types import LATENCY_PER_REQUEST, ChatRequest, EvalItem, GenerationResult, RetrievedChunk, stable_hash
 
 # How the report names where the latency comparison comes from.
@@ -42,6 +50,11 @@ PROBE_METHOD = (
     "interleaved probe: one request at a time, the arms in a random order per question and round, "
     "% change of the per-question means paired by question, bootstrap over questions"
 )
+
+
+# What a probe call's log tags say it is (`probe_tags`, `warm_up_tags`).
+PROBE_CALL_TAG = "latency-probe"
+WARM_UP_CALL_TAG = "latency-probe-warm-up"
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,23 @@ def probe_model(
         run_probe(store, model.name, arms, probe, config.seed)
 
 
+def probe_tags(run_id: str, model: str, arm: str, question_id: str, round_index: int) -> tuple[tuple[str, str], ...]:
+    """The log tags of one timed probe request: what it is, and which timing it is."""
+    return (
+        ("localnova-call", PROBE_CALL_TAG),
+        ("localnova-run", run_id),
+        ("model", model),
+        ("arm", arm),
+        ("question", question_id),
+        ("round", str(round_index)),
+    )
+
+
+def warm_up_tags(run_id: str, model: str, sitting: int) -> tuple[tuple[str, str], ...]:
+    """The log tags of a backend's untimed warm-up call: its run's n-th for that backend."""
+    return (("localnova-call", WARM_UP_CALL_TAG), ("localnova-run", run_id), ("model", model), ("sitting", str(sitting)))
+
+
 def run_probe(
     store: Store,
     model: str,
@@ -114,10 +144,11 @@ def run_probe(
     seed: int,
     clock: Callable[[], float] = time.perf_counter,
 ) -> int:
-    """Time every arm of `model` on the sampled questions, `config.repeats` rounds each, and
-    store each round as it ends; rounds the store already holds for what is timed now are
-    kept. Each backend first answers one untimed request (loading it, warming its caches), so
-    no arm pays for a first call. Returns how many rounds were measured now."""
+    """Time every arm of `model` on the sampled questions, `config.repeats` rounds each,
+    storing each request as it answers; what the store already holds for what is timed now is
+    kept (see the module's docstring). Each backend that has something to time first answers
+    one untimed request (loading it, warming its caches and connections), so no arm pays for a
+    first call. Returns how many rounds were measured, or finished, now."""
     question_ids = [
         question_id for question_id in next(iter(arms.values())).requests if all(question_id in a.requests for a in arms.values())
     ]
@@ -126,34 +157,56 @@ def run_probe(
         for arm, probe_arm in arms.items()
     }
     identities = {arm: probe_arm.backend.identity for arm, probe_arm in arms.items()}
-    wanted = [(q, r) for q in question_ids for r in range(config.repeats)]
-    stored = _stored_rounds(store, model, keys)
-    for pair in wanted:
-        if pair in stored and stored[pair][0] != store.run_id:
-            # timed in another run of the study, of exactly these requests: this run's too
-            store.save_probe_round(stored[pair][1], identities)
-    todo = [pair for pair in wanted if pair not in stored]
+    own, others = _stored_rounds(store, model, keys)
+    todo: list[tuple[str, int, list[tuple[int, str]]]] = []  # (question, round, [(position, arm) still to time])
+    for question_id in question_ids:
+        for round_index in range(config.repeats):
+            done = own.get((question_id, round_index), {})
+            if len(done) == len(arms):
+                continue
+            if (question_id, round_index) in others:
+                # timed whole in another run, of exactly these requests: this run's too, at no
+                # call (what this run timed of it stays in the ledger of paid calls)
+                store.save_probe_round(others[(question_id, round_index)], identities)
+                continue
+            order = round_order(list(arms), model, question_id, round_index, seed)
+            todo.append((question_id, round_index, [(position, arm) for position, arm in enumerate(order) if arm not in done]))
     if not todo:
         return 0
-    backends = list({id(a.backend): a.backend for a in arms.values()}.values())
-    first_request = capped(arms[next(iter(arms))].requests[todo[0][0]], 1)
-    for backend in backends:
+    run_id = str(store.run_id)
+    called = {id(arms[arm].backend): arms[arm].backend for _, _, missing in todo for _, arm in missing}
+    first = next(iter(arms))
+    warm_up = capped(arms[first].requests[todo[0][0]], 1)
+    made = store.probe_calls()
+    for backend in called.values():
         backend.load()
-        # untimed, but kept in the store like any call (a paid backend bills it)
-        store.generate_cached(backend, [first_request], 1, fresh=True)
+        sitting = sum(1 for call in made if call.kind == PROBE_WARM_UP and call.model == model and call.backend == backend.identity)
+        (result,) = backend.generate([dataclasses.replace(warm_up, log_tags=warm_up_tags(run_id, model, sitting))])
+        key = generation_key(backend.identity, warm_up)
+        call = ProbeCall(
+            model, PROBE_WARM_UP, "", todo[0][0], None, sitting, backend.identity, key, result.input_tokens, result.output_tokens
+        )
+        store.save_probe_warm_up(call)  # untimed, but paid where the backend bills
     with progress(len(todo), f"latency probe {model}", unit="round") as bar:
-        for question_id, round_index in todo:
-            timings = []
-            for position, arm in enumerate(round_order(list(arms), model, question_id, round_index, seed)):
+        for question_id, round_index, missing in todo:
+            for position, arm in missing:
                 request = arms[arm].requests[question_id]
+                tagged = dataclasses.replace(request, log_tags=probe_tags(run_id, model, arm, question_id, round_index))
                 started = clock()
-                (result,) = arms[arm].backend.generate([request])
+                (result,) = arms[arm].backend.generate([tagged])
                 latency_ms = request_time_ms(result, (clock() - started) * 1000.0)
-                key = keys[arm][question_id]
-                timings.append(
-                    ProbeTiming(model, arm, question_id, round_index, position, key, latency_ms, result.input_tokens, result.output_tokens)
+                timing = ProbeTiming(
+                    model,
+                    arm,
+                    question_id,
+                    round_index,
+                    position,
+                    keys[arm][question_id],
+                    latency_ms,
+                    result.input_tokens,
+                    result.output_tokens,
                 )
-            store.save_probe_round(timings, identities)
+                store.save_probe_timing(timing, identities[arm])
             bar.update(1)
     return len(todo)
 
@@ -168,19 +221,31 @@ def request_time_ms(result: GenerationResult, wall_ms: float) -> float:
     return wall_ms
 
 
-def _stored_rounds(store: Store, model: str, keys: dict[str, dict[str, str]]) -> dict[tuple[str, int], tuple[str, list[ProbeTiming]]]:
-    """(question, round) -> (run id, its timings), for the rounds some run of the study stored
-    whole for what is timed now: every arm, each with the generation key it has now. This
-    run's own rounds come first."""
+def _stored_rounds(
+    store: Store, model: str, keys: dict[str, dict[str, str]]
+) -> tuple[dict[tuple[str, int], dict[str, ProbeTiming]], dict[tuple[str, int], list[ProbeTiming]]]:
+    """What the store holds of this probe: (question, round) -> this run's timings by arm, for
+    the rounds whose every stored timing is of what is timed now (a round with a stale one is
+    left out: it is timed again whole); and (question, round) -> the timings of a round some
+    other run stored whole for what is timed now: every arm, each with the key it has now."""
+    own: dict[tuple[str, int], dict[str, ProbeTiming]] = {}
+    stale: set[tuple[str, int]] = set()
     rounds: dict[tuple[str, str, int], list[ProbeTiming]] = {}
     for run_id, timing in store.probe_timings_of_model(model):
-        if keys.get(timing.arm, {}).get(timing.question_id) == timing.generation_key:
+        pair = (timing.question_id, timing.round)
+        current = keys.get(timing.arm, {}).get(timing.question_id) == timing.generation_key
+        if run_id == store.run_id:
+            if current:
+                own.setdefault(pair, {})[timing.arm] = timing
+            else:
+                stale.add(pair)
+        elif current:
             rounds.setdefault((run_id, timing.question_id, timing.round), []).append(timing)
-    found: dict[tuple[str, int], tuple[str, list[ProbeTiming]]] = {}
-    for (run_id, question_id, round_index), timings in sorted(rounds.items(), key=lambda item: item[0][0] != store.run_id):
+    others: dict[tuple[str, int], list[ProbeTiming]] = {}
+    for (_, question_id, round_index), timings in sorted(rounds.items()):
         if {timing.arm for timing in timings} == set(keys):
-            found.setdefault((question_id, round_index), (run_id, timings))
-    return found
+            others.setdefault((question_id, round_index), timings)
+    return {pair: timings for pair, timings in own.items() if pair not in stale}, others
 
 
 @dataclass(frozen=True)
