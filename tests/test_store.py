@@ -40,6 +40,37 @@ def test_second_pass_makes_no_calls(tmp_path):
     assert info["model_calls"] == 5 and info["cached_calls"] == 5
 
 
+class FailingOnceBackend(CountingBackend):
+    """Fails every request the first time it is sent (an error the service still billed), then
+    answers: 3 input and 2 output tokens each time, as CountingBackend."""
+
+    def generate(self, requests):
+        first = self.sent == 0
+        answers = super().generate(requests)
+        if first:
+            return [GenerationResult(text="", input_tokens=3, output_tokens=2, latency_ms=5.0, finish_reason="error") for _ in answers]
+        return answers
+
+
+def test_a_failed_call_made_again_stays_counted_as_paid(tmp_path):
+    """A failure is never replayed, so a rerun calls again and its result replaces the stored
+    one; the first call was paid for too, and what the store says was spent keeps both."""
+    store = Store(tmp_path)
+    store.start_run("s", {"a": 1}, {})
+    backend = FailingOnceBackend()
+    _, first = store.generate_cached(backend, requests(2), batch_size=2)
+    assert all(result.failed for result in first)
+    _, again = store.generate_cached(backend, requests(2), batch_size=2)
+    assert backend.sent == 4 and [r.text for r in again] == ["Q0", "Q1"]
+    usage = store.generation_usage()
+    # 4 calls of 3 + 2 tokens, by hand: the two failed ones and the two that replaced them
+    assert len(usage) == 4 and sum(tokens_in for _, tokens_in, _ in usage) == 12 and sum(out for *_, out in usage) == 8
+    # the same with fresh=True (a failed judgment judged again): a third round of 2 calls
+    store.generate_cached(backend, requests(2), batch_size=2, fresh=True)
+    assert backend.sent == 6 and len(store.generation_usage()) == 6
+    store.close()
+
+
 def test_key_depends_on_model_and_params(tmp_path):
     store = Store(tmp_path)
     store.start_run("s", {}, {})
@@ -107,7 +138,7 @@ def test_a_version_1_store_gains_the_latency_probe_table_and_keeps_its_runs(tmp_
     connection.commit()
     connection.close()
     store = Store(tmp_path)
-    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert store.run_ids() == ["s-1"] and store.probe_timings("s-1") == [] and store.probe_calls("s-1") == []
     store.close()
 
@@ -125,7 +156,7 @@ def test_a_version_2_store_opens_the_probe_ledger_with_the_calls_it_paid_for(tmp
     connection.commit()
     connection.close()
     store = Store(tmp_path)
-    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert store.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert sorted((identity, tokens_in) for identity, tokens_in, _ in store.generation_usage()) == [
         ({"backend": "b"}, 7),
         ({"backend": "b"}, 11),

@@ -209,21 +209,30 @@ class Store(ProbeTables):
         backend_json = json.dumps(backend.identity, sort_keys=True)
 
         def commit(pairs: list[tuple[int, GenerationResult]]) -> None:
-            statements = [
-                (
-                    "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) "
-                    "VALUES (?,?,?,?,?,?)",
+            statements = []
+            for index, result in pairs:
+                # a stored call that this one replaces (a failure made again) was paid for too
+                statements.append(
                     (
-                        keys[index],
-                        backend_json,
-                        json.dumps(requests[index].to_dict()),
-                        json.dumps(result.to_dict()),
-                        self.run_id,
-                        now_iso(),
-                    ),
+                        "INSERT INTO replaced_generations(key, backend_json, result_json, created_by_run, created_at, replaced_at) "
+                        "SELECT key, backend_json, result_json, created_by_run, created_at, ? FROM generations WHERE key=?",
+                        (now_iso(), keys[index]),
+                    )
                 )
-                for index, result in pairs
-            ]
+                statements.append(
+                    (
+                        "INSERT OR REPLACE INTO generations(key, backend_json, request_json, result_json, created_by_run, created_at) "
+                        "VALUES (?,?,?,?,?,?)",
+                        (
+                            keys[index],
+                            backend_json,
+                            json.dumps(requests[index].to_dict()),
+                            json.dumps(result.to_dict()),
+                            self.run_id,
+                            now_iso(),
+                        ),
+                    )
+                )
             statements.append(("UPDATE runs SET model_calls = model_calls + ? WHERE run_id=?", (len(pairs), self.run_id)))
             self._write(statements)
             for index, result in pairs:
@@ -251,9 +260,11 @@ class Store(ProbeTables):
 
     def generation_usage(self) -> list[tuple[dict[str, Any], int, int]]:
         """(backend identity, input tokens, output tokens) of every generation stored for
-        this study, in any run, the latency probe's included: what a paid backend has been
-        paid for so far."""
-        rows = self.connection.execute("SELECT backend_json, result_json FROM generations").fetchall()
+        this study, in any run, the latency probe's and those a later call replaced included:
+        what a paid backend has been paid for so far."""
+        rows = self.connection.execute(
+            "SELECT backend_json, result_json FROM generations UNION ALL SELECT backend_json, result_json FROM replaced_generations"
+        ).fetchall()
         usage = []
         for backend_json, result_json in rows:
             result = json.loads(result_json)

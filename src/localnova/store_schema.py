@@ -24,7 +24,7 @@ def now_iso() -> str:
 # The layout that SCHEMA creates. Raise it with any change to SCHEMA, add to MIGRATIONS a step
 # from the version before where old stores can be brought forward safely, and keep SCHEMA_V1
 # for the check of unversioned stores in open_schema (they all have that layout).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 1: every store written before the latency probe (and every unversioned store).
 SCHEMA_V1 = """
@@ -128,7 +128,20 @@ INSERT INTO latency_probe_calls(run_id, model, kind, arm, question_id, round, si
 SELECT run_id, model, 'timed', arm, question_id, round, NULL, backend_json, generation_key, input_tokens, output_tokens, measured_at
 FROM latency_probe WHERE measured_in_run = run_id"""
 
-SCHEMA = SCHEMA_V1 + LATENCY_PROBE_TABLE + ";\n" + LATENCY_PROBE_CALLS_TABLE + ";\n"
+# Version 4 keeps every generation a later one replaced: a failed call made again (a failed
+# judgment rejudged, a failed answer asked anew) was paid for too, and the spend guard and the
+# cost figures count it from here once its row in generations holds the new result.
+REPLACED_GENERATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS replaced_generations (
+    key TEXT NOT NULL,                 -- the generation key both calls share
+    backend_json TEXT NOT NULL,
+    result_json TEXT NOT NULL,         -- the replaced call's result, its token counts included
+    created_by_run TEXT,
+    created_at TEXT NOT NULL,
+    replaced_at TEXT NOT NULL
+)"""
+
+SCHEMA = SCHEMA_V1 + LATENCY_PROBE_TABLE + ";\n" + LATENCY_PROBE_CALLS_TABLE + ";\n" + REPLACED_GENERATIONS_TABLE + ";\n"
 
 
 def _add_probe_ledger(connection: sqlite3.Connection) -> None:
@@ -140,6 +153,7 @@ def _add_probe_ledger(connection: sqlite3.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: lambda connection: connection.execute(LATENCY_PROBE_TABLE),
     2: _add_probe_ledger,
+    3: lambda connection: connection.execute(REPLACED_GENERATIONS_TABLE),
 }
 OLDER_STORE = (
     "{path}: store from an older localnova ({what}) that cannot be upgraded in place; move it aside and run the study again "
