@@ -5,6 +5,12 @@ against an independent reference. The unit of resampling everywhere is the *ques
 study's population is the set of questions a team might ask, so intervals and tests say how
 far the result would move with another draw of questions, not another draw of judge noise.
 
+Every interval is an *expanded* percentile bootstrap (`interval_tails`): the plain percentile
+interval covers about 90% instead of 95% at 10 questions, the expanded one holds its level
+from 10 questions up. Both paired tests are exact or permutation-referenced, never a normal
+approximation that zeros or ties would make too optimistic. `scripts/calibrate_stats.py`
+checks all of it on simulated studies (BENCHMARKS.md, issue 19).
+
 Input rows (`ScoreRow`, `GenerationRow`) may be these dataclasses, any object with the same
 attribute names, or dicts with the same keys; `score_rows_from` and `generation_rows_from`
 turn any of them into the dataclasses.
@@ -21,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from localnova.config import BASE_ARM
+from localnova.evaluate.power import detectable_difference
 
 # Above this many pairs the sign-flip test samples sign patterns instead of enumerating all
 # 2**n of them (2**16 = 65,536 patterns is still instant).
@@ -29,6 +36,17 @@ EXACT_PERMUTATION_MAX_N = 16
 # Relative tolerance when comparing a permuted statistic to the observed one: sign patterns
 # that give mathematically equal sums can differ in the last bit, and must count as ties.
 _TIE_TOLERANCE = 1e-9
+
+# Up to this many non-zero differences the signed-rank p comes from the statistic's exact
+# distribution (a convolution over the ranks, about n**3 / 2 operations); above it, from the
+# normal approximation with the tie correction, whose error there is far below any p that
+# would change a conclusion.
+EXACT_SIGNED_RANK_MAX_N = 400
+
+# Below this base level (points on the judges' 0-10 scale, a tenth of it) a % change mostly
+# measures how small the base is (a base of 0.1 turns +2.9 points into +2900%): the report then
+# gives the change in points only.
+PCT_MIN_BASE = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,24 @@ def _resample_statistic(samples: np.ndarray, statistic: Callable[..., Any]) -> n
     return np.array([float(statistic(row)) for row in samples])
 
 
+def interval_tails(n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The quantile levels (low, high) of the expanded percentile bootstrap interval for n values.
+
+    A percentile interval from n values is too narrow by about the factors that separate a
+    normal interval from Student's t with n - 1 degrees of freedom and the plug-in variance
+    from the unbiased one (Hesterberg, "What teachers should know about the bootstrap", 2015).
+    So the tail taken is the normal tail beyond z = sqrt(n / (n - 1)) * t_{n-1}((1 + confidence) / 2)
+    instead of (1 - confidence) / 2: 0.0086 instead of 0.025 at n = 10, 0.024 at n = 200. The
+    interval keeps the bootstrap's asymmetry. NaN for n < 2.
+    """
+    from scipy.stats import norm, t
+
+    if n < 2:
+        return (math.nan, math.nan)
+    tail = float(norm.sf(math.sqrt(n / (n - 1)) * t.ppf((1.0 + confidence) / 2.0, n - 1)))
+    return (tail, 1.0 - tail)
+
+
 def bootstrap_ci(
     values: Sequence[float],
     n_resamples: int = 2000,
@@ -125,9 +161,9 @@ def bootstrap_ci(
     confidence: float = 0.95,
     statistic: Callable[..., Any] = np.mean,
 ) -> tuple[float, float, float]:
-    """Percentile bootstrap interval: (estimate, low, high).
+    """Expanded percentile bootstrap interval: (estimate, low, high).
 
-    `estimate` is `statistic(values)`; low/high are the (1-confidence)/2 and (1+confidence)/2
+    `estimate` is `statistic(values)`; low/high are the `interval_tails(n, confidence)`
     quantiles (linear interpolation) of the statistic over `n_resamples` resamples of the
     values with replacement, drawn from numpy's default_rng(seed), so equal inputs give equal
     intervals. With fewer than 2 values the interval is undefined: low and high are NaN
@@ -142,8 +178,7 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     indices = rng.integers(0, data.size, size=(n_resamples, data.size))
     resampled = _resample_statistic(data[indices], statistic)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [tail, 1.0 - tail])
+    low, high = np.quantile(resampled, interval_tails(data.size, confidence))
     return (estimate, float(low), float(high))
 
 
@@ -155,9 +190,56 @@ def _paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[st
     return a, b
 
 
-def _pct_change(base_mean: np.ndarray | float, arm_mean: np.ndarray | float) -> Any:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 100.0 * (np.asarray(arm_mean) - base_mean) / np.asarray(base_mean)
+@dataclass(frozen=True)
+class PairedChange:
+    """An arm against the base on the same questions: the change in points (arm - base) and in
+    % of the base mean, each with its paired bootstrap interval; pct is NaN below PCT_MIN_BASE."""
+
+    n: int
+    base_mean: float
+    arm_mean: float
+    diff: float
+    diff_low: float
+    diff_high: float
+    pct: float
+    pct_low: float
+    pct_high: float
+
+
+def paired_change(
+    base_by_question: Mapping[str, float],
+    arm_by_question: Mapping[str, float],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedChange:
+    """The arm's change against the base, over the questions present in both maps.
+
+    diff = mean(arm) - mean(base); pct = 100 * diff / mean(base). Both intervals come from the
+    same resamples of question ids drawn jointly (the pairing is kept), expanded percentile as
+    in `bootstrap_ci`; resamples whose base mean is 0 have no % change and are left out of its
+    quantiles. pct and its interval are NaN when the base mean is below PCT_MIN_BASE (a % of
+    almost nothing; the change in points still stands). Everything is NaN without shared
+    questions, the intervals with fewer than 2.
+    """
+    base, arm = _paired_arrays(base_by_question, arm_by_question)
+    nan3 = (math.nan, math.nan, math.nan)
+    if base.size == 0:
+        return PairedChange(0, math.nan, math.nan, *nan3, *nan3)
+    base_mean, arm_mean = float(base.mean()), float(arm.mean())
+    with_pct = base_mean >= PCT_MIN_BASE
+    diff = (arm_mean - base_mean, math.nan, math.nan)
+    pct = (100.0 * (arm_mean - base_mean) / base_mean if with_pct else math.nan, math.nan, math.nan)
+    if base.size >= 2:
+        indices = np.random.default_rng(seed).integers(0, base.size, size=(n_resamples, base.size))
+        base_means, arm_means = base[indices].mean(axis=1), arm[indices].mean(axis=1)
+        tails = interval_tails(base.size, confidence)
+        diff = (diff[0], *(float(q) for q in np.quantile(arm_means - base_means, tails)))
+        positive = base_means > 0
+        if with_pct and positive.any():
+            ratios = 100.0 * (arm_means[positive] - base_means[positive]) / base_means[positive]
+            pct = (pct[0], *(float(q) for q in np.quantile(ratios, tails)))
+    return PairedChange(int(base.size), base_mean, arm_mean, *diff, *pct)
 
 
 def pct_change_vs_base(
@@ -167,32 +249,10 @@ def pct_change_vs_base(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float, float]:
-    """% change of the arm's mean against the base mean, with a paired bootstrap interval.
-
-    Only questions scored in both arms count, so both means are over the same questions.
-    pct = 100 * (mean(arm) - mean(base)) / mean(base). The interval resamples question ids
-    jointly (the pairing is kept), percentile method as in `bootstrap_ci`; resamples whose
-    base mean is 0 have no defined % change and are left out of the quantiles. Returns NaN
-    where undefined (no shared questions, base mean 0, or fewer than 2 questions for the
-    interval).
-    """
-    base, arm = _paired_arrays(base_by_question, arm_by_question)
-    if base.size == 0:
-        return (math.nan, math.nan, math.nan)
-    estimate = float(_pct_change(base.mean(), arm.mean()))
-    if not math.isfinite(estimate):
-        estimate = math.nan
-    if base.size < 2:
-        return (estimate, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    indices = rng.integers(0, base.size, size=(n_resamples, base.size))
-    resampled = _pct_change(base[indices].mean(axis=1), arm[indices].mean(axis=1))
-    resampled = resampled[np.isfinite(resampled)]
-    if resampled.size == 0:
-        return (estimate, math.nan, math.nan)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [tail, 1.0 - tail])
-    return (estimate, float(low), float(high))
+    """(pct, low, high) of `paired_change`: the % change of the arm's mean against the base's
+    over the questions both have, with its paired interval; NaN where undefined or refused."""
+    change = paired_change(base_by_question, arm_by_question, n_resamples, seed, confidence)
+    return (change.pct, change.pct_low, change.pct_high)
 
 
 @dataclass(frozen=True)
@@ -205,14 +265,44 @@ class PairedTest:
     permutation_p: float
 
 
-def _wilcoxon_p(differences: np.ndarray) -> float:
-    from scipy.stats import wilcoxon
+def signed_rank_p(differences: Sequence[float]) -> float:
+    """Two-sided p of the Wilcoxon signed-rank test, exact and conditional on the data's ties.
 
-    # scipy's default zero_method ('wilcox') drops zero differences; with nothing left the
-    # two arms agree on every question, which is no evidence of a difference at all.
-    if not np.any(differences != 0):
+    Zero differences are dropped (Wilcoxon's rule) and the rest ranked by |d|, ties sharing
+    their mid-rank. Under the null each non-zero difference is as likely to be negative as
+    positive, so the sum of the positive ranks is the sum of a random half-chance subset of the
+    observed ranks: its distribution is computed exactly by convolution (mid-ranks are
+    multiples of 1/2, so twice a rank is an integer), and p is the probability of a sum at least
+    as far from its centre as the observed one. This is the sign-flip permutation test of the
+    signed ranks: no normal approximation, which zeros and ties made too optimistic (five +1s
+    among 25 zeros gave 0.025 where the exact answer is 2 / 2**5 = 0.0625). Above
+    EXACT_SIGNED_RANK_MAX_N non-zero differences: the normal approximation, mean sum(r) / 2 and
+    variance sum(r**2) / 4 (the tie-corrected variance), without continuity correction.
+    All differences zero: p = 1 (no evidence of any difference).
+    """
+    from scipy.stats import norm, rankdata
+
+    values = np.asarray(differences, dtype=float)
+    nonzero = values[values != 0]
+    if nonzero.size == 0:
         return 1.0
-    return float(wilcoxon(differences).pvalue)
+    doubled_ranks = np.rint(2.0 * rankdata(np.abs(nonzero))).astype(np.int64)
+    total = int(doubled_ranks.sum())
+    observed = int(doubled_ranks[nonzero > 0].sum())
+    if nonzero.size > EXACT_SIGNED_RANK_MAX_N:
+        variance = float(np.sum(doubled_ranks.astype(float) ** 2)) / 4.0
+        return float(min(1.0, 2.0 * norm.sf(abs(observed - total / 2.0) / math.sqrt(variance))))
+    probabilities = np.zeros(total + 1)
+    probabilities[0] = 1.0
+    reach = 0  # the largest sum reachable so far
+    for rank in doubled_ranks:
+        shifted = probabilities[: reach + 1] * 0.5
+        probabilities[: reach + 1] *= 0.5
+        probabilities[rank : rank + reach + 1] += shifted
+        reach += int(rank)
+    # twice each sum's distance from the centre, in integers: ties with the observed are exact
+    distance = np.abs(2 * np.arange(total + 1) - total)
+    return float(min(1.0, probabilities[distance >= abs(2 * observed - total)].sum()))
 
 
 def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> float:
@@ -246,12 +336,10 @@ def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> flo
 def paired_tests(a: Sequence[float], b: Sequence[float], n_permutations: int = 10000, seed: int = 0) -> PairedTest:
     """Wilcoxon signed-rank and sign-flip permutation test on paired samples a and b.
 
-    Both tests are two-sided on the differences b - a. Wilcoxon is scipy.stats.wilcoxon with
-    its defaults (zero differences dropped; with ties or zeros and n <= 13 scipy enumerates
-    sign patterns, a fraction of a second per call); all-zero differences give p = 1. The
-    permutation test is described in `_sign_flip_p` (exact for n <= 16, else Monte Carlo with
-    `seed`).
-    With no pairs every field but n is NaN.
+    Both tests are two-sided on the differences b - a. The Wilcoxon p is exact, conditional on
+    ties, with zero differences dropped (`signed_rank_p`); all-zero differences give p = 1. The
+    permutation test of the mean difference is described in `_sign_flip_p` (exact for n <= 16,
+    else Monte Carlo with `seed`). With no pairs every field but n is NaN.
     """
     a_values = np.asarray(a, dtype=float)
     b_values = np.asarray(b, dtype=float)
@@ -263,7 +351,7 @@ def paired_tests(a: Sequence[float], b: Sequence[float], n_permutations: int = 1
     return PairedTest(
         n=int(differences.size),
         mean_diff=float(differences.mean()),
-        wilcoxon_p=_wilcoxon_p(differences),
+        wilcoxon_p=signed_rank_p(differences),
         permutation_p=_sign_flip_p(differences, n_permutations, seed),
     )
 
@@ -289,7 +377,11 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class ArmComparison:
-    """Paired comparison of arm_b against arm_a within one model (diff = b - a)."""
+    """Paired comparison of arm_b against arm_a within one model (diff = b - a).
+
+    sd_diff is the standard deviation (n - 1) of the per-question differences; detectable_diff
+    the smallest true mean difference this comparison finds with 80% power at Holm's strictest
+    level over the family (`power.detectable_difference`), in the scores' own points."""
 
     model: str
     arm_a: str
@@ -300,6 +392,8 @@ class ArmComparison:
     permutation_p: float
     wilcoxon_p_holm: float
     permutation_p_holm: float
+    sd_diff: float = math.nan
+    detectable_diff: float = math.nan
 
 
 def compare_arms(
@@ -319,18 +413,21 @@ def compare_arms(
     contributes nothing. `pair`, when given, turns two cells' values into the two
     {question_id: score} maps to test (e.g. `panel.paired_scores`, which keeps per question
     only the judges that scored both answers); by default the cells already are such maps.
+    Each comparison also carries the spread of its differences and the difference it could
+    detect (80% power at alpha 0.05 / the family's size).
     """
     arms_by_model: dict[str, list[str]] = {}
     for model, arm in scores_by_cell:
         arms_by_model.setdefault(model, []).append(arm)
-    raw: list[tuple[str, str, str, PairedTest]] = []
+    raw: list[tuple[str, str, str, PairedTest, float]] = []
     for model, arms in arms_by_model.items():
         for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
             cell_a, cell_b = scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)]
             a, b = _paired_arrays(*(pair(cell_a, cell_b) if pair else (cell_a, cell_b)))
-            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed)))
-    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t in raw])
-    permutation_holm = holm_adjust([t.permutation_p for *_, t in raw])
+            sd_diff = float(np.std(b - a, ddof=1)) if a.size >= 2 else math.nan
+            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed), sd_diff))
+    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t, _ in raw])
+    permutation_holm = holm_adjust([t.permutation_p for *_, t, _ in raw])
     return [
         ArmComparison(
             model=model,
@@ -342,6 +439,8 @@ def compare_arms(
             permutation_p=test.permutation_p,
             wilcoxon_p_holm=w_holm,
             permutation_p_holm=p_holm,
+            sd_diff=sd_diff,
+            detectable_diff=detectable_difference(sd_diff, test.n, len(raw)),
         )
-        for (model, arm_a, arm_b, test), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
+        for (model, arm_a, arm_b, test, sd_diff), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
     ]
