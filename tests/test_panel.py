@@ -50,7 +50,8 @@ def test_identical_answers_show_no_difference_anywhere_in_the_row(max_failure_ra
     # with llm kept, only the questions it scored in both arms (q % 3 != 0) count
     expected_questions = [f"q{q:02d}" for q in range(30) if "llm" not in judges or q % 3]
     assert base.n_questions == len(expected_questions) and base.n_answers == 30
-    per_question = [np.mean([r.score for r in rows if r.question_id == q and r.arm == "base" and r.judge in judges]) for q in expected_questions]
+    base_rows = [r for r in rows if r.arm == "base" and r.judge in judges]
+    per_question = [np.mean([r.score for r in base_rows if r.question_id == q]) for q in expected_questions]
     assert base.mean == pytest.approx(np.mean(per_question))
     if max_failure_rate == 0.2:
         assert judges == ["f1"] and "llm (scored 20 of 30 answers of m / rag" in summary.settings["headline_note"]
@@ -81,7 +82,8 @@ def test_a_sparse_judge_leaves_the_headline_and_no_resample_averages_one_judge_f
     assert "sparse (scored 3 of 60 answers of m / base; at most 20% may fail)" in summary.settings["headline_note"]
     assert summary.settings["left_out"] == {"sparse": "scored 3 of 60 answers of m / base; at most 20% may fail"}
     base = summary.panel_cells[0]
-    per_question = [np.mean([r.score for r in rows if (r.question_id, r.arm) == (f"q{q:02d}", "base") and r.judge != "sparse"]) for q in range(60)]
+    base_rows = [r for r in rows if r.arm == "base" and r.judge != "sparse"]
+    per_question = [np.mean([r.score for r in base_rows if r.question_id == f"q{q:02d}"]) for q in range(60)]
     assert (base.mean, base.low, base.high) == pytest.approx(bootstrap_ci(per_question, 600, 2))
     assert base.low < base.mean < base.high
     # its own table still shows it

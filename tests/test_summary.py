@@ -99,7 +99,8 @@ def _two_judge_rows() -> list[ScoreRow]:
 def test_summary_defaults_are_the_documented_ones():
     rows = _two_judge_rows()
     default = summarize(rows).to_dict()
-    assert default == summarize(rows, n_resamples=2000, seed=0, confidence=0.95, n_permutations=10000, max_answer_failure_rate=0.2).to_dict()
+    documented = summarize(rows, n_resamples=2000, seed=0, confidence=0.95, n_permutations=10000, max_answer_failure_rate=0.2)
+    assert default == documented.to_dict()
     assert default != summarize(rows, seed=1).to_dict()
     assert default != summarize(rows, max_answer_failure_rate=0.1).to_dict()  # x (2 of 12 missing, 17%) leaves
 
@@ -113,7 +114,8 @@ def test_summary_cells_fields_and_settings_exactly():
     control = JudgeControls("y", 5.0, 9.0, 0.0, 1.0, 12, 12, 36, 0, "m / rag", 12, 1, True, "passes")
     summary = summarize(rows, n_resamples=300, seed=4, confidence=0.8, n_permutations=200, headline_note="n", controls=[control])
     # base first although rag came first
-    assert [(c.model, c.arm, c.judge) for c in summary.judge_cells] == [("m", "base", "x"), ("m", "base", "y"), ("m", "rag", "x"), ("m", "rag", "y")]
+    cells = [(c.model, c.arm, c.judge) for c in summary.judge_cells]
+    assert cells == [("m", "base", "x"), ("m", "base", "y"), ("m", "rag", "x"), ("m", "rag", "y")]
     rag_y = summary.judge_cells[3]
     valid = [r.score for r in rows if (r.arm, r.judge) == ("rag", "y") and r.score is not None]
     assert (rag_y.n_judgments, rag_y.n_failed) == (12, 1)
@@ -128,7 +130,8 @@ def test_summary_cells_fields_and_settings_exactly():
     assert (base.mean, base.low, base.high) == pytest.approx(bootstrap_ci(list(by_hand["base"].values()), 300, 4, 0.8))
     assert (rag.mean, rag.low, rag.high) == pytest.approx(bootstrap_ci(list(by_hand["rag"].values()), 300, 4, 0.8))
     change = paired_change(by_hand["base"], by_hand["rag"], 300, 4, 0.8)
-    assert (rag.diff_vs_base, rag.diff_vs_base_low, rag.diff_vs_base_high) == pytest.approx((change.diff, change.diff_low, change.diff_high))
+    diff = (rag.diff_vs_base, rag.diff_vs_base_low, rag.diff_vs_base_high)
+    assert diff == pytest.approx((change.diff, change.diff_low, change.diff_high))
     assert (rag.pct_vs_base, rag.pct_vs_base_low, rag.pct_vs_base_high) == pytest.approx((change.pct, change.pct_low, change.pct_high))
     assert all(math.isnan(v) for v in (base.diff_vs_base, base.pct_vs_base, base.detectable_diff, base.detectable_pct))
     (comparison,) = summary.comparisons
