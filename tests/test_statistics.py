@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import SCORES
+from localnova.evaluate.comparisons import compare_arms
 from localnova.evaluate.statistics import (
     bootstrap_ci,
-    compare_arms,
     holm_adjust,
     interval_tails,
     paired_change,

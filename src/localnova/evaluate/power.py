@@ -15,6 +15,7 @@ RUN`) or, without one, from DEFAULT_VARIANCE, which is stated wherever it is use
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -62,6 +63,24 @@ def _power(noncentrality: float, df: int, critical: float) -> float:
     return float(nct.sf(critical, df, noncentrality) + nct.sf(critical, df, -noncentrality))
 
 
+@functools.cache
+def _noncentrality(n: int, n_comparisons: int, power: float, alpha: float) -> float:
+    """The noncentrality at which a two-sided t test with n - 1 degrees of freedom at level
+    alpha / n_comparisons rejects with probability `power`."""
+    from scipy.optimize import brentq
+    from scipy.stats import t
+
+    df = n - 1
+    critical = float(t.isf(alpha / n_comparisons / 2.0, df))
+    # for a power above about 1/2 the noncentrality lies above the critical value, and below it
+    # plus a few standard deviations of T; the bracket widens until it holds the root
+    lower = critical if _power(critical, df, critical) < power else 0.0
+    upper = critical + 4.0
+    while _power(upper, df, critical) < power:
+        lower, upper = upper, 2.0 * upper
+    return float(brentq(lambda nc: _power(nc, df, critical) - power, lower, upper, xtol=1e-9))
+
+
 def detectable_difference(
     sd_diff: float, n: int, n_comparisons: int = 1, power: float = DEFAULT_POWER, alpha: float = DEFAULT_ALPHA
 ) -> float:
@@ -73,20 +92,11 @@ def detectable_difference(
     fewer than 2 questions, no comparison or an unknown spread; 0 when the differences do not
     vary at all (any change would show).
     """
-    from scipy.optimize import brentq
-    from scipy.stats import t
-
     if n < 2 or n_comparisons < 1 or not math.isfinite(sd_diff):
         return math.nan
     if sd_diff == 0:
         return 0.0
-    df = n - 1
-    critical = float(t.isf(alpha / n_comparisons / 2.0, df))
-    upper = 2.0 * critical + 2.0
-    while _power(upper, df, critical) < power:
-        upper *= 2.0
-    noncentrality = brentq(lambda nc: _power(nc, df, critical) - power, 0.0, upper, xtol=1e-10)
-    return float(noncentrality * sd_diff / math.sqrt(n))
+    return _noncentrality(int(n), int(n_comparisons), float(power), float(alpha)) * sd_diff / math.sqrt(n)
 
 
 def questions_needed(

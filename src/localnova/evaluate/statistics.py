@@ -18,16 +18,15 @@ turn any of them into the dataclasses.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 
 from localnova.config import BASE_ARM
-from localnova.evaluate.power import detectable_difference
 
 # Above this many pairs the sign-flip test samples sign patterns instead of enumerating all
 # 2**n of them (2**16 = 65,536 patterns is still instant).
@@ -76,26 +75,27 @@ def _get(row: Any, name: str) -> Any:
     return row[name] if isinstance(row, Mapping) else getattr(row, name)
 
 
-def score_rows_from(rows: Iterable[Any]) -> list[ScoreRow]:
+class ScoreRows(list):
+    """A list of `ScoreRow` that `score_rows_from` made (checked for duplicates): handed back to
+    it, it is returned as it is, so the stages of a summary do not coerce the rows again."""
+
+
+def score_rows_from(rows: Iterable[Any]) -> ScoreRows:
     """Coerce dicts or attribute objects to `ScoreRow`; NaN scores count as failures (None).
 
     Raises ValueError on two rows for the same (model, arm, question_id, judge): one answer
     has one verdict per judge, and a duplicate would silently weigh a question twice.
     """
-    out: list[ScoreRow] = []
+    if isinstance(rows, ScoreRows):
+        return rows
+    out = ScoreRows()
     seen: set[tuple[str, str, str, str]] = set()
     for row in rows:
-        raw = _get(row, "score")
+        # attributes read directly from a ScoreRow: the generic lookup was most of the time here
+        fields = (row.model, row.arm, row.question_id, row.judge, row.score) if isinstance(row, ScoreRow) else None
+        model, arm, question_id, judge, raw = fields or (_get(row, name) for name in ("model", "arm", "question_id", "judge", "score"))
         score = None if raw is None else float(raw)
-        if score is not None and math.isnan(score):
-            score = None
-        item = ScoreRow(
-            model=str(_get(row, "model")),
-            arm=str(_get(row, "arm")),
-            question_id=str(_get(row, "question_id")),
-            judge=str(_get(row, "judge")),
-            score=score,
-        )
+        item = ScoreRow(str(model), str(arm), str(question_id), str(judge), None if score is None or math.isnan(score) else score)
         key = (item.model, item.arm, item.question_id, item.judge)
         if key in seen:
             raise ValueError(f"duplicate score row for model/arm/question/judge {key}")
@@ -136,6 +136,7 @@ def _resample_statistic(samples: np.ndarray, statistic: Callable[..., Any]) -> n
     return np.array([float(statistic(row)) for row in samples])
 
 
+@functools.cache
 def interval_tails(n: int, confidence: float = 0.95) -> tuple[float, float]:
     """The quantile levels (low, high) of the expanded percentile bootstrap interval for n values.
 
@@ -182,7 +183,7 @@ def bootstrap_ci(
     return (estimate, float(low), float(high))
 
 
-def _paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Values of the questions present in both maps, in a stable (sorted id) order."""
     shared = sorted(set(a_by_question) & set(b_by_question))
     a = np.array([a_by_question[q] for q in shared], dtype=float)
@@ -222,7 +223,7 @@ def paired_change(
     almost nothing; the change in points still stands). Everything is NaN without shared
     questions, the intervals with fewer than 2.
     """
-    base, arm = _paired_arrays(base_by_question, arm_by_question)
+    base, arm = paired_arrays(base_by_question, arm_by_question)
     nan3 = (math.nan, math.nan, math.nan)
     if base.size == 0:
         return PairedChange(0, math.nan, math.nan, *nan3, *nan3)
@@ -314,21 +315,25 @@ def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> flo
     which never reports p = 0 from a finite sample.
     """
     n = differences.size
-    observed = abs(differences.sum())
+    total = differences.sum()
+    observed = abs(total)
     threshold = observed - _TIE_TOLERANCE * max(1.0, observed)
     if n <= EXACT_PERMUTATION_MAX_N:
         # Row k of the table is the binary expansion of k: every sign pattern exactly once.
         bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
         signs = 1.0 - 2.0 * bits
-        return float(np.mean(np.abs(signs @ differences) >= threshold))
+        return float(np.mean(np.abs(np.einsum("ij,j->i", signs, differences)) >= threshold))
     rng = np.random.default_rng(seed)
     hits = 0
     remaining = n_permutations
     chunk_rows = max(1, 1_000_000 // n)  # bound memory for large n
     while remaining > 0:
         rows = min(chunk_rows, remaining)
-        signs = rng.choice((1.0, -1.0), size=(rows, n))
-        hits += int(np.sum(np.abs(signs @ differences) >= threshold))
+        # a flipped sign takes 2 d away from the sum: sum(s * d) = sum(d) - 2 * sum(flipped * d).
+        # einsum rather than @: a BLAS call spreads over threads, which on a busy machine made
+        # this product 300 times slower (BENCHMARKS.md, issue 19)
+        flipped = rng.random((rows, n)) < 0.5
+        hits += int(np.sum(np.abs(total - 2.0 * np.einsum("ij,j->i", flipped, differences)) >= threshold))
         remaining -= rows
     return (1 + hits) / (1 + n_permutations)
 
@@ -373,74 +378,3 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
     scaled = np.minimum(1.0, (m - np.arange(m)) * raw[order])
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted.tolist()
-
-
-@dataclass(frozen=True)
-class ArmComparison:
-    """Paired comparison of arm_b against arm_a within one model (diff = b - a).
-
-    sd_diff is the standard deviation (n - 1) of the per-question differences; detectable_diff
-    the smallest true mean difference this comparison finds with 80% power at Holm's strictest
-    level over the family (`power.detectable_difference`), in the scores' own points."""
-
-    model: str
-    arm_a: str
-    arm_b: str
-    n: int
-    mean_diff: float
-    wilcoxon_p: float
-    permutation_p: float
-    wilcoxon_p_holm: float
-    permutation_p_holm: float
-    sd_diff: float = math.nan
-    detectable_diff: float = math.nan
-
-
-def compare_arms(
-    scores_by_cell: Mapping[tuple[str, str], Any],
-    base_arm: str = BASE_ARM,
-    n_permutations: int = 10000,
-    seed: int = 0,
-    pair: Callable[[Any, Any], tuple[Mapping[str, float], Mapping[str, float]]] | None = None,
-) -> list[ArmComparison]:
-    """Paired tests for every pair of arms within each model, Holm-adjusted as one family.
-
-    `scores_by_cell` is {(model, arm): {question_id: score}} (e.g. from
-    `panel_scores_by_question`). Within a model, arms are ordered base first, then by first
-    appearance; each pair (a, b) with a before b is tested on the questions both scored, so
-    arm-vs-base pairs have a = base. The Holm family is every comparison of every model,
-    adjusted separately for the Wilcoxon and the permutation p-values. A model with one arm
-    contributes nothing. `pair`, when given, turns two cells' values into the two
-    {question_id: score} maps to test (e.g. `panel.paired_scores`, which keeps per question
-    only the judges that scored both answers); by default the cells already are such maps.
-    Each comparison also carries the spread of its differences and the difference it could
-    detect (80% power at alpha 0.05 / the family's size).
-    """
-    arms_by_model: dict[str, list[str]] = {}
-    for model, arm in scores_by_cell:
-        arms_by_model.setdefault(model, []).append(arm)
-    raw: list[tuple[str, str, str, PairedTest, float]] = []
-    for model, arms in arms_by_model.items():
-        for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
-            cell_a, cell_b = scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)]
-            a, b = _paired_arrays(*(pair(cell_a, cell_b) if pair else (cell_a, cell_b)))
-            sd_diff = float(np.std(b - a, ddof=1)) if a.size >= 2 else math.nan
-            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed), sd_diff))
-    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t, _ in raw])
-    permutation_holm = holm_adjust([t.permutation_p for *_, t, _ in raw])
-    return [
-        ArmComparison(
-            model=model,
-            arm_a=arm_a,
-            arm_b=arm_b,
-            n=test.n,
-            mean_diff=test.mean_diff,
-            wilcoxon_p=test.wilcoxon_p,
-            permutation_p=test.permutation_p,
-            wilcoxon_p_holm=w_holm,
-            permutation_p_holm=p_holm,
-            sd_diff=sd_diff,
-            detectable_diff=detectable_difference(sd_diff, test.n, len(raw)),
-        )
-        for (model, arm_a, arm_b, test, sd_diff), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
-    ]

@@ -16,14 +16,13 @@ import numpy as np
 
 from localnova.config import BASE_ARM, ControlGate
 from localnova.evaluate.agreement import JudgeAgreement, judge_agreement
+from localnova.evaluate.comparisons import ArmComparison, compare_arms
 from localnova.evaluate.controls import JudgeControls
 from localnova.evaluate.panel import PANEL_RULE, model_panels, sparse_judges
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
-    ArmComparison,
     PairedChange,
     bootstrap_ci,
-    compare_arms,
     generation_rows_from,
     ordered_arms,
     paired_change,
