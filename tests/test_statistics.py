@@ -437,13 +437,21 @@ def test_compare_arms_gives_each_comparison_its_spread_and_detectable_difference
 
     rng = np.random.default_rng(7)
     base = rng.normal(5, 2, size=25)
-    cells = {("m", arm): dict(enumerate(base + rng.normal(shift, 1.0 + shift, size=25))) for arm, shift in (("rag", 0.5), ("ft", 1.0))}
-    cells[("m", "base")] = dict(enumerate(base))
+    cells = {("m", "base"): dict(enumerate(base))}
+    for arm, shift in (("rag", 0.5), ("ft", 1.0)):
+        changed = base + rng.normal(shift, 1.0 + shift, size=25)
+        changed[:6] = base[:6]  # six questions answered alike: differences of exactly 0
+        cells[("m", arm)] = dict(enumerate(changed))
     comparisons = compare_arms(cells, n_permutations=500)
     assert len(comparisons) == 3
     for comparison in comparisons:
         a = np.array(list(cells[("m", comparison.arm_a)].values()))
         b = np.array(list(cells[("m", comparison.arm_b)].values()))
-        assert comparison.sd_diff == pytest.approx(np.std(b - a, ddof=1))
+        differences = b - a
+        assert comparison.sd_diff == pytest.approx(np.std(differences, ddof=1))
+        assert comparison.zero_share == np.mean(differences == 0)
+        assert comparison.sd_nonzero == pytest.approx(np.std(differences[differences != 0], ddof=1))
         # the family is 3 comparisons: each must clear Holm's strictest level, 0.05 / 3
-        assert comparison.detectable_diff == pytest.approx(detectable_difference(comparison.sd_diff, 25, 3))
+        expected = detectable_difference(comparison.sd_nonzero, 25, 3, comparison.zero_share)
+        assert comparison.detectable_diff == pytest.approx(expected)
+    assert comparisons[0].zero_share == 6 / 25

@@ -138,7 +138,9 @@ def test_summary_cells_fields_and_settings_exactly():
     assert (comparison.arm_a, comparison.arm_b, comparison.n) == ("base", "rag", 9)
     differences = np.array([by_hand["rag"][q] - by_hand["base"][q] for q in questions])
     assert comparison.mean_diff == pytest.approx(differences.mean())
-    assert rag.detectable_diff == comparison.detectable_diff == pytest.approx(detectable_difference(np.std(differences, ddof=1), 9, 1))
+    nonzero = differences[differences != 0]
+    expected = detectable_difference(np.std(nonzero, ddof=1), 9, 1, 1 - nonzero.size / 9)
+    assert rag.detectable_diff == comparison.detectable_diff == pytest.approx(expected)
     assert rag.detectable_pct == pytest.approx(100 * rag.detectable_diff / base.mean)
     assert summary.controls == [control]
     assert summary.settings == {

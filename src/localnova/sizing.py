@@ -23,6 +23,7 @@ from localnova.evaluate.power import (
     Spread,
     VarianceSource,
     detectable_difference,
+    power_ceiling,
     questions_needed,
 )
 from localnova.evaluate.statistics import PCT_MIN_BASE, ordered_arms
@@ -38,29 +39,32 @@ def parse_detect(text: str) -> float:
     return float(match.group(1))
 
 
-def _root_mean_square(values: list[float]) -> float:
-    return math.sqrt(sum(v * v for v in values) / len(values))
+def _pooled(spreads: list[Spread]) -> Spread:
+    """Several models' spreads of one comparison as one: the root mean square of the SDs, the
+    mean zero share and base level."""
+    return Spread(
+        math.sqrt(sum(s.sd_nonzero**2 for s in spreads) / len(spreads)),
+        sum(s.zero_share for s in spreads) / len(spreads),
+        sum(s.base_level for s in spreads) / len(spreads),
+    )
 
 
 def pilot_variance(spec: str) -> VarianceSource:
-    """The spreads an earlier run measured: per arm pair, the SD of its per-question headline
-    panel differences (root mean square over the run's models) and the first arm's level."""
+    """The spreads an earlier run measured on its headline panel: per arm pair, the SD of the
+    per-question differences that are not zero, the share that are, and the first arm's
+    level (pooled over the run's models)."""
     run = collect_run(*parse_run_spec(spec))
     summary = summarize_run(run)
     levels = {(cell.model, cell.arm): cell.mean for cell in summary.panel_cells}
-    measured: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    measured: dict[tuple[str, str], list[Spread]] = {}
     for c in summary.comparisons:
-        base = levels.get((c.model, c.arm_a), math.nan)
-        if math.isfinite(c.sd_diff) and math.isfinite(base):
-            measured.setdefault((c.arm_a, c.arm_b), []).append((c.sd_diff, base))
+        spread = Spread(c.sd_nonzero, c.zero_share, levels.get((c.model, c.arm_a), math.nan))
+        if all(math.isfinite(value) for value in (spread.sd_nonzero, spread.zero_share, spread.base_level)):
+            measured.setdefault((c.arm_a, c.arm_b), []).append(spread)
     if not measured:
         raise UserError(f"--pilot {spec}: run {run.run_id} has no comparison of two arms on its headline panel to measure a spread from")
-    by_comparison = {
-        pair: Spread(_root_mean_square([sd for sd, _ in values]), sum(base for _, base in values) / len(values))
-        for pair, values in measured.items()
-    }
-    everything = [value for values in measured.values() for value in values]
-    default = Spread(_root_mean_square([sd for sd, _ in everything]), sum(base for _, base in everything) / len(everything))
+    by_comparison = {pair: _pooled(spreads) for pair, spreads in measured.items()}
+    default = _pooled([spread for spreads in measured.values() for spread in spreads])
     n_questions = max((c.n for c in summary.comparisons), default=0)
     judges = ", ".join(summary.settings["headline_judges"])
     source = f"pilot run {run.run_id} ({n_questions} paired questions, headline judges {judges})"
@@ -69,6 +73,17 @@ def pilot_variance(spec: str) -> VarianceSource:
 
 def _pct(points: float, base_level: float) -> str:
     return f" ({100 * points / base_level:.0f}% of a base of {base_level:.2f})" if base_level >= PCT_MIN_BASE else ""
+
+
+def _detectable_text(spread: Spread, n_questions: int, n_comparisons: int) -> str:
+    detectable = detectable_difference(spread.sd_nonzero, n_questions, n_comparisons, spread.zero_share)
+    if detectable == math.inf:
+        ceiling = power_ceiling(n_questions, n_comparisons, spread.zero_share)
+        return (
+            f"detects no change with {DEFAULT_POWER:.0%} power: however large the change, the test clears its level only when "
+            f"enough questions differ, which happens {ceiling:.0%} of the time"
+        )
+    return f"detects {detectable:.2f} points{_pct(detectable, spread.base_level)}"
 
 
 def power_lines(config: StudyConfig, n_questions: int | None, variance: VarianceSource, detect_pct: float | None = None) -> list[str]:
@@ -90,14 +105,13 @@ def power_lines(config: StudyConfig, n_questions: int | None, variance: Variance
     named = [(f"each of the {len(pairs)} comparisons per model", pairs[0])] if not variance.by_comparison else None
     for name, (arm_a, arm_b) in named or [(f"{b} vs {a}", (a, b)) for a, b in pairs]:
         spread = variance.spread(arm_a, arm_b)
-        line = f"  {name} (SD {spread.sd_diff:.2f} points): "
+        line = f"  {name} (SD {spread.sd_nonzero:.2f} points, {spread.zero_share:.0%} alike): "
         if n_questions is None:
             line += "detectable change unknown until the eval set exists"
         else:
-            detectable = detectable_difference(spread.sd_diff, n_questions, n_comparisons)
-            line += f"with {n_questions} questions detects {detectable:.2f} points{_pct(detectable, spread.base_level)}"
+            line += f"with {n_questions} questions " + _detectable_text(spread, n_questions, n_comparisons)
         if detect_pct is not None:
-            needed = questions_needed(spread.sd_diff, detect_pct / 100 * spread.base_level, n_comparisons)
+            needed = questions_needed(spread.sd_nonzero, detect_pct / 100 * spread.base_level, n_comparisons, spread.zero_share)
             needed_all.append(needed)
             line += f"; {detect_pct:g}% needs {needed if needed is not None else 'more than a million'} questions"
         lines.append(line)

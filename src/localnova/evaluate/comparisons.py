@@ -20,9 +20,11 @@ from localnova.evaluate.statistics import PairedTest, holm_adjust, ordered_arms,
 class ArmComparison:
     """Paired comparison of arm_b against arm_a within one model (diff = b - a).
 
-    sd_diff is the standard deviation (n - 1) of the per-question differences; detectable_diff
-    the smallest true mean difference this comparison finds with 80% power at Holm's strictest
-    level over the family (`power.detectable_difference`), in the scores' own points."""
+    The spread of the per-question differences: sd_diff over all of them, zero_share the share
+    that are exactly 0 (questions answered alike), sd_nonzero over the others (n - 1 in each
+    SD). detectable_diff is the smallest true mean difference this comparison finds with 80%
+    power at Holm's strictest level over the family (`power.detectable_difference`), in the
+    scores' own points; infinite when no difference would reach that power."""
 
     model: str
     arm_a: str
@@ -34,7 +36,25 @@ class ArmComparison:
     wilcoxon_p_holm: float
     permutation_p_holm: float
     sd_diff: float = math.nan
+    zero_share: float = math.nan
+    sd_nonzero: float = math.nan
     detectable_diff: float = math.nan
+
+
+@dataclass(frozen=True)
+class _Spread:
+    sd_diff: float
+    zero_share: float
+    sd_nonzero: float
+
+
+def _spread(differences: np.ndarray) -> _Spread:
+    nonzero = differences[differences != 0]
+    return _Spread(
+        float(np.std(differences, ddof=1)) if differences.size >= 2 else math.nan,
+        float(np.mean(differences == 0)) if differences.size else math.nan,
+        float(np.std(nonzero, ddof=1)) if nonzero.size >= 2 else math.nan,
+    )
 
 
 def compare_arms(
@@ -60,13 +80,12 @@ def compare_arms(
     arms_by_model: dict[str, list[str]] = {}
     for model, arm in scores_by_cell:
         arms_by_model.setdefault(model, []).append(arm)
-    raw: list[tuple[str, str, str, PairedTest, float]] = []
+    raw: list[tuple[str, str, str, PairedTest, _Spread]] = []
     for model, arms in arms_by_model.items():
         for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
             cell_a, cell_b = scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)]
             a, b = paired_arrays(*(pair(cell_a, cell_b) if pair else (cell_a, cell_b)))
-            sd_diff = float(np.std(b - a, ddof=1)) if a.size >= 2 else math.nan
-            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed), sd_diff))
+            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed), _spread(b - a)))
     wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t, _ in raw])
     permutation_holm = holm_adjust([t.permutation_p for *_, t, _ in raw])
     return [
@@ -80,8 +99,10 @@ def compare_arms(
             permutation_p=test.permutation_p,
             wilcoxon_p_holm=w_holm,
             permutation_p_holm=p_holm,
-            sd_diff=sd_diff,
-            detectable_diff=detectable_difference(sd_diff, test.n, len(raw)),
+            sd_diff=spread.sd_diff,
+            zero_share=spread.zero_share,
+            sd_nonzero=spread.sd_nonzero,
+            detectable_diff=detectable_difference(spread.sd_nonzero, test.n, len(raw), spread.zero_share),
         )
-        for (model, arm_a, arm_b, test, sd_diff), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
+        for (model, arm_a, arm_b, test, spread), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
     ]

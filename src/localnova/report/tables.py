@@ -114,11 +114,18 @@ def _pct_cell(cell: PanelCell, base: PanelCell | None) -> str:
     return f"n/a: base below {PCT_MIN_BASE:g} point"
 
 
+def detectable(points: float, pct: float = math.nan) -> str:
+    """A detectable change: in points (and % of base when known), 'out of reach' when no change
+    would reach the power, 'n/a' when it cannot be computed."""
+    if points == math.inf:
+        return "none: 80% power is out of reach"
+    if not math.isfinite(points):
+        return "n/a"
+    return f"{points:.2f} points" + (f" ({pct:.0f}%)" if math.isfinite(pct) else "")
+
+
 def _detectable_cell(cell: PanelCell) -> str:
-    if cell.arm == BASE_ARM or not math.isfinite(cell.detectable_diff):
-        return ""
-    points = f"{cell.detectable_diff:.2f} points"
-    return f"{points} ({cell.detectable_pct:.0f}%)" if math.isfinite(cell.detectable_pct) else points
+    return "" if cell.arm == BASE_ARM else detectable(cell.detectable_diff, cell.detectable_pct)
 
 
 def summary_rows(summary: StudySummary, cells: list[PanelCell] | None = None) -> list[list[str]]:
@@ -162,7 +169,8 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
             str(c.n),
             number(c.mean_diff),
             number(c.sd_diff),
-            number(c.detectable_diff),
+            "n/a" if not math.isfinite(c.zero_share) else f"{100 * c.zero_share:.0f}%",
+            detectable(c.detectable_diff),
             p_value(c.wilcoxon_p),
             p_value(c.wilcoxon_p_holm),
             p_value(c.permutation_p),
@@ -171,7 +179,7 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
         for run, summary in zip(runs, summaries)
         for c in summary.comparisons
     ]
-    headers = ["run", "model", "comparison", "pairs", "mean difference", "SD of differences", "detectable difference (80% power)"]
+    headers = ["run", "model", "comparison", "pairs", "mean difference", "SD of differences", "no difference", "detectable (80% power)"]
     return Table([*headers, "p Wilcoxon", "Holm", "p permutation", "Holm"], rows)
 
 
