@@ -185,9 +185,9 @@ def summarise_block(task: tuple[int, int, Scenario, int, bool]) -> list[dict]:
             for c in summary.panel_cells
             if c.arm != "base"
         }
-        results.append(
-            {"headline": summary.settings["headline_judges"], "comparisons": _comparisons(summary.comparisons), "changes": changes}
-        )
+        levels = {c.arm: (c.mean, c.low, c.high) for c in summary.panel_cells}
+        headline = summary.settings["headline_judges"]
+        results.append({"headline": headline, "comparisons": _comparisons(summary.comparisons), "changes": changes, "levels": levels})
     return results
 
 
@@ -213,6 +213,10 @@ def judge_means(scenario: Scenario, seed: int, n_questions: int = TRUTH_QUESTION
         for judge in JUDGES:
             means[judge].append(block[judge][0].mean(axis=0))
     return {judge: np.mean(values, axis=0) for judge, values in means.items()}
+
+
+def true_level(means: dict[str, np.ndarray], judges: list[str], arm: str) -> float:
+    return float(np.mean([means[j][ARMS.index(arm)] for j in judges]))
 
 
 def true_change(means: dict[str, np.ndarray], judges: list[str], arm: str) -> tuple[float, float]:
@@ -278,6 +282,13 @@ def coverage_row(n_questions: int, results: list[dict], means: dict[str, np.ndar
                 covered["pct"][1] += 1
         for kind, (hits, total) in covered.items():
             row[f"{arm}_{kind}"], row[f"{arm}_{kind}_n"] = (hits / total if total else math.nan), total
+    level_hits = level_total = 0
+    for result in results:
+        for arm, (_, low, high) in result["levels"].items():
+            if result["headline"] and math.isfinite(low):
+                level_total += 1
+                level_hits += low <= true_level(means, result["headline"], arm) <= high
+    row["levels"] = level_hits / level_total if level_total else math.nan
     row["ok"] = all(0.93 <= row[f"{arm}_{kind}"] <= 0.97 for arm in ARMS[1:] for kind in ("diff", "pct"))
     return row
 
@@ -359,14 +370,15 @@ def markdown_tables(null_rows: list[dict], coverage_rows: list[dict], power_rows
     lines += [
         "",
         "Effects (latent shifts rag +0.4, ft +0.15, ft_rag +0.55): coverage of the 95% intervals of each arm's change",
-        "against base, in points and in %, of the true change of the panel each study used. Target 93-97%.",
+        "against base, in points and in %, of the true change of the panel each study used (target 93-97%), and of",
+        "the 95% intervals of the four arms' levels.",
         "",
-        "| questions | studies | rag: points | % | ft: points | % | ft_rag: points | % | within 93-97% |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| questions | studies | rag: points | % | ft: points | % | ft_rag: points | % | changes within 93-97% | levels |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in coverage_rows:
         cells = " | ".join(f"{pct(r[f'{arm}_{kind}'])}" for arm in ARMS[1:] for kind in ("diff", "pct"))
-        lines.append(f"| {r['questions']} | {r['studies']} | {cells} | {'yes' if r['ok'] else 'NO'} |")
+        lines.append(f"| {r['questions']} | {r['studies']} | {cells} | {'yes' if r['ok'] else 'NO'} | {pct(r['levels'])} |")
     lines += [
         "",
         "Power: rag's true change set to the detectable change the power function gives for the study's size and",

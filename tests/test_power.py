@@ -97,4 +97,4 @@ def test_questions_needed_is_the_first_count_that_reaches_the_target():
 def test_variance_source_falls_back_to_its_default():
     pilot = VarianceSource("pilot", Spread(1.0, 0.1, 4.0), {("base", "rag"): Spread(2.5, 0.3, 3.0)})
     assert pilot.spread("base", "rag") == Spread(2.5, 0.3, 3.0) and pilot.spread("base", "ft") == Spread(1.0, 0.1, 4.0)
-    assert DEFAULT_VARIANCE.spread("rag", "ft") == Spread(2.0, 0.2, 5.0) and "default" in DEFAULT_VARIANCE.source
+    assert DEFAULT_VARIANCE.spread("rag", "ft") == Spread(2.0, 0.0, 5.0) and "default" in DEFAULT_VARIANCE.source

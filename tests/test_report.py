@@ -190,8 +190,7 @@ def test_summary_failures_and_controls_are_reported(one_report):
     assert judge_rows[0][4:7] == ["yes", "5", "1"] and judge_rows[0][7].startswith("5.80")
     f1_rows = [row for row in judge_tables.judge_means_table([run], [summary]).rows if row[3] == "judge-f1"]
     assert f1_rows[0][4] == "no: fails: ranks the truth first on 0 of 6 questions (0%, needs 80%)"
-    assert "batch\\_wall\\_clock" in markdown and "recall@3" in markdown and "estimate\\_usd" in markdown
-    assert "batch_wall_clock" in page and "estimate_usd" in page
+    assert "batch_wall_clock" in markdown and "recall@3" in markdown and "estimate_usd" in markdown
     # one headline judge: nothing to agree on
     assert "Fewer than two headline judges" in page and "p Wilcoxon (Holm)" in page
 
@@ -386,7 +385,7 @@ def test_free_text_in_question_ids_and_judge_names_cannot_write_markdown_structu
     build_study(
         tmp_path / "study",
         "hostile",
-        judges=("judge-a\n# injected judge heading", "judge-f1 [click](http://example.com) *loud*"),
+        judges=("judge-a\n# injected judge heading", "judge-f1 [click](http://example.com) *loud* _quiet_ snake_case"),
         stored_ids={"q1": "q1\n# injected question heading", "q5": "q5\r\n1. injected list item"},
     )
     md_path, html_path = write_report([collect_run(tmp_path / "study")], tmp_path / "out")
@@ -397,10 +396,10 @@ def test_free_text_in_question_ids_and_judge_names_cannot_write_markdown_structu
     assert not any(re.match(r"\s*\d+[.)]\s", line) for line in lines)  # no list item either
     text = "\n".join(lines)
     assert "q1 # injected question heading" in text and "q5 1. injected list item" in text
-    assert "[click](http" not in text and "\\[click\\](http://example.com) \\*loud\\*" in text
+    assert "[click](http" not in text and "\\[click\\](http://example.com) \\*loud\\* \\_quiet\\_ snake_case" in text
     assert "judge-a # injected judge heading" in text
     page = html_path.read_text(encoding="utf-8")
-    assert "judge-f1 [click](http://example.com) *loud*" in page  # HTML shows it as written
+    assert "judge-f1 [click](http://example.com) *loud* _quiet_ snake_case" in page  # HTML shows it as written
 
 
 def test_a_run_stored_with_the_old_absolute_gate_still_summarises(tmp_path):
@@ -410,4 +409,4 @@ def test_a_run_stored_with_the_old_absolute_gate_still_summarises(tmp_path):
     assert summary.settings["headline_judges"] == ["judge-a"] and [c.passed for c in summary.controls] == [True, False]
     md_path, _ = write_report([run], tmp_path / "out")
     markdown = md_path.read_text(encoding="utf-8")
-    assert "was configured with absolute thresholds (truth\\_min 7.0, empty\\_max 2.0, other\\_max 3.0)" in markdown
+    assert "was configured with absolute thresholds (truth_min 7.0, empty_max 2.0, other_max 3.0)" in markdown

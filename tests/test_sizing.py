@@ -39,10 +39,10 @@ def test_plan_lines_with_the_stated_default(in_repo):
     # one model x 4 arms: 6 comparisons, each at 0.05 / 6
     assert "6 comparisons are Holm-adjusted together" in lines[0] and "0.0083" in lines[0]
     assert lines[1] == f"  spread of the per-question differences: {DEFAULT_VARIANCE.source}"
-    detectable = detectable_difference(2.0, 60, 6, 0.2)
-    needed = questions_needed(2.0, 0.1 * 5.0, 6, 0.2)
+    detectable = detectable_difference(2.0, 60, 6)
+    needed = questions_needed(2.0, 0.1 * 5.0, 6)
     assert lines[2] == (
-        f"  each of the 6 comparisons per model (SD 2.00 points, 20% alike): with 60 questions detects {detectable:.2f} points "
+        f"  each of the 6 comparisons per model (SD 2.00 points, 0% alike): with 60 questions detects {detectable:.2f} points "
         f"({100 * detectable / 5.0:.0f}% of a base of 5.00); 10% needs {needed} questions"
     )
     assert lines[3] == f"  10% in every comparison needs {needed} questions" and len(lines) == 4  # not Bedrock: no cost
@@ -58,6 +58,9 @@ def test_a_pilot_run_gives_each_comparison_its_own_spread(tmp_path):
     bases = [c.mean for c in summary.panel_cells if c.arm == "base"]
     expected = Spread(pytest.approx(np.sqrt(np.mean(np.square(sds)))), pytest.approx(np.mean(zeros)), pytest.approx(np.mean(bases)))
     assert variance.spread("base", "rag") == expected
+    # a plan that compares the arms the other way round takes the same spread, on rag's level
+    rags = [c.mean for c in summary.panel_cells if c.arm == "rag"]
+    assert variance.spread("rag", "base") == Spread(expected.sd_nonzero, expected.zero_share, pytest.approx(np.mean(rags)))
     assert variance.source.startswith("pilot run pilot-study-") and "headline judges judge-a" in variance.source
     config = load_config(REPO / "configs" / "demo.yaml", [f"arms={['base', 'rag']}"])
     lines = power_lines(config, 30, variance)
@@ -96,7 +99,7 @@ def test_cli_plan_prints_the_detectable_change(in_repo, capsys):
     assert main(["run", "configs/demo.yaml", "--plan"]) == 0
     out = capsys.readouterr().out
     assert "Power (80%, two-sided; 6 comparisons" in out
-    assert f"with 60 questions detects {detectable_difference(2.0, 60, 6, 0.2):.2f} points" in out
+    assert f"with 60 questions detects {detectable_difference(2.0, 60, 6):.2f} points" in out
 
 
 def test_too_few_questions_detect_nothing_and_the_plan_says_why(in_repo):
@@ -117,6 +120,6 @@ def test_cli_dry_run_prints_power_before_the_study_and_pilot_needs_a_plan(in_rep
     monkeypatch.setattr(cli, "run_bedrock_study", stop)
     assert cli.main(["run", "configs/bedrock-nova.yaml", "--dry-run", "--limit", "10", "--detect", "20%"]) == 2
     out = capsys.readouterr().out
-    assert "12 comparisons are Holm-adjusted together" in out and "with 10 questions detects no change" in out and "20% needs" in out
+    assert "12 comparisons are Holm-adjusted together" in out and "with 10 questions detects" in out and "20% needs" in out
     assert cli.main(["run", "configs/demo.yaml", "--pilot", "runs/demo"]) == 2
     assert "use them with --plan or --dry-run" in capsys.readouterr().err

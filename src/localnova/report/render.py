@@ -230,8 +230,9 @@ def _anchor(title: str) -> str:
 
 
 # Characters that start Markdown structure anywhere in a line: emphasis, code, links, table
-# cells, strike-through (and the backslash, so that text cannot escape our escapes).
-_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]|~])")
+# cells, strike-through (and the backslash, so that text cannot escape our escapes). An
+# underscore between two letters or digits never starts emphasis, so snake_case stays readable.
+_MARKDOWN_INLINE = re.compile(r"([\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 # What starts a heading, list item or thematic break at the start of a line: escaped before the
 # marker (#, +, -, =) or, after a number, before its . or ). A leading > is an entity once
 # escaped as HTML, which starts no quote.
