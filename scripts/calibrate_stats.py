@@ -232,37 +232,43 @@ def rate(hits: int, total: int) -> tuple[float, float]:
     return share, math.sqrt(share * (1 - share) / total) if total else math.nan
 
 
+def _within_limit(share: float, total: int) -> bool:
+    """At most 5% plus two Monte Carlo standard errors of a 5% rate over `total` draws."""
+    return share <= ALPHA + 2 * math.sqrt(ALPHA * (1 - ALPHA) / total)
+
+
 def null_row(n_questions: int, results: list[dict]) -> dict:
-    family = {"wilcoxon": 0, "permutation": 0}
-    counts = {"wilcoxon_holm": 0, "permutation_holm": 0, "wilcoxon_raw": 0, "permutation_raw": 0, "diff_interval": 0, "pct_interval": 0}
-    comparisons = changes = pct_changes = 0
+    """False-positive rates: per study (any Holm-adjusted p below 0.05 among its comparisons),
+    per comparison (Holm-adjusted and raw), and per change against base (its interval excludes
+    0); each against its own Monte Carlo limit."""
+    hits = dict.fromkeys(("fwer_wilcoxon", "fwer_permutation", "wilcoxon_holm", "permutation_holm", "wilcoxon_raw", "permutation_raw"), 0)
+    hits.update(diff_interval=0, pct_interval=0)
+    totals = {"study": len(results), "comparison": 0, "diff": 0, "pct": 0}
     for result in results:
         tests = [t for t in result["comparisons"] if t[2] >= 2]
-        family["wilcoxon"] += any(t[5] < ALPHA for t in tests)
-        family["permutation"] += any(t[6] < ALPHA for t in tests)
+        hits["fwer_wilcoxon"] += any(t[5] < ALPHA for t in tests)
+        hits["fwer_permutation"] += any(t[6] < ALPHA for t in tests)
         for _, _, _, w, p, w_holm, p_holm, _ in tests:
-            comparisons += 1
-            counts["wilcoxon_raw"] += w < ALPHA
-            counts["permutation_raw"] += p < ALPHA
-            counts["wilcoxon_holm"] += w_holm < ALPHA
-            counts["permutation_holm"] += p_holm < ALPHA
+            totals["comparison"] += 1
+            hits["wilcoxon_raw"] += w < ALPHA
+            hits["permutation_raw"] += p < ALPHA
+            hits["wilcoxon_holm"] += w_holm < ALPHA
+            hits["permutation_holm"] += p_holm < ALPHA
         for _, low, high, _, pct_low, pct_high in result["changes"].values():
             if math.isfinite(low):
-                changes += 1
-                counts["diff_interval"] += low > 0 or high < 0
+                totals["diff"] += 1
+                hits["diff_interval"] += low > 0 or high < 0
             if math.isfinite(pct_low):
-                pct_changes += 1
-                counts["pct_interval"] += pct_low > 0 or pct_high < 0
-    studies = len(results)
-    row = {"questions": n_questions, "studies": studies, "comparisons": comparisons}
-    row["fwer_wilcoxon"], row["fwer_se"] = rate(family["wilcoxon"], studies)
-    row["fwer_permutation"], _ = rate(family["permutation"], studies)
-    for name in ("wilcoxon_holm", "permutation_holm", "wilcoxon_raw", "permutation_raw"):
-        row[name], _ = rate(counts[name], comparisons)
-    row["diff_interval"], _ = rate(counts["diff_interval"], changes)
-    row["pct_interval"], _ = rate(counts["pct_interval"], pct_changes)
-    rates = [row[k] for k in ("fwer_wilcoxon", "fwer_permutation", "wilcoxon_holm", "permutation_holm", "diff_interval", "pct_interval")]
-    row["ok"] = all(value <= ALPHA + 2 * math.sqrt(ALPHA * (1 - ALPHA) / studies) for value in rates)
+                totals["pct"] += 1
+                hits["pct_interval"] += pct_low > 0 or pct_high < 0
+    denominators = {"fwer_wilcoxon": "study", "fwer_permutation": "study", "diff_interval": "diff", "pct_interval": "pct"}
+    row: dict = {"questions": n_questions, "studies": len(results), "comparisons": totals["comparison"]}
+    row["ok"] = True
+    for name, count in hits.items():
+        total = totals[denominators.get(name, "comparison")]
+        row[name], _ = rate(count, total)
+        row["ok"] = row["ok"] and _within_limit(row[name], total)
+    row["fwer_se"] = rate(hits["fwer_permutation"], len(results))[1]
     return row
 
 
@@ -355,7 +361,8 @@ def markdown_tables(null_rows: list[dict], coverage_rows: list[dict], power_rows
 
     lines = [
         "Null (every arm from one distribution): share of studies with any Holm-adjusted p < 0.05 among the 6 comparisons,",
-        "and per comparison the Holm-adjusted, raw and interval-excludes-0 rates. Limit: 5% + 2 Monte Carlo SE.",
+        "and per comparison the Holm-adjusted, raw and interval-excludes-0 rates. Limit: 5% + 2 Monte Carlo SE of each rate",
+        "(over the studies for the first two, the comparisons or changes for the others); the SE shown is the studies'.",
         "",
         "| questions | studies | any Holm p < .05: Wilcoxon | permutation | per comparison, Holm: Wilcoxon | permutation "
         "| raw: Wilcoxon | permutation | interval excludes 0: points | % | within limit |",

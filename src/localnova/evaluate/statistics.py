@@ -332,8 +332,8 @@ def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> flo
     while remaining > 0:
         rows = min(chunk_rows, remaining)
         # a flipped sign takes 2 d away from the sum: sum(s * d) = sum(d) - 2 * sum(flipped * d).
-        # einsum rather than @: a BLAS call spreads over threads, which on a busy machine made
-        # this product 300 times slower (BENCHMARKS.md, issue 19)
+        # einsum rather than @: BLAS spreads the product over threads that, on a machine whose
+        # cores are busy, wait for each other (22 ms against einsum's 0.3, BENCHMARKS.md issue 19)
         flipped = rng.random((rows, n)) < 0.5
         hits += int(np.sum(np.abs(total - 2.0 * np.einsum("ij,j->i", flipped, differences)) >= threshold))
         remaining -= rows
