@@ -1,7 +1,8 @@
 """A small version of scripts/calibrate_stats.py (BENCHMARKS.md, issue 19 has the full tables):
 simulated studies with the store's structure go through the report's own summary, and under
 the null its tests stay near 5% false positives, under known effects its intervals cover the
-truth, and the power function's detectable change is found about 80% of the time.
+truth, and the power the power function predicts (at 10 questions, a ceiling below 80%) is the
+rate at which the test finds the change.
 
 Seeded, so the figures are the same on every run; the limits allow for the Monte Carlo error
 of 400 studies a cell (a standard error of 1.1 points at 5% and at 95%, 2.5 at 50%)."""
