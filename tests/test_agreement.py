@@ -60,8 +60,34 @@ def test_krippendorff_alpha_matches_published_example_and_definition():
     assert reference_interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(0.849, abs=5e-4)
     assert interval_alpha(KRIPPENDORFF_EXAMPLE) == pytest.approx(reference_interval_alpha(KRIPPENDORFF_EXAMPLE), abs=1e-9)
     agreement = judge_agreement(_rows_from_matrix(KRIPPENDORFF_EXAMPLE, ["A", "B", "C", "D"]))
-    assert agreement.krippendorff_alpha == pytest.approx(0.849, abs=5e-4)
+    assert agreement.krippendorff_alpha_raw == pytest.approx(0.849, abs=5e-4)
     assert agreement.n_answers == 12 and agreement.n_answers_with_two_scores == 11
+    # on ranks: the 8 answers every observer rated, each observer's mid-ranks among them
+    complete = KRIPPENDORFF_EXAMPLE[:, ~np.isnan(KRIPPENDORFF_EXAMPLE).any(axis=0)]
+    ranks = np.vstack([scipy.stats.rankdata(row) for row in complete])
+    assert agreement.n_answers_scored_by_all == complete.shape[1] == 8
+    assert agreement.krippendorff_alpha == pytest.approx(reference_interval_alpha(ranks), abs=1e-9)
+
+
+def test_judges_that_rank_alike_on_scales_six_points_apart_agree_fully():
+    """Before: two judges with identical rankings, one 6 points above the other, got alpha
+    -0.74: the interval metric read the offset as disagreement."""
+    low = [1.0, 2.0, 2.0, 3.0, 0.5, 1.5, 2.5, 3.5, 1.0, 2.0]
+    rows = _rows_from_matrix(np.array([low, [v + 6.0 for v in low]]), ["token-f1", "llm"])
+    agreement = judge_agreement(rows)
+    assert agreement.krippendorff_alpha == pytest.approx(1.0)
+    raw = reference_interval_alpha(np.array([low, [v + 6.0 for v in low]]))
+    assert raw < -0.5 and agreement.krippendorff_alpha_raw == pytest.approx(raw)  # the raw figure, shown labelled
+    assert agreement.per_answer[0].spearman == pytest.approx(1.0)
+
+
+def test_agreement_is_over_the_headline_judges_only():
+    matrix = random_reliability(4, judges=3, answers=20, integer=True, missing_share=0.0)
+    rows = _rows_from_matrix(matrix, ["a", "gated-out", "c"])
+    agreement = judge_agreement(rows, ["c", "a"])
+    assert agreement.judges == ["a", "c"] and [(p.judge_a, p.judge_b) for p in agreement.per_answer] == [("a", "c")]
+    assert agreement.krippendorff_alpha_raw == pytest.approx(reference_interval_alpha(matrix[[0, 2]]))
+    assert judge_agreement(rows, ["a"]) is None
 
 
 @pytest.mark.parametrize("seed", range(6))

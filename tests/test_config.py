@@ -100,3 +100,29 @@ def test_set_overrides_any_key_with_yaml_types(tmp_path):
         load_config(path, ["models.3.name=x"])
     with pytest.raises(UserError, match="expected key.path=value"):
         load_config(path, ["retrieval.top_k"])
+
+
+def test_the_old_absolute_control_thresholds_are_refused_with_what_replaced_them(tmp_path):
+    path = write(
+        tmp_path, MINIMAL.replace("eval: {path: data/demo/eval.jsonl}", "eval: {path: data/demo/eval.jsonl, control_gate: {other_max: 3}}")
+    )
+    with pytest.raises(
+        UserError, match=r"study\.yaml: eval\.control_gate: .*other_max: absolute score thresholds were replaced .*min_ranked_share"
+    ):
+        load_config(path)
+    gate = "{min_ranked_share: 0.9, max_control_failure_rate: 0.1, max_answer_failure_rate: 0.05}"
+    config = load_config(
+        write(
+            tmp_path, MINIMAL.replace("eval: {path: data/demo/eval.jsonl}", f"eval: {{path: data/demo/eval.jsonl, control_gate: {gate}}}")
+        )
+    )
+    assert (config.eval.control_gate.min_ranked_share, config.eval.control_gate.max_answer_failure_rate) == (0.9, 0.05)
+    with pytest.raises(UserError, match=r"min_ranked_share"):
+        load_config(
+            write(
+                tmp_path,
+                MINIMAL.replace(
+                    "eval: {path: data/demo/eval.jsonl}", "eval: {path: data/demo/eval.jsonl, control_gate: {min_ranked_share: 1.5}}"
+                ),
+            )
+        )

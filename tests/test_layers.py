@@ -65,6 +65,7 @@ FLOORS: dict[str, int] = {
     # what reads the store for people, and the entry points
     "localnova.report.*": 6,
     "localnova.serve": 6,
+    "localnova.sizing": 6,
     "localnova.cli": 7,
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from localnova.backends.base import Backend
 from localnova.errors import UserError
-from localnova.report import tables
+from localnova.report import judge_tables, tables
 from localnova.report.collect import collect_run, parse_run_spec
 from localnova.report.export import export_run
 from localnova.report.render import SIMULATED_BANNER, fence, report_runs, write_report
@@ -55,18 +56,29 @@ class FakeBackend(Backend):
 
 
 def _score(judge: str, model: str, arm: str, question_number: int) -> float | None:
-    if judge == "judge-a" and model == "large" and question_number in (2, 5):
+    if judge.startswith("judge-a") and model == "large" and question_number == 5:
         return None  # a parse failure: must be counted, never a 0
     bonus = (2 if arm == "rag" else 0) + (1 if model == "large" else 0)
-    return float(min(10, 3 + bonus + question_number % 3 + (1 if judge == "judge-a" else 0)))
+    return float(min(10, 3 + bonus + question_number % 3 + (1 if judge.startswith("judge-a") else 0)))
 
 
-def build_study(study_dir: Path, name: str, simulated: bool = False) -> str:
+def build_study(
+    study_dir: Path,
+    name: str,
+    simulated: bool = False,
+    judges: tuple[str, str] = ("judge-a", "judge-f1"),
+    stored_ids: dict[str, str] | None = None,
+    control_gate: dict | None = None,
+) -> str:
+    """A study of two models x two arms x six questions, judged by `judges` (the first behaves,
+    the second rewards another question's truth as much as the truth). `stored_ids` renames
+    question ids as the store holds them; `control_gate` goes into the stored config."""
+    stored_ids = stored_ids or {}
     store = Store(study_dir)
     config = {
         "name": name,
         "seed": 0,
-        "eval": {"bootstrap_samples": 200},
+        "eval": {"bootstrap_samples": 200, **({"control_gate": control_gate} if control_gate else {})},
         "arms": list(ARMS),
         "models": [{"name": m, "backend": "simulated" if simulated else "transformers", "model": f"org/{m}"} for m in MODELS],
     }
@@ -84,10 +96,10 @@ def build_study(study_dir: Path, name: str, simulated: bool = False) -> str:
             ]
             keys, _ = store.generate_cached(FakeBackend(model, arm), requests, batch_size=4)
             retrieved = [[{"chunk_id": f"doc{q}#0", "doc_id": f"doc{q}", "score": 0.9}] if arm == "rag" else [] for q in question_ids]
-            store.save_answers(model, arm, question_ids, keys, retrieved)
+            store.save_answers(model, arm, [stored_ids.get(q, q) for q in question_ids], keys, retrieved)
     judgments = []
-    for judge in ("judge-a", "judge-f1"):
-        method = "parsed" if judge == "judge-a" else "token_f1"
+    for judge, behaves in zip(judges, (True, False), strict=True):
+        method = "parsed" if behaves else "token_f1"
         for model in MODELS:
             for arm in ARMS:
                 for q in question_ids:
@@ -97,7 +109,7 @@ def build_study(study_dir: Path, name: str, simulated: bool = False) -> str:
                             judge,
                             model,
                             arm,
-                            q,
+                            stored_ids.get(q, q),
                             "answer",
                             f"{judge}{model}{arm}{q}",
                             score,
@@ -107,13 +119,16 @@ def build_study(study_dir: Path, name: str, simulated: bool = False) -> str:
                             3 if score is None else 1,
                         )
                     )
-        # judge-a behaves as the rubric asks; judge-f1 rewards another question's truth too much.
-        control_scores = {"judge-a": (9.0, 0.5, 1.5), "judge-f1": (10.0, 0.0, 4.0)}[judge]
+        # judge-a behaves as the rubric asks; judge-f1 gives another question's truth what it
+        # gives the truth itself, so it never ranks the truth first.
+        control_scores = (9.0, 0.5, 1.5) if behaves else (10.0, 0.0, 10.0)
         for q in question_ids:
             for subject, score in zip(("control_ground_truth", "control_empty", "control_other"), control_scores):
-                judgments.append(JudgmentRecord(judge, "", "", q, subject, f"{judge}{subject}{q}", score, method, "ok", "{}", 1))
+                stored = stored_ids.get(q, q)
+                judgments.append(JudgmentRecord(judge, "", "", stored, subject, f"{judge}{subject}{q}", score, method, "ok", "{}", 1))
     store.save_judgments(judgments)
-    store.save_artifact("eval_items", [{"question_id": q, "question": QUESTIONS[q][0], "answer": QUESTIONS[q][1]} for q in question_ids])
+    eval_items = [{"question_id": stored_ids.get(q, q), "question": QUESTIONS[q][0], "answer": QUESTIONS[q][1]} for q in question_ids]
+    store.save_artifact("eval_items", eval_items)
     store.save_artifact("loss_curve:small", [{"step": s, "loss": 2.0 / s} for s in range(1, 11)])
     store.save_artifact("retrieval", {"small/rag": {"recall@3": 0.83}, "large/rag": {"recall@3": 0.83}})
     store.save_artifact("cost_estimate", [{"item": "tokens", "estimate_usd": 0.12, "actual_usd": 0.1}])
@@ -158,21 +173,26 @@ def test_model_text_is_escaped_in_html_and_fenced_in_markdown(one_report):
 def test_summary_failures_and_controls_are_reported(one_report):
     markdown, page, root = one_report
     run = collect_run(root / "study")
-    failures = {row[1]: row for row in tables.failures_table([run]).rows}
-    assert failures["judge-a"][3:6] == ["24", "4", "16.7%"]
+    failures = {row[1]: row for row in judge_tables.failures_table([run]).rows}
+    assert failures["judge-a"][3:6] == ["24", "2", "8.3%"]
     assert failures["judge-f1"][4] == "0"
     summary = summarize_run(run)
-    verdicts = {row[1]: row[-2:] for row in tables.controls_table([run], [summary]).rows}
-    assert verdicts["judge-a"] == ["passes", "yes"]
-    assert verdicts["judge-f1"][0].startswith("fails") and "4.0" in verdicts["judge-f1"][0] and verdicts["judge-f1"][1] == "no"
-    assert "Judge controls" in page and "at least 7" in page
+    verdicts = {row[1]: row[-2:] for row in judge_tables.controls_table([run], [summary]).rows}
+    assert verdicts["judge-a"] == ["passes: truth first on 6 of 6 questions", "yes"]
+    assert verdicts["judge-f1"] == ["fails: ranks the truth first on 0 of 6 questions (0%, needs 80%)", "no"]
+    controls = {row[1]: row[6:9] for row in judge_tables.controls_table([run], [summary]).rows}
+    assert controls["judge-a"] == ["6 of 6", "0 of 18", "1 of 6 (large / base)"]
+    assert "Judge controls" in page and "on at least 80% of the questions" in page
     assert "Left out for failing their controls: judge-f1" in page
     # The failed judgments are left out of the mean, not counted as 0: judge-a on large/base
-    # scored q1, q3, q4, q6 = 6, 5, 6, 5 (its failures on q2 and q5 are absent).
-    judge_rows = [row for row in tables.judge_means_table([run], [summary]).rows if row[1:4] == ["large", "base", "judge-a"]]
-    assert judge_rows[0][4:7] == ["yes", "4", "2"] and judge_rows[0][7].startswith("5.50")
+    # scored q1, q2, q3, q4, q6 = 6, 7, 5, 6, 5 (its failure on q5 is absent).
+    judge_rows = [row for row in judge_tables.judge_means_table([run], [summary]).rows if row[1:4] == ["large", "base", "judge-a"]]
+    assert judge_rows[0][4:7] == ["yes", "5", "1"] and judge_rows[0][7].startswith("5.80")
+    f1_rows = [row for row in judge_tables.judge_means_table([run], [summary]).rows if row[3] == "judge-f1"]
+    assert f1_rows[0][4] == "no: fails: ranks the truth first on 0 of 6 questions (0%, needs 80%)"
     assert "batch_wall_clock" in markdown and "recall@3" in markdown and "estimate_usd" in markdown
-    assert "Krippendorff" in page and "p Wilcoxon (Holm)" in page
+    # one headline judge: nothing to agree on
+    assert "Fewer than two headline judges" in page and "p Wilcoxon (Holm)" in page
 
 
 def test_two_runs_side_by_side_and_simulated_banner(tmp_path):
@@ -207,7 +227,7 @@ def test_export_csv_and_parquet_round_trip(tmp_path):
     scripted = [row for row in answers if row["answer"] == SCRIPT]
     assert len(scripted) == 1 and scripted[0]["retrieved_chunk_ids"] == '["docq1#0"]' and scripted[0]["run_id"] == run_id
     failed = [row for row in judgments if row["failed"] == "True"]
-    assert len(failed) == 4 and all(row["score"] == "" for row in failed)
+    assert len(failed) == 2 and all(row["score"] == "" for row in failed)
 
     pq = pytest.importorskip("pyarrow.parquet")
     answers_pq, judgments_pq = export_run(tmp_path / "study", run_id=run_id, fmt="parquet", out_dir=tmp_path / "pq")
@@ -216,7 +236,7 @@ def test_export_csv_and_parquet_round_trip(tmp_path):
     assert len(answer_table) == len(answers) and len(judgment_table) == len(judgments)
     row = next(r for r in answer_table if r["answer"] == SCRIPT)
     assert row["retrieved_chunk_ids"] == ["docq1#0"] and row["latency_ms"] == 150.0
-    assert sum(r["score"] is None for r in judgment_table) == 4
+    assert sum(r["score"] is None for r in judgment_table) == 2
 
 
 def test_collect_errors_name_the_problem(tmp_path):
@@ -238,7 +258,7 @@ def test_markdown_cells_and_paragraphs_cannot_inject_html(tmp_path):
     sections = [tables.Section("S", [tables.Paragraph(f"model {hostile}"), tables.Table(["model"], [[hostile]])])]
     markdown = render._markdown("t", None, sections, tmp_path)
     assert "<script>" not in markdown
-    assert "model &lt;script&gt;alert(1)&lt;/script&gt; a|b \\\\| c" in markdown
+    assert "model &lt;script&gt;alert(1)&lt;/script&gt; a\\|b \\\\\\| c" in markdown
     # in a cell the pipe is escaped too, and a backslash cannot undo that escape
     assert "| &lt;script&gt;alert(1)&lt;/script&gt; a\\|b \\\\\\| c |" in markdown
 
@@ -251,35 +271,43 @@ def _markdown_table(markdown: str, section: str) -> list[list[str]]:
 
 
 def test_every_number_of_the_summary_table_is_the_summary_computed_from_the_store(one_report):
+    from localnova.report.render import markdown_cell
+
     markdown, _, root = one_report
     summary = summarize_run(collect_run(root / "study"))
     header, *rows = _markdown_table(markdown, "Summary")
     assert header[:4] == ["run", "model", "arm", "questions"]
     versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == "base"}
     assert len(rows) == len(summary.panel_cells) == 4
-    for row, cell in zip(rows, summary.panel_cells):
-        assert row[1:4] == [cell.model, cell.arm, str(cell.n_questions)]
-        assert row[4] == f"{cell.mean:.2f} [{cell.low:.2f}, {cell.high:.2f}]"
+    for row, cell in zip(rows, summary.panel_cells, strict=True):
+        questions = str(cell.n_questions) if cell.n_questions == cell.n_answers else f"{cell.n_questions} of {cell.n_answers}"
+        assert row[1:4] == [cell.model, cell.arm, questions]
+        assert row[4] == markdown_cell(f"{cell.mean:.2f} [{cell.low:.2f}, {cell.high:.2f}]")
         if cell.arm == "base":
-            assert row[5:] == ["(reference)", "", ""]
+            assert row[5:] == ["(reference)", "(reference)", "", "", ""]
             continue
-        assert row[5] == f"{cell.pct_vs_base:+.1f}% [{cell.pct_vs_base_low:+.1f}, {cell.pct_vs_base_high:+.1f}]"
+        assert row[5] == markdown_cell(f"{cell.diff_vs_base:+.2f} [{cell.diff_vs_base_low:+.2f}, {cell.diff_vs_base_high:+.2f}]")
+        assert row[6] == markdown_cell(f"{cell.pct_vs_base:+.1f}% [{cell.pct_vs_base_low:+.1f}, {cell.pct_vs_base_high:+.1f}]")
+        # 6 questions, 2 comparisons: a sign-flip test needs 2 / 2**k <= 0.025, k >= 7 questions
+        assert cell.detectable_diff == math.inf and row[7] == "none: 80% power is out of reach"
         test = versus_base[(cell.model, cell.arm)]
-        for shown, p in zip(row[6:], (test.wilcoxon_p_holm, test.permutation_p_holm)):
-            assert shown == ("<0.001" if p < 0.001 else f"{p:.3f}")
-    # and the headline here is judge-a alone (judge-f1 fails its controls): its % change by hand
-    by_hand = {}
-    for judgment in collect_run(root / "study").judgments:
-        if judgment.judge == "judge-a" and judgment.subject == "answer" and judgment.model == "small":
-            by_hand[(judgment.arm, judgment.question_id)] = judgment.score
-    questions = sorted({q for _, q in by_hand})
-    base, rag = (sum(by_hand[(arm, q)] for q in questions) for arm in ("base", "rag"))
-    small_rag = next(cell for cell in summary.panel_cells if (cell.model, cell.arm) == ("small", "rag"))
-    assert small_rag.pct_vs_base == pytest.approx(100 * (rag - base) / base)
+        for shown, p in zip(row[8:], (test.wilcoxon_p_holm, test.permutation_p_holm), strict=True):
+            assert shown == ("&lt;0.001" if p < 0.001 else f"{p:.3f}")
+    # the headline is judge-a alone (judge-f1 fails its controls); on the large model judge-a
+    # failed q5 in both arms, so q5 leaves every figure of that model: the level of each arm
+    # and the % change are over the same five questions
+    judgments = collect_run(root / "study").judgments
+    for model, questions in (("small", [f"q{i}" for i in range(1, 7)]), ("large", ["q1", "q2", "q3", "q4", "q6"])):
+        by_hand = {(j.arm, j.question_id): j.score for j in judgments if (j.judge, j.subject, j.model) == ("judge-a", "answer", model)}
+        base, rag = (sum(by_hand[(arm, q)] for q in questions) / len(questions) for arm in ("base", "rag"))
+        base_cell, rag_cell = (next(c for c in summary.panel_cells if (c.model, c.arm) == (model, arm)) for arm in ("base", "rag"))
+        assert (base_cell.mean, rag_cell.mean, rag_cell.n_questions) == (pytest.approx(base), pytest.approx(rag), len(questions))
+        assert rag_cell.pct_vs_base == pytest.approx(100 * (rag - base) / base)
 
 
 def test_readme_table_comes_from_the_store(one_report, capsys):
     from localnova.cli import main
+    from localnova.report.render import markdown_cell
     from localnova.report.tables import SUMMARY_HEADERS
 
     _, _, root = one_report
@@ -287,20 +315,25 @@ def test_readme_table_comes_from_the_store(one_report, capsys):
     printed = capsys.readouterr().out
     comment, blank, note, _, header, rule, *rows = printed.splitlines()
     assert comment.startswith(f"<!-- generated by `localnova report {root / 'study'} --readme` from run local-demo-")
-    assert note.startswith("Headline panel: judge-a.") and header == "| " + " | ".join(SUMMARY_HEADERS) + " |"
+    assert note.startswith("Headline panel: judge-a.") and header == "| " + " | ".join(markdown_cell(h) for h in SUMMARY_HEADERS) + " |"
     summary = summarize_run(collect_run(root / "study"))
-    assert [row.split(" | ")[3] for row in rows] == [f"{c.mean:.2f} [{c.low:.2f}, {c.high:.2f}]" for c in summary.panel_cells]
+    assert [row.split(" | ")[3] for row in rows] == [
+        markdown_cell(f"{c.mean:.2f} [{c.low:.2f}, {c.high:.2f}]") for c in summary.panel_cells
+    ]
     assert not (root / "study" / "report.md").exists()  # it only prints
     assert main(["report", str(root / "study"), str(root / "study"), "--readme"]) == 2
 
 
 def test_readme_carries_the_generated_demo_table():
+    from localnova.report.render import markdown_cell
     from localnova.report.tables import SUMMARY_HEADERS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- generated by `localnova report runs/demo --readme`", 1)[1].split("\n\n", 3)
     table = block[2].split("\n\n", 1)[0].splitlines()
-    assert table[0] == "| " + " | ".join(SUMMARY_HEADERS) + " |" and table[1] == "|" + "---|" * len(SUMMARY_HEADERS)
+    assert table[0] == "| " + " | ".join(markdown_cell(h) for h in SUMMARY_HEADERS) + " |" and table[1] == "|" + "---|" * len(
+        SUMMARY_HEADERS
+    )
     assert [row.split(" | ")[1] for row in table[2:]] == ["base", "rag", "ft", "ft_rag"]
     assert all(row.count(" | ") == len(SUMMARY_HEADERS) - 1 for row in table[2:])
 
@@ -363,3 +396,48 @@ def test_the_latency_comparison_comes_from_the_probe_and_says_so(one_report, tmp
     # a run without a probe says that it has no latency comparison
     md_path, _ = write_report([collect_run(root / "study")], tmp_path / "without")
     assert "no latency probe in this run, so no latency comparison between arms" in md_path.read_text(encoding="utf-8")
+
+
+def _outside_fences(markdown: str) -> list[str]:
+    lines, fenced = [], None
+    for line in markdown.splitlines():
+        marks = re.match(r"^(`{3,})", line)
+        if marks and (fenced is None or marks.group(1) == fenced):
+            fenced = None if fenced else marks.group(1)
+            continue
+        if fenced is None:
+            lines.append(line)
+    return lines
+
+
+def test_free_text_in_question_ids_and_judge_names_cannot_write_markdown_structure(tmp_path):
+    """Before: a newline in a question id reached report.md's paragraphs and captions as it
+    was, and what followed it became a heading."""
+    build_study(
+        tmp_path / "study",
+        "hostile",
+        judges=("judge-a\n# injected judge heading", "judge-f1 [click](http://example.com) *loud* _quiet_ snake_case"),
+        stored_ids={"q1": "q1\n# injected question heading", "q5": "q5\r\n1. injected list item"},
+    )
+    md_path, html_path = write_report([collect_run(tmp_path / "study")], tmp_path / "out")
+    lines = _outside_fences(md_path.read_text(encoding="utf-8"))
+    headings = [line for line in lines if line.startswith("#")]
+    assert headings[0] == "# localnova report: hostile" and all(line.startswith("## ") for line in headings[1:])
+    assert not any("injected" in line for line in headings)
+    assert not any(re.match(r"\s*\d+[.)]\s", line) for line in lines)  # no list item either
+    text = "\n".join(lines)
+    assert "q1 # injected question heading" in text and "q5 1. injected list item" in text
+    assert "[click](http" not in text and "\\[click\\](http://example.com) \\*loud\\* \\_quiet\\_ snake_case" in text
+    assert "judge-a # injected judge heading" in text
+    page = html_path.read_text(encoding="utf-8")
+    assert "judge-f1 [click](http://example.com) *loud* _quiet_ snake_case" in page  # HTML shows it as written
+
+
+def test_a_run_stored_with_the_old_absolute_gate_still_summarises(tmp_path):
+    build_study(tmp_path / "study", "old-gate", control_gate={"truth_min": 7.0, "empty_max": 2.0, "other_max": 3.0})
+    run = collect_run(tmp_path / "study")
+    summary = summarize_run(run)
+    assert summary.settings["headline_judges"] == ["judge-a"] and [c.passed for c in summary.controls] == [True, False]
+    md_path, _ = write_report([run], tmp_path / "out")
+    markdown = md_path.read_text(encoding="utf-8")
+    assert "was configured with absolute thresholds (truth_min 7.0, empty_max 2.0, other_max 3.0)" in markdown

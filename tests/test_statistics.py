@@ -14,20 +14,41 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import SCORES
+from localnova.evaluate.comparisons import compare_arms
 from localnova.evaluate.statistics import (
     bootstrap_ci,
-    compare_arms,
     holm_adjust,
+    interval_tails,
+    paired_change,
     paired_tests,
     pct_change_vs_base,
+    signed_rank_p,
 )
 
 # --- bootstrap intervals ---------------------------------------------------------------
 
 
-def test_bootstrap_interval_matches_scipy_percentile_bootstrap():
+def expanded_level(n: int, confidence: float = 0.95) -> float:
+    """The confidence level of the percentile interval the expanded bootstrap takes, from
+    Hesterberg's definition: the normal tail beyond sqrt(n / (n - 1)) * t_{n-1, (1 + c) / 2}."""
+    z = math.sqrt(n / (n - 1)) * scipy.stats.t.ppf((1 + confidence) / 2, n - 1)
+    return 1 - 2 * scipy.stats.norm.sf(z)
+
+
+def test_interval_tails_by_hand():
+    # n = 10: t_9(0.975) = 2.2622, times sqrt(10 / 9) = 2.3846, normal tail 0.00855
+    assert interval_tails(10) == pytest.approx((0.00855, 0.99145), abs=2e-5)
+    # n = 200: 1.9720 * sqrt(200 / 199) = 1.9769, tail 0.02403
+    assert interval_tails(200) == pytest.approx((0.02403, 0.97597), abs=2e-5)
+    assert interval_tails(10, 0.9)[0] > interval_tails(10)[0]
+    assert all(math.isnan(v) for v in interval_tails(1))
+
+
+def test_bootstrap_interval_matches_scipy_percentile_bootstrap_at_the_expanded_level():
     estimate, low, high = bootstrap_ci(SCORES, n_resamples=20000, seed=1)
-    reference = scipy.stats.bootstrap((SCORES,), np.mean, n_resamples=20000, method="percentile", random_state=2).confidence_interval
+    reference = scipy.stats.bootstrap(
+        (SCORES,), np.mean, n_resamples=20000, method="percentile", confidence_level=expanded_level(SCORES.size), random_state=2
+    ).confidence_interval
     assert estimate == pytest.approx(SCORES.mean())
     # Two independent Monte Carlo runs: endpoints agree to Monte Carlo error (~0.02 here).
     assert low == pytest.approx(reference.low, abs=0.08)
@@ -39,7 +60,9 @@ def test_bootstrap_interval_for_other_statistics_and_levels():
     _, low99, high99 = bootstrap_ci(SCORES, n_resamples=5000, confidence=0.99)
     assert low99 <= low90 < high90 <= high99
     median, low, high = bootstrap_ci(SCORES, n_resamples=5000, statistic=np.median)
-    reference = scipy.stats.bootstrap((SCORES,), np.median, n_resamples=5000, method="percentile", random_state=0).confidence_interval
+    reference = scipy.stats.bootstrap(
+        (SCORES,), np.median, n_resamples=5000, method="percentile", confidence_level=expanded_level(SCORES.size), random_state=0
+    ).confidence_interval
     assert median == np.median(SCORES)
     assert low == pytest.approx(reference.low, abs=0.5)
     assert high == pytest.approx(reference.high, abs=0.5)
@@ -60,28 +83,19 @@ def test_bootstrap_interval_contains_the_mean_of_scores(scores):
     assert 0 <= low and high <= 10
 
 
-def test_pct_change_matches_scipy_paired_bootstrap():
+def test_pct_change_interval_is_the_delta_method_t_interval_of_the_ratio_of_means():
     base = {f"q{i}": s for i, s in enumerate(SCORES)}
     arm = {f"q{i}": min(10.0, s + (i % 3)) for i, s in enumerate(SCORES)}
     arm["only_in_arm"] = 0.0  # unpaired questions must not enter either mean
-    pct, low, high = pct_change_vs_base(base, arm, n_resamples=20000, seed=0)
-    base_values = SCORES
-    arm_values = np.array([arm[f"q{i}"] for i in range(SCORES.size)])
-    assert pct == pytest.approx(100 * (arm_values.mean() - base_values.mean()) / base_values.mean())
-
-    def pct_statistic(b, a, axis=-1):
-        return 100 * (a.mean(axis=axis) - b.mean(axis=axis)) / b.mean(axis=axis)
-
-    reference = scipy.stats.bootstrap(
-        (base_values, arm_values),
-        pct_statistic,
-        paired=True,
-        n_resamples=20000,
-        method="percentile",
-        random_state=5,
-    ).confidence_interval
-    assert low == pytest.approx(reference.low, abs=0.5)
-    assert high == pytest.approx(reference.high, abs=0.5)
+    pct, low, high = pct_change_vs_base(base, arm)
+    b, a = SCORES, np.array([arm[f"q{i}"] for i in range(SCORES.size)])
+    n, ratio = SCORES.size, a.mean() / b.mean()
+    assert pct == pytest.approx(100 * (ratio - 1))
+    # the delta method written with variances and the covariance of the two means
+    covariance = np.cov(a, b, ddof=1)
+    variance = (covariance[0, 0] - 2 * ratio * covariance[0, 1] + ratio**2 * covariance[1, 1]) / (n * b.mean() ** 2)
+    half = scipy.stats.t.ppf(0.975, n - 1) * 100 * math.sqrt(variance)
+    assert (low, high) == pytest.approx((pct - half, pct + half))
     assert low < pct < high
 
 
@@ -91,6 +105,32 @@ def test_pct_change_undefined_cases_are_nan_not_errors():
     assert all(math.isnan(v) for v in (pct, low, high))
     pct, low, high = pct_change_vs_base({"a": 4.0}, {"a": 5.0})
     assert pct == pytest.approx(25.0) and math.isnan(low) and math.isnan(high)
+
+
+def test_a_pct_change_near_a_zero_base_is_refused_and_the_change_in_points_stands():
+    """Before: a base of 0.1 turned +2.9 points into +2900% [900, 2900]."""
+    base = {f"q{i:02d}": 0.0 for i in range(29)} | {"q29": 3.0}
+    arm = {f"q{i:02d}": 3.0 for i in range(30)}
+    change = paired_change(base, arm)
+    assert change.base_mean == pytest.approx(0.1) and change.arm_mean == 3.0
+    assert math.isnan(change.pct) and math.isnan(change.pct_low) and math.isnan(change.pct_high)
+    assert all(math.isnan(v) for v in pct_change_vs_base(base, arm))
+    # the change in points: +2.9, differences 3 (29 times) and 0 (once)
+    assert change.diff == pytest.approx(2.9) and change.diff_low < 2.9 < change.diff_high
+    # at the threshold (a base mean of exactly 1 point) the % is given
+    at_one = paired_change({"a": 0.0, "b": 2.0}, {"a": 1.0, "b": 3.0})
+    assert at_one.pct == pytest.approx(100.0) and math.isfinite(at_one.pct_low)
+
+
+def test_paired_change_in_points_is_scipys_paired_t_interval():
+    base = {f"q{i}": s for i, s in enumerate(SCORES)}
+    arm = {f"q{i}": min(10.0, s + (i % 4) - 1) for i, s in enumerate(SCORES)}
+    change = paired_change(base, arm, confidence=0.9)
+    a, b = np.array([arm[q] for q in base]), SCORES
+    reference = scipy.stats.ttest_rel(a, b).confidence_interval(0.9)
+    assert change.n == SCORES.size and change.diff == pytest.approx((a - b).mean())
+    assert (change.diff_low, change.diff_high) == pytest.approx((reference.low, reference.high))
+    assert (change.pct, change.pct_low, change.pct_high) == pct_change_vs_base(base, arm, confidence=0.9)
 
 
 # --- paired tests ----------------------------------------------------------------------
@@ -127,14 +167,60 @@ def test_permutation_p_matches_scipy_permutation_test_exact_and_monte_carlo():
         assert ours == pytest.approx(reference, abs=1e-12 if n == 10 else 0.01)
 
 
-def test_wilcoxon_hand_worked_and_matches_scipy():
+def signed_rank_p_by_enumeration(differences) -> float:
+    """Wilcoxon's p from its definition: drop zeros, mid-rank |d|, and count the sign patterns
+    of the ranks whose positive-rank sum is at least as far from its centre as the observed."""
+    d = np.asarray(differences, dtype=float)
+    d = d[d != 0]
+    ranks = scipy.stats.rankdata(np.abs(d))
+    centre = ranks.sum() / 2
+    observed = abs(ranks[d > 0].sum() - centre)
+    sums = [sum(r for r, positive in zip(ranks, signs, strict=True) if positive) for signs in product((True, False), repeat=d.size)]
+    return float(np.mean([abs(total - centre) >= observed - 1e-9 for total in sums]))
+
+
+def test_wilcoxon_hand_worked_and_exact_with_ties():
     # All five differences positive: exact two-sided p = 2 / 2**5.
     result = paired_tests([0, 0, 0, 0, 0], [1, 2, 3, 4, 5])
     assert result.wilcoxon_p == pytest.approx(2 / 32)
     assert result.permutation_p == pytest.approx(2 / 32)
     a = SCORES
-    b = np.clip(SCORES + np.array([1, 0, 2, -1, 3, 1, 0, 0, 2, 1] * 2), 0, 10)
-    assert paired_tests(a, b).wilcoxon_p == pytest.approx(scipy.stats.wilcoxon(b - a).pvalue)
+    b = np.clip(SCORES + np.array([1, 0, 2, -1, 3, 1, 0, 0, 2, 1] * 2), 0, 10)  # zeros and ties
+    assert paired_tests(a, b).wilcoxon_p == pytest.approx(signed_rank_p_by_enumeration(b - a), abs=1e-12)
+
+
+def test_wilcoxon_with_many_zero_differences_is_exact_not_the_normal_approximation():
+    """Before: the zeros sent scipy to its normal approximation, p = 0.025."""
+    result = paired_tests([0] * 30, [0] * 25 + [1] * 5)
+    assert result.wilcoxon_p >= 0.06
+    assert result.wilcoxon_p == pytest.approx(2 / 2**5, abs=1e-12)  # the 5 non-zero pairs, all positive
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_signed_rank_p_equals_enumeration_on_tied_data_with_zeros(seed):
+    rng = np.random.default_rng(seed)
+    differences = rng.integers(-3, 4, size=18).astype(float)  # about 2 in 7 are zero, the rest tie in threes
+    assert np.count_nonzero(differences) <= 16
+    assert signed_rank_p(differences) == pytest.approx(signed_rank_p_by_enumeration(differences), abs=1e-12)
+
+
+def test_signed_rank_p_without_ties_matches_scipy_exact():
+    differences = np.array([0.5, -1.2, 2.3, 3.1, -0.4, 1.7, 2.9, 4.4, -2.2, 0.9, 1.1])
+    assert signed_rank_p(differences) == pytest.approx(scipy.stats.wilcoxon(differences, method="exact").pvalue, abs=1e-12)
+
+
+def test_signed_rank_p_above_the_exact_limit_is_the_tie_corrected_normal_approximation():
+    from localnova.evaluate.statistics import EXACT_SIGNED_RANK_MAX_N
+
+    rng = np.random.default_rng(2)
+    differences = rng.integers(-4, 6, size=EXACT_SIGNED_RANK_MAX_N + 60).astype(float)
+    assert np.count_nonzero(differences) > EXACT_SIGNED_RANK_MAX_N
+    reference = scipy.stats.wilcoxon(differences, zero_method="wilcox", correction=False, method="asymptotic").pvalue
+    assert signed_rank_p(differences) == pytest.approx(reference, rel=1e-9)
+    # and just below the limit the exact p is close to that approximation
+    below = differences[np.flatnonzero(differences)[:EXACT_SIGNED_RANK_MAX_N]]
+    approximate = scipy.stats.wilcoxon(below, correction=False, method="asymptotic").pvalue
+    assert signed_rank_p(below) == pytest.approx(approximate, abs=0.005)
 
 
 def test_identical_arms_give_p_one_and_empty_pairs_nan():
@@ -233,7 +319,7 @@ def test_documented_defaults_are_the_ones_used():
     assert bootstrap_ci(a) == bootstrap_ci(a, n_resamples=2000, seed=0)
     assert bootstrap_ci(a) != bootstrap_ci(a, n_resamples=2001, seed=0) and bootstrap_ci(a) != bootstrap_ci(a, n_resamples=2000, seed=1)
     base, arm = dict(enumerate(a)), dict(enumerate(b))
-    assert pct_change_vs_base(base, arm) == pct_change_vs_base(base, arm, n_resamples=2000, seed=0)
+    assert pct_change_vs_base(base, arm) == pct_change_vs_base(base, arm, confidence=0.95)
     assert paired_tests(a, b) == paired_tests(a, b, n_permutations=10000, seed=0)
     cells = {("m", "base"): dict(enumerate(a)), ("m", "rag"): dict(enumerate(b))}
     assert compare_arms(cells) == compare_arms(cells, n_permutations=10000, seed=0)
@@ -252,24 +338,16 @@ def test_bootstrap_vectorises_a_statistic_that_takes_axis_and_loops_over_one_tha
     assert by_row == bootstrap_ci(SCORES, n_resamples=300, seed=2, statistic=np.median)
 
 
-def test_pct_change_interval_from_two_questions_seeded_and_quiet_on_a_zero_base():
-    import warnings
-
-    two = pct_change_vs_base({"q1": 4.0, "q2": 6.0}, {"q1": 5.0, "q2": 9.0}, n_resamples=500)
+def test_pct_change_interval_from_two_questions_and_one():
+    two = pct_change_vs_base({"q1": 4.0, "q2": 6.0}, {"q1": 5.0, "q2": 9.0})
     assert two[0] == pytest.approx(40.0) and math.isfinite(two[1]) and math.isfinite(two[2]) and two[1] < two[2]
-    base = {f"q{i}": float(v) for i, v in enumerate(SCORES)}
-    arm = {f"q{i}": float(v) + (i % 3) - 0.5 for i, v in enumerate(SCORES)}
-    assert pct_change_vs_base(base, arm, seed=5) == pct_change_vs_base(base, arm, seed=5) != pct_change_vs_base(base, arm, seed=6)
-    # resamples whose base mean is 0 (0/0 and x/0) are dropped without numpy warnings on the console
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        estimate, low, high = pct_change_vs_base({"q1": 0.0, "q2": 0.0, "q3": 2.0}, {"q1": 0.0, "q2": 1.0, "q3": 3.0}, n_resamples=400)
-    assert estimate == pytest.approx(100.0) and math.isfinite(low) and math.isfinite(high)
+    one = paired_change({"q1": 4.0}, {"q1": 5.0})
+    assert (one.n, one.diff, one.pct) == (1, 1.0, 25.0) and all(math.isnan(v) for v in (one.diff_low, one.pct_high))
 
 
 def test_wilcoxon_on_differences_that_are_all_one():
     result = paired_tests(np.zeros(10), np.ones(10))
-    assert result.wilcoxon_p == pytest.approx(scipy.stats.wilcoxon(np.ones(10)).pvalue) and result.wilcoxon_p < 0.01
+    assert result.wilcoxon_p == pytest.approx(2 / 2**10)  # only the observed signs and their mirror
 
 
 def test_sign_flip_ties_are_relative_to_the_sum_and_no_wider():
@@ -331,3 +409,28 @@ def test_compare_arms_passes_its_settings_to_each_test():
     assert (comparison.arm_a, comparison.arm_b, comparison.n) == ("control", "rag", 20)
     reference = paired_tests(a, b, n_permutations=3000, seed=5)
     assert comparison.permutation_p == reference.permutation_p and comparison.wilcoxon_p == reference.wilcoxon_p
+
+
+def test_compare_arms_gives_each_comparison_its_spread_and_detectable_difference():
+    from localnova.evaluate.power import detectable_difference
+
+    rng = np.random.default_rng(7)
+    base = rng.normal(5, 2, size=25)
+    cells = {("m", "base"): dict(enumerate(base))}
+    for arm, shift in (("rag", 0.5), ("ft", 1.0)):
+        changed = base + rng.normal(shift, 1.0 + shift, size=25)
+        changed[:6] = base[:6]  # six questions answered alike: differences of exactly 0
+        cells[("m", arm)] = dict(enumerate(changed))
+    comparisons = compare_arms(cells, n_permutations=500)
+    assert len(comparisons) == 3
+    for comparison in comparisons:
+        a = np.array(list(cells[("m", comparison.arm_a)].values()))
+        b = np.array(list(cells[("m", comparison.arm_b)].values()))
+        differences = b - a
+        assert comparison.sd_diff == pytest.approx(np.std(differences, ddof=1))
+        assert comparison.zero_share == np.mean(differences == 0)
+        assert comparison.sd_nonzero == pytest.approx(np.std(differences[differences != 0], ddof=1))
+        # the family is 3 comparisons: each must clear Holm's strictest level, 0.05 / 3
+        expected = detectable_difference(comparison.sd_nonzero, 25, 3, comparison.zero_share)
+        assert comparison.detectable_diff == pytest.approx(expected)
+    assert comparisons[0].zero_share == 6 / 25

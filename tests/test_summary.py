@@ -60,7 +60,9 @@ def test_summary_of_a_study_is_consistent_and_json_serialisable():
     assert broken_cell.n_failed == 14 and math.isnan(broken_cell.mean)
     assert [(c.arm_a, c.arm_b) for c in summary.comparisons] == [("base", "rag")]
     assert summary.comparisons[0].wilcoxon_p < 0.05
-    assert summary.agreement.judges == ["j1", "j2", "broken"]
+    # a judge that scored nothing cannot be held fixed: out of the headline and its agreement
+    assert summary.settings["headline_judges"] == summary.agreement.judges == ["j1", "j2"]
+    assert summary.settings["left_out"] == {"broken": "scored 0 of 14 answers of m / base; at most 20% may fail"}
     assert [c.arm for c in summary.latency_tokens] == ["base", "ft", "rag"]
     encoded = json.dumps(summary.to_dict(), allow_nan=False)
     assert json.loads(encoded)["judge_cells"][2]["mean"] is None
@@ -83,44 +85,63 @@ def test_summary_is_reproducible_for_a_seed():
 
 
 def _two_judge_rows() -> list[ScoreRow]:
-    """rag rows come first and judge x never scored base: neither may change what base means."""
+    """rag rows come first; judge x scored base on 10 of 12 questions, y failed one rag answer."""
     rows = []
     for q, score in enumerate(SCORES[:12]):
         rows.append(ScoreRow("m", "rag", f"q{q:02d}", "x", min(10.0, score + 1)))
         rows.append(ScoreRow("m", "rag", f"q{q:02d}", "y", None if q == 3 else max(0.0, score - 2)))
         rows.append(ScoreRow("m", "base", f"q{q:02d}", "y", score))
+        if q not in (5, 9):
+            rows.append(ScoreRow("m", "base", f"q{q:02d}", "x", max(0.0, score - 1)))
     return rows
 
 
 def test_summary_defaults_are_the_documented_ones():
     rows = _two_judge_rows()
     default = summarize(rows).to_dict()
-    assert default == summarize(rows, n_resamples=2000, seed=0, confidence=0.95, n_permutations=10000).to_dict()
+    documented = summarize(rows, n_resamples=2000, seed=0, confidence=0.95, n_permutations=10000, max_answer_failure_rate=0.2)
+    assert default == documented.to_dict()
     assert default != summarize(rows, seed=1).to_dict()
+    assert default != summarize(rows, max_answer_failure_rate=0.1).to_dict()  # x (2 of 12 missing, 17%) leaves
 
 
 def test_summary_cells_fields_and_settings_exactly():
     from localnova.evaluate.controls import JudgeControls
-    from localnova.evaluate.panel import cell_scores, level_ci, paired_scores
-    from localnova.evaluate.statistics import bootstrap_ci, pct_change_vs_base
+    from localnova.evaluate.power import detectable_difference
+    from localnova.evaluate.statistics import bootstrap_ci, paired_change
 
     rows = _two_judge_rows()
-    control = JudgeControls("y", 5.0, 9.0, 0.0, 1.0, 0, True, "passes")
+    control = JudgeControls("y", 5.0, 9.0, 0.0, 1.0, 12, 12, 36, 0, "m / rag", 12, 1, True, "passes")
     summary = summarize(rows, n_resamples=300, seed=4, confidence=0.8, n_permutations=200, headline_note="n", controls=[control])
-    # base first although rag came first; judge y's cell in base although x has none there
-    assert [(c.model, c.arm, c.judge) for c in summary.judge_cells] == [("m", "base", "y"), ("m", "rag", "x"), ("m", "rag", "y")]
-    rag_y = summary.judge_cells[2]
+    # base first although rag came first
+    cells = [(c.model, c.arm, c.judge) for c in summary.judge_cells]
+    assert cells == [("m", "base", "x"), ("m", "base", "y"), ("m", "rag", "x"), ("m", "rag", "y")]
+    rag_y = summary.judge_cells[3]
     valid = [r.score for r in rows if (r.arm, r.judge) == ("rag", "y") and r.score is not None]
     assert (rag_y.n_judgments, rag_y.n_failed) == (12, 1)
     assert (rag_y.mean, rag_y.low, rag_y.high) == pytest.approx(bootstrap_ci(valid, 300, 4, 0.8))
-    cells = cell_scores(rows)
+    # the panel's questions: both judges scored both arms' answers (not q03, q05, q09)
+    questions = [f"q{q:02d}" for q in range(12) if q not in (3, 5, 9)]
+    by_hand = {
+        arm: {q: np.mean([r.score for r in rows if (r.arm, r.question_id) == (arm, q)]) for q in questions} for arm in ("base", "rag")
+    }
     base, rag = summary.panel_cells
-    assert (base.model, base.arm, base.n_questions, rag.n_questions) == ("m", "base", 12, 12)
-    assert (rag.mean, rag.low, rag.high) == pytest.approx(level_ci(cells[("m", "rag")], 300, 4, 0.8))
-    expected_pct = pct_change_vs_base(*paired_scores(cells[("m", "base")], cells[("m", "rag")]), 300, 4, 0.8)
-    assert (rag.pct_vs_base, rag.pct_vs_base_low, rag.pct_vs_base_high) == pytest.approx(expected_pct)
+    assert (base.model, base.arm, base.n_questions, base.n_answers, rag.n_questions, rag.n_answers) == ("m", "base", 9, 12, 9, 12)
+    assert (base.mean, base.low, base.high) == pytest.approx(bootstrap_ci(list(by_hand["base"].values()), 300, 4, 0.8))
+    assert (rag.mean, rag.low, rag.high) == pytest.approx(bootstrap_ci(list(by_hand["rag"].values()), 300, 4, 0.8))
+    change = paired_change(by_hand["base"], by_hand["rag"], 0.8)
+    diff = (rag.diff_vs_base, rag.diff_vs_base_low, rag.diff_vs_base_high)
+    assert diff == pytest.approx((change.diff, change.diff_low, change.diff_high))
+    assert (rag.pct_vs_base, rag.pct_vs_base_low, rag.pct_vs_base_high) == pytest.approx((change.pct, change.pct_low, change.pct_high))
+    assert all(math.isnan(v) for v in (base.diff_vs_base, base.pct_vs_base, base.detectable_diff, base.detectable_pct))
     (comparison,) = summary.comparisons
-    assert (comparison.arm_a, comparison.arm_b, comparison.n) == ("base", "rag", 11)  # q03: no judge scored both
+    assert (comparison.arm_a, comparison.arm_b, comparison.n) == ("base", "rag", 9)
+    differences = np.array([by_hand["rag"][q] - by_hand["base"][q] for q in questions])
+    assert comparison.mean_diff == pytest.approx(differences.mean())
+    nonzero = differences[differences != 0]
+    expected = detectable_difference(np.std(nonzero, ddof=1), 9, 1, 1 - nonzero.size / 9)
+    assert rag.detectable_diff == comparison.detectable_diff == pytest.approx(expected)
+    assert rag.detectable_pct == pytest.approx(100 * rag.detectable_diff / base.mean)
     assert summary.controls == [control]
     assert summary.settings == {
         "n_resamples": 300,
@@ -131,10 +152,16 @@ def test_summary_cells_fields_and_settings_exactly():
         "panel_score": summary.settings["panel_score"],
         "headline_judges": ["x", "y"],
         "headline_note": "n",
-        "interval": "percentile bootstrap over questions",
+        "left_out": {},
+        "max_answer_failure_rate": 0.2,
+        "interval": summary.settings["interval"],
+        "wilcoxon": "exact signed-rank distribution given the ties, zero differences dropped",
+        "pct_min_base": 1.0,
         "p_adjustment": "Holm across all arm pairs of all models",
+        "detectable": summary.settings["detectable"],
     }
-    assert "mean over judges of each judge's mean" in summary.settings["panel_score"]
+    assert "every headline judge scored in every arm" in summary.settings["panel_score"]
+    assert "80% power" in summary.settings["detectable"]
 
 
 def test_latency_cells_name_their_model_and_count_even_when_base_comes_last():

@@ -25,13 +25,14 @@ from localnova.errors import UserError, exit_on_user_error
 from localnova.finetune.stage import adapters_for_study
 from localnova.models import BUNDLED_MODELS, resolve_model
 from localnova.pipeline import INDEX_DIR, SUMMARY_FILE, build_index, gen_qa_for_study, run_study
-from localnova.plan import plan_study
+from localnova.plan import count_eval_questions, plan_study
 from localnova.report.collect import collect_run, parse_run_spec
 from localnova.report.export import export_run
 from localnova.report.publish import publish_run
 from localnova.report.readme import readme_results
 from localnova.report.render import report_runs
 from localnova.serve import add_serve_arguments, serve_from_args
+from localnova.sizing import parse_detect, power_lines, variance_for
 
 SKIP_CHECK_HELP = "Bedrock: run although the preflight could not check KEY (as it names it); repeat for several"
 
@@ -44,7 +45,9 @@ EXAMPLES = """examples:
   localnova run configs/demo.yaml --set retrieval.top_k=5 --set models.0.generation.max_new_tokens=48
   localnova run configs/bedrock-nova.yaml --dry-run    plan, cost table and a simulated report, offline
   localnova bedrock estimate configs/bedrock-nova.yaml the checks of a paid run and its cost table
-  localnova run configs/local-gpu.yaml --plan          what would run, memory and downloads, no GPU needed
+  localnova run configs/local-gpu.yaml --plan          what would run, memory, downloads, what it can detect
+  localnova run configs/bedrock-nova.yaml --dry-run --detect 10% --pilot runs/demo
+                                                       questions needed to detect 10%, and their cost
   localnova index configs/demo.yaml                    build or refresh the retrieval index alone
   localnova models configs/demo.yaml                   each model and where it comes from
   localnova report runs/demo runs/bedrock-nova         one report for several studies, side by side
@@ -66,12 +69,20 @@ def cmd_run(args) -> int:
     # --arms and --limit are checked and applied before anything else: every stage, the
     # Bedrock estimate included, then sees the same arms and questions.
     config = select_run(_load(args), arms=_split_arms(args.arms), limit=args.limit)
+    if (args.pilot or args.detect) and not (args.plan or args.dry_run):
+        raise UserError("--pilot and --detect size a study before it runs: use them with --plan or --dry-run")
+    if args.plan or args.dry_run:
+        detect = parse_detect(args.detect) if args.detect else None
+        power = power_lines(config, count_eval_questions(config)[0], variance_for(args.pilot), detect)
     if args.plan:
         print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).render())
+        print("\n" + "\n".join(power))
         return 0
     run_log = open_run_log(config.study_dir)
     say(f"localnova run {config.name}: log in {run_log}")
     if config.uses_bedrock:
+        if args.dry_run:
+            print("\n".join(power) + "\n")
         study_dir, run_id = run_bedrock_study(
             config,
             dry_run_only=args.dry_run,
@@ -199,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="Bedrock: print the AWS calls and costs, run offline on a simulated Bedrock")
     run.add_argument("--plan", action="store_true", help="print what would run, memory estimates and downloads; run nothing")
     run.add_argument("--gpu-memory-gb", type=float, default=None, help="with --plan: check the estimates against this GPU memory")
+    run.add_argument("--pilot", metavar="RUN", help="with --plan or --dry-run: take the spread of differences from this earlier run")
+    run.add_argument("--detect", metavar="PCT", help="with --plan or --dry-run: questions needed to detect this %% change (e.g. 10%%)")
     run.add_argument("--allow-spend", action="store_true", help="Bedrock: allow creating provisioned throughput (bills by the hour)")
     run.add_argument("--yes", action="store_true", help="Bedrock: do not ask before the first billable call")
     run.add_argument(

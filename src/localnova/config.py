@@ -112,12 +112,33 @@ class JudgeConfig(Section):
 
 
 class ControlGate(Section):
-    """Where a judge's controls must land for the judge to count in the headline panel: the
-    mean score it gives the ground truth itself, an empty answer, another question's truth."""
+    """Which judges make the headline panel (evaluate/controls.py). A judge must score the ground
+    truth strictly above both the empty answer and another question's truth on at least
+    min_ranked_share of the questions (a ranking on its own scale, so a judge whose scale sits
+    high or low is not failed for it), fail at most max_control_failure_rate of its controls, and
+    at most max_answer_failure_rate of the answers of any model x arm. The last rule holds in
+    every headline mode: a comparison needs the same judges on every question."""
 
-    truth_min: float = Field(7.0, ge=0, le=10)
-    empty_max: float = Field(2.0, ge=0, le=10)
-    other_max: float = Field(3.0, ge=0, le=10)
+    min_ranked_share: float = Field(0.8, ge=0, le=1)
+    max_control_failure_rate: float = Field(0.2, ge=0, le=1)
+    max_answer_failure_rate: float = Field(0.2, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_thresholds_were_replaced(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [key for key in LEGACY_GATE_KEYS if key in data]
+            if old:
+                raise ValueError(
+                    f"{', '.join(old)}: absolute score thresholds were replaced by a per-question ranking on the judge's own "
+                    "scale; set min_ranked_share (and max_control_failure_rate, max_answer_failure_rate) instead"
+                )
+        return data
+
+
+# The absolute thresholds of the first gate; runs stored with them are summarised under the
+# ranking gate (report/summarize.py drops them), a config that sets them is refused.
+LEGACY_GATE_KEYS = ("truth_min", "empty_max", "other_max")
 
 
 class LatencyProbeConfig(Section):

@@ -252,7 +252,9 @@ def tensor_parallel_notes(
     return notes
 
 
-def _count_eval_questions(config: "StudyConfig") -> tuple[int | None, str]:
+def count_eval_questions(config: "StudyConfig") -> tuple[int | None, str]:
+    """How many questions the study evaluates (eval.limit applied), and where that comes from;
+    None when the eval set does not exist yet."""
     path = Path(config.eval.path)
     if not path.is_file():
         return None, f"{path} does not exist yet"
@@ -265,7 +267,7 @@ def _count_eval_questions(config: "StudyConfig") -> tuple[int | None, str]:
 
 def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Plan:
     """What `localnova run` would do with this config: models, counts, downloads, memory."""
-    questions, eval_note = _count_eval_questions(config)
+    questions, eval_note = count_eval_questions(config)
     uses_ft = config.fine_tunes
     uses_rag = config.retrieves
     chunking = config.corpus.chunking

@@ -1,19 +1,24 @@
-"""How far the judges of a panel agree: rank correlations and Krippendorff's alpha.
+"""How far the judges of the headline panel agree: rank correlations and Krippendorff's alpha.
 
-A panel is worth its mean only if its judges measure the same thing. Three views:
+A panel is worth its mean only if its judges measure the same thing. Agreement is measured
+over the headline judges only (a judge the gate left out says nothing about the panel's
+figures), and on ranks, since the judges work on different scales (token F1 near 2, an LLM
+judge near 8) and the panel compares answers, not scales. Three views:
 - per answer: Spearman and Kendall between each pair of judges, on the answers both scored;
 - per arm: the same correlations on each judge's mean score per model x arm, i.e. whether
   the judges would rank the arms (the study's conclusion) the same way;
-- overall: Krippendorff's alpha at the interval level, over all judges at once, which
-  copes with the answers a judge failed to score (missing values); computed here from its
-  definition in memory linear in answers x judges (see `interval_alpha`).
+- overall: Krippendorff's alpha at the interval level on each judge's ranks of the answers
+  every judge scored (two judges that order the answers alike agree fully, whatever their
+  scales), and, labelled as such, on the raw scores of all answers two judges scored, where
+  judges on different scales disagree by their offset; computed here from its definition in
+  memory linear in answers x judges (see `interval_alpha`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations, permutations
 from typing import Any
@@ -45,7 +50,11 @@ class JudgePairCorrelation:
 
 @dataclass(frozen=True)
 class JudgeAgreement:
-    """Agreement of a panel; see the module docstring for what each field measures."""
+    """Agreement of a panel; see the module docstring for what each field measures.
+
+    krippendorff_alpha is on ranks over the n_answers_scored_by_all answers every judge scored;
+    krippendorff_alpha_raw on raw scores over the n_answers_with_two_scores answers two or more
+    judges scored, out of n_answers."""
 
     judges: list[str]
     per_answer: list[JudgePairCorrelation]
@@ -53,6 +62,8 @@ class JudgeAgreement:
     krippendorff_alpha: float
     n_answers: int
     n_answers_with_two_scores: int
+    krippendorff_alpha_raw: float = math.nan
+    n_answers_scored_by_all: int = 0
 
 
 def exact_spearman_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,22 +162,35 @@ def interval_alpha(reliability: np.ndarray) -> float:
     return 1.0 - observed / expected
 
 
-def judge_agreement(score_rows: Iterable[Any]) -> JudgeAgreement | None:
-    """Agreement between the judges in `score_rows` (ScoreRow-like rows), or None if < 2 judges.
+def rank_alpha(reliability: np.ndarray) -> tuple[float, int]:
+    """Interval alpha on ranks: over the answers (columns) every judge (row) scored, each
+    judge's scores replaced by their mid-ranks among those answers. Returns (alpha, answers)."""
+    from scipy.stats import rankdata
 
-    Judges are every judge named in the rows, in order of first appearance, including one
-    whose judgments all failed (its correlations are then NaN). Failed judgments (score None)
-    are missing values, never zeros. For the arm ranking each judge's cell mean is over the
-    answers that judge scored.
+    data = np.asarray(reliability, dtype=float)
+    complete = data[:, ~np.isnan(data).any(axis=0)] if data.ndim == 2 else np.empty((0, 0))
+    if complete.size == 0:
+        return math.nan, 0
+    return interval_alpha(np.vstack([rankdata(row) for row in complete])), int(complete.shape[1])
+
+
+def judge_agreement(score_rows: Iterable[Any], judges: Sequence[str] | None = None) -> JudgeAgreement | None:
+    """Agreement between `judges` (every judge named in the rows, in order of first appearance,
+    when None) on ScoreRow-like rows, or None if fewer than 2 judges.
+
+    A judge whose judgments all failed is kept (its correlations are then NaN). Failed
+    judgments (score None) are missing values, never zeros. For the arm ranking each judge's
+    cell mean is over the answers that judge scored.
     """
     rows = score_rows_from(score_rows)
-    judges = list(dict.fromkeys(row.judge for row in rows))
+    named = list(dict.fromkeys(row.judge for row in rows))
+    judges = named if judges is None else [judge for judge in named if judge in set(judges)]
     if len(judges) < 2:
         return None
     answers: list[AnswerKey] = list(dict.fromkeys((r.model, r.arm, r.question_id) for r in rows))
     by_judge: dict[str, dict[AnswerKey, float]] = {judge: {} for judge in judges}
     for row in rows:
-        if row.score is not None:
+        if row.score is not None and row.judge in by_judge:
             by_judge[row.judge][(row.model, row.arm, row.question_id)] = row.score
 
     cell_means: dict[str, dict[tuple[str, str], float]] = {}
@@ -180,11 +204,14 @@ def judge_agreement(score_rows: Iterable[Any]) -> JudgeAgreement | None:
         [[by_judge[judge].get(answer, math.nan) for answer in answers] for judge in judges],
         dtype=float,
     )
+    alpha_on_ranks, scored_by_all = rank_alpha(reliability)
     return JudgeAgreement(
         judges=judges,
         per_answer=[rank_correlation(a, b, by_judge[a], by_judge[b]) for a, b in combinations(judges, 2)],
         arm_ranking=[rank_correlation(a, b, cell_means[a], cell_means[b]) for a, b in combinations(judges, 2)],
-        krippendorff_alpha=interval_alpha(reliability),
+        krippendorff_alpha=alpha_on_ranks,
         n_answers=len(answers),
         n_answers_with_two_scores=int(np.sum(np.sum(~np.isnan(reliability), axis=0) >= 2)),
+        krippendorff_alpha_raw=interval_alpha(reliability),
+        n_answers_scored_by_all=scored_by_all,
     )

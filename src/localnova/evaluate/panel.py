@@ -1,38 +1,40 @@
-"""How a panel of judges becomes one score per arm, and one paired difference per question.
+"""How a panel of judges becomes one score per answer, on the same questions in every arm.
 
 Judges work on different scales (token F1 near 2, an LLM judge near 8), and any of them can
-fail on some answers. Averaging whichever judges happened to score each answer would let
-those failures move an answer from one scale to another and make an effect out of nothing. So:
+fail on some answers. If each answer were scored by whichever judges happened to score it, a
+judge's failures would move answers from one scale to another, and a bootstrap resample that
+drew none of a sparse judge's answers would silently average one judge fewer: an effect out of
+nothing. So everything the summary says about a model holds its judges and questions fixed:
 
-- an arm's level is the mean over judges of each judge's own mean over the answers it scored,
-  with a bootstrap interval over questions;
-- two arms are compared question by question on the judges that scored *both* answers of that
-  question: each side is the mean over those shared judges, and a question no judge scored in
-  both arms drops out of the comparison.
+- the panel is a fixed set of judges: the headline judges, less any that failed more than a
+  set share of the answers of some model x arm (`sparse_judges`; they leave the headline with
+  a note, and stay in the per-judge tables);
+- a model's questions are those every panel judge scored in every arm of the model
+  (`model_panels`), and an answer's panel score is the mean of the panel judges' scores.
 
-With no failures both are the plain mean over judges, the panel score everyone expects.
+Every level, interval, change and test of a model is then computed on these questions and
+judges, so the panel score column and the comparison beside it always agree. Without failures
+it is the plain mean over judges, over all questions.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from localnova.evaluate.statistics import score_rows_from
-
-# Resamples per block in `level_ci`: keeps the (resamples x questions) arrays small for
-# thousand-question studies.
-RESAMPLE_BLOCK = 250
+from localnova.config import BASE_ARM
+from localnova.evaluate.statistics import ordered_arms, score_rows_from
 
 # {question_id: {judge: score}} for one model x arm; only scored judgments appear
 CellScores = dict[str, dict[str, float]]
 
 PANEL_RULE = (
-    "an arm's panel score is the mean over judges of each judge's mean; arm comparisons use, per question, "
-    "only the judges that scored both answers, so one judge's failures cannot shift an answer to another judge's scale"
+    "an answer's panel score is the mean of the headline judges' scores; every figure of a model (levels, changes, tests) "
+    "is over the questions every headline judge scored in every arm of that model, so the judges and questions stay "
+    "fixed across arms and resamples"
 )
 
 
@@ -49,44 +51,81 @@ def cell_scores(score_rows: Iterable[Any], judges: Sequence[str] | None = None) 
     return cells
 
 
-def _matrix(cell: CellScores) -> np.ndarray:
-    """(questions x judges) array, NaN where a judge did not score the question."""
-    judges = sorted({judge for scores in cell.values() for judge in scores})
-    return np.array([[cell[q].get(judge, math.nan) for judge in judges] for q in sorted(cell)], dtype=float).reshape(len(cell), len(judges))
+@dataclass(frozen=True)
+class AnswerFailures:
+    """A judge's worst model x arm: the share of its answers the judge did not score."""
+
+    judge: str
+    cell: str  # "model / arm"
+    n_answers: int
+    n_scored: int
+
+    @property
+    def failure_rate(self) -> float:
+        return 1.0 - self.n_scored / self.n_answers if self.n_answers else 1.0
 
 
-def _level(matrix: np.ndarray) -> np.ndarray | float:
-    """Mean over judges of each judge's mean over the rows it scored; over the last two axes."""
-    scored = ~np.isnan(matrix)
-    counts = scored.sum(axis=-2)
-    sums = np.where(scored, matrix, 0.0).sum(axis=-2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        judge_means = sums / counts
-    judged = counts > 0
-    n_judges = judged.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(judged, judge_means, 0.0).sum(axis=-1) / n_judges
+def answer_failures(score_rows: Iterable[Any], judges: Sequence[str]) -> dict[str, AnswerFailures]:
+    """Per judge, its model x arm with the highest share of answers it failed on or never
+    judged (an answer is a question with any judgment in that model x arm)."""
+    answered: dict[tuple[str, str], set[str]] = {}
+    scored: dict[tuple[str, str, str], int] = {}
+    for row in score_rows_from(score_rows):
+        answered.setdefault((row.model, row.arm), set()).add(row.question_id)
+        if row.score is not None:
+            scored[(row.judge, row.model, row.arm)] = scored.get((row.judge, row.model, row.arm), 0) + 1
+    worst: dict[str, AnswerFailures] = {}
+    for judge in judges:
+        for (model, arm), questions in answered.items():
+            found = AnswerFailures(judge, f"{model} / {arm}", len(questions), scored.get((judge, model, arm), 0))
+            if judge not in worst or found.failure_rate > worst[judge].failure_rate:
+                worst[judge] = found
+    return worst
 
 
-def level_ci(cell: CellScores, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
-    """The arm's panel level and its percentile bootstrap interval over questions.
+def sparse_judges(score_rows: Iterable[Any], judges: Sequence[str], max_failure_rate: float) -> dict[str, str]:
+    """{judge: why} for the judges that failed more than `max_failure_rate` of the answers of
+    some model x arm: they cannot be held fixed across a comparison."""
+    return {
+        judge: f"scored {f.n_scored} of {f.n_answers} answers of {f.cell}; at most {max_failure_rate:.0%} may fail"
+        for judge, f in answer_failures(score_rows, judges).items()
+        if f.failure_rate > max_failure_rate
+    }
 
-    Resampling draws question indices from numpy's default_rng(seed) exactly as
-    `statistics.bootstrap_ci` does, so with one judge (or none failing) the figures equal
-    `bootstrap_ci` of the per-answer panel means."""
-    matrix = _matrix(cell)
-    n = matrix.shape[0]
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    estimate = float(_level(matrix))
-    if n < 2:
-        return (estimate, math.nan, math.nan)
-    indices = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-    resampled = np.concatenate([_level(matrix[indices[start : start + RESAMPLE_BLOCK]]) for start in range(0, n_resamples, RESAMPLE_BLOCK)])
-    resampled = resampled[np.isfinite(resampled)]
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [tail, 1.0 - tail])
-    return (estimate, float(low), float(high))
+
+@dataclass(frozen=True)
+class ModelPanel:
+    """One model's panel scores: `questions` are the ones every panel judge scored in every
+    arm, out of `n_questions` the model answered; scores[arm][question] is the mean of the
+    panel judges' scores of that answer."""
+
+    model: str
+    arms: list[str]
+    questions: list[str]
+    n_questions: int
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def model_panels(score_rows: Iterable[Any], judges: Sequence[str], base_arm: str = BASE_ARM) -> dict[str, ModelPanel]:
+    """Per model, in order of first appearance: its arms (base first), the questions every judge
+    of `judges` scored in every arm, and each answer's panel score on them. With no judges
+    there are no questions."""
+    rows = score_rows_from(score_rows)
+    cells = cell_scores(rows, judges)
+    asked: dict[str, set[str]] = {}
+    for row in rows:
+        asked.setdefault(row.model, set()).add(row.question_id)
+    panels = {}
+    for model in dict.fromkeys(row.model for row in rows):
+        arms = ordered_arms((arm for m, arm in cells if m == model), base_arm)
+        questions = [
+            question
+            for question in sorted(asked[model])
+            if judges and all(judge in cells[(model, arm)].get(question, {}) for arm in arms for judge in judges)
+        ]
+        scores = {arm: {q: float(np.mean([cells[(model, arm)][q][judge] for judge in judges])) for q in questions} for arm in arms}
+        panels[model] = ModelPanel(model, arms, questions, len(asked[model]), scores)
+    return panels
 
 
 def paired_scores(a: CellScores, b: CellScores) -> tuple[dict[str, float], dict[str, float]]:

@@ -5,6 +5,14 @@ against an independent reference. The unit of resampling everywhere is the *ques
 study's population is the set of questions a team might ask, so intervals and tests say how
 far the result would move with another draw of questions, not another draw of judge noise.
 
+A level (one arm's mean) gets an *expanded* percentile bootstrap interval (`interval_tails`):
+the plain percentile interval covers about 90% instead of 95% at 10 questions. A change
+between two arms gets a paired t interval (`paired_change`): with many questions answered
+alike, the bootstrap's discrete resamples made even the expanded interval too narrow. Both
+paired tests are exact or permutation-referenced, never a normal approximation that zeros or
+ties would make too optimistic. `scripts/calibrate_stats.py` checks all of it on simulated
+studies (BENCHMARKS.md, issue 19).
+
 Input rows (`ScoreRow`, `GenerationRow`) may be these dataclasses, any object with the same
 attribute names, or dicts with the same keys; `score_rows_from` and `generation_rows_from`
 turn any of them into the dataclasses.
@@ -12,10 +20,10 @@ turn any of them into the dataclasses.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -29,6 +37,17 @@ EXACT_PERMUTATION_MAX_N = 16
 # Relative tolerance when comparing a permuted statistic to the observed one: sign patterns
 # that give mathematically equal sums can differ in the last bit, and must count as ties.
 _TIE_TOLERANCE = 1e-9
+
+# Up to this many non-zero differences the signed-rank p comes from the statistic's exact
+# distribution (a convolution over the ranks, about n**3 / 2 operations); above it, from the
+# normal approximation with the tie correction, whose error there is far below any p that
+# would change a conclusion.
+EXACT_SIGNED_RANK_MAX_N = 400
+
+# Below this base level (points on the judges' 0-10 scale, a tenth of it) a % change mostly
+# measures how small the base is (a base of 0.1 turns +2.9 points into +2900%): the report then
+# gives the change in points only.
+PCT_MIN_BASE = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,26 +77,27 @@ def _get(row: Any, name: str) -> Any:
     return row[name] if isinstance(row, Mapping) else getattr(row, name)
 
 
-def score_rows_from(rows: Iterable[Any]) -> list[ScoreRow]:
+class ScoreRows(list):
+    """A list of `ScoreRow` that `score_rows_from` made (checked for duplicates): handed back to
+    it, it is returned as it is, so the stages of a summary do not coerce the rows again."""
+
+
+def score_rows_from(rows: Iterable[Any]) -> ScoreRows:
     """Coerce dicts or attribute objects to `ScoreRow`; NaN scores count as failures (None).
 
     Raises ValueError on two rows for the same (model, arm, question_id, judge): one answer
     has one verdict per judge, and a duplicate would silently weigh a question twice.
     """
-    out: list[ScoreRow] = []
+    if isinstance(rows, ScoreRows):
+        return rows
+    out = ScoreRows()
     seen: set[tuple[str, str, str, str]] = set()
     for row in rows:
-        raw = _get(row, "score")
+        # attributes read directly from a ScoreRow: the generic lookup was most of the time here
+        fields = (row.model, row.arm, row.question_id, row.judge, row.score) if isinstance(row, ScoreRow) else None
+        model, arm, question_id, judge, raw = fields or (_get(row, name) for name in ("model", "arm", "question_id", "judge", "score"))
         score = None if raw is None else float(raw)
-        if score is not None and math.isnan(score):
-            score = None
-        item = ScoreRow(
-            model=str(_get(row, "model")),
-            arm=str(_get(row, "arm")),
-            question_id=str(_get(row, "question_id")),
-            judge=str(_get(row, "judge")),
-            score=score,
-        )
+        item = ScoreRow(str(model), str(arm), str(question_id), str(judge), None if score is None or math.isnan(score) else score)
         key = (item.model, item.arm, item.question_id, item.judge)
         if key in seen:
             raise ValueError(f"duplicate score row for model/arm/question/judge {key}")
@@ -118,6 +138,25 @@ def _resample_statistic(samples: np.ndarray, statistic: Callable[..., Any]) -> n
     return np.array([float(statistic(row)) for row in samples])
 
 
+@functools.cache
+def interval_tails(n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The quantile levels (low, high) of the expanded percentile bootstrap interval for n values.
+
+    A percentile interval from n values is too narrow by about the factors that separate a
+    normal interval from Student's t with n - 1 degrees of freedom and the plug-in variance
+    from the unbiased one (Hesterberg, "What teachers should know about the bootstrap", 2015).
+    So the tail taken is the normal tail beyond z = sqrt(n / (n - 1)) * t_{n-1}((1 + confidence) / 2)
+    instead of (1 - confidence) / 2: 0.0086 instead of 0.025 at n = 10, 0.024 at n = 200. The
+    interval keeps the bootstrap's asymmetry. NaN for n < 2.
+    """
+    from scipy.stats import norm, t
+
+    if n < 2:
+        return (math.nan, math.nan)
+    tail = float(norm.sf(math.sqrt(n / (n - 1)) * t.ppf((1.0 + confidence) / 2.0, n - 1)))
+    return (tail, 1.0 - tail)
+
+
 def bootstrap_ci(
     values: Sequence[float],
     n_resamples: int = 2000,
@@ -125,9 +164,9 @@ def bootstrap_ci(
     confidence: float = 0.95,
     statistic: Callable[..., Any] = np.mean,
 ) -> tuple[float, float, float]:
-    """Percentile bootstrap interval: (estimate, low, high).
+    """Expanded percentile bootstrap interval: (estimate, low, high).
 
-    `estimate` is `statistic(values)`; low/high are the (1-confidence)/2 and (1+confidence)/2
+    `estimate` is `statistic(values)`; low/high are the `interval_tails(n, confidence)`
     quantiles (linear interpolation) of the statistic over `n_resamples` resamples of the
     values with replacement, drawn from numpy's default_rng(seed), so equal inputs give equal
     intervals. With fewer than 2 values the interval is undefined: low and high are NaN
@@ -142,12 +181,11 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     indices = rng.integers(0, data.size, size=(n_resamples, data.size))
     resampled = _resample_statistic(data[indices], statistic)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [tail, 1.0 - tail])
+    low, high = np.quantile(resampled, interval_tails(data.size, confidence))
     return (estimate, float(low), float(high))
 
 
-def _paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Values of the questions present in both maps, in a stable (sorted id) order."""
     shared = sorted(set(a_by_question) & set(b_by_question))
     a = np.array([a_by_question[q] for q in shared], dtype=float)
@@ -155,9 +193,54 @@ def _paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[st
     return a, b
 
 
-def _pct_change(base_mean: np.ndarray | float, arm_mean: np.ndarray | float) -> Any:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 100.0 * (np.asarray(arm_mean) - base_mean) / np.asarray(base_mean)
+@dataclass(frozen=True)
+class PairedChange:
+    """An arm against the base on the same questions: the change in points (arm - base) and in
+    % of the base mean, each with its paired t interval; pct is NaN below PCT_MIN_BASE."""
+
+    n: int
+    base_mean: float
+    arm_mean: float
+    diff: float
+    diff_low: float
+    diff_high: float
+    pct: float
+    pct_low: float
+    pct_high: float
+
+
+def paired_change(base_by_question: Mapping[str, float], arm_by_question: Mapping[str, float], confidence: float = 0.95) -> PairedChange:
+    """The arm's change against the base, over the questions present in both maps.
+
+    diff = mean(arm) - mean(base), with the paired t interval: diff +/- t_{n-1} * SD(d) / sqrt(n)
+    over the per-question differences d. pct = 100 * (r - 1) for the ratio of means
+    r = mean(arm) / mean(base), with the t interval on r's linearised standard error,
+    SD(arm - r * base) / (mean(base) * sqrt(n)). On studies shaped like the store's (many
+    questions answered alike, a few questions in all) these cover 94-96%, where percentile
+    bootstrap intervals of the same changes covered 89-93% (BENCHMARKS.md, issue 19). pct and
+    its interval are NaN when the base mean is below PCT_MIN_BASE (a % of almost nothing; the
+    change in points still stands). Everything is NaN without shared questions, the intervals
+    with fewer than 2.
+    """
+    from scipy.stats import t
+
+    base, arm = paired_arrays(base_by_question, arm_by_question)
+    n = base.size
+    if n == 0:
+        return PairedChange(0, *([math.nan] * 8))
+    base_mean, arm_mean = float(base.mean()), float(arm.mean())
+    with_pct = base_mean >= PCT_MIN_BASE
+    diff = arm_mean - base_mean
+    pct = 100.0 * diff / base_mean if with_pct else math.nan
+    if n < 2:
+        return PairedChange(1, base_mean, arm_mean, diff, math.nan, math.nan, pct, math.nan, math.nan)
+    quantile = float(t.ppf((1.0 + confidence) / 2.0, n - 1))
+    diff_half = quantile * float(np.std(arm - base, ddof=1)) / math.sqrt(n)
+    pct_half = math.nan
+    if with_pct:
+        ratio = arm_mean / base_mean
+        pct_half = 100.0 * quantile * float(np.std(arm - ratio * base, ddof=1)) / (base_mean * math.sqrt(n))
+    return PairedChange(n, base_mean, arm_mean, diff, diff - diff_half, diff + diff_half, pct, pct - pct_half, pct + pct_half)
 
 
 def pct_change_vs_base(
@@ -167,32 +250,12 @@ def pct_change_vs_base(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float, float]:
-    """% change of the arm's mean against the base mean, with a paired bootstrap interval.
-
-    Only questions scored in both arms count, so both means are over the same questions.
-    pct = 100 * (mean(arm) - mean(base)) / mean(base). The interval resamples question ids
-    jointly (the pairing is kept), percentile method as in `bootstrap_ci`; resamples whose
-    base mean is 0 have no defined % change and are left out of the quantiles. Returns NaN
-    where undefined (no shared questions, base mean 0, or fewer than 2 questions for the
-    interval).
-    """
-    base, arm = _paired_arrays(base_by_question, arm_by_question)
-    if base.size == 0:
-        return (math.nan, math.nan, math.nan)
-    estimate = float(_pct_change(base.mean(), arm.mean()))
-    if not math.isfinite(estimate):
-        estimate = math.nan
-    if base.size < 2:
-        return (estimate, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    indices = rng.integers(0, base.size, size=(n_resamples, base.size))
-    resampled = _pct_change(base[indices].mean(axis=1), arm[indices].mean(axis=1))
-    resampled = resampled[np.isfinite(resampled)]
-    if resampled.size == 0:
-        return (estimate, math.nan, math.nan)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [tail, 1.0 - tail])
-    return (estimate, float(low), float(high))
+    """(pct, low, high) of `paired_change`: the % change of the arm's mean against the base's
+    over the questions both have, with its paired interval; NaN where undefined or refused.
+    The interval is analytic: n_resamples and seed are accepted for the callers that still
+    pass them (report/crossrun.py) and change nothing."""
+    change = paired_change(base_by_question, arm_by_question, confidence)
+    return (change.pct, change.pct_low, change.pct_high)
 
 
 @dataclass(frozen=True)
@@ -205,14 +268,44 @@ class PairedTest:
     permutation_p: float
 
 
-def _wilcoxon_p(differences: np.ndarray) -> float:
-    from scipy.stats import wilcoxon
+def signed_rank_p(differences: Sequence[float]) -> float:
+    """Two-sided p of the Wilcoxon signed-rank test, exact and conditional on the data's ties.
 
-    # scipy's default zero_method ('wilcox') drops zero differences; with nothing left the
-    # two arms agree on every question, which is no evidence of a difference at all.
-    if not np.any(differences != 0):
+    Zero differences are dropped (Wilcoxon's rule) and the rest ranked by |d|, ties sharing
+    their mid-rank. Under the null each non-zero difference is as likely to be negative as
+    positive, so the sum of the positive ranks is the sum of a random half-chance subset of the
+    observed ranks: its distribution is computed exactly by convolution (mid-ranks are
+    multiples of 1/2, so twice a rank is an integer), and p is the probability of a sum at least
+    as far from its centre as the observed one. This is the sign-flip permutation test of the
+    signed ranks: no normal approximation, which zeros and ties made too optimistic (five +1s
+    among 25 zeros gave 0.025 where the exact answer is 2 / 2**5 = 0.0625). Above
+    EXACT_SIGNED_RANK_MAX_N non-zero differences: the normal approximation, mean sum(r) / 2 and
+    variance sum(r**2) / 4 (the tie-corrected variance), without continuity correction.
+    All differences zero: p = 1 (no evidence of any difference).
+    """
+    from scipy.stats import norm, rankdata
+
+    values = np.asarray(differences, dtype=float)
+    nonzero = values[values != 0]
+    if nonzero.size == 0:
         return 1.0
-    return float(wilcoxon(differences).pvalue)
+    doubled_ranks = np.rint(2.0 * rankdata(np.abs(nonzero))).astype(np.int64)
+    total = int(doubled_ranks.sum())
+    observed = int(doubled_ranks[nonzero > 0].sum())
+    if nonzero.size > EXACT_SIGNED_RANK_MAX_N:
+        variance = float(np.sum(doubled_ranks.astype(float) ** 2)) / 4.0
+        return float(min(1.0, 2.0 * norm.sf(abs(observed - total / 2.0) / math.sqrt(variance))))
+    probabilities = np.zeros(total + 1)
+    probabilities[0] = 1.0
+    reach = 0  # the largest sum reachable so far
+    for rank in doubled_ranks:
+        shifted = probabilities[: reach + 1] * 0.5
+        probabilities[: reach + 1] *= 0.5
+        probabilities[rank : rank + reach + 1] += shifted
+        reach += int(rank)
+    # twice each sum's distance from the centre, in integers: ties with the observed are exact
+    distance = np.abs(2 * np.arange(total + 1) - total)
+    return float(min(1.0, probabilities[distance >= abs(2 * observed - total)].sum()))
 
 
 def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> float:
@@ -224,21 +317,25 @@ def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> flo
     which never reports p = 0 from a finite sample.
     """
     n = differences.size
-    observed = abs(differences.sum())
+    total = differences.sum()
+    observed = abs(total)
     threshold = observed - _TIE_TOLERANCE * max(1.0, observed)
     if n <= EXACT_PERMUTATION_MAX_N:
         # Row k of the table is the binary expansion of k: every sign pattern exactly once.
         bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
         signs = 1.0 - 2.0 * bits
-        return float(np.mean(np.abs(signs @ differences) >= threshold))
+        return float(np.mean(np.abs(np.einsum("ij,j->i", signs, differences)) >= threshold))
     rng = np.random.default_rng(seed)
     hits = 0
     remaining = n_permutations
     chunk_rows = max(1, 1_000_000 // n)  # bound memory for large n
     while remaining > 0:
         rows = min(chunk_rows, remaining)
-        signs = rng.choice((1.0, -1.0), size=(rows, n))
-        hits += int(np.sum(np.abs(signs @ differences) >= threshold))
+        # a flipped sign takes 2 d away from the sum: sum(s * d) = sum(d) - 2 * sum(flipped * d).
+        # einsum rather than @: BLAS spreads the product over threads that, on a machine whose
+        # cores are busy, wait for each other (22 ms against einsum's 0.3, BENCHMARKS.md issue 19)
+        flipped = rng.random((rows, n)) < 0.5
+        hits += int(np.sum(np.abs(total - 2.0 * np.einsum("ij,j->i", flipped, differences)) >= threshold))
         remaining -= rows
     return (1 + hits) / (1 + n_permutations)
 
@@ -246,12 +343,10 @@ def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> flo
 def paired_tests(a: Sequence[float], b: Sequence[float], n_permutations: int = 10000, seed: int = 0) -> PairedTest:
     """Wilcoxon signed-rank and sign-flip permutation test on paired samples a and b.
 
-    Both tests are two-sided on the differences b - a. Wilcoxon is scipy.stats.wilcoxon with
-    its defaults (zero differences dropped; with ties or zeros and n <= 13 scipy enumerates
-    sign patterns, a fraction of a second per call); all-zero differences give p = 1. The
-    permutation test is described in `_sign_flip_p` (exact for n <= 16, else Monte Carlo with
-    `seed`).
-    With no pairs every field but n is NaN.
+    Both tests are two-sided on the differences b - a. The Wilcoxon p is exact, conditional on
+    ties, with zero differences dropped (`signed_rank_p`); all-zero differences give p = 1. The
+    permutation test of the mean difference is described in `_sign_flip_p` (exact for n <= 16,
+    else Monte Carlo with `seed`). With no pairs every field but n is NaN.
     """
     a_values = np.asarray(a, dtype=float)
     b_values = np.asarray(b, dtype=float)
@@ -263,7 +358,7 @@ def paired_tests(a: Sequence[float], b: Sequence[float], n_permutations: int = 1
     return PairedTest(
         n=int(differences.size),
         mean_diff=float(differences.mean()),
-        wilcoxon_p=_wilcoxon_p(differences),
+        wilcoxon_p=signed_rank_p(differences),
         permutation_p=_sign_flip_p(differences, n_permutations, seed),
     )
 
@@ -285,63 +380,3 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
     scaled = np.minimum(1.0, (m - np.arange(m)) * raw[order])
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted.tolist()
-
-
-@dataclass(frozen=True)
-class ArmComparison:
-    """Paired comparison of arm_b against arm_a within one model (diff = b - a)."""
-
-    model: str
-    arm_a: str
-    arm_b: str
-    n: int
-    mean_diff: float
-    wilcoxon_p: float
-    permutation_p: float
-    wilcoxon_p_holm: float
-    permutation_p_holm: float
-
-
-def compare_arms(
-    scores_by_cell: Mapping[tuple[str, str], Any],
-    base_arm: str = BASE_ARM,
-    n_permutations: int = 10000,
-    seed: int = 0,
-    pair: Callable[[Any, Any], tuple[Mapping[str, float], Mapping[str, float]]] | None = None,
-) -> list[ArmComparison]:
-    """Paired tests for every pair of arms within each model, Holm-adjusted as one family.
-
-    `scores_by_cell` is {(model, arm): {question_id: score}} (e.g. from
-    `panel_scores_by_question`). Within a model, arms are ordered base first, then by first
-    appearance; each pair (a, b) with a before b is tested on the questions both scored, so
-    arm-vs-base pairs have a = base. The Holm family is every comparison of every model,
-    adjusted separately for the Wilcoxon and the permutation p-values. A model with one arm
-    contributes nothing. `pair`, when given, turns two cells' values into the two
-    {question_id: score} maps to test (e.g. `panel.paired_scores`, which keeps per question
-    only the judges that scored both answers); by default the cells already are such maps.
-    """
-    arms_by_model: dict[str, list[str]] = {}
-    for model, arm in scores_by_cell:
-        arms_by_model.setdefault(model, []).append(arm)
-    raw: list[tuple[str, str, str, PairedTest]] = []
-    for model, arms in arms_by_model.items():
-        for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
-            cell_a, cell_b = scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)]
-            a, b = _paired_arrays(*(pair(cell_a, cell_b) if pair else (cell_a, cell_b)))
-            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed)))
-    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t in raw])
-    permutation_holm = holm_adjust([t.permutation_p for *_, t in raw])
-    return [
-        ArmComparison(
-            model=model,
-            arm_a=arm_a,
-            arm_b=arm_b,
-            n=test.n,
-            mean_diff=test.mean_diff,
-            wilcoxon_p=test.wilcoxon_p,
-            permutation_p=test.permutation_p,
-            wilcoxon_p_holm=w_holm,
-            permutation_p_holm=p_holm,
-        )
-        for (model, arm_a, arm_b, test), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
-    ]

@@ -14,18 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from localnova.config import BASE_ARM
+from localnova.config import BASE_ARM, ControlGate
 from localnova.evaluate.agreement import JudgeAgreement, judge_agreement
+from localnova.evaluate.comparisons import ArmComparison, compare_arms
 from localnova.evaluate.controls import JudgeControls
 from localnova.evaluate.latency_probe import ProbeCell, probe_summary
-from localnova.evaluate.panel import PANEL_RULE, cell_scores, level_ci, paired_scores
+from localnova.evaluate.panel import PANEL_RULE, model_panels, sparse_judges
 from localnova.evaluate.statistics import (
-    ArmComparison,
+    PCT_MIN_BASE,
+    PairedChange,
     bootstrap_ci,
-    compare_arms,
     generation_rows_from,
     ordered_arms,
-    pct_change_vs_base,
+    paired_change,
     score_rows_from,
 )
 from localnova.files import json_safe
@@ -55,24 +56,32 @@ class JudgeCell:
 
 @dataclass(frozen=True)
 class PanelCell:
-    """Headline panel level for one model x arm, and its % change against the model's base arm.
+    """Headline panel level for one model x arm, and its change against the model's base arm.
 
-    n_questions counts answers that at least one headline judge scored. The level is the mean
-    over judges of each judge's mean (`panel.level_ci`); the % change is over the questions
-    scored in both arms, each on the judges that scored both answers (`panel.paired_scores`).
-    It is NaN for the base arm itself, when there is no base arm, and everywhere when the
+    Every figure is over the model's panel questions (`panel.model_panels`: those every
+    headline judge scored in every arm), n_questions of the n_answers the arm gave: the level
+    with its interval, and against base the change in points and in % (NaN when the base level
+    is below statistics.PCT_MIN_BASE) with paired intervals, and the change this comparison
+    could detect (80% power, Holm's strictest level) in points and in % of the base level.
+    Changes are NaN for the base arm itself and without a base arm; everything is NaN when the
     headline panel is empty.
     """
 
     model: str
     arm: str
     n_questions: int
+    n_answers: int
     mean: float
     low: float
     high: float
+    diff_vs_base: float
+    diff_vs_base_low: float
+    diff_vs_base_high: float
     pct_vs_base: float
     pct_vs_base_low: float
     pct_vs_base_high: float
+    detectable_diff: float
+    detectable_pct: float
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,13 @@ def latency_token_summary(generation_rows: Iterable[Any], base_arm: str = BASE_A
     return cells
 
 
+def _note_left_out(note: str, sparse: dict[str, str]) -> str:
+    if not sparse:
+        return note
+    reasons = "; ".join(f"{judge} ({why})" for judge, why in sparse.items())
+    return f"{note} Left out for too few scored answers, so that every comparison keeps the same judges: {reasons}.".strip()
+
+
 def summarize(
     score_rows: Iterable[Any],
     generation_rows: Iterable[Any] = (),
@@ -182,18 +198,20 @@ def summarize(
     headline_note: str = "",
     controls: Sequence[JudgeControls] = (),
     probe_timings: Iterable[Any] = (),
+    max_answer_failure_rate: float = ControlGate().max_answer_failure_rate,
 ) -> StudySummary:
     """Summarise a study from its judgments and generations.
 
     `score_rows` are ScoreRow-like (model, arm, question_id, judge, score; score None is a
     parse failure) for the answers only: judge controls belong elsewhere, since any arm name
     here is treated as an arm. Per model x arm x judge: mean over the answers the judge scored
-    with a bootstrap interval over questions. Per model x arm, over the `headline_judges` (all
-    judges when None; `evaluate.controls.headline_panel` picks them): the panel level with a
-    bootstrap interval, and for non-base arms a % change against base with a paired bootstrap
-    interval (see `evaluate.panel` for how failures are kept from moving either). Comparisons
-    are all arm pairs within each model on the same pairing, Holm-adjusted across the whole
-    family. Every interval and test uses `seed`, so the summary is reproducible.
+    with a bootstrap interval over questions. The headline panel is `headline_judges` (all
+    judges when None; `evaluate.controls.headline_panel` picks them) less any judge that failed
+    more than `max_answer_failure_rate` of some model x arm's answers (the note says which).
+    Per model, every panel figure is over the same questions and judges (`panel.model_panels`):
+    each arm's level with its interval, each non-base arm's change against base, and every
+    pair of arms' paired tests, Holm-adjusted across the whole family. Agreement is over the
+    headline judges. Every interval and test uses `seed`, so the summary is reproducible.
     `probe_timings` (the latency probe's, `ProbeTiming`-like) give the latency comparison.
     """
     rows = score_rows_from(score_rows)
@@ -215,16 +233,45 @@ def summarize(
             mean, low, high = bootstrap_ci(valid, n_resamples, seed, confidence)
             judge_cells.append(JudgeCell(model, arm, judge, len(scores), len(scores) - len(valid), mean, low, high))
 
-    headline = judges if headline_judges is None else [judge for judge in judges if judge in set(headline_judges)]
-    panel = cell_scores(rows, headline)
+    requested = judges if headline_judges is None else [judge for judge in judges if judge in set(headline_judges)]
+    sparse = sparse_judges(rows, requested, max_answer_failure_rate)
+    headline = [judge for judge in requested if judge not in sparse]
+    panels = model_panels(rows, headline, base_arm)
+    panel_values = {(model, arm): panels[model].scores.get(arm, {}) for model, arm in ordered_cells}
+    comparisons = compare_arms(panel_values, base_arm, n_permutations, seed)
+    versus_base = {(c.model, c.arm_b): c for c in comparisons if c.arm_a == base_arm}
+    answered: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        answered.setdefault((row.model, row.arm), set()).add(row.question_id)
     panel_cells = []
     for model, arm in ordered_cells:
-        cell = panel.get((model, arm), {})
-        mean, low, high = level_ci(cell, n_resamples, seed, confidence)
-        pct = (math.nan, math.nan, math.nan)
-        if arm != base_arm and (model, base_arm) in panel:
-            pct = pct_change_vs_base(*paired_scores(panel[(model, base_arm)], cell), n_resamples, seed, confidence)
-        panel_cells.append(PanelCell(model, arm, len(cell), mean, low, high, *pct))
+        values = panel_values[(model, arm)]
+        mean, low, high = bootstrap_ci(list(values.values()), n_resamples, seed, confidence)
+        change = PairedChange(0, *([math.nan] * 8))
+        detectable = math.nan
+        if arm != base_arm and (model, base_arm) in panel_values:
+            change = paired_change(panel_values[(model, base_arm)], values, confidence)
+            detectable = versus_base[(model, arm)].detectable_diff
+        base_level = change.base_mean if change.base_mean >= PCT_MIN_BASE else math.nan
+        panel_cells.append(
+            PanelCell(
+                model,
+                arm,
+                len(values),
+                len(answered[(model, arm)]),
+                mean,
+                low,
+                high,
+                change.diff,
+                change.diff_low,
+                change.diff_high,
+                change.pct,
+                change.pct_low,
+                change.pct_high,
+                detectable,
+                100.0 * detectable / base_level,
+            )
+        )
 
     failures = []
     for judge in judges:
@@ -232,11 +279,13 @@ def summarize(
         n_failed = sum(score is None for score in verdicts)
         failures.append(JudgeFailures(judge, len(verdicts), n_failed, n_failed / len(verdicts)))
 
+    verdicts = {c.judge: c.verdict for c in controls}
+    left_out = {judge: verdicts.get(judge, "left out of the headline panel") for judge in judges if judge not in requested}
     return StudySummary(
         judge_cells=judge_cells,
         panel_cells=panel_cells,
-        comparisons=compare_arms({cell: panel.get(cell, {}) for cell in ordered_cells}, base_arm, n_permutations, seed, paired_scores),
-        agreement=judge_agreement(rows),
+        comparisons=comparisons,
+        agreement=judge_agreement(rows, headline),
         latency_tokens=latency_token_summary(generation_rows, base_arm),
         failures_by_judge=failures,
         controls=list(controls),
@@ -249,8 +298,14 @@ def summarize(
             "base_arm": base_arm,
             "panel_score": PANEL_RULE,
             "headline_judges": headline,
-            "headline_note": headline_note,
-            "interval": "percentile bootstrap over questions",
+            "headline_note": _note_left_out(headline_note, sparse),
+            "left_out": {**left_out, **sparse},
+            "max_answer_failure_rate": max_answer_failure_rate,
+            "interval": "levels: expanded percentile bootstrap over questions (a t interval's width on small samples); "
+            "changes against base: paired t intervals (the % on the ratio's linearised standard error)",
+            "wilcoxon": "exact signed-rank distribution given the ties, zero differences dropped",
+            "pct_min_base": PCT_MIN_BASE,
             "p_adjustment": "Holm across all arm pairs of all models",
+            "detectable": "smallest true change with 80% power at alpha 0.05 / the number of comparisons (Holm's strictest step)",
         },
     )

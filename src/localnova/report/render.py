@@ -22,10 +22,10 @@ from localnova.evaluate.judges import CONTROL_SUBJECTS, SUBJECT_ANSWER
 from localnova.evaluate.panel import answer_scores, cell_scores
 from localnova.evaluate.summary import StudySummary
 from localnova.files import write_text_atomic
-from localnova.report import figures, latency, tables
+from localnova.report import figures, judge_tables, latency, tables
 from localnova.report.collect import RunData, collect_runs
 from localnova.report.crossrun import cross_run_blocks
-from localnova.report.summarize import control_gate, summarize_run
+from localnova.report.summarize import control_gate, legacy_gate_note, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
 from localnova.types import stable_hash
 
@@ -128,7 +128,7 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
     judges, means = [], {}
     subjects = dict(zip((SUBJECT_ANSWER, *CONTROL_SUBJECTS), figures.CONTROL_LABELS))
     for run in runs:
-        for (judge, subject), scores in tables.control_means(run).items():
+        for (judge, subject), scores in judge_tables.control_means(run).items():
             name = f"{run.label}: {judge}" if several else judge
             judges.append(name)
             if subject in subjects and scores:
@@ -173,10 +173,13 @@ def build_sections(runs: list[RunData]) -> list[Section]:
     settings = summaries[0].settings if summaries else {}
     method = Paragraph(
         f"Panel score: {settings.get('panel_score', '')}. Interval: {settings.get('interval', '')} "
-        f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}). p-values: paired Wilcoxon signed-rank and "
-        f"sign-flip permutation tests for every pair of arms within a model (the summary shows each arm against "
-        f"{BASE_ARM}; all pairs are in the next section), {settings.get('p_adjustment', '')}. "
-        "Parse failures are left out of every mean, never counted as 0."
+        f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}). p-values: paired Wilcoxon signed-rank "
+        f"({settings.get('wilcoxon', '')}) and sign-flip permutation tests of the mean difference (exact up to 16 questions, "
+        f"{settings.get('n_permutations')} random sign patterns above) for every pair of arms within a model (the summary shows "
+        f"each arm against {BASE_ARM}; all pairs are in the next section), {settings.get('p_adjustment', '')}. "
+        f"A % change is given only when the base level is at least {settings.get('pct_min_base')} point; the change in points "
+        f"always. Detectable change: {settings.get('detectable', '')}, from the spread of this run's own per-question "
+        "differences. Parse failures are left out of every mean, never counted as 0."
     )
     headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries)]
     return [
@@ -184,8 +187,8 @@ def build_sections(runs: list[RunData]) -> list[Section]:
         Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
         Section("Arm comparisons", [tables.comparisons_table(runs, summaries)]),
         *([Section("Across runs, paired by question", cross_run_blocks(runs, summaries))] if len(runs) > 1 else []),
-        Section("Scores per judge", [tables.judge_means_table(runs, summaries)]),
-        Section("Judge agreement", [*tables.agreement_tables(runs, summaries), *figs.get("agreement", [])]),
+        Section("Scores per judge", [judge_tables.judge_means_table(runs, summaries)]),
+        Section("Judge agreement", [*judge_tables.agreement_tables(runs, summaries), *figs.get("agreement", [])]),
         Section(
             "Judge controls",
             [
@@ -194,8 +197,9 @@ def build_sections(runs: list[RunData]) -> list[Section]:
                     "ground truth of another question. "
                     + " ".join(dict.fromkeys(gate_rule(control_gate(run)) for run in runs))
                     + " Only the judges that pass make the headline panel (unless the config sets eval.headline_panel: all)."
+                    + "".join(f" {note}" for note in dict.fromkeys(legacy_gate_note(run) for run in runs) if note)
                 ),
-                tables.controls_table(runs, summaries),
+                judge_tables.controls_table(runs, summaries),
                 *figs.get("controls", []),
             ],
         ),
@@ -206,8 +210,8 @@ def build_sections(runs: list[RunData]) -> list[Section]:
                     "A judge reply that did not parse after its retries is a failure: counted here, "
                     "left out of the means, never scored as 0."
                 ),
-                tables.failures_table(runs),
-                *tables.failure_examples(runs),
+                judge_tables.failures_table(runs),
+                *judge_tables.failure_examples(runs),
             ],
         ),
         Section("Per-question scores", figs.get("per_question", []) or [Paragraph("No scored answers.")]),
@@ -235,14 +239,31 @@ def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def _markdown_text(text: str) -> str:
-    """Text a Markdown viewer shows as written: HTML in it (a model name, a question id, a
-    judge's reason) becomes entities, and a backslash cannot escape what follows it."""
-    return html.escape(text.replace("\\", "\\\\"), quote=False)
+# Characters that start Markdown structure anywhere in a line: emphasis, code, links, table
+# cells, strike-through (and the backslash, so that text cannot escape our escapes). An
+# underscore between two letters or digits never starts emphasis, so snake_case stays readable.
+_MARKDOWN_INLINE = re.compile(r"([\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+# What starts a heading, list item or thematic break at the start of a line: escaped before the
+# marker (#, +, -, =) or, after a number, before its . or ). A leading > is an entity once
+# escaped as HTML, which starts no quote.
+_MARKDOWN_LINE_START = re.compile(r"^([#+=-]|\d{1,9}(?=[.)](\s|$)))")
+# Every character a renderer or Python's splitlines takes as the end of a line.
+_LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 def markdown_cell(text: str) -> str:
-    return _markdown_text(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """Free text as the content of one Markdown table cell that shows as written: line breaks
+    become spaces, HTML becomes entities, and every character Markdown would read as inline
+    structure (a pipe included) is backslash-escaped."""
+    one_line = _LINE_BREAKS.sub(" ", text).strip()
+    return html.escape(_MARKDOWN_INLINE.sub(r"\\\1", one_line), quote=False)
+
+
+def markdown_inline(text: str) -> str:
+    """Free text (a question id, a judge's name, a note, a caption) as one paragraph line of
+    Markdown that shows as written: as `markdown_cell`, and what would start a heading or a
+    list at the line's start escaped too (leading spaces dropped: four make a code block)."""
+    return _MARKDOWN_LINE_START.sub(lambda m: m.group(1) + "\\" if m.group(1)[0].isdigit() else "\\" + m.group(1), markdown_cell(text))
 
 
 def fence(text: str) -> str:
@@ -254,15 +275,15 @@ def fence(text: str) -> str:
 
 
 def _markdown(title: str, banner: str | None, sections: list[Section], figure_dir: Path) -> str:
-    lines = [f"# {title}", ""]
+    lines = [f"# {markdown_inline(title)}", ""]
     figure_count = 0
     for section in sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {markdown_inline(section.title)}", ""]
         if banner:
-            lines += [f"> **{banner}**", ""]
+            lines += [f"> **{markdown_inline(banner)}**", ""]
         for block in section.blocks:
             if isinstance(block, Paragraph):
-                lines += [_markdown_text(block.text), ""]
+                lines += [markdown_inline(block.text), ""]
             elif isinstance(block, Table):
                 lines.append("| " + " | ".join(markdown_cell(h) for h in block.headers) + " |")
                 lines.append("|" + "---|" * len(block.headers))
@@ -270,13 +291,14 @@ def _markdown(title: str, banner: str | None, sections: list[Section], figure_di
                 lines.append("")
             elif isinstance(block, Preformatted):
                 if block.caption:
-                    lines += [f"*{_markdown_text(block.caption)}*", ""]
+                    lines += [f"*{markdown_inline(block.caption)}*", ""]
                 lines += [fence(block.text), ""]
             elif isinstance(block, Figure):
                 figure_count += 1
                 name = f"figure-{figure_count}-{_anchor(section.title)}.svg"
                 write_text_atomic(figure_dir / name, block.svg)
-                lines += [f"![{block.caption}]({figure_dir.name}/{name})", "", f"*{block.caption}*", ""]
+                caption = markdown_inline(block.caption)
+                lines += [f"![{caption}]({figure_dir.name}/{name})", "", f"*{caption}*", ""]
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@ judgments, the headline panel they gate, and the statistics over it, with the ru
 
 from __future__ import annotations
 
-from localnova.config import BASE_ARM, ControlGate, EvalConfig
+from localnova.config import BASE_ARM, LEGACY_GATE_KEYS, ControlGate, EvalConfig
 from localnova.evaluate.controls import headline_panel, judge_controls
 from localnova.evaluate.judges import SUBJECT_ANSWER
 from localnova.evaluate.summary import StudySummary, summarize
@@ -11,7 +11,20 @@ from localnova.report.collect import RunData
 
 
 def control_gate(run: RunData) -> ControlGate:
-    return ControlGate(**((run.study_config.get("eval") or {}).get("control_gate") or {}))
+    """The gate the run's config set. A run stored before the ranking gate holds absolute
+    thresholds (LEGACY_GATE_KEYS): they are dropped, and the run is gated by the ranking gate's
+    defaults, which the report states."""
+    stored = (run.study_config.get("eval") or {}).get("control_gate") or {}
+    return ControlGate(**{key: value for key, value in stored.items() if key not in LEGACY_GATE_KEYS})
+
+
+def legacy_gate_note(run: RunData) -> str:
+    """A sentence for a run whose config set the old absolute thresholds, else ''."""
+    stored = (run.study_config.get("eval") or {}).get("control_gate") or {}
+    old = [f"{key} {stored[key]}" for key in LEGACY_GATE_KEYS if key in stored]
+    if not old:
+        return ""
+    return f"{run.label} was configured with absolute thresholds ({', '.join(old)}); it is gated here by the ranking rule above."
 
 
 def summarize_run(run: RunData) -> StudySummary:
@@ -20,8 +33,9 @@ def summarize_run(run: RunData) -> StudySummary:
     eval_config = run.study_config.get("eval") or {}
     n_resamples = int(eval_config.get("bootstrap_samples") or EvalConfig.model_fields["bootstrap_samples"].default)
     mode = eval_config.get("headline_panel") or EvalConfig.model_fields["headline_panel"].default
+    gate = control_gate(run)
     controls_judged = any(judgment.subject != SUBJECT_ANSWER for judgment in run.judgments)
-    controls = judge_controls(run.judgments, run.judges, control_gate(run)) if controls_judged else []
+    controls = judge_controls(run.judgments, run.judges, gate) if controls_judged else []
     panel = headline_panel(run.judges, controls, mode, controls_judged)
     return summarize(
         run.score_rows,
@@ -33,4 +47,5 @@ def summarize_run(run: RunData) -> StudySummary:
         headline_note=panel.note,
         controls=controls,
         probe_timings=run.probe_timings,
+        max_answer_failure_rate=gate.max_answer_failure_rate,
     )

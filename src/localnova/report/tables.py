@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from localnova.config import BASE_ARM
+from localnova.evaluate.statistics import PCT_MIN_BASE
 from localnova.evaluate.summary import PanelCell, StudySummary
 from localnova.report.collect import RunData
 
@@ -74,6 +75,14 @@ def percent(value: float, low: float | None = None, high: float | None = None) -
     return text
 
 
+def signed_interval(value: float, low: float, high: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if not math.isfinite(low) or not math.isfinite(high):
+        return f"{value:+.2f}"
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def p_value(value: float) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
@@ -84,23 +93,61 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-SUMMARY_HEADERS = ["model", "arm", "questions", "panel score [95% CI]", "% vs base [95% CI]", "p Wilcoxon (Holm)", "p permutation (Holm)"]
+SUMMARY_HEADERS = [
+    "model",
+    "arm",
+    "questions",
+    "panel score [95% CI]",
+    "change vs base, points [95% CI]",
+    "% vs base [95% CI]",
+    "detectable change (80% power)",
+    "p Wilcoxon (Holm)",
+    "p permutation (Holm)",
+]
+
+
+def _pct_cell(cell: PanelCell, base: PanelCell | None) -> str:
+    if cell.arm == BASE_ARM:
+        return "(reference)"
+    if math.isfinite(cell.pct_vs_base) or base is None or not math.isfinite(base.mean) or base.mean >= PCT_MIN_BASE:
+        return percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high)
+    return f"n/a: base below {PCT_MIN_BASE:g} point"
+
+
+def detectable(points: float, pct: float = math.nan) -> str:
+    """A detectable change: in points (and % of base when known), 'out of reach' when no change
+    would reach the power, 'n/a' when it cannot be computed."""
+    if points == math.inf:
+        return "none: 80% power is out of reach"
+    if not math.isfinite(points):
+        return "n/a"
+    return f"{points:.2f} points" + (f" ({pct:.0f}%)" if math.isfinite(pct) else "")
+
+
+def _detectable_cell(cell: PanelCell) -> str:
+    return "" if cell.arm == BASE_ARM else detectable(cell.detectable_diff, cell.detectable_pct)
 
 
 def summary_rows(summary: StudySummary, cells: list[PanelCell] | None = None) -> list[list[str]]:
     """One row per panel cell (all of them, in the summary's order, unless `cells` says which),
     in SUMMARY_HEADERS' columns: the report's summary table and the README's table share it."""
     versus_base = {(c.model, c.arm_b): c for c in summary.comparisons if c.arm_a == BASE_ARM}
+    bases = {c.model: c for c in summary.panel_cells if c.arm == BASE_ARM}
     rows = []
     for cell in summary.panel_cells if cells is None else cells:
         test = versus_base.get((cell.model, cell.arm))
+        questions = str(cell.n_questions) if cell.n_questions == cell.n_answers else f"{cell.n_questions} of {cell.n_answers}"
         rows.append(
             [
                 cell.model,
                 cell.arm,
-                str(cell.n_questions),
+                questions,
                 interval(cell.mean, cell.low, cell.high),
-                "(reference)" if cell.arm == BASE_ARM else percent(cell.pct_vs_base, cell.pct_vs_base_low, cell.pct_vs_base_high),
+                "(reference)"
+                if cell.arm == BASE_ARM
+                else signed_interval(cell.diff_vs_base, cell.diff_vs_base_low, cell.diff_vs_base_high),
+                _pct_cell(cell, bases.get(cell.model)),
+                _detectable_cell(cell),
                 p_value(test.wilcoxon_p_holm) if test else "",
                 p_value(test.permutation_p_holm) if test else "",
             ]
@@ -121,6 +168,9 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
             f"{c.arm_b} vs {c.arm_a}",
             str(c.n),
             number(c.mean_diff),
+            number(c.sd_diff),
+            "n/a" if not math.isfinite(c.zero_share) else f"{100 * c.zero_share:.0f}%",
+            detectable(c.detectable_diff),
             p_value(c.wilcoxon_p),
             p_value(c.wilcoxon_p_holm),
             p_value(c.permutation_p),
@@ -129,74 +179,8 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
         for run, summary in zip(runs, summaries)
         for c in summary.comparisons
     ]
-    return Table(["run", "model", "comparison", "pairs", "mean difference", "p Wilcoxon", "Holm", "p permutation", "Holm"], rows)
-
-
-def judge_means_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
-    rows = [
-        [
-            run.label,
-            c.model,
-            c.arm,
-            c.judge,
-            "yes" if c.judge in summary.settings["headline_judges"] else "no (failed its controls)",
-            str(c.n_judgments - c.n_failed),
-            str(c.n_failed),
-            interval(c.mean, c.low, c.high),
-        ]
-        for run, summary in zip(runs, summaries)
-        for c in summary.judge_cells
-    ]
-    return Table(["run", "model", "arm", "judge", "in headline", "scored", "failed", "mean [95% CI]"], rows)
-
-
-def agreement_tables(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
-    pairs, overall = [], []
-    for run, summary in zip(runs, summaries):
-        agreement = summary.agreement
-        if agreement is None:
-            continue
-        overall.append(
-            [
-                run.label,
-                ", ".join(agreement.judges),
-                number(agreement.krippendorff_alpha, 3),
-                f"{agreement.n_answers_with_two_scores} of {agreement.n_answers}",
-            ]
-        )
-        for answer_pair, arm_pair in zip(agreement.per_answer, agreement.arm_ranking):
-            pairs.append(
-                [
-                    run.label,
-                    answer_pair.judge_a,
-                    answer_pair.judge_b,
-                    str(answer_pair.n),
-                    number(answer_pair.spearman, 3),
-                    number(answer_pair.kendall, 3),
-                    str(arm_pair.n),
-                    number(arm_pair.spearman, 3),
-                    number(arm_pair.kendall, 3),
-                ]
-            )
-    if not overall:
-        return [Paragraph("Fewer than two judges scored answers, so there is no agreement to measure.")]
-    return [
-        Table(
-            [
-                "run",
-                "judge A",
-                "judge B",
-                "answers",
-                "Spearman",
-                "Kendall",
-                "model x arm cells",
-                "Spearman (arm ranking)",
-                "Kendall (arm ranking)",
-            ],
-            pairs,
-        ),
-        Table(["run", "judges", "Krippendorff alpha (interval)", "answers scored by 2+ judges"], overall),
-    ]
+    headers = ["run", "model", "comparison", "pairs", "mean difference", "SD of differences", "no difference", "detectable (80% power)"]
+    return Table([*headers, "p Wilcoxon", "Holm", "p permutation", "Holm"], rows)
 
 
 def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
@@ -268,95 +252,6 @@ def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
             rows,
         ),
     ] + [Paragraph(n) for n in notes]
-
-
-def control_means(run: RunData) -> dict[tuple[str, str], list[float]]:
-    """Scores per (judge, subject), subject 'answer' included, failures left out."""
-    scores: dict[tuple[str, str], list[float]] = {}
-    for judgment in run.judgments:
-        if judgment.score is not None:
-            scores.setdefault((judgment.judge, judgment.subject), []).append(judgment.score)
-    return scores
-
-
-def controls_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
-    rows = []
-    for run, summary in zip(runs, summaries):
-        headline = set(summary.settings["headline_judges"])
-        for c in summary.controls:
-            rows.append(
-                [
-                    run.label,
-                    c.judge,
-                    number(c.answers),
-                    number(c.truth),
-                    number(c.empty),
-                    number(c.other),
-                    str(c.n_control_failures),
-                    c.verdict,
-                    "yes" if c.judge in headline else "no",
-                ]
-            )
-    return Table(
-        [
-            "run",
-            "judge",
-            "real answers",
-            "ground truth",
-            "empty answer",
-            "other question's truth",
-            "control failures",
-            "controls",
-            "in headline",
-        ],
-        rows,
-    )
-
-
-def failures_table(runs: list[RunData]) -> Table:
-    rows = []
-    for run in runs:
-        for judge in run.judges:
-            answers = [j for j in run.judgments if j.judge == judge and j.subject == "answer"]
-            controls = [j for j in run.judgments if j.judge == judge and j.subject != "answer"]
-            failed = sum(j.score is None for j in answers)
-            rate = f"{100 * failed / len(answers):.1f}%" if answers else "n/a"
-            methods = ", ".join(sorted({j.method for j in run.judgments if j.judge == judge}))
-            retried = sum(j.attempts > 1 for j in run.judgments if j.judge == judge)
-            rows.append(
-                [
-                    run.label,
-                    judge,
-                    methods,
-                    str(len(answers)),
-                    str(failed),
-                    rate,
-                    str(len(controls)),
-                    str(sum(j.score is None for j in controls)),
-                    str(retried),
-                ]
-            )
-    return Table(
-        ["run", "judge", "method", "answers judged", "parse failures", "failure rate", "controls judged", "control failures", "retried"],
-        rows,
-    )
-
-
-def failure_examples(runs: list[RunData], per_judge: int = 2) -> list[Any]:
-    """A few raw replies that failed to parse, so a reader sees why (model text: escaped later)."""
-    blocks: list[Any] = []
-    for run in runs:
-        for judge in run.judges:
-            failed = [j for j in run.judgments if j.judge == judge and j.score is None][:per_judge]
-            for judgment in failed:
-                where = f"{judgment.model} / {judgment.arm}" if judgment.subject == "answer" else judgment.subject
-                blocks.append(
-                    Preformatted(
-                        f"{run.label}: {judge} on {where} / question {judgment.question_id}, after {judgment.attempts} attempts",
-                        judgment.raw_text or "(empty reply)",
-                    )
-                )
-    return blocks
 
 
 def _cell(value: Any) -> str:

@@ -1,0 +1,108 @@
+"""Every pair of arms within a model compared on paired scores, Holm-adjusted as one family,
+each with the spread of its differences and the difference it could detect."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from localnova.config import BASE_ARM
+from localnova.evaluate.power import detectable_difference
+from localnova.evaluate.statistics import PairedTest, holm_adjust, ordered_arms, paired_arrays, paired_tests
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """Paired comparison of arm_b against arm_a within one model (diff = b - a).
+
+    The spread of the per-question differences: sd_diff over all of them, zero_share the share
+    that are exactly 0 (questions answered alike), sd_nonzero over the others (n - 1 in each
+    SD). detectable_diff is the smallest true mean difference this comparison finds with 80%
+    power at Holm's strictest level over the family (`power.detectable_difference`), in the
+    scores' own points; infinite when no difference would reach that power."""
+
+    model: str
+    arm_a: str
+    arm_b: str
+    n: int
+    mean_diff: float
+    wilcoxon_p: float
+    permutation_p: float
+    wilcoxon_p_holm: float
+    permutation_p_holm: float
+    sd_diff: float = math.nan
+    zero_share: float = math.nan
+    sd_nonzero: float = math.nan
+    detectable_diff: float = math.nan
+
+
+@dataclass(frozen=True)
+class _Spread:
+    sd_diff: float
+    zero_share: float
+    sd_nonzero: float
+
+
+def _spread(differences: np.ndarray) -> _Spread:
+    nonzero = differences[differences != 0]
+    return _Spread(
+        float(np.std(differences, ddof=1)) if differences.size >= 2 else math.nan,
+        float(np.mean(differences == 0)) if differences.size else math.nan,
+        float(np.std(nonzero, ddof=1)) if nonzero.size >= 2 else math.nan,
+    )
+
+
+def compare_arms(
+    scores_by_cell: Mapping[tuple[str, str], Any],
+    base_arm: str = BASE_ARM,
+    n_permutations: int = 10000,
+    seed: int = 0,
+    pair: Callable[[Any, Any], tuple[Mapping[str, float], Mapping[str, float]]] | None = None,
+) -> list[ArmComparison]:
+    """Paired tests for every pair of arms within each model, Holm-adjusted as one family.
+
+    `scores_by_cell` is {(model, arm): {question_id: score}} (e.g. from
+    `panel_scores_by_question`). Within a model, arms are ordered base first, then by first
+    appearance; each pair (a, b) with a before b is tested on the questions both scored, so
+    arm-vs-base pairs have a = base. The Holm family is every comparison of every model,
+    adjusted separately for the Wilcoxon and the permutation p-values. A model with one arm
+    contributes nothing. `pair`, when given, turns two cells' values into the two
+    {question_id: score} maps to test (e.g. `panel.paired_scores`, which keeps per question
+    only the judges that scored both answers); by default the cells already are such maps.
+    Each comparison also carries the spread of its differences and the difference it could
+    detect (80% power at alpha 0.05 / the family's size).
+    """
+    arms_by_model: dict[str, list[str]] = {}
+    for model, arm in scores_by_cell:
+        arms_by_model.setdefault(model, []).append(arm)
+    raw: list[tuple[str, str, str, PairedTest, _Spread]] = []
+    for model, arms in arms_by_model.items():
+        for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
+            cell_a, cell_b = scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)]
+            a, b = paired_arrays(*(pair(cell_a, cell_b) if pair else (cell_a, cell_b)))
+            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed), _spread(b - a)))
+    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t, _ in raw])
+    permutation_holm = holm_adjust([t.permutation_p for *_, t, _ in raw])
+    return [
+        ArmComparison(
+            model=model,
+            arm_a=arm_a,
+            arm_b=arm_b,
+            n=test.n,
+            mean_diff=test.mean_diff,
+            wilcoxon_p=test.wilcoxon_p,
+            permutation_p=test.permutation_p,
+            wilcoxon_p_holm=w_holm,
+            permutation_p_holm=p_holm,
+            sd_diff=spread.sd_diff,
+            zero_share=spread.zero_share,
+            sd_nonzero=spread.sd_nonzero,
+            detectable_diff=detectable_difference(spread.sd_nonzero, test.n, len(raw), spread.zero_share),
+        )
+        for (model, arm_a, arm_b, test, spread), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
+    ]
