@@ -74,7 +74,7 @@ def test_a_machine_that_gets_busier_mid_run_is_no_arm_effect(tmp_path):
     # The probe, on the same machine still getting busier: arms interleaved per question.
     arms = {arm: ProbeArm(backends[arm], _requests(arm)) for arm in ARMS}
     assert run_probe(store, "m", arms, LatencyProbeConfig(questions=40, repeats=2), seed=0, clock=clock) == 80
-    cells = {cell.arm: cell for cell in probe_summary(store.probe_timings(), n_resamples=2000, seed=0)}
+    cells = {cell.arm: cell for cell in probe_summary(store.probe_timings())}
     for arm in ("rag", "ft", "ft_rag"):
         cell = cells[arm]
         # no effect, and the interval says so: it holds 0, and is far from the batched figure
@@ -220,10 +220,13 @@ def test_the_percent_change_is_the_paired_one_by_hand():
         ProbeTiming("m", "rag", "q2", 1, 0, "k", 150.0, 1, 1),
         ProbeTiming("m", "rag", "q3", 0, 0, "k", 999.0, 1, 1),  # no base time for q3: not paired
     ]
-    base, rag = probe_summary(timings, n_resamples=200, seed=0)
+    base, rag = probe_summary(timings)
     assert (base.arm, base.n_questions, base.n_requests, base.median_ms) == ("base", 2, 3, 100.0) and math.isnan(base.pct_vs_base)
     # per-question means: base {q1: 200, q2: 100}, rag {q1: 250, q2: 150}: (200 - 150) / 150
     assert rag.pct_vs_base == pytest.approx(100 * (200 - 150) / 150)
     assert (rag.n_questions, rag.n_requests, rag.median_ms) == (3, 4, 200.0)
-    # two questions: the bootstrap draws {q1, q1}, {q2, q2} or both; +25% and +50% bound it
-    assert 25.0 - 1e-9 <= rag.pct_vs_base_low <= rag.pct_vs_base <= rag.pct_vs_base_high <= 50.0 + 1e-9
+    # the paired t interval on the ratio r = 200/150, by hand: residuals arm - r * base are
+    # -50/3 and +50/3, SD 23.570 (n - 1 = 1), SE of r 23.570 / (150 * sqrt 2) = 0.11111, and
+    # t(0.975, 1 df) = 12.7062 from the table: +33.33% +/- 141.18 points
+    half = 100 * 12.7062 * (50 / 3 * math.sqrt(2)) / (150 * math.sqrt(2))
+    assert (rag.pct_vs_base_low, rag.pct_vs_base_high) == pytest.approx((100 / 3 - half, 100 / 3 + half), abs=0.01)

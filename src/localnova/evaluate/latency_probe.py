@@ -9,8 +9,8 @@ So, on a seeded sample of questions, every arm of a model answers the question's
 on its own (one request, nothing else of the study running), the arms in a random order drawn
 per question and round, and the rounds repeated. A slow minute then falls on every arm alike,
 on average, and the comparison is paired: per question, each arm's mean time over the rounds
-against the base arm's, as a % change of the means with a bootstrap interval over questions
-(`statistics.pct_change_vs_base`).
+against the base arm's, as a % change of the means with the paired t interval over questions
+that every change against base gets (`statistics.pct_change_vs_base`).
 
 Each request's timing goes into the store as soon as it answers (`Store.save_probe_timing`),
 with a line in the ledger of the probe's paid calls, as an answer does on Bedrock: a paid call
@@ -48,7 +48,7 @@ from localnova.types import LATENCY_PER_REQUEST, ChatRequest, EvalItem, Generati
 # How the report names where the latency comparison comes from.
 PROBE_METHOD = (
     "interleaved probe: one request at a time, the arms in a random order per question and round, "
-    "% change of the per-question means paired by question, bootstrap over questions"
+    "% change of the per-question means paired by question, paired t interval over questions"
 )
 
 
@@ -265,12 +265,11 @@ class ProbeCell:
     pct_vs_base_high: float
 
 
-def probe_summary(
-    timings: Iterable[ProbeTiming], n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95, base_arm: str = BASE_ARM
-) -> list[ProbeCell]:
+def probe_summary(timings: Iterable[ProbeTiming], confidence: float = 0.95, base_arm: str = BASE_ARM) -> list[ProbeCell]:
     """Per model x arm: median, p90 and mean of its probe times, and the % change of its mean
-    per-question time against the base arm's over the questions both were timed on, with a
-    percentile bootstrap interval that resamples questions (the pairing kept)."""
+    per-question time against the base arm's over the questions both were timed on, with the
+    paired t interval every change against base gets (`statistics.paired_change`: questions
+    are the unit, the pairing kept)."""
     per_question: dict[tuple[str, str], dict[str, list[float]]] = {}
     for timing in timings:
         per_question.setdefault((timing.model, timing.arm), {}).setdefault(timing.question_id, []).append(timing.latency_ms)
@@ -284,7 +283,7 @@ def probe_summary(
             pct = (float("nan"),) * 3
             if base_means is not None and arm != base_arm:
                 means = {q: stats.fmean(times) for q, times in by_question.items()}
-                pct = pct_change_vs_base(base_means, means, n_resamples, seed, confidence)
+                pct = pct_change_vs_base(base_means, means, confidence)
             p90 = float(np.percentile(every, 90))
             cells.append(ProbeCell(model, arm, len(by_question), len(every), stats.median(every), p90, stats.fmean(every), *pct))
     return cells

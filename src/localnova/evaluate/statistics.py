@@ -246,14 +246,10 @@ def paired_change(base_by_question: Mapping[str, float], arm_by_question: Mappin
 def pct_change_vs_base(
     base_by_question: Mapping[str, float],
     arm_by_question: Mapping[str, float],
-    n_resamples: int = 2000,
-    seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float, float]:
     """(pct, low, high) of `paired_change`: the % change of the arm's mean against the base's
-    over the questions both have, with its paired interval; NaN where undefined or refused.
-    The interval is analytic: n_resamples and seed are accepted for the callers that still
-    pass them (report/crossrun.py) and change nothing."""
+    over the questions both have, with its paired t interval; NaN where undefined or refused."""
     change = paired_change(base_by_question, arm_by_question, confidence)
     return (change.pct, change.pct_low, change.pct_high)
 

@@ -289,7 +289,7 @@ def summarize(
         latency_tokens=latency_token_summary(generation_rows, base_arm),
         failures_by_judge=failures,
         controls=list(controls),
-        latency_probe=probe_summary(probe_timings, n_resamples, seed, confidence, base_arm),
+        latency_probe=probe_summary(probe_timings, confidence, base_arm),
         settings={
             "n_resamples": n_resamples,
             "seed": seed,

@@ -148,7 +148,7 @@ def compare_runs(
 ) -> list[CrossRunComparison]:
     """Every (arm, reference model, other model) on the questions both runs asked alike
     (`match_questions`) and `judges`."""
-    n_resamples, seed = ref_summary.settings["n_resamples"], ref_summary.settings["seed"]
+    seed = ref_summary.settings["seed"]
     n_permutations = ref_summary.settings["n_permutations"]
     paired = match_questions(reference, other).paired
     ref_cells = cell_scores(_only(reference.score_rows, paired), judges)
@@ -160,7 +160,7 @@ def compare_runs(
                 a, b = paired_scores(ref_cells[(ref_model, arm)], other_cells[(other_model, arm)])
                 questions = sorted(a)  # paired_scores gives both maps the same questions
                 test = paired_tests([a[q] for q in questions], [b[q] for q in questions], n_permutations, seed)
-                pct = pct_change_vs_base(a, b, n_resamples, seed)
+                pct = pct_change_vs_base(a, b)
                 found.append(
                     CrossRunComparison(
                         reference.label,

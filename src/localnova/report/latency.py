@@ -47,8 +47,8 @@ def latency_probe_blocks(runs: list[RunData], summaries: list[StudySummary]) -> 
             "Latency by arm, from the interleaved probe: on a sample of questions each arm answers one request at a time, "
             "the arms in a random order drawn per question and round, so a machine or service that gets busier during "
             "the run slows every arm alike rather than the arm that happened to run then. The % vs base compares each "
-            "arm's mean time per question with the base arm's on the same questions, with a 95% bootstrap interval "
-            "over questions."
+            "arm's mean time per question with the base arm's on the same questions, with a 95% paired t interval "
+            "over questions (on a handful of questions it is wide, as it should be)."
         )
     ]
     if rows:
