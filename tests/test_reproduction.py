@@ -294,6 +294,10 @@ def test_combining_comparisons_contradicted_wins_then_all_reproduced_then_not_te
     mean, low, high = paired_t(base, ft)
     assert (a.comparisons[0].diff, a.comparisons[0].diff_low, a.comparisons[0].diff_high) == pytest.approx((mean, low, high))
     assert a.comparisons[0].diff == pytest.approx(7 / 6)
+    # a run without the arm (--arms base,rag,ft) says so
+    del values["panel_score"][("m", "ft_rag")]
+    *_, c = reproduce(findings, RunValues(["m"], values, {"latency": NO_PROBE}))
+    assert (c.verdict, c.reason) == (NOT_TESTED, "m has no ft_rag arm in this run")
 
 
 def test_two_runs_side_by_side_with_their_agreement(study, tmp_path):
@@ -318,7 +322,7 @@ def test_two_runs_side_by_side_with_their_agreement(study, tmp_path):
         ["inconclusive", "reproduced (simulated)", "no |"],
         ["reproduced", "reproduced (simulated)", "yes |"],
         ["reproduced", "reproduced (simulated)", "yes |"],
-        ["inconclusive", "inconclusive (simulated)", "yes |"],
+        ["inconclusive", "inconclusive (simulated)", "yes (both inconclusive) |"],
     ]
     detail_rows = detail.splitlines()[2:]
     assert len(detail_rows) == 12 and all(row.endswith("(simulated) |") == (other_id in row) for row in detail_rows)
@@ -384,3 +388,24 @@ def test_readme_carries_the_reproduction_rows():
     assert lines[0] == "| " + " | ".join(markdown_cell(h) for h in HEADERS) + " |"
     verdicts = [row.split(" | ")[-1].split(":")[0].rstrip(" |") for row in lines[2:]]
     assert len(verdicts) == 6 and set(verdicts) <= {REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTED}
+
+
+def test_free_text_of_a_findings_file_is_escaped_in_both_formats(study, tmp_path):
+    from localnova.evaluate.reproduction import agreement
+
+    hostile = tmp_path / "hostile.yaml"
+    text = load_findings(DEFAULT_FINDINGS).text
+    text = text.replace("claim: Fine-tuning raised the mean judge score over the base model.", 'claim: "<b>bold</b> | cell\\n# heading"', 1)
+    text = text.replace(
+        "    definition: no model is named", "    definition: |-\n      # a heading\n      <script>x</script>\n      no model is named", 1
+    )
+    hostile.write_text(text, encoding="utf-8")
+    md_path, html_path = write_report([collect_run(study)], tmp_path / "out", findings=str(hostile))
+    section = md_path.read_text(encoding="utf-8").split("## Reproduction", 1)[1].split("\n## ", 1)[0]
+    assert "| 1. &lt;b&gt;bold&lt;/b&gt; \\| cell # heading |" in section
+    assert "\n# " not in section and "<script>" not in section and "&lt;script&gt;x&lt;/script&gt;" in section
+    html = html_path.read_text(encoding="utf-8")
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html and "<script>x" not in html
+    # and the agreement of several runs, by hand
+    assert agreement([REPRODUCED, REPRODUCED]) == "yes" and agreement([REPRODUCED, CONTRADICTED]) == "no"
+    assert agreement([INCONCLUSIVE] * 3) == "yes (all inconclusive)" and agreement([REPRODUCED, NOT_TESTED]).startswith("cannot tell")

@@ -307,8 +307,10 @@ def reproduce(
 
 
 def agreement(verdicts: Sequence[str]) -> str:
-    """Whether several runs' verdicts on one finding agree: 'yes', 'no', or 'cannot tell' when a
-    run could not test it."""
+    """Whether several runs' verdicts on one finding agree: 'yes' (saying so when none settles
+    it), 'no', or 'cannot tell' when a run could not test it."""
     if NOT_TESTED in verdicts:
         return "cannot tell: not tested in every run"
-    return "yes" if len(set(verdicts)) == 1 else "no"
+    if len(set(verdicts)) > 1:
+        return "no"
+    return f"yes ({'both' if len(verdicts) == 2 else 'all'} inconclusive)" if verdicts[0] == INCONCLUSIVE else "yes"
