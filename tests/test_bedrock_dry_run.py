@@ -158,6 +158,11 @@ def test_cli_dry_run_runs_the_whole_study_offline_and_marks_the_report_simulated
     html = (study / "report.html").read_text()
     assert "SIMULATED" in html and html.count("<svg") >= 4
     assert not (study / "bedrock_state.json").exists()  # nothing was created, so nothing is recorded
+    # the post's six findings set against the dry run, each row marked simulated
+    section = (study / "report.md").read_text().split("## Reproduction", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 6 and all(row.endswith(" (simulated) |") for row in rows)
+    assert "the smaller model is nova-micro and the larger nova-lite" in section
 
 
 def test_cli_real_run_without_credentials_stops_with_one_line_and_creates_nothing(tmp_path, no_aws_credentials, capsys):

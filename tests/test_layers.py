@@ -46,6 +46,7 @@ FLOORS: dict[str, int] = {
     "localnova.store": 1,
     "localnova.store_probe": 1,
     "localnova.prices": 1,
+    "localnova.findings.*": 1,
     "localnova.costs": 1,
     "localnova.budget": 1,
     "localnova.aws.*": 1,

@@ -148,3 +148,19 @@ def test_the_gpu_install_resolves_to_faiss_gpu_alone():
     # index serves no separate wheel metadata, so pip downloads every wheel of the set whole
     # (about 5.4 GB, 1.5-2 min here); a second, lighter resolution would add downloads, not save them.
     assert _faiss(resolve_image_set()) == ["faiss-gpu-cu12"]
+
+
+def test_every_data_file_in_the_package_ships_as_package_data():
+    """A file the package reads at run time (the price file, the bundled findings) is in the
+    wheel only if pyproject's package-data names it: a new one left out would load from a
+    checkout and fail from an install."""
+    from fnmatch import fnmatch
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["localnova"]
+    package = REPO / "src" / "localnova"
+    data = [
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    ]
+    assert data and [path for path in data if not any(fnmatch(path, glob) for glob in globs)] == []

@@ -22,6 +22,7 @@ from localnova.console import finish as finish_console
 from localnova.console import open_run_log, say
 from localnova.data.nova_validator import validate_command
 from localnova.errors import UserError, exit_on_user_error
+from localnova.findings import load_findings
 from localnova.finetune.stage import adapters_for_study
 from localnova.models import BUNDLED_MODELS, resolve_model
 from localnova.pipeline import INDEX_DIR, SUMMARY_FILE, build_index, gen_qa_for_study, run_study
@@ -69,6 +70,7 @@ def cmd_run(args) -> int:
     # --arms and --limit are checked and applied before anything else: every stage, the
     # Bedrock estimate included, then sees the same arms and questions.
     config = select_run(_load(args), arms=_split_arms(args.arms), limit=args.limit)
+    load_findings(config.eval.findings)  # a findings file the report cannot read stops here, before anything runs
     if (args.pilot or args.detect) and not (args.plan or args.dry_run):
         raise UserError("--pilot and --detect size a study before it runs: use them with --plan or --dry-run")
     if args.plan or args.dry_run:
@@ -136,9 +138,10 @@ def cmd_report(args) -> int:
     if args.readme:
         if len(args.runs) != 1 or args.out:
             raise UserError("--readme prints one run's results table: give exactly one RUN and no --out")
-        print(readme_results(collect_run(*parse_run_spec(args.runs[0])), f"localnova report {args.runs[0]} --readme"), end="")
+        run = collect_run(*parse_run_spec(args.runs[0]))
+        print(readme_results(run, f"localnova report {args.runs[0]} --readme", args.findings), end="")
         return 0
-    md_path, html_path = report_runs(args.runs, Path(args.out) if args.out else None)
+    md_path, html_path = report_runs(args.runs, Path(args.out) if args.out else None, args.findings)
     print(f"{md_path}\n{html_path}")
     return 0
 
@@ -230,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
     report.add_argument("--out", help="where to write the report (default: the first study folder)")
     report.add_argument("--readme", action="store_true", help="print the README's results table for one run; writes nothing")
+    report.add_argument(
+        "--findings",
+        metavar="NAME|FILE|none",
+        help="the published findings to set the runs against (default: what the first run's config names in eval.findings)",
+    )
     report.set_defaults(func=cmd_report)
 
     export = verbs.add_parser("export", help="export a run's answers and judgments")

@@ -24,6 +24,11 @@ BackendName = Literal["transformers", "vllm", "openai", "bedrock", "simulated"] 
 LOCAL_BACKENDS = ("transformers", "vllm")  # backends that load weights here (vs a server or API)
 Preset = Literal["nova", "free"]  # finetune/presets.py says what each allows
 Tracker = Literal["tensorboard", "wandb", "mlflow"]  # finetune.report_to: where training metrics go
+# eval.findings: the published findings the report sets the run against (localnova/findings/).
+# The default names the bundled set, the AWS post's; a path names a team's own file; these
+# values turn the report's Reproduction section off.
+DEFAULT_FINDINGS = "nova_case_study"
+FINDINGS_OFF = ("", "none")
 
 
 class Section(BaseModel):
@@ -166,6 +171,10 @@ class EvalConfig(Section):
     headline_panel: Literal["gated", "all"] = "gated"
     control_gate: ControlGate = ControlGate()
     latency_probe: LatencyProbeConfig = LatencyProbeConfig()
+    # The findings the report's Reproduction section sets this run against: the name of a
+    # bundled set (DEFAULT_FINDINGS, the AWS post's), a YAML file of the same form, or none.
+    # It decides nothing the study computes, only what the report compares it with.
+    findings: str | None = DEFAULT_FINDINGS
 
 
 class LoraConfig(Section):
@@ -354,7 +363,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line for a pydantic error: the source, the first problem's key path and what is
+    wrong with it, and how many more problems there are."""
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
@@ -390,7 +401,7 @@ def validate_config(data: dict[str, Any], source: str = "config") -> StudyConfig
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as error:
-        raise UserError(_format_validation_error(error, source)) from None
+        raise UserError(format_validation_error(error, source)) from None
 
 
 def config_to_dict(config: StudyConfig) -> dict[str, Any]:
@@ -399,5 +410,10 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
 
 def run_identity(config: StudyConfig) -> dict[str, Any]:
     """What names a run in the store (Store.start_run hashes it into the run id): the same
-    config gives the same run, so a command run again resumes it."""
-    return {"config": config_to_dict(config), "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}
+    config gives the same run, so a command run again resumes it. `eval.findings` at its
+    default is left out: it decides no result, and runs stored before the key existed keep
+    their ids (the report reads a missing key as the default)."""
+    stored = config_to_dict(config)
+    if config.eval.findings == DEFAULT_FINDINGS:
+        del stored["eval"]["findings"]
+    return {"config": stored, "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}

@@ -42,15 +42,19 @@ class ArmComparison:
 
 
 @dataclass(frozen=True)
-class _Spread:
+class DifferenceSpread:
+    """How paired differences spread: the SD of all of them, the share that are exactly 0 and
+    the SD of the others (n - 1 in each SD; NaN with fewer than 2 values)."""
+
     sd_diff: float
     zero_share: float
     sd_nonzero: float
 
 
-def _spread(differences: np.ndarray) -> _Spread:
+def difference_spread(differences: np.ndarray) -> DifferenceSpread:
+    """The spread of paired differences, as the power code takes it (`power.Spread`)."""
     nonzero = differences[differences != 0]
-    return _Spread(
+    return DifferenceSpread(
         float(np.std(differences, ddof=1)) if differences.size >= 2 else math.nan,
         float(np.mean(differences == 0)) if differences.size else math.nan,
         float(np.std(nonzero, ddof=1)) if nonzero.size >= 2 else math.nan,
@@ -80,12 +84,12 @@ def compare_arms(
     arms_by_model: dict[str, list[str]] = {}
     for model, arm in scores_by_cell:
         arms_by_model.setdefault(model, []).append(arm)
-    raw: list[tuple[str, str, str, PairedTest, _Spread]] = []
+    raw: list[tuple[str, str, str, PairedTest, DifferenceSpread]] = []
     for model, arms in arms_by_model.items():
         for arm_a, arm_b in combinations(ordered_arms(arms, base_arm), 2):
             cell_a, cell_b = scores_by_cell[(model, arm_a)], scores_by_cell[(model, arm_b)]
             a, b = paired_arrays(*(pair(cell_a, cell_b) if pair else (cell_a, cell_b)))
-            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed), _spread(b - a)))
+            raw.append((model, arm_a, arm_b, paired_tests(a, b, n_permutations, seed), difference_spread(b - a)))
     wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t, _ in raw])
     permutation_holm = holm_adjust([t.permutation_p for *_, t, _ in raw])
     return [

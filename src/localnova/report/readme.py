@@ -1,18 +1,27 @@
-"""The README's results table, generated from a study folder (`localnova report RUN --readme`),
-so the numbers in the README are the store's and never typed by hand."""
+"""The README's results, generated from a study folder (`localnova report RUN --readme`), so the
+numbers in the README are the store's and never typed by hand: the summary table, and the
+Reproduction section's rows (each published finding, this run's change and a verdict)."""
 
 from __future__ import annotations
 
 from localnova.config import ARMS
 from localnova.report.collect import RunData
 from localnova.report.render import markdown_cell, markdown_inline
+from localnova.report.reproduction import HEADERS as REPRODUCTION_HEADERS
+from localnova.report.reproduction import finding_rows, report_findings, roles_sentence, run_results
 from localnova.report.summarize import summarize_run
 from localnova.report.tables import SUMMARY_HEADERS, summary_rows
 
 
-def readme_results(run: RunData, command: str) -> str:
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(markdown_cell(header) for header in headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(markdown_cell(value) for value in row) + " |" for row in rows]
+
+
+def readme_results(run: RunData, command: str, findings: str | None = None) -> str:
     """Markdown: a line saying which command made it from which run and when, the headline
-    panel, and one row per model x arm of the headline summary."""
+    panel, one row per model x arm of the headline summary, then, unless the findings are
+    turned off, one row per published finding (`findings` as `report --findings` takes it)."""
     summary = summarize_run(run)
     finished = str(run.info.get("finished_at") or run.info.get("started_at") or "")[:10]
     # inside an HTML comment only "-->" is structure: a ">" as an entity cannot close it
@@ -22,12 +31,18 @@ def readme_results(run: RunData, command: str) -> str:
         "",
         markdown_inline(summary.settings["headline_note"]),
         "",
-        "| " + " | ".join(markdown_cell(header) for header in SUMMARY_HEADERS) + " |",
-        "|" + "---|" * len(SUMMARY_HEADERS),
     ]
     models = list(dict.fromkeys(cell.model for cell in summary.panel_cells))
     # the arms in the study's own order (base, rag, ft, ft_rag), whatever order they ran in
     cells = sorted(summary.panel_cells, key=lambda c: (models.index(c.model), ARMS.index(c.arm) if c.arm in ARMS else len(ARMS)))
-    for row in summary_rows(summary, cells):
-        lines.append("| " + " | ".join(markdown_cell(value) for value in row) + " |")
+    lines += _table(SUMMARY_HEADERS, summary_rows(summary, cells))
+    chosen, _ = report_findings([run], findings)
+    if chosen is not None:
+        reproduction = run_results(run, summary, chosen)
+        study = chosen.content.study
+        intro = (
+            f'Set against the findings of "{study}" (the report\'s Reproduction section). {roles_sentence(run.label, reproduction.models)}'
+        )
+        lines += ["", markdown_inline(intro), ""]
+        lines += _table(REPRODUCTION_HEADERS, finding_rows(reproduction.results, run.simulated))
     return "\n".join(lines) + "\n"

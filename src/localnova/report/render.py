@@ -22,9 +22,11 @@ from localnova.evaluate.judges import CONTROL_SUBJECTS, SUBJECT_ANSWER
 from localnova.evaluate.panel import answer_scores, cell_scores
 from localnova.evaluate.summary import StudySummary
 from localnova.files import write_text_atomic
+from localnova.findings import FindingsSet
 from localnova.report import figures, judge_tables, latency, tables
 from localnova.report.collect import RunData, collect_runs
 from localnova.report.crossrun import cross_run_blocks
+from localnova.report.reproduction import report_findings, reproduction_blocks
 from localnova.report.summarize import control_gate, legacy_gate_note, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
 from localnova.types import stable_hash
@@ -149,8 +151,9 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
     return found
 
 
-def build_sections(runs: list[RunData]) -> list[Section]:
-    """The report's content, shared by both output formats."""
+def build_sections(runs: list[RunData], findings: FindingsSet | None = None, findings_note: str = "") -> list[Section]:
+    """The report's content, shared by both output formats; the Reproduction section sets the
+    runs against `findings` (none without them)."""
     summaries = [summarize_run(run) for run in runs]
     figs = _figure_blocks(runs, summaries)
     overview = Table(
@@ -170,7 +173,6 @@ def build_sections(runs: list[RunData]) -> list[Section]:
         ],
     )
     settings = summaries[0].settings if summaries else {}
-    settings = summaries[0].settings if summaries else {}
     method = Paragraph(
         f"Panel score: {settings.get('panel_score', '')}. Interval: {settings.get('interval', '')} "
         f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}). p-values: paired Wilcoxon signed-rank "
@@ -185,6 +187,7 @@ def build_sections(runs: list[RunData]) -> list[Section]:
     return [
         Section("Runs", [overview]),
         Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
+        *([Section("Reproduction", reproduction_blocks(runs, summaries, findings, findings_note))] if findings else []),
         Section("Arm comparisons", [tables.comparisons_table(runs, summaries)]),
         *([Section("Across runs, paired by question", cross_run_blocks(runs, summaries))] if len(runs) > 1 else []),
         Section("Scores per judge", [judge_tables.judge_means_table(runs, summaries)]),
@@ -345,9 +348,10 @@ REPORT_KEY_FILE = "report.key"
 RERUN_INFO = ("finished_at", "model_calls", "cached_calls")
 
 
-def report_key(runs: list[RunData]) -> str:
+def report_key(runs: list[RunData], findings: FindingsSet | None = None) -> str:
     """A hash of everything the report shows (each run's records, its run information less
-    RERUN_INFO) and of localnova's own code, which decides how it is shown."""
+    RERUN_INFO, the text of the findings it is set against) and of localnova's own code, which
+    decides how it is shown."""
     content = [
         {
             "label": run.label,
@@ -360,7 +364,8 @@ def report_key(runs: list[RunData]) -> str:
         }
         for run in runs
     ]
-    return stable_hash({"runs": content, "code": _code_fingerprint()})
+    compared = {"name": findings.name, "text": findings.text} if findings else None
+    return stable_hash({"runs": content, "findings": compared, "code": _code_fingerprint()})
 
 
 @functools.cache
@@ -372,16 +377,19 @@ def _code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def write_report(runs: list[RunData], out_dir: Path) -> tuple[Path, Path]:
+def write_report(runs: list[RunData], out_dir: Path, findings: str | None = None) -> tuple[Path, Path]:
     """Write report.md (with its figures in out_dir/figures) and a self-contained report.html
     for one or more runs, side by side, unless the ones there were written from the same
-    records by the same code. Returns (md_path, html_path)."""
+    records and findings by the same code. `findings` names the published findings to set the
+    runs against (a bundled set, a file or 'none'); by default, those the first run's config
+    names. Returns (md_path, html_path)."""
     if not runs:
         raise ValueError("write_report needs at least one run")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path, key_path = out_dir / "report.md", out_dir / "report.html", out_dir / REPORT_KEY_FILE
-    key = report_key(runs)
+    chosen, findings_note = report_findings(runs, findings)
+    key = report_key(runs, chosen)
     written = [md_path, html_path, key_path]
     if all(path.is_file() for path in written) and (out_dir / "figures").is_dir() and key_path.read_text(encoding="utf-8") == key:
         return md_path, html_path
@@ -389,18 +397,18 @@ def write_report(runs: list[RunData], out_dir: Path) -> tuple[Path, Path]:
     studies = list(dict.fromkeys(str(run.info.get("study") or run.run_id) for run in runs))
     title = f"localnova report: {', '.join(studies)}"
     banner = _banner(runs)
-    sections = build_sections(runs)
+    sections = build_sections(runs, chosen, findings_note)
     write_text_atomic(md_path, _markdown(title, banner, sections, out_dir / "figures"))
     write_text_atomic(html_path, _html(title, banner, sections))
     write_text_atomic(key_path, key)
     return md_path, html_path
 
 
-def report_runs(specs: list[str], out_dir: Path | None = None) -> tuple[Path, Path]:
-    """What `localnova report RUN [RUN ...] [--out DIR]` does: each RUN is a study folder,
-    optionally `folder:run_id` (default: its latest run). Without --out, a single run's report
-    goes into its study folder and several runs' into `<first study folder>/comparison`."""
+def report_runs(specs: list[str], out_dir: Path | None = None, findings: str | None = None) -> tuple[Path, Path]:
+    """What `localnova report RUN [RUN ...] [--out DIR] [--findings F]` does: each RUN is a study
+    folder, optionally `folder:run_id` (default: its latest run). Without --out, a single run's
+    report goes into its study folder and several runs' into `<first study folder>/comparison`."""
     runs = collect_runs(specs)
     if out_dir is None:
         out_dir = runs[0].study_dir if len(runs) == 1 else runs[0].study_dir / "comparison"
-    return write_report(runs, Path(out_dir))
+    return write_report(runs, Path(out_dir), findings)

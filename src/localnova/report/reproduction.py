@@ -1,0 +1,168 @@
+"""The report's Reproduction section: each published finding beside this run's paired change,
+the change this run could detect, and a verdict (computed in evaluate/reproduction.py); with
+several runs, every run's verdict side by side and whether they agree.
+
+The findings come from the file the run's config names (`eval.findings`, the AWS post's by
+default), read when the report is written; `localnova report --findings` names another. It is
+the one input of the report that is not in the store, so the report's key holds its text.
+Cells are raw strings: the writers of each format escape them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from localnova.evaluate.reproduction import ComparisonResult, FindingResult, agreement, reproduce, run_values
+from localnova.evaluate.summary import StudySummary
+from localnova.findings import FindingsSet, findings_setting, load_findings
+from localnova.report.collect import RunData
+from localnova.report.tables import Paragraph, Table
+
+HEADERS = ["finding", "the post's figure", "this run's change [95% CI]", "detectable change (80% power at 5%)", "verdict"]
+SIMULATED_MARK = " (simulated)"
+
+
+def report_findings(runs: list[RunData], setting: str | None = None) -> tuple[FindingsSet | None, str]:
+    """The findings the report sets its runs against: `setting` when given (the command's
+    --findings), else what the first run's config names; and a sentence when another run's
+    config names another set (each run is then set against the first's)."""
+    if setting is not None:
+        return load_findings(setting, "--findings"), ""
+    first = findings_setting(runs[0].study_config)
+    others = [run.label for run in runs[1:] if findings_setting(run.study_config) != first]
+    note = f"{', '.join(others)} name other findings in their configs; every run here is set against {runs[0].label}'s." if others else ""
+    return load_findings(first, f"eval.findings of run {runs[0].run_id}"), note
+
+
+def models_by_size(run: RunData) -> list[str]:
+    """The run's models smallest first: the order of `models` in its config."""
+    return [str(model.get("name")) for model in run.study_config.get("models") or [] if isinstance(model, dict)]
+
+
+@dataclass(frozen=True)
+class RunReproduction:
+    """One run set against the findings: its models smallest first, and each finding's result."""
+
+    run: RunData
+    models: list[str]
+    results: list[FindingResult]
+
+
+def run_results(run: RunData, summary: StudySummary, findings: FindingsSet) -> RunReproduction:
+    """Every finding set against one run, on the run's headline panel, probe and tokens."""
+    values = run_values(run.score_rows, summary.settings["headline_judges"], run.generation_rows, run.probe_timings, models_by_size(run))
+    settings = summary.settings
+    found = reproduce(findings.content, values, float(settings["confidence"]), int(settings["n_permutations"]), int(settings["seed"]))
+    return RunReproduction(run, values.models, found)
+
+
+def _signed(value: float, low: float, high: float, digits: int) -> str:
+    text = f"{value:+.{digits}f}"
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return text
+
+
+def _digits(result: ComparisonResult) -> int:
+    return 2 if result.comparison.measure == "panel_score" else 0
+
+
+def change_text(result: ComparisonResult) -> str:
+    """The comparison's change: in % with its interval where it has one, and in its units."""
+    if not math.isfinite(result.diff):
+        return f"{result.label}: not tested"
+    units = f"{_signed(result.diff, result.diff_low, result.diff_high, _digits(result))} {result.unit}"
+    if math.isfinite(result.pct):
+        pct = f"{result.pct:+.1f}%" + (f" [{result.pct_low:+.1f}, {result.pct_high:+.1f}]" if math.isfinite(result.pct_low) else "")
+        return f"{result.label}: {pct} ({units}, {result.n} questions)"
+    return f"{result.label}: {units} ({result.n} questions)"
+
+
+def detectable_text(result: ComparisonResult) -> str:
+    """What this comparison could detect with 80% power, in its units and % of the reference."""
+    if result.detectable_diff == math.inf:
+        return f"{result.label}: none (80% power is out of reach)"
+    if not math.isfinite(result.detectable_diff):
+        return f"{result.label}: n/a"
+    pct = f" ({result.detectable_pct:.0f}%)" if math.isfinite(result.detectable_pct) else ""
+    return f"{result.label}: {result.detectable_diff:.{_digits(result)}f} {result.unit}{pct}"
+
+
+def verdict_text(result: FindingResult, simulated: bool) -> str:
+    return result.verdict + (f": {result.reason}" if result.reason else "") + (SIMULATED_MARK if simulated else "")
+
+
+def finding_rows(results: list[FindingResult], simulated: bool) -> list[list[str]]:
+    """One row per finding, in HEADERS' columns: the report's table and the README's share it."""
+    rows = []
+    for number, result in enumerate(results, start=1):
+        tested = [c for c in result.comparisons if math.isfinite(c.diff)]
+        rows.append(
+            [
+                f"{number}. {result.finding.claim}",
+                result.finding.post_figure,
+                "; ".join(change_text(c) for c in result.comparisons),
+                "; ".join(detectable_text(c) for c in tested),
+                verdict_text(result, simulated),
+            ]
+        )
+    return rows
+
+
+def roles_sentence(label: str, models: list[str]) -> str:
+    """Which model played which role in a run, and by what rule."""
+    if not models:
+        return f"{label}: no model answered."
+    if len(models) == 1:
+        return f"{label}: one model, {models[0]}, stands for the larger model; a finding that compares two sizes needs a second."
+    middle = f"; {', '.join(models[1:-1])} enter only the findings read on each model" if len(models) > 2 else ""
+    return (
+        f"{label}: the smaller model is {models[0]} and the larger {models[-1]} (the order of models in its config, smallest "
+        f"first: reorder them to change it){middle}."
+    )
+
+
+def _method(findings: FindingsSet) -> str:
+    content = findings.content
+    where = "; ".join(part for part in (", ".join(p for p in (content.publisher, content.source) if p), content.setting) if part)
+    checked = "" if content.checked_against_page else f" Not checked against the page (checked_against_page: false in {findings.name})."
+    note = f" {content.note}" if content.note else ""
+    return (
+        f'The findings of "{content.study}" ({where}), each set against this run.{note}{checked} '
+        "Each comparison is paired by question within the run: the change of an arm against its reference arm with its 95% "
+        "paired t interval (on the headline panel's score, on the latency probe's time per request, or on each answer's input "
+        "plus output tokens), and the smallest change this run could detect with 80% power at the same level, from the spread "
+        "of its own per-question differences. Verdict: reproduced when the change goes the post's way and its interval excludes "
+        "0, the paired sign-flip test agreeing (p below 5%); contradicted when it goes the other way, likewise; otherwise "
+        "inconclusive at this power, with "
+        "the questions that would detect the post's size with 80% power at this run's spread. A finding of several "
+        "comparisons is reproduced only when all are, contradicted when any is. The verdict is on direction, one comparison "
+        "at a time (unadjusted: the Holm-adjusted tests are in the summary); the post's size stands beside the estimate."
+    )
+
+
+def reproduction_blocks(runs: list[RunData], summaries: list[StudySummary], findings: FindingsSet, note: str = "") -> list[Any]:
+    """The section: what is compared and how, each run's table, how findings are read, and with
+    several runs their verdicts side by side."""
+    reproductions = [run_results(run, summary, findings) for run, summary in zip(runs, summaries, strict=True)]
+    several = len(runs) > 1
+    rows = [[r.run.label, *row] if several else row for r in reproductions for row in finding_rows(r.results, r.run.simulated)]
+    blocks: list[Any] = [Paragraph(_method(findings))]
+    blocks += [Paragraph(roles_sentence(r.run.label, r.models)) for r in reproductions]
+    blocks.append(Table(["run", *HEADERS] if several else HEADERS, rows))
+    for number, finding in enumerate(findings.content.findings, start=1):
+        if finding.definition:
+            blocks.append(Paragraph(f"Finding {number} is tested as: {finding.definition}."))
+    if several:
+        side = []
+        for number, finding in enumerate(findings.content.findings, start=1):
+            verdicts = [r.results[number - 1].verdict for r in reproductions]
+            marked = [v + (SIMULATED_MARK if r.run.simulated else "") for v, r in zip(verdicts, reproductions, strict=True)]
+            side.append([f"{number}. {finding.claim}", finding.post_figure, *marked, agreement(verdicts)])
+        blocks.append(Paragraph("Each run's verdict on each finding, side by side, and whether the runs agree."))
+        blocks.append(Table(["finding", "the post's figure", *(f"verdict: {run.label}" for run in runs), "agree"], side))
+    if note:
+        blocks.append(Paragraph(note))
+    return blocks
