@@ -125,6 +125,10 @@ def demo_command(output_dir):
         "models.0.generation.max_new_tokens=24",
         "--set",
         "judges.2.model.generation.batch_size=2",
+        # the probe's resumption has its own tests (test_latency_probe.py); here it only has to
+        # be there, so two questions keep each of the five runs short
+        "--set",
+        "eval.latency_probe.questions=2",
     ]
 
 
