@@ -14,11 +14,12 @@ and batched with `refill`, and the largest difference of a top log probability.
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_generate.py [--questions 32] [--arm rag] [--judge 32]
 
-With `--contend N` it times instead the demo's answer stage (the `base` arm, the demo's batch
+With `--contend N` it times instead the demo's answer stage (the --arm arm, the demo's batch
 size, refill decoding) on --questions questions, quiet and beside N busy processes, under the
 libraries' own thread policy (LOCALNOVA_THREADS=off) and under localnova's (threads.py), each
 in a fresh child process (the OpenMP runtime reads its policy once, at start), interleaved
---repeats times; it reports the four medians side by side with the fair-share expectation:
+--repeats times; it reports the four medians side by side with the fair-share expectation
+(`--contend 0` makes both cases quiet: twice as many quiet runs to set the policies' costs apart):
 
     .venv/bin/python scripts/bench_generate.py --contend 2 --questions 24 --out contend.json
 """
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--answer-stage", action="store_true", help=argparse.SUPPRESS)  # one timed run, for --contend's children
     args = parser.parse_args()
     if args.answer_stage:
-        print(json.dumps(time_answer_stage(args.config, args.questions)), flush=True)
+        print(json.dumps(time_answer_stage(args.config, args.questions, args.arm)), flush=True)
         return
     if args.contend is not None:
         contend(args)
@@ -101,21 +102,14 @@ def main() -> None:
     from localnova.backends import create_backend
     from localnova.config import load_config
     from localnova.data.eval_set import load_eval_set
-    from localnova.evaluate.arms import build_request, generation_params
+    from localnova.evaluate.arms import generation_params
     from localnova.evaluate.judges import SUBJECT_ANSWER, JudgeInput
     from localnova.evaluate.judges.llm import LLMJudge
-    from localnova.pipeline import build_index
 
     config = load_config(args.config)
     model = config.models[0]
-    items = load_eval_set(config.eval.path, args.questions)
-    retrieved = [None] * len(items)
-    if args.arm == "rag":
-        with tempfile.TemporaryDirectory() as scratch:
-            index, _ = build_index(config.model_copy(update={"output_dir": Path(scratch)}))
-            retrieved = index.search([item.question for item in items], config.retrieval.top_k)
     params = generation_params(model, config.seed)
-    requests = [build_request(item, context, params) for item, context in zip(items, retrieved)]
+    requests = demo_requests(config, args.questions, args.arm)
 
     def backend_for(batch_size: int, decoding: str):
         generation = model.generation.model_copy(update={"batch_size": batch_size})
@@ -170,8 +164,25 @@ def main() -> None:
     figures.save()
 
 
-def time_answer_stage(config_path: str, questions: int) -> dict:
-    """The demo's answer stage as the study runs it (`base` arm, the config's batch size, refill
+def demo_requests(config, questions: int, arm: str) -> list:
+    """The demo's first `questions` prompts for `arm` (base, or rag with its retrieved passages),
+    built as the study builds them."""
+    from localnova.data.eval_set import load_eval_set
+    from localnova.evaluate.arms import build_request, generation_params
+    from localnova.pipeline import build_index
+
+    items = load_eval_set(config.eval.path, questions)
+    retrieved = [None] * len(items)
+    if arm == "rag":
+        with tempfile.TemporaryDirectory() as scratch:
+            index, _ = build_index(config.model_copy(update={"output_dir": Path(scratch)}))
+            retrieved = index.search([item.question for item in items], config.retrieval.top_k)
+    params = generation_params(config.models[0], config.seed)
+    return [build_request(item, context, params) for item, context in zip(items, retrieved, strict=True)]
+
+
+def time_answer_stage(config_path: str, questions: int, arm: str) -> dict:
+    """The demo's answer stage as the study runs it (`arm`, the config's batch size, refill
     decoding), the model loaded and warmed up first: seconds, CPU seconds, threads."""
     import resource
 
@@ -180,13 +191,10 @@ def time_answer_stage(config_path: str, questions: int) -> dict:
     from localnova import threads
     from localnova.backends import create_backend
     from localnova.config import load_config
-    from localnova.data.eval_set import load_eval_set
-    from localnova.evaluate.arms import build_request, generation_params
 
     config = load_config(config_path)
     model = config.models[0]
-    params = generation_params(model, config.seed)
-    requests = [build_request(item, None, params) for item in load_eval_set(config.eval.path, questions)]
+    requests = demo_requests(config, questions, arm)
     backend = create_backend(model)
     backend.generate(requests[:2])  # load and warm up
     per_call = backend.requests_per_call(model.generation.batch_size)
@@ -219,7 +227,8 @@ def contend(args) -> None:
                 busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(args.contend if case == "contended" else 0)]
                 try:
                     env = {**{k: v for k, v in os.environ.items() if k not in ours_to_unset}, **environment}
-                    command = [sys.executable, __file__, "--answer-stage", "--config", args.config, "--questions", str(args.questions)]
+                    command = [sys.executable, __file__, "--answer-stage", "--config", args.config]
+                    command += ["--questions", str(args.questions), "--arm", args.arm]
                     finished = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
                 finally:
                     for process in busy:
@@ -231,6 +240,7 @@ def contend(args) -> None:
     cpus = len(os.sched_getaffinity(0))
     report: dict = {
         "questions": args.questions,
+        "arm": args.arm,
         "cpus": cpus,
         "busy_processes": args.contend,
         "repeats": args.repeats,
@@ -271,7 +281,8 @@ def fair_share_seconds(quiet_s: float, threads: int, cpus: int, busy: int) -> li
 
 def contend_table(report: dict) -> str:
     lines = [
-        f"answer stage, {report['questions']} questions, {report['cpus']} CPUs, {report['busy_processes']} busy processes "
+        f"answer stage ({report['arm']} arm), {report['questions']} questions, {report['cpus']} CPUs, "
+        f"{report['busy_processes']} busy processes "
         f"(load average before {report['load_average_before'][0]}, after {report['load_average_after'][0]})",
         f"{'policy':<18} {'OMP_WAIT_POLICY':<16} {'threads':>7} {'quiet s':>8} {'contended s':>12} {'slowdown':>9} {'fair share s':>14}",
     ]

@@ -207,3 +207,27 @@ def test_a_resource_already_gone_counts_as_deleted(aws_env, tmp_path):
     report = cleanup(config.study_dir, lambda summary: True)
     assert report.already_gone and not report.left
     assert BedrockState.load(config.study_dir).live() == []
+
+
+@pytest.mark.parametrize(
+    ("identity", "asked_for"),
+    [
+        ({"arn": PT_OLD, "id": "pm1abc123def", "name": "localnova-pt"}, PT_OLD),
+        ({"id": "pm1abc123def", "name": "localnova-pt"}, "pm1abc123def"),
+        ({"name": "localnova-pt"}, "localnova-pt"),  # intended: its create call never answered
+    ],
+)
+def test_hosting_is_looked_up_by_arn_else_id_else_the_name_it_was_created_under(identity, asked_for):
+    from localnova.bedrock.reconcile import hosting_exists
+
+    resource = Resource("provisioned_throughput", "provisioned_throughput:nova-micro", "us-east-1", **identity)
+    clients = _clients()
+    with Stubber(clients["bedrock"]) as stubber:
+        stubber.add_response("get_provisioned_model_throughput", _pt_response(PT_OLD, "InService"), {"provisionedModelId": asked_for})
+        stubber.add_client_error(
+            "get_provisioned_model_throughput", "ResourceNotFoundException", expected_params={"provisionedModelId": asked_for}
+        )
+        aws = AwsClients("us-east-1", clients, check_credentials=False)
+        assert hosting_exists(resource, aws) is True
+        assert hosting_exists(resource, aws) is False
+        stubber.assert_no_pending_responses()

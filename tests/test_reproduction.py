@@ -158,8 +158,12 @@ def test_each_verdict_comes_out_of_a_store_built_for_it(study):
     assert above_base.questions_needed == expected and expected > 8
     assert above_base.reason == f"{expected} questions would detect the post's +83% with 80% power at this run's spread (this run: 8)"
     assert above_rag.reason == above_ft.reason == "the post gives no size to plan for"
+    # ... and the swing's interval (symmetric about 0, since the swing averages 0) leaves the
+    # post's +83% out
+    assert above_base.pct_low == pytest.approx(-above_base.pct_high) and above_base.pct_high < 83
     assert best.questions_needed is None and best.reason == (
         f"ft_rag vs base, large: {above_base.reason}; ft_rag vs rag, large and ft_rag vs ft, large: the post gives no size to plan for"
+        f"; ft_rag vs base, large: the post's +83% is outside this run's interval [{above_base.pct_low:+.1f}, {above_base.pct_high:+.1f}]"
     )
     # 4: the gap larger - smaller falls from 1 to 0 on every question
     (change,) = gap.comparisons
@@ -183,7 +187,13 @@ def test_each_verdict_comes_out_of_a_store_built_for_it(study):
     assert ft_large.diff == 0 and rag_large.diff == pytest.approx(np.mean([200 + 20 * n for n in range(1, 9)]))
     assert ft_large.pct == 0 and rag_large.pct == pytest.approx(100 * np.mean([200 + 20 * n for n in range(1, 9)]) / np.mean(base_tokens))
     assert ft_large.questions_needed == 6 and tokens.questions_needed == 6
-    assert tokens.reason == "this run had 80% power for the post's sizes, and the changes found are too small to tell from 0"
+    # ft's token swing averages 0: its interval is symmetric about 0 and stops short of -60%
+    assert ft_large.pct_low == pytest.approx(-ft_large.pct_high) and ft_large.pct_low > -60
+    short = f"this run's interval [{ft_large.pct_low:+.1f}, {ft_large.pct_high:+.1f}] stops short of the post's -60%"
+    assert tokens.reason == (
+        "this run had 80% power for the post's sizes, and the changes found are too small to tell from 0; "
+        f"ft vs base, small: {short}; ft vs base, large: {short}"
+    )
 
 
 def test_the_report_shows_the_section_right_after_the_summary_with_a_row_per_finding(study, tmp_path):
@@ -219,8 +229,12 @@ def test_one_model_stands_for_the_larger_and_the_size_finding_says_it_needs_two(
     assert len(reproduction.results[4].comparisons) == 2  # "each" model is the one model
     # tokens: rag settled, ft open: the sentence names the comparison it is about
     tokens = reproduction.results[5]
+    # (ft's token swing averages 0, so its interval is symmetric and stops short of "more than -60%")
+    ft_tokens = tokens.comparisons[0]
+    assert ft_tokens.pct_low == pytest.approx(-ft_tokens.pct_high) and ft_tokens.pct_low > -60
     assert [c.verdict for c in tokens.comparisons] == [INCONCLUSIVE, REPRODUCED] and tokens.reason == (
-        "ft vs base, large: 8 questions had 80% power for the post's -60%, and the change found is too small to tell from 0"
+        "ft vs base, large: 8 questions had 80% power for the post's -60%, and the change found is too small to tell from 0; "
+        f"ft vs base, large: this run's interval [{ft_tokens.pct_low:+.1f}, {ft_tokens.pct_high:+.1f}] stops short of the post's -60%"
     )
     md_path, _ = write_report([collect_run(tmp_path / "one")], tmp_path / "out")
     section = md_path.read_text(encoding="utf-8").split("## Reproduction", 1)[1].split("\n## ", 1)[0]
@@ -409,3 +423,51 @@ def test_free_text_of_a_findings_file_is_escaped_in_both_formats(study, tmp_path
     # and the agreement of several runs, by hand
     assert agreement([REPRODUCED, REPRODUCED]) == "yes" and agreement([REPRODUCED, CONTRADICTED]) == "no"
     assert agreement([INCONCLUSIVE] * 3) == "yes (all inconclusive)" and agreement([REPRODUCED, NOT_TESTED]).startswith("cannot tell")
+
+
+def test_a_verdict_says_when_the_interval_leaves_the_posts_size_out():
+    """Hand-made values on six questions: ft is +25% over base on average (+15% to +30% per
+    question), so its interval, some points either side of +25%, leaves out a post's +200%
+    (reproduced in direction only) and holds a post's +25% (nothing to add); as a bound, "more
+    than +50%" is out of its reach and "more than +5%" is not. ft_rag swings +-1 point around
+    base, so its interval holds 0 and leaves out a post's +300% (inconclusive, that size ruled
+    out)."""
+
+    def finding(name: str, arm: str, size: str) -> str:
+        return (
+            f"  - {{id: {name}, claim: c, post_figure: f, where: w, comparisons: [{{measure: panel_score, model: larger,"
+            f" arm: {arm}, direction: up, {size}}}]}}"
+        )
+
+    text = "\n".join(
+        [
+            "study: s",
+            "source: x",
+            "checked_against_page: true",
+            "findings:",
+            finding("far", "ft", "post_pct: 200"),
+            finding("near", "ft", "post_pct: 25"),
+            finding("beyond-reach", "ft", "post_pct: 50, post_size: beyond"),
+            finding("beyond-met", "ft", "post_pct: 5, post_size: beyond"),
+            finding("open", "ft_rag", "post_pct: 300"),
+        ]
+    )
+    findings = parse_findings(text, "test", "test").content
+    base = [4.0, 4.0, 4.0, 8.0, 8.0, 8.0]
+    ft = [5.2, 4.8, 5.0, 10.4, 9.6, 10.0]  # +1.5 points on a base of 6 on average: +25%
+    ft_rag = [5.0, 3.0, 5.0, 7.0, 9.0, 7.0]  # +1, -1, +1, -1, +1, -1
+    scores = {"base": base, "ft": ft, "ft_rag": ft_rag}
+    values = {"panel_score": {("m", arm): dict(zip(QUESTIONS[:6], s, strict=True)) for arm, s in scores.items()}}
+    far, near, beyond_reach, beyond_met, open_ = reproduce(
+        findings, RunValues(["m"], values, {"latency": NO_PROBE, "total_tokens": NO_PROBE})
+    )
+    (change,) = far.comparisons
+    assert change.pct == pytest.approx(25.0) and 5 < change.pct_low < 25 < change.pct_high < 50
+    interval = f"[{change.pct_low:+.1f}, {change.pct_high:+.1f}]"
+    assert [r.verdict for r in (far, near, beyond_reach, beyond_met)] == [REPRODUCED] * 4
+    assert far.reason == f"in direction; the post's +200% is outside this run's interval {interval}"
+    assert beyond_reach.reason == f"in direction; this run's interval {interval} stops short of the post's +50%"
+    assert near.reason == beyond_met.reason == ""
+    (swing,) = open_.comparisons
+    assert open_.verdict == INCONCLUSIVE and swing.pct_low < 0 < swing.pct_high < 300
+    assert open_.reason.endswith(f"; the post's +300% is outside this run's interval [{swing.pct_low:+.1f}, {swing.pct_high:+.1f}]")

@@ -379,20 +379,27 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: {location}: {message}{suffix}"
 
 
+def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    """A YAML document whose top level is a mapping; anything else is one line naming `source`
+    (and the line the parser stopped at)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{source}{where}: malformed YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of keys at the top level")
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
     """Read, override and validate a study config. Relative paths in it are taken as relative
     to the working directory, as the CLI user sees them."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where}: malformed YAML: {getattr(error, 'problem', error)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of keys at the top level")
+    data = load_yaml_mapping(path.read_text(encoding="utf-8"), str(path))
     data = apply_overrides(data, overrides or [])
     return validate_config(data, str(path))
 

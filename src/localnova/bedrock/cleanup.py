@@ -23,7 +23,7 @@ from typing import Any
 
 from localnova.aws.clients import AwsClients, aws_error_line, call_with_backoff, error_code, is_aws_error, pause
 from localnova.aws.state import HOSTING_TYPES, INTENDED, BedrockState, Resource
-from localnova.bedrock.reconcile import GONE_CODES, reconcile
+from localnova.bedrock.reconcile import GONE_CODES, hosting_exists, reconcile
 from localnova.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -91,20 +91,6 @@ def delete_prefix(clients: AwsClients, bucket: str, prefix: str) -> int:
     return len(keys)
 
 
-def _still_there(resource: Resource, clients: AwsClients) -> bool:
-    """Whether AWS still lists a hosting resource whose deletion was asked for."""
-    try:
-        if resource.type == "provisioned_throughput":
-            call_with_backoff(clients.bedrock.get_provisioned_model_throughput, provisionedModelId=resource.arn or resource.id)
-        else:
-            call_with_backoff(clients.bedrock.get_custom_model_deployment, customModelDeploymentIdentifier=resource.arn or resource.id)
-    except Exception as error:
-        if error_code(error) in GONE_CODES:
-            return False
-        raise
-    return True
-
-
 def wait_until_gone(
     resources: list[Resource], clients: AwsClients, sleep: Callable[[float], None] | None = None, poll_s: float = 15.0
 ) -> tuple[list[Resource], dict[int, str]]:
@@ -118,7 +104,7 @@ def wait_until_gone(
         still = []
         for resource in pending:
             try:
-                if _still_there(resource, clients):
+                if hosting_exists(resource, clients):
                     still.append(resource)
             except Exception as error:
                 if not is_aws_error(error):

@@ -111,17 +111,20 @@ def resolve(state: BedrockState, intended: list[Resource], clients: AwsClients) 
     return unresolved
 
 
-def _hosting_gone(resource: Resource, clients: AwsClients) -> bool:
+def hosting_exists(resource: Resource, clients: AwsClients) -> bool:
+    """Whether AWS still lists a provisioned throughput or custom model deployment. Its ARN, id
+    or name all identify it; the name is all an intended one that was never answered has."""
+    identifier = resource.arn or resource.id or resource.name
     try:
         if resource.type == "provisioned_throughput":
-            call_with_backoff(clients.bedrock.get_provisioned_model_throughput, provisionedModelId=resource.arn or resource.name)
+            call_with_backoff(clients.bedrock.get_provisioned_model_throughput, provisionedModelId=identifier)
         else:
-            call_with_backoff(clients.bedrock.get_custom_model_deployment, customModelDeploymentIdentifier=resource.arn or resource.name)
+            call_with_backoff(clients.bedrock.get_custom_model_deployment, customModelDeploymentIdentifier=identifier)
     except Exception as error:
         if error_code(error) in GONE_CODES:
-            return True
+            return False
         raise
-    return False
+    return True
 
 
 def _record_custom_model(state: BedrockState, job: Resource, clients: AwsClients) -> str | None:
@@ -158,7 +161,7 @@ def reconcile(state: BedrockState, clients: AwsClients) -> ReconcileReport:
     report.absent = [r.label() for r in intended if r.status == "absent"]
     for resource in [r for r in state.live() if r.status == CREATED]:
         try:
-            if resource.type in HOSTING_TYPES and _hosting_gone(resource, clients):
+            if resource.type in HOSTING_TYPES and not hosting_exists(resource, clients):
                 state.mark_deleted(resource)
                 report.gone.append(resource.label())
             elif resource.type == "customization_job":

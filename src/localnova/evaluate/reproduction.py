@@ -24,7 +24,8 @@ the power code (`power.py`) models that test, so a comparison it says could dete
 that leans on normal differences alone. Comparison by comparison, unadjusted for the others:
 each finding is a claim stated before the run, and the report's Holm-adjusted tests of every
 pair of arms stand beside it. The verdict is on direction; the post's size is shown
-beside the estimate, and plans the questions an inconclusive comparison would need.
+beside the estimate, plans the questions an inconclusive comparison would need, and where this
+run's % interval leaves it out the verdict says so (reproduced in direction but smaller, say).
 
 Measures, per question: the headline panel's score (`panel.model_panels`, the questions and
 judges the summary uses), the latency probe's mean time per request over its rounds (never
@@ -150,6 +151,20 @@ class ComparisonResult:
     def unit(self) -> str:
         return UNITS[self.comparison.measure]
 
+    @property
+    def size_note(self) -> str:
+        """Where the post gives a size and this run's % interval leaves it out, a sentence that
+        says so: a change settled in direction may still be far from the post's size, and an
+        open one may have ruled that size out."""
+        post, low, high = self.comparison.post_pct, self.pct_low, self.pct_high
+        if post is None or self.verdict not in (REPRODUCED, INCONCLUSIVE) or not low < high:  # False for NaN
+            return ""  # an interval of no width (every question alike) rules no size out
+        interval = f"[{low:+.1f}, {high:+.1f}]"
+        if self.comparison.post_size == "beyond":
+            short = high < post if post > 0 else low > post
+            return f"this run's interval {interval} stops short of the post's {post:+g}%" if short else ""
+        return "" if low <= post <= high else f"the post's {post:+g}% is outside this run's interval {interval}"
+
 
 @dataclass(frozen=True)
 class FindingResult:
@@ -259,7 +274,22 @@ def compare(
     )
 
 
+def _size_notes(results: list[ComparisonResult]) -> str:
+    """Each comparison's size note, named by its label when the finding has several."""
+    notes = [(result.label, result.size_note) for result in results if result.size_note]
+    return "; ".join(note if len(results) == 1 else f"{label}: {note}" for label, note in notes)
+
+
 def _combine(finding: Finding, results: list[ComparisonResult]) -> FindingResult:
+    found = _combine_verdicts(finding, results)
+    notes = _size_notes(results) if found.verdict in (REPRODUCED, INCONCLUSIVE) else ""
+    if not notes:
+        return found
+    reason = f"{found.reason}; {notes}" if found.reason else f"in direction; {notes}"
+    return FindingResult(finding, results, found.verdict, reason, found.questions_needed)
+
+
+def _combine_verdicts(finding: Finding, results: list[ComparisonResult]) -> FindingResult:
     verdicts = [result.verdict for result in results]
     if CONTRADICTED in verdicts:
         against = [f"{result.label} went the other way" for result in results if result.verdict == CONTRADICTED]

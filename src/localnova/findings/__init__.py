@@ -13,10 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from localnova.config import BASE_ARM, DEFAULT_FINDINGS, FINDINGS_OFF, Arm, format_validation_error
+from localnova.config import BASE_ARM, DEFAULT_FINDINGS, FINDINGS_OFF, Arm, format_validation_error, load_yaml_mapping
 from localnova.errors import UserError
 
 Measure = Literal["panel_score", "latency", "total_tokens"]
@@ -35,7 +34,8 @@ class _Strict(BaseModel):
 class Comparison(_Strict):
     """One paired change within a run: `arm` against `reference` on `measure`, for the models
     `model` picks, expected to go `direction`; `post_pct` is the post's size (% of the
-    reference, signed) where it gives one."""
+    reference, signed) where it gives one, an estimate (`post_size` about) or a bound the
+    change went past (beyond: "more than 60%")."""
 
     measure: Measure
     model: Role
@@ -43,6 +43,7 @@ class Comparison(_Strict):
     reference: Arm = BASE_ARM
     direction: Literal["up", "down"]
     post_pct: float | None = None
+    post_size: Literal["about", "beyond"] = "about"
 
     @model_validator(mode="after")
     def _consistent(self) -> Comparison:
@@ -129,14 +130,7 @@ def load_findings(setting: str | None, key: str = "eval.findings") -> FindingsSe
 
 def parse_findings(text: str, source: str, name: str) -> FindingsSet:
     """A findings file's text, checked against the schema; `source` names it in errors."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{source}:{where} malformed YAML: {getattr(error, 'problem', error)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of keys at the top level")
+    data = load_yaml_mapping(text, source)
     try:
         content = FindingsFile.model_validate(data)
     except ValidationError as error:

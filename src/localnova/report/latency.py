@@ -41,7 +41,8 @@ def latency_probe_blocks(runs: list[RunData], summaries: list[StudySummary]) -> 
         probe = ((run.study_config.get("eval") or {}).get("latency_probe")) or {}
         cap = probe.get("max_new_tokens")
         capped = f"; each answer capped at {cap} new tokens, so lengths past that are not compared" if cap else ""
-        notes.append(f"{run.label}: {probe.get('repeats', '?')} rounds per question{capped}.")
+        repeats = probe.get("repeats", "?")
+        notes.append(f"{run.label}: {repeats} round{'' if repeats == 1 else 's'} per question{capped}.")
     blocks: list[Any] = [
         Paragraph(
             "Latency by arm, from the interleaved probe: on a sample of questions each arm answers one request at a time, "

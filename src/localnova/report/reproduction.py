@@ -139,7 +139,8 @@ def _method(findings: FindingsSet) -> str:
         "inconclusive at this power, with "
         "the questions that would detect the post's size with 80% power at this run's spread. A finding of several "
         "comparisons is reproduced only when all are, contradicted when any is. The verdict is on direction, one comparison "
-        "at a time (unadjusted: the Holm-adjusted tests are in the summary); the post's size stands beside the estimate."
+        "at a time (unadjusted: the Holm-adjusted tests are in the summary); the post's size stands beside the estimate, "
+        "and where this run's % interval leaves it out the verdict says so."
     )
 
 
