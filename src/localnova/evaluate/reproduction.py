@@ -285,7 +285,9 @@ def _combine(finding: Finding, results: list[ComparisonResult]) -> FindingResult
     notes = _size_notes(results) if found.verdict in (REPRODUCED, INCONCLUSIVE) else ""
     if not notes:
         return found
-    reason = f"{found.reason}; {notes}" if found.reason else f"in direction; {notes}"
+    # a reproduced finding has no reason of its own: its direction held, its size did not
+    lead = "in direction" if found.verdict == REPRODUCED else found.reason
+    reason = f"{lead}; {notes}" if lead else notes
     return FindingResult(finding, results, found.verdict, reason, found.questions_needed)
 
 
