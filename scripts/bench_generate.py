@@ -102,13 +102,11 @@ def main() -> None:
     from localnova.backends import create_backend
     from localnova.config import load_config
     from localnova.data.eval_set import load_eval_set
-    from localnova.evaluate.arms import generation_params
     from localnova.evaluate.judges import SUBJECT_ANSWER, JudgeInput
     from localnova.evaluate.judges.llm import LLMJudge
 
     config = load_config(args.config)
     model = config.models[0]
-    params = generation_params(model, config.seed)
     requests = demo_requests(config, args.questions, args.arm)
 
     def backend_for(batch_size: int, decoding: str):
@@ -119,7 +117,8 @@ def main() -> None:
     single.generate(requests[:2])  # warm-up: first-call allocations are not what we measure
     if args.dump_prompts:
         texts = [single._prompt_text(request.message_dicts()) for request in requests]
-        Path(args.dump_prompts).write_text(json.dumps({"max_new_tokens": params.max_new_tokens, "prompts": texts}, indent=1) + "\n")
+        dump = {"max_new_tokens": requests[0].params.max_new_tokens, "prompts": texts}
+        Path(args.dump_prompts).write_text(json.dumps(dump, indent=1) + "\n")
         return
     figures = Figures(args.out)
     figures.update({"model": model.model, "arm": args.arm, "prompts": len(requests), "threads": torch.get_num_threads()})
