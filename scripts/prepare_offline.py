@@ -16,6 +16,11 @@ It writes, under --out:
                  SmolLM2's tokenizer, whose 49,152 ids fit its 152,064-row embedding);
   manifest.json  the target, each wheel with its size, what was trimmed, and the total size.
 
+peft and the other packages with a version floor (optional.VERSION_FLOORS) are carried even
+where the node lists them without a version: an unknown version may be too old, and offline
+nothing else could replace it. vllm is not carried unless asked (--vllm): the release that pins
+the node's torch (VLLM_FOR_TORCH), with what it needs, is far over the device tool's 64 MiB.
+
 What the node lacks is found by pip's resolver run in a throwaway virtual environment of the
 target's Python (found on PATH as pythonX.Y, or --python-exe) holding a stand-in record of each
 node package whose version is known, so the resolver keeps those and never looks at their own
@@ -45,8 +50,12 @@ sys.path.insert(0, str(REPO / "src"))
 DEFAULT_NODE = REPO / "scripts" / "offline" / "nvidia-h200.txt"
 # The device tool carries the working tree plus at most this much of ignored paths.
 CARRY_LIMIT_BYTES = 64 * 2**20
-# Never fetched: the node's torch is what everything runs on, and vllm pins a torch of its own.
+# Never fetched: the node's torch is what everything runs on, and vllm pins a torch of its own
+# (--vllm fetches the one release that pins the node's torch).
 NEVER = {"torch", "vllm"}
+# The vllm release that pins each torch, from each release's published requirements (read
+# 2026-12-07): 0.26.0 is the newest that installs beside torch 2.11; 0.33 and 0.34 pin 2.14.0.
+VLLM_FOR_TORCH = {"2.11": "0.26.0", "2.14": "0.34.0"}
 # From the dev extra, what the smoke's GPU tests need to run.
 TEST_RUNNER = {"pytest", "pytest-timeout", "hypothesis"}
 SHAPES = ("smollm2-135m-instruct", "all-minilm-l6-v2", "qwen2.5-7b")
@@ -122,10 +131,37 @@ def resolve(python: str, requirements: list[str], node: dict[str, str | None], s
     ]
 
 
-def missing_from_node(resolved: list[dict], node: dict[str, str | None]) -> list[dict]:
-    """What the node lacks: the resolved packages, less every one the node lists (by name:
-    a name listed without a version is taken as there), less what is never fetched."""
-    return [item for item in resolved if item["name"] not in node and item["name"] not in NEVER]
+def floored_packages() -> set[str]:
+    """Packages the study needs at least some version of (optional.VERSION_FLOORS, and peft
+    beside transformers 5): a node that lists one without a version may hold one too old,
+    which would block every training step with no way to install another offline."""
+    from localnova.optional import VERSION_FLOORS
+
+    return {normalise(name) for name, _, _ in VERSION_FLOORS} | {"peft"}
+
+
+def missing_from_node(resolved: list[dict], node: dict[str, str | None], never: set[str] = NEVER) -> list[dict]:
+    """What the node lacks: the resolved packages, less every one the node lists (by name: a
+    name listed without a version is taken as there, unless a version floor applies to it, as
+    for peft: then its wheel is carried, and installed ahead of the node's), less what is
+    never fetched."""
+    floored = floored_packages()
+    return [
+        item
+        for item in resolved
+        if item["name"] not in never and (item["name"] not in node or (node[item["name"]] is None and item["name"] in floored))
+    ]
+
+
+def vllm_for_node(node: dict[str, str | None]) -> str:
+    """The vllm requirement that installs beside the node's torch; SystemExit where no release
+    pins it (the image in Dockerfile.cuda then brings torch and vllm together)."""
+    torch = node.get("torch")
+    minor = ".".join((torch or "").split("+")[0].split(".")[:2])
+    if minor not in VLLM_FOR_TORCH:
+        known = ", ".join(f"torch {t}: vllm {v}" for t, v in VLLM_FOR_TORCH.items())
+        raise SystemExit(f"--vllm: no vllm release known to pin the node's torch {torch or '(not listed)'} ({known}); use Dockerfile.cuda")
+    return f"vllm=={VLLM_FOR_TORCH[minor]}"
 
 
 def fetch(items: list[dict], wheels: Path, python_version: str, platforms: list[str]) -> None:
@@ -213,16 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda", type=int, default=13, help="the CUDA major of the node's torch")
     parser.add_argument("--node-packages", type=Path, default=DEFAULT_NODE, help="what the node has: name or name==version a line")
     parser.add_argument("--shapes-only", action="store_true", help="write the shapes, fetch no wheel")
+    parser.add_argument(
+        "--vllm", action="store_true", help="carry the vllm release that pins the node's torch too (hundreds of MB: over the 64 MiB carry)"
+    )
     args = parser.parse_args(argv)
     platforms = args.platform or [f"manylinux_2_{minor}_x86_64" for minor in range(39, 16, -1)] + ["manylinux2014_x86_64"]
     out = args.out
     manifest: dict = {"python": args.python, "cuda_major": args.cuda, "platforms": platforms, "node_packages": str(args.node_packages)}
     if not args.shapes_only:
         node = read_node_packages(args.node_packages)
-        requirements = requirements_for(args.cuda)
+        requirements = requirements_for(args.cuda) + ([vllm_for_node(node)] if args.vllm else [])
         with tempfile.TemporaryDirectory(prefix="prepare-offline-") as scratch:
             resolved = resolve(find_python(args.python, args.python_exe), requirements, node, Path(scratch))
-        needed = missing_from_node(resolved, node)
+        needed = missing_from_node(resolved, node, NEVER - {"vllm"} if args.vllm else NEVER)
         shutil.rmtree(out / "wheels", ignore_errors=True)
         fetch(needed, out / "wheels", args.python, platforms)
         manifest["requirements"] = requirements

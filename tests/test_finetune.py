@@ -152,12 +152,37 @@ def test_bad_training_records_are_user_errors(tmp_path, records, message):
         train_adapter(UNLOADABLE, records, None, tiny_config(), tmp_path / "adapter", seed=0)
 
 
-@pytest.mark.skipif(__import__("localnova.optional", fromlist=["cuda_available"]).cuda_available(), reason="checks the CPU refusal")
-def test_qlora_on_cpu_is_refused_before_loading(tmp_path):
+def test_qlora_without_bitsandbytes_is_refused_before_loading(tmp_path, monkeypatch):
+    """QLoRA runs wherever bitsandbytes can quantize (tests/engines trains it on the CPU); without
+    the package the run stops before any model loads, naming what to install."""
+    from localnova import optional
     from localnova.finetune.lora import train_adapter
 
-    with pytest.raises(UserError, match="4-bit QLoRA needs a CUDA GPU and bitsandbytes"):
-        train_adapter(UNLOADABLE, [FACT], None, tiny_config(quantization="4bit"), tmp_path / "adapter", seed=0)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as `import` sees a package that is not installed
+    optional.is_available.cache_clear()
+    try:
+        with pytest.raises(UserError, match=r"4-bit QLoRA \(finetune.quantization: 4bit\) needs the package 'bitsandbytes'"):
+            train_adapter(UNLOADABLE, [FACT], None, tiny_config(quantization="4bit"), tmp_path / "adapter", seed=0)
+    finally:
+        optional.is_available.cache_clear()
+
+
+def test_a_bitsandbytes_that_cannot_quantize_on_the_device_is_refused_in_one_line(monkeypatch):
+    """An old bitsandbytes has no CPU backend: its quantize call raises, and the run stops
+    before loading with one line that says which device and what to install."""
+    import types
+
+    from localnova.finetune import lora
+
+    def no_backend(*args, **kwargs):
+        raise NotImplementedError("quantize_4bit is not implemented for the device type cpu\nmore detail")
+
+    fake = types.ModuleType("bitsandbytes.functional")
+    fake.quantize_4bit = no_backend
+    monkeypatch.setitem(sys.modules, "bitsandbytes.functional", fake)
+    monkeypatch.setattr(lora, "require", lambda package, feature: None)
+    with pytest.raises(UserError, match=r"^4-bit QLoRA: bitsandbytes cannot quantize on the CPU \(quantize_4bit is not implemented"):
+        lora.check_4bit_backend("cpu")
 
 
 @pytest.mark.parametrize("cpu_has_bf16", [False, True])

@@ -1,8 +1,9 @@
 """scripts/gpu_smoke.sh and gpu_smoke_steps.py: bash accepts it, its dry run lists every step with
-a limit that fits the 8-minute budget on paper, it installs only from the wheelhouse (no index),
+a limit that fits the 9-minute budget on paper, it installs only from the wheelhouse (no index),
 picks the Python that holds torch, and on this CPU machine, against a fake wheelhouse, it
 installs, checks versions, builds the random models, skips what needs CUDA with the reason and
-writes one JSON; the GPU test files collect on a node without the optional packages."""
+writes one JSON; the GPU test files collect on a node without the optional packages.
+tests/engines/test_engine_smoke.py runs every step for real on the CPU (SMOKE_DEVICE=cpu)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_smoke.sh"
-STEPS = ["device", "install_wheels", "versions", "random_models", "qlora", "merged", "study", "fsdp", "qlora_7b", "gpu_tests"]
-CUDA_STEPS = ["qlora", "merged", "study", "fsdp", "qlora_7b"]
-BUDGET_S, REPORT_RESERVE_S = 480, 15
+STEPS = ["device", "install_wheels", "versions", "random_models", "qlora", "merged", "vllm", "study", "fsdp", "qlora_7b", "gpu_tests"]
+CUDA_STEPS = ["qlora", "merged", "vllm", "study", "fsdp", "qlora_7b"]
+BUDGET_S, REPORT_RESERVE_S = 540, 15
 sys.path.insert(0, str(REPO / "scripts"))
 
 
@@ -166,12 +167,13 @@ def test_against_a_fake_wheelhouse_on_cpu_it_installs_checks_builds_and_skips_wh
     versions = report["figures"]["versions"]
     assert "smokeprobe" in versions["wheelhouse_installed"]  # from the wheelhouse, into the private folder
     assert versions["imported_from"]["localnova"].startswith(str(REPO / "src"))  # PYTHONPATH=src, in every mode
-    assert "cuda" in versions["cannot_use"]
+    assert "device" in versions["cannot_use"] and "vllm" in versions["cannot_use"]  # this venv has no vllm: the reason says where it runs
+    assert "Dockerfile.cuda" in versions["cannot_use"]["vllm"]
     assert status["random_models"]["status"] == "ok", status["random_models"].get("log_tail")
     built = report["figures"]["random_models"]
     assert built["smollm2-135m-instruct"]["parameters"] > 0 and built["all-minilm-l6-v2"]["parameters"] > 0
     for name in CUDA_STEPS:
-        assert status[name]["status"] == "skipped" and status[name]["note"].startswith("needs cuda (no CUDA device"), status[name]
+        assert status[name]["status"] == "skipped" and status[name]["note"].startswith("needs device (no CUDA device"), status[name]
     tests = report["figures"]["gpu_tests"]
     assert status["gpu_tests"]["status"] == "ok" and tests["tests"] >= 4 and tests["skipped"] == tests["tests"], tests
     for step in report["steps"]:

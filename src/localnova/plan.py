@@ -147,7 +147,7 @@ PLANNED_GPU = {"on_cuda": True, "cuda_bf16": True}
 
 def _weights_dtype(model: "ModelConfig") -> str:
     """The weights' dtype a local model would load in on the GPU (the table in optional.py)."""
-    if model.backend == "vllm" and model.options.get("quantization") in ("awq", "gptq", "bitsandbytes", "awq_marlin", "gptq_marlin"):
+    if model.backend == "vllm" and model.options.get("quantization") in ("awq", "gptq", "awq_marlin", "gptq_marlin"):
         return "4bit"
     return precision_for(str(model.options.get("dtype", "auto")), "inference", **PLANNED_GPU).short_dtype
 
@@ -202,6 +202,8 @@ def training_memory(model: "ModelConfig", shape: ModelShape | None, config: "Stu
         activations_gb = tokens * (layers * hidden * 2 + layer_bytes_per_token) / GB
     else:
         activations_gb = tokens * layers * layer_bytes_per_token / GB
+    # The whole logits in fp32 with their gradient: a ceiling, since TRL's SFTTrainer (1.16)
+    # computes its head a tile of positions at a time and never holds them whole.
     logits_gb = tokens * arch["vocab_size"] * 10 / GB
     total = weights_gb + lora_gb + activations_gb + logits_gb + RUNTIME_OVERHEAD_GB
     detail = (

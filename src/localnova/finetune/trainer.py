@@ -4,14 +4,17 @@
 Two speed settings, each off unless the finetune config turns it on:
 
 - `liger_kernels`: the Trainer's `use_liger_kernel` switch, which patches the model with
-  Liger's Triton kernels for RMSNorm, RoPE and SwiGLU and a fused linear cross-entropy: the
-  output head and the loss run a chunk of positions at a time, so the logits (vocabulary x every
-  position: 2.5 GB in fp32 for a 4 x 1024 batch of Qwen2.5-7B) are never held whole. CUDA only,
-  and it needs the liger-kernel package; a CPU run that asks for it stops before loading.
+  Liger's Triton kernels for RMSNorm, RoPE and SwiGLU. Liger's fused linear cross-entropy is
+  not among them: TRL 1.16 forces `fused_linear_cross_entropy: False` (and deprecates the
+  switch) because SFTTrainer puts its own tiled head on every model, Liger or not, so the
+  logits are never held whole either way. CUDA only, and it needs the liger-kernel package; a
+  CPU run that asks for it stops before loading.
 - `padding_free`: TRL's collator lays the rows of a batch end to end as one row, each keeping
-  its own positions; attention stays within a row (transformers builds the block mask from the
-  positions, flash attention's varlen kernel reads the boundaries), so no compute goes to
-  padding. Rows are already cut to max_seq_length when they are tokenized.
+  its own positions, so no compute goes to padding. Attention stays within a row: flash
+  attention's varlen kernel reads the boundaries, and on sdpa transformers builds a block mask
+  from the positions when the model runs without a cache, as TRL's compute_loss runs it
+  (tests/test_trainer.py compares each packed row's logits with the row alone). Rows are
+  already cut to max_seq_length when they are tokenized.
 
 `report_to` sends the Trainer's metrics to a tracker the user runs (tensorboard, wandb, mlflow);
 TensorBoard's event files go beside the adapter (`<adapters>/tensorboard/<model>`), since the
