@@ -27,6 +27,7 @@ FLOORS: dict[str, int] = {
     "localnova.types": 0,
     "localnova.errors": 0,
     "localnova.config": 0,
+    "localnova.config_files": 0,
     "localnova.jsonl": 0,
     "localnova.files": 0,
     "localnova.retry": 0,

@@ -27,7 +27,7 @@ from localnova.chunking import chunk_documents
 from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict, run_identity
 from localnova.console import format_seconds, say, stage
 from localnova.corpus import corpus_hash, load_documents
-from localnova.data.eval_set import load_eval_set
+from localnova.data.eval_set import load_study_eval_set
 from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command, generated_train_file
 from localnova.embedder import Embedder
 from localnova.evaluate import metrics as metrics_module
@@ -91,7 +91,7 @@ def build_index(config: StudyConfig, embedder: Embedder | None = None, documents
 def prepare_inputs(config: StudyConfig, retriever: Retriever | None = None) -> StudyInputs:
     """Load the eval set and, where an arm retrieves, retrieve for every question: from
     `retriever` when given (a Knowledge Base), else from the local index over the corpus."""
-    inputs = StudyInputs(load_eval_set(config.eval.path, config.eval.limit))
+    inputs = StudyInputs(load_study_eval_set(config.eval, config.eval.limit))
     local_index = config.retrieves and retriever is None
     documents = load_documents(config.corpus.path) if local_index else None  # a bad corpus fails before any model loads
     if needs_embedder(config, local_index):
@@ -285,7 +285,7 @@ def gen_qa_for_study(config: StudyConfig, embedder: Embedder | None = None) -> i
     the corpus chunks by the configured generator (or the first answer model), filtered,
     decontaminated against the whole eval set and split, into <study>/gen_qa/. The generator is
     closed before anything else loads."""
-    eval_items = load_eval_set(config.eval.path)
+    eval_items = load_study_eval_set(config.eval)
     documents = load_documents(config.corpus.path)
     embedder = embedder or Embedder(config.retrieval.embedding_model)
     chunks = chunk_documents(documents, config.corpus.chunking, embedder.tokenizer, embed=embedder)

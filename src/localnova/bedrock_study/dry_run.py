@@ -25,7 +25,7 @@ from localnova.costs import (
     estimate_costs,
     format_cost_table,
 )
-from localnova.data.eval_set import load_eval_set
+from localnova.data.eval_set import load_study_eval_set
 from localnova.data.formats import read_training_file
 from localnova.errors import UserError
 from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
@@ -233,7 +233,7 @@ def dry_run(
     model without a price is one UserError naming its key. No credentials, no network, no boto3."""
     if config.bedrock is None:
         raise UserError("bedrock: a dry run of the Bedrock path needs a bedrock section")
-    items = list(eval_items) if eval_items is not None else load_eval_set(config.eval.path)
+    items = list(eval_items) if eval_items is not None else load_study_eval_set(config.eval)
     if config.eval.limit:
         items = items[: config.eval.limit]
     if n_questions is not None:
