@@ -172,15 +172,18 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
     return adapters
 
 
-def adapter_artifacts(config: StudyConfig, adapters: dict[str, str]) -> dict[str, Any]:
-    """What the report shows of the fine-tuning: the training-data report, and each trained
-    adapter's loss curve (adapters trained elsewhere, or Bedrock ARNs, have none here)."""
+def adapter_artifacts(config: StudyConfig, adapters: dict[str, str], recipe: str = "sft") -> dict[str, Any]:
+    """What the report shows of the fine-tuning of one recipe: the training-data report, and
+    each trained adapter's loss curve (adapters trained elsewhere, or Bedrock ARNs, have none
+    here). The sft recipe's keep the names they always had; another recipe's carry its name."""
     artifacts: dict[str, Any] = {}
-    report_path = training_report_path(config)
+    suffix = "" if recipe == "sft" else f"_{recipe}"
+    report_path = training_report_path(config).with_name(TRAINING_REPORT_FILE.replace(".json", f"{suffix}.json"))
     if adapters and report_path.is_file():
-        artifacts["training_data"] = json.loads(report_path.read_text(encoding="utf-8"))
+        artifacts[f"training_data{suffix}"] = json.loads(report_path.read_text(encoding="utf-8"))
     for model_name, adapter in adapters.items():
         metadata = Path(adapter) / METADATA_FILE
         if metadata.is_file():
-            artifacts[f"loss_curve:{model_name}"] = json.loads(metadata.read_text(encoding="utf-8")).get("loss_curve", [])
+            name = model_name if recipe == "sft" else f"{model_name} ({recipe})"
+            artifacts[f"loss_curve:{name}"] = json.loads(metadata.read_text(encoding="utf-8")).get("loss_curve", [])
     return artifacts
