@@ -99,6 +99,8 @@ LAZY_IMPORTS = {
     "huggingface_hub",
     "safetensors",
     "datasets",
+    "mlflow",
+    "trackio",
     # tqdm reads TQDM_DISABLE when first imported, which cli.main sets for a console without a terminal
     "tqdm",
 }

@@ -16,7 +16,7 @@ from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
 from localnova.bedrock_study.estimate import estimate_command
 from localnova.bedrock_study.study import run_bedrock_study
-from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
+from localnova.config import FT_ARMS, LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.console import configure as configure_console
 from localnova.console import finish as finish_console
 from localnova.console import open_run_log, say
@@ -28,8 +28,8 @@ from localnova.models import BUNDLED_MODELS, resolve_model
 from localnova.pipeline import INDEX_DIR, SUMMARY_FILE, build_index, gen_qa_for_study, run_study
 from localnova.plan import count_eval_questions, plan_study
 from localnova.report.collect import collect_run, parse_run_spec
-from localnova.report.export import export_run
-from localnova.report.publish import publish_run
+from localnova.report.export import EXPORT_FORMATS, export_run
+from localnova.report.publish import publish_run, track_run
 from localnova.report.readme import readme_results
 from localnova.report.render import report_runs
 from localnova.serve import add_serve_arguments, serve_from_args
@@ -63,7 +63,13 @@ def _split_arms(text: str | None) -> list[str] | None:
 
 
 def _load(args) -> StudyConfig:
-    return load_config(args.config, args.set)
+    config = load_config(args.config, args.set)
+    if config.uses_bedrock:
+        # The Bedrock path trains one customization per model, for the post's ft arms.
+        own = [arm for arm in config.arms if config.uses_adapter(arm) and arm not in FT_ARMS]
+        if own:
+            raise UserError(f"arms {', '.join(own)}: an arm with its own adapter recipe runs on the local path only; Bedrock trains ft")
+    return config
 
 
 def cmd_run(args) -> int:
@@ -101,6 +107,8 @@ def cmd_run(args) -> int:
     print(f"study folder: {study_dir}")
     for path in [study_dir / SUMMARY_FILE, *written]:
         print(f"  {path}")
+    if config.tracker is not None:
+        print(f"tracker: {track_run(study_dir, run_id, config.tracker, written)}")
     return 0
 
 
@@ -240,9 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=cmd_report)
 
-    export = verbs.add_parser("export", help="export a run's answers and judgments")
+    export_help = "export a run: answers and judgments as tables, the answer records, or an Inspect AI eval log"
+    export = verbs.add_parser("export", help=export_help, description=export_help)
     export.add_argument("run", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
-    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="csv",
+        help="csv or parquet: two tables; records: one JSON line per answer (docs/eval-log.md); inspect: Inspect AI's log",
+    )
     export.add_argument("--out", help="output folder (default: the study folder's export/)")
     export.set_defaults(func=cmd_export)
 

@@ -181,7 +181,15 @@ def run_study(
         run_artifacts = {
             **(artifacts or {}),
             "retrieval": inputs.retrieval_info,
-            "eval_items": [{"question_id": i.question_id, "question": i.question, "answer": i.answer} for i in inputs.items],
+            "eval_items": [
+                {
+                    "question_id": i.question_id,
+                    "question": i.question,
+                    "answer": i.answer,
+                    **({"doc_ids": list(i.doc_ids)} if i.doc_ids else {}),
+                }
+                for i in inputs.items
+            ],
             **{name: value for recipe, found in by_recipe.items() for name, value in adapter_artifacts(config, found, recipe).items()},
         }
         for name, value in run_artifacts.items():
