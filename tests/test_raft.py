@@ -92,7 +92,7 @@ def test_a_raft_arm_runs_on_the_demo_corpus_on_cpu_and_the_report_shows_it(tmp_p
     summary = json.loads((study / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["arms"] == ["base", "raft"]
     assert (study / "adapters" / "smollm2-135m-raft" / "adapter_config.json").is_file()
-    raft_report = json.loads((study / "data" / "training_data_raft.json").read_text())
+    raft_report = json.loads((study / "data" / "training_data_report_raft.json").read_text())
     assert raft_report["raft"]["rows"] == 16
     answers = [json.loads(line) for line in (study / "answers.jsonl").read_text().splitlines()]
     assert sum(a["arm"] == "raft" and len(a["retrieved"]) == 2 for a in answers) == 3
