@@ -101,7 +101,7 @@ def main() -> None:
 
     from localnova.backends import create_backend
     from localnova.config import load_config
-    from localnova.data.eval_set import load_eval_set
+    from localnova.data.eval_set import load_study_eval_set
     from localnova.evaluate.judges import SUBJECT_ANSWER, JudgeInput
     from localnova.evaluate.judges.llm import LLMJudge
 
@@ -140,7 +140,7 @@ def main() -> None:
     if args.judge:
         judge_config = next(judge for judge in config.judges if judge.kind == "llm")
         judge = LLMJudge(judge_config, config.seed)
-        items = load_eval_set(config.eval.path, args.judge)
+        items = load_study_eval_set(config.eval, args.judge)
         # the judge grades a truncated truth: answers of varied length, as in the study
         inputs = [
             JudgeInput(model.name, "base", i.question_id, SUBJECT_ANSWER, i.question, i.answer, i.answer[: 20 + 7 * (n % 9)])
@@ -166,11 +166,11 @@ def main() -> None:
 def demo_requests(config, questions: int, arm: str) -> list:
     """The demo's first `questions` prompts for `arm` (base, or rag with its retrieved passages),
     built as the study builds them."""
-    from localnova.data.eval_set import load_eval_set
+    from localnova.data.eval_set import load_study_eval_set
     from localnova.evaluate.arms import build_request, generation_params
     from localnova.pipeline import build_index
 
-    items = load_eval_set(config.eval.path, questions)
+    items = load_study_eval_set(config.eval, questions)
     retrieved = [None] * len(items)
     if arm == "rag":
         with tempfile.TemporaryDirectory() as scratch:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from localnova.backends import create_backend
 from localnova.config import load_config
-from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.evaluate.arms import generation_params
 from localnova.evaluate.latency_probe import ProbeArm, capped, probe_summary, run_probe, sample_questions
 from localnova.pipeline import prepare_inputs
 from localnova.store import Store
@@ -41,10 +41,9 @@ def main() -> None:
     base, ft = create_backend(model), create_backend(model)
     arms, batched = {}, {}
     for arm, backend in (("base", base), ("rag", base), ("ft", ft), ("ft_rag", ft)):
-        contexts = inputs.retrieved if uses_retrieval(arm) else [None] * len(inputs.items)
         requests = {
-            item.question_id: build_request(item, c, params)
-            for item, c in zip(inputs.items, contexts, strict=True)
+            item.question_id: request
+            for item, request in zip(inputs.items, inputs.arms[arm].requests(inputs.items, params), strict=True)
             if item.question_id in sample
         }
         arms[arm] = ProbeArm(backend, {q: capped(request, probe.max_new_tokens) for q, request in requests.items()})

@@ -3,18 +3,24 @@ arms without retrieval, and sampling settings taken from the model's config."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
-from localnova.config import ARMS, FT_ARMS, RAG_ARMS, GenerationConfig, ModelConfig
+from localnova.config import ARMS, FT_ARMS, RAG_ARMS, GenerationConfig, ModelConfig, validate_config
+from localnova.errors import UserError
 from localnova.evaluate.arms import (
     CONTEXT_TEMPLATE,
     SYSTEM_PROMPT,
+    ArmInputs,
+    arm_top_k,
     build_messages,
     build_request,
     generation_params,
-    uses_adapter,
-    uses_retrieval,
 )
+from localnova.store import generation_key
+from localnova.study_parts import BUILTIN_ARMS
 from localnova.types import ChatRequest, EvalItem, GenerationParams, RetrievedChunk
 
 QUESTION = "How many watts does the F4 lamp draw?"
@@ -73,15 +79,89 @@ def test_an_empty_retrieval_still_uses_the_context_template():
 
 
 @pytest.mark.parametrize("arm", ARMS)
-def test_arm_predicates_agree_with_the_config_lists(arm):
-    assert uses_retrieval(arm) == (arm in RAG_ARMS)
-    assert uses_adapter(arm) == (arm in FT_ARMS)
+def test_arm_parts_agree_with_the_config_lists(arm):
+    parts = BUILTIN_ARMS[arm]
+    assert (parts.retrieval is not None) == (arm in RAG_ARMS)
+    assert (parts.adapter == "sft") == (arm in FT_ARMS)
 
 
 def test_the_four_arms_cover_each_combination_once():
-    combinations = {(uses_retrieval(arm), uses_adapter(arm)) for arm in ARMS}
+    combinations = {(BUILTIN_ARMS[arm].retrieval is not None, BUILTIN_ARMS[arm].adapter != "none") for arm in ARMS}
     assert combinations == {(False, False), (True, False), (False, True), (True, True)}
     assert len(ARMS) == 4
+
+
+# The default arms' requests as main built them before arms were data (0979510): the sha256 of
+# each request's JSON, and its store key under a fixed backend identity. Equal here means a
+# finished study's store answers the same requests again: it reruns with no model call.
+PINNED_REQUESTS = {
+    "base": ("52c090b90dd2174fb1fecfee1fe32a67", "bee1a8849671aca1694835347327f59a"),
+    "rag": ("1fb2ca98675ddd7b3aa5687c39de09cc", "5dfd309c2048fae0a057f26c978c2a02"),
+}
+
+
+def pinned_inputs():
+    item = EvalItem("q01", "How long is the Loam Hub warranty?", "Two years.", ("22-warranty.md",))
+    chunks = [
+        RetrievedChunk("c1", "22-warranty.md", 0.8, "The Loam Hub carries a two-year warranty.\n"),
+        RetrievedChunk("c2", "10-pods.md", 0.5, "  Seed pods keep 18 months. "),
+    ]
+    return item, chunks, generation_params(ModelConfig(name="m", model="smollm2-135m-instruct"), 0)
+
+
+@pytest.mark.parametrize("arm", ["base", "rag", "ft", "ft_rag", "raft"])
+def test_the_built_in_arms_send_the_bytes_they_sent_before_arms_were_data(arm):
+    item, chunks, params = pinned_inputs()
+    config = validate_config({"name": "s", "corpus": {"path": "c"}, "eval": {"path": "e"}, "models": [{"name": "m", "model": "m"}]})
+    parts = config.arm_config(arm)
+    contexts = [chunks if parts.retrieval is not None else None]
+    request = ArmInputs(parts.prompt, contexts).requests([item], params)[0]
+    digest = hashlib.sha256(json.dumps(request.to_dict(), sort_keys=True).encode()).hexdigest()[:32]
+    expected = PINNED_REQUESTS["rag" if parts.retrieval is not None else "base"]  # ft arms send what base and rag send
+    assert (digest, generation_key({"backend": "transformers", "model": "x"}, request)) == expected
+
+
+def test_an_arm_defined_in_the_config_has_its_own_prompt_top_k_and_chunking():
+    config = validate_config(
+        {
+            "name": "s",
+            "corpus": {"path": "c"},
+            "eval": {"path": "e"},
+            "models": [{"name": "m", "model": "m"}],
+            "arms": ["base", "rag", "terse_rag5"],
+            "arm_definitions": [
+                {
+                    "name": "terse_rag5",
+                    "prompt": {"system": "Answer in five words.", "context": "{passages}\n\nQ: {question}"},
+                    "retrieval": {"top_k": 5, "chunking": {"chunk_tokens": 64, "overlap_tokens": 8}},
+                }
+            ],
+        }
+    )
+    parts = config.arm_config("terse_rag5")
+    assert config.uses_retrieval("terse_rag5") and not config.uses_adapter("terse_rag5")
+    assert arm_top_k(config, parts) == 5 and arm_top_k(config, config.arm_config("rag")) == 3
+    item, chunks, params = pinned_inputs()
+    messages = ArmInputs(parts.prompt, [chunks]).requests([item], params)[0].message_dicts()
+    assert messages[0]["content"] == "Answer in five words."
+    assert messages[1]["content"].startswith("[1] (source: 22-warranty.md)\nThe Loam Hub") and messages[1]["content"].endswith(
+        "Q: " + item.question
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"arms": ["base", "nope"]}, r"arms: 'nope' is neither a built-in arm"),
+        ({"arm_definitions": [{"name": "rag"}]}, r"'rag' is a built-in arm; give your variant another name"),
+        ({"arm_definitions": [{"name": "x", "prompt": {"question": "Q: {query}"}}]}, r"prompt.question: unknown placeholder \{query\}"),
+        ({"arm_definitions": [{"name": "x", "prompt": {"context": "Q: {question}"}}]}, r"prompt.context must place the \{passages\}"),
+    ],
+)
+def test_arm_mistakes_are_one_line(change, error):
+    data = {"name": "s", "corpus": {"path": "c"}, "eval": {"path": "e"}, "models": [{"name": "m", "model": "m"}], **change}
+    with pytest.raises(UserError, match=error):
+        validate_config(data)
 
 
 def test_generation_params_come_from_the_model_config_and_the_seed():

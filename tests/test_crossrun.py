@@ -47,7 +47,7 @@ def bedrock_config(tmp_path: Path) -> Path:
     config["judges"].append({"name": "f1", "kind": "token_f1"})
     config["output_dir"] = str(tmp_path / "runs")
     for section, key in (("corpus", "path"), ("eval", "path")):
-        config[section][key] = str(REPO / config[section][key])
+        config[section][key] = str((REPO / "configs" / config[section][key]).resolve())  # read from the config's folder
     path = tmp_path / "bedrock.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -12,7 +12,6 @@ from localnova.data.gen_qa import generate_pairs, parse_pairs, run_gen_qa
 from localnova.data.nova_validator import validate_nova_file
 from localnova.data.qa_filters import (
     DataReport,
-    EmptyTrainingSet,
     decontaminate,
     decontaminate_training_file,
     filter_grounded,
@@ -273,14 +272,13 @@ def test_gen_qa_end_to_end_with_smollm2_on_the_demo_corpus(tmp_path, embed, monk
     backend = TransformersBackend(config.models[0])
     out_dir = tmp_path / "data"
     try:
+        # Greedy decoding on these two chunks yields pairs that pass every filter; a run that
+        # yields none fails here (EmptyTrainingSet) instead of passing without checking them.
         report = run_gen_qa(config, chunks, EVAL, backend, embed, out_dir)
-    except EmptyTrainingSet as error:
-        # Nothing usable from the small model is a legitimate outcome; it must be explained.
-        assert error.report.requests == len(chunks) and (out_dir / "data_report.md").exists()
-        return
     finally:
         backend.close()
     assert report.requests == len(chunks) == 2
+    assert report.train_pairs >= 1
     texts = {c.chunk_id: c.context_text for c in chunks}
     train = read_chat_jsonl(out_dir / "train.jsonl")
     assert len(train) == report.train_pairs

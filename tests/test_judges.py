@@ -5,7 +5,6 @@ import dataclasses
 import json
 import math
 import re
-import typing
 
 import numpy as np
 import pytest
@@ -15,10 +14,10 @@ from hypothesis import strategies as st
 from localnova.backends.base import Backend
 from localnova.config import GenerationConfig, JudgeConfig, ModelConfig, validate_config
 from localnova.errors import UserError
+from localnova.evaluate.arms import DEFAULT_PROMPT, ArmInputs
 from localnova.evaluate.judges import (
     JUDGE_SYSTEM,
     JUDGE_TEMPLATE,
-    JUDGES,
     PROMPT_HASH,
     REFERENCE_BATCH_SIZE,
     EmbeddingSimilarityJudge,
@@ -38,6 +37,7 @@ from localnova.evaluate.judges import llm as llm_module
 from localnova.evaluate.judges import reference as reference_module
 from localnova.evaluate.judges.llm import needs_continuation
 from localnova.evaluate.runner import answer_arm, judge_inputs, run_judge
+from localnova.plugins import BUILTIN_JUDGES, judge_kinds, load_judge_class
 from localnova.store import Store
 from localnova.types import ChatRequest, EvalItem, GenerationParams, GenerationResult, stable_hash
 
@@ -429,7 +429,7 @@ def test_injected_answer_is_stored_verbatim_and_scored_low_by_reference_judges(t
     store = Store(tmp_path)
     store.start_run("s", {}, {})
     items = [EvalItem("q1", "How big is the tank?", "The tank holds 22 litres.")]
-    answers = [answer_arm(store, Attacker(), "m", "base", items, None, GenerationParams(), 4)]
+    answers = [answer_arm(store, Attacker(), "m", "base", items, ArmInputs(DEFAULT_PROMPT, [None] * len(items)), GenerationParams(), 4)]
     [stored] = list(store.answers())
     assert stored.result.text == attack
     inputs = judge_inputs(items, answers, with_controls=False)
@@ -449,10 +449,10 @@ def test_injected_answer_is_stored_verbatim_and_scored_low_by_reference_judges(t
     assert f1_records[0].score < 2 and sim_records[0].score < 5
 
 
-def test_registry_agrees_with_judge_config_kinds():
-    kinds = typing.get_args(JudgeConfig.model_fields["kind"].annotation)
-    assert set(JUDGES) == set(kinds) and len(kinds) == len(JUDGES)
-    for kind, judge_class in JUDGES.items():
+def test_the_registry_names_each_built_in_judge_class_by_its_kind():
+    assert set(judge_kinds()) >= {"llm", "token_f1", "embedding_similarity"}
+    for kind in BUILTIN_JUDGES:
+        judge_class = load_judge_class(kind)
         assert issubclass(judge_class, Judge) and judge_class.kind == kind
 
 
@@ -679,10 +679,11 @@ def test_an_answer_whose_generation_failed_is_generated_again(tmp_path):
     store = Store(tmp_path)
     store.start_run("s", {}, {})
     backend = Aborting(["abort", "stop", "stop"])
-    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == [""]
-    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == ["Blue."]
+    no_retrieval = ArmInputs(DEFAULT_PROMPT, [None])
+    assert answer_arm(store, backend, "m", "base", [item], no_retrieval, GenerationParams(), 4).texts == [""]
+    assert answer_arm(store, backend, "m", "base", [item], no_retrieval, GenerationParams(), 4).texts == ["Blue."]
     # a good answer is served from the store from then on
-    assert answer_arm(store, backend, "m", "base", [item], None, GenerationParams(), 4).texts == ["Blue."] and backend.calls == 2
+    assert answer_arm(store, backend, "m", "base", [item], no_retrieval, GenerationParams(), 4).texts == ["Blue."] and backend.calls == 2
     assert [a.result.finish_reason for a in store.answers()] == ["stop"]
 
 

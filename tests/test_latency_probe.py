@@ -9,6 +9,7 @@ import pytest
 
 from localnova.backends.base import Backend
 from localnova.config import LatencyProbeConfig
+from localnova.evaluate.arms import DEFAULT_PROMPT, ArmInputs
 from localnova.evaluate.latency_probe import ProbeArm, capped, probe_summary, round_order, run_probe, sample_questions
 from localnova.evaluate.runner import answer_arm
 from localnova.evaluate.statistics import GenerationRow
@@ -67,7 +68,9 @@ def test_a_machine_that_gets_busier_mid_run_is_no_arm_effect(tmp_path):
     # the busier the machine: ft_rag, last, looks far slower than base although nothing differs.
     backends = {arm: BusierMachine(clock, arm) for arm in ARMS}
     for arm in ARMS:
-        answer_arm(store, backends[arm], "m", arm, ITEMS, [[] for _ in ITEMS], GenerationParams(max_new_tokens=8), 8)
+        answer_arm(
+            store, backends[arm], "m", arm, ITEMS, ArmInputs(DEFAULT_PROMPT, [[]] * len(ITEMS)), GenerationParams(max_new_tokens=8), 8
+        )
     rows = [GenerationRow(a.model, a.arm, a.question_id, a.result.latency_ms, 1, 1) for a in store.answers()]
     batched = {cell.arm: cell.pct_vs_base["latency_ms_median"] for cell in latency_token_summary(rows) if cell.arm != "base"}
     assert batched["rag"] > 10 and batched["ft"] > 20 and batched["ft_rag"] > 30

@@ -27,6 +27,9 @@ FLOORS: dict[str, int] = {
     "localnova.types": 0,
     "localnova.errors": 0,
     "localnova.config": 0,
+    "localnova.config_files": 0,
+    "localnova.study_parts": 0,
+    "localnova.plugins": 0,
     "localnova.jsonl": 0,
     "localnova.files": 0,
     "localnova.retry": 0,
@@ -62,6 +65,7 @@ FLOORS: dict[str, int] = {
     "localnova.bedrock.*": 3,
     # the local study, then the Bedrock study and its dry run, which call it
     "localnova.pipeline": 4,
+    "localnova.study_inputs": 4,
     "localnova.bedrock_study.*": 5,
     # what reads the store for people, and the entry points
     "localnova.report.*": 6,
@@ -95,6 +99,8 @@ LAZY_IMPORTS = {
     "huggingface_hub",
     "safetensors",
     "datasets",
+    "mlflow",
+    "trackio",
     # tqdm reads TQDM_DISABLE when first imported, which cli.main sets for a console without a terminal
     "tqdm",
 }

@@ -200,7 +200,7 @@ def test_the_report_shows_the_section_right_after_the_summary_with_a_row_per_fin
     md_path, html_path = write_report([collect_run(study)], tmp_path / "out")
     markdown = md_path.read_text(encoding="utf-8")
     titles = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
-    assert titles[:3] == ["Runs", "Summary", "Reproduction"]
+    assert titles[:4] == ["Findings", "Runs", "Summary", "Reproduction"]
     section = markdown.split("## Reproduction", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
     assert rows[0] == "| " + " | ".join(

@@ -79,6 +79,7 @@ def test_contend_runs_every_case_in_its_own_process_and_stops_its_busy_processes
     """The --contend plumbing on the simulated backend (no model): each policy quiet and
     contended, the policy in each child as asked, and no busy process left running."""
     config = (REPO / "configs" / "demo.yaml").read_text().replace("backend: transformers", "backend: simulated")
+    config = config.replace("../data/demo", str(REPO / "data" / "demo"))  # the copy sits elsewhere: its paths, absolute
     (tmp_path / "demo.yaml").write_text(config)
     out = tmp_path / "contend.json"
     before = _busy_loops()

@@ -16,7 +16,7 @@ from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
 from localnova.bedrock_study.estimate import estimate_command
 from localnova.bedrock_study.study import run_bedrock_study
-from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
+from localnova.config import FT_ARMS, LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.console import configure as configure_console
 from localnova.console import finish as finish_console
 from localnova.console import open_run_log, say
@@ -28,10 +28,13 @@ from localnova.models import BUNDLED_MODELS, resolve_model
 from localnova.pipeline import INDEX_DIR, SUMMARY_FILE, build_index, gen_qa_for_study, run_study
 from localnova.plan import count_eval_questions, plan_study
 from localnova.report.collect import collect_run, parse_run_spec
-from localnova.report.export import export_run
-from localnova.report.publish import publish_run
+from localnova.report.export import EXPORT_FORMATS, export_run
+from localnova.report.headline import GATE_EXIT, gate_failures
+from localnova.report.publish import publish_run, track_run
 from localnova.report.readme import readme_results
 from localnova.report.render import report_runs
+from localnova.report.reproduction import report_findings
+from localnova.report.summarize import summarize_run
 from localnova.serve import add_serve_arguments, serve_from_args
 from localnova.sizing import parse_detect, power_lines, variance_for
 
@@ -63,7 +66,13 @@ def _split_arms(text: str | None) -> list[str] | None:
 
 
 def _load(args) -> StudyConfig:
-    return load_config(args.config, args.set)
+    config = load_config(args.config, args.set)
+    if config.uses_bedrock:
+        # The Bedrock path trains one customization per model, for the post's ft arms.
+        own = [arm for arm in config.arms if config.uses_adapter(arm) and arm not in FT_ARMS]
+        if own:
+            raise UserError(f"arms {', '.join(own)}: an arm with its own adapter recipe runs on the local path only; Bedrock trains ft")
+    return config
 
 
 def cmd_run(args) -> int:
@@ -80,6 +89,8 @@ def cmd_run(args) -> int:
         print(plan_study(config, gpu_memory_gb=args.gpu_memory_gb).render())
         print("\n" + "\n".join(power))
         return 0
+    if args.dry_run and not config.uses_bedrock:
+        raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
     run_log = open_run_log(config.study_dir)
     say(f"localnova run {config.name}: log in {run_log}")
     if config.uses_bedrock:
@@ -101,7 +112,21 @@ def cmd_run(args) -> int:
     print(f"study folder: {study_dir}")
     for path in [study_dir / SUMMARY_FILE, *written]:
         print(f"  {path}")
-    return 0
+    if config.tracker is not None:
+        print(f"tracker: {track_run(study_dir, run_id, config.tracker, written)}")
+    return gate(f"{study_dir}:{run_id}", args.fail_on, None)
+
+
+def gate(spec: str, fail_on: list[str], findings: str | None) -> int:
+    """The CI gate: GATE_EXIT, with one line per problem on stderr, when `fail_on` trips."""
+    if not fail_on:
+        return 0
+    run = collect_run(*parse_run_spec(spec))
+    chosen, _ = report_findings([run], findings)
+    problems = gate_failures(run, summarize_run(run), chosen, fail_on)
+    for problem in problems:
+        print(f"localnova: gate: {problem}", file=sys.stderr)
+    return GATE_EXIT if problems else 0
 
 
 def cmd_index(args) -> int:
@@ -143,7 +168,7 @@ def cmd_report(args) -> int:
         return 0
     md_path, html_path = report_runs(args.runs, Path(args.out) if args.out else None, args.findings)
     print(f"{md_path}\n{html_path}")
-    return 0
+    return max((gate(spec, args.fail_on, args.findings) for spec in args.runs), default=0)
 
 
 def cmd_export(args) -> int:
@@ -200,8 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     loudness.add_argument("-q", "--quiet", action="store_true", help="no stage lines and no progress bars; warnings and errors only")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
+    # -v and -q also after the verb (`localnova run X -v`); SUPPRESS keeps a flag given before it
+    loud = argparse.ArgumentParser(add_help=False)
+    loud_group = loud.add_mutually_exclusive_group()
+    loud_group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="as before the command")
+    loud_group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="as before the command")
+    gate_help = (
+        "CI gate: exit 3 when RULE trips: 'contradicted' (any published finding contradicted), 'contradicted:ID[,ID]' "
+        "(the named findings), 'judge-controls' (a judge failed its controls); repeat for several"
+    )
+
     def with_config(name: str, help_text: str, func, config_optional: bool = False):
-        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub = verbs.add_parser(name, help=help_text, description=help_text, parents=[loud])
         sub.add_argument("config", nargs="?" if config_optional else None, help="study config (YAML)")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. retrieval.top_k=5")
         sub.set_defaults(func=func)
@@ -224,12 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
+    run.add_argument("--fail-on", action="append", default=[], metavar="RULE", help=gate_help)
     with_config("index", "build or refresh the retrieval index alone", cmd_index)
     with_config("models", "list each model of a config and where it comes from", cmd_models, config_optional=True)
     with_config("gen-qa", "generate training Q&A pairs from the corpus, filtered and decontaminated", cmd_gen_qa)
     with_config("finetune", "train (or reuse) the LoRA adapters for the ft arms", cmd_finetune)
 
-    report = verbs.add_parser("report", help="write report.md and report.html for one or more studies")
+    report_help = "write report.md and report.html for one or more studies (from their stores; no model runs)"
+    report = verbs.add_parser("report", help=report_help, description=report_help, parents=[loud])
     report.add_argument("runs", nargs="+", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
     report.add_argument("--out", help="where to write the report (default: the first study folder)")
     report.add_argument("--readme", action="store_true", help="print the README's results table for one run; writes nothing")
@@ -238,38 +275,47 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|FILE|none",
         help="the published findings to set the runs against (default: what the first run's config names in eval.findings)",
     )
+    report.add_argument("--fail-on", action="append", default=[], metavar="RULE", help=gate_help)
     report.set_defaults(func=cmd_report)
 
-    export = verbs.add_parser("export", help="export a run's answers and judgments")
+    export_help = "export a run: answers and judgments as tables, the answer records, or an Inspect AI eval log"
+    export = verbs.add_parser("export", help=export_help, description=export_help, parents=[loud])
     export.add_argument("run", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
-    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="csv",
+        help="csv or parquet: two tables; records: one JSON line per answer (docs/eval-log.md); inspect: Inspect AI's log",
+    )
     export.add_argument("--out", help="output folder (default: the study folder's export/)")
     export.set_defaults(func=cmd_export)
 
-    validate = verbs.add_parser("validate", help="check a Nova (bedrock-conversation-2024) training file; every problem, with its line")
+    validate_help = "check a Nova (bedrock-conversation-2024) training file; every problem, with its line"
+    validate = verbs.add_parser("validate", help=validate_help, description=validate_help, parents=[loud])
     validate.add_argument("file")
     validate.add_argument(
         "--model", choices=("micro", "lite", "pro"), help="apply this model's limits: sample count, context length, media"
     )
     validate.set_defaults(func=cmd_validate)
 
-    serve = verbs.add_parser("serve", help="serve a model behind an OpenAI-compatible chat-completions API")
+    serve_help = "serve a model behind an OpenAI-compatible chat-completions API"
+    serve = verbs.add_parser("serve", help=serve_help, description=serve_help, parents=[loud])
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
-    bedrock = verbs.add_parser("bedrock", help="Bedrock resources this tool created")
+    bedrock_help = "Bedrock: free preflight checks, the cost estimate, and cleanup of what this tool created"
+    bedrock = verbs.add_parser("bedrock", help=bedrock_help, description=bedrock_help)
     bedrock_verbs = bedrock.add_subparsers(dest="bedrock_verb", required=True, metavar="ACTION")
-    cleanup = bedrock_verbs.add_parser("cleanup", help="delete what a study created (provisioned throughput first)")
+    cleanup_help = "delete what a study created (provisioned throughput first)"
+    cleanup = bedrock_verbs.add_parser("cleanup", help=cleanup_help, description=cleanup_help, parents=[loud])
     cleanup.add_argument("study", help="study folder")
     cleanup.add_argument("--yes", action="store_true", help="do not ask before deleting")
     cleanup.add_argument("--keep-training-output", action="store_true", help="keep the customization jobs' output in S3")
     cleanup.set_defaults(func=cmd_bedrock_cleanup)
-    preflight = bedrock_verbs.add_parser(
-        "preflight", help="free checks before any spend: credentials, model ids and access, role, bucket, quotas"
-    )
-    estimate = bedrock_verbs.add_parser(
-        "estimate", help="the checks of a paid run (preflight included) and its cost table; creates nothing"
-    )
+    preflight_help = "free checks before any spend: credentials, model ids and access, role, bucket, quotas"
+    preflight = bedrock_verbs.add_parser("preflight", help=preflight_help, description=preflight_help, parents=[loud])
+    estimate_help = "the checks of a paid run (preflight included) and its cost table; creates nothing"
+    estimate = bedrock_verbs.add_parser("estimate", help=estimate_help, description=estimate_help, parents=[loud])
     for sub, func in ((preflight, cmd_bedrock_preflight), (estimate, cmd_bedrock_estimate)):
         sub.add_argument("config", help="study config (YAML)")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")

@@ -7,19 +7,39 @@ the key path and the file. `--set key.sub=value` overrides any key before valida
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from localnova.config_files import (  # noqa: F401  (parse_override_value: read from here by serve.py)
+    apply_overrides,
+    format_validation_error,
+    load_yaml_mapping,
+    parse_override_value,
+    resolve_config_paths,
+)
 from localnova.errors import UserError
+from localnova.plugins import judge_kinds, unknown_kind_message
+from localnova.study_parts import (  # noqa: F401  (Section, ChunkingConfig, field names: read from here by other modules)
+    BUILTIN_ARMS,
+    EVAL_FIELD_NAMES,
+    TRAIN_FIELD_NAMES,
+    ArmConfig,
+    ChunkingConfig,
+    RaftConfig,
+    RubricConfig,
+    Section,
+    TrackerConfig,
+    known_fields,
+)
 
 # The study's vocabulary, defined once: every other module reads these names.
-Arm = Literal["base", "rag", "ft", "ft_rag"]
-ARMS: tuple[str, ...] = get_args(Arm)
+Arm = str  # an arm's name: a built-in arm (study_parts.BUILTIN_ARMS) or one of arm_definitions
+ARMS: tuple[str, ...] = ("base", "rag", "ft", "ft_rag")  # the post's four arms, the default set
 BASE_ARM = "base"  # the arm every other arm is compared with
+# The post's arms by their parts (a config's own arms: StudyConfig.arm_config)
 RAG_ARMS = ("rag", "ft_rag")  # arms whose prompt carries retrieved chunks
-FT_ARMS = ("ft", "ft_rag")  # arms answered by the fine-tuned model
+FT_ARMS = ("ft", "ft_rag")  # arms answered by the model fine-tuned on the question-answer pairs
 BackendName = Literal["transformers", "vllm", "openai", "bedrock", "simulated"]  # backends.BACKENDS agrees (a test checks)
 LOCAL_BACKENDS = ("transformers", "vllm")  # backends that load weights here (vs a server or API)
 Preset = Literal["nova", "free"]  # finetune/presets.py says what each allows
@@ -29,32 +49,6 @@ Tracker = Literal["tensorboard", "wandb", "mlflow"]  # finetune.report_to: where
 # values turn the report's Reproduction section off.
 DEFAULT_FINDINGS = "nova_case_study"
 FINDINGS_OFF = ("", "none")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ChunkingConfig(Section):
-    strategy: Literal["fixed", "hierarchical", "semantic", "none"] = "fixed"
-    # fixed: chunk size and overlap, in tokens of the embedding model's tokenizer
-    chunk_tokens: int = Field(200, gt=0)
-    overlap_tokens: int = Field(30, ge=0)
-    # hierarchical: parents split at headings up to parent_tokens, children inside them
-    parent_tokens: int = Field(600, gt=0)
-    child_tokens: int = Field(150, gt=0)
-    # semantic: split where the distance between neighbouring sentences exceeds this
-    # percentile of all neighbour distances in the document
-    breakpoint_percentile: float = Field(90.0, gt=0, lt=100)
-    max_chunk_tokens: int = Field(400, gt=0)
-
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> "ChunkingConfig":
-        if self.overlap_tokens >= self.chunk_tokens:
-            raise ValueError("overlap_tokens must be smaller than chunk_tokens")
-        if self.child_tokens > self.parent_tokens:
-            raise ValueError("child_tokens must not exceed parent_tokens")
-        return self
 
 
 class CorpusConfig(Section):
@@ -97,7 +91,9 @@ class ModelConfig(Section):
 
 class JudgeConfig(Section):
     name: str
-    kind: Literal["llm", "token_f1", "embedding_similarity"] = "llm"
+    # a registered judge kind (plugins.py): llm, token_f1, embedding_similarity, or one that a
+    # package adds through the localnova.judges entry points
+    kind: str = "llm"
     # for kind=llm: which model answers as judge (same fields as an answer model)
     model: ModelConfig | None = None
     # llm judges: "parsed" reads the integer from the JSON reply; "logprob" takes the
@@ -108,6 +104,15 @@ class JudgeConfig(Section):
     # is a recorded failure, not a score (a model that mostly wants to write something else)
     min_score_mass: float = Field(0.5, gt=0, le=1)
     embedding_model: str = "all-minilm-l6-v2"  # for kind=embedding_similarity
+    rubric: RubricConfig = RubricConfig()  # kind=llm: what it grades by and on what scale
+    options: dict[str, Any] = Field(default_factory=dict)  # settings of a judge kind a package adds
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        if kind not in judge_kinds():
+            raise ValueError(unknown_kind_message(kind))
+        return kind
 
     @model_validator(mode="after")
     def _llm_needs_model(self) -> "JudgeConfig":
@@ -162,8 +167,19 @@ class LatencyProbeConfig(Section):
 
 
 class EvalConfig(Section):
+    # JSONL, CSV, TSV, Parquet, a Hugging Face dataset folder, or hf:owner/name on the Hub
     path: Path
+    # The columns of the file that hold question_id, question, answer and doc_ids, where they
+    # are named otherwise: {question: prompt, answer: reference}
+    fields: dict[str, str] = Field(default_factory=dict)
+    split: str | None = None  # a dataset with several splits: which one (default test, then train)
     limit: int | None = Field(None, gt=0)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_eval_fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        return known_fields(fields, EVAL_FIELD_NAMES)
+
     controls: bool = True  # judges also score the ground truth, an empty answer, another answer
     bootstrap_samples: int = Field(2000, gt=0)
     # gated: the headline panel keeps only the judges that pass their controls (the others
@@ -185,7 +201,19 @@ class LoraConfig(Section):
 
 
 class FinetuneConfig(Section):
-    train_path: Path | None = None  # chat or Nova JSONL; default: generated by gen-qa
+    # chat or Nova JSONL, or question/answer rows (JSONL, CSV, Parquet, a dataset folder or
+    # hf:owner/name); default: generated by gen-qa
+    train_path: Path | None = None
+    # The columns of question/answer rows that hold question, answer and doc_id, where they are
+    # named otherwise; and which split of a dataset with several (default train)
+    train_fields: dict[str, str] = Field(default_factory=dict)
+    train_split: str | None = None
+
+    @field_validator("train_fields")
+    @classmethod
+    def _known_train_fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        return known_fields(fields, TRAIN_FIELD_NAMES)
+
     # A user's own train_path is decontaminated against the eval set like generated pairs
     # (Bedrock path); false sends it as it is, and the run records that it was not checked.
     decontaminate_train_path: bool = True
@@ -201,6 +229,7 @@ class FinetuneConfig(Section):
     warmup_steps: int = Field(0, ge=0)
     max_seq_length: int = Field(512, gt=0)
     lora: LoraConfig = LoraConfig()
+    raft: RaftConfig = RaftConfig()  # the recipe of arms whose adapter is raft
     quantization: Literal["none", "4bit"] = "none"  # 4bit = QLoRA: a CUDA GPU, or the CPU with bitsandbytes 0.50+
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: from the hardware
     # Speed (finetune/trainer.py says what each does): Liger's Triton kernels through the
@@ -255,6 +284,10 @@ class StudyConfig(Section):
     eval: EvalConfig
     models: list[ModelConfig] = Field(min_length=1)
     arms: list[Arm] = Field(default_factory=lambda: ["base", "rag"])
+    # Arms beyond the built-in ones (base, rag, ft, ft_rag, raft): each a name plus its prompt,
+    # retrieval and adapter recipe; `arms` lists them by name like the built-in ones.
+    arm_definitions: list[ArmConfig] = Field(default_factory=list)
+    tracker: TrackerConfig | None = None  # where a finished run's metrics, report and log go
     judges: list[JudgeConfig] = Field(default_factory=list)
     finetune: FinetuneConfig = FinetuneConfig()
     gen_qa: GenQAConfig = GenQAConfig()
@@ -266,6 +299,40 @@ class StudyConfig(Section):
         if len(set(arms)) != len(arms):
             raise ValueError("arms are listed more than once")
         return arms
+
+    @model_validator(mode="after")
+    def _arms_are_defined(self) -> "StudyConfig":
+        defined = [arm.name for arm in self.arm_definitions]
+        taken = [name for name in defined if name in BUILTIN_ARMS]
+        if taken:
+            raise ValueError(f"arm_definitions: {taken[0]!r} is a built-in arm; give your variant another name")
+        if len(set(defined)) != len(defined):
+            raise ValueError(f"arm_definitions: names appear more than once: {defined}")
+        unknown = [arm for arm in self.arms if arm not in BUILTIN_ARMS and arm not in defined]
+        if unknown:
+            raise ValueError(f"arms: {unknown[0]!r} is neither a built-in arm ({', '.join(BUILTIN_ARMS)}) nor in arm_definitions")
+        return self
+
+    def arm_config(self, name: str) -> ArmConfig:
+        """The parts of the arm `name`: a built-in arm or one of arm_definitions."""
+        for arm in self.arm_definitions:
+            if arm.name == name:
+                return arm
+        if name in BUILTIN_ARMS:
+            return BUILTIN_ARMS[name]
+        raise KeyError(f"arm {name!r} is not defined")
+
+    def uses_adapter(self, arm: str) -> bool:
+        """Whether the arm is answered by a fine-tuned model (of any recipe)."""
+        return self.arm_config(arm).adapter != "none"
+
+    def uses_retrieval(self, arm: str) -> bool:  # whether the arm's prompt carries retrieved chunks
+        return self.arm_config(arm).retrieval is not None
+
+    @property
+    def adapter_recipes(self) -> list[str]:
+        """The training recipes this study's arms need, in the order the arms first name them."""
+        return list(dict.fromkeys(self.arm_config(arm).adapter for arm in self.arms if self.uses_adapter(arm)))
 
     @model_validator(mode="after")
     def _unique_names(self) -> "StudyConfig":
@@ -295,21 +362,22 @@ class StudyConfig(Section):
 
     @property
     def retrieves(self) -> bool:
-        return any(arm in RAG_ARMS for arm in self.arms)
+        return any(self.uses_retrieval(arm) for arm in self.arms)
 
     @property
     def fine_tunes(self) -> bool:
-        return any(arm in FT_ARMS for arm in self.arms)
+        return any(self.uses_adapter(arm) for arm in self.arms)
 
     @property
     def probed_arms(self) -> list[str]:
         """The arms the latency probe times for each model, in the order the study hands them
-        to it (the base model's, then the adapter's): all of them when the probe is on and
-        there are two to compare, else none. Each backend among them (the base model, the
+        to it (the base model's, then its first adapter recipe's) when the probe is on and
+        there are two arms to compare, else none. Each backend among them (the base model, the
         adapter) also answers one untimed warm-up call per sitting."""
         if not self.eval.latency_probe.enabled or len(self.arms) < 2:
             return []
-        return [arm for arm in self.arms if arm not in FT_ARMS] + [arm for arm in self.arms if arm in FT_ARMS]
+        first = self.adapter_recipes[:1]  # a second recipe's arms are not probed (pipeline.run_answers)
+        return [arm for arm in self.arms if not self.uses_adapter(arm)] + [a for a in self.arms if self.arm_config(a).adapter in first]
 
 
 def select_run(config: StudyConfig, arms: list[str] | None = None, limit: int | None = None) -> StudyConfig:
@@ -328,78 +396,15 @@ def select_run(config: StudyConfig, arms: list[str] | None = None, limit: int | 
     return config
 
 
-def parse_override_value(text: str) -> Any:
-    """A --set value is read as YAML, so `3`, `true`, `[a, b]` and `null` get their types."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.sub=value` overrides; list items are addressed by index (`models.0.name`)."""
-    for override in overrides:
-        if "=" not in override:
-            raise UserError(f"--set {override!r}: expected key.path=value")
-        key_path, raw_value = override.split("=", 1)
-        keys = key_path.strip().split(".")
-        node: Any = data
-        for depth, key in enumerate(keys):
-            last = depth == len(keys) - 1
-            if isinstance(node, list):
-                if not key.isdigit() or int(key) >= len(node):
-                    raise UserError(f"--set {key_path}: {key!r} is not an index of the list at {'.'.join(keys[:depth]) or 'top'}")
-                if last:
-                    node[int(key)] = parse_override_value(raw_value)
-                else:
-                    node = node[int(key)]
-            elif isinstance(node, dict):
-                if last:
-                    node[key] = parse_override_value(raw_value)
-                else:
-                    node = node.setdefault(key, {})
-            else:
-                raise UserError(f"--set {key_path}: {'.'.join(keys[:depth])} is not a section")
-    return data
-
-
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line for a pydantic error: the source, the first problem's key path and what is
-    wrong with it, and how many more problems there are."""
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "missing":
-        message = "missing required key"
-    else:
-        message = first["msg"]
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {location}: {message}{suffix}"
-
-
-def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
-    """A YAML document whose top level is a mapping; anything else is one line naming `source`
-    (and the line the parser stopped at)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{source}{where}: malformed YAML: {getattr(error, 'problem', error)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of keys at the top level")
-    return data
-
-
 def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read, override and validate a study config. Relative paths in it are taken as relative
-    to the working directory, as the CLI user sees them."""
+    """Read, override and validate a study config. Relative paths written in the file are taken
+    from the file's own folder (resolve_config_paths); those given in `overrides` (--set) from
+    the working folder, as the user typed them there."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     data = load_yaml_mapping(path.read_text(encoding="utf-8"), str(path))
+    data = resolve_config_paths(data, path.parent)
     data = apply_overrides(data, overrides or [])
     return validate_config(data, str(path))
 
@@ -423,4 +428,23 @@ def run_identity(config: StudyConfig) -> dict[str, Any]:
     stored = config_to_dict(config)
     if config.eval.findings == DEFAULT_FINDINGS:
         del stored["eval"]["findings"]
+    # Keys added since runs were first stored, left out at their defaults so that those runs
+    # keep their ids; set, they name another run. The tracker decides no result.
+    for section, key, default in IDENTITY_NEW_KEYS:
+        if section in stored and stored[section].get(key, default) == default:
+            del stored[section][key]
+    stored.pop("tracker", None)
+    if not stored.get("arm_definitions"):
+        stored.pop("arm_definitions", None)
+    judge_defaults = {"rubric": RubricConfig().model_dump(mode="json"), "options": {}}
+    for judge in stored["judges"]:
+        for key, default in judge_defaults.items():
+            if judge.get(key) == default:
+                del judge[key]
+    if not config.fine_tunes or "raft" not in config.adapter_recipes:
+        stored["finetune"].pop("raft", None)  # it decides nothing unless a raft arm runs
     return {"config": stored, "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}
+
+
+# (section, key, default) of keys that run_identity leaves out at their default value.
+IDENTITY_NEW_KEYS = (("eval", "fields", {}), ("eval", "split", None), ("finetune", "train_fields", {}), ("finetune", "train_split", None))

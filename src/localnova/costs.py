@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from localnova.config import FT_ARMS, RAG_ARMS, BedrockConfig, ModelConfig, StudyConfig
+from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.errors import UserError
 from localnova.prices import PriceBook, load_prices, price_key, route_of_id
 
@@ -220,7 +220,7 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                 continue
             lines += _token_line("judges", judge.name, judge.model.model, usage, prices, f"judges[{index}].model.model")
 
-    uses_rag = any(arm in RAG_ARMS for arm in config.arms)
+    uses_rag = config.retrieves
     kb_settings = bedrock.knowledge_base
     existing_kb = config.retrieval.knowledge_base_id or kb_settings.get("id")
     if uses_rag:

@@ -36,6 +36,7 @@ INSTALL_HINTS = {
     "tensorboard": "pip install tensorboard",
     "wandb": "pip install wandb",
     "mlflow": "pip install mlflow",
+    "trackio": "pip install trackio",
 }
 
 

@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +25,30 @@ from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
 from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict, run_identity
 from localnova.console import format_seconds, say, stage
-from localnova.corpus import corpus_hash, load_documents
-from localnova.data.eval_set import load_eval_set
+from localnova.corpus import load_documents
+from localnova.data.eval_set import load_study_eval_set
 from localnova.data.gen_qa import GEN_QA_DIR, gen_qa_command, generated_train_file
 from localnova.embedder import Embedder
 from localnova.evaluate import metrics as metrics_module
-from localnova.evaluate.arms import uses_adapter
 from localnova.evaluate.judges import build_panel
 from localnova.evaluate.latency_probe import probe_model
 from localnova.evaluate.metrics import answer_metrics
 from localnova.evaluate.runner import ArmAnswers, answer_arms, judge_inputs, run_panel
 from localnova.files import json_text, write_text_atomic
 from localnova.finetune.presets import check_hyperparameters
+from localnova.finetune.raft import raft_adapters_for_study
 from localnova.finetune.stage import adapter_artifacts, adapters_for_study
 from localnova.models import check_models
 from localnova.optional import cpu_supports_bf16, gpu_description
-from localnova.retrieval import Retriever, VectorIndex, build_or_load_index
+from localnova.retrieval import Retriever
 from localnova.store import Store, environment_info
-from localnova.types import Document, EvalItem, RetrievedChunk, stable_hash
+from localnova.study_inputs import INDEX_DIR, StudyInputs, build_index, needs_embedder, prepare_inputs  # noqa: F401 (read from here)
+from localnova.types import EvalItem, stable_hash
 
 log = logging.getLogger("localnova")
 
-# What the pipeline writes into the study folder besides the store.
-CONFIG_FILE, SUMMARY_FILE, INDEX_DIR = "config.yaml", "summary.json", "index"
+# What the pipeline writes into the study folder besides the store (and the index: study_inputs.py).
+CONFIG_FILE, SUMMARY_FILE = "config.yaml", "summary.json"
 
 # Computes more artifacts from the finished answers (the Bedrock study prices them).
 ArtifactsFromStore = Callable[[Store], dict[str, Any]]
@@ -56,123 +56,91 @@ ArtifactsFromStore = Callable[[Store], dict[str, Any]]
 AdapterHosting = Callable[[str, str | None], AbstractContextManager[str | None]]
 
 
-@dataclass
-class StudyInputs:
-    """What every model and arm share: the questions and, for rag arms, what was retrieved."""
-
-    items: list[EvalItem]
-    retrieved: list[list[RetrievedChunk]] | None = None
-    retrieval_info: dict[str, Any] = field(default_factory=dict)
-    embedder: Embedder | None = None
-
-
-def needs_embedder(config: StudyConfig, local_index: bool) -> bool:
-    """The embedding model is loaded for a local index, for decontaminating the training set
-    of a locally trained adapter, and for the similarity judge."""
-    return local_index or config.fine_tunes or any(judge.kind == "embedding_similarity" for judge in config.judges)
-
-
-def build_index(config: StudyConfig, embedder: Embedder | None = None, documents: list[Document] | None = None) -> tuple[VectorIndex, bool]:
-    """The study's FAISS index, built, or loaded when corpus, chunking and embedder are unchanged;
-    returns it and whether it was (re)built."""
-    documents = documents if documents is not None else load_documents(config.corpus.path)
-    embedder = embedder or Embedder(config.retrieval.embedding_model)
-    chunking = config.corpus.chunking
-    manifest_inputs = {"corpus_hash": corpus_hash(documents), "chunking": chunking.model_dump(mode="json")}
-
-    def make_chunks():
-        return chunk_documents(documents, chunking, embedder.tokenizer, embed=embedder)
-
-    return build_or_load_index(
-        make_chunks, config.study_dir / INDEX_DIR, embedder, config.retrieval.index, manifest_inputs, batch_size=config.retrieval.batch_size
-    )
-
-
-def prepare_inputs(config: StudyConfig, retriever: Retriever | None = None) -> StudyInputs:
-    """Load the eval set and, where an arm retrieves, retrieve for every question: from
-    `retriever` when given (a Knowledge Base), else from the local index over the corpus."""
-    inputs = StudyInputs(load_eval_set(config.eval.path, config.eval.limit))
-    local_index = config.retrieves and retriever is None
-    documents = load_documents(config.corpus.path) if local_index else None  # a bad corpus fails before any model loads
-    if needs_embedder(config, local_index):
-        inputs.embedder = Embedder(config.retrieval.embedding_model)
-    if not config.retrieves:
-        return inputs
-    built: dict[str, Any] = {}
-    if retriever is None:
-        retriever, rebuilt = build_index(config, inputs.embedder, documents)
-        built["index_rebuilt"] = rebuilt
-    inputs.retrieved = retriever.search([item.question for item in inputs.items], config.retrieval.top_k)
-    inputs.retrieval_info = {**built, **retriever.describe(), "top_k": config.retrieval.top_k}
-    return inputs
+def answer_groups(config: StudyConfig) -> dict[str, list[str]]:
+    """The config's arms grouped by what answers them: 'none' (the base model), then each
+    adapter recipe (sft, raft) in the order the arms first name it."""
+    groups: dict[str, list[str]] = {}
+    for arm in config.arms:
+        groups.setdefault(config.arm_config(arm).adapter, []).append(arm)
+    return {recipe: groups[recipe] for recipe in sorted(groups, key=lambda recipe: recipe != "none")}
 
 
 def run_answers(
     config: StudyConfig,
     store: Store,
     inputs: StudyInputs,
-    adapters: dict[str, str],
+    adapters: dict[str, dict[str, str]],
     timings: dict[str, float],
     hosting: AdapterHosting | None = None,
 ) -> list[ArmAnswers]:
-    """Every answer model over its arms: the base model once for base and rag, then the model
-    with its adapter for ft and ft_rag; each closed before the next loads. With `hosting`, a
-    model's adapter is hosted only around its ft arms. A model's loading time counts in the
-    first stage that needs it. The latency probe of a model runs after its last arms, while
-    what answers them is still loaded (and hosted): it is the one time two models are loaded
-    together, the base model beside its adapter, unless the adapter's backend can answer as
-    the base model too (`Backend.base_model_view`: vllm)."""
+    """Every answer model over its arms: the base model once for its arms, then the model with
+    each recipe's adapter (`adapters[recipe][model]`) for that recipe's arms; each closed before
+    the next loads. With `hosting`, a model's adapter is hosted only around its arms. A model's
+    loading time counts in the first stage that needs it. The latency probe of a model runs
+    after the arms of its first adapter (or its base arms, without one), while what answers
+    them is still loaded (and hosted): it is the one time two models are loaded together, the
+    base model beside its adapter, unless the adapter's backend can answer as the base model
+    too (`Backend.base_model_view`: vllm). Arms of a second recipe are not probed."""
     all_answers = []
+    groups = answer_groups(config)
+    base_arms = groups.pop("none", [])
+    probe_on = config.eval.latency_probe.enabled
     for model in config.models:
-        base_arms = [arm for arm in config.arms if not uses_adapter(arm)]
-        ft_arms = [arm for arm in config.arms if uses_adapter(arm)]
         if base_arms:
             backend = create_backend(model)  # loads nothing yet
             try:
-                all_answers += answer_arms(store, backend, model, base_arms, inputs.items, inputs.retrieved, config.seed, timings)
-                if not ft_arms:
-                    probe_model(config, store, model, inputs.items, inputs.retrieved, dict.fromkeys(base_arms, backend), timings)
+                all_answers += answer_arms(store, backend, model, base_arms, inputs.items, inputs.arms, config.seed, timings)
+                if not groups:
+                    probe_model(config, store, model, inputs.items, inputs.arms, dict.fromkeys(base_arms, backend), timings)
             finally:
                 backend.close()  # its memory goes back before the adapter's model loads
-        if not ft_arms:
-            continue
-        adapter = adapters.get(model.name)
-        with hosting(model.name, adapter) if hosting else nullcontext(adapter) as adapter_path:
-            ft_backend = create_backend(model, adapter_path=adapter_path)
-            try:
-                all_answers += answer_arms(store, ft_backend, model, ft_arms, inputs.items, inputs.retrieved, config.seed, timings)
-                if not (config.eval.latency_probe.enabled and base_arms):
-                    probe_model(config, store, model, inputs.items, inputs.retrieved, dict.fromkeys(ft_arms, ft_backend), timings)
-                    continue
-                # The probe times base arms beside ft arms: from the adapter's engine where it
-                # can answer without the adapter (vllm), else from the base model loaded again.
-                base_view = ft_backend.base_model_view()
-                base_backend = base_view or create_backend(model)
+        for position, (recipe, ft_arms) in enumerate(groups.items()):
+            adapter = adapters.get(recipe, {}).get(model.name)
+            with hosting(model.name, adapter) if hosting else nullcontext(adapter) as adapter_path:
+                ft_backend = create_backend(model, adapter_path=adapter_path)
                 try:
-                    probed = {**dict.fromkeys(base_arms, base_backend), **dict.fromkeys(ft_arms, ft_backend)}
-                    probe_model(config, store, model, inputs.items, inputs.retrieved, probed, timings)
+                    all_answers += answer_arms(store, ft_backend, model, ft_arms, inputs.items, inputs.arms, config.seed, timings)
+                    if position > 0:
+                        continue
+                    if not (probe_on and base_arms):
+                        probe_model(config, store, model, inputs.items, inputs.arms, dict.fromkeys(ft_arms, ft_backend), timings)
+                        continue
+                    # The probe times base arms beside ft arms: from the adapter's engine where it
+                    # can answer without the adapter (vllm), else from the base model loaded again.
+                    base_view = ft_backend.base_model_view()
+                    base_backend = base_view or create_backend(model)
+                    try:
+                        probed = {**dict.fromkeys(base_arms, base_backend), **dict.fromkeys(ft_arms, ft_backend)}
+                        probe_model(config, store, model, inputs.items, inputs.arms, probed, timings)
+                    finally:
+                        if base_view is None:
+                            base_backend.close()
                 finally:
-                    if base_view is None:
-                        base_backend.close()
-            finally:
-                ft_backend.close()
+                    ft_backend.close()
     return all_answers
 
 
-def local_adapters(config: StudyConfig, embedder: Embedder | None, timings: dict[str, float]) -> dict[str, str]:
-    """Train (or reuse) one LoRA adapter per local answer model, for the ft arms; the training
-    pairs are decontaminated against the whole eval set, not only the questions of this run.
-    Without a training file (finetune.train_path null) the gen-qa stage writes one first, once:
-    a later run reuses it."""
+def local_adapters(config: StudyConfig, inputs: StudyInputs, timings: dict[str, float]) -> dict[str, dict[str, str]]:
+    """Train (or reuse) one LoRA adapter per local answer model and recipe its arms need (sft on
+    the question-answer pairs, raft on RAFT rows built from them); the training pairs are
+    decontaminated against the whole eval set, not only the questions of this run. Without a
+    training file (finetune.train_path null) the gen-qa stage writes one first, once: a later
+    run reuses it. Returns recipe -> model name -> adapter folder."""
     if not config.fine_tunes:
         return {}
     needs_training = any(model.backend in LOCAL_BACKENDS and model.adapter is None for model in config.models)
     if needs_training and config.finetune.train_path is None and not generated_train_file(config.study_dir).is_file():
         log.info("no finetune.train_path: generating training pairs from the corpus first (gen-qa)")
         with stage("gen-qa: training pairs from the corpus", timings):
-            gen_qa_for_study(config, embedder)
-    with stage("fine-tuning (or reuse)", timings):
-        return adapters_for_study(config, config.models, embed=embedder)
+            gen_qa_for_study(config, inputs.embedder)
+    adapters = {}
+    if "sft" in config.adapter_recipes:
+        with stage("fine-tuning (or reuse)", timings):
+            adapters["sft"] = adapters_for_study(config, config.models, embed=inputs.embedder)
+    if "raft" in config.adapter_recipes:
+        with stage("RAFT fine-tuning (or reuse)", timings):
+            adapters["raft"] = raft_adapters_for_study(config, config.models, inputs.embedder, build_index(config, inputs.embedder)[0])
+    return adapters
 
 
 def run_study(
@@ -196,8 +164,7 @@ def run_study(
     with stage("eval set, corpus and index", timings):
         inputs = prepare_inputs(config, retriever)
     panel = build_panel(config, inputs.embedder)  # loads nothing yet; a judge that cannot work stops here
-    if adapters is None:
-        adapters = local_adapters(config, inputs.embedder, timings)
+    by_recipe = local_adapters(config, inputs, timings) if adapters is None else {"sft": adapters}
 
     study_dir = config.study_dir
     store = Store(study_dir)
@@ -214,12 +181,20 @@ def run_study(
         run_artifacts = {
             **(artifacts or {}),
             "retrieval": inputs.retrieval_info,
-            "eval_items": [{"question_id": i.question_id, "question": i.question, "answer": i.answer} for i in inputs.items],
-            **adapter_artifacts(config, adapters),
+            "eval_items": [
+                {
+                    "question_id": i.question_id,
+                    "question": i.question,
+                    "answer": i.answer,
+                    **({"doc_ids": list(i.doc_ids)} if i.doc_ids else {}),
+                }
+                for i in inputs.items
+            ],
+            **{name: value for recipe, found in by_recipe.items() for name, value in adapter_artifacts(config, found, recipe).items()},
         }
         for name, value in run_artifacts.items():
             store.save_artifact(name, value)
-        answers = run_answers(config, store, inputs, adapters, timings, hosting)
+        answers = run_answers(config, store, inputs, by_recipe, timings, hosting)
         judge_items = judge_inputs(inputs.items, answers, config.eval.controls)
         judgments_made = run_panel(store, panel, judge_items, timings)
         with stage("answer metrics", timings):
@@ -285,7 +260,7 @@ def gen_qa_for_study(config: StudyConfig, embedder: Embedder | None = None) -> i
     the corpus chunks by the configured generator (or the first answer model), filtered,
     decontaminated against the whole eval set and split, into <study>/gen_qa/. The generator is
     closed before anything else loads."""
-    eval_items = load_eval_set(config.eval.path)
+    eval_items = load_study_eval_set(config.eval)
     documents = load_documents(config.corpus.path)
     embedder = embedder or Embedder(config.retrieval.embedding_model)
     chunks = chunk_documents(documents, config.corpus.chunking, embedder.tokenizer, embed=embedder)

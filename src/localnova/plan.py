@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig
+from localnova.data.eval_set import load_study_eval_set
+from localnova.data.tables import source_exists
+from localnova.errors import UserError
 from localnova.model_shapes import ModelShape, model_shape
 from localnova.models import BUNDLED_MODELS, hub_access_problem, hub_cached_file
 from localnova.optional import precision_for
@@ -255,13 +258,12 @@ def tensor_parallel_notes(
 
 
 def count_eval_questions(config: "StudyConfig") -> tuple[int | None, str]:
-    """How many questions the study evaluates (eval.limit applied), and where that comes from;
-    None when the eval set does not exist yet."""
-    path = Path(config.eval.path)
-    if not path.is_file():
-        return None, f"{path} does not exist yet"
-    with open(path, encoding="utf-8") as handle:
-        count = sum(1 for line in handle if line.strip())
+    """How many questions the study evaluates (eval.limit applied), and where that comes from.
+    A missing or malformed eval set is a UserError: a plan of a study that cannot run is none."""
+    path = config.eval.path
+    if not source_exists(path):
+        raise UserError(f"eval.path: {path} not found (a relative path is read from the config file's folder)")
+    count = len(load_study_eval_set(config.eval))
     if config.eval.limit is not None and config.eval.limit < count:
         return config.eval.limit, f"first {config.eval.limit} of {count} in {path}"
     return count, f"from {path}"

@@ -72,18 +72,11 @@ def demo_config(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_inputs(demo_config, monkeypatch_session):
+def demo_inputs(demo_config):
     """The questions and what the demo's own index retrieves for them (prepare_inputs)."""
     from localnova.pipeline import prepare_inputs
 
-    monkeypatch_session.chdir(REPO)  # the demo config's paths are the repository's
     return prepare_inputs(demo_config)
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 @pytest.fixture(scope="session")

@@ -52,14 +52,11 @@ def engine(demo_adapter):
 
 
 def _arm_requests(demo_config, demo_inputs) -> dict[str, list]:
-    from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+    """Each of the demo's arms' requests for the questions, as the study builds them."""
+    from localnova.evaluate.arms import generation_params
 
     params = generation_params(demo_config.models[0], demo_config.seed)
-    requests = {}
-    for arm in ("base", "rag", "ft", "ft_rag"):
-        contexts = demo_inputs.retrieved if uses_retrieval(arm) else [None] * len(demo_inputs.items)
-        requests[arm] = [build_request(item, context, params) for item, context in zip(demo_inputs.items, contexts, strict=True)]
-    return requests
+    return {arm: demo_inputs.arms[arm].requests(demo_inputs.items, params) for arm in ("base", "rag", "ft", "ft_rag")}
 
 
 def _parting(first: str, second: str) -> str:

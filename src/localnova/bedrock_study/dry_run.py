@@ -14,7 +14,7 @@ from pathlib import Path
 
 from localnova.bedrock.knowledge_base import corpus_files
 from localnova.bedrock.plan import PlannedCall, plan_calls
-from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig
+from localnova.config import FT_ARMS, ModelConfig, StudyConfig
 from localnova.costs import (
     CostTable,
     PriceBook,
@@ -25,10 +25,10 @@ from localnova.costs import (
     estimate_costs,
     format_cost_table,
 )
-from localnova.data.eval_set import load_eval_set
+from localnova.data.eval_set import load_study_eval_set
 from localnova.data.formats import read_training_file
 from localnova.errors import UserError
-from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.evaluate.arms import arm_top_k, generation_params
 from localnova.evaluate.latency_probe import sample_questions
 from localnova.pipeline import prepare_inputs
 from localnova.types import ChatRequest, EvalItem
@@ -70,8 +70,7 @@ def actual_answer_requests(config: StudyConfig) -> dict[tuple[str, str], list[Ch
     for model in config.models:
         params = generation_params(model, config.seed)
         for arm in config.arms:
-            contexts = inputs.retrieved if uses_retrieval(arm) else [None] * len(inputs.items)
-            requests[(model.name, arm)] = [build_request(item, context, params) for item, context in zip(inputs.items, contexts)]
+            requests[(model.name, arm)] = inputs.arms[arm].requests(inputs.items, params)
     return requests
 
 
@@ -112,7 +111,7 @@ def estimate_token_counts(
             if requests is not None:
                 per_question[arm] = [(_request_tokens(request), request.params.max_new_tokens) for request in requests]
             else:
-                rag_tokens = config.retrieval.top_k * context_tokens if arm in RAG_ARMS else 0
+                rag_tokens = arm_top_k(config, config.arm_config(arm)) * context_tokens if config.uses_retrieval(arm) else 0
                 per_question[arm] = [
                     (ANSWER_TEMPLATE_TOKENS + count_tokens_estimate(item.question) + rag_tokens, model.generation.max_new_tokens)
                     for item in eval_items
@@ -233,7 +232,7 @@ def dry_run(
     model without a price is one UserError naming its key. No credentials, no network, no boto3."""
     if config.bedrock is None:
         raise UserError("bedrock: a dry run of the Bedrock path needs a bedrock section")
-    items = list(eval_items) if eval_items is not None else load_eval_set(config.eval.path)
+    items = list(eval_items) if eval_items is not None else load_study_eval_set(config.eval)
     if config.eval.limit:
         items = items[: config.eval.limit]
     if n_questions is not None:

@@ -14,7 +14,7 @@ from collections import Counter
 
 from localnova.bedrock.hosting import hourly_usd
 from localnova.config import FT_ARMS, StudyConfig, run_identity
-from localnova.data.eval_set import load_eval_set
+from localnova.data.eval_set import load_study_eval_set
 from localnova.store import DB_NAME, Store, run_id_of
 
 
@@ -33,7 +33,7 @@ def hosting_on_rerun(config: StudyConfig) -> list[str]:
             arms_timed.setdefault((timing.model, timing.question_id, timing.round), set()).add(timing.arm)
     finally:
         store.close()
-    questions = len(load_eval_set(config.eval.path, config.eval.limit))
+    questions = len(load_study_eval_set(config.eval, config.eval.limit))
     probe = config.eval.latency_probe
     wanted = min(questions, probe.questions) * probe.repeats if config.probed_arms else 0
     lines = []

@@ -55,8 +55,8 @@ from localnova.bedrock_study.resume import hosting_on_rerun
 from localnova.budget import SpendGuard, check_budget, spend_guarded
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.costs import STORAGE_MONTHS, CostTable, PriceBook, prices_for
-from localnova.data.eval_set import load_eval_set
-from localnova.data.formats import read_training_pairs, write_chat_jsonl
+from localnova.data.eval_set import load_study_eval_set
+from localnova.data.formats import is_conversation_file, read_training_pairs, write_chat_jsonl
 from localnova.data.qa_filters import decontaminate_training_file
 from localnova.embedder import Embedder
 from localnova.errors import UserError
@@ -284,10 +284,17 @@ def bedrock_training_files(config: StudyConfig) -> tuple[Path, Path | None, dict
         record = {"source": str(path), "decontaminated": False, "why": "finetune.decontaminate_train_path: false"}
         pairs = None
     else:
-        eval_items = load_eval_set(config.eval.path)
-        pairs, report = decontaminate_training_file(path, eval_items, Embedder(config.retrieval.embedding_model), config.gen_qa)
+        eval_items = load_study_eval_set(config.eval)
+        embedder = Embedder(config.retrieval.embedding_model)
+        finetune = config.finetune
+        pairs, report = decontaminate_training_file(
+            path, eval_items, embedder, config.gen_qa, fields=finetune.train_fields, split=finetune.train_split
+        )
         record = {"source": str(path), "decontaminated": True, "report": report.to_dict()}
     limit = config.finetune.max_train_pairs
+    if pairs is None and not is_conversation_file(path):
+        # question/answer rows (CSV, Parquet, a dataset): the jobs take chat records
+        pairs = read_training_pairs(path, config.finetune.train_fields, config.finetune.train_split)
     if limit is not None:
         pairs = pairs if pairs is not None else read_training_pairs(path)
         pairs, sampled = sample_training_pairs(pairs, limit, config.seed)

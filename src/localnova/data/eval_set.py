@@ -1,33 +1,42 @@
-"""Loading the evaluation set: one JSON object per line with question_id, question, answer
-and doc_ids (the documents that hold the answer, for recall@k)."""
+"""Loading the evaluation set: one row per question with question_id, question, answer and
+optionally doc_ids (the documents that hold the answer, for recall@k), from JSONL, CSV,
+Parquet or a Hugging Face dataset (data/tables.py). `eval.fields` maps these names to the
+columns of a user's own file, e.g. {question_id: id, question: prompt, answer: reference}."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+from localnova.config import EVAL_FIELD_NAMES
+from localnova.data.tables import check_field_map, field_value, read_rows
 from localnova.errors import UserError
-from localnova.jsonl import read_json_lines
 from localnova.types import EvalItem
 
-REQUIRED_FIELDS = ("question_id", "question", "answer")
 
-
-def load_eval_set(path: Path, limit: int | None = None) -> list[EvalItem]:
+def load_eval_set(
+    path: Path | str, limit: int | None = None, fields: Mapping[str, str] | None = None, split: str | None = None
+) -> list[EvalItem]:
+    """The questions of the eval set at `path` (the first `limit` of them). Every problem is one
+    line naming the file, the row and the field."""
+    fields = dict(fields or {})
+    check_field_map(fields, EVAL_FIELD_NAMES, "eval.fields")
     items: list[EvalItem] = []
     seen: set[str] = set()
-    for line_number, row in read_json_lines(path):
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{line_number}: expected a JSON object")
-        missing = [name for name in REQUIRED_FIELDS if not isinstance(row.get(name), str) or not row[name].strip()]
-        if missing:
-            raise UserError(f"{path}:{line_number}: missing field {missing[0]!r}")
-        doc_ids = row.get("doc_ids", [])
-        if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
-            raise UserError(f"{path}:{line_number}: doc_ids must be a list of strings")
-        if row["question_id"] in seen:
-            raise UserError(f"{path}:{line_number}: duplicate question_id {row['question_id']!r}")
-        seen.add(row["question_id"])
-        items.append(EvalItem(row["question_id"], row["question"].strip(), row["answer"].strip(), tuple(doc_ids)))
+    for row in read_rows(path, split):
+        question_id = field_value(row, "question_id", fields)
+        question = field_value(row, "question", fields)
+        answer = field_value(row, "answer", fields)
+        doc_ids = field_value(row, "doc_ids", fields, kind="list", required=False)
+        if question_id in seen:
+            raise UserError(f"{row.where}: duplicate question_id {question_id!r}")
+        seen.add(question_id)
+        items.append(EvalItem(question_id, question, answer, tuple(doc_ids)))
     if not items:
         raise UserError(f"{path}: eval file has no questions")
     return items[:limit] if limit else items
+
+
+def load_study_eval_set(eval_config, limit: int | None = None) -> list[EvalItem]:
+    """The eval set a study config's `eval` section names, with its field map and split."""
+    return load_eval_set(eval_config.path, limit, eval_config.fields, eval_config.split)

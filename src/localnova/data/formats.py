@@ -21,11 +21,12 @@ into place, so a failure never leaves a half-written file behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localnova.data.tables import field_value, read_rows
 from localnova.errors import UserError
 from localnova.files import write_jsonl_atomic
 from localnova.jsonl import read_json_lines
@@ -181,8 +182,38 @@ def read_training_file(path: str | Path) -> list[ChatRecord]:
     return [convert(row, f"{path}:{line}") for line, row in rows]
 
 
-def read_training_pairs(path: str | Path) -> list[TrainingPair]:
-    """Read a chat or Nova file as question-answer pairs (first user turn, last assistant turn)."""
+def is_conversation_file(path: str | Path) -> bool:
+    """Whether `path` is a chat or Nova JSONL file (its first record has a `messages` list),
+    rather than rows of question/answer columns."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".json") or not path.is_file():
+        return False
+    rows = read_json_lines(path)
+    return bool(rows) and isinstance(rows[0][1], dict) and "messages" in rows[0][1]
+
+
+def read_question_answer_rows(path: str | Path, fields: Mapping[str, str] | None = None, split: str | None = None) -> list[TrainingPair]:
+    """Training pairs from rows of question, answer and (optionally) doc_id columns, in any
+    form data/tables.py reads; `fields` renames the columns (finetune.train_fields)."""
+    fields = dict(fields or {})
+    pairs = [
+        TrainingPair(
+            question=field_value(row, "question", fields),
+            answer=field_value(row, "answer", fields),
+            doc_id=field_value(row, "doc_id", fields, required=False) or "",
+        )
+        for row in read_rows(path, split, prefer=("train",))
+    ]
+    if not pairs:
+        raise UserError(f"{path}: the file holds no records")
+    return pairs
+
+
+def read_training_pairs(path: str | Path, fields: Mapping[str, str] | None = None, split: str | None = None) -> list[TrainingPair]:
+    """Read a training set as question-answer pairs: a chat or Nova file (first user turn, last
+    assistant turn), else rows of question/answer columns (read_question_answer_rows)."""
+    if not is_conversation_file(path):
+        return read_question_answer_rows(path, fields, split)
     pairs = []
     for record in read_training_file(path):
         try:

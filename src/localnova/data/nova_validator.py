@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from localnova.costs import count_tokens_estimate
+from localnova.data.formats import is_nova_row
 from localnova.errors import UserError
 
 
@@ -304,9 +305,25 @@ def count_samples(path: str | Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
+def _first_row_is_chat(path: str | Path) -> bool:
+    """Whether the file's first line is a chat record (a 'messages' list of strings), not Nova."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            row = json.loads(next(line for line in handle if line.strip()))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return isinstance(row, dict) and "messages" in row and not is_nova_row(row)
+
+
 def validate_command(path: str | Path, model: str | None = None) -> int:
     """`localnova validate FILE [--model micro|lite|pro]`: print every problem and return exit
     code 2 if there is any, else print `FILE: N samples, valid` and return 0."""
+    if _first_row_is_chat(path):
+        # a chat file is no Nova file: one line, not the same two problems on every line
+        raise UserError(
+            f"{path}: chat JSONL ({{'messages': [{{'role', 'content'}}]}}), not Nova's bedrock-conversation-2024 format; "
+            "localnova converts chat files to Nova itself for a customization job, so there is nothing to validate here"
+        )
     problems = validate_nova_file(path, model)
     if problems:
         print(format_problems(problems, path))

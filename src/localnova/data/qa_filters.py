@@ -353,10 +353,13 @@ def decontaminate_training_file(
     embed: EmbedFn | None,
     config: GenQAConfig,
     against_answers: bool = False,
+    fields: dict[str, str] | None = None,
+    split: str | None = None,
 ) -> tuple[list[TrainingPair], DataReport]:
     """Apply near-duplicate removal and decontamination to a user's own training file (chat or
-    Nova JSONL), such as data/demo/train.jsonl. Raises UserError when no pair is left."""
-    pairs = read_training_pairs(path)
+    Nova JSONL, or question/answer rows read with the field map `fields`), such as
+    data/demo/train.jsonl. Raises UserError when no pair is left."""
+    pairs = read_training_pairs(path, fields, split)
     report = DataReport(source=str(path), grounding_checked=False, input_pairs=len(pairs), parsed_pairs=len(pairs))
     report.settings.update(
         dedup_threshold=config.dedup_threshold,

@@ -40,10 +40,10 @@ import numpy as np
 from localnova.backends.base import Backend
 from localnova.config import BASE_ARM, LatencyProbeConfig, ModelConfig, StudyConfig
 from localnova.console import progress, stage
-from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.evaluate.arms import ArmInputs, generation_params
 from localnova.evaluate.statistics import ordered_arms, pct_change_vs_base
 from localnova.store import PROBE_WARM_UP, ProbeCall, ProbeTiming, Store, generation_key
-from localnova.types import LATENCY_PER_REQUEST, ChatRequest, EvalItem, GenerationResult, RetrievedChunk, stable_hash
+from localnova.types import LATENCY_PER_REQUEST, ChatRequest, EvalItem, GenerationResult, stable_hash
 
 # How the report names where the latency comparison comes from.
 PROBE_METHOD = (
@@ -94,7 +94,7 @@ def probe_model(
     store: Store,
     model: ModelConfig,
     items: list[EvalItem],
-    retrieved: list[list[RetrievedChunk]] | None,
+    arm_inputs: dict[str, ArmInputs],
     backends: dict[str, Backend],
     timings: dict[str, float],
 ) -> None:
@@ -108,10 +108,9 @@ def probe_model(
     sample = set(sample_questions([item.question_id for item in items], probe.questions, config.seed))
     arms = {}
     for arm, backend in backends.items():
-        contexts = retrieved if uses_retrieval(arm) else [None] * len(items)
         requests = {
-            item.question_id: capped(build_request(item, context, params), probe.max_new_tokens)
-            for item, context in zip(items, contexts, strict=True)
+            item.question_id: capped(request, probe.max_new_tokens)
+            for item, request in zip(items, arm_inputs[arm].requests(items, params), strict=True)
             if item.question_id in sample
         }
         arms[arm] = ProbeArm(backend, requests)

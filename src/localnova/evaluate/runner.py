@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from localnova.backends.base import Backend
 from localnova.config import ModelConfig
 from localnova.console import progress, stage
-from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
+from localnova.evaluate.arms import ArmInputs, generation_params
 from localnova.evaluate.judges import JUDGE_IDENTITY_ARTIFACT, SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
 from localnova.store import JudgmentRecord, Store
-from localnova.types import EvalItem, GenerationParams, RetrievedChunk
+from localnova.types import EvalItem, GenerationParams
 
 
 @dataclass
@@ -32,13 +32,13 @@ def answer_arm(
     model_name: str,
     arm: str,
     items: list[EvalItem],
-    retrieved: list[list[RetrievedChunk]] | None,
+    arm_inputs: ArmInputs,
     params: GenerationParams,
     batch_size: int,
 ) -> ArmAnswers:
     """Generate (or read back) one arm's answers for every question and record them."""
-    contexts = retrieved if uses_retrieval(arm) else [None] * len(items)
-    requests = [build_request(item, context, params) for item, context in zip(items, contexts)]
+    contexts = arm_inputs.contexts
+    requests = arm_inputs.requests(items, params)
     # Similar prompt lengths in one batch waste less compute on padding.
     order = sorted(range(len(requests)), key=lambda index: len(requests[index].messages[-1][1]))
     with progress(len(requests), f"{model_name}/{arm}", unit="answer") as bar:
@@ -59,7 +59,7 @@ def answer_arms(
     model: ModelConfig,
     arms: list[str],
     items: list[EvalItem],
-    retrieved: list[list[RetrievedChunk]] | None,
+    arm_inputs: dict[str, ArmInputs],
     seed: int,
     timings: dict[str, float],
 ) -> list[ArmAnswers]:
@@ -69,7 +69,7 @@ def answer_arms(
     answers = []
     for arm in arms:
         with stage(f"answers {model.name}/{arm}", timings):
-            answers.append(answer_arm(store, backend, model.name, arm, items, retrieved, params, model.generation.batch_size))
+            answers.append(answer_arm(store, backend, model.name, arm, items, arm_inputs[arm], params, model.generation.batch_size))
     return answers
 
 

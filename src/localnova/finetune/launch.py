@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from localnova.config import StudyConfig, load_config
-from localnova.data.eval_set import load_eval_set
+from localnova.data.eval_set import load_study_eval_set
 from localnova.embedder import Embedder
 from localnova.errors import UserError, exit_on_user_error
 from localnova.finetune.lora import AdapterInfo, find_or_train_adapter, train_adapter
@@ -103,7 +103,7 @@ def finetune_from_config(
     if model_config is None:
         raise UserError(f"--model {model_name!r}: not one of the config's models ({', '.join(models)})")
     # The same decontaminated records, with the arms' system prompt, as a single-process run.
-    eval_items = load_eval_set(config.eval.path)
+    eval_items = load_study_eval_set(config.eval)
     start_process_group_for_fsdp_loading()
     embedder = Embedder(config.retrieval.embedding_model, device=embedder_device())
     train_records, validation_records, _ = training_records(config, eval_items, embedder)

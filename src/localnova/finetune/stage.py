@@ -9,7 +9,6 @@ in the context it is asked in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -17,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from localnova.config import LOCAL_BACKENDS, StudyConfig
-from localnova.data.eval_set import load_eval_set
+from localnova.data.eval_set import load_study_eval_set
 from localnova.data.formats import read_training_pairs
 from localnova.data.gen_qa import generated_train_file
 from localnova.data.qa_filters import DataReport, EmptyTrainingSet, decontaminate
+from localnova.data.tables import source_exists, source_fingerprint
 from localnova.embedder import Embedder, EmbedFn
 from localnova.errors import UserError
 from localnova.evaluate.arms import SYSTEM_PROMPT
@@ -46,7 +46,7 @@ def training_file(config: StudyConfig) -> Path:
     """The training set, for local LoRA and Bedrock customization alike: the configured file,
     else what `localnova gen-qa` wrote."""
     path = Path(config.finetune.train_path or generated_train_file(config.study_dir))
-    if not path.is_file():
+    if not source_exists(path):
         raise UserError(f"finetune.train_path: {path} not found; set it or run `localnova gen-qa CONFIG` first")
     return path
 
@@ -68,7 +68,7 @@ def training_report_path(config: StudyConfig) -> Path:
 def training_records(config: StudyConfig, eval_items, embed: EmbedFn) -> tuple[list[dict], list[dict] | None, dict[str, Any]]:
     """(train records, validation records or None, data report) for local training."""
     train_path = training_file(config)
-    pairs = read_training_pairs(train_path)
+    pairs = read_training_pairs(train_path, config.finetune.train_fields, config.finetune.train_split)
     report = DataReport(source=str(train_path), grounding_checked=False, input_pairs=len(pairs), parsed_pairs=len(pairs))
     gen_qa = config.gen_qa
     report.settings.update(decontam_ngram=gen_qa.decontam_ngram, decontam_similarity=gen_qa.decontam_similarity)
@@ -83,7 +83,8 @@ def training_records(config: StudyConfig, eval_items, embed: EmbedFn) -> tuple[l
     train = [pair.to_record(system_prompt=SYSTEM_PROMPT).to_dict() for pair in pairs]
     validation = None
     if config.finetune.validation_path:
-        validation = [p.to_record(system_prompt=SYSTEM_PROMPT).to_dict() for p in read_training_pairs(config.finetune.validation_path)]
+        validation_pairs = read_training_pairs(config.finetune.validation_path, config.finetune.train_fields, config.finetune.train_split)
+        validation = [p.to_record(system_prompt=SYSTEM_PROMPT).to_dict() for p in validation_pairs]
     return train, validation, report.to_dict()
 
 
@@ -98,9 +99,19 @@ def training_source_key(config: StudyConfig, embed) -> str:
     if config.finetune.validation_path:
         files.append(Path(config.finetune.validation_path))
     gen_qa = config.gen_qa
+    # the field maps and splits decide which columns and rows are read; in the key only when
+    # set, so adapters trained before they existed are still reused
+    reading = {
+        "train_fields": config.finetune.train_fields,
+        "train_split": config.finetune.train_split,
+        "eval_fields": config.eval.fields,
+        "eval_split": config.eval.split,
+    }
+    field_maps = {"reading": reading} if any(reading.values()) else {}
     return stable_hash(
         {
-            "files": [hashlib.sha256(path.read_bytes()).hexdigest() for path in files],
+            "files": [source_fingerprint(path) for path in files],
+            **field_maps,
             "filters": [gen_qa.decontam_ngram, gen_qa.decontam_similarity],
             "max_train_pairs": config.finetune.max_train_pairs,
             "seed": config.seed,
@@ -150,7 +161,7 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
     if not to_train:
         return adapters
     if eval_items is None:
-        eval_items = load_eval_set(config.eval.path)
+        eval_items = load_study_eval_set(config.eval)
     train, validation, report = training_records(config, eval_items, embed)
     write_text_atomic(training_report_path(config), json_text(report))
     log.info("training pairs: %d kept, %d dropped as too close to the eval set", report["train_pairs"], report["dropped_contaminated"])
@@ -161,15 +172,18 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
     return adapters
 
 
-def adapter_artifacts(config: StudyConfig, adapters: dict[str, str]) -> dict[str, Any]:
-    """What the report shows of the fine-tuning: the training-data report, and each trained
-    adapter's loss curve (adapters trained elsewhere, or Bedrock ARNs, have none here)."""
+def adapter_artifacts(config: StudyConfig, adapters: dict[str, str], recipe: str = "sft") -> dict[str, Any]:
+    """What the report shows of the fine-tuning of one recipe: the training-data report, and
+    each trained adapter's loss curve (adapters trained elsewhere, or Bedrock ARNs, have none
+    here). The sft recipe's keep the names they always had; another recipe's carry its name."""
     artifacts: dict[str, Any] = {}
-    report_path = training_report_path(config)
+    suffix = "" if recipe == "sft" else f"_{recipe}"
+    report_path = training_report_path(config).with_name(TRAINING_REPORT_FILE.replace(".json", f"{suffix}.json"))
     if adapters and report_path.is_file():
-        artifacts["training_data"] = json.loads(report_path.read_text(encoding="utf-8"))
+        artifacts[f"training_data{suffix}"] = json.loads(report_path.read_text(encoding="utf-8"))
     for model_name, adapter in adapters.items():
         metadata = Path(adapter) / METADATA_FILE
         if metadata.is_file():
-            artifacts[f"loss_curve:{model_name}"] = json.loads(metadata.read_text(encoding="utf-8")).get("loss_curve", [])
+            name = model_name if recipe == "sft" else f"{model_name} ({recipe})"
+            artifacts[f"loss_curve:{name}"] = json.loads(metadata.read_text(encoding="utf-8")).get("loss_curve", [])
     return artifacts

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
-from localnova.files import atomic_path, write_jsonl_atomic
+from localnova.files import atomic_path, write_jsonl_atomic, write_text_atomic
 from localnova.report.collect import RunData, collect_run
+from localnova.report.eval_log import answer_records, inspect_logs
+from localnova.report.summarize import summarize_run
 
 ANSWER_COLUMNS = (
     "run_id",
@@ -148,14 +151,30 @@ def _write_parquet(rows: list[dict[str, Any]], columns: tuple[str, ...], path: P
         pq.write_table(pa.table(arrays), temporary)
 
 
+EXPORT_FORMATS = ("csv", "parquet", "records", "inspect")
+
+
 def export_run(study_dir: Path, run_id: str | None = None, fmt: str = "csv", out_dir: Path | None = None) -> list[Path]:
-    """Write `<run_id>-answers.<fmt>` and `<run_id>-judgments.<fmt>` for one run (the latest
-    when run_id is None) into out_dir (default: <study_dir>/export). Returns the two paths."""
-    if fmt not in ("csv", "parquet"):
-        raise UserError(f"export format {fmt!r}: expected csv or parquet")
+    """Export one run (the latest when run_id is None) into out_dir (default: <study_dir>/export):
+    csv or parquet, `<run_id>-answers.<fmt>` and `<run_id>-judgments.<fmt>`; records, the answer
+    records of report/eval_log.py as `<run_id>-records.jsonl`; inspect, Inspect AI's eval log,
+    `<run_id>-<model>.json` per answer model. Returns the paths written."""
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"export format {fmt!r}: expected {', '.join(EXPORT_FORMATS)}")
     run = collect_run(Path(study_dir), run_id)
     out_dir = Path(out_dir) if out_dir is not None else Path(study_dir) / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "records":
+        path = out_dir / f"{run.run_id}-records.jsonl"
+        write_jsonl_atomic(path, answer_records(run, summarize_run(run)))
+        return [path]
+    if fmt == "inspect":
+        paths = []
+        for model, log in inspect_logs(run, summarize_run(run)).items():
+            path = out_dir / f"{run.run_id}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}.json"
+            write_text_atomic(path, json.dumps(log, indent=1, ensure_ascii=False))
+            paths.append(path)
+        return paths
     write = _write_csv if fmt == "csv" else _write_parquet
     paths = []
     for name, rows, columns in (("answers", answer_rows(run), ANSWER_COLUMNS), ("judgments", judgment_rows(run), JUDGMENT_COLUMNS)):

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-ARM_COLOURS = {"base": "#7f7f7f", "rag": "#1f77b4", "ft": "#ff7f0e", "ft_rag": "#2ca02c"}
-EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
+ARM_COLOURS = {"base": "#7f7f7f", "rag": "#1f77b4", "ft": "#ff7f0e", "ft_rag": "#2ca02c", "raft": "#9467bd"}
+EXTRA_COLOURS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
 _figure_numbers = count()
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from localnova.report.collect import collect_run
-from localnova.report.export import write_answers_jsonl
+from localnova.report.export import export_run, write_answers_jsonl
 from localnova.report.render import write_report
+from localnova.report.summarize import summarize_run
+from localnova.report.tracking import report_to_tracker
+from localnova.study_parts import TrackerConfig
 
 ANSWERS_FILE = "answers.jsonl"
 
@@ -24,3 +27,11 @@ def publish_run(study_dir: Path, run_id: str, with_report: bool = True) -> list[
     if not with_report:
         return [answers_path]
     return [answers_path, *write_report([run], study_dir)]
+
+
+def track_run(study_dir: Path, run_id: str, tracker: TrackerConfig, written: list[Path]) -> str:
+    """Send one finished run to the config's tracker: its settings and summary metrics, the
+    files `written` (the report), its answer records and its Inspect log. Returns where."""
+    run = collect_run(study_dir, run_id)
+    logs = export_run(study_dir, run_id, "records") + export_run(study_dir, run_id, "inspect")
+    return report_to_tracker(tracker, run, summarize_run(run), [*written, *logs])

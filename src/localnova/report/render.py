@@ -26,8 +26,10 @@ from localnova.findings import FindingsSet
 from localnova.report import figures, judge_tables, latency, tables
 from localnova.report.collect import RunData, collect_runs
 from localnova.report.crossrun import cross_run_blocks
+from localnova.report.headline import findings_paragraph
+from localnova.report.questions import TABLE_CSS, TABLE_SCRIPT, DataTable, data_table_html, question_table, wins_and_losses
 from localnova.report.reproduction import report_findings, reproduction_blocks
-from localnova.report.summarize import control_gate, legacy_gate_note, summarize_run
+from localnova.report.summarize import config_order, control_gate, legacy_gate_note, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
 from localnova.types import stable_hash
 
@@ -184,7 +186,9 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         "differences. Parse failures are left out of every mean, never counted as 0."
     )
     headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries)]
+    arm_order, model_order = config_order(runs[0])
     return [
+        Section("Findings", [findings_paragraph(run, summary, findings) for run, summary in zip(runs, summaries)]),
         Section("Runs", [overview]),
         Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
         *([Section("Reproduction", reproduction_blocks(runs, summaries, findings, findings_note))] if findings else []),
@@ -218,6 +222,8 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
             ],
         ),
         Section("Per-question scores", figs.get("per_question", []) or [Paragraph("No scored answers.")]),
+        Section("Answers by question", [question_table(runs, summaries, arm_order, model_order)]),
+        Section("Biggest wins and losses", wins_and_losses(runs, summaries, arm_order)),
         Section(
             "Latency and tokens",
             [*latency.latency_probe_blocks(runs, summaries), *tables.latency_tokens_blocks(runs, summaries), *figs.get("latency", [])],
@@ -296,6 +302,8 @@ def _markdown(title: str, banner: str | None, sections: list[Section], figure_di
                 if block.caption:
                     lines += [f"*{markdown_inline(block.caption)}*", ""]
                 lines += [fence(block.text), ""]
+            elif isinstance(block, DataTable):
+                lines += [markdown_inline(f"{block.caption} The table, {len(block.rows)} rows, is in report.html."), ""]
             elif isinstance(block, Figure):
                 figure_count += 1
                 name = f"figure-{figure_count}-{_anchor(section.title)}.svg"
@@ -315,6 +323,8 @@ def _html_block(block: Any) -> str:
     if isinstance(block, Preformatted):
         caption = f'<div class="caption">{html.escape(block.caption)}</div>' if block.caption else ""
         return f"{caption}<pre>{html.escape(block.text)}</pre>"
+    if isinstance(block, DataTable):
+        return data_table_html(block)
     if isinstance(block, Figure):
         # The SVG comes from matplotlib, which escapes every text it draws.
         return f"<figure>{block.svg}<figcaption>{html.escape(block.caption)}</figcaption></figure>"
@@ -327,7 +337,7 @@ def _html(title: str, banner: str | None, sections: list[Section]) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{CSS}{TABLE_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         banner_html,
         f"<nav><ul>{toc}</ul></nav>",
@@ -336,7 +346,7 @@ def _html(title: str, banner: str | None, sections: list[Section]) -> str:
         parts.append(f'<section id="{_anchor(section.title)}"><h2>{html.escape(section.title)}</h2>{banner_html}')
         parts += [_html_block(block) for block in section.blocks]
         parts.append("</section>")
-    parts.append("</body></html>")
+    parts.append(f"<script>{TABLE_SCRIPT}</script></body></html>")
     return "\n".join(parts)
 
 

@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from localnova.evaluate.reproduction import ComparisonResult, FindingResult, agreement, reproduce, run_values
+from localnova.evaluate.reproduction import ComparisonResult, FindingResult, agreement, compare, reproduce, role_models, run_values
 from localnova.evaluate.summary import StudySummary
-from localnova.findings import FindingsSet, findings_setting, load_findings
+from localnova.findings import Comparison, FindingsSet, findings_setting, load_findings
 from localnova.report.collect import RunData
 from localnova.report.tables import Paragraph, Table
 
@@ -144,12 +144,73 @@ def _method(findings: FindingsSet) -> str:
     )
 
 
+# The row that sets a RAFT arm beside ft_rag: "both, trained for retrieval". The post trained no
+# RAFT arm, so the row states no claim; it shows the change on the same footing as the findings.
+RAFT_ROW_LABEL = "both, trained for retrieval (RAFT; not in the post)"
+RAFT_ROW_FIGURE = "none: the post trained no RAFT arm"
+
+
+def raft_arms(run: RunData) -> list[str]:
+    """The run's arms whose adapter is the RAFT recipe (from its stored config)."""
+    config = run.study_config
+    defined = {arm.get("name"): arm for arm in config.get("arm_definitions") or [] if isinstance(arm, dict)}
+    return [arm for arm in config.get("arms") or [] if arm == "raft" or (defined.get(arm) or {}).get("adapter") == "raft"]
+
+
+def raft_row(run: RunData, summary: StudySummary, number: str) -> list[str] | None:
+    """The RAFT arm's row of the run's table (None without one): its change against base and
+    against ft_rag on the larger model's headline panel score, what the run could detect, and
+    no verdict, there being no claim."""
+    arms = raft_arms(run)
+    if not arms:
+        return None
+    values = run_values(run.score_rows, summary.settings["headline_judges"], run.generation_rows, run.probe_timings, models_by_size(run))
+    models = role_models("larger", values.models)
+    if isinstance(models, str):
+        return None
+    settings = summary.settings
+    results = [
+        compare(
+            values,
+            Comparison(measure="panel_score", model="larger", arm=arm, reference=reference, direction="up"),
+            models[0],
+            float(settings["confidence"]),
+            int(settings["n_permutations"]),
+            int(settings["seed"]),
+        )
+        for arm in arms
+        for reference in ("base", "ft_rag")
+    ]
+    tested = [result for result in results if math.isfinite(result.diff)]
+    return [
+        f"{number}. {RAFT_ROW_LABEL}",
+        RAFT_ROW_FIGURE,
+        "; ".join(change_text(result) for result in results),
+        "; ".join(detectable_text(result) for result in tested),
+        "no claim to test" + (SIMULATED_MARK if run.simulated else ""),
+    ]
+
+
+def _with_raft_row(rows: list[list[str]], findings: FindingsSet, run: RunData, summary: StudySummary) -> list[list[str]]:
+    """The rows with the RAFT row after the last finding about ft_rag (at the end without one)."""
+    after = max(
+        (i for i, finding in enumerate(findings.content.findings) if any(c.arm == "ft_rag" for c in finding.comparisons)),
+        default=len(rows) - 1,
+    )
+    row = raft_row(run, summary, f"{after + 1}b")
+    return rows if row is None else [*rows[: after + 1], row, *rows[after + 1 :]]
+
+
 def reproduction_blocks(runs: list[RunData], summaries: list[StudySummary], findings: FindingsSet, note: str = "") -> list[Any]:
     """The section: what is compared and how, each run's table, how findings are read, and with
     several runs their verdicts side by side."""
     reproductions = [run_results(run, summary, findings) for run, summary in zip(runs, summaries, strict=True)]
     several = len(runs) > 1
-    rows = [[r.run.label, *row] if several else row for r in reproductions for row in finding_rows(r.results, r.run.simulated)]
+    rows = [
+        [r.run.label, *row] if several else row
+        for r, summary in zip(reproductions, summaries, strict=True)
+        for row in _with_raft_row(finding_rows(r.results, r.run.simulated), findings, r.run, summary)
+    ]
     blocks: list[Any] = [Paragraph(_method(findings))]
     blocks += [Paragraph(roles_sentence(r.run.label, r.models)) for r in reproductions]
     blocks.append(Table(["run", *HEADERS] if several else HEADERS, rows))

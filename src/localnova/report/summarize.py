@@ -37,9 +37,15 @@ def summarize_run(run: RunData) -> StudySummary:
     controls_judged = any(judgment.subject != SUBJECT_ANSWER for judgment in run.judgments)
     controls = judge_controls(run.judgments, run.judges, gate) if controls_judged else []
     panel = headline_panel(run.judges, controls, mode, controls_judged)
+    arm_order, model_order = config_order(run)
+
+    def in_order(rows):
+        # the summary takes arms and models in the order their rows come: the config's order
+        return sorted(rows, key=lambda row: (_position(model_order, row.model), _position(arm_order, row.arm)))
+
     return summarize(
-        run.score_rows,
-        run.generation_rows,
+        in_order(run.score_rows),
+        in_order(run.generation_rows),
         n_resamples=n_resamples,
         seed=int(run.study_config.get("seed") or 0),
         base_arm=BASE_ARM,
@@ -49,3 +55,18 @@ def summarize_run(run: RunData) -> StudySummary:
         probe_timings=run.probe_timings,
         max_answer_failure_rate=gate.max_answer_failure_rate,
     )
+
+
+def config_order(run: RunData) -> tuple[list[str], list[str]]:
+    """The run's arms and models in the order its config lists them (then any others, in the
+    order they appear in its records)."""
+    config = run.study_config
+    arms = list(config.get("arms") or [])
+    models = [str(model.get("name")) for model in config.get("models") or [] if isinstance(model, dict)]
+    arms += [a for a in dict.fromkeys(answer.arm for answer in run.answers) if a not in arms]
+    models += [m for m in dict.fromkeys(answer.model for answer in run.answers) if m not in models]
+    return arms, models
+
+
+def _position(order: list[str], name: str) -> int:
+    return order.index(name) if name in order else len(order)

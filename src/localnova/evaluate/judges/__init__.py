@@ -4,8 +4,9 @@ Every judge scores every answer 0-10 against the ground truth, and, as controls,
 truth itself, an empty answer and the ground truth of another question: a judge that does not
 give the first a high score and the other two a low one is not worth reading.
 
-`JUDGES` maps each `JudgeConfig.kind` to its class (a test checks they agree);
-`build_panel` builds the panel a study config names without loading any model.
+Judge kinds register by name in one registry (localnova/plugins.py), which other packages
+extend through the `localnova.judges` entry points; `build_panel` builds the panel a study
+config names from it, without loading any model.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from localnova.evaluate.judges.llm import (
     score_distribution,
 )
 from localnova.evaluate.judges.reference import EmbeddingSimilarityJudge, SentenceEmbedder, TokenF1Judge
+from localnova.plugins import load_judge_class
 
 __all__ = [
     "CONTROL_SUBJECTS",
     "JUDGE_IDENTITY_ARTIFACT",
-    "JUDGES",
     "JUDGE_SYSTEM",
     "JUDGE_TEMPLATE",
     "PROMPT_HASH",
@@ -65,12 +66,9 @@ __all__ = [
     "score_distribution",
 ]
 
-# config.JudgeConfig.kind lists the same names (a test checks).
-JUDGES: dict[str, type[Judge]] = {judge.kind: judge for judge in (LLMJudge, TokenF1Judge, EmbeddingSimilarityJudge)}
-
 
 def build_panel(config: StudyConfig, embedder: SentenceEmbedder | None = None) -> list[Judge]:
     """Every judge of `config.judges`, in order, without loading any model: each loads what it
     needs when opened. `embedder` is the study's embedder for `config.retrieval.embedding_model`
     (None if the study has none)."""
-    return [JUDGES[judge_config.kind].from_config(judge_config, config, embedder) for judge_config in config.judges]
+    return [load_judge_class(judge_config.kind).from_config(judge_config, config, embedder) for judge_config in config.judges]
