@@ -127,9 +127,20 @@ def _pypi_reachable() -> bool:
         return False
 
 
+# CI installs everything from PyPI, so there PyPI is reachable and these tests must run: .ci/run
+# sets LOCALNOVA_REQUIRE_PYPI=1, and an unreachable PyPI fails them instead of skipping them.
+REQUIRE_PYPI = os.environ.get("LOCALNOVA_REQUIRE_PYPI") == "1"
+
+
+def _no_pypi(reason: str) -> None:
+    if REQUIRE_PYPI:
+        pytest.fail(f"{reason}, and LOCALNOVA_REQUIRE_PYPI=1 says it must be")
+    pytest.skip(reason)
+
+
 def skip_without_pypi() -> None:
     if not _pypi_reachable():
-        pytest.skip("PyPI is not reachable from here")
+        _no_pypi("PyPI is not reachable from here")
 
 
 def _pip_dry_run(arguments: list[str], report: Path) -> subprocess.CompletedProcess:
@@ -148,7 +159,7 @@ def pip_resolve(arguments: list[str], folder: Path) -> dict[str, str]:
     if result.returncode != 0 and re.search(
         r"NewConnectionError|Network is unreachable|Temporary failure in name resolution", result.stderr
     ):
-        pytest.skip("PyPI went out of reach during the dry run")
+        _no_pypi("PyPI went out of reach during the dry run")
     assert result.returncode == 0, result.stderr[-2000:]
     installs = json.loads(report.read_text())["install"]
     return {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"] for item in installs}

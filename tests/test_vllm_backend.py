@@ -272,3 +272,25 @@ def test_the_base_model_view_answers_on_the_adapter_engine_without_the_adapter()
     assert asked == [False]
     engine._adapter_path = None
     assert engine.base_model_view() is None  # without an adapter the engine is the base model
+
+
+def test_one_in_process_engine_at_a_time():
+    """vllm keeps an in-process engine's parallel state in module globals: a second one started
+    beside it, or shut down beside it, breaks the first. So a second is refused in one line
+    until the first is closed; an engine in its own process is not limited."""
+    from localnova.backends.vllm_backend import VLLMBackend
+
+    def engine(in_process: bool) -> VLLMBackend:
+        backend = object.__new__(VLLMBackend)  # no vllm here: the parts load() checks first, set by hand
+        backend.llm, backend._in_process, backend.identity = None, in_process, {"model": "m"}
+        return backend
+
+    first, second = engine(True), engine(True)
+    VLLMBackend._in_process_engine = first  # as first.load() leaves it
+    try:
+        with pytest.raises(UserError, match="another vllm engine runs in this process"):
+            second.load()
+        first.close()
+        assert VLLMBackend._in_process_engine is None
+    finally:
+        VLLMBackend._in_process_engine = None

