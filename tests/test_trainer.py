@@ -4,6 +4,7 @@ as the finetune config turns them on; what they need is checked before any model
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from localnova.config import FinetuneConfig
 from localnova.errors import UserError
@@ -24,7 +25,7 @@ def config(**changes) -> FinetuneConfig:
 def test_the_settings_are_off_unless_the_config_turns_them_on():
     default = config()
     assert (default.liger_kernels, default.padding_free, default.report_to) == (False, False, [])
-    with pytest.raises(Exception, match="report_to"):
+    with pytest.raises(ValidationError, match="report_to"):
         FinetuneConfig(report_to=["comet"])  # only the trackers the Trainer integration is wired for
 
 
