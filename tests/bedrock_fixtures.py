@@ -208,7 +208,9 @@ def study_config(tmp_path: Path, **bedrock_overrides):
                     "vectorIndexName": "index",
                     "fieldMapping": {"vectorField": "vector", "textField": "text", "metadataField": "metadata"},
                 },
-            }
+            },
+            # a collection the tests pretend is shared: its bill is counted elsewhere
+            "vector_store_billed_elsewhere": True,
         },
         "budget_usd": 50,
     }

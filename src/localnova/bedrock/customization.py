@@ -27,7 +27,8 @@ from typing import Any
 from localnova.aws.availability import check_customization_offered, nova_family, nova_hyperparameters
 from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
 from localnova.aws.names import client_token, resource_name
-from localnova.aws.state import BedrockState, Resource
+from localnova.aws.state import ABSENT, INTENDED, BedrockState, Resource
+from localnova.bedrock.reconcile import create_once
 from localnova.bedrock.uploads import put_object_once
 from localnova.config import ModelConfig, StudyConfig
 from localnova.costs import count_tokens_estimate
@@ -296,19 +297,20 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     region = config.bedrock.region
     while True:
         job = state.find("customization_job", client_token=prepared.client_token, include_deleted=True)
-        if job is not None and job.status == "absent":
+        if job is not None and job.status == ABSENT:
             job = None  # its create was refused: nothing exists under this token, so ask again
-        if job is None:
+        if job is None or job.status == INTENDED:
+            # Not in the state, or written down with no answer (the process may have died between
+            # the intent and the create's answer): ask the account by this attempt's name first.
             adopted = _job_by_name(prepared, clients)
             if adopted is not None:
                 log.info("customization job %s exists already: adopting it", prepared.job_name)
-                job = state.confirm(state.record(_job_resource(prepared, region, config.finetune.epochs)), arn=str(adopted["jobArn"]))
+                job = job or state.record(_job_resource(prepared, region, config.finetune.epochs))
+                job = state.confirm(job, arn=str(adopted["jobArn"]))
                 if adopted.get("status") in JOB_FAILED:
                     state.update(job, details={**job.details, "job_status": adopted.get("status")})
-        if job is None:
-            break
-        if job.status == "intended":
-            break  # written down, but its answer was lost and no job has its name: ask again, same token
+        if job is None or job.status == INTENDED:
+            break  # the account has no job of this name: create it (the same token, if written down)
         if not _ended_badly(job, clients):
             log.info("customization job %s already started: not creating another", job.id)
             return job
@@ -333,13 +335,22 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     # The job is written down before it is asked for; the same token returns the same job
     # (AWS's idempotency), so a retry after a lost answer cannot start a second one.
     entry = state.intend(_job_resource(prepared, region, config.finetune.epochs))
-    try:
-        job_arn = call_with_backoff(clients.bedrock.create_model_customization_job, **job_request(config, prepared))["jobArn"]
-    except Exception as error:
-        if error_code(error) and error_code(error) != "ConflictException":
-            state.mark_absent(entry)  # AWS refused it: no job, nothing billed
-        raise
-    return state.confirm(entry, arn=job_arn)
+
+    def by_name() -> dict[str, str] | None:
+        job = _job_by_name(prepared, clients)
+        return None if job is None else {"id": prepared.job_name, "arn": str(job["jobArn"])}
+
+    # Looked up above already, so only a create refused as taken (a job of this name made since,
+    # by a run killed after sending it) is looked up again, and adopted when its token is ours.
+    answer = create_once(
+        state,
+        entry,
+        clients,
+        lambda: call_with_backoff(clients.bedrock.create_model_customization_job, **job_request(config, prepared)),
+        lookup=by_name,
+        fresh=True,
+    )
+    return entry if answer is None else state.confirm(entry, arn=answer["jobArn"])
 
 
 def read_training_metrics(clients: AwsClients, output_uri: str, job_arn: str) -> list[dict[str, str]]:
@@ -405,7 +416,7 @@ def wait_for_customization(
                 arn=model_arn,
                 name=model_name,
                 client_token=job.client_token,
-                details={"job": job.id},
+                details={"job": job.id, "base_model": job.details.get("base_model", "")},
             )
         )
     metrics = read_training_metrics(clients, str(job.details.get("output_uri", "")), job.arn) if job.details.get("output_uri") else []

@@ -73,6 +73,9 @@ class PriceBook:
     def provisioned(self, model_id: str) -> dict[str, Any] | None:
         return self.data.get("hosting", {}).get("provisioned_per_unit_hour", {}).get(price_key(model_id))
 
+    def s3_per_gb_month(self) -> dict[str, Any] | None:
+        return self.data.get("s3", {}).get("standard_per_gb_month")
+
     @property
     def embedding_model(self) -> str:
         return str(self.data.get("knowledge_base", {}).get("embedding_model", "amazon.titan-embed-text-v2:0"))
