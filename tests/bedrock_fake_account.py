@@ -62,6 +62,7 @@ class FakeAccount(BedrockServices, AgentServices):
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
     ingestions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
     tokens_seen: dict[tuple[str, str], Any] = field(default_factory=dict)  # (operation, client token) -> resource key
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)  # by ARN: what ListTagsForResource answers
     delivered: Counter = field(default_factory=Counter)  # converse answers that reached the caller, by request
     # the latency probe's calls that reached the caller, by request and requestMetadata (see handle)
     probe_delivered: Counter = field(default_factory=Counter)

@@ -22,6 +22,7 @@ class AgentServices:
             known = self.new_id(10).upper()
             embed = params["knowledgeBaseConfiguration"]["vectorKnowledgeBaseConfiguration"]["embeddingModelArn"].rsplit("/", 1)[-1]
             self.kbs[known] = {"name": params["name"], "created": self.clock.now, "embed": embed, "roleArn": params["roleArn"]}
+            self.tags[f"{ARN}:knowledge-base/{known}"] = dict(params.get("tags", {}))
             self.tokens_seen[("CreateKnowledgeBase", params["clientToken"])] = known
         return {"knowledgeBase": self._kb_view(known)}
 
@@ -125,6 +126,27 @@ class AgentServices:
             "startedAt": job["started"],
             "updatedAt": job["started"],
         }
+
+    def bedrock_agent__ListIngestionJobs(self, params):
+        found = [(i, job) for i, job in self.ingestions.items() if job["ds"] == params["dataSourceId"]]
+        return {
+            "ingestionJobSummaries": [
+                {
+                    "knowledgeBaseId": job["kb"],
+                    "dataSourceId": job["ds"],
+                    "ingestionJobId": i,
+                    "status": self._ingestion_status(job),
+                    "startedAt": job["started"],
+                    "updatedAt": job["started"],
+                }
+                for i, job in found
+            ]
+        }
+
+    def bedrock_agent__ListTagsForResource(self, params):
+        if params["resourceArn"] not in self.tags:
+            raise client_error("ResourceNotFoundException", "ListTagsForResource")
+        return {"tags": dict(self.tags[params["resourceArn"]])}
 
     def bedrock_agent__GetIngestionJob(self, params):
         if params["ingestionJobId"] not in self.ingestions:

@@ -158,8 +158,10 @@ class BedrockServices:
             "trainingDataConfig": params["trainingDataConfig"],
             "validationDataConfig": params.get("validationDataConfig", {"validators": []}),
             "outputDataConfig": params["outputDataConfig"],
+            "model_tags": {t["key"]: t["value"] for t in params.get("customModelTags", [])},
         }
         self.jobs[params["jobName"]] = job
+        self.tags[job["jobArn"]] = {t["key"]: t["value"] for t in params.get("jobTags", [])}
         self.tokens_seen[("CreateModelCustomizationJob", params["clientRequestToken"])] = params["jobName"]
         # training bills the file's tokens x epochs (every text block of every record)
         blocks = []
@@ -180,6 +182,7 @@ class BedrockServices:
                 name = job["outputModelName"]
                 job["outputModelArn"] = f"{ARN}:custom-model/{job['base']}/{self.new_id()}"
                 self.models[name] = {"arn": job["outputModelArn"], "name": name, "base": job["base"], "created": self.clock.now}
+                self.tags[job["outputModelArn"]] = dict(job["model_tags"])
                 storage = self.meter.prices["customization"][Meter.key(job["base"])]["storage_per_month"]
                 self.meter.bill(f"storage {name}", storage)
         return job["status"]
@@ -193,7 +196,7 @@ class BedrockServices:
 
     def bedrock__GetModelCustomizationJob(self, params):
         job = self._job(params["jobIdentifier"], "GetModelCustomizationJob")
-        return {k: v for k, v in job.items() if k != "base"}
+        return {k: v for k, v in job.items() if k not in ("base", "model_tags")}
 
     def bedrock__ListModelCustomizationJobs(self, params):
         found = [j for j in self.jobs.values() if params.get("nameContains", "") in j["jobName"]]
@@ -240,6 +243,11 @@ class BedrockServices:
                 return {}
         raise client_error("ResourceNotFoundException", "DeleteCustomModel")
 
+    def bedrock__ListTagsForResource(self, params):
+        if params["resourceARN"] not in self.tags:
+            raise client_error("ResourceNotFoundException", "ListTagsForResource")
+        return {"tags": [{"key": key, "value": value} for key, value in self.tags[params["resourceARN"]].items()]}
+
     # bedrock: hosting
 
     def _create_hosting(self, kind, operation, params, name, model_arn, units):
@@ -259,6 +267,7 @@ class BedrockServices:
             "modelUnits": units,
             "created": self.clock.now,
         }
+        self.tags[arn] = {t["key"]: t["value"] for t in params.get("tags", [])}
         self.tokens_seen[(operation, params["clientRequestToken"])] = arn
         return arn
 

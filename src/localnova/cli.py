@@ -14,12 +14,14 @@ from pathlib import Path
 from localnova import __version__
 from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
+from localnova.bedrock.setup import setup_command
 from localnova.bedrock_study.estimate import estimate_command
 from localnova.bedrock_study.study import run_bedrock_study
 from localnova.config import LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.console import configure as configure_console
 from localnova.console import finish as finish_console
 from localnova.console import open_run_log, say
+from localnova.console import tell as tell_console
 from localnova.data.nova_validator import validate_command
 from localnova.errors import UserError, exit_on_user_error
 from localnova.findings import load_findings
@@ -85,6 +87,23 @@ def cmd_run(args) -> int:
     if config.uses_bedrock:
         if args.dry_run:
             print("\n".join(power) + "\n")
+        return _run_bedrock(config, args)
+    if args.dry_run:
+        raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
+    study_dir, run_id = run_study(config)
+    written = publish_run(study_dir, run_id, with_report=not args.no_report)
+    print(f"study folder: {study_dir}")
+    for path in [study_dir / SUMMARY_FILE, *written]:
+        print(f"  {path}")
+    return 0
+
+
+def _run_bedrock(config: StudyConfig, args) -> int:
+    """A Bedrock study; what it leaves in the account is the last thing it prints, every way it
+    ends (after the report's paths when it completes, before the error line when it stops)."""
+    left: list[str] = []
+    completed = False
+    try:
         study_dir, run_id = run_bedrock_study(
             config,
             dry_run_only=args.dry_run,
@@ -92,15 +111,17 @@ def cmd_run(args) -> int:
             assume_yes=args.yes,
             keep_hosting=args.keep_hosting,
             skip_checks=args.skip_check,
+            keep_jobs=args.keep_customization_jobs,
+            report_left=left.append,
         )
-    elif args.dry_run:
-        raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
-    else:
-        study_dir, run_id = run_study(config)
-    written = publish_run(study_dir, run_id, with_report=not args.no_report)
-    print(f"study folder: {study_dir}")
-    for path in [study_dir / SUMMARY_FILE, *written]:
-        print(f"  {path}")
+        written = publish_run(study_dir, run_id, with_report=not args.no_report)
+        print(f"study folder: {study_dir}")
+        for path in [study_dir / SUMMARY_FILE, *written]:
+            print(f"  {path}")
+        completed = True
+    finally:
+        for text in left:  # to the run log too: after SIGHUP no terminal reads them
+            tell_console(text, sys.stdout if completed else sys.stderr)
     return 0
 
 
@@ -176,7 +197,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bedrock_cleanup(args) -> int:
-    return cleanup_command(Path(args.study), yes=args.yes, keep_training_output=args.keep_training_output)
+    return cleanup_command(
+        Path(args.study), yes=args.yes, keep_training_output=args.keep_training_output, region=args.region, bucket=args.bucket
+    )
+
+
+def cmd_bedrock_setup(args) -> int:
+    return setup_command(_load(args), args.config)
 
 
 def cmd_bedrock_preflight(args) -> int:
@@ -222,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Bedrock: keep the hosting of a run that stops early (error, Ctrl-C, budget); the last line names it",
     )
+    run.add_argument(
+        "--keep-customization-jobs",
+        action="store_true",
+        help="Bedrock: keep a customization job training when the run is stopped (Ctrl-C, a signal, the budget); default: stop it",
+    )
     run.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
     with_config("index", "build or refresh the retrieval index alone", cmd_index)
@@ -259,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bedrock = verbs.add_parser("bedrock", help="Bedrock resources this tool created")
     bedrock_verbs = bedrock.add_subparsers(dest="bedrock_verb", required=True, metavar="ACTION")
-    cleanup = bedrock_verbs.add_parser("cleanup", help="delete what a study created (provisioned throughput first)")
-    cleanup.add_argument("study", help="study folder")
+    cleanup = bedrock_verbs.add_parser(
+        "cleanup", help="delete what a study created, as the account and its state file list it (provisioned throughput first)"
+    )
+    cleanup.add_argument("study", help="study folder (runs/<study>, even when removed) or the study's config")
+    cleanup.add_argument("--region", help="where to ask when the state file is gone (default: the state file's region, else us-east-1)")
+    cleanup.add_argument("--bucket", help="the study's bucket, when the state file is gone (else S3 is not asked)")
     cleanup.add_argument("--yes", action="store_true", help="do not ask before deleting")
     cleanup.add_argument("--keep-training-output", action="store_true", help="keep the customization jobs' output in S3")
     cleanup.set_defaults(func=cmd_bedrock_cleanup)
@@ -270,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     estimate = bedrock_verbs.add_parser(
         "estimate", help="the checks of a paid run (preflight included) and its cost table; creates nothing"
     )
+    setup = bedrock_verbs.add_parser(
+        "setup",
+        help="print the IAM policies and the AWS CLI commands that make the role, bucket and vector index a real run needs",
+    )
+    setup.add_argument("config", help="study config (YAML)")
+    setup.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    setup.set_defaults(func=cmd_bedrock_setup)
     for sub, func in ((preflight, cmd_bedrock_preflight), (estimate, cmd_bedrock_estimate)):
         sub.add_argument("config", help="study config (YAML)")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")

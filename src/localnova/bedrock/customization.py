@@ -27,8 +27,8 @@ from typing import Any
 from localnova.aws.availability import check_customization_offered, nova_family, nova_hyperparameters
 from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
 from localnova.aws.names import client_token, resource_name
-from localnova.aws.state import ABSENT, INTENDED, BedrockState, Resource
-from localnova.bedrock.reconcile import create_once
+from localnova.aws.state import ABSENT, CREATED, INTENDED, BedrockState, Resource
+from localnova.bedrock.reconcile import create_once, resolve
 from localnova.bedrock.uploads import put_object_once
 from localnova.config import ModelConfig, StudyConfig
 from localnova.costs import count_tokens_estimate
@@ -351,6 +351,24 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
         fresh=True,
     )
     return entry if answer is None else state.confirm(entry, arn=answer["jobArn"])
+
+
+def stop_running_jobs(state: BedrockState, clients: AwsClients) -> list[str]:
+    """Stop (StopModelCustomizationJob) every customization job the state lists that is still
+    training, one whose create answer was lost included (looked up by name first); returns a
+    line for each job stopped. A stopped job bills the tokens it trained on and makes no custom
+    model; the next run of the same command starts a new attempt."""
+    jobs = [r for r in state.live() if r.type == "customization_job" and r.details.get("job_status") is None]
+    resolve(state, [job for job in jobs if job.status == INTENDED], clients)
+    lines = []
+    for job in [job for job in jobs if job.status == CREATED]:
+        status = call_with_backoff(clients.bedrock.get_model_customization_job, jobIdentifier=job.arn or job.id).get("status")
+        if status not in ("InProgress",):
+            continue  # ended by itself: what it made is written down by reconcile
+        call_with_backoff(clients.bedrock.stop_model_customization_job, jobIdentifier=job.arn or job.id)
+        state.update(job, details={**job.details, "job_status": "Stopped"})
+        lines.append(f"stopped customization job {job.arn or job.id}: no custom model comes of it; a rerun starts a new attempt")
+    return lines
 
 
 def read_training_metrics(clients: AwsClients, output_uri: str, job_arn: str) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localnova.bedrock.knowledge_base import corpus_files
+from localnova.bedrock.placeholders import placeholder_lines
 from localnova.bedrock.plan import PlannedCall, plan_calls
 from localnova.config import FT_ARMS, RAG_ARMS, ModelConfig, StudyConfig
 from localnova.costs import (
@@ -71,7 +72,9 @@ def actual_answer_requests(config: StudyConfig) -> dict[tuple[str, str], list[Ch
         params = generation_params(model, config.seed)
         for arm in config.arms:
             contexts = inputs.retrieved if uses_retrieval(arm) else [None] * len(inputs.items)
-            requests[(model.name, arm)] = [build_request(item, context, params) for item, context in zip(inputs.items, contexts)]
+            requests[(model.name, arm)] = [
+                build_request(item, context, params) for item, context in zip(inputs.items, contexts, strict=True)
+            ]
     return requests
 
 
@@ -263,6 +266,7 @@ def dry_run(
             format_cost_table(costs),
             f"budget_usd: {config.bedrock.budget_usd:,.2f}; hosting chosen: {config.bedrock.hosting}",
         ]
+        + placeholder_lines(config)
     )
     if out is not None:
         out(text)
