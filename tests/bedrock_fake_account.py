@@ -149,7 +149,7 @@ class FakeAccount(BedrockServices, AgentServices):
             self._refresh()
             live = [f"{h['kind']} {arn}" for arn, h in self.hosting.items() if not h.get("gone_at")]
             live += [f"customization job {name}" for name, job in self.jobs.items() if job["status"] == "InProgress"]
-            live += [f"ingestion {i}" for i, job in self.ingestions.items() if self._ingestion_status(job) != "COMPLETE"]
+            live += [f"ingestion {i}" for i, job in self.ingestions.items() if self._ingestion_status(job) not in ("COMPLETE", "STOPPED")]
             return live
 
     def held(self) -> list[tuple[str, set[str]]]:

@@ -111,7 +111,17 @@ class AgentServices:
             self.meter.bill(f"ingestion {known}", embedded / 1000 * price)
         return {"ingestionJob": self._ingestion_view(known)}
 
+    def bedrock_agent__StopIngestionJob(self, params):
+        job = self.ingestions.get(params["ingestionJobId"])
+        if job is None:
+            raise client_error("ResourceNotFoundException", "StopIngestionJob")
+        if self._ingestion_status(job) != "COMPLETE":
+            job["stopped"] = True
+        return {"ingestionJob": self._ingestion_view(params["ingestionJobId"])}
+
     def _ingestion_status(self, job):
+        if job.get("stopped"):
+            return "STOPPED"
         if "ingestion_job" not in self.never_ready and self.clock.now >= job["started"] + timedelta(seconds=INGESTION_SECONDS):
             return "COMPLETE"
         return "IN_PROGRESS"

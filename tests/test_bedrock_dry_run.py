@@ -169,10 +169,38 @@ def test_cli_real_run_without_credentials_stops_with_one_line_and_creates_nothin
     from localnova.cli import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
-    code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}"])
+    named = [
+        "bedrock.role_arn=arn:aws:iam::123456789012:role/localnova",
+        "bedrock.s3_bucket=my-bucket",
+        "bedrock.knowledge_base.storage.s3VectorsConfiguration.indexArn=arn:aws:s3vectors:us-east-1:123456789012:bucket/v/index/i",
+    ]
+    code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}", *[f"--set={value}" for value in named]])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "credentials" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_shipped_placeholders_block_a_real_run_in_one_line_and_the_dry_run_names_them(tmp_path, no_aws_credentials, capsys):
+    from localnova.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
+    code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and not (tmp_path / "runs").exists()
+    # the three the shipped config holds, each by its key, before credentials are even looked for
+    for key in ("bedrock.role_arn", "bedrock.s3_bucket", "bedrock.knowledge_base.storage.s3VectorsConfiguration.indexArn"):
+        assert key in err[0]
+    assert "3 placeholder(s)" in err[0] and "localnova bedrock setup" in err[0]
+    from localnova.bedrock_study.dry_run import dry_run
+    from localnova.config import load_config
+
+    text = dry_run(load_config(config), out=None).text
+    blocked = text.split("A real run is blocked until these 3 placeholder(s) are replaced", 1)[1].splitlines()[1:4]
+    assert [line.split(":", 1)[0].strip() for line in blocked] == [
+        "bedrock.role_arn",
+        "bedrock.s3_bucket",
+        "bedrock.knowledge_base.storage.s3VectorsConfiguration.indexArn",
+    ]
 
 
 def test_estimate_runs_the_checks_and_prints_the_cost_table_creating_nothing(monkeypatch, fast_tmp, boto_clients, capsys):

@@ -3,9 +3,12 @@ with one fault at every control-plane and runtime call in turn, for both hosting
 
 Each scenario runs the study once with the fault: AWS refuses the call, Ctrl-C before it is
 sent, Ctrl-C after the account acted but before the answer arrives; and, for each kind of
-resource the study waits for, a wait that never ends. Then it does what the tool told the user
-to do (run the same command again, or `localnova bedrock cleanup`), with the fault gone, and
-checks the four promises:
+resource the study waits for, a wait that never ends. It stops there first, as a user who
+reads the last lines and goes home would, and checks those lines against the account: every
+hosting, running job or ingestion, custom model, Knowledge Base, data source and S3 object the
+account holds is named in them, with the cleanup command (Harness.check_exit_lines). Then it
+does what the tool told the user to do (run the same command again, or `localnova bedrock
+cleanup`), with the fault gone, and checks the four promises:
 1. nothing billable is live (no hosting, no running job or ingestion);
 2. the state file names everything the account holds for the study;
 3. the spend guard's total was never below what the account's meter billed, at any check;
@@ -13,6 +16,11 @@ checks the four promises:
    every latency probe call (which sends an answer's request again, on purpose, and says so in
    its requestMetadata) was paid for once and is in the store's ledger of probe calls.
 Last, `localnova bedrock cleanup` leaves the account holding nothing and exits 0.
+
+A second set stops there with the state file lost: after Ctrl-C just after each create call
+acted (the answer never came), the study folder is removed and `localnova bedrock cleanup`
+must find everything through the account alone (tags, hash-first names, the study's prefix in
+the bucket it is given) and leave it holding nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ from bedrock_fake_account import FAULT_KINDS, WAITABLE, Fault  # noqa: E402
 from bedrock_fake_study import Harness  # noqa: E402
 from localnova.errors import UserError  # noqa: E402
 
+# The calls that make something in the account: a Ctrl-C just after one leaves it made, unanswered.
+CREATING = ("Create", "Put", "Start")
+
 
 def scenario(harness: Harness, fault: Fault | None = None, never_ready: str | None = None) -> str:
     """Run with the fault, follow the tool's instruction with the fault gone, check the
@@ -38,15 +49,34 @@ def scenario(harness: Harness, fault: Fault | None = None, never_ready: str | No
     outcome, line = harness.run()
     account.fault, account.never_ready = None, set()
     where = f"{fault or never_ready}: first run {outcome}: {line}"
+    harness.check_exit_lines(where)  # stopping there: the last lines name all that is left
     if outcome != "ok":
         if "localnova bedrock cleanup" in line and "run the same command again" not in line:
             assert harness.cleanup() == 0, where
         else:
             again, again_line = harness.run()
             assert again == "ok", f"{where}; the rerun: {again_line}"
+            harness.check_exit_lines(f"{where}; after the rerun")
     harness.check_promises(where)
     assert harness.cleanup() == 0, f"{where}: cleanup left something"
     assert account.held() == [] and account.live_billable() == [], f"{where}: cleanup left {account.held()}"
+    return outcome
+
+
+def lost_state_scenario(harness: Harness, fault: Fault) -> str:
+    """The run stops with the fault, its last lines are checked, then the study folder goes
+    (`rm -rf runs/`) and cleanup, given the bucket, finds and deletes everything through the
+    account alone."""
+    import shutil
+
+    harness.account.fault = fault
+    outcome, line = harness.run()
+    harness.account.fault = None
+    where = f"{fault} then the study folder removed: first run {outcome}: {line}"
+    harness.check_exit_lines(where)
+    shutil.rmtree(harness.config.study_dir)
+    assert harness.cleanup(bucket=harness.config.bedrock.s3_bucket) == 0, where
+    assert harness.account.held() == [] and harness.account.live_billable() == [], f"{where}: cleanup left {harness.account.held()}"
     return outcome
 
 
@@ -100,6 +130,11 @@ def test_a_fault_at_every_call_leaves_nothing_billing_unseen(monkeypatch, fast_t
             continue
         harness = Harness(monkeypatch, tmp_path / f"never-{kind}", boto_clients, hosting)
         outcomes.append(scenario(harness, never_ready=kind))
+    # Ctrl-C after each create acted, then the state file lost with its folder
+    creates = [number for number, (_, operation) in enumerate(calls, 1) if operation.startswith(CREATING)]
+    for number in creates:
+        harness = Harness(monkeypatch, tmp_path / f"lost-{number}", boto_clients, hosting)
+        outcomes.append(lost_state_scenario(harness, Fault(number, "interrupt_after")))
     # and every call of the cleanup that follows a finished study
     finished = Harness(monkeypatch, tmp_path / "finished", boto_clients, hosting)
     assert finished.run() == ("ok", "")
@@ -116,11 +151,12 @@ def test_a_fault_at_every_call_leaves_nothing_billing_unseen(monkeypatch, fast_t
         "study calls": len(calls),
         "cleanup calls": len(cleanup_calls),
         "operations": len(operations),
+        "lost state files": len(creates),
         "scenarios": len(outcomes),
     }
     record["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(record))
-    assert len(outcomes) == 3 * (len(calls) + len(cleanup_calls)) + 4
+    assert len(outcomes) == 3 * (len(calls) + len(cleanup_calls)) + 4 + len(creates)
 
 
 @pytest.mark.parametrize("hosting", ["provisioned", "on_demand"])

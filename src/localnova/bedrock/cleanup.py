@@ -207,12 +207,13 @@ def record_found(state: BedrockState, inventory: Inventory, keep: tuple[str, ...
     """Write into the state file (created, found in the account) what the account holds for the
     study and the state file does not name: hosting, running customization jobs, custom models,
     Knowledge Bases and data sources, and the study's S3 prefix (with `keep`: the prefixes
-    under it that stay). Returns the new entries."""
+    under it that stay), so that cleanup deletes them. Returns those the state knew nothing of
+    (the study's prefix only when the state lists no S3 object)."""
     named = set()
     for resource in state.resources:
         if resource.live:
             named |= {value for value in (resource.arn, resource.id, resource.name) if value}
-    added = []
+    added, news = [], []
     for item in inventory.held:
         if item.type == "ingestion_job" or item.identifiers() & named:
             continue
@@ -234,7 +235,10 @@ def record_found(state: BedrockState, inventory: Inventory, keep: tuple[str, ...
             created_at=item.created_at or utc_now(),
         )
         added.append(state.record(resource))
-    return added
+        covered = item.type == "s3_prefix" and any(r.type.startswith("s3") and r.live for r in state.resources if r is not resource)
+        if not covered:  # the study's prefix holds what the state lists: no news, only swept whole
+            news.append(resource)
+    return news
 
 
 def cleanup(
@@ -259,24 +263,34 @@ def cleanup(
     clients = clients or AwsClients(scope.region)
     found = reconcile(state, clients)
     report.left += found.unresolved
-    inventory = ask_account(clients, scope, state, ingestions_of=())
+    inventory = ask_account(clients, scope, state)
     report.unasked = list(inventory.unasked)
     keep = (f"{scope.study_prefix}customization-output/",) if keep_training_output else ()
     report.found_in_account = [r.label() for r in record_found(state, inventory, keep)]
     # the account, asked, no longer lists it: nothing to delete (hosting is checked by reconcile)
-    live = [r for r in state.live() if r.status != INTENDED and not _gone_from_account(r, inventory)]
+    for resource in [r for r in state.live() if r.status != INTENDED and _gone_from_account(r, inventory)]:
+        state.mark_deleted(resource)
+        report.already_gone.append(describe(resource))
+    live = [r for r in state.live() if r.status != INTENDED]
     kept = [r for r in live if keep_training_output and r.type == "s3_prefix" and not r.details.get("found_in_account")]
     live = [r for r in live if r not in kept]
     report.kept = [describe(r) for r in kept] + [f"s3://{scope.bucket}/{prefix}" for prefix in keep if scope.bucket]
-    if not live:
+    ingesting = [f"ingestion job {item.id} (running: stopped first)" for item in inventory.of_type("ingestion_job")]
+    if not live and not ingesting:
         return report
-    summary = "These AWS resources made by this study will be deleted:\n" + "\n".join(f"  {describe(r)}" for r in live)
+    summary = "These AWS resources made by this study will be deleted:\n" + "\n".join(
+        f"  {line}" for line in [*ingesting, *(describe(r) for r in live)]
+    )
     if not confirm(summary):
         report.declined = True
         report.left = [describe(r) for r in live]
         return report
+    stopped, refused = stop_ingestions(inventory, clients)
     deleted = delete_resources(state, live, clients, sleep, poll_s)
+    deleted.deleted = stopped + deleted.deleted
+    deleted.left = refused + deleted.left
     deleted.left = report.left + deleted.left
+    deleted.already_gone = report.already_gone + deleted.already_gone
     deleted.kept, deleted.unasked, deleted.found_in_account, deleted.asked = (
         report.kept,
         report.unasked,
@@ -284,6 +298,30 @@ def cleanup(
         report.asked,
     )
     return deleted
+
+
+def stop_ingestions(inventory: Inventory, clients: AwsClients) -> tuple[list[str], list[str]]:
+    """Stop (StopIngestionJob) the ingestions the account says are running, before their data
+    source goes; returns (stopped, could not be stopped) lines."""
+    stopped, refused = [], []
+    for item in inventory.of_type("ingestion_job"):
+        what = f"ingestion job {item.id} of knowledge base {item.details['knowledge_base_id']}"
+        try:
+            call_with_backoff(
+                clients.agent.stop_ingestion_job,
+                knowledgeBaseId=item.details["knowledge_base_id"],
+                dataSourceId=item.details["data_source_id"],
+                ingestionJobId=item.id,
+            )
+        except Exception as error:
+            if error_code(error) in GONE_CODES | {"ConflictException"}:  # gone, or ended meanwhile
+                continue
+            if not is_aws_error(error):
+                raise
+            refused.append(f"{what}: stop refused ({aws_error_line(error)})")
+            continue
+        stopped.append(f"{what} (stopped)")
+    return stopped, refused
 
 
 def _gone_from_account(resource: Resource, inventory: Inventory) -> bool:

@@ -208,14 +208,13 @@ class _Asker:
                 Held("knowledge_base", name, id=kb_id, arn=arn, status=str(summary.get("status", "")), details={"name": name})
             )
 
-    def data_sources(self, knowledge_base_id: str, ingestions_of: tuple[str, ...]) -> None:
+    def data_sources(self, knowledge_base_id: str) -> None:
         for summary in _pages(self.clients.agent, "list_data_sources", "dataSourceSummaries", knowledgeBaseId=knowledge_base_id):
             ds_id = str(summary.get("dataSourceId", ""))
             self.inventory.held.append(
                 Held("data_source", str(summary.get("name", "")), id=ds_id, details={"knowledge_base_id": knowledge_base_id})
             )
-            if ds_id in ingestions_of or ds_id not in self.known:
-                self.ingestions(knowledge_base_id, ds_id)
+            self.ingestions(knowledge_base_id, ds_id)  # one may run on after its run was stopped
 
     def ingestions(self, knowledge_base_id: str, data_source_id: str) -> None:
         for job in _pages(
@@ -241,17 +240,15 @@ class _Asker:
             self.inventory.held.append(Held("s3_prefix", name, id=name, details=details))
 
 
-def ask_account(clients: AwsClients, scope: Scope, state: BedrockState | None = None, ingestions_of: tuple[str, ...] = ()) -> Inventory:
-    """Everything the account holds for `scope.study` (see the module's docstring). `state`
-    names what the tool made (no tag check needed for those); `ingestions_of` the data source
-    ids whose ingestion jobs to list (those of data sources the state does not name are listed
-    always)."""
+def ask_account(clients: AwsClients, scope: Scope, state: BedrockState | None = None) -> Inventory:
+    """Everything the account holds for `scope.study` (see the module's docstring); `state`
+    names what the tool made (no tag check needed for those)."""
     asker = _Asker(clients, scope, _known_names(state))
     for type_ in BEDROCK_LISTINGS:
         asker.ask(type_.replace("_", " ") + "s", lambda type_=type_: asker.bedrock_kind(type_))
     asker.ask("knowledge bases", asker.knowledge_bases)
     for kb_id in [item.id for item in asker.inventory.of_type("knowledge_base")]:
-        asker.ask(f"data sources of knowledge base {kb_id}", lambda kb_id=kb_id: asker.data_sources(kb_id, ingestions_of))
+        asker.ask(f"data sources of knowledge base {kb_id}", lambda kb_id=kb_id: asker.data_sources(kb_id))
     if scope.bucket:
         asker.ask(f"S3 objects under s3://{scope.bucket}/{scope.study_prefix}", asker.s3_objects)
     else:

@@ -11,6 +11,7 @@ finds something, and cleanup's question lists them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from localnova.aws.state import INTENDED, BedrockState, Resource
@@ -50,7 +51,7 @@ class Left:
 
 
 def _money(usd: float) -> str:
-    return f"${usd:,.2f}" if usd >= 0.01 or usd == 0 else f"${usd:.4f}"
+    return f"${usd:,.2f}" if usd >= 0.01 or usd == 0 else "under $0.01"
 
 
 def _ids(resource: Resource) -> set[str]:
@@ -129,6 +130,10 @@ def what_is_left(
         line = _from_state(state, resource, item, prices, vector_store, found)
         if line is not None:
             left.append(line)
+        running = resource.details.get("ingestion_running") if resource.type == "data_source" and inventory is None else ""
+        if running:
+            what = f"ingestion job {running} of knowledge base {resource.details.get('knowledge_base_id')}"
+            left.append(Left("ingestion_job", what, "may still be running: it embeds the corpus once (counted) and ends by itself"))
     for index, item in enumerate(held):
         if index in matched or item.type == "s3_prefix":
             continue
@@ -144,7 +149,10 @@ def what_is_left(
         sizes = [r.details.get("bytes") for r in objects]
         size = sum(int(s) for s in sizes) if sizes and all(s is not None for s in sizes) and not prefixes else None
         buckets = sorted({str(r.details.get("bucket")) for r in s3_entries})
-        left.append(_s3_left(prices, f"s3://{', '.join(buckets)} ({len(prefixes)} output prefix(es))", len(objects), size, "state file"))
+        keys = [str(r.details.get("key") or r.details.get("prefix") or "") for r in s3_entries]
+        common = os.path.commonprefix(keys).rsplit("/", 1)[0] + "/" if "/" in os.path.commonprefix(keys) else ""
+        where = f"s3://{', '.join(buckets)}/{common} (and {len(prefixes)} output prefix(es))"
+        left.append(_s3_left(prices, where, len(objects), size, "state file"))
     return left
 
 

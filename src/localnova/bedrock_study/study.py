@@ -149,8 +149,7 @@ def say_what_is_left(
     why, interrupted = "", None
     try:
         reconcile(state, clients)  # a finished job's custom model, hosting gone: written down first
-        ingesting = tuple(str(r.id) for r in state.live() if r.type == "data_source" and r.details.get("ingestion_running"))
-        inventory = ask_account(clients, scope_of_config(config), state, ingestions_of=ingesting)
+        inventory = ask_account(clients, scope_of_config(config), state)
     except BaseException as error:
         if not isinstance(error, KeyboardInterrupt | Exception):
             raise
