@@ -71,6 +71,7 @@ class FakeAccount(BedrockServices, AgentServices):
     judge_extra_input_tokens: int = 0  # a judge that reads (and bills) far more than estimated
     denied: set[str] = field(default_factory=set)  # operations refused every time (AccessDeniedException)
     failing: set[str] = field(default_factory=set)  # hosting kinds that end Failed instead of ready
+    forget_tokens: bool = False  # creates ignore client tokens seen before: only names say what exists
 
     def __post_init__(self) -> None:
         self.meter = Meter()

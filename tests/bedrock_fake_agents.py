@@ -18,6 +18,8 @@ class AgentServices:
 
     def bedrock_agent__CreateKnowledgeBase(self, params):
         known = self._same_token("CreateKnowledgeBase", params["clientToken"])
+        if known is None and any(kb["name"] == params["name"] for kb in self.kbs.values()):
+            raise client_error("ConflictException", "CreateKnowledgeBase", f"a knowledge base named {params['name']} exists")
         if known is None:
             known = self.new_id(10).upper()
             embed = params["knowledgeBaseConfiguration"]["vectorKnowledgeBaseConfiguration"]["embeddingModelArn"].rsplit("/", 1)[-1]
@@ -63,6 +65,8 @@ class AgentServices:
         if params["knowledgeBaseId"] not in self.kbs:
             raise client_error("ResourceNotFoundException", "CreateDataSource")
         known = self._same_token("CreateDataSource", params["clientToken"])
+        if known is None and any(ds["name"] == params["name"] and ds["kb"] == params["knowledgeBaseId"] for ds in self.sources.values()):
+            raise client_error("ConflictException", "CreateDataSource", f"a data source named {params['name']} exists")
         if known is None:
             known = self.new_id(10).upper()
             prefixes = params["dataSourceConfiguration"]["s3Configuration"]["inclusionPrefixes"]

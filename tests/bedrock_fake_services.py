@@ -133,7 +133,9 @@ class BedrockServices:
     # bedrock: customization jobs and custom models
 
     def _same_token(self, operation: str, token: str) -> Any:
-        return self.tokens_seen.get((operation, token))
+        """The resource an earlier create with this token made (AWS's idempotency); none when the
+        account forgets tokens (as one does once a token's time is up, and as moto does)."""
+        return None if self.forget_tokens else self.tokens_seen.get((operation, token))
 
     def bedrock__CreateModelCustomizationJob(self, params):
         known = self._same_token("CreateModelCustomizationJob", params["clientRequestToken"])
@@ -257,6 +259,8 @@ class BedrockServices:
         model = next((m for m in self.models.values() if m["arn"] == model_arn), None)
         if model is None:
             raise client_error("ValidationException", operation, "no such custom model")
+        if any(h["name"] == name and not h.get("gone_at") for h in self.hosting.values()):
+            raise client_error("ValidationException", operation, f"{name} is in use")
         path = "custom-model-deployment" if kind == "custom_model_deployment" else "provisioned-model"
         arn = f"{ARN}:{path}/{self.new_id()}"
         self.hosting[arn] = {

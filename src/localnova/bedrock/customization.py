@@ -262,6 +262,37 @@ def _job_resource(prepared: PreparedTraining, region: str, epochs: int) -> Resou
     )
 
 
+def _record_output_prefix(state: BedrockState, prepared: PreparedTraining, region: str) -> None:
+    """The job's output prefix, listed before the job exists: Bedrock writes there even when a
+    job fails, and cleanup deletes what is listed."""
+    output_key = prepared.output_uri.removeprefix(f"s3://{prepared.bucket}/")
+    state.record(
+        Resource(
+            "s3_prefix",
+            prepared.output_uri,
+            region,
+            id=prepared.output_uri,
+            client_token=prepared.output_uri,
+            details={"bucket": prepared.bucket, "prefix": output_key},
+        )
+    )
+
+
+def _record_adopted_files(state: BedrockState, prepared: PreparedTraining, region: str) -> None:
+    """What a job adopted by name was made with (its state entry lost): its training and
+    validation files in S3 and its output prefix, so that cleanup deletes them too."""
+    files = [(prepared.train_key, prepared.nova_path)]
+    if prepared.validation_key and prepared.validation_path:
+        files.append((prepared.validation_key, prepared.validation_path))
+    for key, path in files:
+        uri = f"s3://{prepared.bucket}/{key}"
+        if state.find("s3_object", key=uri) is None:
+            body = path.read_bytes()
+            details = {"bucket": prepared.bucket, "key": key, "sha": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+            state.record(Resource("s3_object", uri, region, id=key, name=key, client_token=uri, status=CREATED, details=details))
+    _record_output_prefix(state, prepared, region)
+
+
 def job_request(config: StudyConfig, prepared: PreparedTraining) -> dict[str, Any]:
     """The CreateModelCustomizationJob request of one prepared job."""
     request: dict[str, Any] = dict(
@@ -307,6 +338,7 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
                 log.info("customization job %s exists already: adopting it", prepared.job_name)
                 job = job or state.record(_job_resource(prepared, region, config.finetune.epochs))
                 job = state.confirm(job, arn=str(adopted["jobArn"]))
+                _record_adopted_files(state, prepared, region)
                 if adopted.get("status") in JOB_FAILED:
                     state.update(job, details={**job.details, "job_status": adopted.get("status")})
         if job is None or job.status == INTENDED:
@@ -319,19 +351,7 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     _upload(state, clients, region, prepared.bucket, prepared.train_key, prepared.nova_path)
     if prepared.validation_key and prepared.validation_path:
         _upload(state, clients, region, prepared.bucket, prepared.validation_key, prepared.validation_path)
-    # The output prefix is listed before the job exists: Bedrock writes there even when a job
-    # fails, and cleanup deletes what is listed.
-    output_key = prepared.output_uri.removeprefix(f"s3://{prepared.bucket}/")
-    state.record(
-        Resource(
-            "s3_prefix",
-            prepared.output_uri,
-            region,
-            id=prepared.output_uri,
-            client_token=prepared.output_uri,
-            details={"bucket": prepared.bucket, "prefix": output_key},
-        )
-    )
+    _record_output_prefix(state, prepared, region)
     # The job is written down before it is asked for; the same token returns the same job
     # (AWS's idempotency), so a retry after a lost answer cannot start a second one.
     entry = state.intend(_job_resource(prepared, region, config.finetune.epochs))

@@ -33,12 +33,13 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
 from localnova.aws.names import client_token, resource_name
-from localnova.aws.state import BedrockState, Resource
+from localnova.aws.state import BedrockState, Resource, utc_now
 from localnova.bedrock.reconcile import create_once
 from localnova.bedrock.uploads import put_object_once
 from localnova.budget import active_spend_guard
@@ -255,6 +256,15 @@ def _guard(step: str, cost_usd: float) -> None:
         guard.before(step, cost_usd)
 
 
+def _ingestion_since(clients: AwsClients, kb_id: str, source_id: str, since: str) -> dict[str, Any] | None:
+    """The newest ingestion job of the data source started at or after `since` (ISO time), if any."""
+    if not since:
+        return None
+    jobs = clients.agent.list_ingestion_jobs(knowledgeBaseId=kb_id, dataSourceId=source_id).get("ingestionJobSummaries", [])
+    after = [job for job in jobs if job.get("startedAt") and job["startedAt"] >= datetime.fromisoformat(since)]
+    return max(after, key=lambda job: job["startedAt"], default=None)
+
+
 def _start_ingestion(clients: AwsClients, kb_id: str, source_id: str, token: str, poll_s: float, sleep: Any) -> dict[str, Any]:
     """StartIngestionJob; when another ingestion of the data source is running (ConflictException),
     wait for it to end and start this one after it (a data source ingests one job at a time)."""
@@ -365,13 +375,19 @@ def ensure_knowledge_base(
     if source.details.get("ingested_corpus_sha") != corpus_sha:
         job_token = stable_hash({"ds": source.id, "corpus": corpus_sha}, 40)
         ingestions = list(source.details.get("ingestions", []))
-        if job_token not in [ingestion.get("token") for ingestion in ingestions]:
+        recorded = next((ingestion for ingestion in ingestions if ingestion.get("token") == job_token), None)
+        earlier = recorded is not None
+        if recorded is None:
             embed = prices_for(config).token_prices(settings.embedding_model)
             cost = corpus_tokens / 1000 * (embed["input_per_1k"] if embed else 0.0)
             _guard(f"ingestion of the corpus ({corpus_tokens:,} tokens embedded)", cost)
-            ingestions.append({"token": job_token, "corpus_tokens": corpus_tokens, "embedding_model": settings.embedding_model})
+            recorded = {"token": job_token, "corpus_tokens": corpus_tokens, "embedding_model": settings.embedding_model, "at": utc_now()}
+            ingestions.append(recorded)
             state.update(source, details={**source.details, "ingestions": ingestions})
-        job = _start_ingestion(clients, kb_id, source.id, job_token, poll_s, sleep)
+        # written down by an earlier run whose answer may have been lost: a job started since then
+        # is that one (even where the account no longer knows the token), so it is not paid twice
+        started = _ingestion_since(clients, kb_id, source.id, str(recorded.get("at", ""))) if earlier else None
+        job = started or _start_ingestion(clients, kb_id, source.id, job_token, poll_s, sleep)
         job_id = job["ingestionJobId"]
         state.update(source, details={**source.details, "ingestion_running": job_id})
 
