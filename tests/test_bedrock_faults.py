@@ -163,3 +163,116 @@ def test_a_fault_at_every_call_leaves_nothing_billing_unseen(monkeypatch, fast_t
 def test_the_clean_study_keeps_every_promise(monkeypatch, fast_tmp, boto_clients, hosting):
     calls = clean_calls(monkeypatch, fast_tmp, boto_clients, hosting)
     assert len(calls) > 30
+
+
+SIGNAL_CHILD = r"""
+import json, sys, time
+sys.path[:0] = sys.argv[3].split(":")
+from pathlib import Path
+
+import boto3
+import pytest
+from bedrock_fake_study import Harness
+from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_ACCOUNT_SERVICES, FAKE_SECRET_KEY
+from localnova.aws import clients as aws_clients
+
+patch = pytest.MonkeyPatch()
+session = boto3.session.Session(aws_access_key_id=FAKE_ACCESS_KEY, aws_secret_access_key=FAKE_SECRET_KEY, region_name="us-east-1")
+harness = Harness(patch, Path(sys.argv[1]), {s: session.client(s) for s in FAKE_ACCOUNT_SERVICES}, "provisioned")
+harness.account.never_ready = {"provisioned_throughput"}
+clock = harness.clock
+
+
+def slow(seconds):  # real time passes while the throughput is awaited, so the parent can signal
+    clock.advance(seconds)
+    time.sleep(0.05)
+
+
+patch.setattr(aws_clients, "SLEEP", slow)
+outcome = ("not ended", "")
+try:
+    outcome = harness.run()
+finally:
+    checked = ""
+    try:
+        harness.check_exit_lines("after the signal")
+    except AssertionError as failed:
+        checked = str(failed)
+    report = {"outcome": outcome, "live": harness.account.live_billable(), "said": harness.said, "check": checked}
+    Path(sys.argv[2]).write_text(json.dumps(report))
+"""
+
+
+def _throughput_created(state_path) -> bool:
+    try:
+        resources = json.loads(state_path.read_text())["resources"]
+    except (FileNotFoundError, ValueError):
+        return False
+    return any(r["type"] == "provisioned_throughput" and r["status"] == "created" for r in resources)
+
+
+@pytest.mark.parametrize("name", ["SIGHUP", "SIGTERM", "SIGQUIT"])
+def test_a_signal_while_throughput_bills_deletes_it_and_says_so(tmp_path, name):
+    """A dropped SSH session (SIGHUP), kill (SIGTERM), Ctrl-\\ (SIGQUIT) while a provisioned
+    throughput is live: the run deletes it, says so, and its last lines name what is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    number = getattr(signal, name, None)
+    if number is None:
+        pytest.skip(f"{name} does not exist on this platform")
+    tests = Path(__file__).resolve().parent
+    path = os.pathsep.join([str(tests.parent / "src"), str(tests)])
+    report = tmp_path / "account.json"
+    child = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_CHILD, str(tmp_path / "study"), str(report), path.replace(os.pathsep, ":")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = tmp_path / "study" / "runs" / "bedrock-test" / "bedrock_state.json"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _throughput_created(state):
+            assert child.poll() is None, child.stderr.read()
+            time.sleep(0.1)
+        assert _throughput_created(state), "the child never created its throughput"
+        child.send_signal(number)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, err[-2000:]  # it ended through its own code, not killed by the signal
+    result = json.loads(report.read_text())
+    assert result["outcome"][0] == "interrupted" and result["live"] == [], err[-2000:]
+    said = "\n".join(result["said"])
+    assert "deleted provisioned throughput arn:aws:bedrock:us-east-1:" in said and "$60.50/h" in said
+    assert f"terminated ({name})" in said
+    assert result["check"] == "", result["check"]
+
+
+def test_kept_hosting_then_ctrl_c_then_the_study_folder_removed_cleanup_finds_it_through_the_account(monkeypatch, fast_tmp, boto_clients):
+    """--keep-hosting, Ctrl-C as the ft arms end, `rm -rf runs/`: cleanup of the same folder,
+    with no state file, finds the throughput by the study's tag and name and deletes it; without
+    a bucket it says S3 was not asked and exits 1; given the bucket, it leaves nothing."""
+    import shutil
+
+    clean = Harness(monkeypatch, fast_tmp / "clean", boto_clients, "provisioned")
+    assert clean.run() == ("ok", "")
+    delete_call = next(n for n, (_, op) in enumerate(clean.account.calls, 1) if op == "DeleteProvisionedModelThroughput")
+    harness = Harness(monkeypatch, fast_tmp / "study", boto_clients, "provisioned")
+    harness.account.fault = Fault(delete_call, "interrupt_before")
+    outcome, line = harness.run(keep_hosting=True)
+    harness.account.fault = None
+    assert outcome == "error" and "hosting kept as asked" in line
+    [throughput] = [arn for arn, h in harness.account.hosting.items() if h["kind"] == "provisioned_throughput"]
+    assert harness.account.live_billable() == [f"provisioned_throughput {throughput}"]
+    harness.check_exit_lines("kept, then stopped")
+    assert throughput in harness.said[-1] and "$60.50 an hour" in harness.said[-1]
+    shutil.rmtree(harness.config.output_dir)
+    assert harness.cleanup() == 1  # S3 could not be asked: no bucket known without the state file
+    assert harness.account.live_billable() == [], "the throughput still bills"
+    assert harness.cleanup(bucket=harness.config.bedrock.s3_bucket) == 0
+    assert harness.account.held() == []

@@ -55,6 +55,19 @@ IAM_ACTION_OF = {
 }
 
 
+# The kinds of resource the study creates with its tag (and the inventory reads the tag of).
+TAGGED_KINDS = ("provisioned-model", "custom-model-deployment", "model-customization-job", "custom-model", "knowledge-base")
+# Actions the policy grants that a finished study and its cleanup do not call, and why each is there.
+GRANTED_FOR = {
+    "iam:PassRole": "passing the service role to each customization job and Knowledge Base (no call of its own)",
+    "bedrock:TagResource": "the study's tag, set on each resource as it is created (no call of its own)",
+    "bedrock:StopModelCustomizationJob": "a run stopped while a job trains stops it; cleanup stops a running one",
+    "bedrock:StopIngestionJob": "cleanup stops an ingestion still running before its data source goes",
+    "bedrock:ListTagsForResource": "the inventory reads the tag of what the state file does not name (a lost state file)",
+    "s3:GetObject": "reads the training metrics CSVs a job wrote, and finds an upload whose answer was lost (HeadObject)",
+}
+
+
 def iam_action(service: str, operation: str) -> str | None:
     """The IAM action a call needs: the table's, else `bedrock:<Operation>` for the Bedrock
     control planes (bedrock-agent's actions are under the bedrock prefix too)."""
@@ -172,6 +185,12 @@ def setup_plan(config: StudyConfig) -> SetupPlan:
             ],
             "*",
         ),
+        _statement("InventoryTags", ["bedrock:ListTagsForResource"], [f"{arn}:{kind}/*" for kind in TAGGED_KINDS]),
+        _statement(
+            "InventoryKnowledgeBases",
+            ["bedrock:GetKnowledgeBase", "bedrock:ListDataSources", "bedrock:ListIngestionJobs"],
+            f"{arn}:knowledge-base/*",
+        ),
         _statement("StudyBucket", ["s3:ListBucket", "s3:GetBucketLocation"], f"arn:aws:s3:::{bucket}"),
         _statement("StudyObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], study_objects),
         _statement("Answers", ["bedrock:InvokeModel"], _model_arns(config, region, account)),
@@ -221,21 +240,19 @@ def setup_plan(config: StudyConfig) -> SetupPlan:
             _statement(
                 "KnowledgeBase",
                 [
-                    "bedrock:GetKnowledgeBase",
                     "bedrock:DeleteKnowledgeBase",
                     "bedrock:CreateDataSource",
-                    "bedrock:ListDataSources",
                     "bedrock:DeleteDataSource",
                     "bedrock:StartIngestionJob",
                     "bedrock:GetIngestionJob",
-                    "bedrock:ListIngestionJobs",
+                    "bedrock:StopIngestionJob",
                     "bedrock:Retrieve",
                 ],
                 f"{arn}:knowledge-base/*",
             ),
         ]
     if tagged:  # resources are created with the study's tag, which the inventory reads back
-        runner.append(_statement("StudyTags", ["bedrock:TagResource", "bedrock:ListTagsForResource"], tagged))
+        runner.append(_statement("StudyTags", ["bedrock:TagResource"], tagged))
 
     trust = _policy(
         [

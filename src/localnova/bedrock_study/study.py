@@ -333,7 +333,11 @@ def _after_stop(
     named with its cost per hour and the cleanup command), a customization job still training
     stopped when the user stopped the run (Ctrl-C, a signal, the budget) unless `keep_jobs`,
     and one line for the user."""
+    hosted = [resource.label() for resource in state.live_hosting()]
     result = _release_or_keep_hosting(error, config, state, clients, keep_hosting)
+    deleted = [label for label in hosted if not any(r.label() == label for r in state.live_hosting())]
+    if deleted and report is not None:  # said first: after SIGHUP the run log is where it is read
+        report("\n".join(f"deleted {label} as the run stopped ({_reason(error)})" for label in deleted))
     if isinstance(error, KeyboardInterrupt | BudgetExceeded) and not keep_jobs:
         try:
             stopped = stop_running_jobs(state, clients)
