@@ -82,19 +82,36 @@ class PriceBook:
 
     def with_prices(self, prices: dict[str, Any]) -> "PriceBook":
         """This book with a config's prices (model id -> input_per_1k, output_per_1k) laid over
-        it, each marked as the config's and unverified."""
+        it, each marked as the config's and unverified. A price keyed by a regional profile id
+        (us.anthropic...) prices the calls through regional profiles only, the model's other
+        routes keeping the file's; a price keyed by the model's own id keeps the route uplift the
+        file gives its regional profile (Claude Sonnet 4.5: +10%), so setting a model's price
+        does not quietly drop what its regional route costs more."""
         if not prices:
             return self
         models = dict(self.data.get("models", {}))
         for model_id, price in prices.items():
             values = price if isinstance(price, dict) else price.model_dump()
-            models[price_key(model_id)] = {
-                "input_per_1k": float(values["input_per_1k"]),
-                "output_per_1k": float(values.get("output_per_1k", 0.0)),
-                "source": CONFIG_PRICE_SOURCE,
-                "verified": False,
-                "note": f"price set in the config (bedrock.prices: {model_id})",
-            }
+            given = {"input_per_1k": float(values["input_per_1k"]), "output_per_1k": float(values.get("output_per_1k", 0.0))}
+            mark = {"source": CONFIG_PRICE_SOURCE, "verified": False, "note": f"price set in the config (bedrock.prices: {model_id})"}
+            key = price_key(model_id)
+            shipped = models.get(key)
+            if route_of_id(model_id) == "regional profile":
+                models[key] = {**(shipped or {**given, **mark}), "regional_profile": {**given, **mark}}
+                continue
+            entry = {**given, **mark}
+            regional = (shipped or {}).get("regional_profile")
+            if regional and shipped and shipped.get("input_per_1k") and shipped.get("output_per_1k"):
+                up_in = float(regional["input_per_1k"]) / float(shipped["input_per_1k"])
+                up_out = float(regional["output_per_1k"]) / float(shipped["output_per_1k"])
+                entry["regional_profile"] = {
+                    "input_per_1k": given["input_per_1k"] * up_in,
+                    "output_per_1k": given["output_per_1k"] * up_out,
+                    **mark,
+                    "note": f"price set in the config (bedrock.prices: {model_id}) x the price file's regional uplift "
+                    f"({(up_in - 1) * 100:+.0f}% in, {(up_out - 1) * 100:+.0f}% out)",
+                }
+            models[key] = entry
         return PriceBook({**self.data, "models": models}, f"{self.path} + {CONFIG_PRICE_SOURCE}")
 
 
