@@ -94,7 +94,7 @@ class Recorder:
         monkeypatch.setattr(bedrock_study, "AwsClients", self.clients)
         monkeypatch.setattr(bedrock_study, "require_preflight", self.preflight)
         monkeypatch.setattr(bedrock_study, "reconcile", self.reconcile)
-        monkeypatch.setattr(bedrock_study, "_say_at_start", lambda *a: self.steps.append("ask the account"))
+        monkeypatch.setattr(bedrock_study, "say_at_start", lambda *a: self.steps.append("ask the account"))
         monkeypatch.setattr(bedrock_study, "say_what_is_left", lambda *a: self.steps.append("say what is left"))
         monkeypatch.setattr(bedrock_study, "prepare_customization", self.prepare)
         monkeypatch.setattr(bedrock_study, "check_hosting", lambda *a, **k: self.steps.append("check hosting"))

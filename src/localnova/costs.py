@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from localnova.config import FT_ARMS, RAG_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.errors import UserError
-from localnova.prices import PriceBook, load_prices, price_key, route_of_id
+from localnova.prices import VECTOR_STORE_KEYS, VECTOR_STORE_NOTE, PriceBook, VectorStorePrice, load_prices, price_key, route_of_id
 
-__all__ = ["PriceBook", "load_prices", "price_key"]  # the price file's reader lives in localnova.prices
+# the price file's reader and the vector store's price live in localnova.prices
+__all__ = ["VECTOR_STORE_KEYS", "PriceBook", "VectorStorePrice", "load_prices", "price_key"]
 
 CHARS_PER_TOKEN = 4.0
 HOSTING_CHOICES = ("on_demand", "provisioned")
@@ -134,54 +135,6 @@ def check_every_cost_priced(costs: CostTable, hosting: str) -> None:
     )
 
 
-VECTOR_STORE_NOTE = "OpenSearch Serverless bills per OCU-hour even when idle (a minimum of OCUs); S3 Vectors per GB and per query"
-VECTOR_STORE_KEYS = ("vector_store_usd_per_month", "vector_store_billed_elsewhere")
-
-
-@dataclass(frozen=True)
-class VectorStorePrice:
-    """What the Knowledge Base's vector store costs, as the config says (bedrock.knowledge_base):
-    a price a month (vector_store_usd_per_month), billed elsewhere (vector_store_billed_elsewhere:
-    true, e.g. a collection other studies share), or neither: unpriced, which the estimate
-    refuses. The price file has no figure for it: a store bills on its own terms."""
-
-    usd_per_month: float | None = None
-    billed_elsewhere: bool = False
-
-    @classmethod
-    def from_config(cls, config: StudyConfig) -> "VectorStorePrice":
-        kb = config.bedrock.knowledge_base if config.bedrock else {}
-        price, elsewhere = kb.get("vector_store_usd_per_month"), kb.get("vector_store_billed_elsewhere", False)
-        key = "bedrock.knowledge_base"
-        if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or price < 0):
-            raise UserError(f"{key}.vector_store_usd_per_month: {price!r} is not a price (USD a month, 0 or more)")
-        if not isinstance(elsewhere, bool):
-            raise UserError(f"{key}.vector_store_billed_elsewhere: {elsewhere!r} is not true or false")
-        if price is not None and elsewhere:
-            raise UserError(f"{key}: give vector_store_usd_per_month or vector_store_billed_elsewhere: true, not both")
-        return cls(None if price is None else float(price), elsewhere)
-
-    @classmethod
-    def from_details(cls, details: dict) -> "VectorStorePrice":
-        """The price written down with a Knowledge Base in the state file (cleanup has no config)."""
-        price = details.get("vector_store_usd_per_month")
-        return cls(None if price is None else float(price), bool(details.get("vector_store_billed_elsewhere", False)))
-
-    def to_details(self) -> dict:
-        return {"vector_store_usd_per_month": self.usd_per_month, "vector_store_billed_elsewhere": self.billed_elsewhere}
-
-    @property
-    def priced(self) -> bool:
-        return self.usd_per_month is not None or self.billed_elsewhere
-
-    def describe(self) -> str:
-        if self.billed_elsewhere:
-            return "no charge of its own; its vector store is billed elsewhere, as the config says"
-        if self.usd_per_month is not None:
-            return f"no charge of its own; its vector store ${self.usd_per_month:,.2f} a month, as the config prices it"
-        return f"no charge of its own; its vector store is unpriced and bills on its own terms ({VECTOR_STORE_NOTE})"
-
-
 def vector_store_line(config: StudyConfig, price: VectorStorePrice) -> CostLine:
     """The vector store of a Knowledge Base the study creates: STORAGE_MONTHS at the config's
     price, 0 when billed elsewhere, and no price (the estimate refuses) otherwise."""
@@ -190,20 +143,11 @@ def vector_store_line(config: StudyConfig, price: VectorStorePrice) -> CostLine:
     if price.billed_elsewhere:
         return CostLine("knowledge base", f"vector store ({kind}): billed elsewhere, as the config says", 0, "-", None, 0.0, None, True)
     cost = None if price.usd_per_month is None else round(STORAGE_MONTHS * price.usd_per_month, 6)
+    key, fix = "bedrock.knowledge_base.vector_store_usd_per_month", "or vector_store_billed_elsewhere: true when another bill counts it"
+    item = f"vector store ({kind}), {STORAGE_MONTHS} month at the config's price"
+    how = f"set {key} to what it bills a month, {fix}"
     return CostLine(
-        "knowledge base",
-        f"vector store ({kind}), {STORAGE_MONTHS} month at the config's price",
-        STORAGE_MONTHS,
-        "months",
-        price.usd_per_month,
-        cost,
-        None,
-        False,
-        VECTOR_STORE_NOTE,
-        "bedrock.knowledge_base.vector_store_usd_per_month",
-        f"the vector store ({kind})",
-        "set bedrock.knowledge_base.vector_store_usd_per_month to what it bills a month, or "
-        "vector_store_billed_elsewhere: true when its bill is counted elsewhere",
+        "knowledge base", item, STORAGE_MONTHS, "months", price.usd_per_month, cost, None, False, VECTOR_STORE_NOTE, key, kind, how
     )
 
 
@@ -341,7 +285,7 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
             )
         )
         if not existing_kb:
-            lines.append(vector_store_line(config, VectorStorePrice.from_config(config)))
+            lines.append(vector_store_line(config, VectorStorePrice.from_settings(kb_settings)))
 
     if any(arm in FT_ARMS for arm in config.arms):
         epochs = config.finetune.epochs

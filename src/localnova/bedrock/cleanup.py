@@ -28,8 +28,9 @@ from typing import Any
 
 from localnova.aws.clients import AwsClients, aws_error_line, call_with_backoff, error_code, is_aws_error, pause
 from localnova.aws.state import CREATED, HOSTING_TYPES, INTENDED, BedrockState, Resource, utc_now
-from localnova.bedrock.inventory import Held, Inventory, Scope, ask_account, scope_of_folder
+from localnova.bedrock.inventory import Held, Inventory, Scope, ask_account, scope_of_config, scope_of_folder
 from localnova.bedrock.reconcile import GONE_CODES, hosting_exists, reconcile
+from localnova.config import load_config
 from localnova.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -347,9 +348,6 @@ def cleanup_target(target: str | Path) -> tuple[Path, Scope | None]:
     """The study folder and, when `target` is a study config, where its resources live."""
     path = Path(target)
     if path.is_file() and path.suffix in (".yaml", ".yml", ".json"):
-        from localnova.bedrock.inventory import scope_of_config
-        from localnova.config import load_config
-
         config = load_config(path, [])
         if config.bedrock is None:
             raise UserError(f"{path}: a study config without a bedrock section made nothing in AWS")

@@ -24,16 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.aws.availability import check_customization_offered, nova_family, nova_hyperparameters
+from localnova.aws.availability import check_customization_offered, nova_hyperparameters
 from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
 from localnova.aws.names import client_token, resource_name
 from localnova.aws.state import ABSENT, CREATED, INTENDED, BedrockState, Resource
 from localnova.bedrock.reconcile import create_once, resolve
+from localnova.bedrock.training_files import count_training_tokens, nova_file, validate_training_file, validator_model
 from localnova.bedrock.uploads import put_object_once
 from localnova.config import ModelConfig, StudyConfig
-from localnova.costs import count_tokens_estimate
-from localnova.data.formats import is_nova_row, read_training_file, write_nova_jsonl
-from localnova.data.nova_validator import validate_nova_file
 from localnova.errors import UserError
 from localnova.files import write_text_atomic
 
@@ -101,63 +99,6 @@ class CustomizationResult:
     metrics_path: str = ""
 
 
-def validator_model(base_model_id: str) -> str:
-    """The Nova validator's name for a base model ('micro' for amazon.nova-micro-v1:0:128k)."""
-    family = nova_family(base_model_id)
-    if family is None:
-        raise UserError(f"{base_model_id!r} is not a Nova model the validator knows")
-    return family.removeprefix("nova-")
-
-
-def _validate_training_file(path: Path, model: str) -> None:
-    """Run the Nova validator with `model`'s rules; one UserError naming the first problem
-    and how many there are."""
-    problems = list(validate_nova_file(path, model))
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        first = problems[0]
-        line = getattr(first, "line", 0)
-        where = f"{path}:{line}" if line else str(path)
-        raise UserError(f"{where}: fails the Nova validator: {getattr(first, 'message', first)}{more}")
-
-
-def _first_row(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise UserError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-    raise UserError(f"{path}: the training file holds no records")
-
-
-def _nova_file(train_path: Path, work_dir: Path) -> Path:
-    """The training file in Nova format: as given, or converted from chat JSONL."""
-    if is_nova_row(_first_row(train_path)):
-        return train_path
-    nova_path = work_dir / f"{train_path.stem}.nova.jsonl"
-    write_nova_jsonl(read_training_file(train_path), nova_path)
-    return nova_path
-
-
-def count_training_tokens(nova_path: Path) -> int:
-    """The tokens one epoch trains on: every text block of the file as uploaded, the system
-    prompts included (a customization job bills tokens x epochs)."""
-    total = 0
-    for line in nova_path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        blocks = list(row.get("system", []))
-        for message in row.get("messages", []):
-            blocks += message.get("content", [])
-        total += sum(
-            count_tokens_estimate(block["text"]) for block in blocks if isinstance(block, dict) and isinstance(block.get("text"), str)
-        )
-    return total
-
-
 def prepare_customization(
     config: StudyConfig, model: ModelConfig, train_path: str | Path, validation_path: str | Path | None = None
 ) -> PreparedTraining:
@@ -178,13 +119,13 @@ def prepare_customization(
         raise UserError(f"finetune.train_path: {train_path} not found")
     work_dir = config.study_dir / "bedrock"
     work_dir.mkdir(parents=True, exist_ok=True)
-    nova_path = _nova_file(train_path, work_dir)
+    nova_path = nova_file(train_path, work_dir)
     rules = validator_model(base_model_id)
-    _validate_training_file(nova_path, rules)
+    validate_training_file(nova_path, rules)
     valid_nova = None
     if validation_path is not None:
-        valid_nova = _nova_file(Path(validation_path), work_dir)
-        _validate_training_file(valid_nova, rules)
+        valid_nova = nova_file(Path(validation_path), work_dir)
+        validate_training_file(valid_nova, rules)
 
     data_sha = hashlib.sha256(nova_path.read_bytes()).hexdigest()
     valid_sha = hashlib.sha256(valid_nova.read_bytes()).hexdigest() if valid_nova else None

@@ -30,30 +30,24 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from localnova.aws.clients import AwsClients, aws_error_line, is_aws_error
+from localnova.aws.clients import AwsClients
 from localnova.aws.state import BedrockState
 from localnova.backends.bedrock_backend import host_on_first_call, route_of
-from localnova.bedrock.customization import prepare_customization, start_customization, stop_running_jobs, wait_for_customization
+from localnova.bedrock.customization import prepare_customization, start_customization, wait_for_customization
 from localnova.bedrock.hosting import (
-    HostingLeft,
     check_hosting,
     cleanup_command,
     host_custom_model,
-    hosting_left_line,
     hourly_usd,
     release_hosting,
 )
-from localnova.bedrock.inventory import Inventory, ask_account, scope_of_config
 from localnova.bedrock.knowledge_base import DEFAULT_EMBEDDING_MODEL, KnowledgeBaseRetriever, corpus_prefix, ensure_knowledge_base
-from localnova.bedrock.leftovers import left_lines, what_is_left
 from localnova.bedrock.placeholders import check_no_placeholders
 from localnova.bedrock.preflight import require_preflight
 from localnova.bedrock.reconcile import reconcile
@@ -61,10 +55,10 @@ from localnova.bedrock.requests import check_requests
 from localnova.bedrock.spend import price_ids, resource_spend, token_spend
 from localnova.bedrock_study.dry_run import actual_answer_requests, dry_run, simulated_study
 from localnova.bedrock_study.resume import hosting_on_rerun
-from localnova.budget import BudgetExceeded, SpendGuard, check_budget, spend_guarded
+from localnova.bedrock_study.stopping import after_stop, reason, say_at_start, say_what_is_left, signals_as_interrupt, tell_on_stderr
+from localnova.budget import SpendGuard, check_budget, spend_guarded
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
-from localnova.console import tell
-from localnova.costs import STORAGE_MONTHS, CostTable, PriceBook, VectorStorePrice, prices_for
+from localnova.costs import STORAGE_MONTHS, CostTable, PriceBook, prices_for
 from localnova.data.eval_set import load_eval_set
 from localnova.data.formats import read_training_pairs, write_chat_jsonl
 from localnova.data.qa_filters import decontaminate_training_file
@@ -79,9 +73,6 @@ log = logging.getLogger(__name__)
 
 # Stand-ins for the custom models' ARNs in a dry run: the simulated backend only records them.
 SIMULATED_ADAPTER = "simulated-adapter"
-# The signals that end a paid run as Ctrl-C does (those this platform has): SIGTERM (kill, a
-# scheduler), SIGHUP (the terminal closed, the SSH session dropped), SIGQUIT (Ctrl-\).
-INTERRUPTING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
 
 
 def confirm_on_terminal(question: str) -> bool:
@@ -104,63 +95,6 @@ def with_bedrock_settings(config: StudyConfig) -> StudyConfig:
 
     judges = [judge.model_copy(update={"model": settle(judge.model)}) if judge.model else judge for judge in config.judges]
     return config.model_copy(update={"models": [settle(model) for model in config.models], "judges": judges})
-
-
-@contextmanager
-def signals_as_interrupt() -> Iterator[None]:
-    """While a paid run is in progress, SIGTERM, SIGHUP and SIGQUIT end it the way Ctrl-C does:
-    through the code that deletes its hosting, not past it (their default is to die on the spot,
-    hosting billing on). The first one raises KeyboardInterrupt; any later one is written to the
-    run log and ignored, so that it cannot cut short the deletion the first one started."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[str] = []
-
-    def interrupt(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if received:
-            log.warning("%s while the run stops after %s: ignored, so that deleting what bills finishes", name, received[0])
-            return
-        received.append(name)
-        raise KeyboardInterrupt(f"terminated ({name})")
-
-    previous = {number: signal.signal(number, interrupt) for number in INTERRUPTING_SIGNALS}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def tell_on_stderr(text: str) -> None:
-    tell(text, sys.stderr)
-
-
-def say_what_is_left(
-    config: StudyConfig, state: BedrockState, clients: AwsClients, report: Callable[[str], None], heading: str
-) -> BaseException | None:
-    """Ask the account what the study holds, merge it with the state file, and hand `report`
-    the lines (each thing with its cost, the cleanup command), after `heading`. A failure to
-    ask (refused, cut off) falls back to the state file and says so; a KeyboardInterrupt while
-    asking is returned for the caller to raise once the lines are out."""
-    assert config.bedrock is not None
-    inventory: Inventory | None = None
-    why, interrupted = "", None
-    try:
-        reconcile(state, clients)  # a finished job's custom model, hosting gone: written down first
-        inventory = ask_account(clients, scope_of_config(config), state)
-    except BaseException as error:
-        if not isinstance(error, KeyboardInterrupt | Exception):
-            raise
-        interrupted = error if isinstance(error, KeyboardInterrupt) else None
-        if not (interrupted or is_aws_error(error)):
-            raise
-        why = _reason(error)
-    left = what_is_left(state, inventory, prices_for(config), VectorStorePrice.from_config(config))
-    lines = left_lines(left, inventory, config.name, cleanup_command(config.study_dir), why)
-    report("\n".join([heading, *lines]) if heading else "\n".join(lines))
-    return interrupted
 
 
 def run_bedrock_study(
@@ -208,7 +142,7 @@ def run_bedrock_study(
             + "; ".join(found.unresolved)
             + f"; nothing new was created: run the same command again, or {cleanup_command(config.study_dir)}"
         )
-    _say_at_start(config, state, clients, report)
+    say_at_start(config, state, clients, report)
     ft_models = [model for model in config.models if model.backend == "bedrock"] if config.fine_tunes else []
     train_path, validation_path, training_record = bedrock_training_files(config) if ft_models else (None, None, {})
     prepared = [prepare_customization(config, model, train_path, validation_path) for model in ft_models]
@@ -236,8 +170,8 @@ def run_bedrock_study(
         try:
             result = _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record)
         except BaseException as error:
-            stopped = _after_stop(error, config, state, clients, keep_hosting, keep_jobs, report)
-            say_what_is_left(config, state, clients, report, f"the run stopped: {_reason(error)}")
+            stopped = after_stop(error, config, state, clients, keep_hosting, keep_jobs, report)
+            say_what_is_left(config, state, clients, report, f"the run stopped: {reason(error)}")
             if stopped is error:
                 raise
             raise stopped from error
@@ -245,17 +179,6 @@ def run_bedrock_study(
         if interrupted is not None:
             raise interrupted
         return result
-
-
-def _say_at_start(config: StudyConfig, state: BedrockState, clients: AwsClients, report: Callable[[str], None]) -> None:
-    """Before anything is created: what the account already holds for the study (an earlier run
-    killed where it could not act, a lost state file, another checkout), when it holds anything."""
-    assert config.bedrock is not None
-    inventory = ask_account(clients, scope_of_config(config), state)
-    left = what_is_left(state, inventory, prices_for(config), VectorStorePrice.from_config(config))
-    if left or inventory.unasked:
-        lines = left_lines(left, inventory, config.name, cleanup_command(config.study_dir))
-        report("\n".join(["before this run starts:", *lines, "  (this run reuses what it would create under the same name)"]))
 
 
 def _create_and_run(
@@ -310,67 +233,6 @@ def _create_and_run(
         artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config, custom_models, state)},
         hosting=hosting,
     )
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, KeyboardInterrupt):
-        return f"interrupted{' (' + str(error) + ')' if str(error) else ''}"
-    if is_aws_error(error):
-        return aws_error_line(error)
-    return str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-
-
-def _after_stop(
-    error: BaseException,
-    config: StudyConfig,
-    state: BedrockState,
-    clients: AwsClients,
-    keep_hosting: bool,
-    keep_jobs: bool = False,
-    report: Callable[[str], None] | None = None,
-) -> BaseException:
-    """What a run that stops early ends with: its hosting deleted (or, with --keep-hosting,
-    named with its cost per hour and the cleanup command), a customization job still training
-    stopped when the user stopped the run (Ctrl-C, a signal, the budget) unless `keep_jobs`,
-    and one line for the user."""
-    hosted = [resource.label() for resource in state.live_hosting()]
-    result = _release_or_keep_hosting(error, config, state, clients, keep_hosting)
-    deleted = [label for label in hosted if not any(r.label() == label for r in state.live_hosting())]
-    if deleted and report is not None:  # said first: after SIGHUP the run log is where it is read
-        report("\n".join(f"deleted {label} as the run stopped ({_reason(error)})" for label in deleted))
-    if isinstance(error, KeyboardInterrupt | BudgetExceeded) and not keep_jobs:
-        try:
-            stopped = stop_running_jobs(state, clients)
-        except BaseException as stop_error:  # noqa: BLE001 - the lines below say what is left either way
-            if not isinstance(stop_error, KeyboardInterrupt) and not is_aws_error(stop_error):
-                raise
-            stopped = [f"stopping the customization jobs was cut off ({_reason(stop_error)}); the lines below name them"]
-        if stopped and report is not None:
-            report("\n".join(stopped + ["  (--keep-customization-jobs keeps them training, and a rerun waits for them)"]))
-    return result
-
-
-def _release_or_keep_hosting(
-    error: BaseException, config: StudyConfig, state: BedrockState, clients: AwsClients, keep_hosting: bool
-) -> BaseException:
-    live = state.live_hosting()
-    if keep_hosting and live:
-        kept = "; ".join(resource.label() for resource in live)
-        return UserError(
-            f"{_reason(error)}; hosting kept as asked (--keep-hosting): {kept}; delete it with {cleanup_command(config.study_dir)}"
-        )
-    try:
-        release_hosting(state, clients)
-    except HostingLeft as left:
-        return HostingLeft(f"{_reason(error)}; {left}")
-    except BaseException:
-        still = state.live_hosting()
-        if not still:
-            raise
-        return HostingLeft(f"{_reason(error)}; " + hosting_left_line(state, [f"{r.label()}: its deletion was cut off" for r in still]))
-    if is_aws_error(error):
-        return UserError(f"{aws_error_line(error)}; no hosting is left running; fix the cause and run the same command again to resume")
-    return error
 
 
 def bedrock_training_files(config: StudyConfig) -> tuple[Path, Path | None, dict[str, Any]]:

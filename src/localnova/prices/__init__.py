@@ -115,6 +115,54 @@ class PriceBook:
         return PriceBook({**self.data, "models": models}, f"{self.path} + {CONFIG_PRICE_SOURCE}")
 
 
+VECTOR_STORE_NOTE = "OpenSearch Serverless bills per OCU-hour even when idle (a minimum of OCUs); S3 Vectors per GB and per query"
+VECTOR_STORE_KEYS = ("vector_store_usd_per_month", "vector_store_billed_elsewhere")
+
+
+@dataclass(frozen=True)
+class VectorStorePrice:
+    """What the Knowledge Base's vector store costs, as the config says (bedrock.knowledge_base):
+    a price a month (vector_store_usd_per_month), billed elsewhere (vector_store_billed_elsewhere:
+    true, e.g. a collection other studies share), or neither: unpriced, which the estimate
+    refuses. The price file has no figure for it: a store bills on its own terms."""
+
+    usd_per_month: float | None = None
+    billed_elsewhere: bool = False
+
+    @classmethod
+    def from_settings(cls, kb: dict[str, Any]) -> "VectorStorePrice":
+        """From a study's bedrock.knowledge_base settings; a bad value is one UserError."""
+        price, elsewhere = kb.get("vector_store_usd_per_month"), kb.get("vector_store_billed_elsewhere", False)
+        key = "bedrock.knowledge_base"
+        if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or price < 0):
+            raise UserError(f"{key}.vector_store_usd_per_month: {price!r} is not a price (USD a month, 0 or more)")
+        if not isinstance(elsewhere, bool):
+            raise UserError(f"{key}.vector_store_billed_elsewhere: {elsewhere!r} is not true or false")
+        if price is not None and elsewhere:
+            raise UserError(f"{key}: give vector_store_usd_per_month or vector_store_billed_elsewhere: true, not both")
+        return cls(None if price is None else float(price), elsewhere)
+
+    @classmethod
+    def from_details(cls, details: dict[str, Any]) -> "VectorStorePrice":
+        """The price written down with a Knowledge Base in the state file (cleanup has no config)."""
+        price = details.get("vector_store_usd_per_month")
+        return cls(None if price is None else float(price), bool(details.get("vector_store_billed_elsewhere", False)))
+
+    def to_details(self) -> dict[str, Any]:
+        return {"vector_store_usd_per_month": self.usd_per_month, "vector_store_billed_elsewhere": self.billed_elsewhere}
+
+    @property
+    def priced(self) -> bool:
+        return self.usd_per_month is not None or self.billed_elsewhere
+
+    def describe(self) -> str:
+        if self.billed_elsewhere:
+            return "no charge of its own; its vector store is billed elsewhere, as the config says"
+        if self.usd_per_month is not None:
+            return f"no charge of its own; its vector store ${self.usd_per_month:,.2f} a month, as the config prices it"
+        return f"no charge of its own; its vector store is unpriced and bills on its own terms ({VECTOR_STORE_NOTE})"
+
+
 @lru_cache(maxsize=1)
 def _shipped_prices() -> PriceBook:
     text = resources.files("localnova").joinpath("prices/bedrock.yaml").read_text(encoding="utf-8")
