@@ -145,9 +145,9 @@ def vector_store_line(config: StudyConfig, price: VectorStorePrice) -> CostLine:
     cost = None if price.usd_per_month is None else round(STORAGE_MONTHS * price.usd_per_month, 6)
     key, fix = "bedrock.knowledge_base.vector_store_usd_per_month", "or vector_store_billed_elsewhere: true when another bill counts it"
     item = f"vector store ({kind}), {STORAGE_MONTHS} month at the config's price"
-    how = f"set {key} to what it bills a month, {fix}"
+    how, store = f"set {key} to what it bills a month, {fix}", f"the vector store ({kind})"
     return CostLine(
-        "knowledge base", item, STORAGE_MONTHS, "months", price.usd_per_month, cost, None, False, VECTOR_STORE_NOTE, key, kind, how
+        "knowledge base", item, STORAGE_MONTHS, "months", price.usd_per_month, cost, None, False, VECTOR_STORE_NOTE, key, store, how
     )
 
 
