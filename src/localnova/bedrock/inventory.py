@@ -59,9 +59,12 @@ def scope_of_folder(study_dir: str | Path, state: BedrockState, region: str | No
     the arguments winning; without a state file the region defaults to us-east-1."""
     regions = [r.region for r in state.resources if r.region]
     buckets = [str(r.details["bucket"]) for r in state.resources if r.details.get("bucket")]
+    study = Path(study_dir).name
+    keys = [str(r.details.get("key") or r.details.get("prefix") or "") for r in state.resources if r.type.startswith("s3")]
     prefixes = [str(r.details["s3_prefix"]) for r in state.resources if r.details.get("s3_prefix")]
+    prefixes += [key.split(f"/{study}/", 1)[0] for key in keys if f"/{study}/" in key]
     return Scope(
-        Path(study_dir).name,
+        study,
         region or (regions[-1] if regions else DEFAULT_REGION),
         bucket or (buckets[-1] if buckets else None),
         prefixes[-1] if prefixes else "localnova",
