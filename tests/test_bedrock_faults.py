@@ -253,7 +253,9 @@ def test_a_signal_while_throughput_bills_deletes_it_and_says_so(tmp_path, name):
     assert result["check"] == "", result["check"]
 
 
-def test_kept_hosting_then_ctrl_c_then_the_study_folder_removed_cleanup_finds_it_through_the_account(monkeypatch, fast_tmp, boto_clients):
+def test_kept_hosting_then_ctrl_c_then_the_study_folder_removed_cleanup_finds_it_through_the_account(
+    monkeypatch, fast_tmp, boto_clients, capsys
+):
     """--keep-hosting, Ctrl-C as the ft arms end, `rm -rf runs/`: cleanup of the same folder,
     with no state file, finds the throughput by the study's tag and name and deletes it; without
     a bucket it says S3 was not asked and exits 1; given the bucket, it leaves nothing."""
@@ -272,7 +274,12 @@ def test_kept_hosting_then_ctrl_c_then_the_study_folder_removed_cleanup_finds_it
     harness.check_exit_lines("kept, then stopped")
     assert throughput in harness.said[-1] and "$60.50 an hour" in harness.said[-1]
     shutil.rmtree(harness.config.output_dir)
+    capsys.readouterr()
     assert harness.cleanup() == 1  # S3 could not be asked: no bucket known without the state file
+    said = capsys.readouterr().out
+    assert f"found in the account, not in the state file: provisioned throughput {throughput}" in said
+    assert "$60.50 an hour until deleted" in said and f"deleted: provisioned throughput {throughput}" in said
+    assert "NOT ASKED: S3 objects: no bucket known" in said and "nothing left that this tool created" not in said
     assert harness.account.live_billable() == [], "the throughput still bills"
     assert harness.cleanup(bucket=harness.config.bedrock.s3_bucket) == 0
     assert harness.account.held() == []

@@ -29,9 +29,11 @@ from typing import Any
 from localnova.aws.clients import AwsClients, aws_error_line, call_with_backoff, error_code, is_aws_error, pause
 from localnova.aws.state import CREATED, HOSTING_TYPES, INTENDED, BedrockState, Resource, utc_now
 from localnova.bedrock.inventory import Held, Inventory, Scope, ask_account, scope_of_config, scope_of_folder
+from localnova.bedrock.leftovers import describe_held
 from localnova.bedrock.reconcile import GONE_CODES, hosting_exists, reconcile
 from localnova.config import load_config
 from localnova.errors import UserError
+from localnova.prices import PriceBook, load_prices
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +206,13 @@ def _found_key(item: Held) -> str:
     return f"{item.type}:found-in-account:{item.id or item.name}"
 
 
-def record_found(state: BedrockState, inventory: Inventory, keep: tuple[str, ...] = ()) -> list[Resource]:
+def record_found(state: BedrockState, inventory: Inventory, keep: tuple[str, ...] = (), prices: PriceBook | None = None) -> list[str]:
     """Write into the state file (created, found in the account) what the account holds for the
     study and the state file does not name: hosting, running customization jobs, custom models,
     Knowledge Bases and data sources, and the study's S3 prefix (with `keep`: the prefixes
-    under it that stay), so that cleanup deletes them. Returns those the state knew nothing of
-    (the study's prefix only when the state lists no S3 object)."""
+    under it that stay), so that cleanup deletes them. Returns a line, with its cost, for each
+    the state knew nothing of (the study's prefix only when the state lists no S3 object)."""
+    prices = prices or load_prices()
     named = set()
     for resource in state.resources:
         if resource.live:
@@ -235,10 +238,13 @@ def record_found(state: BedrockState, inventory: Inventory, keep: tuple[str, ...
             details=details,
             created_at=item.created_at or utc_now(),
         )
+        if item.type == "provisioned_throughput":
+            rate = prices.provisioned(str(item.details.get("base_model", "")))
+            resource.hourly_usd = float(rate["no_commitment"]) * int(item.details.get("model_units", 1)) if rate else 0.0
         added.append(state.record(resource))
         covered = item.type == "s3_prefix" and any(r.type.startswith("s3") and r.live for r in state.resources if r is not resource)
         if not covered:  # the study's prefix holds what the state lists: no news, only swept whole
-            news.append(resource)
+            news.append(describe_held(item, prices))
     return news
 
 
@@ -267,7 +273,7 @@ def cleanup(
     inventory = ask_account(clients, scope, state)
     report.unasked = list(inventory.unasked)
     keep = (f"{scope.study_prefix}customization-output/",) if keep_training_output else ()
-    report.found_in_account = [r.label() for r in record_found(state, inventory, keep)]
+    report.found_in_account = record_found(state, inventory, keep)
     # the account, asked, no longer lists it: nothing to delete (hosting is checked by reconcile)
     for resource in [r for r in state.live() if r.status != INTENDED and _gone_from_account(r, inventory)]:
         state.mark_deleted(resource)

@@ -187,6 +187,12 @@ def _from_state(
     return None
 
 
+def describe_held(item: Held, prices: PriceBook) -> str:
+    """One resource the account holds, named with what it costs while kept (cleanup's lines)."""
+    left = _from_account(item, prices, None)
+    return left.line() if left is not None else f"{item.type.replace('_', ' ')} {item.arn or item.id or item.name}"
+
+
 def _from_account(item: Held, prices: PriceBook, vector_store: VectorStorePrice | None) -> Left | None:
     what = _label(item.type, item.arn or item.id or item.name, item.name)
     found = "account only"
