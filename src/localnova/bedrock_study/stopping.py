@@ -51,7 +51,7 @@ def signals_as_interrupt() -> Iterator[None]:
         return
     received: list[str] = []
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def interrupt(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
         if received:
             log.warning("%s while the run stops after %s: ignored, so that deleting what bills finishes", name, received[0])

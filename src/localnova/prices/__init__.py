@@ -151,10 +151,6 @@ class VectorStorePrice:
     def to_details(self) -> dict[str, Any]:
         return {"vector_store_usd_per_month": self.usd_per_month, "vector_store_billed_elsewhere": self.billed_elsewhere}
 
-    @property
-    def priced(self) -> bool:
-        return self.usd_per_month is not None or self.billed_elsewhere
-
     def describe(self) -> str:
         if self.billed_elsewhere:
             return "no charge of its own; its vector store is billed elsewhere, as the config says"
