@@ -214,6 +214,24 @@ def test_estimate_runs_the_checks_and_prints_the_cost_table_creating_nothing(mon
     assert "TOTAL" in out and "with the fine-tuned models hosted provisioned" in out
     made = [operation for _, operation in harness.account.calls if operation.startswith(("Create", "Put", "Start", "Converse", "Retrieve"))]
     assert made == [] and harness.account.meter_total() == 0  # only the preflight's free reads
+    assert "left in the account" not in out  # it holds nothing for the study: nothing to name
+    # a run killed where it could not act (SIGKILL) left its throughput: the estimate names it
+    assert harness.run() == ("ok", "")
+    model = next(m for m in harness.account.models.values())
+    harness.account.hosting["arn:aws:bedrock:us-east-1:123456789012:provisioned-model/leftover1234"] = {
+        "kind": "provisioned_throughput",
+        "name": f"0123456789-{harness.config.name}-nova-micro",
+        "modelArn": model["arn"],
+        "base": model["base"],
+        "modelUnits": 1,
+        "created": harness.clock.now,
+    }
+    harness.account.tags["arn:aws:bedrock:us-east-1:123456789012:provisioned-model/leftover1234"] = {"localnova-study": harness.config.name}
+    capsys.readouterr()
+    assert estimate_command(harness.config, clients=harness.clients()) == 0
+    out = capsys.readouterr().out
+    assert "provisioned throughput arn:aws:bedrock:us-east-1:123456789012:provisioned-model/leftover1234" in out
+    assert "$60.50 an hour until deleted" in out and "[account only]" in out and "localnova bedrock cleanup" in out
     harness.account.denied = {"GetFoundationModelAvailability"}  # access cannot be checked: the estimate stops
     with pytest.raises(UserError, match="preflight found"):
         estimate_command(harness.config, clients=harness.clients())
