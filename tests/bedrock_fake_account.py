@@ -62,6 +62,7 @@ class FakeAccount(BedrockServices, AgentServices):
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
     ingestions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
     tokens_seen: dict[tuple[str, str], Any] = field(default_factory=dict)  # (operation, client token) -> resource key
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)  # by ARN: what ListTagsForResource answers
     delivered: Counter = field(default_factory=Counter)  # converse answers that reached the caller, by request
     # the latency probe's calls that reached the caller, by request and requestMetadata (see handle)
     probe_delivered: Counter = field(default_factory=Counter)
@@ -70,6 +71,7 @@ class FakeAccount(BedrockServices, AgentServices):
     judge_extra_input_tokens: int = 0  # a judge that reads (and bills) far more than estimated
     denied: set[str] = field(default_factory=set)  # operations refused every time (AccessDeniedException)
     failing: set[str] = field(default_factory=set)  # hosting kinds that end Failed instead of ready
+    forget_tokens: bool = False  # creates ignore client tokens seen before: only names say what exists
 
     def __post_init__(self) -> None:
         self.meter = Meter()
@@ -148,7 +150,7 @@ class FakeAccount(BedrockServices, AgentServices):
             self._refresh()
             live = [f"{h['kind']} {arn}" for arn, h in self.hosting.items() if not h.get("gone_at")]
             live += [f"customization job {name}" for name, job in self.jobs.items() if job["status"] == "InProgress"]
-            live += [f"ingestion {i}" for i, job in self.ingestions.items() if self._ingestion_status(job) != "COMPLETE"]
+            live += [f"ingestion {i}" for i, job in self.ingestions.items() if self._ingestion_status(job) not in ("COMPLETE", "STOPPED")]
             return live
 
     def held(self) -> list[tuple[str, set[str]]]:

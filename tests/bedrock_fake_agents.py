@@ -18,10 +18,13 @@ class AgentServices:
 
     def bedrock_agent__CreateKnowledgeBase(self, params):
         known = self._same_token("CreateKnowledgeBase", params["clientToken"])
+        if known is None and any(kb["name"] == params["name"] for kb in self.kbs.values()):
+            raise client_error("ConflictException", "CreateKnowledgeBase", f"a knowledge base named {params['name']} exists")
         if known is None:
             known = self.new_id(10).upper()
             embed = params["knowledgeBaseConfiguration"]["vectorKnowledgeBaseConfiguration"]["embeddingModelArn"].rsplit("/", 1)[-1]
             self.kbs[known] = {"name": params["name"], "created": self.clock.now, "embed": embed, "roleArn": params["roleArn"]}
+            self.tags[f"{ARN}:knowledge-base/{known}"] = dict(params.get("tags", {}))
             self.tokens_seen[("CreateKnowledgeBase", params["clientToken"])] = known
         return {"knowledgeBase": self._kb_view(known)}
 
@@ -62,6 +65,8 @@ class AgentServices:
         if params["knowledgeBaseId"] not in self.kbs:
             raise client_error("ResourceNotFoundException", "CreateDataSource")
         known = self._same_token("CreateDataSource", params["clientToken"])
+        if known is None and any(ds["name"] == params["name"] and ds["kb"] == params["knowledgeBaseId"] for ds in self.sources.values()):
+            raise client_error("ConflictException", "CreateDataSource", f"a data source named {params['name']} exists")
         if known is None:
             known = self.new_id(10).upper()
             prefixes = params["dataSourceConfiguration"]["s3Configuration"]["inclusionPrefixes"]
@@ -110,7 +115,17 @@ class AgentServices:
             self.meter.bill(f"ingestion {known}", embedded / 1000 * price)
         return {"ingestionJob": self._ingestion_view(known)}
 
+    def bedrock_agent__StopIngestionJob(self, params):
+        job = self.ingestions.get(params["ingestionJobId"])
+        if job is None:
+            raise client_error("ResourceNotFoundException", "StopIngestionJob")
+        if self._ingestion_status(job) != "COMPLETE":
+            job["stopped"] = True
+        return {"ingestionJob": self._ingestion_view(params["ingestionJobId"])}
+
     def _ingestion_status(self, job):
+        if job.get("stopped"):
+            return "STOPPED"
         if "ingestion_job" not in self.never_ready and self.clock.now >= job["started"] + timedelta(seconds=INGESTION_SECONDS):
             return "COMPLETE"
         return "IN_PROGRESS"
@@ -125,6 +140,27 @@ class AgentServices:
             "startedAt": job["started"],
             "updatedAt": job["started"],
         }
+
+    def bedrock_agent__ListIngestionJobs(self, params):
+        found = [(i, job) for i, job in self.ingestions.items() if job["ds"] == params["dataSourceId"]]
+        return {
+            "ingestionJobSummaries": [
+                {
+                    "knowledgeBaseId": job["kb"],
+                    "dataSourceId": job["ds"],
+                    "ingestionJobId": i,
+                    "status": self._ingestion_status(job),
+                    "startedAt": job["started"],
+                    "updatedAt": job["started"],
+                }
+                for i, job in found
+            ]
+        }
+
+    def bedrock_agent__ListTagsForResource(self, params):
+        if params["resourceArn"] not in self.tags:
+            raise client_error("ResourceNotFoundException", "ListTagsForResource")
+        return {"tags": dict(self.tags[params["resourceArn"]])}
 
     def bedrock_agent__GetIngestionJob(self, params):
         if params["ingestionJobId"] not in self.ingestions:

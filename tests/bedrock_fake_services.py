@@ -133,7 +133,9 @@ class BedrockServices:
     # bedrock: customization jobs and custom models
 
     def _same_token(self, operation: str, token: str) -> Any:
-        return self.tokens_seen.get((operation, token))
+        """The resource an earlier create with this token made (AWS's idempotency); none when the
+        account forgets tokens (as one does once a token's time is up, and as moto does)."""
+        return None if self.forget_tokens else self.tokens_seen.get((operation, token))
 
     def bedrock__CreateModelCustomizationJob(self, params):
         known = self._same_token("CreateModelCustomizationJob", params["clientRequestToken"])
@@ -158,8 +160,10 @@ class BedrockServices:
             "trainingDataConfig": params["trainingDataConfig"],
             "validationDataConfig": params.get("validationDataConfig", {"validators": []}),
             "outputDataConfig": params["outputDataConfig"],
+            "model_tags": {t["key"]: t["value"] for t in params.get("customModelTags", [])},
         }
         self.jobs[params["jobName"]] = job
+        self.tags[job["jobArn"]] = {t["key"]: t["value"] for t in params.get("jobTags", [])}
         self.tokens_seen[("CreateModelCustomizationJob", params["clientRequestToken"])] = params["jobName"]
         # training bills the file's tokens x epochs (every text block of every record)
         blocks = []
@@ -180,6 +184,7 @@ class BedrockServices:
                 name = job["outputModelName"]
                 job["outputModelArn"] = f"{ARN}:custom-model/{job['base']}/{self.new_id()}"
                 self.models[name] = {"arn": job["outputModelArn"], "name": name, "base": job["base"], "created": self.clock.now}
+                self.tags[job["outputModelArn"]] = dict(job["model_tags"])
                 storage = self.meter.prices["customization"][Meter.key(job["base"])]["storage_per_month"]
                 self.meter.bill(f"storage {name}", storage)
         return job["status"]
@@ -193,7 +198,7 @@ class BedrockServices:
 
     def bedrock__GetModelCustomizationJob(self, params):
         job = self._job(params["jobIdentifier"], "GetModelCustomizationJob")
-        return {k: v for k, v in job.items() if k != "base"}
+        return {k: v for k, v in job.items() if k not in ("base", "model_tags")}
 
     def bedrock__ListModelCustomizationJobs(self, params):
         found = [j for j in self.jobs.values() if params.get("nameContains", "") in j["jobName"]]
@@ -240,6 +245,11 @@ class BedrockServices:
                 return {}
         raise client_error("ResourceNotFoundException", "DeleteCustomModel")
 
+    def bedrock__ListTagsForResource(self, params):
+        if params["resourceARN"] not in self.tags:
+            raise client_error("ResourceNotFoundException", "ListTagsForResource")
+        return {"tags": [{"key": key, "value": value} for key, value in self.tags[params["resourceARN"]].items()]}
+
     # bedrock: hosting
 
     def _create_hosting(self, kind, operation, params, name, model_arn, units):
@@ -249,6 +259,8 @@ class BedrockServices:
         model = next((m for m in self.models.values() if m["arn"] == model_arn), None)
         if model is None:
             raise client_error("ValidationException", operation, "no such custom model")
+        if any(h["name"] == name and not h.get("gone_at") for h in self.hosting.values()):
+            raise client_error("ValidationException", operation, f"{name} is in use")
         path = "custom-model-deployment" if kind == "custom_model_deployment" else "provisioned-model"
         arn = f"{ARN}:{path}/{self.new_id()}"
         self.hosting[arn] = {
@@ -259,6 +271,7 @@ class BedrockServices:
             "modelUnits": units,
             "created": self.clock.now,
         }
+        self.tags[arn] = {t["key"]: t["value"] for t in params.get("tags", [])}
         self.tokens_seen[(operation, params["clientRequestToken"])] = arn
         return arn
 

@@ -55,6 +55,7 @@ class Harness:
         self.config = fault_config(tmp_path, hosting)
         self.boto_clients = boto_clients
         self.guard_below_meter: list[str] = []
+        self.said: list[str] = []  # what the last run said of what it leaves (its start and end lines)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_KEY)
         monkeypatch.setattr(aws_state, "now", self.clock)
@@ -79,18 +80,52 @@ class Harness:
     def clients(self) -> AwsClients:
         return AwsClients("us-east-1", dict(self.boto_clients), check_credentials=False)
 
-    def run(self) -> tuple[str, str]:
-        """('ok' | 'error' | 'interrupted', the line the user reads)."""
+    def run(self, keep_hosting: bool = False) -> tuple[str, str]:
+        """('ok' | 'error' | 'interrupted', the line the user reads); `said` gets the lines the run
+        printed about what it leaves in the account."""
+        self.said = []
         try:
-            bedrock_study.run_bedrock_study(self.config, dry_run_only=False, allow_spend=True, assume_yes=True, clients=self.clients())
+            bedrock_study.run_bedrock_study(
+                self.config,
+                dry_run_only=False,
+                allow_spend=True,
+                assume_yes=True,
+                clients=self.clients(),
+                keep_hosting=keep_hosting,
+                report_left=self.said.append,
+            )
         except UserError as error:
             return "error", str(error)
         except KeyboardInterrupt:
             return "interrupted", "interrupted; run the same command again to resume"
         return "ok", ""
 
-    def cleanup(self) -> int:
-        return cleanup_command(self.config.study_dir, yes=True, clients=self.clients())
+    def cleanup(self, bucket: str | None = None) -> int:
+        return cleanup_command(self.config.study_dir, yes=True, clients=self.clients(), bucket=bucket)
+
+    def check_exit_lines(self, where: str) -> None:
+        """What the last run's closing lines name covers what the account holds and bills: every
+        hosting, running customization job and ingestion, custom model, Knowledge Base and data
+        source by its ARN, id or name, every S3 object by the study's prefix line; and the
+        cleanup command is named whenever anything is left."""
+        if not self.said:  # it stopped before its first billable call: it made nothing to name
+            assert self.account.held() == [] and self.account.live_billable() == [], f"{where}: made something and said nothing"
+            return
+        text = self.said[-1]
+        for kind, names in self.account.held():
+            if kind == "s3_object":
+                assert any(f"s3://{self.account.bucket}/" in line and "S3:" in line for line in text.splitlines()), (
+                    f"{where}: S3 objects {sorted(names)} are not named in: {text}"
+                )
+                continue
+            assert any(name in text for name in names), f"{where}: the account holds {kind} {sorted(names)}, not named in: {text}"
+        for live in self.account.live_billable():
+            kind, _, ident = live.rpartition(" ")
+            assert ident in text, f"{where}: {live} still bills, not named in: {text}"
+        if self.account.held() or self.account.live_billable():
+            assert f"localnova bedrock cleanup {self.config.study_dir}" in text, f"{where}: no cleanup command in: {text}"
+        else:
+            assert "nothing is left in the account" in text, f"{where}: the account holds nothing, but the run said: {text}"
 
     def check_promises(self, where: str) -> None:
         account, state = self.account, BedrockState.load(self.config.study_dir)

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 boto3 = pytest.importorskip("boto3")
+from botocore.exceptions import ClientError  # noqa: E402
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from localnova.backends.bedrock_backend import BedrockBackend  # noqa: E402
@@ -164,7 +165,7 @@ def test_one_failure_keeps_the_answers_of_its_batch(tmp_path):
         for i in range(3):
             stubber.add_response("converse", _response(f"a{i}"), {"modelId": MODEL.model, "messages": ANY, "inferenceConfig": ANY})
         stubber.add_client_error("converse", "ServiceQuotaExceededException", "quota")
-        with pytest.raises(Exception, match="quota"):
+        with pytest.raises(ClientError, match=r"ServiceQuotaExceededException.*: quota"):
             store.generate_cached(BedrockBackend(model, client=client), requests, batch_size=4)
     keys, _ = store.generate_cached(BedrockBackend(model, client=client), requests[:3], batch_size=4)  # all stored: no call
     assert len(store.cached_results(keys)) == 3
@@ -286,7 +287,7 @@ def test_a_control_plane_call_is_retried_by_one_layer_only(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake")
     try:
         client = make_client("bedrock", "us-east-1")
-        with pytest.raises(Exception) as raised:
+        with pytest.raises(ClientError, match=r"ThrottlingException") as raised:
             call_with_backoff(client.list_custom_models, sleep=lambda seconds: None)
     finally:
         server.shutdown()

@@ -231,3 +231,23 @@ def test_hosting_is_looked_up_by_arn_else_id_else_the_name_it_was_created_under(
         assert hosting_exists(resource, aws) is True
         assert hosting_exists(resource, aws) is False
         stubber.assert_no_pending_responses()
+
+
+def test_cleanup_takes_the_study_folder_or_its_config(tmp_path):
+    """A removed study folder still names its study; a config names its bucket and prefix too."""
+    import yaml
+
+    from localnova.bedrock.cleanup import cleanup_target
+    from localnova.bedrock.inventory import scope_of_folder
+    from localnova.config import config_to_dict
+
+    config = study_config(tmp_path, region="us-west-2")
+    config_file = tmp_path / "study.yaml"
+    config_file.write_text(yaml.safe_dump(config_to_dict(config)), encoding="utf-8")
+    folder, scope = cleanup_target(config_file)
+    assert folder == config.study_dir
+    assert (scope.study, scope.region, scope.bucket, scope.study_prefix) == ("bedrock-test", "us-west-2", BUCKET, "localnova/bedrock-test/")
+    gone = tmp_path / "runs" / "gone-study"
+    assert cleanup_target(gone) == (gone, None)
+    from_folder = scope_of_folder(gone, BedrockState.load(gone))
+    assert (from_folder.study, from_folder.region, from_folder.bucket) == ("gone-study", "us-east-1", None)

@@ -22,15 +22,38 @@ from localnova.config import config_to_dict
 from localnova.errors import UserError
 
 CHILD = r"""
-import json, sys
+import json, sys, time
+import botocore.client
 from localnova.config import validate_config
 from localnova.aws.clients import AwsClients
 from localnova.bedrock.customization import run_customization
 from localnova.aws.state import BedrockState
-config = validate_config(json.load(open(sys.argv[1])))
+
+config_file, train, mode, flag = sys.argv[1:5]
+send = botocore.client.BaseClient._make_api_call
+
+
+def held(client, operation, params):
+    # stop for good at the point the test kills us: just before the create is sent, or just
+    # after the account made the job and before its answer is read (the state still says intended)
+    if operation == "CreateModelCustomizationJob" and mode == "before the create is sent":
+        open(flag, "w").write(mode)
+        time.sleep(600)
+    answer = send(client, operation, params)
+    if operation == "CreateModelCustomizationJob" and mode == "after the account made it, before its answer":
+        open(flag, "w").write(mode)
+        time.sleep(600)
+    if operation == "GetModelCustomizationJob" and mode == "while polling":
+        open(flag, "w").write(mode)
+    return answer
+
+
+botocore.client.BaseClient._make_api_call = held
+config = validate_config(json.load(open(config_file)))
 state = BedrockState.load(config.study_dir)
-run_customization(config, config.models[0], sys.argv[2], state, AwsClients(config.bedrock.region), poll_s=0.2)
+run_customization(config, config.models[0], train, state, AwsClients(config.bedrock.region), poll_s=0.2)
 """
+KILL_POINTS = ("before the create is sent", "after the account made it, before its answer", "while polling")
 
 
 def _jobs():
@@ -55,31 +78,44 @@ def _finish_while_waiting(_seconds: float) -> None:
     _finish_all_jobs()
 
 
-def test_job_created_once_when_killed_and_rerun(aws_env, tmp_path):
+@pytest.mark.parametrize("killed", KILL_POINTS)
+def test_job_created_once_when_killed_and_rerun(aws_env, tmp_path, killed):
+    """The child is killed (SIGKILL) at a point it reports, never at a moment a poll happens to
+    see: the rerun finds the job the killed child made, by its name, whatever the state file says
+    (moto, like an account past a token's lifetime, answers a repeated create ResourceInUse)."""
+    from localnova.aws.state import CREATED, INTENDED
+
     config = study_config(tmp_path)
     train = write_nova_training(tmp_path / "train.jsonl")
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config_to_dict(config)), encoding="utf-8")
-    state_path = config.study_dir / "bedrock_state.json"
-
+    flag = tmp_path / "killed-here"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(config_file), str(train)], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", CHILD, str(config_file), str(train), killed, str(flag)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (state_path.exists() and "customization_job" in state_path.read_text()):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not flag.exists():
             assert child.poll() is None, child.stderr.read().decode()
-            time.sleep(0.1)
-        assert "customization_job" in state_path.read_text(), "the child never recorded its job"
+            time.sleep(0.05)
+        assert flag.exists(), "the child never reached the point it is killed at"
     finally:
-        child.send_signal(signal.SIGKILL)  # dies while polling, as a killed command would
+        child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
-    assert len(_jobs()) == 1
+    [entry] = BedrockState.load(config.study_dir).all_of("customization_job")
+    made = killed != "before the create is sent"
+    assert len(_jobs()) == (1 if made else 0)
+    assert entry.status == (CREATED if killed == "while polling" else INTENDED)
 
     _finish_all_jobs()
+    creates_before = len(recorded("CreateModelCustomizationJob"))
     state = BedrockState.load(config.study_dir)
-    result = run_customization(config, config.models[0], train, state, AwsClients("us-east-1"), sleep=lambda s: None, poll_s=0.01)
+    result = run_customization(config, config.models[0], train, state, AwsClients("us-east-1"), sleep=_finish_while_waiting, poll_s=0.01)
     assert len(_jobs()) == 1, "the rerun started a second job"
+    assert len(recorded("CreateModelCustomizationJob")) - creates_before == (0 if made else 1)
     assert result.status == "Completed"
     assert result.custom_model_arn.startswith("arn:aws:bedrock:us-east-1:")
     assert state.find("custom_model", key="custom_model:nova-micro").arn == result.custom_model_arn

@@ -169,10 +169,38 @@ def test_cli_real_run_without_credentials_stops_with_one_line_and_creates_nothin
     from localnova.cli import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
-    code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}"])
+    named = [
+        "bedrock.role_arn=arn:aws:iam::123456789012:role/localnova",
+        "bedrock.s3_bucket=my-bucket",
+        "bedrock.knowledge_base.storage.s3VectorsConfiguration.indexArn=arn:aws:s3vectors:us-east-1:123456789012:bucket/v/index/i",
+    ]
+    code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}", *[f"--set={value}" for value in named]])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "credentials" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_shipped_placeholders_block_a_real_run_in_one_line_and_the_dry_run_names_them(tmp_path, no_aws_credentials, capsys):
+    from localnova.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "bedrock-nova.yaml"
+    code = main(["run", str(config), "--yes", "--set", f"output_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and not (tmp_path / "runs").exists()
+    # the three the shipped config holds, each by its key, before credentials are even looked for
+    for key in ("bedrock.role_arn", "bedrock.s3_bucket", "bedrock.knowledge_base.storage.s3VectorsConfiguration.indexArn"):
+        assert key in err[0]
+    assert "3 placeholder(s)" in err[0] and "localnova bedrock setup" in err[0]
+    from localnova.bedrock_study.dry_run import dry_run
+    from localnova.config import load_config
+
+    text = dry_run(load_config(config), out=None).text
+    blocked = text.split("A real run is blocked until these 3 placeholder(s) are replaced", 1)[1].splitlines()[1:4]
+    assert [line.split(":", 1)[0].strip() for line in blocked] == [
+        "bedrock.role_arn",
+        "bedrock.s3_bucket",
+        "bedrock.knowledge_base.storage.s3VectorsConfiguration.indexArn",
+    ]
 
 
 def test_estimate_runs_the_checks_and_prints_the_cost_table_creating_nothing(monkeypatch, fast_tmp, boto_clients, capsys):
@@ -186,6 +214,24 @@ def test_estimate_runs_the_checks_and_prints_the_cost_table_creating_nothing(mon
     assert "TOTAL" in out and "with the fine-tuned models hosted provisioned" in out
     made = [operation for _, operation in harness.account.calls if operation.startswith(("Create", "Put", "Start", "Converse", "Retrieve"))]
     assert made == [] and harness.account.meter_total() == 0  # only the preflight's free reads
+    assert "left in the account" not in out  # it holds nothing for the study: nothing to name
+    # a run killed where it could not act (SIGKILL) left its throughput: the estimate names it
+    assert harness.run() == ("ok", "")
+    model = next(m for m in harness.account.models.values())
+    harness.account.hosting["arn:aws:bedrock:us-east-1:123456789012:provisioned-model/leftover1234"] = {
+        "kind": "provisioned_throughput",
+        "name": f"0123456789-{harness.config.name}-nova-micro",
+        "modelArn": model["arn"],
+        "base": model["base"],
+        "modelUnits": 1,
+        "created": harness.clock.now,
+    }
+    harness.account.tags["arn:aws:bedrock:us-east-1:123456789012:provisioned-model/leftover1234"] = {"localnova-study": harness.config.name}
+    capsys.readouterr()
+    assert estimate_command(harness.config, clients=harness.clients()) == 0
+    out = capsys.readouterr().out
+    assert "provisioned throughput arn:aws:bedrock:us-east-1:123456789012:provisioned-model/leftover1234" in out
+    assert "$60.50 an hour until deleted" in out and "[account only]" in out and "localnova bedrock cleanup" in out
     harness.account.denied = {"GetFoundationModelAvailability"}  # access cannot be checked: the estimate stops
     with pytest.raises(UserError, match="preflight found"):
         estimate_command(harness.config, clients=harness.clients())

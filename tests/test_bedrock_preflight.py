@@ -158,3 +158,16 @@ def test_model_ids_are_checked_with_their_route(tmp_path):
         "call it through an inference profile such as us.meta.llama3-1-70b-instruct-v1:0",
     ]
     assert len(report.passed) == 2 + 4  # two routes, and access to each of the four models
+
+
+def test_a_profile_listing_that_could_not_be_made_is_said_once(aws_env, tmp_path):
+    """Two models called through inference profiles, and moto lists no profiles: one line for
+    the listing, not one per model (it printed "inference-profiles: not checked" twice)."""
+    config = study_config(tmp_path)
+    judge = config.judges[0].model_copy(
+        update={"model": config.judges[0].model.model_copy(update={"model": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"})}
+    )
+    config = config.model_copy(update={"judges": [judge]})
+    report = preflight(config, AwsClients("us-east-1"))
+    assert [key for key, _ in report.unchecked].count("inference-profiles") == 1, report.format()
+    assert report.format().count("inference-profiles: not checked") == 1

@@ -67,7 +67,9 @@ def test_spend_counts_hosting_hours_from_creation_to_deletion(tmp_path):
     spend = resource_spend(state, config)
     # 100k tokens x 2 epochs at $0.001 per 1k; a month of storage; 1.5 h started = 2 hours billed;
     # 50k corpus tokens embedded at $0.00002 per 1k; one retrieve
-    assert spend == pytest.approx({"training": 0.2, "storage": 1.95, "hosting": 2 * 60.50, "ingestion": 0.001, "other_calls": 0.0001})
+    assert spend == pytest.approx(
+        {"training": 0.2, "storage": 1.95, "hosting": 2 * 60.50, "ingestion": 0.001, "vector_store": 0.0, "other_calls": 0.0001}
+    )
 
 
 def test_intended_entries_are_live_until_confirmed_or_found_absent(tmp_path):

@@ -94,6 +94,8 @@ class Recorder:
         monkeypatch.setattr(bedrock_study, "AwsClients", self.clients)
         monkeypatch.setattr(bedrock_study, "require_preflight", self.preflight)
         monkeypatch.setattr(bedrock_study, "reconcile", self.reconcile)
+        monkeypatch.setattr(bedrock_study, "say_at_start", lambda *a: self.steps.append("ask the account"))
+        monkeypatch.setattr(bedrock_study, "say_what_is_left", lambda *a: self.steps.append("say what is left"))
         monkeypatch.setattr(bedrock_study, "prepare_customization", self.prepare)
         monkeypatch.setattr(bedrock_study, "check_hosting", lambda *a, **k: self.steps.append("check hosting"))
         monkeypatch.setattr(bedrock_study, "ensure_knowledge_base", self.knowledge_base)
@@ -158,8 +160,15 @@ def test_real_run_checks_estimates_and_confirms_before_creating_anything(tmp_pat
 
     bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=False, confirm=confirm)
     assert "TOTAL" in capsys.readouterr().out  # the estimate was printed
-    assert questions and questions[0][1] == ["client bedrock", "preflight", "reconcile", "check customization", "check hosting"]
-    assert recorder.steps[5:] == ["create knowledge base", "start job nova-micro", "wait job nova-micro", "pipeline"]
+    assert questions and questions[0][1] == [
+        "client bedrock",
+        "preflight",
+        "reconcile",
+        "ask the account",
+        "check customization",
+        "check hosting",
+    ]
+    assert recorder.steps[6:] == ["create knowledge base", "start job nova-micro", "wait job nova-micro", "pipeline", "say what is left"]
     assert recorder.pipeline_kwargs["adapters"] == {"nova-micro": "arn:custom/nova-micro"}
     assert recorder.pipeline_kwargs["hosting"] is not None  # hosted around the ft arms only
     assert recorder.pipeline_kwargs["artifacts"]["bedrock_routing"]["nova-micro/ft"].startswith("custom model deployment")
@@ -172,7 +181,7 @@ def test_real_run_not_confirmed_creates_nothing(tmp_path, monkeypatch, capsys):
     config = select_run(study_config(tmp_path), arms=["base", "rag"])
     with pytest.raises(UserError, match="not confirmed"):
         bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=False, confirm=lambda question: False)
-    assert recorder.steps == ["client bedrock", "preflight", "reconcile"]
+    assert recorder.steps == ["client bedrock", "preflight", "reconcile", "ask the account"]
 
 
 def test_over_budget_stops_before_anything_is_created(tmp_path, monkeypatch, capsys):
@@ -180,7 +189,7 @@ def test_over_budget_stops_before_anything_is_created(tmp_path, monkeypatch, cap
     config = select_run(study_config(tmp_path, budget_usd=0.0), arms=["base", "rag"])
     with pytest.raises(UserError, match="bedrock.budget_usd"):
         bedrock_study.run_bedrock_study(config, dry_run_only=False, allow_spend=False, assume_yes=True)
-    assert recorder.steps == ["client bedrock", "preflight", "reconcile"]
+    assert recorder.steps == ["client bedrock", "preflight", "reconcile", "ask the account"]
 
 
 def test_dry_run_hands_the_pipeline_a_simulated_study(tmp_path, monkeypatch, aws_calls, capsys):

@@ -13,6 +13,7 @@ from localnova.costs import (
     CostTable,
     TokenCounts,
     Usage,
+    check_every_cost_priced,
     count_tokens_estimate,
     estimate_costs,
     format_cost_table,
@@ -153,3 +154,60 @@ def test_prices_follow_the_route_called(tmp_path):
         )
         [line] = [line for line in estimate_costs(routed, _counts()).lines if line.step == "judges"]
         assert line.cost_usd == pytest.approx(70 * per_million[0] / 1000 + 14 * per_million[1] / 1000)
+
+
+def test_a_users_price_for_sonnet_4_5_keeps_its_regional_uplift(tmp_path):
+    """bedrock.prices by the model's own id keeps the file's +10% on the us. route ($4 and $20
+    per million set: $4.40 and $22 through us.); by the profile's id it prices that route only."""
+    from localnova.config import TokenPrice
+
+    base = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    book = load_prices().with_prices({base: TokenPrice(input_per_1k=0.004, output_per_1k=0.02)})
+    regional = book.token_prices(f"us.{base}")
+    assert (regional["input_per_1k"], regional["output_per_1k"]) == pytest.approx((0.0044, 0.022))
+    assert regional["source"] == "bedrock.prices in the study config" and "+10% in" in regional["note"]
+    assert (book.token_prices(f"global.{base}")["input_per_1k"], book.token_prices(base)["output_per_1k"]) == pytest.approx((0.004, 0.02))
+    routed = load_prices().with_prices({f"us.{base}": TokenPrice(input_per_1k=0.005, output_per_1k=0.025)})
+    assert routed.token_prices(f"us.{base}")["input_per_1k"] == pytest.approx(0.005)
+    assert routed.token_prices(f"global.{base}")["input_per_1k"] == pytest.approx(0.003)  # the file's, untouched
+
+
+def _vector_store(config, **keys):
+    kb = {k: v for k, v in config.bedrock.knowledge_base.items() if k != "vector_store_billed_elsewhere"} | keys
+    return config.model_copy(update={"bedrock": config.bedrock.model_copy(update={"knowledge_base": kb})})
+
+
+def test_the_vector_store_is_unpriced_unless_the_config_prices_it_or_bills_it_elsewhere(tmp_path):
+    unpriced = _vector_store(study_config(tmp_path))
+    table = estimate_costs(unpriced, _counts())
+    [line] = [line for line in table.lines if "vector store" in line.item]
+    assert line.cost_usd is None
+    with pytest.raises(
+        UserError, match=r"^bedrock\.knowledge_base\.vector_store_usd_per_month: the vector store \(OPENSEARCH_SERVERLESS\)"
+    ):
+        check_every_cost_priced(table, "on_demand")
+    priced = estimate_costs(_vector_store(study_config(tmp_path), vector_store_usd_per_month=350.0), _counts())
+    [line] = [line for line in priced.lines if "vector store" in line.item]
+    assert line.cost_usd == pytest.approx(350.0)  # one month (STORAGE_MONTHS) at the config's price
+    assert priced.total("on_demand") - table.total("on_demand") == pytest.approx(350.0)
+    elsewhere = estimate_costs(_vector_store(study_config(tmp_path), vector_store_billed_elsewhere=True), _counts())
+    [line] = [line for line in elsewhere.lines if "vector store" in line.item]
+    assert line.cost_usd == 0.0 and "billed elsewhere" in line.item
+    with pytest.raises(UserError, match="not both"):
+        estimate_costs(_vector_store(study_config(tmp_path), vector_store_usd_per_month=1.0, vector_store_billed_elsewhere=True), _counts())
+
+
+def test_the_guard_is_asked_before_the_ingestion_starts(monkeypatch, fast_tmp, boto_clients):
+    """A budget that the training fits but the ingestion does not: the run stops before
+    StartIngestionJob is sent, naming the ingestion (the corpus, 17 tokens at Titan V2's price)."""
+    from bedrock_fake_study import Harness
+    from localnova.aws.state import BedrockState
+    from localnova.bedrock.knowledge_base import ensure_knowledge_base
+    from localnova.budget import SpendGuard, spend_guarded
+
+    harness = Harness(monkeypatch, fast_tmp, boto_clients, "on_demand")
+    guard = SpendGuard(budget_usd=17 / 1000 * 0.00002 / 2)  # half of what the ingestion embeds
+    with spend_guarded(guard), pytest.raises(UserError, match=r"stopping before ingestion of the corpus \(17 tokens embedded\)"):
+        ensure_knowledge_base(harness.config, BedrockState.load(harness.config.study_dir), harness.clients(), sleep=harness.clock.advance)
+    operations = [operation for _, operation in harness.account.calls]
+    assert "CreateDataSource" in operations and "StartIngestionJob" not in operations

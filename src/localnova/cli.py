@@ -14,12 +14,14 @@ from pathlib import Path
 from localnova import __version__
 from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
+from localnova.bedrock.setup import setup_command
 from localnova.bedrock_study.estimate import estimate_command
 from localnova.bedrock_study.study import run_bedrock_study
 from localnova.config import FT_ARMS, LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.console import configure as configure_console
 from localnova.console import finish as finish_console
 from localnova.console import open_run_log, say
+from localnova.console import tell as tell_console
 from localnova.data.nova_validator import validate_command
 from localnova.errors import UserError, exit_on_user_error
 from localnova.findings import load_findings
@@ -96,6 +98,30 @@ def cmd_run(args) -> int:
     if config.uses_bedrock:
         if args.dry_run:
             print("\n".join(power) + "\n")
+        study_dir, run_id, written = _run_bedrock(config, args)
+    else:
+        study_dir, run_id = run_study(config)
+        written = _publish(study_dir, run_id, args)
+    if config.tracker is not None:
+        print(f"tracker: {track_run(study_dir, run_id, config.tracker, written)}")
+    return gate(f"{study_dir}:{run_id}", args.fail_on, None)
+
+
+def _publish(study_dir: Path, run_id: str, args) -> list[Path]:
+    """The run's summary, answers and report files, each path printed."""
+    written = publish_run(study_dir, run_id, with_report=not args.no_report)
+    print(f"study folder: {study_dir}")
+    for path in [study_dir / SUMMARY_FILE, *written]:
+        print(f"  {path}")
+    return written
+
+
+def _run_bedrock(config: StudyConfig, args) -> tuple[Path, str, list[Path]]:
+    """A Bedrock study; what it leaves in the account is the last thing it prints, every way it
+    ends (after the report's paths when it completes, before the error line when it stops)."""
+    left: list[str] = []
+    completed = False
+    try:
         study_dir, run_id = run_bedrock_study(
             config,
             dry_run_only=args.dry_run,
@@ -103,18 +129,15 @@ def cmd_run(args) -> int:
             assume_yes=args.yes,
             keep_hosting=args.keep_hosting,
             skip_checks=args.skip_check,
+            keep_jobs=args.keep_customization_jobs,
+            report_left=left.append,
         )
-    elif args.dry_run:
-        raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
-    else:
-        study_dir, run_id = run_study(config)
-    written = publish_run(study_dir, run_id, with_report=not args.no_report)
-    print(f"study folder: {study_dir}")
-    for path in [study_dir / SUMMARY_FILE, *written]:
-        print(f"  {path}")
-    if config.tracker is not None:
-        print(f"tracker: {track_run(study_dir, run_id, config.tracker, written)}")
-    return gate(f"{study_dir}:{run_id}", args.fail_on, None)
+        written = _publish(study_dir, run_id, args)
+        completed = True
+    finally:
+        for text in left:  # to the run log too: after SIGHUP no terminal reads them
+            tell_console(text, sys.stdout if completed else sys.stderr)
+    return study_dir, run_id, written
 
 
 def gate(spec: str, fail_on: list[str], findings: str | None) -> int:
@@ -201,7 +224,13 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bedrock_cleanup(args) -> int:
-    return cleanup_command(Path(args.study), yes=args.yes, keep_training_output=args.keep_training_output)
+    return cleanup_command(
+        Path(args.study), yes=args.yes, keep_training_output=args.keep_training_output, region=args.region, bucket=args.bucket
+    )
+
+
+def cmd_bedrock_setup(args) -> int:
+    return setup_command(_load(args), args.config)
 
 
 def cmd_bedrock_preflight(args) -> int:
@@ -257,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Bedrock: keep the hosting of a run that stops early (error, Ctrl-C, budget); the last line names it",
     )
+    run.add_argument(
+        "--keep-customization-jobs",
+        action="store_true",
+        help="Bedrock: keep a customization job training when the run is stopped (Ctrl-C, a signal, the budget); default: stop it",
+    )
     run.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
     run.add_argument("--fail-on", action="append", default=[], metavar="RULE", help=gate_help)
@@ -306,9 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     bedrock_help = "Bedrock: free preflight checks, the cost estimate, and cleanup of what this tool created"
     bedrock = verbs.add_parser("bedrock", help=bedrock_help, description=bedrock_help)
     bedrock_verbs = bedrock.add_subparsers(dest="bedrock_verb", required=True, metavar="ACTION")
-    cleanup_help = "delete what a study created (provisioned throughput first)"
+    cleanup_help = "delete what a study created, as the account and its state file list it (provisioned throughput first)"
     cleanup = bedrock_verbs.add_parser("cleanup", help=cleanup_help, description=cleanup_help, parents=[loud])
-    cleanup.add_argument("study", help="study folder")
+    cleanup.add_argument("study", help="study folder (runs/<study>, even when removed) or the study's config")
+    cleanup.add_argument("--region", help="where to ask when the state file is gone (default: the state file's region, else us-east-1)")
+    cleanup.add_argument("--bucket", help="the study's bucket, when the state file is gone (else S3 is not asked)")
     cleanup.add_argument("--yes", action="store_true", help="do not ask before deleting")
     cleanup.add_argument("--keep-training-output", action="store_true", help="keep the customization jobs' output in S3")
     cleanup.set_defaults(func=cmd_bedrock_cleanup)
@@ -316,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     preflight = bedrock_verbs.add_parser("preflight", help=preflight_help, description=preflight_help, parents=[loud])
     estimate_help = "the checks of a paid run (preflight included) and its cost table; creates nothing"
     estimate = bedrock_verbs.add_parser("estimate", help=estimate_help, description=estimate_help, parents=[loud])
+    setup_help = "print the IAM policies and the AWS CLI commands that make the role, bucket and vector index a real run needs"
+    setup = bedrock_verbs.add_parser("setup", help=setup_help, description=setup_help, parents=[loud])
+    setup.add_argument("config", help="study config (YAML)")
+    setup.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    setup.set_defaults(func=cmd_bedrock_setup)
     for sub, func in ((preflight, cmd_bedrock_preflight), (estimate, cmd_bedrock_estimate)):
         sub.add_argument("config", help="study config (YAML)")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")

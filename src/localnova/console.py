@@ -171,6 +171,17 @@ def say(line: str) -> None:
         sys.stdout.flush()
 
 
+def tell(text: str, stream: Any = None) -> None:
+    """Lines that must reach the person even when the terminal is gone (a run ended by SIGHUP
+    says what it deleted and what is left): written to the run log, then to `stream` (stdout
+    by default), where a write to a closed terminal is ignored."""
+    log.info(text)
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
 @contextmanager
 def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
     """A stage of the study: a line as it starts, one with its time as it ends (or fails), and

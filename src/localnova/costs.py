@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.errors import UserError
-from localnova.prices import PriceBook, load_prices, price_key, route_of_id
+from localnova.prices import VECTOR_STORE_KEYS, VECTOR_STORE_NOTE, PriceBook, VectorStorePrice, load_prices, price_key, route_of_id
 
-__all__ = ["PriceBook", "load_prices", "price_key"]  # the price file's reader lives in localnova.prices
+# the price file's reader and the vector store's price live in localnova.prices
+__all__ = ["VECTOR_STORE_KEYS", "PriceBook", "VectorStorePrice", "load_prices", "price_key"]
 
 CHARS_PER_TOKEN = 4.0
 HOSTING_CHOICES = ("on_demand", "provisioned")
@@ -85,6 +86,7 @@ class CostLine:
     note: str = ""
     config_key: str = ""  # the key that names the priced model (or setting), for a missing price
     model_id: str = ""
+    how_to_price: str = ""  # what a missing price's refusal tells the user to do, when not bedrock.prices
 
 
 @dataclass
@@ -121,10 +123,31 @@ def check_every_cost_priced(costs: CostTable, hosting: str) -> None:
         return
     line = missing[0]
     more = f" (and {len(missing) - 1} more unpriced line(s))" if len(missing) > 1 else ""
+    if line.how_to_price:
+        raise UserError(
+            f"{line.config_key}: {line.model_id} has no price ({line.note}), so neither the estimate nor the budget guard can "
+            f"count what it costs; {line.how_to_price}{more}"
+        )
     raise UserError(
         f"{line.config_key}: {line.model_id} has no price ({line.note}), so neither the estimate nor the budget guard can count "
         f"what it costs; add it to bedrock.prices ({line.model_id}: {{input_per_1k: ..., output_per_1k: ...}}) to run it at a "
         f"price you set{more}"
+    )
+
+
+def vector_store_line(config: StudyConfig, price: VectorStorePrice) -> CostLine:
+    """The vector store of a Knowledge Base the study creates: STORAGE_MONTHS at the config's
+    price, 0 when billed elsewhere, and no price (the estimate refuses) otherwise."""
+    storage = config.bedrock.knowledge_base.get("storage", {}) if config.bedrock else {}
+    kind = str(storage.get("type", "the vector store")) if isinstance(storage, dict) else "the vector store"
+    if price.billed_elsewhere:
+        return CostLine("knowledge base", f"vector store ({kind}): billed elsewhere, as the config says", 0, "-", None, 0.0, None, True)
+    cost = None if price.usd_per_month is None else round(STORAGE_MONTHS * price.usd_per_month, 6)
+    key, fix = "bedrock.knowledge_base.vector_store_usd_per_month", "or vector_store_billed_elsewhere: true when another bill counts it"
+    item = f"vector store ({kind}), {STORAGE_MONTHS} month at the config's price"
+    how, store = f"set {key} to what it bills a month, {fix}", f"the vector store ({kind})"
+    return CostLine(
+        "knowledge base", item, STORAGE_MONTHS, "months", price.usd_per_month, cost, None, False, VECTOR_STORE_NOTE, key, store, how
     )
 
 
@@ -261,19 +284,8 @@ def estimate_costs(config: StudyConfig, token_counts: TokenCounts, prices: Price
                 embed_id,
             )
         )
-        lines.append(
-            CostLine(
-                "knowledge base",
-                "vector store (billed by the store you named)",
-                0,
-                "-",
-                None,
-                0.0,
-                None,
-                False,
-                "not estimated: OpenSearch Serverless bills per OCU-hour even when idle; S3 Vectors per GB and query",
-            )
-        )
+        if not existing_kb:
+            lines.append(vector_store_line(config, VectorStorePrice.from_settings(kb_settings)))
 
     if any(arm in FT_ARMS for arm in config.arms):
         epochs = config.finetune.epochs

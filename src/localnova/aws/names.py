@@ -46,3 +46,22 @@ def resource_name(limit_key: tuple[str, str, str], identity: Any, *readable: str
 
 def client_token(identity: Any) -> str:
     return stable_hash(identity, TOKEN_CHARS)
+
+
+HASH_FIRST = re.compile(rf"^[0-9a-f]{{{NAME_HASH_CHARS}}}-(.+)$")
+
+
+def is_hash_first(name: str) -> bool:
+    """Whether a name has this tool's shape: a hash of NAME_HASH_CHARS hex digits, a hyphen, words."""
+    return HASH_FIRST.match(name) is not None
+
+
+def names_study(name: str, study: str) -> bool:
+    """Whether a hash-first name carries `study` right after its hash (or the start of it, where
+    the name was cut at its limit). Names of two studies where one's name starts the other's
+    both pass; the resource's tag tells them apart."""
+    match = HASH_FIRST.match(name)
+    if match is None:
+        return False
+    rest, wanted = match.group(1), clean_name(study, 256)
+    return rest == wanted or rest.startswith(f"{wanted}-") or (len(name) >= 60 and wanted.startswith(rest))

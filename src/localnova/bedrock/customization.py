@@ -24,15 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.aws.availability import check_customization_offered, nova_family, nova_hyperparameters
+from localnova.aws.availability import check_customization_offered, nova_hyperparameters
 from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
 from localnova.aws.names import client_token, resource_name
-from localnova.aws.state import BedrockState, Resource
+from localnova.aws.state import ABSENT, CREATED, INTENDED, BedrockState, Resource
+from localnova.bedrock.reconcile import create_once, resolve
+from localnova.bedrock.training_files import count_training_tokens, nova_file, validate_training_file, validator_model
 from localnova.bedrock.uploads import put_object_once
 from localnova.config import ModelConfig, StudyConfig
-from localnova.costs import count_tokens_estimate
-from localnova.data.formats import is_nova_row, read_training_file, write_nova_jsonl
-from localnova.data.nova_validator import validate_nova_file
 from localnova.errors import UserError
 from localnova.files import write_text_atomic
 
@@ -100,63 +99,6 @@ class CustomizationResult:
     metrics_path: str = ""
 
 
-def validator_model(base_model_id: str) -> str:
-    """The Nova validator's name for a base model ('micro' for amazon.nova-micro-v1:0:128k)."""
-    family = nova_family(base_model_id)
-    if family is None:
-        raise UserError(f"{base_model_id!r} is not a Nova model the validator knows")
-    return family.removeprefix("nova-")
-
-
-def _validate_training_file(path: Path, model: str) -> None:
-    """Run the Nova validator with `model`'s rules; one UserError naming the first problem
-    and how many there are."""
-    problems = list(validate_nova_file(path, model))
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        first = problems[0]
-        line = getattr(first, "line", 0)
-        where = f"{path}:{line}" if line else str(path)
-        raise UserError(f"{where}: fails the Nova validator: {getattr(first, 'message', first)}{more}")
-
-
-def _first_row(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise UserError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-    raise UserError(f"{path}: the training file holds no records")
-
-
-def _nova_file(train_path: Path, work_dir: Path) -> Path:
-    """The training file in Nova format: as given, or converted from chat JSONL."""
-    if is_nova_row(_first_row(train_path)):
-        return train_path
-    nova_path = work_dir / f"{train_path.stem}.nova.jsonl"
-    write_nova_jsonl(read_training_file(train_path), nova_path)
-    return nova_path
-
-
-def count_training_tokens(nova_path: Path) -> int:
-    """The tokens one epoch trains on: every text block of the file as uploaded, the system
-    prompts included (a customization job bills tokens x epochs)."""
-    total = 0
-    for line in nova_path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        blocks = list(row.get("system", []))
-        for message in row.get("messages", []):
-            blocks += message.get("content", [])
-        total += sum(
-            count_tokens_estimate(block["text"]) for block in blocks if isinstance(block, dict) and isinstance(block.get("text"), str)
-        )
-    return total
-
-
 def prepare_customization(
     config: StudyConfig, model: ModelConfig, train_path: str | Path, validation_path: str | Path | None = None
 ) -> PreparedTraining:
@@ -177,13 +119,13 @@ def prepare_customization(
         raise UserError(f"finetune.train_path: {train_path} not found")
     work_dir = config.study_dir / "bedrock"
     work_dir.mkdir(parents=True, exist_ok=True)
-    nova_path = _nova_file(train_path, work_dir)
+    nova_path = nova_file(train_path, work_dir)
     rules = validator_model(base_model_id)
-    _validate_training_file(nova_path, rules)
+    validate_training_file(nova_path, rules)
     valid_nova = None
     if validation_path is not None:
-        valid_nova = _nova_file(Path(validation_path), work_dir)
-        _validate_training_file(valid_nova, rules)
+        valid_nova = nova_file(Path(validation_path), work_dir)
+        validate_training_file(valid_nova, rules)
 
     data_sha = hashlib.sha256(nova_path.read_bytes()).hexdigest()
     valid_sha = hashlib.sha256(valid_nova.read_bytes()).hexdigest() if valid_nova else None
@@ -261,6 +203,37 @@ def _job_resource(prepared: PreparedTraining, region: str, epochs: int) -> Resou
     )
 
 
+def _record_output_prefix(state: BedrockState, prepared: PreparedTraining, region: str) -> None:
+    """The job's output prefix, listed before the job exists: Bedrock writes there even when a
+    job fails, and cleanup deletes what is listed."""
+    output_key = prepared.output_uri.removeprefix(f"s3://{prepared.bucket}/")
+    state.record(
+        Resource(
+            "s3_prefix",
+            prepared.output_uri,
+            region,
+            id=prepared.output_uri,
+            client_token=prepared.output_uri,
+            details={"bucket": prepared.bucket, "prefix": output_key},
+        )
+    )
+
+
+def _record_adopted_files(state: BedrockState, prepared: PreparedTraining, region: str) -> None:
+    """What a job adopted by name was made with (its state entry lost): its training and
+    validation files in S3 and its output prefix, so that cleanup deletes them too."""
+    files = [(prepared.train_key, prepared.nova_path)]
+    if prepared.validation_key and prepared.validation_path:
+        files.append((prepared.validation_key, prepared.validation_path))
+    for key, path in files:
+        uri = f"s3://{prepared.bucket}/{key}"
+        if state.find("s3_object", key=uri) is None:
+            body = path.read_bytes()
+            details = {"bucket": prepared.bucket, "key": key, "sha": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+            state.record(Resource("s3_object", uri, region, id=key, name=key, client_token=uri, status=CREATED, details=details))
+    _record_output_prefix(state, prepared, region)
+
+
 def job_request(config: StudyConfig, prepared: PreparedTraining) -> dict[str, Any]:
     """The CreateModelCustomizationJob request of one prepared job."""
     request: dict[str, Any] = dict(
@@ -296,19 +269,21 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     region = config.bedrock.region
     while True:
         job = state.find("customization_job", client_token=prepared.client_token, include_deleted=True)
-        if job is not None and job.status == "absent":
+        if job is not None and job.status == ABSENT:
             job = None  # its create was refused: nothing exists under this token, so ask again
-        if job is None:
+        if job is None or job.status == INTENDED:
+            # Not in the state, or written down with no answer (the process may have died between
+            # the intent and the create's answer): ask the account by this attempt's name first.
             adopted = _job_by_name(prepared, clients)
             if adopted is not None:
                 log.info("customization job %s exists already: adopting it", prepared.job_name)
-                job = state.confirm(state.record(_job_resource(prepared, region, config.finetune.epochs)), arn=str(adopted["jobArn"]))
+                job = job or state.record(_job_resource(prepared, region, config.finetune.epochs))
+                job = state.confirm(job, arn=str(adopted["jobArn"]))
+                _record_adopted_files(state, prepared, region)
                 if adopted.get("status") in JOB_FAILED:
                     state.update(job, details={**job.details, "job_status": adopted.get("status")})
-        if job is None:
-            break
-        if job.status == "intended":
-            break  # written down, but its answer was lost and no job has its name: ask again, same token
+        if job is None or job.status == INTENDED:
+            break  # the account has no job of this name: create it (the same token, if written down)
         if not _ended_badly(job, clients):
             log.info("customization job %s already started: not creating another", job.id)
             return job
@@ -317,29 +292,44 @@ def start_customization(config: StudyConfig, prepared: PreparedTraining, state: 
     _upload(state, clients, region, prepared.bucket, prepared.train_key, prepared.nova_path)
     if prepared.validation_key and prepared.validation_path:
         _upload(state, clients, region, prepared.bucket, prepared.validation_key, prepared.validation_path)
-    # The output prefix is listed before the job exists: Bedrock writes there even when a job
-    # fails, and cleanup deletes what is listed.
-    output_key = prepared.output_uri.removeprefix(f"s3://{prepared.bucket}/")
-    state.record(
-        Resource(
-            "s3_prefix",
-            prepared.output_uri,
-            region,
-            id=prepared.output_uri,
-            client_token=prepared.output_uri,
-            details={"bucket": prepared.bucket, "prefix": output_key},
-        )
-    )
+    _record_output_prefix(state, prepared, region)
     # The job is written down before it is asked for; the same token returns the same job
     # (AWS's idempotency), so a retry after a lost answer cannot start a second one.
     entry = state.intend(_job_resource(prepared, region, config.finetune.epochs))
-    try:
-        job_arn = call_with_backoff(clients.bedrock.create_model_customization_job, **job_request(config, prepared))["jobArn"]
-    except Exception as error:
-        if error_code(error) and error_code(error) != "ConflictException":
-            state.mark_absent(entry)  # AWS refused it: no job, nothing billed
-        raise
-    return state.confirm(entry, arn=job_arn)
+
+    def by_name() -> dict[str, str] | None:
+        job = _job_by_name(prepared, clients)
+        return None if job is None else {"id": prepared.job_name, "arn": str(job["jobArn"])}
+
+    # Looked up above already, so only a create refused as taken (a job of this name made since,
+    # by a run killed after sending it) is looked up again, and adopted when its token is ours.
+    answer = create_once(
+        state,
+        entry,
+        clients,
+        lambda: call_with_backoff(clients.bedrock.create_model_customization_job, **job_request(config, prepared)),
+        lookup=by_name,
+        fresh=True,
+    )
+    return entry if answer is None else state.confirm(entry, arn=answer["jobArn"])
+
+
+def stop_running_jobs(state: BedrockState, clients: AwsClients) -> list[str]:
+    """Stop (StopModelCustomizationJob) every customization job the state lists that is still
+    training, one whose create answer was lost included (looked up by name first); returns a
+    line for each job stopped. A stopped job bills the tokens it trained on and makes no custom
+    model; the next run of the same command starts a new attempt."""
+    jobs = [r for r in state.live() if r.type == "customization_job" and r.details.get("job_status") is None]
+    resolve(state, [job for job in jobs if job.status == INTENDED], clients)
+    lines = []
+    for job in [job for job in jobs if job.status == CREATED]:
+        status = call_with_backoff(clients.bedrock.get_model_customization_job, jobIdentifier=job.arn or job.id).get("status")
+        if status not in ("InProgress",):
+            continue  # ended by itself: what it made is written down by reconcile
+        call_with_backoff(clients.bedrock.stop_model_customization_job, jobIdentifier=job.arn or job.id)
+        state.update(job, details={**job.details, "job_status": "Stopped"})
+        lines.append(f"stopped customization job {job.arn or job.id}: no custom model comes of it; a rerun starts a new attempt")
+    return lines
 
 
 def read_training_metrics(clients: AwsClients, output_uri: str, job_arn: str) -> list[dict[str, str]]:
@@ -405,7 +395,7 @@ def wait_for_customization(
                 arn=model_arn,
                 name=model_name,
                 client_token=job.client_token,
-                details={"job": job.id},
+                details={"job": job.id, "base_model": job.details.get("base_model", "")},
             )
         )
     metrics = read_training_metrics(clients, str(job.details.get("output_uri", "")), job.arn) if job.details.get("output_uri") else []

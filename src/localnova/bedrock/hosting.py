@@ -29,7 +29,7 @@ from localnova.aws.clients import AwsClients, call_with_backoff, error_code, err
 from localnova.aws.names import client_token, resource_name
 from localnova.aws.state import INTENDED, BedrockState, Resource
 from localnova.bedrock.cleanup import CleanupReport, delete_resources
-from localnova.bedrock.reconcile import resolve
+from localnova.bedrock.reconcile import create_once, resolve
 from localnova.config import ModelConfig, StudyConfig
 from localnova.costs import prices_for
 from localnova.errors import UserError
@@ -135,6 +135,7 @@ def host_custom_model(
     resource = state.find(kind, client_token=token)
     if resource is None or resource.status == INTENDED:
         details = {"model_arn": custom_model_arn, "model_units": config.bedrock.provisioned_model_units}
+        earlier = resource
         resource = resource or state.intend(
             Resource(
                 kind,
@@ -152,15 +153,16 @@ def host_custom_model(
             else clients.bedrock.create_provisioned_model_throughput
         )
         try:
-            answer = call_with_backoff(create, **request)
+            # an entry intended by an earlier run is looked up by name first; a name already
+            # taken (ValidationException) is looked up too and adopted when it is this one
+            answer = create_once(state, resource, clients, lambda: call_with_backoff(create, **request), fresh=earlier is None)
         except Exception as error:
-            if error_code(error):
-                state.mark_absent(resource)  # AWS refused it: nothing was made
             if error_code(error) == "ValidationException":
                 raise UserError(f"bedrock.hosting: Bedrock refused hosting {custom_model_arn}: {error_message(error)}") from None
             raise
-        arn = answer.get("customModelDeploymentArn") or answer["provisionedModelArn"]
-        resource = state.confirm(resource, id=name, arn=arn)
+        if answer is not None:
+            arn = answer.get("customModelDeploymentArn") or answer["provisionedModelArn"]
+            resource = state.confirm(resource, id=name, arn=arn)
 
     if kind == "custom_model_deployment":
         ready, what = "Active", f"deployment {name} of {model.name}"

@@ -17,6 +17,14 @@ Names are hash-first (aws/names.py), so two studies never share a Knowledge Base
                      {type: OPENSEARCH_SERVERLESS, opensearchServerlessConfiguration: {collectionArn: ...,
                       vectorIndexName: ..., fieldMapping: {vectorField: ..., textField: ..., metadataField: ...}}}
   data_deletion_policy  DELETE (default) or RETAIN
+  vector_store_usd_per_month    what the vector store bills a month, counted by the estimate and
+                                the spend guard (the price file has no figure for a store)
+  vector_store_billed_elsewhere true when the store's bill is counted elsewhere (a shared one);
+                                with neither, the estimate refuses to run
+Each create is made once whatever happened before (bedrock/reconcile.create_once): an entry
+left intended by an earlier run is looked up by name first, and a create refused because the
+name is taken is looked up and adopted. An ingestion refused because another is running
+(ConflictException) waits for that one, then starts its own.
 """
 
 from __future__ import annotations
@@ -31,10 +39,12 @@ from typing import Any
 from localnova.aws.clients import AwsClients, call_with_backoff, error_code, wait_until
 from localnova.aws.names import client_token, resource_name
 from localnova.aws.state import BedrockState, Resource
+from localnova.bedrock.ingestion import ask_guard, ingest_corpus
+from localnova.bedrock.reconcile import create_once
 from localnova.bedrock.uploads import put_object_once
 from localnova.budget import active_spend_guard
 from localnova.config import ChunkingConfig, StudyConfig
-from localnova.costs import count_tokens_estimate
+from localnova.costs import STORAGE_MONTHS, VECTOR_STORE_KEYS, VectorStorePrice, count_tokens_estimate
 from localnova.errors import UserError
 from localnova.types import RetrievedChunk, stable_hash
 
@@ -130,7 +140,7 @@ def settings_from_config(config: StudyConfig) -> KnowledgeBaseSettings:
     if bedrock is None:
         raise UserError("bedrock: the Bedrock path needs a bedrock section")
     raw = dict(bedrock.knowledge_base)
-    known = {"id", "name", "role_arn", "embedding_model", "storage", "data_deletion_policy"}
+    known = {"id", "name", "role_arn", "embedding_model", "storage", "data_deletion_policy", *VECTOR_STORE_KEYS}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise UserError(f"bedrock.knowledge_base.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
@@ -239,16 +249,6 @@ def sync_corpus(config: StudyConfig, state: BedrockState, clients: AwsClients) -
     return stable_hash(uploaded, 40), tokens
 
 
-def _create(state: BedrockState, entry: Resource, create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Call a create whose intent `entry` is written; an AWS refusal made nothing."""
-    try:
-        return create()
-    except Exception as error:
-        if error_code(error):
-            state.mark_absent(entry)
-        raise
-
-
 def ensure_knowledge_base(
     config: StudyConfig,
     state: BedrockState,
@@ -268,14 +268,30 @@ def ensure_knowledge_base(
 
     kb = state.find("knowledge_base", key="knowledge_base", client_token=settings.token)
     if kb is None or kb.status != "created":
+        vector_store = VectorStorePrice.from_settings(config.bedrock.knowledge_base)
+        if kb is None:
+            ask_guard(f"knowledge base {settings.name} (its vector store)", STORAGE_MONTHS * (vector_store.usd_per_month or 0.0))
         entry = kb or state.intend(
             Resource(
-                "knowledge_base", "knowledge_base", region, name=settings.name, client_token=settings.token, details={"name": settings.name}
+                "knowledge_base",
+                "knowledge_base",
+                region,
+                name=settings.name,
+                client_token=settings.token,
+                details={"name": settings.name, "s3_prefix": config.bedrock.s3_prefix, **vector_store.to_details()},
             )
         )
         request = knowledge_base_request(config, settings)
-        response = _create(state, entry, lambda: call_with_backoff(clients.agent.create_knowledge_base, **request))["knowledgeBase"]
-        kb = state.confirm(entry, id=response["knowledgeBaseId"], arn=response.get("knowledgeBaseArn", ""))
+        answer = create_once(
+            state, entry, clients, lambda: call_with_backoff(clients.agent.create_knowledge_base, **request), fresh=kb is None
+        )
+        kb = (
+            entry
+            if answer is None
+            else state.confirm(
+                entry, id=answer["knowledgeBase"]["knowledgeBaseId"], arn=answer["knowledgeBase"].get("knowledgeBaseArn", "")
+            )
+        )
     kb_id = kb.id
     wait_until(
         lambda: clients.agent.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["status"],
@@ -299,32 +315,13 @@ def ensure_knowledge_base(
                 details={"knowledge_base_id": kb_id},
             )
         )
-        response = _create(state, entry, lambda: call_with_backoff(clients.agent.create_data_source, **request))["dataSource"]
-        source = state.confirm(entry, id=response["dataSourceId"])
+        answer = create_once(
+            state, entry, clients, lambda: call_with_backoff(clients.agent.create_data_source, **request), fresh=source is None
+        )
+        source = entry if answer is None else state.confirm(entry, id=answer["dataSource"]["dataSourceId"])
 
-    # Ingestion syncs the data source with what is in S3 now. A finished one is kept while the
-    # corpus is unchanged; a changed corpus is a new token, so a new job that re-syncs it. The
-    # tokens it embeds are written down before it starts: the spend guard counts them.
     if source.details.get("ingested_corpus_sha") != corpus_sha:
-        job_token = stable_hash({"ds": source.id, "corpus": corpus_sha}, 40)
-        ingestions = list(source.details.get("ingestions", []))
-        if job_token not in [ingestion.get("token") for ingestion in ingestions]:
-            ingestions.append({"token": job_token, "corpus_tokens": corpus_tokens, "embedding_model": settings.embedding_model})
-            state.update(source, details={**source.details, "ingestions": ingestions})
-        job = call_with_backoff(clients.agent.start_ingestion_job, knowledgeBaseId=kb_id, dataSourceId=source.id, clientToken=job_token)[
-            "ingestionJob"
-        ]
-        job_id = job["ingestionJobId"]
-
-        def status() -> str:
-            answer = clients.agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=source.id, ingestionJobId=job_id)
-            return answer["ingestionJob"]["status"]
-
-        try:
-            wait_until(status, {"COMPLETE"}, {"FAILED", "STOPPED"}, f"ingestion {job_id}", poll_s=poll_s, sleep=sleep)
-        except UserError as error:
-            raise UserError(f"knowledge base {kb_id}: {error}; see its failureReasons in the Bedrock console, then run again") from None
-        state.update(source, details={**source.details, "ingested_corpus_sha": corpus_sha, "ingestion_job_id": job_id})
+        ingest_corpus(config, state, clients, source, kb_id, (corpus_sha, corpus_tokens), settings.embedding_model, poll_s, sleep)
     return kb_id
 
 

@@ -98,14 +98,15 @@ def _model_ids(config: StudyConfig) -> list[tuple[str, str, str]]:
 def _check_models(config: StudyConfig, clients: AwsClients, report: PreflightReport) -> None:
     region = config.bedrock.region if config.bedrock else "us-east-1"
     profiles: set[str] | None = None
+    profiles_asked = False  # asked once: a listing that could not be made is said once, not per model
     for key, model_id, use in _model_ids(config):
         if model_id.startswith("arn:") and HOSTED_ARN_PATTERN.search(model_id):
             report.unchecked.append((key, f"{model_id} is a hosted ARN; its route is the deployment or throughput itself"))
             continue
         _check_access(key, model_id, region, clients, report)
         if PROFILE_PATTERN.match(model_id):
-            if profiles is None:
-                profiles = _list_profiles(clients, report)
+            if not profiles_asked:
+                profiles, profiles_asked = _list_profiles(clients, report), True
             if profiles is None:
                 continue
             if model_id in profiles:

@@ -12,7 +12,7 @@ deletes it. What cannot be looked up (a listing refused) is reported, never gues
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,10 @@ from localnova.aws.state import CREATED, HOSTING_TYPES, INTENDED, BedrockState, 
 log = logging.getLogger(__name__)
 
 GONE_CODES = {"ResourceNotFoundException", "NoSuchKey", "NotFound", "404"}
+# What a create answers when its name is taken: ConflictException where the API has it,
+# ValidationException where it has not (hosting), ResourceInUseException (moto). The name is
+# then looked up: found, the resource is adopted; not found, it was a refusal after all.
+NAME_TAKEN_CODES = {"ConflictException", "ResourceInUseException", "ValidationException"}
 
 
 @dataclass
@@ -111,6 +115,47 @@ def resolve(state: BedrockState, intended: list[Resource], clients: AwsClients) 
     return unresolved
 
 
+def adopt_if_made(
+    state: BedrockState, entry: Resource, clients: AwsClients, lookup: Callable[[], dict[str, str] | None] | None = None
+) -> bool:
+    """Look the entry up in the account by the name it is created under; when the account has it,
+    write its id and ARN in (created) and return True."""
+    found = (lookup or (lambda: locate(entry, clients)))()
+    if found is None:
+        return False
+    state.confirm(entry, **{key: value for key, value in found.items() if value})
+    log.info("found in the account and adopted: %s", entry.label())
+    return True
+
+
+def create_once(
+    state: BedrockState,
+    entry: Resource,
+    clients: AwsClients,
+    create: Callable[[], dict[str, Any]],
+    lookup: Callable[[], dict[str, str] | None] | None = None,
+    fresh: bool = False,
+) -> dict[str, Any] | None:
+    """Call `create` for a resource written down (intended) before it, so that it is made once
+    whatever happened to an earlier try: an entry not `fresh` (intended before this call: its
+    answer lost, or the process killed between the intent and the answer) is first looked up
+    by name and adopted when the account has it; a create refused because the name is taken
+    (NAME_TAKEN_CODES) is looked up too and adopted. Returns the create's answer, or None when
+    the entry was adopted (its id and ARN are then in it). Any other AWS refusal made nothing:
+    the entry is marked absent and the error raised."""
+    if not fresh and adopt_if_made(state, entry, clients, lookup):
+        return None
+    try:
+        return create()
+    except Exception as error:
+        code = error_code(error)
+        if code in NAME_TAKEN_CODES and adopt_if_made(state, entry, clients, lookup):
+            return None
+        if code:
+            state.mark_absent(entry)
+        raise
+
+
 def hosting_exists(resource: Resource, clients: AwsClients) -> bool:
     """Whether AWS still lists a provisioned throughput or custom model deployment. Its ARN, id
     or name all identify it; the name is all an intended one that was never answered has."""
@@ -146,6 +191,7 @@ def _record_custom_model(state: BedrockState, job: Resource, clients: AwsClients
         arn=model_arn,
         name=name,
         client_token=job.client_token,
+        details={"job": job.name, "base_model": job.details.get("base_model", "")},
     )
     state.record(model)
     return model.label()

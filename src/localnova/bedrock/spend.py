@@ -7,6 +7,8 @@ call), so nothing the account may have made goes uncounted:
 - hosting: each provisioned throughput's started hours, from its entry to its deletion (or to
   this moment, while it lives), at the price per hour it was written down with;
 - ingestion: the corpus tokens each Knowledge Base ingestion embeds;
+- vector store: a month of it for each Knowledge Base the study made, at the price the config
+  gave it (nothing when billed elsewhere; an unpriced one never gets this far);
 - calls the store does not hold: retrieve calls, and calls whose answer never came (AWS may
   have billed them).
 Tokens: every generation the store holds for a Bedrock model, answers and judges alike, at the
@@ -38,10 +40,10 @@ def _hours_between(start: str, end: str | None) -> float:
 
 
 def resource_spend(state: BedrockState, config: StudyConfig, prices: PriceBook | None = None) -> dict[str, float]:
-    """USD per kind (training, storage, hosting, ingestion, other_calls) the state file lists."""
+    """USD per kind (training, storage, hosting, ingestion, vector_store, other_calls) the state file lists."""
     prices = prices or prices_for(config)
     base_of = {m.name: (m.customization_model or m.model) for m in config.models}
-    spend = {"training": 0.0, "storage": 0.0, "hosting": 0.0, "ingestion": 0.0, "other_calls": 0.0}
+    spend = {"training": 0.0, "storage": 0.0, "hosting": 0.0, "ingestion": 0.0, "vector_store": 0.0, "other_calls": 0.0}
     for job in state.all_of("customization_job"):
         if job.status == ABSENT:
             continue
@@ -65,6 +67,9 @@ def resource_spend(state: BedrockState, config: StudyConfig, prices: PriceBook |
         for ingestion in source.details.get("ingestions", []):
             entry = prices.token_prices(str(ingestion.get("embedding_model") or prices.embedding_model))
             spend["ingestion"] += int(ingestion.get("corpus_tokens", 0)) / 1000 * (entry["input_per_1k"] if entry else 0.0)
+    for kb in state.all_of("knowledge_base"):
+        if kb.status != ABSENT:
+            spend["vector_store"] += STORAGE_MONTHS * float(kb.details.get("vector_store_usd_per_month") or 0.0)
     spend["other_calls"] = sum(float(call.get("cost_usd", 0.0)) for call in state.paid_calls)
     return spend
 

@@ -1,4 +1,7 @@
-"""S3 objects the study puts: written to the state file before the put, confirmed after."""
+"""S3 objects the study puts: written to the state file before the put, confirmed after.
+
+A put is idempotent (the same key and body make the same object), so an entry left intended by
+a run killed between the intent and the answer is simply put again: nothing is made twice."""
 
 from __future__ import annotations
 
@@ -20,4 +23,4 @@ def put_object_once(state: BedrockState, clients: AwsClients, region: str, bucke
         Resource("s3_object", uri, region, id=key, name=key, client_token=uri, details={"bucket": bucket, "key": key})
     )
     call_with_backoff(clients.s3.put_object, Bucket=bucket, Key=key, Body=body)
-    state.confirm(entry, details={**entry.details, "sha": digest})
+    state.confirm(entry, details={**entry.details, "sha": digest, "bytes": len(body)})

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localnova.bedrock.knowledge_base import corpus_files
+from localnova.bedrock.placeholders import placeholder_lines
 from localnova.bedrock.plan import PlannedCall, plan_calls
 from localnova.config import FT_ARMS, ModelConfig, StudyConfig
 from localnova.costs import (
@@ -262,6 +263,7 @@ def dry_run(
             format_cost_table(costs),
             f"budget_usd: {config.bedrock.budget_usd:,.2f}; hosting chosen: {config.bedrock.hosting}",
         ]
+        + placeholder_lines(config)
     )
     if out is not None:
         out(text)

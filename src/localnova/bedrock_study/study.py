@@ -15,43 +15,47 @@ the same road on the simulated backend.
 
 A live SpendGuard (budget.py) sees every cost; a step that would cross bedrock.budget_usd stops
 the run in one line. On every way out (an error, a failed or never-ready hosting, Ctrl-C,
-SIGTERM, a budget stop) the hosting is deleted, unless --keep-hosting, and then the last line
-names it, its cost per hour and the cleanup command; a deletion refused or not confirmed ends
-the run with that line too. State and answers are saved as they happen, so a rerun resumes
-without paying twice.
+SIGTERM, SIGHUP when the terminal or the SSH session goes, SIGQUIT, a budget stop) the hosting
+is deleted, unless --keep-hosting, and then the last line names it, its cost per hour and the
+cleanup command; a deletion refused or not confirmed ends the run with that line too. Ctrl-C, a
+signal or a budget stop also stops a customization job still training (StopModelCustomizationJob;
+a rerun starts a new attempt), unless --keep-customization-jobs. Every start and every end asks
+the account what the study holds (bedrock/inventory.py) and prints it with what each thing costs
+an hour or a month and the cleanup command (bedrock/leftovers.py), so what a killed run left
+(SIGKILL, a power cut) is named at the next start. State and answers are saved as they happen,
+so a rerun resumes without paying twice.
 """
 
 from __future__ import annotations
 
 import json
-import signal
+import logging
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from localnova.aws.clients import AwsClients, aws_error_line, is_aws_error
+from localnova.aws.clients import AwsClients
 from localnova.aws.state import BedrockState
 from localnova.backends.bedrock_backend import host_on_first_call, route_of
 from localnova.bedrock.customization import prepare_customization, start_customization, wait_for_customization
 from localnova.bedrock.hosting import (
-    HostingLeft,
     check_hosting,
     cleanup_command,
     host_custom_model,
-    hosting_left_line,
     hourly_usd,
     release_hosting,
 )
 from localnova.bedrock.knowledge_base import DEFAULT_EMBEDDING_MODEL, KnowledgeBaseRetriever, corpus_prefix, ensure_knowledge_base
+from localnova.bedrock.placeholders import check_no_placeholders
 from localnova.bedrock.preflight import require_preflight
 from localnova.bedrock.reconcile import reconcile
 from localnova.bedrock.requests import check_requests
 from localnova.bedrock.spend import price_ids, resource_spend, token_spend
 from localnova.bedrock_study.dry_run import actual_answer_requests, dry_run, simulated_study
 from localnova.bedrock_study.resume import hosting_on_rerun
+from localnova.bedrock_study.stopping import after_stop, reason, say_at_start, say_what_is_left, signals_as_interrupt, tell_on_stderr
 from localnova.budget import SpendGuard, check_budget, spend_guarded
 from localnova.config import FT_ARMS, BedrockConfig, ModelConfig, StudyConfig
 from localnova.costs import STORAGE_MONTHS, CostTable, PriceBook, prices_for
@@ -64,6 +68,8 @@ from localnova.files import write_text_atomic
 from localnova.finetune.stage import sample_training_pairs, training_file
 from localnova.pipeline import run_study
 from localnova.store import Store
+
+log = logging.getLogger(__name__)
 
 # Stand-ins for the custom models' ARNs in a dry run: the simulated backend only records them.
 SIMULATED_ADAPTER = "simulated-adapter"
@@ -91,24 +97,6 @@ def with_bedrock_settings(config: StudyConfig) -> StudyConfig:
     return config.model_copy(update={"models": [settle(model) for model in config.models], "judges": judges})
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While a paid run is in progress, SIGTERM ends it the way Ctrl-C does: through the code
-    that deletes its hosting, not past it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_bedrock_study(
     config: StudyConfig,
     dry_run_only: bool,
@@ -118,10 +106,14 @@ def run_bedrock_study(
     confirm: Callable[[str], bool] = confirm_on_terminal,
     keep_hosting: bool = False,
     skip_checks: tuple[str, ...] | list[str] = (),
+    keep_jobs: bool = False,
+    report_left: Callable[[str], None] | None = None,
 ) -> tuple[Path, str]:
     """Check, plan, estimate, confirm, create what the study needs, then run it; returns the
     study folder and run id. A dry run prints the plan and estimate and runs the whole study on
-    the simulated backend, offline, in a folder of its own."""
+    the simulated backend, offline, in a folder of its own. A real run hands `report_left` (by
+    default: stderr) what the account holds for the study as it starts (when anything) and as it
+    ends, every way it ends; `keep_jobs` keeps a customization job training when it stops early."""
     if config.bedrock is None:
         raise UserError("bedrock: a study with Bedrock models needs a bedrock section (region, role_arn, s3_bucket, ...)")
     config = with_bedrock_settings(config)
@@ -137,6 +129,8 @@ def run_bedrock_study(
             artifacts_from_store=lambda store: {"cost_actual_simulated": actual_spend(store, config, {})},
         )
 
+    check_no_placeholders(config)  # a role, bucket or index the user has not named yet: one line, before anything
+    report = report_left or tell_on_stderr
     clients = clients or AwsClients(config.bedrock.region)
     clients.get("bedrock")  # no credentials: one clear line now, before anything else
     require_preflight(config, clients, skip_checks)
@@ -148,6 +142,7 @@ def run_bedrock_study(
             + "; ".join(found.unresolved)
             + f"; nothing new was created: run the same command again, or {cleanup_command(config.study_dir)}"
         )
+    say_at_start(config, state, clients, report)
     ft_models = [model for model in config.models if model.backend == "bedrock"] if config.fine_tunes else []
     train_path, validation_path, training_record = bedrock_training_files(config) if ft_models else (None, None, {})
     prepared = [prepare_customization(config, model, train_path, validation_path) for model in ft_models]
@@ -171,14 +166,19 @@ def run_bedrock_study(
     )
     guard.price_ids = price_ids(config, {}, state)
     guard.add(_stored_token_spend(config, {}, prices, state))
-    with spend_guarded(guard), sigterm_as_interrupt():
+    with spend_guarded(guard), signals_as_interrupt():
         try:
-            return _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record)
+            result = _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record)
         except BaseException as error:
-            stopped = _after_stop(error, config, state, clients, keep_hosting)
+            stopped = after_stop(error, config, state, clients, keep_hosting, keep_jobs, report)
+            say_what_is_left(config, state, clients, report, f"the run stopped: {reason(error)}")
             if stopped is error:
                 raise
             raise stopped from error
+        interrupted = say_what_is_left(config, state, clients, report, f"study {config.name!r} complete on Bedrock")
+        if interrupted is not None:
+            raise interrupted
+        return result
 
 
 def _create_and_run(
@@ -233,37 +233,6 @@ def _create_and_run(
         artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config, custom_models, state)},
         hosting=hosting,
     )
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, KeyboardInterrupt):
-        return f"interrupted{' (' + str(error) + ')' if str(error) else ''}"
-    if is_aws_error(error):
-        return aws_error_line(error)
-    return str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-
-
-def _after_stop(error: BaseException, config: StudyConfig, state: BedrockState, clients: AwsClients, keep_hosting: bool) -> BaseException:
-    """What a run that stops early ends with: its hosting deleted (or, with --keep-hosting,
-    named with its cost per hour and the cleanup command), and one line for the user."""
-    live = state.live_hosting()
-    if keep_hosting and live:
-        kept = "; ".join(resource.label() for resource in live)
-        return UserError(
-            f"{_reason(error)}; hosting kept as asked (--keep-hosting): {kept}; delete it with {cleanup_command(config.study_dir)}"
-        )
-    try:
-        release_hosting(state, clients)
-    except HostingLeft as left:
-        return HostingLeft(f"{_reason(error)}; {left}")
-    except BaseException:
-        still = state.live_hosting()
-        if not still:
-            raise
-        return HostingLeft(f"{_reason(error)}; " + hosting_left_line(state, [f"{r.label()}: its deletion was cut off" for r in still]))
-    if is_aws_error(error):
-        return UserError(f"{aws_error_line(error)}; no hosting is left running; fix the cause and run the same command again to resume")
-    return error
 
 
 def bedrock_training_files(config: StudyConfig) -> tuple[Path, Path | None, dict[str, Any]]:
