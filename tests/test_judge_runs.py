@@ -1,0 +1,194 @@
+"""`localnova judge`: a config's judges put on runs already answered, through each run's store:
+the answers and the run's own counts untouched, the new judgments counted, a run of other
+questions refused in one line, a judge of a name the run holds stored beside it, resumable
+after kill -9, and a Bedrock panel checked, estimated and guarded before it spends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from localnova.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_EVAL = REPO / "data" / "demo" / "eval.jsonl"
+DEMO_CORPUS = REPO / "data" / "demo" / "corpus"
+QUESTIONS = 4
+
+
+def study_config(tmp_path: Path, judges: str, name: str = "sim", eval_path: Path = DEMO_EVAL, limit: int = QUESTIONS) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""name: {name}
+output_dir: {tmp_path / "runs"}
+corpus: {{path: {DEMO_CORPUS}, chunking: {{strategy: fixed, chunk_tokens: 120, overlap_tokens: 20}}}}
+retrieval: {{top_k: 2}}
+eval: {{path: {eval_path}, limit: {limit}, latency_probe: {{enabled: false}}}}
+models:
+  - {{name: sim-model, backend: simulated, model: sim-1}}
+arms: [base, rag]
+judges:
+{judges}""")
+    return path
+
+
+F1 = "  - {name: f1, kind: token_f1}\n"
+SIM_JUDGE = "  - {{name: {name}, kind: llm, model: {{name: {name}, backend: simulated, model: {model}}}}}\n"
+
+
+@pytest.fixture(scope="module")
+def answered_once(tmp_path_factory) -> Path:
+    """A simulated study of 4 questions x 2 arms, judged by token F1 alone (its index built once)."""
+    tmp_path = tmp_path_factory.mktemp("answered")
+    assert main(["run", str(study_config(tmp_path, F1)), "--no-report"]) == 0
+    return tmp_path / "runs" / "sim"
+
+
+@pytest.fixture
+def study(answered_once, tmp_path) -> Path:
+    """A copy of that study of the test's own."""
+    return Path(shutil.copytree(answered_once, tmp_path / "runs" / "sim"))
+
+
+def snapshot(study: Path) -> dict:
+    connection = sqlite3.connect(study / "store.sqlite")
+    try:
+        return {
+            "answers": connection.execute(
+                "SELECT a.model, a.arm, a.question_id, a.generation_key, g.result_json FROM answers a "
+                "JOIN generations g ON g.key = a.generation_key ORDER BY 1, 2, 3"
+            ).fetchall(),
+            "runs": connection.execute("SELECT run_id, status, model_calls, cached_calls FROM runs").fetchall(),
+            "judgments": connection.execute("SELECT judge, count(*) FROM judgments GROUP BY judge ORDER BY judge").fetchall(),
+            "generations": connection.execute("SELECT count(*) FROM generations").fetchone()[0],
+        }
+    finally:
+        connection.close()
+
+
+def test_a_new_panel_judges_the_stored_answers_and_leaves_them_as_they_were(study, tmp_path, capsys):
+    before = snapshot(study)
+    assert before["judgments"] == [("f1", 8 + 3 * QUESTIONS)]
+    panel = study_config(tmp_path, F1 + SIM_JUDGE.format(name="sim-judge", model="judge-1"), name="panel")
+    assert main(["judge", "--config", str(panel), str(study), "--no-report"]) == 0
+    after = snapshot(study)
+    assert after["answers"] == before["answers"]  # the same answers, from the same generations
+    assert after["runs"] == before["runs"]  # the run's own status and call counts
+    # the new judge scored 8 answers and 3 controls a question; token F1 is the run's own and is reused
+    assert after["judgments"] == [("f1", 20), ("sim-judge", 8 + 3 * QUESTIONS)]
+    # every judgment of the simulated judge took one call; identical control prompts are sent once
+    assert after["generations"] - before["generations"] == 8 + 3 * QUESTIONS
+    out = capsys.readouterr().out
+    assert "20 judgments made now (f1 0, sim-judge 20)" in out and "its 8 answers, unchanged" in out
+    added = json.loads(
+        sqlite3.connect(study / "store.sqlite").execute("SELECT value_json FROM artifacts WHERE name='added_judges'").fetchone()[0]
+    )
+    assert set(added) == {"f1", "sim-judge"} and added["sim-judge"]["config"] == "panel"
+
+    # the same command again makes nothing
+    assert main(["judge", "--config", str(panel), str(study), "--no-report"]) == 0
+    assert snapshot(study) == after and "0 judgments made now" in capsys.readouterr().out
+
+
+def test_a_judge_of_a_name_the_run_uses_is_stored_beside_it(study, tmp_path, capsys):
+    panel = study_config(tmp_path, "  - {name: f1, kind: token_f1, max_attempts: 5}\n", name="panel")
+    assert main(["judge", "--config", str(panel), str(study), "--no-report"]) == 0
+    assert snapshot(study)["judgments"] == [("f1", 20), ("f1@panel", 20)]
+    assert "the run has another judge named f1: this one is stored as f1@panel" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"limit": 6}, "q005 is not in"),  # the run asked 4; this config's eval set holds 6 and the run's 4
+        ({"eval_path": "other"}, "asks another question"),
+    ],
+)
+def test_a_run_of_other_questions_is_refused_in_one_line(study, tmp_path, capsys, change, said):
+    before = snapshot(study)
+    if change.get("eval_path") == "other":
+        rows = [json.loads(line) for line in DEMO_EVAL.read_text().splitlines() if line.strip()]
+        rows[0]["question"] = "Something else entirely?"
+        (tmp_path / "other.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        panel = study_config(tmp_path, F1, name="panel", eval_path=tmp_path / "other.jsonl")
+    else:
+        panel = study_config(tmp_path, F1, name="panel", limit=3)
+        said = "q004 is not in"
+    assert main(["judge", "--config", str(panel), str(study)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its questions are not the config's" in err[0] and said in err[0]
+    assert snapshot(study) == before
+
+
+def test_a_simulated_judge_is_refused_on_a_run_that_is_not(study, tmp_path, capsys):
+    sqlite3.connect(study / "store.sqlite").execute("DELETE FROM artifacts WHERE name='simulated'").connection.commit()
+    panel = study_config(tmp_path, SIM_JUDGE.format(name="sim-judge", model="judge-1"), name="panel")
+    assert main(["judge", "--config", str(panel), str(study)]) == 2
+    assert "is simulated and the run is not" in capsys.readouterr().err
+
+
+SLOW_JUDGE_RUNNER = """
+import sys, time
+from localnova import backends
+from localnova.backends.simulated import SimulatedBackend
+
+class SlowJudge(SimulatedBackend):
+    def generate(self, requests):
+        time.sleep(0.15 * len(requests))
+        return super().generate(requests)
+
+sys.modules["slow_judge"] = sys.modules[__name__]
+backends.BACKENDS["simulated"] = "slow_judge:SlowJudge"
+from localnova.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _generations(study: Path) -> int:
+    try:
+        connection = sqlite3.connect(f"file:{study / 'store.sqlite'}?mode=ro", uri=True, timeout=1)
+        try:
+            return connection.execute("SELECT count(*) FROM generations").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_with_sigkill_then_run_again_it_makes_only_what_is_missing(study, tmp_path):
+    judge = (
+        "  - {name: slow-judge, kind: llm, model: {name: slow-judge, backend: simulated, model: judge-1, generation: {batch_size: 1}}}\n"
+    )
+    panel = study_config(tmp_path, judge, name="panel")
+    runner = tmp_path / "runner.py"
+    runner.write_text(SLOW_JUDGE_RUNNER)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(runner), "judge", "--config", str(panel), str(study), "--no-report"]
+    before = snapshot(study)
+    needed = 8 + 3 * QUESTIONS
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while process.poll() is None and _generations(study) < before["generations"] + needed // 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the judge command finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    made_before_kill = _generations(study) - before["generations"]
+    assert 0 < made_before_kill < needed
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    # the rerun made only the calls the killed one had not stored, and judged everything
+    assert f"{needed - made_before_kill} model calls" in finished.stdout
+    after = snapshot(study)
+    assert after["generations"] - before["generations"] == needed
+    assert ("slow-judge", needed) in after["judgments"] and after["answers"] == before["answers"] and after["runs"] == before["runs"]
