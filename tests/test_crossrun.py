@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from localnova.cli import main
+from localnova.config import load_config
+from localnova.evaluate.judge_settings import config_identity, hosted_twice
 from localnova.report.collect import RunData, collect_run
 from localnova.report.crossrun import compare_runs, cross_run_blocks, match_questions, shared_judges
 from localnova.report.summarize import summarize_run
@@ -262,3 +264,35 @@ def test_stored_identities_decide_when_both_runs_have_them():
     reseeded = _run("reseeded", QUESTIONS, scores, [_llm_judge()], identities={"llm": {**identity, "seed": 1}})
     text, tables = _section(reference, reseeded)
     assert any("same name, another judge" in t and "seed" in t for t in text) and not tables
+
+
+STUDY_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))  # configs/accelerate/ holds accelerate's files, not studies
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_config_carries_the_same_reference_judges(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(path)
+    found = {judge.name: config_identity(judge.model_dump(mode="json"), config.seed) for judge in config.judges}
+    demo = load_config(REPO / "configs" / "demo.yaml")
+    for judge in demo.judges:
+        if judge.kind != "llm":  # token F1 and MiniLM similarity: free on every path, the same everywhere
+            assert found.get(judge.name) == config_identity(judge.model_dump(mode="json"), demo.seed), f"{path.name}: {judge.name}"
+
+
+def test_the_bedrock_and_every_local_gpu_config_judge_with_the_posts_llama_under_one_name(monkeypatch):
+    """The same name and judging settings on another host: the cross-run report pairs it once
+    its hosts are shown to agree."""
+    monkeypatch.chdir(REPO)
+    bedrock = load_config("configs/bedrock-nova.yaml")
+    gpu_configs = sorted(REPO.glob("configs/local-gpu*.yaml"))
+    assert len(gpu_configs) >= 3
+
+    def llama(config):
+        (judge,) = [j for j in config.judges if j.name == "llama-3-1-70b"]
+        return config_identity(judge.model_dump(mode="json"), config.seed)
+
+    for path in gpu_configs:
+        local = llama(load_config(path))
+        assert "70B" in local["model"]["model"] or "70b" in local["model"]["model"]
+        assert hosted_twice(llama(bedrock), local), path.name

@@ -91,7 +91,7 @@ def test_a_new_panel_judges_the_stored_answers_and_leaves_them_as_they_were(stud
     added = json.loads(
         sqlite3.connect(study / "store.sqlite").execute("SELECT value_json FROM artifacts WHERE name='added_judges'").fetchone()[0]
     )
-    assert set(added) == {"f1", "sim-judge"} and added["sim-judge"]["config"] == "panel"
+    assert set(added) == {"sim-judge"} and added["sim-judge"]["config"] == "panel"  # token F1 is the run's own
 
     # the same command again makes nothing
     assert main(["judge", "--config", str(panel), str(study), "--no-report"]) == 0
@@ -192,3 +192,52 @@ def test_killed_with_sigkill_then_run_again_it_makes_only_what_is_missing(study,
     after = snapshot(study)
     assert after["generations"] - before["generations"] == needed
     assert ("slow-judge", needed) in after["judgments"] and after["answers"] == before["answers"] and after["runs"] == before["runs"]
+
+
+def test_a_bedrock_panel_is_checked_estimated_and_guarded_before_it_spends(study, monkeypatch, boto_clients, capsys):
+    """The shipped Bedrock config's Llama 3.1 70B put on a stored run, against the fake account:
+    over budget, it stops after the free checks and before any converse call; within budget, it
+    pays each judgment once, and the estimate it showed is not below what the account billed."""
+    pytest.importorskip("botocore")
+    from bedrock_fake_account import FakeAccount
+    from bedrock_fake_services import FakeClock
+    from bedrock_fixtures import FAKE_ACCESS_KEY, FAKE_SECRET_KEY
+    from localnova.aws import clients as aws_clients
+    from localnova.aws.clients import AwsClients
+    from localnova.backends import bedrock_backend
+    from localnova.bedrock_study.judge import judge_estimate, judge_runs_on_bedrock
+    from localnova.bedrock_study.study import with_bedrock_settings
+    from localnova.config import load_config
+    from localnova.errors import UserError
+    from localnova.judge_runs import RunTarget, select_judges
+
+    clock = FakeClock()
+    account = FakeAccount(clock)
+    account.install(monkeypatch)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_KEY)
+    monkeypatch.setattr(aws_clients, "SLEEP", clock.advance)
+    monkeypatch.setattr(bedrock_backend, "make_client", lambda service, region: boto_clients[service])
+    monkeypatch.setattr(bedrock_backend, "require_credentials", lambda region: None)
+    clients = AwsClients("us-east-1", dict(boto_clients), check_credentials=False)
+    paths = [f"eval.path={DEMO_EVAL}", f"corpus.path={DEMO_CORPUS}"]
+
+    def config(budget_usd: float):
+        shipped = load_config(REPO / "configs" / "bedrock-nova.yaml", [*paths, f"bedrock.budget_usd={budget_usd}"])
+        return select_judges(shipped, ["llama-3-1-70b"])
+
+    before = snapshot(study)
+    with pytest.raises(UserError, match="exceeds the budget"):
+        judge_runs_on_bedrock(config(0.0001), [RunTarget(study)], assume_yes=True, clients=clients)
+    assert ("bedrock-runtime", "Converse") not in account.calls and ("sts", "GetCallerIdentity") in account.calls
+    assert snapshot(study) == before
+    assert "llama-3-1-70b" in capsys.readouterr().out  # the estimate's judge line was shown
+    estimate = judge_estimate(with_bedrock_settings(config(50.0)), [RunTarget(study)]).total("on_demand")
+
+    judged = judge_runs_on_bedrock(config(50.0), [RunTarget(study)], assume_yes=True, clients=clients)
+    needed = 8 + 3 * QUESTIONS
+    assert judged[0].made == {"llama-3-1-70b": needed}
+    assert sum(1 for call in account.calls if call == ("bedrock-runtime", "Converse")) == needed == sum(account.delivered.values())
+    after = snapshot(study)
+    assert ("llama-3-1-70b", needed) in after["judgments"] and after["answers"] == before["answers"] and after["runs"] == before["runs"]
+    assert 0 < account.meter_total() <= estimate

@@ -138,17 +138,25 @@ def check_questions(items: list[EvalItem], config: StudyConfig, where: str) -> N
         raise UserError(f"{where}: its questions are not the config's ({why}); judge it with a config whose eval set it was run on")
 
 
-def _run_judges(store: Store, run_id: str) -> tuple[set[str], dict[str, dict[str, Any]]]:
-    """The judge names with judgments in the run, and what its config (and any judge added
-    later) says of each judge, as `config_identity`."""
+def _run_judges(store: Store, run_id: str) -> tuple[set[str], dict[str, dict[str, Any]], set[str]]:
+    """The judge names with judgments in the run; what its config (and any judge added later)
+    says of each judge, as `config_identity`; and the names its own config gave."""
     names = {row[0] for row in store.connection.execute("SELECT DISTINCT judge FROM judgments WHERE run_id=?", (run_id,))}
     stored = store.run_info(run_id)["config"]
     study_config = stored.get("config", stored)
     seed = int(study_config.get("seed") or 0)
     settings = {judge["name"]: config_identity(judge, seed) for judge in study_config.get("judges") or []}
+    own = set(settings)
     for name, added in (store.artifacts(run_id).get(ADDED_JUDGES_ARTIFACT) or {}).items():
         settings[name] = config_identity(added["judge"], int(added.get("seed", 0)))
-    return names, settings
+    return names, settings, own
+
+
+def _with_controls(store: Store, run_id: str, config: StudyConfig) -> bool:
+    """Judge the controls when the config asks for them or the run's own judges scored them (a
+    judge without them could not be gated beside those that have them)."""
+    found = store.connection.execute("SELECT 1 FROM judgments WHERE run_id=? AND subject<>? LIMIT 1", (run_id, SUBJECT_ANSWER))
+    return config.eval.controls or found.fetchone() is not None
 
 
 def stored_names(config: StudyConfig, names: set[str], settings: dict[str, dict[str, Any]], where: str) -> dict[str, str]:
@@ -199,16 +207,9 @@ def judge_run(config: StudyConfig, target: RunTarget, timings: dict[str, float] 
             raise UserError(
                 f"{where}: judge {simulated[0]} is simulated and the run is not: its scores would pass for real ones in the report"
             )
-        names, settings = _run_judges(store, run_id)
+        names, settings, own = _run_judges(store, run_id)
         renamed = stored_names(config, names, settings, where)
-        controls = (
-            config.eval.controls
-            or store.connection.execute(
-                "SELECT 1 FROM judgments WHERE run_id=? AND subject<>? LIMIT 1", (run_id, SUBJECT_ANSWER)
-            ).fetchone()
-            is not None
-        )
-        inputs, n_answers = answers_to_judge(store, run_id, items, controls)
+        inputs, n_answers = answers_to_judge(store, run_id, items, _with_controls(store, run_id, config))
         if not n_answers:
             raise UserError(f"{where}: the run holds no answers to judge")
         store.run_id = run_id
@@ -216,6 +217,8 @@ def judge_run(config: StudyConfig, target: RunTarget, timings: dict[str, float] 
         judges = [j.model_copy(update={"name": renamed[j.name]}) for j in config.judges]
         added = dict(artifacts.get(ADDED_JUDGES_ARTIFACT) or {})
         for judge in judges:
+            if judge.name in own:  # the run's own judge, with the same settings: nothing added
+                continue
             added[judge.name] = {
                 "judge": judge.model_dump(mode="json"),
                 "seed": config.seed,
@@ -273,7 +276,7 @@ def stored_inputs(config: StudyConfig, target: RunTarget) -> list[JudgeInput]:
         where = f"{target.study_dir}:{run_id}"
         items = run_questions(store.artifacts(run_id), where)
         check_questions(items, config, where)
-        return answers_to_judge(store, run_id, items, config.eval.controls)[0]
+        return answers_to_judge(store, run_id, items, _with_controls(store, run_id, config))[0]
     finally:
         store.close()
 

@@ -86,7 +86,7 @@ def host_blocks(reference: RunData, other: RunData, panel: SharedPanel) -> list[
         f"host in {other.label}",
         "answers scored by both",
         "Spearman",
-        "mean difference, second host - first [95% CI]",
+        f"mean difference, {other.label}'s host - {reference.label}'s [95% CI]",
         "one scale?",
     ]
     return [Paragraph(f"{other.label}: judges hosted twice. {HOST_RULE}"), Table(headers, rows)]
