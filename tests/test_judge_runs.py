@@ -262,3 +262,21 @@ def test_a_bedrock_panel_is_checked_estimated_and_guarded_before_it_spends(study
     after = snapshot(study)
     assert ("llama-3-1-70b", judgments) in after["judgments"] and after["answers"] == before["answers"] and after["runs"] == before["runs"]
     assert 0 < account.meter_total() <= estimate
+
+
+def test_adding_a_reference_judge_to_a_config_reuses_every_stored_answer(study, tmp_path):
+    """The shipped configs gained reference judges: a run of a config with one added is another
+    run, but its answers' requests and keys are the same, so every answer comes from the store
+    and no model is called. (MiniLM similarity, the other, is left out only to spare loading it.)"""
+    reference = "  - {name: token-f1, kind: token_f1}\n"
+    assert main(["run", str(study_config(tmp_path, F1 + reference)), "--no-report"]) == 0
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["model_calls"] == 0 and summary["cached_calls"] == 8
+    connection = sqlite3.connect(study / "store.sqlite")
+    rows = connection.execute("SELECT run_id, model, arm, question_id, generation_key FROM answers").fetchall()
+    connection.close()
+    by_run: dict[str, set] = {}
+    for run_id, *answer in rows:
+        by_run.setdefault(run_id, set()).add(tuple(answer))
+    first, second = by_run.values()  # two runs, the new one's answers the stored ones, key for key
+    assert len(first) == 8 and first == second
