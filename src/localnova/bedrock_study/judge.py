@@ -30,7 +30,6 @@ from localnova.costs import (
     check_every_cost_priced,
     count_tokens_estimate,
     estimate_costs,
-    format_cost_table,
     prices_for,
 )
 from localnova.errors import UserError
@@ -81,6 +80,19 @@ def judge_estimate(config: StudyConfig, targets: list[RunTarget]) -> CostTable:
     return estimate_costs(judging_view(config), counts)
 
 
+def estimate_text(costs: CostTable, n_runs: int, budget_usd: float, hosting: str) -> str:
+    """The estimate as the command shows it: each judge's calls, tokens and cost, and the total."""
+    lines = [
+        f"Estimated cost of the Bedrock judges over {n_runs} run(s), USD: every judgment's first attempt, its reply counted at "
+        "max_new_tokens (an upper bound; a judgment the run already holds costs nothing):"
+    ]
+    lines += [f"  {line.item}: ${line.cost_usd or 0.0:,.4f}{'' if line.verified else ' *'}" for line in costs.lines]
+    lines.append(f"  total ${costs.total(hosting):,.2f}; budget_usd {budget_usd:,.2f}")
+    if not all(line.verified for line in costs.lines):
+        lines.append(f"  * price not verified on a primary page (prices read on {costs.prices_read_on})")
+    return "\n".join(lines)
+
+
 def _stored_spend(config: StudyConfig, targets: list[RunTarget], prices: PriceBook) -> float:
     """What the Bedrock calls already in the runs' stores cost (each store once)."""
     total = 0.0
@@ -114,9 +126,7 @@ def judge_runs_on_bedrock(
     costs = judge_estimate(config, targets)
     hosting = config.bedrock.hosting
     check_every_cost_priced(costs, hosting)
-    out(f"Estimated cost of the Bedrock judges over {len(targets)} run(s) (USD, every judgment's first attempt):")
-    out(format_cost_table(costs))
-    out(f"budget_usd: {config.bedrock.budget_usd:,.2f}")
+    out(estimate_text(costs, len(targets), config.bedrock.budget_usd, hosting))
     if estimate_only:
         return []
     clients = clients or AwsClients(config.bedrock.region)
