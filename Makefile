@@ -59,10 +59,19 @@ demo-vllm: demo $(ENGINES_VENV)/.installed
 	$(EBIN)/localnova report runs/demo runs/demo-vllm --out runs/demo-vllm/beside-demo
 	@echo "open runs/demo-vllm/report.html and runs/demo-vllm/beside-demo/report.html"
 
+# Inspect AI's own reader, for the eval log `localnova export --format inspect` writes
+# (tests/test_eval_log.py), in an environment of its own: inspect-ai pins aiobotocore, which
+# holds the Bedrock path's boto3 a release back (about 7 s to install, 256 MB).
+INSPECT_VENV ?= .venv-inspect
+$(INSPECT_VENV)/.installed:
+	$(PYTHON) -m venv $(INSPECT_VENV)
+	$(INSPECT_VENV)/bin/pip install --no-compile -q inspect-ai==0.3.285
+	touch $@
+
 # Lint, then the whole suite, slow tests included: CI is the only place they run. The engine
 # tests need .venv-engines and run in `make test-engines` (.ci/run runs both).
-test: install lint
-	$(BIN)/pytest -q -m "not engines"
+test: install lint $(INSPECT_VENV)/.installed
+	LOCALNOVA_INSPECT_PYTHON=$(abspath $(INSPECT_VENV))/bin/python $(BIN)/pytest -q -m "not engines"
 
 # vLLM, bitsandbytes QLoRA, several ranks and the GPU smoke's steps, for real on this CPU; -rA
 # names every test and its outcome, and a skipped engine test fails the run (tests/engines/conftest.py).

@@ -66,6 +66,7 @@ FLOORS: dict[str, int] = {
     # the local study, then the Bedrock study and its dry run, which call it
     "localnova.pipeline": 4,
     "localnova.study_inputs": 4,
+    "localnova.judge_runs": 4,  # a config's judges over stored answers: the pipeline's judging stage alone
     "localnova.bedrock_study.*": 5,
     # what reads the store for people, and the entry points
     "localnova.report.*": 6,

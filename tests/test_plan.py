@@ -35,7 +35,7 @@ def test_every_config_plans_offline(config_path, empty_hub_cache, monkeypatch):
         if use.backend in ("vllm", "transformers"):
             assert use.memory is not None and use.memory.gb > 0, use
     if config_path in GPU_CONFIGS:
-        assert set(plan.arms) == {"base", "rag", "ft", "ft_rag"}
+        assert set(plan.arms) == {"base", "rag", "ft", "ft_rag", "raft"}  # the post's four and RAFT (issue 29)
         assert "Qwen/Qwen2.5-7B-Instruct" in plan.downloads  # nothing is cached in the empty hub cache
         assert plan.qa_generation_calls > 0  # the 1,000 training pairs are generated
         assert plan.fits, text
@@ -198,23 +198,24 @@ judges:
 
 def test_the_70b_judge_on_48gb_gpus_is_told_to_split_over_two(empty_hub_cache, monkeypatch):
     """By hand from the plan's own terms: 70.55B parameters at 0.56 bytes is 39.5 GB of weights,
-    plus 19.7 GB of KV for 32 sequences, plus 1.5 runtime: 60.7 GB, over 48. Split over 2 GPUs the
-    weights and KV halve: 29.6 + 1.5 = 31.1 GB each, and vllm's minimum (weights and one
-    8192-token sequence) 22.6 GB is within 0.85 x 48 = 40.8."""
+    plus 19.1 GB of KV for 32 sequences of 1,824 tokens (the prompt and 200 new tokens) at 327,680
+    bytes a token (2 x 80 layers x 8 KV heads x 128 x 2 bytes), plus 1.5 runtime: 60.1 GB, over 48.
+    Split over 2 GPUs the weights and KV halve: 29.3 + 1.5 = 30.8 GB each, and vllm's minimum
+    (weights and one 8192-token sequence) 22.6 GB is within 0.85 x 48 = 40.8."""
     monkeypatch.chdir(REPO)
     config = load_config("configs/local-gpu-80gb.yaml")
-    judge = next(j for j in config.judges if j.name == "llama3.1-70b-awq-judge")
+    judge = next(j for j in config.judges if j.name == "llama-3-1-70b")
     assert judge.model.options["tensor_parallel_size"] == 1  # one 80 GB GPU holds it, and the config says so
     on_80 = plan_study(config, gpu_memory_gb=80)
     assert on_80.fits and not [note for note in on_80.notes if "tensor_parallel_size" in note]
     on_48 = plan_study(config, gpu_memory_gb=48)
-    advice = [note for note in on_48.notes if "llama3.1-70b-awq-judge" in note]
+    advice = [note for note in on_48.notes if "llama-3-1-70b" in note]
     assert advice == [
-        "judge llama3.1-70b-awq-judge does not fit one 48 GB GPU; set its options.tensor_parallel_size: 2 "
-        "to split it over 2 GPUs of one node (~31.1 GB each)."
+        "judge llama-3-1-70b does not fit one 48 GB GPU; set its options.tensor_parallel_size: 2 "
+        "to split it over 2 GPUs of one node (~30.8 GB each)."
     ]
     split = load_config("configs/local-gpu-80gb.yaml", ["judges.0.model.options.tensor_parallel_size=2"])
     plan = plan_study(split, gpu_memory_gb=48)
     text = plan.render()
     assert "runs on 2 GPUs of one node" in text and "split over 2 GPUs" in text
-    assert next(use for use in plan.uses if use.name == "llama3.1-70b-awq-judge").fits
+    assert next(use for use in plan.uses if use.name == "llama-3-1-70b").fits

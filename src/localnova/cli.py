@@ -16,6 +16,7 @@ from localnova.bedrock.cleanup import cleanup_command
 from localnova.bedrock.preflight import preflight_command
 from localnova.bedrock.setup import setup_command
 from localnova.bedrock_study.estimate import estimate_command
+from localnova.bedrock_study.judge import judge_runs_on_bedrock, uses_bedrock_judges
 from localnova.bedrock_study.study import run_bedrock_study
 from localnova.config import FT_ARMS, LOCAL_BACKENDS, StudyConfig, load_config, select_run
 from localnova.console import configure as configure_console
@@ -26,6 +27,7 @@ from localnova.data.nova_validator import validate_command
 from localnova.errors import UserError, exit_on_user_error
 from localnova.findings import load_findings
 from localnova.finetune.stage import adapters_for_study
+from localnova.judge_runs import RunTarget, judge_runs, select_judges
 from localnova.models import BUNDLED_MODELS, resolve_model
 from localnova.pipeline import INDEX_DIR, SUMMARY_FILE, build_index, gen_qa_for_study, run_study
 from localnova.plan import count_eval_questions, plan_study
@@ -57,6 +59,8 @@ EXAMPLES = """examples:
   localnova index configs/demo.yaml                    build or refresh the retrieval index alone
   localnova models configs/demo.yaml                   each model and where it comes from
   localnova report runs/demo runs/bedrock-nova         one report for several studies, side by side
+  localnova judge --config configs/bedrock-nova.yaml --judges llama-3-1-70b runs/local-gpu-80gb
+                                                       put a config's judges on runs already answered
   localnova export runs/demo --format csv
   localnova validate data/train.nova.jsonl --model lite
   localnova serve --model smollm2-135m-instruct --port 8000
@@ -194,6 +198,22 @@ def cmd_report(args) -> int:
     return max((gate(spec, args.fail_on, args.findings) for spec in args.runs), default=0)
 
 
+def cmd_judge(args) -> int:
+    config = select_judges(load_config(args.config, args.set), _split_arms(args.judges))  # a comma list, as --arms
+    targets = [RunTarget(*parse_run_spec(spec)) for spec in args.runs]
+    open_run_log(targets[0].study_dir)
+    if uses_bedrock_judges(config):
+        judged = judge_runs_on_bedrock(config, targets, args.yes, args.skip_check, estimate_only=args.estimate)
+    elif args.estimate:
+        raise UserError("--estimate prices judges on Bedrock; these judges run here and cost nothing")
+    else:
+        judged = judge_runs(config, targets)
+    for run in judged:
+        for path in publish_run(run.study_dir, run.run_id, with_report=not args.no_report):
+            print(f"  {path}")
+    return 0
+
+
 def cmd_export(args) -> int:
     folder, run_id = parse_run_spec(args.run)
     for path in export_run(folder, run_id, args.format, Path(args.out) if args.out else None):
@@ -311,6 +331,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--fail-on", action="append", default=[], metavar="RULE", help=gate_help)
     report.set_defaults(func=cmd_report)
+
+    judge = verbs.add_parser(
+        "judge",
+        help="put a config's judges on the answers already stored in one or more runs (no answer is made again)",
+        description="Run a config's judges, with their controls, over the answers stored in each RUN, through the run's own "
+        "store: resumable, and a judge the run already holds under its name is reused, not judged again.",
+        parents=[loud],
+    )
+    judge.add_argument("runs", nargs="+", metavar="RUN", help="study folder, optionally FOLDER:RUN_ID")
+    judge.add_argument("--config", required=True, help="the study config (YAML) whose judges to run")
+    judge.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    judge.add_argument("--judges", help="comma-separated subset of the config's judges (default: all)")
+    judge.add_argument("--yes", action="store_true", help="Bedrock: do not ask before the first billable call")
+    judge.add_argument("--estimate", action="store_true", help="Bedrock: print what the judges would cost, and stop")
+    judge.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
+    judge.add_argument("--no-report", action="store_true", help="skip rewriting each run's report.md and report.html")
+    judge.set_defaults(func=cmd_judge)
 
     export_help = "export a run: answers and judgments as tables, the answer records, or an Inspect AI eval log"
     export = verbs.add_parser("export", help=export_help, description=export_help, parents=[loud])

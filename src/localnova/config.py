@@ -31,6 +31,7 @@ from localnova.study_parts import (  # noqa: F401  (Section, ChunkingConfig, fie
     Section,
     TrackerConfig,
     known_fields,
+    stored_judge,
 )
 
 # The study's vocabulary, defined once: every other module reads these names.
@@ -436,11 +437,7 @@ def run_identity(config: StudyConfig) -> dict[str, Any]:
     stored.pop("tracker", None)
     if not stored.get("arm_definitions"):
         stored.pop("arm_definitions", None)
-    judge_defaults = {"rubric": RubricConfig().model_dump(mode="json"), "options": {}}
-    for judge in stored["judges"]:
-        for key, default in judge_defaults.items():
-            if judge.get(key) == default:
-                del judge[key]
+    stored["judges"] = [stored_judge(judge) for judge in config.judges]
     if not config.fine_tunes or "raft" not in config.adapter_recipes:
         stored["finetune"].pop("raft", None)  # it decides nothing unless a raft arm runs
     return {"config": stored, "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}

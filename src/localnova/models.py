@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from localnova.config import LOCAL_BACKENDS, StudyConfig
+from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig
 from localnova.errors import UserError
 
 
@@ -311,11 +311,27 @@ def hub_access_problem(model_id: str) -> str | None:
     return None
 
 
+def server_problem(model: ModelConfig) -> str | None:
+    """Why a model served over the OpenAI API (the openai backend) could not be reached at all:
+    no server address, in options.base_url nor $OPENAI_BASE_URL. Said before anything runs,
+    not when its stage comes (a judge after every answer is made)."""
+    if model.backend != "openai" or model.options.get("base_url") or os.environ.get("OPENAI_BASE_URL"):
+        return None
+    return (
+        f"model {model.name!r}: the openai backend needs a server that serves {model.model}: set its options.base_url "
+        "(or OPENAI_BASE_URL), or leave it out of the config"
+    )
+
+
 def check_models(config: StudyConfig) -> dict[str, dict[str, str]]:
     """Resolve every locally loaded model of a study (answer models, judges, the gen-qa
     generator, the embedder) before anything is written or trained, so an unknown name, a
     gated hub model without access or an unwritable cache stops the run with one line and no
     half-made study folder. Returns where each came from, for the run's record."""
+    for model in config.all_models():
+        problem = server_problem(model)
+        if problem:
+            raise UserError(problem)
     local = [model for model in config.all_models() if model.backend in LOCAL_BACKENDS]
     sources = {}
     for model in local:

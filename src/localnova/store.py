@@ -111,6 +111,10 @@ class Store(ProbeTables):
             self.connection.close()
             raise
         self.run_id: str | None = None
+        # Whether calls count in the run's model_calls and cached_calls. `localnova judge` puts a
+        # panel on a run later: its calls are its own (`calls_made`), not the run's.
+        self.count_in_run = True
+        self.calls_made = {"model_calls": 0, "cached_calls": 0}  # by this Store object, whatever count_in_run says
 
     def close(self) -> None:
         self.connection.close()
@@ -233,8 +237,10 @@ class Store(ProbeTables):
                         ),
                     )
                 )
-            statements.append(("UPDATE runs SET model_calls = model_calls + ? WHERE run_id=?", (len(pairs), self.run_id)))
+            if self.count_in_run:
+                statements.append(("UPDATE runs SET model_calls = model_calls + ? WHERE run_id=?", (len(pairs), self.run_id)))
             self._write(statements)
+            self.calls_made["model_calls"] += len(pairs)
             for index, result in pairs:
                 results[keys[index]] = result
             if progress is not None:
@@ -276,7 +282,9 @@ class Store(ProbeTables):
         return usage
 
     def _add_counts(self, model_calls: int, cached_calls: int) -> None:
-        if self.run_id is not None and (model_calls or cached_calls):
+        self.calls_made["model_calls"] += model_calls
+        self.calls_made["cached_calls"] += cached_calls
+        if self.count_in_run and self.run_id is not None and (model_calls or cached_calls):
             self._write(
                 [
                     (

@@ -10,7 +10,7 @@ always sent, so the built-in arms' requests, and the store's keys over them, sta
 from __future__ import annotations
 
 import string
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -173,3 +173,14 @@ class TrackerConfig(Section):
     kind: TrackerKind
     uri: str | None = None  # mlflow: tracking URI or folder; default: MLflow's own default
     experiment: str | None = None  # mlflow experiment / trackio project; default: the study's name
+
+
+def stored_judge(judge: Any) -> dict[str, Any]:
+    """A judge (a config.JudgeConfig) as a run's identity (and stored config) holds it: its rubric and options left
+    out at their defaults, keys added after runs were first stored, so those runs keep their
+    ids; whatever compares a config's judge with a stored one reads it in this form."""
+    found = judge.model_dump(mode="json")
+    for key, default in (("rubric", RubricConfig().model_dump(mode="json")), ("options", {})):
+        if found.get(key) == default:
+            del found[key]
+    return found

@@ -3,26 +3,38 @@
 Putting two runs' panel scores side by side says little when their judges or their questions
 differ. Here each later run is paired with the first (the reference) on the questions both
 asked alike (the same id, question text and ground truth: two runs may number different
-questions q00-q11), and scored only by the judges both runs share (the same name and the same
-identity: model and revision, server, prompt, sampling settings, seed) and both keep in their
-headline panel. Per arm, each model of one run against each model of
-the other: the paired % change with a bootstrap interval, and the paired Wilcoxon and sign-flip
-tests, Holm-adjusted across every comparison in the report. With no shared judge there is no
-delta to give, and the section says so instead of printing one.
+questions q00-q11), and scored only by the judges both share and both keep in their headline
+panel (report/crossrun_judges.py: the same judge, perhaps under another name, or one judge on
+two hosts whose scores were shown to agree on the same answers). Per arm, each model of one run
+against each model of the other: the paired % change with a bootstrap interval, and the paired
+Wilcoxon and sign-flip tests, Holm-adjusted across every comparison in the report. With no
+shared judge there is no delta to give, and the section says so instead of printing one.
+
+Then each published finding, the reference run's change beside the other's on that shared
+panel, and their difference paired by question (report/mirror.py): answer models differ
+between a local run and a cloud run by design, so effects are compared, never levels. A run
+answered by the simulated backend (the Bedrock dry run) is marked so on every row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from localnova.config import ARMS
-from localnova.evaluate.judges import JUDGE_IDENTITY_ARTIFACT
+from localnova.evaluate.judge_settings import differences, hosted_twice
 from localnova.evaluate.panel import cell_scores, paired_scores
 from localnova.evaluate.statistics import holm_adjust, paired_tests, pct_change_vs_base
 from localnova.evaluate.summary import StudySummary
+from localnova.findings import FindingsSet
 from localnova.report.collect import RunData
+from localnova.report.crossrun_judges import JudgePair, SharedPanel, judge_identities, shared_judges, shared_panel
+from localnova.report.mirror import SIMULATED_MARK, host_blocks, mirror_blocks
 from localnova.report.tables import Paragraph, Table, number, p_value, percent
+
+# re-exported: the tests and other readers of the cross-run section find them here
+__all__ = ["CrossRunComparison", "compare_runs", "cross_run_blocks", "judge_identities", "match_questions", "shared_judges"]
 
 
 @dataclass(frozen=True)
@@ -41,69 +53,6 @@ class CrossRunComparison:
     permutation_p: float
     wilcoxon_p_holm: float = float("nan")
     permutation_p_holm: float = float("nan")
-
-
-# A judging model's options that only pace its requests (how many at once, how often retried,
-# which variable holds the key): they decide nothing about a score.
-_PACING_OPTIONS = ("max_concurrency", "max_attempts", "max_retries", "timeout_s", "backoff_initial_s", "backoff_max_s")
-_PACING_OPTIONS += ("retry_base_delay_s", "api_key_env")
-
-
-def _stored_identities(run: RunData) -> dict[str, Any]:
-    return {
-        name[len(JUDGE_IDENTITY_ARTIFACT) :]: value for name, value in run.artifacts.items() if name.startswith(JUDGE_IDENTITY_ARTIFACT)
-    }
-
-
-def _config_identity(run: RunData, judge: dict[str, Any]) -> dict[str, Any]:
-    """What a run's config says of a judge, for a run stored before judges' identities were:
-    every setting (and, for an LLM judge, the study seed its sampling uses) but the batch size,
-    the judging model's label and the options that only pace requests."""
-    found = dict(judge)
-    model = found.get("model")
-    if isinstance(model, dict):
-        options = {key: value for key, value in (model.get("options") or {}).items() if key not in _PACING_OPTIONS}
-        generation = {key: value for key, value in (model.get("generation") or {}).items() if key != "batch_size"}
-        found["model"] = {**{key: value for key, value in model.items() if key != "name"}, "options": options, "generation": generation}
-    if judge.get("kind", "llm") == "llm":
-        found["seed"] = run.study_config.get("seed", 0)
-    return found
-
-
-def judge_identities(reference: RunData, other: RunData) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Judge name -> what makes it the same judge in the other run, for both runs, and where
-    that came from: the identities the runs stored as they judged (model files and revision,
-    server, dtype, prompt, sampling settings, seed), or, where either run did not store them,
-    every deciding setting of both runs' configs."""
-    ref_stored, other_stored = _stored_identities(reference), _stored_identities(other)
-    if ref_stored and other_stored:
-        return ref_stored, other_stored, "the identities the runs judged with"
-    configs = []
-    for run in (reference, other):
-        configs.append({judge["name"]: _config_identity(run, judge) for judge in run.study_config.get("judges") or []})
-    return configs[0], configs[1], "the judges' settings in each run's config"
-
-
-def _differences(one: Any, other: Any, prefix: str = "") -> list[str]:
-    """The dotted keys where two nested dicts differ."""
-    if not (isinstance(one, dict) and isinstance(other, dict)):
-        return [prefix or "value"] if one != other else []
-    found = []
-    for key in sorted(set(one) | set(other), key=str):
-        found += _differences(one.get(key), other.get(key), f"{prefix}.{key}" if prefix else str(key))
-    return found
-
-
-def shared_judges(reference: RunData, ref_summary: StudySummary, other: RunData, other_summary: StudySummary) -> list[str]:
-    """Judges that are the same in both runs (same name, same identity and settings) and in both
-    headline panels, in reference order."""
-    ref_ids, other_ids, _ = judge_identities(reference, other)
-    other_headline = set(other_summary.settings["headline_judges"])
-    return [
-        judge
-        for judge in ref_summary.settings["headline_judges"]
-        if judge in other_headline and judge in ref_ids and judge in other_ids and ref_ids[judge] == other_ids[judge]
-    ]
 
 
 def _questions(run: RunData) -> set[str]:
@@ -143,16 +92,28 @@ def _only(rows: list[Any], question_ids: set[str]) -> list[Any]:
     return [row for row in rows if row.question_id in question_ids]
 
 
+def _as_pairs(judges: Sequence[JudgePair | str]) -> list[JudgePair]:
+    """Judges named alike in both runs may be given by name."""
+    return [judge if isinstance(judge, JudgePair) else JudgePair(judge, judge, "same") for judge in judges]
+
+
+def renamed_rows(rows: list[Any], pairs: list[JudgePair]) -> list[Any]:
+    """The other run's score rows of the paired judges, each under its reference judge's name."""
+    names = {pair.other: pair.reference for pair in pairs}
+    return [replace(row, judge=names[row.judge]) for row in rows if row.judge in names]
+
+
 def compare_runs(
-    reference: RunData, ref_summary: StudySummary, other: RunData, other_summary: StudySummary, judges: list[str]
+    reference: RunData, ref_summary: StudySummary, other: RunData, other_summary: StudySummary, judges: Sequence[JudgePair | str]
 ) -> list[CrossRunComparison]:
     """Every (arm, reference model, other model) on the questions both runs asked alike
-    (`match_questions`) and `judges`."""
+    (`match_questions`) and the paired `judges` (a name stands for a judge of that name in both)."""
     seed = ref_summary.settings["seed"]
     n_permutations = ref_summary.settings["n_permutations"]
+    pairs = _as_pairs(judges)
     paired = match_questions(reference, other).paired
-    ref_cells = cell_scores(_only(reference.score_rows, paired), judges)
-    other_cells = cell_scores(_only(other.score_rows, paired), judges)
+    ref_cells = cell_scores(_only(reference.score_rows, paired), [pair.reference for pair in pairs])
+    other_cells = cell_scores(renamed_rows(_only(other.score_rows, paired), pairs), [pair.reference for pair in pairs])
     found = []
     for arm in ARMS:
         for ref_model in dict.fromkeys(model for model, cell_arm in ref_cells if cell_arm == arm):
@@ -184,46 +145,53 @@ def _with_holm(comparisons: list[CrossRunComparison]) -> list[CrossRunComparison
     return [replace(c, wilcoxon_p_holm=w, permutation_p_holm=p) for c, w, p in zip(comparisons, wilcoxon, permutation)]
 
 
-def cross_run_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
-    """The report section's blocks: what differs between the runs, then the paired table."""
+def _panel_note(reference: RunData, ref_summary: StudySummary, other: RunData, other_summary: StudySummary, panel: SharedPanel) -> str:
+    ref_panel, other_panel = ref_summary.settings["headline_judges"], other_summary.settings["headline_judges"]
+    if not panel.pairs:
+        return (
+            f"{other.label}: no cross-run delta. The headline panels share no judge ({reference.label}: "
+            f"{', '.join(ref_panel) or 'none'}; {other.label}: {', '.join(other_panel) or 'none'}), and scores from "
+            "different judges are on different scales."
+        )
+    shared = ", ".join(pair.text() for pair in panel.pairs)
+    if list(ref_panel) != list(other_panel) or [pair.reference for pair in panel.pairs] != list(ref_panel):
+        return (
+            f"{other.label}: the headline panels differ ({reference.label}: {', '.join(ref_panel)}; {other.label}: "
+            f"{', '.join(other_panel)}); compared on the shared judges only: {shared}."
+        )
+    return f"{other.label}: same headline panel as {reference.label}: {shared}."
+
+
+def cross_run_blocks(runs: list[RunData], summaries: list[StudySummary], findings: FindingsSet | None = None) -> list[Any]:
+    """The report section's blocks: what differs between the runs, the judges hosted twice and
+    how far their hosts agree, the paired table, and with `findings` each finding's change in
+    both runs and their difference."""
     reference, ref_summary = runs[0], summaries[0]
     blocks: list[Any] = [
         Paragraph(
             f"Each run is paired with {reference.label} question by question, on the questions both asked alike (the same id, "
-            "question text and ground truth) and the judges both share (the same name, model, revision, prompt and settings) "
-            "and both keep in their headline panel. The % change is the other run's panel mean against the reference's on "
-            "those pairs; p-values are paired tests, Holm-adjusted across this table."
+            "question text and ground truth) and the judges both share (the same model, revision, prompt and settings, under "
+            "one name or two; or one judge on two hosts whose scores agree on the same answers) and both keep in their "
+            "headline panel. The % change is the other run's panel mean against the reference's on those pairs; p-values are "
+            "paired tests, Holm-adjusted across this table."
         )
     ]
     comparisons: list[CrossRunComparison] = []
+    panels: list[tuple[RunData, SharedPanel, set[str]]] = []
     for other, other_summary in zip(runs[1:], summaries[1:], strict=True):
         blocks += _question_notes(reference, other)
-        judges = shared_judges(reference, ref_summary, other, other_summary)
+        panel = shared_panel(reference, ref_summary, other, other_summary)
         blocks += _judge_notes(reference, other)
-        ref_panel, other_panel = ref_summary.settings["headline_judges"], other_summary.settings["headline_judges"]
-        if not judges:
-            blocks.append(
-                Paragraph(
-                    f"{other.label}: no cross-run delta. The headline panels share no judge ({reference.label}: "
-                    f"{', '.join(ref_panel) or 'none'}; {other.label}: {', '.join(other_panel) or 'none'}), and scores from "
-                    "different judges are on different scales."
-                )
-            )
-            continue
-        if list(ref_panel) != list(other_panel) or judges != list(ref_panel):
-            blocks.append(
-                Paragraph(
-                    f"{other.label}: the headline panels differ ({reference.label}: {', '.join(ref_panel)}; {other.label}: "
-                    f"{', '.join(other_panel)}); compared on the shared judges only: {', '.join(judges)}."
-                )
-            )
-        else:
-            blocks.append(Paragraph(f"{other.label}: same headline panel as {reference.label}: {', '.join(judges)}."))
-        comparisons += compare_runs(reference, ref_summary, other, other_summary, judges)
+        blocks += host_blocks(reference, other, panel)
+        blocks.append(Paragraph(_panel_note(reference, ref_summary, other, other_summary, panel)))
+        if panel.pairs:
+            comparisons += compare_runs(reference, ref_summary, other, other_summary, panel.pairs)
+        panels.append((other, panel, match_questions(reference, other).paired))
     if comparisons:
+        simulated = {run.label for run in runs if run.simulated}
         rows = [
             [
-                c.other,
+                c.other + (SIMULATED_MARK if {c.other, c.reference} & simulated else ""),
                 c.arm,
                 f"{c.other_model} vs {c.reference_model}",
                 str(c.n),
@@ -249,6 +217,8 @@ def cross_run_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list
                 rows,
             )
         )
+    if findings is not None:
+        blocks += mirror_blocks(reference, ref_summary, panels, findings)
     return blocks
 
 
@@ -279,12 +249,13 @@ def _question_notes(reference: RunData, other: RunData) -> list[Paragraph]:
 
 
 def _judge_notes(reference: RunData, other: RunData) -> list[Paragraph]:
-    """Judges of one name that judged otherwise in the two runs, and what differs."""
+    """Judges of one name that judge otherwise in the two runs (not merely on another host,
+    which the host check covers), and what differs."""
     ref_ids, other_ids, source = judge_identities(reference, other)
     differing = []
     for judge in ref_ids:
-        if judge in other_ids and ref_ids[judge] != other_ids[judge]:
-            differing.append(f"{judge} ({', '.join(_differences(ref_ids[judge], other_ids[judge])[:6])})")
+        if judge in other_ids and ref_ids[judge] != other_ids[judge] and not hosted_twice(ref_ids[judge], other_ids[judge]):
+            differing.append(f"{judge} ({', '.join(differences(ref_ids[judge], other_ids[judge])[:6])})")
     if not differing:
         return []
     return [

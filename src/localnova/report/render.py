@@ -193,7 +193,7 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
         *([Section("Reproduction", reproduction_blocks(runs, summaries, findings, findings_note))] if findings else []),
         Section("Arm comparisons", [tables.comparisons_table(runs, summaries)]),
-        *([Section("Across runs, paired by question", cross_run_blocks(runs, summaries))] if len(runs) > 1 else []),
+        *([Section("Across runs, paired by question", cross_run_blocks(runs, summaries, findings))] if len(runs) > 1 else []),
         Section("Scores per judge", [judge_tables.judge_means_table(runs, summaries)]),
         Section("Judge agreement", [*judge_tables.agreement_tables(runs, summaries), *figs.get("agreement", [])]),
         Section(
