@@ -111,6 +111,7 @@ def llm_arguments(
         "enforce_eager": bool(options["enforce_eager"]),
         "enable_prefix_caching": bool(options["enable_prefix_caching"]),
         "seed": int(options["seed"]),
+        "use_tqdm_on_load": False,  # the stage's own progress line says what loads; a second bar would interleave with it
     }
     if revision or model.revision:
         arguments["revision"] = revision or model.revision
