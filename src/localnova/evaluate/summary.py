@@ -8,7 +8,7 @@ a pure function of its inputs and the seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from localnova.config import BASE_ARM, ControlGate
 from localnova.evaluate.agreement import JudgeAgreement, judge_agreement
+from localnova.evaluate.clustered import CLUSTER_UNIT, INDEPENDENT
 from localnova.evaluate.comparisons import ArmComparison, compare_arms
 from localnova.evaluate.controls import JudgeControls
 from localnova.evaluate.latency_probe import ProbeCell, probe_summary
@@ -23,7 +24,7 @@ from localnova.evaluate.panel import PANEL_RULE, model_panels, sparse_judges
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
     PairedChange,
-    bootstrap_ci,
+    cluster_bootstrap_ci,
     generation_rows_from,
     ordered_arms,
     paired_change,
@@ -186,6 +187,14 @@ def _note_left_out(note: str, sparse: dict[str, str]) -> str:
     return f"{note} Left out for too few scored answers, so that every comparison keeps the same judges: {reasons}.".strip()
 
 
+def clustered_by(clusters: Mapping[str, str] | None, questions: set[str]) -> str:
+    """What the summary's intervals and tests take as their independent unit, in words."""
+    if not clusters:
+        return INDEPENDENT
+    documents = len({clusters.get(q, q) for q in questions})
+    return f"{CLUSTER_UNIT} (the first of each question's doc_ids): {len(questions)} questions from {documents} documents"
+
+
 def summarize(
     score_rows: Iterable[Any],
     generation_rows: Iterable[Any] = (),
@@ -199,6 +208,7 @@ def summarize(
     controls: Sequence[JudgeControls] = (),
     probe_timings: Iterable[Any] = (),
     max_answer_failure_rate: float = ControlGate().max_answer_failure_rate,
+    clusters: Mapping[str, str] | None = None,
 ) -> StudySummary:
     """Summarise a study from its judgments and generations.
 
@@ -213,6 +223,9 @@ def summarize(
     pair of arms' paired tests, Holm-adjusted across the whole family. Agreement is over the
     headline judges. Every interval and test uses `seed`, so the summary is reproducible.
     `probe_timings` (the latency probe's, `ProbeTiming`-like) give the latency comparison.
+    `clusters` ({question_id: source document}, `clustered.clusters_from_items`) makes every
+    interval and test treat a document's questions as one unit (evaluate/clustered.py); without
+    it the questions are independent. settings["clustered_by"] says which.
     """
     rows = score_rows_from(score_rows)
     cells = list(dict.fromkeys((r.model, r.arm) for r in rows))
@@ -220,17 +233,17 @@ def summarize(
     ordered_cells = [(model, arm) for model in models for arm in ordered_arms((a for m, a in cells if m == model), base_arm)]
     judges = list(dict.fromkeys(r.judge for r in rows))
 
-    judge_scores: dict[tuple[str, str, str], list[float | None]] = {}
+    judge_scores: dict[tuple[str, str, str], dict[str, float | None]] = {}
     for row in rows:
-        judge_scores.setdefault((row.model, row.arm, row.judge), []).append(row.score)
+        judge_scores.setdefault((row.model, row.arm, row.judge), {})[row.question_id] = row.score
     judge_cells = []
     for model, arm in ordered_cells:
         for judge in judges:
             scores = judge_scores.get((model, arm, judge))
             if scores is None:
                 continue
-            valid = [s for s in scores if s is not None]
-            mean, low, high = bootstrap_ci(valid, n_resamples, seed, confidence)
+            valid = {question: score for question, score in scores.items() if score is not None}
+            mean, low, high = cluster_bootstrap_ci(valid, clusters, n_resamples, seed, confidence)
             judge_cells.append(JudgeCell(model, arm, judge, len(scores), len(scores) - len(valid), mean, low, high))
 
     requested = judges if headline_judges is None else [judge for judge in judges if judge in set(headline_judges)]
@@ -238,7 +251,7 @@ def summarize(
     headline = [judge for judge in requested if judge not in sparse]
     panels = model_panels(rows, headline, base_arm)
     panel_values = {(model, arm): panels[model].scores.get(arm, {}) for model, arm in ordered_cells}
-    comparisons = compare_arms(panel_values, base_arm, n_permutations, seed)
+    comparisons = compare_arms(panel_values, base_arm, n_permutations, seed, clusters=clusters)
     versus_base = {(c.model, c.arm_b): c for c in comparisons if c.arm_a == base_arm}
     answered: dict[tuple[str, str], set[str]] = {}
     for row in rows:
@@ -246,11 +259,11 @@ def summarize(
     panel_cells = []
     for model, arm in ordered_cells:
         values = panel_values[(model, arm)]
-        mean, low, high = bootstrap_ci(list(values.values()), n_resamples, seed, confidence)
+        mean, low, high = cluster_bootstrap_ci(values, clusters, n_resamples, seed, confidence)
         change = PairedChange(0, *([math.nan] * 8))
         detectable = math.nan
         if arm != base_arm and (model, base_arm) in panel_values:
-            change = paired_change(panel_values[(model, base_arm)], values, confidence)
+            change = paired_change(panel_values[(model, base_arm)], values, confidence, clusters)
             detectable = versus_base[(model, arm)].detectable_diff
         base_level = change.base_mean if change.base_mean >= PCT_MIN_BASE else math.nan
         panel_cells.append(
@@ -302,10 +315,13 @@ def summarize(
             "left_out": {**left_out, **sparse},
             "max_answer_failure_rate": max_answer_failure_rate,
             "interval": "levels: expanded percentile bootstrap over questions (a t interval's width on small samples); "
-            "changes against base: paired t intervals (the % on the ratio's linearised standard error)",
+            "changes against base: paired t intervals (the % on the ratio's linearised standard error); where questions "
+            "share a source document, the document is the unit: its questions are resampled together and the t intervals "
+            "are cluster-robust (CR2, documents - 1 degrees of freedom)",
             "wilcoxon": "exact signed-rank distribution given the ties, zero differences dropped",
             "pct_min_base": PCT_MIN_BASE,
             "p_adjustment": "Holm across all arm pairs of all models",
             "detectable": "smallest true change with 80% power at alpha 0.05 / the number of comparisons (Holm's strictest step)",
+            "clustered_by": clustered_by(clusters, {row.question_id for row in rows}),
         },
     )
