@@ -61,6 +61,11 @@ def test_simulated_study_writes_every_record_and_reruns_from_the_store(tmp_path,
     assert sorted(probe.fetchall()) == [("base", 6, 12), ("rag", 6, 12)]
     report = (study / "report.md").read_text()
     assert "Latency by arm, from the interleaved probe" in report and "| sim-model | rag | 6 | 12 |" in report
+    # the run keeps each question's source documents, and the report clusters by the first
+    sources = [json.loads(line)["doc_ids"] for line in DEMO_EVAL.read_text().splitlines()[:6]]
+    documents = len({doc_ids[0] for doc_ids in sources})
+    assert documents < 6 and f"6 questions from {documents} documents" in report
+    assert "clustered by source document" in report
 
     assert main(["run", str(config)]) == 0
     again = json.loads((study / "summary.json").read_text())

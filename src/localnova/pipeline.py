@@ -214,7 +214,10 @@ def run_study(
         run_artifacts = {
             **(artifacts or {}),
             "retrieval": inputs.retrieval_info,
-            "eval_items": [{"question_id": i.question_id, "question": i.question, "answer": i.answer} for i in inputs.items],
+            # doc_ids too: the report clusters questions by their source document (evaluate/clustered.py)
+            "eval_items": [
+                {"question_id": i.question_id, "question": i.question, "answer": i.answer, "doc_ids": list(i.doc_ids)} for i in inputs.items
+            ],
             **adapter_artifacts(config, adapters),
         }
         for name, value in run_artifacts.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.evaluate.clustered import clusters_from_items
 from localnova.evaluate.judges import SUBJECT_ANSWER
 from localnova.evaluate.statistics import GenerationRow, ScoreRow
 from localnova.store import DB_NAME, AnswerRecord, JudgmentRecord, ProbeTiming, Store
@@ -28,7 +29,7 @@ class RunData:
     judgments: list[JudgmentRecord]
     artifacts: dict[str, Any]
     label: str = ""  # how the report names this run; the run id unless set
-    eval_items: dict[str, dict[str, str]] = field(default_factory=dict)  # question_id -> {question, answer}
+    eval_items: dict[str, dict[str, Any]] = field(default_factory=dict)  # question_id -> {question, answer, doc_ids}
     probe_timings: list[ProbeTiming] = field(default_factory=list)  # the latency probe's, when it ran
 
     def __post_init__(self) -> None:
@@ -44,6 +45,15 @@ class RunData:
         """The study config the run used (a run stores {config, arms, limit, simulated})."""
         stored = self.info.get("config") or {}
         return stored.get("config", stored)
+
+    @property
+    def clusters(self) -> dict[str, str] | None:
+        """{question_id: source document} when the run recorded one for every question it
+        asked (the first of its doc_ids), else None: its questions are then independent."""
+        asked = {answer.question_id for answer in self.answers} | {j.question_id for j in self.judgments if j.subject == SUBJECT_ANSWER}
+        items = [item for question_id, item in self.eval_items.items() if question_id in asked]
+        found = clusters_from_items(items)
+        return found if found is not None and asked <= set(found) else None
 
     @property
     def score_rows(self) -> list[ScoreRow]:
@@ -84,8 +94,9 @@ def parse_run_spec(spec: str) -> tuple[Path, str | None]:
 
 
 def _eval_items(artifacts: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Questions and ground truths, from the run's 'eval_items' artifact when it saved one
-    (a list of {question_id, question, answer} or a dict keyed by question id)."""
+    """Questions, ground truths and source documents, from the run's 'eval_items' artifact when
+    it saved one (a list of {question_id, question, answer, doc_ids} or a dict keyed by question
+    id; runs stored before issue 27 have no doc_ids)."""
     raw = artifacts.get("eval_items")
     if isinstance(raw, dict):
         return {str(qid): dict(item) for qid, item in raw.items() if isinstance(item, dict)}

@@ -184,6 +184,7 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         "differences. Parse failures are left out of every mean, never counted as 0."
     )
     headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries)]
+    headline += [Paragraph(tables.clustering_sentence(run.label, summary.settings)) for run, summary in zip(runs, summaries)]
     return [
         Section("Runs", [overview]),
         Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),

@@ -160,6 +160,21 @@ def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     return Table(["run", *SUMMARY_HEADERS], rows)
 
 
+def clustering_sentence(label: str, settings: dict[str, Any]) -> str:
+    """What a run's intervals and tests take as their independent unit, in one sentence."""
+    clustered_by = str(settings.get("clustered_by") or "")
+    if not clustered_by or clustered_by.startswith("none"):
+        return f"{label}: questions treated as independent: the eval set records no source document for them."
+    return (
+        f"{label}: intervals, tests and power clustered by {clustered_by}; a document's questions count as one unit, "
+        "and each comparison's design effect says how much that widens its intervals."
+    )
+
+
+def _units(c: Any) -> str:
+    return "independent" if c.n_clusters >= c.n else f"{c.n_clusters} (design effect {c.design_effect:.2f}, ICC {c.icc:.2f})"
+
+
 def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = [
         [
@@ -167,6 +182,7 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
             c.model,
             f"{c.arm_b} vs {c.arm_a}",
             str(c.n),
+            _units(c),
             number(c.mean_diff),
             number(c.sd_diff),
             "n/a" if not math.isfinite(c.zero_share) else f"{100 * c.zero_share:.0f}%",
@@ -179,7 +195,8 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
         for run, summary in zip(runs, summaries)
         for c in summary.comparisons
     ]
-    headers = ["run", "model", "comparison", "pairs", "mean difference", "SD of differences", "no difference", "detectable (80% power)"]
+    headers = ["run", "model", "comparison", "pairs", "documents", "mean difference", "SD of differences", "no difference"]
+    headers.append("detectable (80% power)")
     return Table([*headers, "p Wilcoxon", "Holm", "p permutation", "Holm"], rows)
 
 
