@@ -114,3 +114,40 @@ def design_effect(values: np.ndarray, labels: np.ndarray | None) -> DesignEffect
     denominator = between + (size_0 - 1.0) * within
     icc = 0.0 if denominator <= 0 else min(1.0, max(0.0, (between - within) / denominator))
     return DesignEffect(groups, icc, weighted, 1.0 + (weighted - 1.0) * icc)
+
+
+def interval_p(estimate: float, low: float, high: float, df: int, confidence: float = 0.95, null: float = 0.0, beyond: int = 0) -> float:
+    """The p-value of the t test whose `confidence` interval, on `df` degrees of freedom, is
+    [low, high] around `estimate` (so p < 1 - confidence exactly when the interval leaves `null`
+    out). `beyond` +1 (or -1) asks only whether the interval stops short below (above) `null`:
+    twice the one-sided p, so that p < 1 - confidence exactly when the interval's upper (lower)
+    end is short of it. NaN without a finite interval of some width."""
+    from scipy.stats import t
+
+    if not (math.isfinite(low) and math.isfinite(high) and high > low and df >= 1):
+        return math.nan
+    standard_error = (high - low) / (2.0 * float(t.ppf((1.0 + confidence) / 2.0, df)))
+    statistic = (estimate - null) / standard_error
+    if beyond:
+        return float(min(1.0, 2.0 * t.cdf(beyond * statistic, df)))
+    return float(2.0 * t.sf(abs(statistic), df))
+
+
+def mean_interval(
+    values_by_question: Mapping[str, float], confidence: float = 0.95, clusters: Mapping[str, str] | None = None
+) -> tuple[float, float, float]:
+    """(mean, low, high): the t interval of the mean of the values, cluster-robust (CR2, G - 1
+    degrees of freedom) where `clusters` put several questions together; NaN bounds below 2
+    units."""
+    from scipy.stats import t
+
+    questions = sorted(values_by_question)
+    values = np.array([values_by_question[q] for q in questions], dtype=float)
+    if values.size == 0:
+        return (math.nan, math.nan, math.nan)
+    variance, units = mean_variance(values, cluster_labels(questions, clusters))
+    mean = float(values.mean())
+    if units < 2 or not math.isfinite(variance):
+        return (mean, math.nan, math.nan)
+    half = float(t.ppf((1.0 + confidence) / 2.0, units - 1)) * math.sqrt(variance)
+    return (mean, mean - half, mean + half)

@@ -34,15 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localnova.config import BASE_ARM
-from localnova.evaluate.clustered import cluster_labels, design_effect
+from localnova.evaluate.clustered import cluster_labels, design_effect, interval_p, mean_interval
 from localnova.evaluate.comparisons import detectable_for, difference_spread
 from localnova.evaluate.panel import model_panels
 from localnova.evaluate.power import DEFAULT_POWER, MAX_QUESTIONS, questions_needed
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
     generation_rows_from,
-    interval_p,
-    mean_interval,
     paired_arrays,
     paired_change,
     paired_tests,

@@ -278,36 +278,16 @@ def paired_change(
     with_pct = base_mean >= PCT_MIN_BASE
     diff = arm_mean - base_mean
     pct = 100.0 * diff / base_mean if with_pct else math.nan
-    labels = cluster_labels(shared, clusters)
-    if labels is not None:
-        return _clustered_change(base, arm, labels, confidence, diff, pct)
-    if n < 2:
-        return PairedChange(1, base_mean, arm_mean, diff, math.nan, math.nan, pct, math.nan, math.nan, 1)
-    quantile = float(t.ppf((1.0 + confidence) / 2.0, n - 1))
-    diff_half = quantile * float(np.std(arm - base, ddof=1)) / math.sqrt(n)
-    pct_half = math.nan
-    if with_pct:
-        ratio = arm_mean / base_mean
-        pct_half = 100.0 * quantile * float(np.std(arm - ratio * base, ddof=1)) / (base_mean * math.sqrt(n))
-    return PairedChange(n, base_mean, arm_mean, diff, diff - diff_half, diff + diff_half, pct, pct - pct_half, pct + pct_half, n)
-
-
-def _clustered_change(base: np.ndarray, arm: np.ndarray, labels: np.ndarray, confidence: float, diff: float, pct: float) -> PairedChange:
-    """`paired_change`'s intervals with the cluster-robust variance and G - 1 degrees of freedom."""
-    from scipy.stats import t
-
-    base_mean, arm_mean = float(base.mean()), float(arm.mean())
-    diff_variance, groups = mean_variance(arm - base, labels)
-    if groups < 2:
-        return PairedChange(base.size, base_mean, arm_mean, diff, math.nan, math.nan, pct, math.nan, math.nan, groups)
-    quantile = float(t.ppf((1.0 + confidence) / 2.0, groups - 1))
+    diff_variance, units = mean_variance(arm - base, cluster_labels(shared, clusters))
+    if units < 2:
+        return PairedChange(n, base_mean, arm_mean, diff, math.nan, math.nan, pct, math.nan, math.nan, units)
+    quantile = float(t.ppf((1.0 + confidence) / 2.0, units - 1))
     diff_half = quantile * math.sqrt(diff_variance)
     pct_half = math.nan
-    if math.isfinite(pct):
-        residual_variance, _ = mean_variance(arm - arm_mean / base_mean * base, labels)
+    if with_pct:
+        residual_variance, _ = mean_variance(arm - arm_mean / base_mean * base, cluster_labels(shared, clusters))
         pct_half = 100.0 * quantile * math.sqrt(residual_variance) / base_mean
-    low, high = (pct - pct_half, pct + pct_half)
-    return PairedChange(base.size, base_mean, arm_mean, diff, diff - diff_half, diff + diff_half, pct, low, high, groups)
+    return PairedChange(n, base_mean, arm_mean, diff, diff - diff_half, diff + diff_half, pct, pct - pct_half, pct + pct_half, units)
 
 
 def pct_change_vs_base(
@@ -461,40 +441,3 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
     scaled = np.minimum(1.0, (m - np.arange(m)) * raw[order])
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted.tolist()
-
-
-def interval_p(estimate: float, low: float, high: float, df: int, confidence: float = 0.95, null: float = 0.0, beyond: int = 0) -> float:
-    """The p-value of the t test whose `confidence` interval, on `df` degrees of freedom, is
-    [low, high] around `estimate` (so p < 1 - confidence exactly when the interval leaves `null`
-    out). `beyond` +1 (or -1) asks only whether the interval stops short below (above) `null`:
-    twice the one-sided p, so that p < 1 - confidence exactly when the interval's upper (lower)
-    end is short of it. NaN without a finite interval of some width."""
-    from scipy.stats import t
-
-    if not (math.isfinite(low) and math.isfinite(high) and high > low and df >= 1):
-        return math.nan
-    standard_error = (high - low) / (2.0 * float(t.ppf((1.0 + confidence) / 2.0, df)))
-    statistic = (estimate - null) / standard_error
-    if beyond:
-        return float(min(1.0, 2.0 * t.cdf(beyond * statistic, df)))
-    return float(2.0 * t.sf(abs(statistic), df))
-
-
-def mean_interval(
-    values_by_question: Mapping[str, float], confidence: float = 0.95, clusters: Mapping[str, str] | None = None
-) -> tuple[float, float, float]:
-    """(mean, low, high): the t interval of the mean of the values, cluster-robust (CR2, G - 1
-    degrees of freedom) where `clusters` put several questions together; NaN bounds below 2
-    units."""
-    from scipy.stats import t
-
-    questions = sorted(values_by_question)
-    values = np.array([values_by_question[q] for q in questions], dtype=float)
-    if values.size == 0:
-        return (math.nan, math.nan, math.nan)
-    variance, units = mean_variance(values, cluster_labels(questions, clusters))
-    mean = float(values.mean())
-    if units < 2 or not math.isfinite(variance):
-        return (mean, math.nan, math.nan)
-    half = float(t.ppf((1.0 + confidence) / 2.0, units - 1)) * math.sqrt(variance)
-    return (mean, mean - half, mean + half)
