@@ -20,7 +20,7 @@ from localnova.evaluate.clustered import CLUSTER_UNIT, INDEPENDENT
 from localnova.evaluate.comparisons import ArmComparison, compare_arms
 from localnova.evaluate.controls import JudgeControls
 from localnova.evaluate.latency_probe import ProbeCell, probe_summary
-from localnova.evaluate.panel import PANEL_RULE, model_panels, sparse_judges
+from localnova.evaluate.panel import PANEL_RULE, model_panels, score_linked_failures, sparse_judges
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
     PairedChange,
@@ -180,11 +180,14 @@ def latency_token_summary(generation_rows: Iterable[Any], base_arm: str = BASE_A
     return cells
 
 
-def _note_left_out(note: str, sparse: dict[str, str]) -> str:
-    if not sparse:
-        return note
-    reasons = "; ".join(f"{judge} ({why})" for judge, why in sparse.items())
-    return f"{note} Left out for too few scored answers, so that every comparison keeps the same judges: {reasons}.".strip()
+def _note_left_out(note: str, sparse: dict[str, str], linked: dict[str, str] | None = None) -> str:
+    if sparse:
+        reasons = "; ".join(f"{judge} ({why})" for judge, why in sparse.items())
+        note = f"{note} Left out for too few scored answers, so that every comparison keeps the same judges: {reasons}.".strip()
+    if linked:
+        reasons = "; ".join(f"{judge} ({why})" for judge, why in linked.items())
+        note = f"{note} Left out because their failures depend on the score: {reasons}.".strip()
+    return note
 
 
 def clustered_by(clusters: Mapping[str, str] | None, questions: set[str]) -> str:
@@ -217,7 +220,8 @@ def summarize(
     here is treated as an arm. Per model x arm x judge: mean over the answers the judge scored
     with a bootstrap interval over questions. The headline panel is `headline_judges` (all
     judges when None; `evaluate.controls.headline_panel` picks them) less any judge that failed
-    more than `max_answer_failure_rate` of some model x arm's answers (the note says which).
+    more than `max_answer_failure_rate` of some model x arm's answers, and any whose failures
+    depend on the score (`panel.score_linked_failures`); the note says which.
     Per model, every panel figure is over the same questions and judges (`panel.model_panels`):
     each arm's level with its interval, each non-base arm's change against base, and every
     pair of arms' paired tests, Holm-adjusted across the whole family. Agreement is over the
@@ -248,7 +252,8 @@ def summarize(
 
     requested = judges if headline_judges is None else [judge for judge in judges if judge in set(headline_judges)]
     sparse = sparse_judges(rows, requested, max_answer_failure_rate)
-    headline = [judge for judge in requested if judge not in sparse]
+    linked = score_linked_failures(rows, [judge for judge in requested if judge not in sparse])
+    headline = [judge for judge in requested if judge not in sparse and judge not in linked]
     panels = model_panels(rows, headline, base_arm)
     panel_values = {(model, arm): panels[model].scores.get(arm, {}) for model, arm in ordered_cells}
     comparisons = compare_arms(panel_values, base_arm, n_permutations, seed, clusters=clusters)
@@ -311,8 +316,8 @@ def summarize(
             "base_arm": base_arm,
             "panel_score": PANEL_RULE,
             "headline_judges": headline,
-            "headline_note": _note_left_out(headline_note, sparse),
-            "left_out": {**left_out, **sparse},
+            "headline_note": _note_left_out(headline_note, sparse, linked),
+            "left_out": {**left_out, **sparse, **linked},
             "max_answer_failure_rate": max_answer_failure_rate,
             "interval": "levels: expanded percentile bootstrap over questions (a t interval's width on small samples); "
             "changes against base: paired t intervals (the % on the ratio's linearised standard error); where questions "
