@@ -339,4 +339,5 @@ def test_a_judge_failing_on_the_best_answers_leaves_the_headline():
     assert score_linked_failures(_failing_where({17, 18, 19}), ["x"]) == {}
     # the summary leaves x out of the headline, and its note says why
     summary = summarize(_failing_where({17, 18, 19}), n_resamples=200, n_permutations=200)
-    assert summary.settings["headline_judges"] == ["y", "z"] and "failures depend on the score: x (its 3" in summary.settings["headline_note"]
+    assert summary.settings["headline_judges"] == ["y", "z"]
+    assert "failures depend on the score: x (its 3" in summary.settings["headline_note"]
