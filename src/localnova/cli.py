@@ -92,11 +92,12 @@ def cmd_run(args) -> int:
             assume_yes=args.yes,
             keep_hosting=args.keep_hosting,
             skip_checks=args.skip_check,
+            retry_failed=args.retry_failed,
         )
     elif args.dry_run:
         raise UserError("--dry-run is for studies with Bedrock models; use --plan to see what a local study would run")
     else:
-        study_dir, run_id = run_study(config)
+        study_dir, run_id = run_study(config, retry_failed=args.retry_failed)
     written = publish_run(study_dir, run_id, with_report=not args.no_report)
     print(f"study folder: {study_dir}")
     for path in [study_dir / SUMMARY_FILE, *written]:
@@ -224,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="judge again the judgments that failed before (by default a finished study reruns with no model call)",
+    )
     with_config("index", "build or refresh the retrieval index alone", cmd_index)
     with_config("models", "list each model of a config and where it comes from", cmd_models, config_optional=True)
     with_config("gen-qa", "generate training Q&A pairs from the corpus, filtered and decontaminated", cmd_gen_qa)

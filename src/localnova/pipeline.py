@@ -11,6 +11,7 @@ passed off as finished.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -182,12 +183,14 @@ def run_study(
     artifacts: dict[str, Any] | None = None,
     artifacts_from_store: ArtifactsFromStore | None = None,
     hosting: AdapterHosting | None = None,
+    retry_failed: bool = False,
 ) -> tuple[Path, str]:
     """Run the study the config describes (its arms, its eval set up to eval.limit); return its
     folder and run id. `adapters` maps a model name to what its ft arms load (an adapter
     folder, or a Bedrock ARN); without it local adapters are trained or reused. `retriever`
     replaces the local index. `artifacts` are saved with the run (cost estimates), and so is
-    what `artifacts_from_store` computes from the finished answers."""
+    what `artifacts_from_store` computes from the finished answers. Judgments that failed in an
+    earlier invocation stay failures unless `retry_failed` (`--retry-failed`) asks again."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if config.fine_tunes and adapters is None:
@@ -213,18 +216,15 @@ def run_study(
             store.save_artifact("simulated", True)
         run_artifacts = {
             **(artifacts or {}),
-            "retrieval": inputs.retrieval_info,
-            # doc_ids too: the report clusters questions by their source document (evaluate/clustered.py)
-            "eval_items": [
-                {"question_id": i.question_id, "question": i.question, "answer": i.answer, "doc_ids": list(i.doc_ids)} for i in inputs.items
-            ],
+            "retrieval": {k: v for k, v in inputs.retrieval_info.items() if k != "index_rebuilt"},  # a rerun's rebuild is no result
+            "eval_items": [dataclasses.asdict(item) for item in inputs.items],  # doc_ids too: the report clusters by source
             **adapter_artifacts(config, adapters),
         }
         for name, value in run_artifacts.items():
             store.save_artifact(name, value)
         answers = run_answers(config, store, inputs, adapters, timings, hosting)
         judge_items = judge_inputs(inputs.items, answers, config.eval.controls)
-        judgments_made = run_panel(store, panel, judge_items, timings)
+        judgments_made = run_panel(store, panel, judge_items, timings, retry_failed)
         with stage("answer metrics", timings):
             save_answer_metrics(store, inputs.items, config.retrieval.top_k)
             for name, value in (artifacts_from_store(store) if artifacts_from_store else {}).items():

@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 DB_NAME = "store.sqlite"
+# The artifact that keeps each earlier invocation of a run: its status, finish time and calls
+# (the runs table holds the latest invocation's, and resets them when the run is opened again).
+EARLIER_INVOCATIONS = "earlier_invocations"
 
 
 def generation_key(backend_identity: dict[str, str], request: ChatRequest) -> str:
@@ -126,9 +129,13 @@ class Store(ProbeTables):
 
     def start_run(self, study: str, config: dict[str, Any], environment: dict[str, Any]) -> str:
         """Open the run that this config defines. The same config gives the same run id, so a
-        command run again after an interruption resumes that run instead of starting anew."""
+        command run again after an interruption resumes that run instead of starting anew. The
+        invocation that opened it before (finished, stopped or killed) is kept in the
+        EARLIER_INVOCATIONS artifact with its calls, so no call is lost from the record."""
         run_id = run_id_of(study, config)
-        existing = self.connection.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        existing = self.connection.execute(
+            "SELECT status, finished_at, model_calls, cached_calls FROM runs WHERE run_id=?", (run_id,)
+        ).fetchone()
         if existing is None:
             self._write(
                 [
@@ -139,13 +146,20 @@ class Store(ProbeTables):
                 ]
             )
         else:
+            status, finished_at, model_calls, cached_calls = existing
+            earlier = self.artifacts(run_id).get(EARLIER_INVOCATIONS, [])
+            earlier.append({"status": status, "finished_at": finished_at, "model_calls": model_calls, "cached_calls": cached_calls})
             self._write(
                 [
                     (
                         "UPDATE runs SET status='running', environment_json=?, finished_at=NULL, model_calls=0, cached_calls=0 "
                         "WHERE run_id=?",
                         (json.dumps(environment, sort_keys=True), run_id),
-                    )
+                    ),
+                    (
+                        "INSERT OR REPLACE INTO artifacts(run_id, name, value_json) VALUES (?,?,?)",
+                        (run_id, EARLIER_INVOCATIONS, json.dumps(earlier)),
+                    ),
                 ]
             )
         self.run_id = run_id

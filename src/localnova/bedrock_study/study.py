@@ -118,6 +118,7 @@ def run_bedrock_study(
     confirm: Callable[[str], bool] = confirm_on_terminal,
     keep_hosting: bool = False,
     skip_checks: tuple[str, ...] | list[str] = (),
+    retry_failed: bool = False,
 ) -> tuple[Path, str]:
     """Check, plan, estimate, confirm, create what the study needs, then run it; returns the
     study folder and run id. A dry run prints the plan and estimate and runs the whole study on
@@ -135,6 +136,7 @@ def run_bedrock_study(
             adapters=adapters,
             artifacts={"cost_estimate": cost_artifact(plan.costs), "bedrock_routing": routing(config, {})},
             artifacts_from_store=lambda store: {"cost_actual_simulated": actual_spend(store, config, {})},
+            retry_failed=retry_failed,
         )
 
     clients = clients or AwsClients(config.bedrock.region)
@@ -173,7 +175,7 @@ def run_bedrock_study(
     guard.add(_stored_token_spend(config, {}, prices, state))
     with spend_guarded(guard), sigterm_as_interrupt():
         try:
-            return _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record)
+            return _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record, retry_failed)
         except BaseException as error:
             stopped = _after_stop(error, config, state, clients, keep_hosting)
             if stopped is error:
@@ -191,6 +193,7 @@ def _create_and_run(
     plan: Any,
     allow_spend: bool,
     training_record: dict[str, Any],
+    retry_failed: bool = False,
 ) -> tuple[Path, str]:
     assert config.bedrock is not None
     retriever = None
@@ -232,6 +235,7 @@ def _create_and_run(
         },
         artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config, custom_models, state)},
         hosting=hosting,
+        retry_failed=retry_failed,
     )
 
 

@@ -87,19 +87,21 @@ def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls
     return inputs
 
 
-def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[list[JudgmentRecord], int]:
-    """Score `inputs` with one opened judge; scores already given to the same content by the
-    same judge identity (in any run of this study) are reused, failures are not, and model
-    calls go through the store in batches of the judge's batch size. Returns the judgments and
-    how many of them were made now.
+def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput], retry_failed: bool = False) -> tuple[list[JudgmentRecord], int]:
+    """Score `inputs` with one opened judge; judgments already made of the same content by the
+    same judge identity (in any run of this study) are reused, and model calls go through the
+    store in batches of the judge's batch size. Returns the judgments and how many of them were
+    made now.
 
-    A judgment that failed before is judged with new model calls, never from the store's cache
-    of model calls: replaying the calls would replay the failure, and a rerun could never mend
-    it. It goes on from the attempts the failure made (`Judge.run`'s `tries_before`)."""
+    A judgment that failed before stays a failure (a finished study reruns with no model call,
+    and its panel cannot change under it), unless `retry_failed` asks for another try: it is
+    then judged with new model calls, never from the store's cache of model calls (replaying
+    the calls would replay the failure), going on from the attempts the failure made
+    (`Judge.run`'s `tries_before`)."""
     keys = [judge.content_key(item) for item in inputs]
     stored = store.judgment_by_content(keys)
-    known = {key: record for key, record in stored.items() if record.score is not None}
-    tries_before = {key: record.attempts for key, record in stored.items() if record.score is None}
+    known = {key: record for key, record in stored.items() if record.score is not None or not retry_failed}
+    tries_before = {key: record.attempts for key, record in stored.items() if key not in known}
     missing = [index for index, key in enumerate(keys) if key not in known]
     records: dict[int, JudgmentRecord] = {}
     for index, key in enumerate(keys):
@@ -167,13 +169,16 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
     return [records[index] for index in range(len(inputs))], len(missing)
 
 
-def run_panel(store: Store, panel: list[Judge], judge_items: list[JudgeInput], timings: dict[str, float]) -> dict[str, int]:
+def run_panel(
+    store: Store, panel: list[Judge], judge_items: list[JudgeInput], timings: dict[str, float], retry_failed: bool = False
+) -> dict[str, int]:
     """Every judge of `panel` over `judge_items`, one at a time: each is opened (its model
     loaded), run and closed before the next opens. Adds each judge's seconds, loading included,
-    to `timings["judge <name>"]`; returns how many judgments each made now."""
+    to `timings["judge <name>"]`; returns how many judgments each made now. Stored failures
+    are judged again only with `retry_failed` (`run_judge`)."""
     made: dict[str, int] = {}
     for judge in panel:
         with stage(f"judge {judge.name}", timings), judge.opened():
             store.save_artifact(JUDGE_IDENTITY_ARTIFACT + judge.name, judge.identity)  # what cross-run pairing compares
-            made[judge.name] = run_judge(store, judge, judge_items)[1]
+            made[judge.name] = run_judge(store, judge, judge_items, retry_failed)[1]
     return made

@@ -15,7 +15,7 @@ from localnova.errors import UserError
 from localnova.evaluate.clustered import clusters_from_items
 from localnova.evaluate.judges import SUBJECT_ANSWER
 from localnova.evaluate.statistics import GenerationRow, ScoreRow
-from localnova.store import DB_NAME, AnswerRecord, JudgmentRecord, ProbeTiming, Store
+from localnova.store import DB_NAME, EARLIER_INVOCATIONS, AnswerRecord, JudgmentRecord, ProbeTiming, Store
 
 
 @dataclass
@@ -39,6 +39,24 @@ class RunData:
     @property
     def simulated(self) -> bool:
         return bool(self.artifacts.get("simulated"))
+
+    @property
+    def invocations(self) -> list[dict[str, Any]]:
+        """Every invocation of the run, first to latest: status, finish time, model calls and
+        calls answered from the store."""
+        latest = {key: self.info.get(key) for key in ("status", "finished_at", "model_calls", "cached_calls")}
+        return [*self.artifacts.get(EARLIER_INVOCATIONS, []), latest]
+
+    @property
+    def model_calls(self) -> int:
+        """The model calls of every invocation of the run together: a rerun adds its own."""
+        return sum(int(invocation.get("model_calls") or 0) for invocation in self.invocations)
+
+    @property
+    def calls_from_store(self) -> int:
+        """The calls the run's first invocation answered from the store (what it took from earlier
+        runs); later invocations read back the run's own."""
+        return int(self.invocations[0].get("cached_calls") or 0)
 
     @property
     def study_config(self) -> dict[str, Any]:

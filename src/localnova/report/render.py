@@ -29,6 +29,7 @@ from localnova.report.crossrun import cross_run_blocks
 from localnova.report.reproduction import report_findings, reproduction_blocks
 from localnova.report.summarize import control_gate, legacy_gate_note, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
+from localnova.store import EARLIER_INVOCATIONS
 from localnova.types import stable_hash
 
 SIMULATED_BANNER = "SIMULATED — no real model was called"
@@ -166,8 +167,8 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
                 "yes" if r.simulated else "no",
                 str(len(r.answers)),
                 str(len(r.judgments)),
-                str(r.info.get("model_calls")),
-                str(r.info.get("cached_calls")),
+                str(r.model_calls),
+                str(r.calls_from_store),
             ]
             for r in runs
         ],
@@ -345,8 +346,10 @@ def _html(title: str, banner: str | None, sections: list[Section]) -> str:
 # changes no result, then leaves the report as it is instead of spending seconds on
 # statistics and figures to write the same thing again.
 REPORT_KEY_FILE = "report.key"
-# What a rerun changes without changing a result: its own finish time and call counts.
+# What a rerun changes without changing a result: its own finish time and call counts, and the
+# record of the invocations before it (the report shows their sum, which the key holds).
 RERUN_INFO = ("finished_at", "model_calls", "cached_calls")
+RERUN_ARTIFACTS = (EARLIER_INVOCATIONS,)
 
 
 def report_key(runs: list[RunData], findings: FindingsSet | None = None) -> str:
@@ -357,9 +360,10 @@ def report_key(runs: list[RunData], findings: FindingsSet | None = None) -> str:
         {
             "label": run.label,
             "info": {key: value for key, value in run.info.items() if key not in RERUN_INFO},
+            "calls": [run.model_calls, run.calls_from_store],
             "answers": [dataclasses.asdict(answer) for answer in run.answers],
             "judgments": [dataclasses.asdict(judgment) for judgment in run.judgments],
-            "artifacts": run.artifacts,
+            "artifacts": {name: value for name, value in run.artifacts.items() if name not in RERUN_ARTIFACTS},
             "eval_items": run.eval_items,
             "probe_timings": [dataclasses.asdict(timing) for timing in run.probe_timings],
         }

@@ -308,8 +308,8 @@ def provenance_blocks(run: RunData) -> list[Any]:
     blocks: list[Any] = [
         Paragraph(
             f"Run {run.run_id} of study {info.get('study')}: status {info.get('status')}, started {info.get('started_at')}, "
-            f"finished {info.get('finished_at') or 'not yet'}; {info.get('model_calls')} model calls, "
-            f"{info.get('cached_calls')} answered from the store."
+            f"finished {info.get('finished_at') or 'not yet'}; {run.model_calls} model calls in all its invocations, "
+            f"{run.calls_from_store} answered from the store by the first."
         )
     ]
     model_rows = [
