@@ -4,6 +4,7 @@ coverage of the paired change under known effects, and the power function agains
 Usage:
     PYTHONPATH=src python scripts/calibrate_stats.py                  # BENCHMARKS.md: 2,000 studies a cell
     PYTHONPATH=src python scripts/calibrate_stats.py --studies 200 --questions 30 --workers 2
+    PYTHONPATH=src python scripts/calibrate_stats.py --parts clustered,failures --questions 10,30,60,200 --studies 1000 --workers 2
 
 Each simulated study has the structure a real store has: one model, the four arms, and a panel
 of four judges on different scales, each scoring every answer and the three controls of every
@@ -38,6 +39,19 @@ Three tables:
   number of questions, tested on the three judges that pass the gate (`panel.model_panels` and
   `comparisons.compare_arms`, without the rest of the summary); the share of studies whose
   permutation p clears 0.05 / 6 must be the predicted power within 3 points.
+
+Issue 27's tables (`--parts clustered,failures`):
+- clustered null: questions from documents of equal size, each document shifting each arm's
+  latent quality so that the headline panel's rag - base differences correlate within a
+  document at the cell's ICC (`latent_icc_for`); the report clusters by document (the eval
+  items name each question's source), and the null table's rates must stay within its limit;
+  beside them, rag - base's rate with the questions taken as independent, as before;
+- failures that depend on the score: under the null, the LLM judge fails on the 12% of rag
+  answers it would have scored highest (within the 20% gate); rag - base's bias and false
+  positives with the judge kept (before) and with the gate that leaves it out when its
+  failures depend on the score (`panel.score_linked_failures`); the latter must stay within
+  5% plus three standard errors.
+The verdicts of the Reproduction section are calibrated by scripts/calibrate_verdicts.py.
 """
 
 from __future__ import annotations
@@ -417,12 +431,34 @@ def power_row(n_questions: int, studies: int, seed: int, workers: int, truth_que
     return row
 
 
-# Issue 27's null cells with questions from documents: (documents, questions each, latent ICC).
+# Issue 27's null cells with questions from documents: (documents, questions each, ICC of the
+# headline panel's rag - base differences within a document).
 CLUSTERED_CELLS = ((30, 2, 0.12), (30, 2, 0.30), (12, 5, 0.12), (6, 10, 0.12), (6, 10, 0.30))
 
 
-def clustered_null(documents: int, icc: float) -> Scenario:
-    return Scenario(dict.fromkeys(ARMS, 0.0), documents=documents, icc=icc)
+def panel_icc(latent_icc: float, seed: int, pairs: int = 100_000) -> float:
+    """The intra-document correlation of the headline panel's rag - base differences (LLM judge,
+    token F1, MiniLM; no failures) for a latent ICC: the correlation between the differences of
+    two questions of one document, over `pairs` documents."""
+    rng = np.random.default_rng(seed)
+    scenario = Scenario(dict.fromkeys(ARMS, 0.0), answer_failures={}, control_failures={}, documents=pairs, icc=latent_icc)
+    scores = answer_scores(rng, 1, 2 * pairs, scenario)
+    panel = np.mean([scores[judge][0] for judge in GOOD_JUDGES], axis=0)
+    differences = panel[:, 1] - panel[:, 0]
+    return float(np.corrcoef(differences[0::2], differences[1::2])[0, 1])
+
+
+def latent_icc_for(target: float, seed: int) -> float:
+    """The latent ICC whose panel ICC is `target` (bisection to 0.005, on common random numbers)."""
+    low, high = 0.0, 0.95
+    while high - low > 0.005:
+        middle = (low + high) / 2
+        low, high = (middle, high) if panel_icc(middle, seed) < target else (low, middle)
+    return (low + high) / 2
+
+
+def clustered_null(documents: int, latent_icc: float) -> Scenario:
+    return Scenario(dict.fromkeys(ARMS, 0.0), documents=documents, icc=latent_icc)
 
 
 # Issue 27's failures that depend on the score: under the null, the LLM judge fails on the 12% of
@@ -438,12 +474,12 @@ def _excludes_zero(low: float, high: float) -> bool:
     return low > 0 or high < 0
 
 
-def clustered_row(documents: int, per_document: int, icc: float, results: list[dict]) -> dict:
+def clustered_row(documents: int, per_document: int, icc: float, latent: float, results: list[dict]) -> dict:
     """The null table's rates for questions from documents (the report clustering by them), and
     beside them how often rag - base's interval excluded 0 before issue 27 (questions taken as
     independent), with the median ICC and design effect the report measured on rag - base."""
     row = null_row(documents * per_document, results)
-    row.update(documents=documents, per_document=per_document, icc_latent=icc)
+    row.update(documents=documents, per_document=per_document, icc_target=icc, icc_latent=latent)
     before = [_excludes_zero(*r["before"][1:]) for r in results if math.isfinite(r["before"][1])]
     row["before"], row["before_se"] = rate(sum(before), len(before))
     row["icc"] = float(np.nanmedian([r["icc"] for r in results]))
@@ -472,17 +508,18 @@ def issue_27_tables(clustered_rows: list[dict], failure_rows: list[dict]) -> str
         return f"{100 * value:.1f}%"
 
     lines = [
-        "Null with questions from documents (each document shifts each arm; ICC of the latent arm differences), the report",
-        "clustering by document: interval-excludes-0 rates of the changes against base, raw and Holm-adjusted test rates, and",
-        "rag - base's rate before issue 27 (questions taken as independent). Limit: 5% + 3 Monte Carlo SE of each rate.",
+        "Null with questions from documents (each document shifts each arm's latent quality, so that the headline panel's",
+        "rag - base differences correlate within a document at the cell's ICC), the report clustering by document:",
+        "interval-excludes-0 rates of the changes against base, raw and Holm-adjusted test rates, and rag - base's rate before",
+        "issue 27 (questions taken as independent). Limit: 5% + 3 Monte Carlo SE of each rate.",
         "",
-        "| documents x questions | latent ICC | studies | measured ICC (median) | design effect (median) | before: interval excludes 0 "
+        "| documents x questions | ICC | studies | estimated ICC, median | design effect, median | before: interval excludes 0 "
         "| now: interval excludes 0: points | % | raw: Wilcoxon | permutation | any Holm p < .05: permutation | within limit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in clustered_rows:
         lines.append(
-            f"| {r['documents']} x {r['per_document']} | {r['icc_latent']:.2f} | {r['studies']} | {r['icc']:.2f} "
+            f"| {r['documents']} x {r['per_document']} | {r['icc_target']:.2f} | {r['studies']} | {r['icc']:.2f} "
             f"| {r['design_effect']:.2f} | {pct(r['before'])} | {pct(r['diff_interval'])} | {pct(r['pct_interval'])} "
             f"| {pct(r['wilcoxon_raw'])} | {pct(r['permutation_raw'])} | {pct(r['fwer_permutation'])} "
             f"| {'yes' if r['ok'] else 'NO'} (SE at most {pct(largest_se(r))}) |"
@@ -564,8 +601,9 @@ def calibrate(
     null_rows, coverage_rows, power_rows, clustered_rows, failure_rows = [], [], [], [], []
     for documents, per_document, icc in CLUSTERED_CELLS if "clustered" in parts else ():
         started = time.perf_counter()
-        results = simulate(studies, documents * per_document, clustered_null(documents, icc), seed + 30_000 + documents, workers)
-        clustered_rows.append(clustered_row(documents, per_document, icc, results))
+        latent = latent_icc_for(icc, seed + 50_000)
+        results = simulate(studies, documents * per_document, clustered_null(documents, latent), seed + 30_000 + documents, workers)
+        clustered_rows.append(clustered_row(documents, per_document, icc, latent, results))
         log(f"{documents} documents x {per_document}, ICC {icc}: {time.perf_counter() - started:.0f} s")
     means = judge_means(EFFECTS, seed + 7, truth_questions) if "coverage" in parts else {}
     for n in questions:
