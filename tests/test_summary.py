@@ -165,6 +165,8 @@ def test_summary_cells_fields_and_settings_exactly():
         "p_adjustment": "Holm across all arm pairs of all models",
         "detectable": "smallest true change with 80% power at alpha 0.05 / the number of comparisons (Holm's strictest step)",
         "clustered_by": "none: the eval set records no source document for its questions, so they are treated as independent",
+        "seeds": "one adapter per model: a fine-tuned arm's intervals are over questions only, for this adapter; another training "
+        "seed would give another adapter (finetune.seeds trains several)",
     }
     assert "every headline judge scored in every arm" in summary.settings["panel_score"]
     assert "80% power" in summary.settings["detectable"]

@@ -15,6 +15,7 @@ import numpy as np
 from localnova.config import BASE_ARM
 from localnova.evaluate.clustered import DesignEffect, cluster_labels, design_effect
 from localnova.evaluate.power import detectable_difference
+from localnova.evaluate.seeds import ByAdapter, SeededChange, seeded_change
 from localnova.evaluate.statistics import PairedTest, holm_adjust, ordered_arms, paired_arrays, paired_tests, shared_questions
 
 
@@ -48,6 +49,7 @@ class ArmComparison:
     n_clusters: int = 0
     icc: float = 0.0
     design_effect: float = 1.0
+    n_seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,16 @@ def detectable_for(spread: DifferenceSpread, clustering: DesignEffect, n: int, n
     )
 
 
+def _with_seeds(test: PairedTest, clustering: DesignEffect, found: SeededChange) -> tuple[PairedTest, DesignEffect, int]:
+    """A comparison's tests and design effect once the training seeds' variance is in: each p at
+    least the t test's over questions and seeds, the design effect grown by the share of the
+    variance the seeds add."""
+    inflation = 1.0 / (1.0 - found.seed_share) if found.seed_share < 1 else math.inf
+    wilcoxon_p, permutation_p = max(test.wilcoxon_p, found.p), max(test.permutation_p, found.p)
+    grown = DesignEffect(clustering.n_clusters, clustering.icc, clustering.weighted_size, clustering.design_effect * inflation)
+    return PairedTest(test.n, test.mean_diff, wilcoxon_p, permutation_p, test.n_clusters), grown, found.n_seeds
+
+
 def compare_arms(
     scores_by_cell: Mapping[tuple[str, str], Any],
     base_arm: str = BASE_ARM,
@@ -85,6 +97,7 @@ def compare_arms(
     seed: int = 0,
     pair: Callable[[Any, Any], tuple[Mapping[str, float], Mapping[str, float]]] | None = None,
     clusters: Mapping[str, str] | None = None,
+    seeded: Mapping[tuple[str, str], ByAdapter] | None = None,
 ) -> list[ArmComparison]:
     """Paired tests for every pair of arms within each model, Holm-adjusted as one family.
 
@@ -99,7 +112,11 @@ def compare_arms(
     Each comparison also carries the spread of its differences and the difference it could
     detect (80% power at alpha 0.05 / the family's size). With `clusters` ({question_id:
     source document}) the tests take a document as their unit (`statistics.paired_tests`) and
-    the detectable difference allows for the design effect.
+    the detectable difference allows for the design effect. With `seeded` ({(model, arm):
+    {adapter label: {question_id: score}}} for arms answered by several adapters, one per
+    training seed), a comparison involving such an arm also takes a t test over questions and
+    seeds (`seeds.seeded_change`): both its p-values are at least that test's, and its
+    detectable difference allows for the variance the seeds add.
     """
     arms_by_model: dict[str, list[str]] = {}
     for model, arm in scores_by_cell:
@@ -112,9 +129,16 @@ def compare_arms(
             a, b = paired_arrays(values_a, values_b)
             labels = cluster_labels(shared_questions(values_a, values_b), clusters)
             test = paired_tests(a, b, n_permutations, seed, labels)
-            raw.append((model, arm_a, arm_b, test, difference_spread(b - a), design_effect(b - a, labels)))
-    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t, _, _ in raw])
-    permutation_holm = holm_adjust([t.permutation_p for *_, t, _, _ in raw])
+            clustering = design_effect(b - a, labels)
+            n_seeds = 1
+            by_seed = seeded or {}
+            if (model, arm_a) in by_seed or (model, arm_b) in by_seed:
+                reference, arm = by_seed.get((model, arm_a), {"": values_a}), by_seed.get((model, arm_b), {"": values_b})
+                found = seeded_change(reference, arm, 0.95, clusters)
+                test, clustering, n_seeds = _with_seeds(test, clustering, found)
+            raw.append((model, arm_a, arm_b, test, difference_spread(b - a), clustering, n_seeds))
+    wilcoxon_holm = holm_adjust([t.wilcoxon_p for *_, t, _, _, _ in raw])
+    permutation_holm = holm_adjust([t.permutation_p for *_, t, _, _, _ in raw])
     return [
         ArmComparison(
             model=model,
@@ -133,6 +157,7 @@ def compare_arms(
             n_clusters=clustering.n_clusters,
             icc=clustering.icc,
             design_effect=clustering.design_effect,
+            n_seeds=n_seeds,
         )
-        for (model, arm_a, arm_b, test, spread, clustering), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
+        for (model, arm_a, arm_b, test, spread, clustering, n_seeds), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
     ]

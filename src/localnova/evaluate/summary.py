@@ -21,6 +21,7 @@ from localnova.evaluate.comparisons import ArmComparison, compare_arms
 from localnova.evaluate.controls import JudgeControls
 from localnova.evaluate.latency_probe import ProbeCell, probe_summary
 from localnova.evaluate.panel import PANEL_RULE, model_panels, score_linked_failures, sparse_judges
+from localnova.evaluate.seeds import AdapterSpread, adapter_panels, adapter_spreads, fold_replicates, seeded_change
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
     PairedChange,
@@ -125,6 +126,9 @@ class StudySummary:
     # The latency comparison: the interleaved probe's cells (evaluate.latency_probe); empty
     # when the run had no probe. latency_tokens' times are the batched run's: throughput.
     latency_probe: list[ProbeCell] = field(default_factory=list)
+    # The fine-tuned arms answered by several adapters (one per training seed): each adapter's
+    # level and change, and their spread; empty with one adapter per model.
+    adapter_spreads: list[AdapterSpread] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for json.dumps: NaN and infinities become None."""
@@ -198,6 +202,19 @@ def clustered_by(clusters: Mapping[str, str] | None, questions: set[str]) -> str
     return f"{CLUSTER_UNIT} (the first of each question's doc_ids): {len(questions)} questions from {documents} documents"
 
 
+def seeds_note(adapters: Mapping[str, Any]) -> str:
+    """How many adapters answered each fine-tuned arm, and what that means for its intervals."""
+    if len(adapters) < 2:
+        return (
+            "one adapter per model: a fine-tuned arm's intervals are over questions only, for this adapter; another training "
+            "seed would give another adapter (finetune.seeds trains several)"
+        )
+    return (
+        f"{len(adapters)} adapters per model, one per training seed: a fine-tuned arm is their mean, and its changes' "
+        "intervals and tests are over questions and seeds (two-way variance, Satterthwaite degrees of freedom)"
+    )
+
+
 def summarize(
     score_rows: Iterable[Any],
     generation_rows: Iterable[Any] = (),
@@ -231,7 +248,7 @@ def summarize(
     interval and test treat a document's questions as one unit (evaluate/clustered.py); without
     it the questions are independent. settings["clustered_by"] says which.
     """
-    rows = score_rows_from(score_rows)
+    rows, adapters = fold_replicates(score_rows_from(score_rows))
     cells = list(dict.fromkeys((r.model, r.arm) for r in rows))
     models = list(dict.fromkeys(model for model, _ in cells))
     ordered_cells = [(model, arm) for model in models for arm in ordered_arms((a for m, a in cells if m == model), base_arm)]
@@ -256,7 +273,8 @@ def summarize(
     headline = [judge for judge in requested if judge not in sparse and judge not in linked]
     panels = model_panels(rows, headline, base_arm)
     panel_values = {(model, arm): panels[model].scores.get(arm, {}) for model, arm in ordered_cells}
-    comparisons = compare_arms(panel_values, base_arm, n_permutations, seed, clusters=clusters)
+    seeded = adapter_panels(adapters, {model: panel.questions for model, panel in panels.items()}, headline)
+    comparisons = compare_arms(panel_values, base_arm, n_permutations, seed, clusters=clusters, seeded=seeded)
     versus_base = {(c.model, c.arm_b): c for c in comparisons if c.arm_a == base_arm}
     answered: dict[tuple[str, str], set[str]] = {}
     for row in rows:
@@ -269,6 +287,8 @@ def summarize(
         detectable = math.nan
         if arm != base_arm and (model, base_arm) in panel_values:
             change = paired_change(panel_values[(model, base_arm)], values, confidence, clusters)
+            if (model, arm) in seeded:  # the adapters' spread widens the change's interval
+                change = seeded_change({"": panel_values[(model, base_arm)]}, seeded[(model, arm)], confidence, clusters).change
             detectable = versus_base[(model, arm)].detectable_diff
         base_level = change.base_mean if change.base_mean >= PCT_MIN_BASE else math.nan
         panel_cells.append(
@@ -308,6 +328,7 @@ def summarize(
         failures_by_judge=failures,
         controls=list(controls),
         latency_probe=probe_summary(probe_timings, confidence, base_arm),
+        adapter_spreads=adapter_spreads({**{cell: {"": values} for cell, values in panel_values.items()}, **seeded}, base_arm),
         settings={
             "n_resamples": n_resamples,
             "seed": seed,
@@ -328,5 +349,6 @@ def summarize(
             "p_adjustment": "Holm across all arm pairs of all models",
             "detectable": "smallest true change with 80% power at alpha 0.05 / the number of comparisons (Holm's strictest step)",
             "clustered_by": clustered_by(clusters, {row.question_id for row in rows}),
+            "seeds": seeds_note(adapters),
         },
     )
