@@ -210,6 +210,17 @@ class FinetuneConfig(Section):
     padding_free: bool = False
     # Training metrics to a tracker you already run (the Trainer's report_to); none by default.
     report_to: list[Tracker] = Field(default_factory=list)
+    # Local training: one adapter per seed, each answering the ft arms, so that the report's
+    # intervals and tests take the training seed's variance in (evaluate/seeds.py). None: one
+    # adapter, trained with the study's seed. The data sample stays the study seed's.
+    seeds: list[int] | None = Field(None, min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("seeds are listed more than once")
+        return seeds
 
 
 class GenQAConfig(Section):
@@ -415,12 +426,17 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def run_identity(config: StudyConfig) -> dict[str, Any]:
+def run_identity(config: StudyConfig, adapters: dict[str, str] | None = None) -> dict[str, Any]:
     """What names a run in the store (Store.start_run hashes it into the run id): the same
     config gives the same run, so a command run again resumes it. `eval.findings` at its
     default is left out: it decides no result, and runs stored before the key existed keep
-    their ids (the report reads a missing key as the default)."""
+    their ids (the report reads a missing key as the default); so is `finetune.seeds` unset.
+    `adapters` ({name: content hash} of what the ft arms loaded) joins it when the study
+    fine-tunes: two machines whose training gave different adapters ran different studies."""
     stored = config_to_dict(config)
     if config.eval.findings == DEFAULT_FINDINGS:
         del stored["eval"]["findings"]
-    return {"config": stored, "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}
+    if config.finetune.seeds is None:
+        del stored["finetune"]["seeds"]
+    identity = {"config": stored, "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}
+    return {**identity, "adapters": dict(sorted(adapters.items()))} if adapters and config.fine_tunes else identity

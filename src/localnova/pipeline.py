@@ -11,7 +11,6 @@ passed off as finished.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -36,10 +35,10 @@ from localnova.evaluate.arms import uses_adapter
 from localnova.evaluate.judges import build_panel
 from localnova.evaluate.latency_probe import probe_model
 from localnova.evaluate.metrics import answer_metrics
-from localnova.evaluate.runner import ArmAnswers, answer_arms, judge_inputs, run_panel
+from localnova.evaluate.runner import ArmAnswers, answer_arms, answer_replicates, judge_inputs, run_panel
 from localnova.files import json_text, write_text_atomic
 from localnova.finetune.presets import check_hyperparameters
-from localnova.finetune.stage import adapter_artifacts, adapters_for_study
+from localnova.finetune.stage import adapter_artifacts, adapter_hashes, adapters_for_study
 from localnova.models import check_models
 from localnova.optional import cpu_supports_bf16, gpu_description
 from localnova.retrieval import Retriever, VectorIndex, build_or_load_index
@@ -117,12 +116,12 @@ def run_answers(
     hosting: AdapterHosting | None = None,
 ) -> list[ArmAnswers]:
     """Every answer model over its arms: the base model once for base and rag, then the model
-    with its adapter for ft and ft_rag; each closed before the next loads. With `hosting`, a
-    model's adapter is hosted only around its ft arms. A model's loading time counts in the
-    first stage that needs it. The latency probe of a model runs after its last arms, while
-    what answers them is still loaded (and hosted): it is the one time two models are loaded
-    together, the base model beside its adapter, unless the adapter's backend can answer as
-    the base model too (`Backend.base_model_view`: vllm)."""
+    with each of its adapters (one per training seed) for ft and ft_rag; each closed before the
+    next loads. With `hosting`, a model's adapter is hosted only around its ft arms. Loading
+    time counts in the first stage that needs it. The latency probe of a model runs after its
+    last arms, while what answers them is still loaded (and hosted): the one time two models
+    are loaded together, the base model beside its (first) adapter, unless the adapter's
+    backend can answer as the base model too (`Backend.base_model_view`: vllm)."""
     all_answers = []
     for model in config.models:
         base_arms = [arm for arm in config.arms if not uses_adapter(arm)]
@@ -138,6 +137,7 @@ def run_answers(
         if not ft_arms:
             continue
         adapter = adapters.get(model.name)
+        all_answers += answer_replicates(store, model, ft_arms, inputs.items, inputs.retrieved, config.seed, timings, adapters)
         with hosting(model.name, adapter) if hosting else nullcontext(adapter) as adapter_path:
             ft_backend = create_backend(model, adapter_path=adapter_path)
             try:
@@ -204,7 +204,7 @@ def run_study(
 
     study_dir = config.study_dir
     store = Store(study_dir)
-    run_config = run_identity(config)
+    run_config = run_identity(config, adapter_hashes(adapters))
     environment = {**environment_info(), "gpu": gpu_description(), "cpu_supports_bf16": cpu_supports_bf16(), "models": model_sources}
     run_id = store.start_run(config.name, run_config, environment)
     write_text_atomic(study_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False))
@@ -217,7 +217,7 @@ def run_study(
         run_artifacts = {
             **(artifacts or {}),
             "retrieval": {k: v for k, v in inputs.retrieval_info.items() if k != "index_rebuilt"},  # a rerun's rebuild is no result
-            "eval_items": [dataclasses.asdict(item) for item in inputs.items],  # doc_ids too: the report clusters by source
+            "eval_items": [dict(vars(item)) for item in inputs.items],  # doc_ids too: the report clusters by source
             **adapter_artifacts(config, adapters),
         }
         for name, value in run_artifacts.items():

@@ -34,16 +34,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localnova.config import BASE_ARM
-from localnova.evaluate.clustered import cluster_labels, design_effect, interval_p, mean_interval
+from localnova.evaluate.clustered import DesignEffect, cluster_labels, design_effect, interval_p, mean_interval
 from localnova.evaluate.comparisons import detectable_for, difference_spread
 from localnova.evaluate.panel import model_panels
 from localnova.evaluate.power import DEFAULT_POWER, MAX_QUESTIONS, questions_needed
+from localnova.evaluate.seeds import SeededChange, adapter_panels, fold_replicates, seeded_change, split_replicate
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
     generation_rows_from,
     paired_arrays,
     paired_change,
     paired_tests,
+    score_rows_from,
     shared_questions,
 )
 from localnova.evaluate.verdicts import (
@@ -84,12 +86,15 @@ NO_PROBE = "no latency probe in this run (the batched answers' times measure thr
 class RunValues:
     """What a run measured, per question: values[measure][(model, arm)] = {question_id: value};
     `models` in size order, smallest first; missing[measure] says why the run has none;
-    `clusters` {question_id: source document} where the run recorded one for each question."""
+    `clusters` {question_id: source document} where the run recorded one for each question;
+    by_adapter[measure][(model, arm)] = {adapter label: {question_id: value}} for the arms
+    several adapters answered (one per training seed), whose mean `values` holds."""
 
     models: list[str]
     values: dict[str, dict[tuple[str, str], dict[str, float]]]
     missing: dict[str, str] = field(default_factory=dict)
     clusters: Mapping[str, str] | None = None
+    by_adapter: dict[str, dict[tuple[str, str], dict[str, dict[str, float]]]] = field(default_factory=dict)
 
 
 def run_values(
@@ -104,19 +109,30 @@ def run_values(
     """A run's per-question measurements: the headline panel's score over `headline_judges`
     (each model on its panel questions), the probe's mean time per question, and each answer's
     total tokens. `models_by_size` orders the run's models, smallest first; a model it does not
-    name goes after those it does, in order of appearance."""
+    name goes after those it does, in order of appearance. The answers of a model's further
+    adapters (`seeds.replicate_name`) count as that model's: a fine-tuned arm's value is the
+    mean over its adapters, each adapter's kept in `by_adapter`."""
+    rows, adapters = fold_replicates(score_rows_from(score_rows))
     panel: dict[tuple[str, str], dict[str, float]] = {}
-    for model, model_panel in model_panels(score_rows, list(headline_judges), base_arm).items():
+    panels = model_panels(rows, list(headline_judges), base_arm)
+    for model, model_panel in panels.items():
         for arm, scores in model_panel.scores.items():
             if scores:
                 panel[(model, arm)] = dict(scores)
+    by_adapter = {"panel_score": adapter_panels(adapters, {m: p.questions for m, p in panels.items()}, list(headline_judges))}
     times: dict[tuple[str, str], dict[str, list[float]]] = {}
     for timing in probe_timings:
         times.setdefault((timing.model, timing.arm), {}).setdefault(timing.question_id, []).append(float(timing.latency_ms))
     latency = {cell: {q: stats.fmean(values) for q, values in by_question.items()} for cell, by_question in times.items()}
-    tokens: dict[tuple[str, str], dict[str, float]] = {}
+    token_adapters: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
     for row in generation_rows_from(generation_rows):
-        tokens.setdefault((row.model, row.arm), {})[row.question_id] = float(row.input_tokens + row.output_tokens)
+        model, label = split_replicate(row.model)
+        token_adapters.setdefault((model, row.arm), {}).setdefault(label, {})[row.question_id] = float(row.input_tokens + row.output_tokens)
+    tokens = {
+        cell: {q: stats.fmean(found[q] for found in by_label.values()) for q in set.intersection(*map(set, by_label.values()))}
+        for cell, by_label in token_adapters.items()
+    }
+    by_adapter["total_tokens"] = {cell: by_label for cell, by_label in token_adapters.items() if len(by_label) >= 2}
     values = {"panel_score": panel, "latency": latency, "total_tokens": tokens}
     missing = {}
     if not panel:
@@ -127,7 +143,7 @@ def run_values(
         missing["total_tokens"] = "no answers stored"
     present = list(dict.fromkeys(model for cells in values.values() for model, _ in cells))
     ordered = [m for m in dict.fromkeys(models_by_size) if m in present] + [m for m in present if m not in models_by_size]
-    return RunValues(ordered, values, missing, clusters)
+    return RunValues(ordered, values, missing, clusters, by_adapter)
 
 
 def role_models(role: str, models: Sequence[str]) -> list[tuple[str, ...]] | str:
@@ -224,6 +240,18 @@ def _size_p(comparison: Comparison, pct: float, low: float, high: float, units: 
     return interval_p(pct, low, high, units - 1, confidence, comparison.post_pct, beyond)
 
 
+def _seeded(run: RunValues, comparison: Comparison, models: tuple[str, ...], confidence: float) -> SeededChange | None:
+    """The comparison's change over questions and training seeds, where an arm of it was answered
+    by several adapters (one model's; a gap between two models keeps their means)."""
+    cells = run.by_adapter.get(comparison.measure, {})
+    if len(models) != 1 or not ((models[0], comparison.reference) in cells or (models[0], comparison.arm) in cells):
+        return None
+    values = run.values[comparison.measure]
+    reference = cells.get((models[0], comparison.reference), {"": values[(models[0], comparison.reference)]})
+    arm = cells.get((models[0], comparison.arm), {"": values[(models[0], comparison.arm)]})
+    return seeded_change(reference, arm, confidence, run.clusters)
+
+
 def compare(
     run: RunValues, comparison: Comparison, models: tuple[str, ...], confidence: float = 0.95, n_permutations: int = 10000, seed: int = 0
 ) -> ComparisonResult:
@@ -249,11 +277,16 @@ def compare(
     labels = cluster_labels(shared_questions(reference, arm), run.clusters)
     spread = difference_spread(arm_values - reference_values)
     clustering = design_effect(arm_values - reference_values, labels)
+    seeded = _seeded(run, comparison, models, confidence)
+    if seeded is not None:  # several adapters: the change over questions and training seeds
+        change = seeded.change
+        grown = clustering.design_effect / (1.0 - seeded.seed_share) if seeded.seed_share < 1 else math.inf
+        clustering = DesignEffect(clustering.n_clusters, clustering.icc, clustering.weighted_size, grown)
     alpha = 1.0 - confidence
     detectable = detectable_for(spread, clustering, change.n, 1, target_power=DEFAULT_POWER, alpha=alpha)
     relative = comparison.model != GAP_ROLE and change.base_mean >= PCT_MIN_BASE
     pct = (change.pct, change.pct_low, change.pct_high) if relative else (math.nan,) * 3
-    t_p = interval_p(change.diff, change.diff_low, change.diff_high, change.n_clusters - 1, confidence)
+    t_p = seeded.p if seeded is not None else interval_p(change.diff, change.diff_low, change.diff_high, change.n_clusters - 1, confidence)
     permutation_p = paired_tests(reference_values, arm_values, n_permutations, seed, labels).permutation_p
     # an interval of no width (every difference alike) excludes 0 when the change is not 0
     excludes_zero = change.diff_low > 0 or change.diff_high < 0

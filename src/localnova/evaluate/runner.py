@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from localnova.backends import create_backend
 from localnova.backends.base import Backend
 from localnova.config import ModelConfig
 from localnova.console import progress, stage
 from localnova.evaluate.arms import build_request, generation_params, uses_retrieval
 from localnova.evaluate.judges import JUDGE_IDENTITY_ARTIFACT, SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
+from localnova.evaluate.seeds import split_replicate
 from localnova.store import JudgmentRecord, Store
 from localnova.types import EvalItem, GenerationParams, RetrievedChunk
 
@@ -70,6 +72,31 @@ def answer_arms(
     for arm in arms:
         with stage(f"answers {model.name}/{arm}", timings):
             answers.append(answer_arm(store, backend, model.name, arm, items, retrieved, params, model.generation.batch_size))
+    return answers
+
+
+def answer_replicates(
+    store: Store,
+    model: ModelConfig,
+    arms: list[str],
+    items: list[EvalItem],
+    retrieved: list[list[RetrievedChunk]] | None,
+    seed: int,
+    timings: dict[str, float],
+    adapters: dict[str, str],
+) -> list[ArmAnswers]:
+    """The fine-tuned `arms` once more for each further adapter of `model` (one per training
+    seed after the first: `adapters` names them `seeds.replicate_name(model, seed)`), stored
+    under that name; each adapter's model is loaded, answers and is closed before the next."""
+    answers = []
+    for name, path in adapters.items():
+        if not arms or name == model.name or split_replicate(name)[0] != model.name:
+            continue
+        backend = create_backend(model, adapter_path=path)
+        try:
+            answers += answer_arms(store, backend, model.model_copy(update={"name": name}), arms, items, retrieved, seed, timings)
+        finally:
+            backend.close()
     return answers
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from localnova.evaluate.comparisons import ArmComparison, compare_arms
 from localnova.evaluate.controls import JudgeControls
 from localnova.evaluate.latency_probe import ProbeCell, probe_summary
 from localnova.evaluate.panel import PANEL_RULE, model_panels, score_linked_failures, sparse_judges
-from localnova.evaluate.seeds import AdapterSpread, adapter_panels, adapter_spreads, fold_replicates, seeded_change
+from localnova.evaluate.seeds import AdapterSpread, adapter_panels, adapter_spreads, fold_replicates, seeded_change, split_replicate
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
     PairedChange,
@@ -324,7 +324,10 @@ def summarize(
         panel_cells=panel_cells,
         comparisons=comparisons,
         agreement=judge_agreement(rows, headline),
-        latency_tokens=latency_token_summary(generation_rows, base_arm),
+        # the answers of a model's further adapters are the model's (its ft cells span them all)
+        latency_tokens=latency_token_summary(
+            [replace(r, model=split_replicate(r.model)[0]) for r in generation_rows_from(generation_rows)], base_arm
+        ),
         failures_by_judge=failures,
         controls=list(controls),
         latency_probe=probe_summary(probe_timings, confidence, base_arm),

@@ -227,7 +227,10 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         Section("Retrieval", tables.artifact_blocks(runs, "retrieval", "No retrieval metrics recorded.", "model / arm")),
         Section("Reference metrics", tables.artifact_blocks(runs, "answer_metrics", "No reference metrics recorded.", "model / arm")),
         Section("Cost", tables.artifact_blocks(runs, "cost", "No cost estimate or spend recorded.")),
-        Section("Fine-tuning", figs.get("finetune", []) or [Paragraph("No training loss recorded.")]),
+        Section(
+            "Fine-tuning",
+            [*tables.adapter_spread_blocks(runs, summaries), *(figs.get("finetune", []) or [Paragraph("No training loss recorded.")])],
+        ),
         Section("Sample answers", [block for run in runs for block in tables.sample_blocks(run)]),
         Section("Config, models and environment", [block for run in runs for block in tables.provenance_blocks(run)]),
     ]

@@ -350,3 +350,31 @@ def sample_blocks(run: RunData, per_arm: int = 2) -> list[Any]:
         blocks.append(Preformatted("ground truth", truth if truth is not None else "(not recorded in this run)"))
         blocks.append(Preformatted("answer", answer.result.text))
     return blocks or [Paragraph(f"{run.label}: no answers stored.")]
+
+
+def adapter_spread_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
+    """How many adapters answered each run's fine-tuned arms, and with several (one per training
+    seed) each adapter's panel level and change against base, and their spread."""
+    blocks: list[Any] = [Paragraph(f"{run.label}: {summary.settings.get('seeds', '')}.") for run, summary in zip(runs, summaries)]
+    rows = [
+        [
+            run.label,
+            spread.model,
+            spread.arm,
+            label or "first seed",
+            number(level),
+            signed_interval(spread.changes.get(label, math.nan), math.nan, math.nan),
+        ]
+        for run, summary in zip(runs, summaries)
+        for spread in summary.adapter_spreads
+        for label, level in spread.levels.items()
+    ]
+    if rows:
+        spreads = "; ".join(
+            f"{run.label} {s.model} / {s.arm}: SD {number(s.sd_levels)} points across {len(s.levels)} adapters"
+            for run, summary in zip(runs, summaries)
+            for s in summary.adapter_spreads
+        )
+        blocks.append(Paragraph(f"Each adapter's panel level and change against base, on the panel's questions ({spreads})."))
+        blocks.append(Table(["run", "model", "arm", "adapter", "panel score", "change vs base, points"], rows))
+    return blocks
