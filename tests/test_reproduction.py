@@ -412,7 +412,7 @@ def test_readme_carries_the_reproduction_rows():
     lines = block.split("\n\n", 2)[1].splitlines()
     assert lines[0] == "| " + " | ".join(markdown_cell(h) for h in HEADERS) + " |"
     verdicts = [row.split(" | ")[-1].split(":")[0].rstrip(" |") for row in lines[2:]]
-    assert len(verdicts) == 6 and set(verdicts) <= {REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTED}
+    assert len(verdicts) == 6 and set(verdicts) <= {REPRODUCED, CONTRADICTED, RULED_OUT, INCONCLUSIVE, NOT_TESTED}
 
 
 def test_free_text_of_a_findings_file_is_escaped_in_both_formats(study, tmp_path):
