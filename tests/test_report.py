@@ -347,13 +347,17 @@ def test_the_report_is_written_again_only_when_what_it_shows_changed(one_report,
     import dataclasses
 
     from localnova.report.render import REPORT_KEY_FILE
+    from localnova.store import EARLIER_INVOCATIONS
 
     _, _, root = one_report
     run = collect_run(root / "study")
     out = tmp_path / "out"
     md_path, html_path = write_report([run], out)
     (out / "report.md").write_text("left as it was", encoding="utf-8")  # a rewrite would replace this
-    rerun = dataclasses.replace(run, info={**run.info, "finished_at": "2099-01-01T00:00:00+00:00", "model_calls": 0, "cached_calls": 99})
+    # the store keeps the first invocation's calls when a rerun opens the run again (Store.start_run)
+    first = {key: run.info[key] for key in ("status", "finished_at", "model_calls", "cached_calls")}
+    again = {**run.info, "finished_at": "2099-01-01T00:00:00+00:00", "model_calls": 0, "cached_calls": 99}
+    rerun = dataclasses.replace(run, info=again, artifacts={**run.artifacts, EARLIER_INVOCATIONS: [first]})
     write_report([rerun], out)
     assert md_path.read_text(encoding="utf-8") == "left as it was"
 
