@@ -5,7 +5,8 @@ truth, and the power the power function predicts (at 10 questions, a ceiling bel
 rate at which the test finds the change.
 
 Seeded, so the figures are the same on every run; the limits allow for the Monte Carlo error
-of 400 studies a cell (a standard error of 1.1 points at 5% and at 95%, 2.5 at 50%)."""
+of 400 studies a cell (a standard error of 1.1 points at 5% and at 95%, 2.5 at 50%). A second
+test runs one of issue 27's clustered null cells (BENCHMARKS.md, issue 27), 300 studies."""
 
 from __future__ import annotations
 
