@@ -178,11 +178,12 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         f"Panel score: {settings.get('panel_score', '')}. Interval: {settings.get('interval', '')} "
         f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}). p-values: paired Wilcoxon signed-rank "
         f"({settings.get('wilcoxon', '')}) and sign-flip permutation tests of the mean difference (exact up to 16 questions, "
-        f"{settings.get('n_permutations')} random sign patterns above) for every pair of arms within a model (the summary shows "
+        f"or documents where questions share them, {settings.get('n_permutations')} random sign patterns above; where "
+        "questions share a document, its questions' signs flip together and the signed-rank test ranks documents) for every pair of arms within a model (the summary shows "
         f"each arm against {BASE_ARM}; all pairs are in the next section), {settings.get('p_adjustment', '')}. "
         f"A % change is given only when the base level is at least {settings.get('pct_min_base')} point; the change in points "
         f"always. Detectable change: {settings.get('detectable', '')}, from the spread of this run's own per-question "
-        "differences. Parse failures are left out of every mean, never counted as 0."
+        "differences and their design effect. Parse failures are left out of every mean, never counted as 0."
     )
     headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries)]
     headline += [Paragraph(tables.clustering_sentence(run.label, summary.settings)) for run, summary in zip(runs, summaries)]
