@@ -110,10 +110,6 @@ class FindingResult:
     questions_needed: int | None = None
 
 
-def _holm(values: Sequence[float]) -> list[float]:
-    return holm_adjust(list(values))
-
-
 def _size_notes(results: list[ComparisonResult]) -> str:
     """Each comparison's size note, named by its label when the finding has several."""
     notes = [(result.label, result.size_note) for result in results if result.size_note]
@@ -135,7 +131,7 @@ def combine(finding: Finding, results: list[ComparisonResult], alpha: float = 0.
     if untested:
         reasons = dict.fromkeys(result.reason for result in untested)
         return FindingResult(finding, results, NOT_TESTED, "; ".join(reasons))
-    adjusted = _holm([result.size_p for result in results])
+    adjusted = holm_adjust([result.size_p for result in results])
     results = _sizes_ruled_out(results, adjusted, alpha)
     ruled = [result for result in results if result.verdict == RULED_OUT]
     if ruled:
@@ -155,7 +151,7 @@ def _adjusted_contradictions(results: list[ComparisonResult], alpha: float) -> l
     after Holm over the finding's tested comparisons; the others become inconclusive, saying so."""
     if len(results) < 2:
         return results
-    adjusted = _holm([result.p for result in results])
+    adjusted = holm_adjust([result.p for result in results])
     tested = sum(math.isfinite(result.p) for result in results)
     out = []
     for result, p in zip(results, adjusted, strict=True):
