@@ -242,3 +242,21 @@ def test_every_invocation_of_a_run_keeps_its_calls(tmp_path):
         ("complete", 0, 5),
     ]
     assert (run.info["model_calls"], run.model_calls, run.calls_from_store) == (0, 5, 0) and backend.sent == 5
+
+
+def test_a_rerun_from_the_store_keeps_the_environment_that_did_the_work(tmp_path):
+    """The environment a run records is that of its latest invocation that called a model: a
+    rerun answered from the store (which loads no torch, so reports no torch threads) leaves it."""
+    store, backend = Store(tmp_path), CountingBackend()
+    run_id = store.start_run("s", {"a": 1}, {"machine": "first"})
+    store.generate_cached(backend, requests(2), 8)
+    store.finish_run(True)
+    store.start_run("s", {"a": 1}, {"machine": "rerun from the store"})
+    store.generate_cached(backend, requests(2), 8)
+    store.finish_run(True)
+    assert store.run_info(run_id)["environment"] == {"machine": "first"}
+    store.start_run("s", {"a": 1}, {"machine": "more work"})
+    store.generate_cached(backend, requests(3), 8)
+    store.finish_run(True)
+    assert store.run_info(run_id)["environment"] == {"machine": "more work"} and backend.sent == 3
+    store.close()

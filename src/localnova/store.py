@@ -114,6 +114,7 @@ class Store(ProbeTables):
             self.connection.close()
             raise
         self.run_id: str | None = None
+        self._environment: dict[str, Any] = {}  # the open run's, recorded if it makes a model call
 
     def close(self) -> None:
         self.connection.close()
@@ -131,7 +132,9 @@ class Store(ProbeTables):
         """Open the run that this config defines. The same config gives the same run id, so a
         command run again after an interruption resumes that run instead of starting anew. The
         invocation that opened it before (finished, stopped or killed) is kept in the
-        EARLIER_INVOCATIONS artifact with its calls, so no call is lost from the record."""
+        EARLIER_INVOCATIONS artifact with its calls, so no call is lost from the record. The
+        run's environment is this invocation's only once it makes a model call (`finish_run`):
+        a rerun answered from the store changes nothing the run measured, nor where."""
         run_id = run_id_of(study, config)
         existing = self.connection.execute(
             "SELECT status, finished_at, model_calls, cached_calls FROM runs WHERE run_id=?", (run_id,)
@@ -151,11 +154,7 @@ class Store(ProbeTables):
             earlier.append({"status": status, "finished_at": finished_at, "model_calls": model_calls, "cached_calls": cached_calls})
             self._write(
                 [
-                    (
-                        "UPDATE runs SET status='running', environment_json=?, finished_at=NULL, model_calls=0, cached_calls=0 "
-                        "WHERE run_id=?",
-                        (json.dumps(environment, sort_keys=True), run_id),
-                    ),
+                    ("UPDATE runs SET status='running', finished_at=NULL, model_calls=0, cached_calls=0 WHERE run_id=?", (run_id,)),
                     (
                         "INSERT OR REPLACE INTO artifacts(run_id, name, value_json) VALUES (?,?,?)",
                         (run_id, EARLIER_INVOCATIONS, json.dumps(earlier)),
@@ -163,11 +162,20 @@ class Store(ProbeTables):
                 ]
             )
         self.run_id = run_id
+        self._environment = environment
         return run_id
 
     def finish_run(self, complete: bool) -> None:
+        """Mark the run complete or not; an invocation that made model calls records its environment."""
+        status = "complete" if complete else "incomplete"
         self._write(
-            [("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", ("complete" if complete else "incomplete", now_iso(), self.run_id))]
+            [
+                ("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", (status, now_iso(), self.run_id)),
+                (
+                    "UPDATE runs SET environment_json=? WHERE run_id=? AND model_calls > 0",
+                    (json.dumps(self._environment, sort_keys=True), self.run_id),
+                ),
+            ]
         )
 
     def run_info(self, run_id: str | None = None) -> dict[str, Any]:
