@@ -99,6 +99,11 @@ def _detectable_text(spread: Spread, n_questions: int, n_comparisons: int) -> st
     )
     if detectable == math.inf:
         ceiling = power_ceiling(n_questions, n_comparisons, spread.zero_share, n_clusters=clusters)
+        if clusters is not None and ceiling == 0:
+            return (
+                f"detects no change: at {spread.questions_per_cluster:.1f} questions per document they come from {clusters} "
+                f"documents, whose sign patterns give no p below 2 / 2**{clusters} = {2 / 2**clusters:.3g}, above the level"
+            )
         return (
             f"detects no change with {DEFAULT_POWER:.0%} power: however large the change, the test clears its level only when "
             f"enough questions differ, which happens {ceiling:.0%} of the time"
