@@ -4,6 +4,7 @@ coverage of the paired change under known effects, and the power function agains
 Usage:
     PYTHONPATH=src python scripts/calibrate_stats.py                  # BENCHMARKS.md: 2,000 studies a cell
     PYTHONPATH=src python scripts/calibrate_stats.py --studies 200 --questions 30 --workers 2
+    PYTHONPATH=src python scripts/calibrate_stats.py --parts clustered,failures --questions 10,30,60,200 --studies 1000 --workers 2
 
 Each simulated study has the structure a real store has: one model, the four arms, and a panel
 of four judges on different scales, each scoring every answer and the three controls of every
@@ -38,6 +39,19 @@ Three tables:
   number of questions, tested on the three judges that pass the gate (`panel.model_panels` and
   `comparisons.compare_arms`, without the rest of the summary); the share of studies whose
   permutation p clears 0.05 / 6 must be the predicted power within 3 points.
+
+Issue 27's tables (`--parts clustered,failures`):
+- clustered null: questions from documents of equal size, each document shifting each arm's
+  latent quality so that the headline panel's rag - base differences correlate within a
+  document at the cell's ICC (`latent_icc_for`); the report clusters by document (the eval
+  items name each question's source), and the null table's rates must stay within its limit;
+  beside them, rag - base's rate with the questions taken as independent, as before;
+- failures that depend on the score: under the null, the LLM judge fails on the 12% of rag
+  answers it would have scored highest (within the 20% gate); rag - base's bias and false
+  positives with the judge kept (before) and with the gate that leaves it out when its
+  failures depend on the score (`panel.score_linked_failures`); the latter must stay within
+  5% plus three standard errors.
+The verdicts of the Reproduction section are calibrated by scripts/calibrate_verdicts.py.
 """
 
 from __future__ import annotations
@@ -56,6 +70,7 @@ import numpy as np
 from localnova.evaluate.comparisons import compare_arms
 from localnova.evaluate.panel import model_panels
 from localnova.evaluate.power import detectable_difference, power
+from localnova.evaluate.statistics import paired_change
 from localnova.report.collect import RunData
 from localnova.report.summarize import summarize_run
 from localnova.store import JudgmentRecord
@@ -89,6 +104,16 @@ class Scenario:
     )
     control_failures: dict[str, float] = field(default_factory=lambda: {"llm-judge": 0.02, "weak-judge": 0.3})
     identical_share: float = 0.25
+    # Questions from `documents` documents of equal size (0: each its own), each document adding
+    # a per-arm effect to the latent quality, sized so that the arm differences' intra-document
+    # correlation on the latent scale is `icc` (issue 27).
+    documents: int = 0
+    icc: float = 0.0
+    # "top_rag": the LLM judge fails on the `top_rag_share` of the rag answers it would have
+    # scored highest (ties broken at random) instead of its random 12%: failures that depend on
+    # the score (issue 27).
+    failure_mode: str = "random"
+    top_rag_share: float = 0.12
 
 
 NULL = Scenario(dict.fromkeys(ARMS, 0.0))
@@ -105,6 +130,9 @@ def answer_scores(rng: np.random.Generator, n_studies: int, n_questions: int, sc
     shape = (n_studies, n_questions, len(ARMS))
     shifts = np.array([scenario.shifts[arm] for arm in ARMS])
     quality = shifts + rng.normal(0, 1, size=(n_studies, n_questions, 1)) + rng.normal(0, 0.6, size=shape)
+    if scenario.documents and scenario.icc > 0:
+        per_document = rng.normal(0, 0.6 * math.sqrt(scenario.icc / (1 - scenario.icc)), size=(n_studies, scenario.documents, len(ARMS)))
+        quality = quality + per_document[:, document_of(n_questions, scenario.documents), :]
     no_overlap = rng.random(shape) < 1 / (1 + np.exp(1.2 * (quality + 0.3)))
     scores = {
         "llm-judge": np.clip(np.round(6.0 + 1.5 * quality + rng.normal(0, 1, shape)), 0, 10),
@@ -120,7 +148,17 @@ def answer_scores(rng: np.random.Generator, n_studies: int, n_questions: int, sc
     identical[..., 0] = False
     for judge in JUDGES:
         scores[judge] = np.where(identical, scores[judge][..., :1], scores[judge])
+    if scenario.failure_mode == "top_rag":
+        rag = ARMS.index("rag")
+        ranked = np.argsort(-(scores["llm-judge"][..., rag] + rng.uniform(0, 0.5, size=shape[:2])), axis=1)
+        top = ranked[:, : round(scenario.top_rag_share * n_questions)]
+        np.put_along_axis(scores["llm-judge"][..., rag], top, np.nan, axis=1)
     return scores
+
+
+def document_of(n_questions: int, documents: int) -> np.ndarray:
+    """Each question's document: `documents` blocks of consecutive questions of equal size."""
+    return np.arange(n_questions) * documents // n_questions
 
 
 def control_scores(rng: np.random.Generator, n_studies: int, n_questions: int, scenario: Scenario) -> dict[str, np.ndarray]:
@@ -148,8 +186,9 @@ def _judgment(judge: str, model: str, arm: str, question_id: str, subject: str, 
     return JudgmentRecord(judge, model, arm, question_id, subject, "", None if np.isnan(score) else float(score), "", None, None, 1)
 
 
-def study_run(answers: dict[str, np.ndarray], controls: dict[str, np.ndarray], study: int) -> RunData:
-    """One simulated study as the report reads a run from the store."""
+def study_run(answers: dict[str, np.ndarray], controls: dict[str, np.ndarray], study: int, documents: int = 0) -> RunData:
+    """One simulated study as the report reads a run from the store; with `documents`, its eval
+    items name each question's source document, so the report clusters by them."""
     judgments = []
     n_questions = answers[JUDGES[0]].shape[1]
     for judge in JUDGES:
@@ -160,7 +199,10 @@ def study_run(answers: dict[str, np.ndarray], controls: dict[str, np.ndarray], s
                 _judgment(judge, "", "", question_id, subject, controls[judge][study, q, c]) for c, subject in enumerate(CONTROLS)
             ]
     config = {"name": "calibration", "seed": 0, "arms": list(ARMS), "eval": {"controls": True}}
-    return RunData(Path("."), "calibration", {"config": {"config": config}}, [], judgments, {})
+    items = {}
+    if documents:
+        items = {f"q{q:03d}": {"question_id": f"q{q:03d}", "doc_ids": [f"d{d}"]} for q, d in enumerate(document_of(n_questions, documents))}
+    return RunData(Path("."), "calibration", {"config": {"config": config}}, [], judgments, {}, eval_items=items)
 
 
 def _comparisons(comparisons: list) -> list[tuple]:
@@ -178,7 +220,7 @@ def summarise_block(task: tuple[int, int, Scenario, int, bool]) -> list[dict]:
     controls = control_scores(rng, n_studies, n_questions, scenario)
     results = []
     for study in range(n_studies):
-        run = study_run(answers, controls, study)
+        run = study_run(answers, controls, study, scenario.documents)
         if tests_only:
             panel = model_panels(run.score_rows, GOOD_JUDGES)[MODEL]
             comparisons = compare_arms({(MODEL, arm): panel.scores[arm] for arm in panel.arms})
@@ -192,8 +234,28 @@ def summarise_block(task: tuple[int, int, Scenario, int, bool]) -> list[dict]:
         }
         levels = {c.arm: (c.mean, c.low, c.high) for c in summary.panel_cells}
         headline = summary.settings["headline_judges"]
-        results.append({"headline": headline, "comparisons": _comparisons(summary.comparisons), "changes": changes, "levels": levels})
+        result = {"headline": headline, "comparisons": _comparisons(summary.comparisons), "changes": changes, "levels": levels}
+        if scenario.documents or scenario.failure_mode != "random":
+            result.update(before_issue_27(run, summary))
+        results.append(result)
     return results
+
+
+def before_issue_27(run: RunData, summary) -> dict:
+    """What the summary said of rag - base before issue 27, from the same study: questions taken
+    as independent, and no judge left out for failures that depend on the score; with the
+    clustered comparison's measured ICC and design effect."""
+    linked = [judge for judge, why in summary.settings["left_out"].items() if "depend on the score" in why]
+    headline = [judge for judge in GOOD_JUDGES if judge in summary.settings["headline_judges"] or judge in linked]
+    panel = model_panels(run.score_rows, headline)[MODEL].scores
+    change = paired_change(panel["base"], panel["rag"]) if panel.get("rag") else None
+    rag = next((c for c in summary.comparisons if (c.arm_a, c.arm_b) == ("base", "rag")), None)
+    return {
+        "gated": bool(linked),
+        "before": (change.diff, change.diff_low, change.diff_high) if change else (math.nan,) * 3,
+        "icc": rag.icc if rag else math.nan,
+        "design_effect": rag.design_effect if rag else math.nan,
+    }
 
 
 def simulate(n_studies: int, n_questions: int, scenario: Scenario, seed: int, workers: int, tests_only: bool = False) -> list[dict]:
@@ -369,6 +431,117 @@ def power_row(n_questions: int, studies: int, seed: int, workers: int, truth_que
     return row
 
 
+# Issue 27's null cells with questions from documents: (documents, questions each, ICC of the
+# headline panel's rag - base differences within a document).
+CLUSTERED_CELLS = ((30, 2, 0.12), (30, 2, 0.30), (12, 5, 0.12), (6, 10, 0.12), (6, 10, 0.30))
+
+
+def panel_icc(latent_icc: float, seed: int, pairs: int = 100_000) -> float:
+    """The intra-document correlation of the headline panel's rag - base differences (LLM judge,
+    token F1, MiniLM; no failures) for a latent ICC: the correlation between the differences of
+    two questions of one document, over `pairs` documents."""
+    rng = np.random.default_rng(seed)
+    scenario = Scenario(dict.fromkeys(ARMS, 0.0), answer_failures={}, control_failures={}, documents=pairs, icc=latent_icc)
+    scores = answer_scores(rng, 1, 2 * pairs, scenario)
+    panel = np.mean([scores[judge][0] for judge in GOOD_JUDGES], axis=0)
+    differences = panel[:, 1] - panel[:, 0]
+    return float(np.corrcoef(differences[0::2], differences[1::2])[0, 1])
+
+
+def latent_icc_for(target: float, seed: int) -> float:
+    """The latent ICC whose panel ICC is `target` (bisection to 0.005, on common random numbers)."""
+    low, high = 0.0, 0.95
+    while high - low > 0.005:
+        middle = (low + high) / 2
+        low, high = (middle, high) if panel_icc(middle, seed) < target else (low, middle)
+    return (low + high) / 2
+
+
+def clustered_null(documents: int, latent_icc: float) -> Scenario:
+    return Scenario(dict.fromkeys(ARMS, 0.0), documents=documents, icc=latent_icc)
+
+
+# Issue 27's failures that depend on the score: under the null, the LLM judge fails on the 12% of
+# rag answers it would have scored highest, and on 4% of the other arms' at random.
+SCORE_LINKED = Scenario(
+    dict.fromkeys(ARMS, 0.0),
+    answer_failures={"llm-judge": {"base": 0.04, "rag": 0.0, "ft": 0.04, "ft_rag": 0.04}, "weak-judge": dict.fromkeys(ARMS, 0.3)},
+    failure_mode="top_rag",
+)
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return low > 0 or high < 0
+
+
+def clustered_row(documents: int, per_document: int, icc: float, latent: float, results: list[dict]) -> dict:
+    """The null table's rates for questions from documents (the report clustering by them), and
+    beside them how often rag - base's interval excluded 0 before issue 27 (questions taken as
+    independent), with the median ICC and design effect the report measured on rag - base."""
+    row = null_row(documents * per_document, results)
+    row.update(documents=documents, per_document=per_document, icc_target=icc, icc_latent=latent)
+    before = [_excludes_zero(*r["before"][1:]) for r in results if math.isfinite(r["before"][1])]
+    row["before"], row["before_se"] = rate(sum(before), len(before))
+    row["icc"] = float(np.nanmedian([r["icc"] for r in results]))
+    row["design_effect"] = float(np.nanmedian([r["design_effect"] for r in results]))
+    return row
+
+
+def failures_row(n_questions: int, results: list[dict]) -> dict:
+    """Under the null with score-linked failures: rag - base's mean change and how often its
+    interval excludes 0, before issue 27 (the LLM judge kept) and now (the gate may leave it
+    out); the limit is the now-rate at most 5% plus 3 Monte Carlo SE."""
+    before = [r["before"] for r in results if math.isfinite(r["before"][1])]
+    now = [r["changes"]["rag"] for r in results if math.isfinite(r["changes"]["rag"][1])]
+    row: dict = {"questions": n_questions, "studies": len(results), "gated": float(np.mean([r["gated"] for r in results]))}
+    row["before_change"] = float(np.mean([b[0] for b in before]))
+    row["before"], row["before_se"] = rate(sum(_excludes_zero(b[1], b[2]) for b in before), len(before))
+    row["now_change"] = float(np.mean([c[0] for c in now]))
+    row["now"], row["now_se"] = rate(sum(_excludes_zero(c[1], c[2]) for c in now), len(now))
+    row["now_pct"], _ = rate(sum(_excludes_zero(c[4], c[5]) for c in now if math.isfinite(c[4])), sum(math.isfinite(c[4]) for c in now))
+    row["ok"] = row["now"] <= ALPHA + MC_LIMIT * row["now_se"]
+    return row
+
+
+def issue_27_tables(clustered_rows: list[dict], failure_rows: list[dict]) -> str:
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}%"
+
+    lines = [
+        "Null with questions from documents (each document shifts each arm's latent quality, so that the headline panel's",
+        "rag - base differences correlate within a document at the cell's ICC), the report clustering by document:",
+        "interval-excludes-0 rates of the changes against base, raw and Holm-adjusted test rates, and rag - base's rate before",
+        "issue 27 (questions taken as independent). Limit: 5% + 3 Monte Carlo SE of each rate.",
+        "",
+        "| documents x questions | ICC | studies | estimated ICC, median | design effect, median | before: interval excludes 0 "
+        "| now: interval excludes 0: points | % | raw: Wilcoxon | permutation | any Holm p < .05: permutation | within limit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in clustered_rows:
+        lines.append(
+            f"| {r['documents']} x {r['per_document']} | {r['icc_target']:.2f} | {r['studies']} | {r['icc']:.2f} "
+            f"| {r['design_effect']:.2f} | {pct(r['before'])} | {pct(r['diff_interval'])} | {pct(r['pct_interval'])} "
+            f"| {pct(r['wilcoxon_raw'])} | {pct(r['permutation_raw'])} | {pct(r['fwer_permutation'])} "
+            f"| {'yes' if r['ok'] else 'NO'} (SE at most {pct(largest_se(r))}) |"
+        )
+    lines += [
+        "",
+        "Null with failures that depend on the score: the LLM judge fails on the 12% of rag answers it would have scored highest",
+        "(4% of the other arms' at random). rag - base before issue 27 (the judge kept in the headline) and now (left out when",
+        "the gate finds its failures depend on the score). Limit: the now-rate at most 5% + 3 Monte Carlo SE.",
+        "",
+        "| questions | studies | judge left out | before: mean change | interval excludes 0 | now: mean change "
+        "| interval excludes 0: points | % | within limit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in failure_rows:
+        lines.append(
+            f"| {r['questions']} | {r['studies']} | {pct(r['gated'])} | {r['before_change']:+.3f} | {pct(r['before'])} "
+            f"| {r['now_change']:+.3f} | {pct(r['now'])} (SE {pct(r['now_se'])}) | {pct(r['now_pct'])} | {'yes' if r['ok'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown_tables(null_rows: list[dict], coverage_rows: list[dict], power_rows: list[dict]) -> str:
     def pct(value: float) -> str:
         return f"{100 * value:.1f}%"
@@ -423,8 +596,15 @@ def calibrate(
     questions: list[int], studies: int, seed: int, workers: int, parts: set[str], log=print, truth_questions: int = TRUTH_QUESTIONS
 ) -> dict:
     """The rows of the three tables, for each study size in `questions`; `truth_questions`
-    simulated questions give the true changes (fewer in the quick test)."""
-    null_rows, coverage_rows, power_rows = [], [], []
+    simulated questions give the true changes (fewer in the quick test). Issue 27's parts:
+    "clustered" (CLUSTERED_CELLS) and "failures" (SCORE_LINKED, at each size of `questions`)."""
+    null_rows, coverage_rows, power_rows, clustered_rows, failure_rows = [], [], [], [], []
+    for documents, per_document, icc in CLUSTERED_CELLS if "clustered" in parts else ():
+        started = time.perf_counter()
+        latent = latent_icc_for(icc, seed + 50_000)
+        results = simulate(studies, documents * per_document, clustered_null(documents, latent), seed + 30_000 + documents, workers)
+        clustered_rows.append(clustered_row(documents, per_document, icc, latent, results))
+        log(f"{documents} documents x {per_document}, ICC {icc}: {time.perf_counter() - started:.0f} s")
     means = judge_means(EFFECTS, seed + 7, truth_questions) if "coverage" in parts else {}
     for n in questions:
         started = time.perf_counter()
@@ -434,8 +614,10 @@ def calibrate(
             coverage_rows.append(coverage_row(n, simulate(studies, n, EFFECTS, seed + 10_000 + n, workers), means))
         if "power" in parts:
             power_rows.append(power_row(n, studies, seed + 20_000 + n, workers, truth_questions // 5))
+        if "failures" in parts:
+            failure_rows.append(failures_row(n, simulate(studies, n, SCORE_LINKED, seed + 40_000 + n, workers)))
         log(f"{n} questions: {time.perf_counter() - started:.0f} s")
-    return {"null": null_rows, "coverage": coverage_rows, "power": power_rows}
+    return {"null": null_rows, "coverage": coverage_rows, "power": power_rows, "clustered": clustered_rows, "failures": failure_rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,7 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=2000, help="simulated studies per cell")
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--workers", type=int, default=1, help="processes summarising blocks of studies in parallel")
-    parser.add_argument("--parts", default="null,coverage,power", help="which tables: null, coverage, power")
+    parser.add_argument(
+        "--parts", default="null,coverage,power", help="which tables: null, coverage, power; issue 27's clustered, failures"
+    )
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -452,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     questions = [int(n) for n in args.questions.split(",")]
     found = calibrate(questions, args.studies, args.seed, args.workers, parts, log=lambda line: print(line, file=sys.stderr))
     print(markdown_tables(found["null"], found["coverage"], found["power"]))
+    if found["clustered"] or found["failures"]:
+        print("\n" + issue_27_tables(found["clustered"], found["failures"]))
     print(f"\n{time.perf_counter() - started:.0f} s in all, {args.workers} worker(s)")
     if args.json:
         Path(args.json).write_text(json.dumps(found, indent=1), encoding="utf-8")

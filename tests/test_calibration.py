@@ -5,7 +5,8 @@ truth, and the power the power function predicts (at 10 questions, a ceiling bel
 rate at which the test finds the change.
 
 Seeded, so the figures are the same on every run; the limits allow for the Monte Carlo error
-of 400 studies a cell (a standard error of 1.1 points at 5% and at 95%, 2.5 at 50%)."""
+of 400 studies a cell (a standard error of 1.1 points at 5% and at 95%, 2.5 at 50%). A second
+test runs one of issue 27's clustered null cells (BENCHMARKS.md, issue 27), 300 studies."""
 
 from __future__ import annotations
 
@@ -68,3 +69,19 @@ def test_the_simulated_store_has_the_structure_the_tables_describe():
     summary = summarize_run(run)
     assert summary.settings["headline_judges"] == ["llm-judge", "token-f1", "minilm"]  # the weak judge is gated out
     assert [(c.arm_a, c.arm_b) for c in summary.comparisons][:3] == [("base", "rag"), ("base", "ft"), ("base", "ft_rag")]
+
+
+@pytest.mark.slow
+def test_clustered_null_in_small():
+    """Issue 27's clustered null, small: 6 documents of 5 questions whose rag - base differences
+    correlate at 0.30 within a document. The report clusters by document (the simulated eval
+    items name each question's source), and its intervals and tests stay near 5%; taking the
+    questions as independent, as before, excludes 0 far more often."""
+    calibrate = load_script()
+    latent = calibrate.latent_icc_for(0.30, 19)
+    row = calibrate.clustered_row(6, 5, 0.30, latent, calibrate.simulate(300, 30, calibrate.clustered_null(6, latent), 19, 1))
+    limit = 0.05 + 3 * math.sqrt(0.05 * 0.95 / 300)
+    assert row["studies"] == 300 and 1.2 < row["design_effect"]
+    for name in ("diff_interval", "pct_interval", "wilcoxon_raw", "permutation_raw", "fwer_permutation"):
+        assert row[name] <= limit, name
+    assert row["before"] > limit

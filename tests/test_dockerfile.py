@@ -103,8 +103,10 @@ def test_the_image_holds_the_configs_and_their_data_in_its_working_folder():
     for config_path in sorted((REPO / "configs").glob("*.yaml")):
         config = __import__("yaml").safe_load(config_path.read_text())
         for relative in (config["corpus"]["path"], config["eval"]["path"]):
-            assert not relative.startswith("/") and relative.split("/")[0] == "data", (config_path.name, relative)
-            assert (REPO / relative).exists(), (config_path.name, relative)
+            # read from the config's own folder: inside the image too, configs/ beside data/
+            found = (config_path.parent / relative).resolve()
+            assert not relative.startswith("/") and found.is_relative_to(REPO / "data"), (config_path.name, relative)
+            assert found.exists(), (config_path.name, relative)
 
 
 def test_the_offline_run_is_documented_as_the_image_runs_it():

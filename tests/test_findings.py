@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from localnova.config import DEFAULT_FINDINGS, run_identity, validate_config
+from localnova.config import DEFAULT_FINDINGS, validate_config
 from localnova.errors import UserError
 from localnova.findings import bundled_names, findings_setting, load_findings
+from localnova.run_identity import run_identity
 
 GOOD = """
 study: An earlier study of ours

@@ -194,3 +194,54 @@ def test_no_adapters_give_no_artifacts(tmp_path):
 def test_a_bedrock_arn_alone_gives_no_loss_curve(tmp_path):
     config = make_config(tmp_path)
     assert adapter_artifacts(config, {"nova": "arn:aws:bedrock:us-east-1:123456789012:custom-model/abc"}) == {}
+
+
+# --- one adapter per training seed -----------------------------------------------------------
+
+
+def test_one_adapter_per_seed_each_named_and_foldered_apart(tmp_path, monkeypatch):
+    """finetune.seeds: [3, 7, 11] trains three adapters, each with its own seed; the first is
+    the model's own (adapters/tiny), the others adapters/tiny-seed<seed> under tiny@seed<seed>.
+    Training is replaced by a stand-in that records what it was asked."""
+    from localnova.finetune import stage
+    from localnova.finetune.lora import AdapterInfo
+
+    trained = []
+
+    def fake_train(base, train, validation, config, out_dir, seed, source_key=""):
+        trained.append((Path(out_dir).name, seed))
+        return AdapterInfo(path=str(out_dir), base_model="b", base_fingerprint="f", data_hash="d", settings={}, seed=seed)
+
+    monkeypatch.setattr(stage, "find_or_train_adapter", fake_train)
+    config = make_config(tmp_path, train_path=write_chat_pairs(tmp_path / "train.jsonl", TRAIN_PAIRS), seeds=[3, 7, 11])
+    adapters = stage.adapters_for_study(config, config.models, EVAL_ITEMS, embed)
+    root = config.study_dir / "adapters"
+    assert adapters == {"tiny": str(root / "tiny"), "tiny@seed7": str(root / "tiny-seed7"), "tiny@seed11": str(root / "tiny-seed11")}
+    assert trained == [("tiny", 3), ("tiny-seed7", 7), ("tiny-seed11", 11)]
+    # without finetune.seeds: one adapter, with the study's seed, where it always was
+    trained.clear()
+    single = make_config(tmp_path, train_path=tmp_path / "train.jsonl", seed=5)
+    assert stage.adapters_for_study(single, single.models, EVAL_ITEMS, embed) == {"tiny": str(root / "tiny")}
+    assert trained == [("tiny", 5)]
+
+
+def test_a_runs_identity_holds_its_adapters_content(tmp_path):
+    """Two machines whose training gave different adapter weights ran different studies: the
+    run id follows each adapter's files (not localnova's notes beside them)."""
+    from localnova.finetune.stage import adapter_hashes
+    from localnova.run_identity import run_identity
+    from localnova.store import run_id_of
+
+    config = make_config(tmp_path)
+    adapter = trained_adapter(tmp_path / "adapters" / "tiny")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights from one machine")
+    first = run_id_of("s", run_identity(config, adapter_hashes({"tiny": str(adapter)})))
+    (adapter / METADATA_FILE).write_text("{}", encoding="utf-8")
+    assert run_id_of("s", run_identity(config, adapter_hashes({"tiny": str(adapter)}))) == first
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights from another machine")
+    assert run_id_of("s", run_identity(config, adapter_hashes({"tiny": str(adapter)}))) != first
+    # a Bedrock custom model is named by its ARN, and its study keys its runs by config alone
+    assert adapter_hashes({"nova": "arn:aws:bedrock:us-east-1:123456789012:custom-model/abc"}) == {}
+    # and a study that does not fine-tune keeps its id whatever is passed
+    no_ft = config.model_copy(update={"arms": ["base"]})
+    assert run_identity(no_ft, {"tiny": "abc"}) == run_identity(no_ft)

@@ -608,7 +608,7 @@ class ScriptedJudgeBackend(FakeBackend):
         ]
 
 
-def test_a_stored_failure_is_judged_again_with_new_calls_not_replayed(tmp_path, monkeypatch):
+def test_a_stored_failure_is_judged_again_with_new_calls_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(llm_module, "create_backend", ScriptedJudgeBackend)
     ScriptedJudgeBackend.script, ScriptedJudgeBackend.seen = ["not json"] * 3 + ['{"score": 5, "reason": "ok"}'], []
     store = Store(tmp_path)
@@ -617,9 +617,14 @@ def test_a_stored_failure_is_judged_again_with_new_calls_not_replayed(tmp_path, 
     with judge.opened():
         [first], made = run_judge(store, judge, [ITEM])
     assert first.score is None and made == 1 and first.attempts == 3
+    # a plain rerun keeps the failure as it is: no model call, and the panel cannot change
     store.start_run("s", {}, {})
     with judge.opened():
-        [second], made = run_judge(store, judge, [ITEM])
+        [kept], made = run_judge(store, judge, [ITEM])
+    assert made == 0 and kept == first and len(ScriptedJudgeBackend.seen) == 3
+    # asked to (--retry-failed), it judges again
+    with judge.opened():
+        [second], made = run_judge(store, judge, [ITEM], retry_failed=True)
     # the rerun reached the model (the store's cached replies would have replayed the failure)
     # and went on from the failed attempts: a fourth attempt, sampled with a seed of its own
     assert made == 1 and second.score == 5 and second.attempts == 4 and len(ScriptedJudgeBackend.seen) == 4
@@ -649,7 +654,7 @@ def test_a_stored_logprob_failure_is_asked_again(tmp_path, monkeypatch):
     with judge.opened():
         [first], _ = run_judge(store, judge, [ITEM])
     with judge.opened():
-        [second], made = run_judge(store, judge, [ITEM])
+        [second], made = run_judge(store, judge, [ITEM], retry_failed=True)
     assert first.score is None and (second.score, second.attempts, made) == (7.0, 2, 1) and calls == [1, 1]
 
 

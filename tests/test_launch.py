@@ -126,6 +126,7 @@ def test_efficient_loading_starts_the_process_group_before_the_model_loads(monke
     monkeypatch.setattr(accelerate, "PartialState", lambda **kwargs: calls.append(kwargs))
     for key in ("ACCELERATE_USE_FSDP", "FSDP_CPU_RAM_EFFICIENT_LOADING"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(launch, "cuda_available", lambda: True)  # FSDP shards on an accelerator only
     assert launch.start_process_group_for_fsdp_loading() is False  # DDP or one process: the Trainer starts it
     for key, value in _launch_env(FSDP).items():
         if "FSDP" in key:
@@ -135,3 +136,9 @@ def test_efficient_loading_starts_the_process_group_before_the_model_loads(monke
     monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
     assert launch.start_process_group_for_fsdp_loading() is False
     assert len(calls) == 1
+    # Without CUDA accelerate trains the FSDP config data-parallel and nothing sends rank 0's
+    # weights to the others: every rank reads the checkpoint (tests/engines/test_engine_ranks.py
+    # saw two ranks drift 0.014 from one when rank 0 alone loaded).
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
+    monkeypatch.setattr(launch, "cuda_available", lambda: False)
+    assert launch.start_process_group_for_fsdp_loading() is False and len(calls) == 1

@@ -29,6 +29,7 @@ FLOORS: dict[str, int] = {
     "localnova.config": 0,
     "localnova.config_files": 0,
     "localnova.study_parts": 0,
+    "localnova.run_identity": 0,
     "localnova.plugins": 0,
     "localnova.jsonl": 0,
     "localnova.files": 0,

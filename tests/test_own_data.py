@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from localnova.cli import main
-from localnova.config import load_config, run_identity
+from localnova.config import load_config
 from localnova.data.eval_set import load_eval_set
 from localnova.data.formats import read_training_pairs
 from localnova.data.tables import read_rows, source_fingerprint
 from localnova.errors import UserError
+from localnova.run_identity import run_identity
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_EVAL = REPO / "data" / "demo" / "eval.jsonl"

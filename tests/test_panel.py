@@ -310,3 +310,34 @@ def test_headline_mode_all_still_drops_a_judge_with_too_few_answers():
     assert summary.settings["headline_judges"] == ["f1", "sim"]
     assert summary.settings["headline_note"].startswith("Headline panel: every judge (eval.headline_panel: all)")
     assert "Left out for too few scored answers" in summary.settings["headline_note"]
+
+
+def _failing_where(failed: set[int]) -> list[ScoreRow]:
+    """20 questions answered alike in base and rag; judges y and z score question q as q / 2
+    (+0.1 for z), judge x too, except that it fails the rag answers of the questions `failed`."""
+    rows = []
+    for q in range(20):
+        for arm in ("base", "rag"):
+            rows.append(ScoreRow("m", arm, f"q{q:02d}", "x", None if arm == "rag" and q in failed else q / 2))
+            rows.append(ScoreRow("m", arm, f"q{q:02d}", "y", q / 2))
+            rows.append(ScoreRow("m", arm, f"q{q:02d}", "z", q / 2 + 0.1))
+    return rows
+
+
+def test_a_judge_failing_on_the_best_answers_leaves_the_headline():
+    from localnova.evaluate.panel import score_linked_failures
+
+    # the three best rag answers: the exact rank-sum p of 3 failures holding the top 3 ranks of
+    # 20 is 2 / C(20, 3) = 2 / 1140; one cell tested, so the level is 0.05
+    found = score_linked_failures(_failing_where({17, 18, 19}), ["x", "y", "z"])
+    assert list(found) == ["x"] and "its 3 failures in m / rag" in found["x"] and f"rank-sum p = {2 / 1140:.2g}" in found["x"]
+    assert "scored 9.05 on average against 4.05" in found["x"]  # (8.5+9+9.5)/3 + 0.05 and the other 17's mean
+    # spread over the scale, the failures tell nothing; one failure is never flagged
+    assert score_linked_failures(_failing_where({2, 9, 16}), ["x", "y", "z"]) == {}
+    assert score_linked_failures(_failing_where({19}), ["x", "y", "z"]) == {}
+    # alone in the panel, a judge has no one to be checked against
+    assert score_linked_failures(_failing_where({17, 18, 19}), ["x"]) == {}
+    # the summary leaves x out of the headline, and its note says why
+    summary = summarize(_failing_where({17, 18, 19}), n_resamples=200, n_permutations=200)
+    assert summary.settings["headline_judges"] == ["y", "z"]
+    assert "failures depend on the score: x (its 3" in summary.settings["headline_note"]

@@ -61,12 +61,24 @@ def test_simulated_study_writes_every_record_and_reruns_from_the_store(tmp_path,
     assert sorted(probe.fetchall()) == [("base", 6, 12), ("rag", 6, 12)]
     report = (study / "report.md").read_text()
     assert "Latency by arm, from the interleaved probe" in report and "| sim-model | rag | 6 | 12 |" in report
+    # the run keeps each question's source documents, and the report clusters by the first
+    sources = [json.loads(line)["doc_ids"] for line in DEMO_EVAL.read_text().splitlines()[:6]]
+    documents = len({doc_ids[0] for doc_ids in sources})
+    assert documents < 6 and f"6 questions from {documents} documents" in report
+    assert "clustered by source document" in report
 
     assert main(["run", str(config)]) == 0
     again = json.loads((study / "summary.json").read_text())
     # answers come back from the store; judgments are reused whole, so no judge call is even asked for
     assert again["model_calls"] == 0 and again["cached_calls"] == 12
     assert again["run_id"] == summary["run_id"]
+    # the same report, whose Runs table still counts the first invocation's calls
+    assert (study / "report.md").read_text() == report
+    runs_row = next(line for line in report.split("## Runs", 1)[1].splitlines() if line.startswith(f"| {summary['run_id']} |"))
+    assert runs_row.endswith(f"| {first_calls} | 0 |")
+    # asking for failed judgments to be retried finds none here: still no model call
+    assert main(["run", str(config), "--retry-failed"]) == 0
+    assert json.loads((study / "summary.json").read_text())["model_calls"] == 0
 
 
 def test_limit_and_arms_subset(tmp_path):

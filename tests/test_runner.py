@@ -101,3 +101,39 @@ def test_a_judge_that_fails_is_still_closed(tmp_path, counting, monkeypatch):
         run_panel(store, build_panel(study_config(tmp_path)), judge_inputs(ITEMS, ANSWERS, with_controls=False), {})
     assert len(counting.instances) == 1 and counting.instances[0].closed and counting.live == 0
     store.close()
+
+
+def test_each_further_adapter_answers_the_ft_arms_under_its_own_name(tmp_path, monkeypatch):
+    from localnova.evaluate import runner as runner_module
+    from localnova.evaluate.arms import DEFAULT_PROMPT, ArmInputs
+    from localnova.evaluate.runner import answer_replicates
+
+    loaded = []
+
+    class AdapterEcho(Backend):
+        def __init__(self, model, adapter_path=None):
+            self.identity = {"backend": "echo", "model": model.model, "adapter": str(adapter_path)}
+            self.adapter = adapter_path
+            loaded.append(self)
+
+        def generate(self, requests):
+            return [GenerationResult(f"from {self.adapter}", 1, 1, 1.0) for _ in requests]
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(runner_module, "create_backend", AdapterEcho)
+    store = Store(tmp_path)
+    store.start_run("s", {}, {})
+    model = study_config(tmp_path).models[0]
+    adapters = {"m": "first", "m@seed1": "second", "m@seed2": "third", "other@seed1": "not m's"}
+    arm_inputs = {"ft": ArmInputs(DEFAULT_PROMPT, [None] * len(ITEMS))}
+    answers = answer_replicates(store, model, ["ft"], ITEMS, arm_inputs, 0, {}, adapters)
+    assert [(a.model, a.arm, a.texts) for a in answers] == [
+        ("m@seed1", "ft", ["from second", "from second"]),
+        ("m@seed2", "ft", ["from third", "from third"]),
+    ]
+    assert [b.adapter for b in loaded] == ["second", "third"] and all(b.closed for b in loaded)
+    assert sorted({a.model for a in store.answers()}) == ["m@seed1", "m@seed2"]
+    assert answer_replicates(store, model, [], ITEMS, arm_inputs, 0, {}, adapters) == []  # no ft arm, nothing loaded
+    store.close()

@@ -123,3 +123,16 @@ def test_cli_dry_run_prints_power_before_the_study_and_pilot_needs_a_plan(in_rep
     assert "12 comparisons are Holm-adjusted together" in out and "with 10 questions detects" in out and "20% needs" in out
     assert cli.main(["run", "configs/demo.yaml", "--pilot", "runs/demo"]) == 2
     assert "use them with --plan or --dry-run" in capsys.readouterr().err
+
+
+def test_a_pilot_whose_questions_share_documents_plans_by_document():
+    """At the pilot's 2 questions per document, 10 questions are 5 documents: a sign-flip test
+    over 5 clusters has no p below 2 / 2**5 = 0.0625, so under 12 comparisons nothing can be
+    detected; and the design effect makes a target need more questions than independent ones."""
+    from localnova.evaluate.power import Spread
+    from localnova.sizing import _detectable_text
+
+    clustered = Spread(1.0, 0.0, 5.0, design_effect=1.3, questions_per_cluster=2.0)
+    assert "from 5 documents, whose sign patterns give no p below 2 / 2**5 = 0.0625" in _detectable_text(clustered, 10, 12)
+    independent = Spread(1.0, 0.0, 5.0)
+    assert _detectable_text(independent, 60, 1) != _detectable_text(clustered, 60, 1)

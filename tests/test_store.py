@@ -217,3 +217,46 @@ def test_cli_turns_a_refused_store_into_exit_code_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == USER_ERROR_EXIT
     error_lines = capsys.readouterr().err.strip().splitlines()
     assert len(error_lines) == 1 and error_lines[0].startswith("localnova: error: ") and str(tmp_path / DB_NAME) in error_lines[0]
+
+
+def test_every_invocation_of_a_run_keeps_its_calls(tmp_path):
+    """A run opened three times: the first makes 3 calls, the second (killed, never finished) 2
+    more, the third none. The runs table holds the latest invocation's counts; the earlier ones
+    are kept, so the report counts 5 calls in all and 0 from the store in the first."""
+    from localnova.report.collect import collect_run
+
+    store, backend = Store(tmp_path), CountingBackend()
+    run_id = store.start_run("s", {"a": 1}, {})
+    store.generate_cached(backend, requests(3), 8)
+    store.finish_run(True)
+    store.start_run("s", {"a": 1}, {})
+    store.generate_cached(backend, requests(5), 8)  # 3 from the store, 2 new; then killed
+    store.start_run("s", {"a": 1}, {})
+    store.generate_cached(backend, requests(5), 8)
+    store.finish_run(True)
+    store.close()
+    run = collect_run(tmp_path, run_id)
+    assert [(i["status"], i["model_calls"], i["cached_calls"]) for i in run.invocations] == [
+        ("complete", 3, 0),
+        ("running", 2, 3),
+        ("complete", 0, 5),
+    ]
+    assert (run.info["model_calls"], run.model_calls, run.calls_from_store) == (0, 5, 0) and backend.sent == 5
+
+
+def test_a_rerun_from_the_store_keeps_the_environment_that_did_the_work(tmp_path):
+    """The environment a run records is that of its latest invocation that called a model: a
+    rerun answered from the store (which loads no torch, so reports no torch threads) leaves it."""
+    store, backend = Store(tmp_path), CountingBackend()
+    run_id = store.start_run("s", {"a": 1}, {"machine": "first"})
+    store.generate_cached(backend, requests(2), 8)
+    store.finish_run(True)
+    store.start_run("s", {"a": 1}, {"machine": "rerun from the store"})
+    store.generate_cached(backend, requests(2), 8)
+    store.finish_run(True)
+    assert store.run_info(run_id)["environment"] == {"machine": "first"}
+    store.start_run("s", {"a": 1}, {"machine": "more work"})
+    store.generate_cached(backend, requests(3), 8)
+    store.finish_run(True)
+    assert store.run_info(run_id)["environment"] == {"machine": "more work"} and backend.sent == 3
+    store.close()

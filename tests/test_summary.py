@@ -149,16 +149,24 @@ def test_summary_cells_fields_and_settings_exactly():
         "confidence": 0.8,
         "n_permutations": 200,
         "base_arm": "base",
-        "panel_score": summary.settings["panel_score"],
+        "panel_score": "an answer's panel score is the mean of the headline judges' scores; every figure of a model (levels, "
+        "changes, tests) is over the questions every headline judge scored in every arm of that model, so the judges and "
+        "questions stay fixed across arms and resamples",
         "headline_judges": ["x", "y"],
         "headline_note": "n",
         "left_out": {},
         "max_answer_failure_rate": 0.2,
-        "interval": summary.settings["interval"],
+        "interval": "levels: expanded percentile bootstrap over questions (a t interval's width on small samples); changes "
+        "against base: paired t intervals (the % on the ratio's linearised standard error); where questions share a source "
+        "document, the document is the unit: its questions are resampled together and the t intervals are cluster-robust "
+        "(CR2, documents - 1 degrees of freedom)",
         "wilcoxon": "exact signed-rank distribution given the ties, zero differences dropped",
         "pct_min_base": 1.0,
         "p_adjustment": "Holm across all arm pairs of all models",
-        "detectable": summary.settings["detectable"],
+        "detectable": "smallest true change with 80% power at alpha 0.05 / the number of comparisons (Holm's strictest step)",
+        "clustered_by": "none: the eval set records no source document for its questions, so they are treated as independent",
+        "seeds": "one adapter per model: a fine-tuned arm's intervals are over questions only, for this adapter; another training "
+        "seed would give another adapter (finetune.seeds trains several)",
     }
     assert "every headline judge scored in every arm" in summary.settings["panel_score"]
     assert "80% power" in summary.settings["detectable"]

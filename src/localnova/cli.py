@@ -104,7 +104,7 @@ def cmd_run(args) -> int:
             print("\n".join(power) + "\n")
         study_dir, run_id, written = _run_bedrock(config, args)
     else:
-        study_dir, run_id = run_study(config)
+        study_dir, run_id = run_study(config, retry_failed=args.retry_failed)
         written = _publish(study_dir, run_id, args)
     if config.tracker is not None:
         print(f"tracker: {track_run(study_dir, run_id, config.tracker, written)}")
@@ -134,6 +134,7 @@ def _run_bedrock(config: StudyConfig, args) -> tuple[Path, str, list[Path]]:
             keep_hosting=args.keep_hosting,
             skip_checks=args.skip_check,
             keep_jobs=args.keep_customization_jobs,
+            retry_failed=args.retry_failed,
             report_left=left.append,
         )
         written = _publish(study_dir, run_id, args)
@@ -314,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-check", action="append", default=[], metavar="KEY", help=SKIP_CHECK_HELP)
     run.add_argument("--no-report", action="store_true", help="skip writing report.md and report.html")
     run.add_argument("--fail-on", action="append", default=[], metavar="RULE", help=gate_help)
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="judge again the judgments that failed before (by default a finished study reruns with no model call)",
+    )
     with_config("index", "build or refresh the retrieval index alone", cmd_index)
     with_config("models", "list each model of a config and where it comes from", cmd_models, config_optional=True)
     with_config("gen-qa", "generate training Q&A pairs from the corpus, filtered and decontaminated", cmd_gen_qa)

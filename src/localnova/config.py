@@ -31,7 +31,6 @@ from localnova.study_parts import (  # noqa: F401  (Section, ChunkingConfig, fie
     Section,
     TrackerConfig,
     known_fields,
-    stored_judge,
 )
 
 # The study's vocabulary, defined once: every other module reads these names.
@@ -240,6 +239,17 @@ class FinetuneConfig(Section):
     padding_free: bool = False
     # Training metrics to a tracker you already run (the Trainer's report_to); none by default.
     report_to: list[Tracker] = Field(default_factory=list)
+    # Local training: one adapter per seed, each answering the ft arms, so that the report's
+    # intervals and tests take the training seed's variance in (evaluate/seeds.py). None: one
+    # adapter, trained with the study's seed. The data sample stays the study seed's.
+    seeds: list[int] | None = Field(None, min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("seeds are listed more than once")
+        return seeds
 
 
 class GenQAConfig(Section):
@@ -419,29 +429,3 @@ def validate_config(data: dict[str, Any], source: str = "config") -> StudyConfig
 
 def config_to_dict(config: StudyConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
-
-
-def run_identity(config: StudyConfig) -> dict[str, Any]:
-    """What names a run in the store (Store.start_run hashes it into the run id): the same
-    config gives the same run, so a command run again resumes it. `eval.findings` at its
-    default is left out: it decides no result, and runs stored before the key existed keep
-    their ids (the report reads a missing key as the default)."""
-    stored = config_to_dict(config)
-    if config.eval.findings == DEFAULT_FINDINGS:
-        del stored["eval"]["findings"]
-    # Keys added since runs were first stored, left out at their defaults so that those runs
-    # keep their ids; set, they name another run. The tracker decides no result.
-    for section, key, default in IDENTITY_NEW_KEYS:
-        if section in stored and stored[section].get(key, default) == default:
-            del stored[section][key]
-    stored.pop("tracker", None)
-    if not stored.get("arm_definitions"):
-        stored.pop("arm_definitions", None)
-    stored["judges"] = [stored_judge(judge) for judge in config.judges]
-    if not config.fine_tunes or "raft" not in config.adapter_recipes:
-        stored["finetune"].pop("raft", None)  # it decides nothing unless a raft arm runs
-    return {"config": stored, "arms": list(config.arms), "limit": config.eval.limit, "simulated": config.simulated}
-
-
-# (section, key, default) of keys that run_identity leaves out at their default value.
-IDENTITY_NEW_KEYS = (("eval", "fields", {}), ("eval", "split", None), ("finetune", "train_fields", {}), ("finetune", "train_split", None))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localnova.config import LOCAL_BACKENDS, JudgeConfig, StudyConfig, stored_judge
+from localnova.config import LOCAL_BACKENDS, JudgeConfig, StudyConfig
 from localnova.console import say, stage
 from localnova.data.eval_set import load_eval_set
 from localnova.errors import UserError
@@ -35,6 +35,7 @@ from localnova.evaluate.judges import JUDGE_IDENTITY_ARTIFACT, SUBJECT_ANSWER, J
 from localnova.evaluate.runner import run_judge
 from localnova.models import hub_access_problem, resolve_model, server_problem
 from localnova.store import DB_NAME, Store
+from localnova.study_parts import stored_judge
 from localnova.types import EvalItem
 
 log = logging.getLogger("localnova")

@@ -23,7 +23,7 @@ import yaml
 
 from localnova.backends import create_backend
 from localnova.chunking import chunk_documents
-from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict, run_identity
+from localnova.config import LOCAL_BACKENDS, StudyConfig, config_to_dict
 from localnova.console import format_seconds, say, stage
 from localnova.corpus import load_documents
 from localnova.data.eval_set import load_study_eval_set
@@ -33,14 +33,15 @@ from localnova.evaluate import metrics as metrics_module
 from localnova.evaluate.judges import build_panel
 from localnova.evaluate.latency_probe import probe_model
 from localnova.evaluate.metrics import answer_metrics
-from localnova.evaluate.runner import ArmAnswers, answer_arms, judge_inputs, run_panel
+from localnova.evaluate.runner import ArmAnswers, answer_arms, answer_replicates, judge_inputs, run_panel
 from localnova.files import json_text, write_text_atomic
 from localnova.finetune.presets import check_hyperparameters
 from localnova.finetune.raft import raft_adapters_for_study
-from localnova.finetune.stage import adapter_artifacts, adapters_for_study
+from localnova.finetune.stage import adapter_artifacts, adapter_hashes, adapters_for_study
 from localnova.models import check_models
 from localnova.optional import cpu_supports_bf16, gpu_description
 from localnova.retrieval import Retriever
+from localnova.run_identity import run_identity
 from localnova.store import Store, environment_info
 from localnova.study_inputs import INDEX_DIR, StudyInputs, build_index, needs_embedder, prepare_inputs  # noqa: F401 (read from here)
 from localnova.types import EvalItem, stable_hash
@@ -74,13 +75,15 @@ def run_answers(
     hosting: AdapterHosting | None = None,
 ) -> list[ArmAnswers]:
     """Every answer model over its arms: the base model once for its arms, then the model with
-    each recipe's adapter (`adapters[recipe][model]`) for that recipe's arms; each closed before
-    the next loads. With `hosting`, a model's adapter is hosted only around its arms. A model's
-    loading time counts in the first stage that needs it. The latency probe of a model runs
-    after the arms of its first adapter (or its base arms, without one), while what answers
-    them is still loaded (and hosted): it is the one time two models are loaded together, the
-    base model beside its adapter, unless the adapter's backend can answer as the base model
-    too (`Backend.base_model_view`: vllm). Arms of a second recipe are not probed."""
+    each recipe's adapter (`adapters[recipe][model]`) for that recipe's arms, and with each
+    further adapter of the sft recipe (one per training seed after the first, `adapters["sft"]`
+    names them `<model>@seed<N>`) for the same arms; each closed before the next loads. With
+    `hosting`, a model's adapter is hosted only around its arms. A model's loading time counts
+    in the first stage that needs it. The latency probe of a model runs after the arms of its
+    first adapter (or its base arms, without one), while what answers them is still loaded (and
+    hosted): it is the one time two models are loaded together, the base model beside its
+    adapter, unless the adapter's backend can answer as the base model too
+    (`Backend.base_model_view`: vllm). Arms of a second recipe, and further seeds, are not probed."""
     all_answers = []
     groups = answer_groups(config)
     base_arms = groups.pop("none", [])
@@ -96,6 +99,9 @@ def run_answers(
                 backend.close()  # its memory goes back before the adapter's model loads
         for position, (recipe, ft_arms) in enumerate(groups.items()):
             adapter = adapters.get(recipe, {}).get(model.name)
+            if recipe == "sft":  # the further training seeds' adapters, each loaded, answering and closed in turn
+                found = adapters.get(recipe, {})
+                all_answers += answer_replicates(store, model, ft_arms, inputs.items, inputs.arms, config.seed, timings, found)
             with hosting(model.name, adapter) if hosting else nullcontext(adapter) as adapter_path:
                 ft_backend = create_backend(model, adapter_path=adapter_path)
                 try:
@@ -150,12 +156,14 @@ def run_study(
     artifacts: dict[str, Any] | None = None,
     artifacts_from_store: ArtifactsFromStore | None = None,
     hosting: AdapterHosting | None = None,
+    retry_failed: bool = False,
 ) -> tuple[Path, str]:
     """Run the study the config describes (its arms, its eval set up to eval.limit); return its
     folder and run id. `adapters` maps a model name to what its ft arms load (an adapter
     folder, or a Bedrock ARN); without it local adapters are trained or reused. `retriever`
     replaces the local index. `artifacts` are saved with the run (cost estimates), and so is
-    what `artifacts_from_store` computes from the finished answers."""
+    what `artifacts_from_store` computes from the finished answers. Judgments that failed in an
+    earlier invocation stay failures unless `retry_failed` (`--retry-failed`) asks again."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if config.fine_tunes and adapters is None:
@@ -168,7 +176,9 @@ def run_study(
 
     study_dir = config.study_dir
     store = Store(study_dir)
-    run_config = run_identity(config)
+    # every adapter's files are in the run's identity: another adapter is another measurement
+    named = {name if recipe == "sft" else f"{name}:{recipe}": path for recipe, found in by_recipe.items() for name, path in found.items()}
+    run_config = run_identity(config, adapter_hashes(named))
     environment = {**environment_info(), "gpu": gpu_description(), "cpu_supports_bf16": cpu_supports_bf16(), "models": model_sources}
     run_id = store.start_run(config.name, run_config, environment)
     write_text_atomic(study_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False))
@@ -180,7 +190,7 @@ def run_study(
             store.save_artifact("simulated", True)
         run_artifacts = {
             **(artifacts or {}),
-            "retrieval": inputs.retrieval_info,
+            "retrieval": {k: v for k, v in inputs.retrieval_info.items() if k != "index_rebuilt"},  # a rerun's rebuild is no result
             "eval_items": [
                 {
                     "question_id": i.question_id,
@@ -196,7 +206,7 @@ def run_study(
             store.save_artifact(name, value)
         answers = run_answers(config, store, inputs, by_recipe, timings, hosting)
         judge_items = judge_inputs(inputs.items, answers, config.eval.controls)
-        judgments_made = run_panel(store, panel, judge_items, timings)
+        judgments_made = run_panel(store, panel, judge_items, timings, retry_failed)
         with stage("answer metrics", timings):
             save_answer_metrics(store, inputs.items, config.retrieval.top_k)
             for name, value in (artifacts_from_store(store) if artifacts_from_store else {}).items():

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localnova.config import LOCAL_BACKENDS, ModelConfig, StudyConfig
+from localnova.config import FT_ARMS, LOCAL_BACKENDS, ModelConfig, StudyConfig
 from localnova.data.eval_set import load_study_eval_set
 from localnova.data.tables import source_exists
 from localnova.errors import UserError
@@ -314,14 +314,25 @@ def plan_study(config: "StudyConfig", gpu_memory_gb: float | None = None) -> Pla
     for judge in llm_judges:
         add("judge", judge.model, lambda m, s: inference_memory(m, s, judge_prompt_tokens))
 
-    generations = None if questions is None else len(config.models) * len(config.arms) * questions
+    # a local model trained with several seeds answers its ft arms once per adapter
+    seeds = len(config.finetune.seeds or [config.seed])
+    answered = sum(
+        len(config.arms) + (seeds - 1) * sum(arm in FT_ARMS for arm in config.arms) * (m.backend in LOCAL_BACKENDS and m.adapter is None)
+        for m in config.models
+    )
+    generations = None if questions is None else answered * questions
     controls = 3 * questions if (questions is not None and config.eval.controls) else 0
     judgments = None if generations is None else len(llm_judges) * (generations + controls)
     reference_judges = len(config.judges) - len(llm_judges)
     reference_scores = None if generations is None else reference_judges * (generations + controls)
     finetunes = (
         [
-            f"{m.name} ({'QLoRA 4-bit' if config.finetune.quantization == '4bit' else 'LoRA'})"
+            f"{m.name} ({'QLoRA 4-bit' if config.finetune.quantization == '4bit' else 'LoRA'}"
+            + (
+                f", {len(config.finetune.seeds)} seeds)"
+                if config.finetune.seeds and len(config.finetune.seeds) > 1 and m.adapter is None
+                else ")"
+            )
             if m.backend in LOCAL_BACKENDS
             else f"{m.name} (Bedrock customization job)"
             for m in config.models

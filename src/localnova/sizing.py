@@ -41,18 +41,21 @@ def parse_detect(text: str) -> float:
 
 def _pooled(spreads: list[Spread]) -> Spread:
     """Several models' spreads of one comparison as one: the root mean square of the SDs, the
-    mean zero share and base level."""
+    mean zero share, base level, design effect and questions per document."""
     return Spread(
         math.sqrt(sum(s.sd_nonzero**2 for s in spreads) / len(spreads)),
         sum(s.zero_share for s in spreads) / len(spreads),
         sum(s.base_level for s in spreads) / len(spreads),
+        sum(s.design_effect for s in spreads) / len(spreads),
+        sum(s.questions_per_cluster for s in spreads) / len(spreads),
     )
 
 
 def pilot_variance(spec: str) -> VarianceSource:
     """The spreads an earlier run measured on its headline panel: per arm pair, the SD of the
-    per-question differences that are not zero, the share that are, and the first arm's
-    level (pooled over the run's models)."""
+    per-question differences that are not zero, the share that are, the first arm's level, and
+    where its questions cluster by source document, the design effect and questions per
+    document (pooled over the run's models)."""
     run = collect_run(*parse_run_spec(spec))
     summary = summarize_run(run)
     levels = {(cell.model, cell.arm): cell.mean for cell in summary.panel_cells}
@@ -65,9 +68,11 @@ def pilot_variance(spec: str) -> VarianceSource:
         for first, second in ((c.arm_a, c.arm_b), (c.arm_b, c.arm_a)):
             level = levels.get((c.model, first), math.nan)
             if math.isfinite(level):
-                measured.setdefault((first, second), []).append(Spread(c.sd_nonzero, c.zero_share, level))
+                per_document = c.n / c.n_clusters if 0 < c.n_clusters < c.n else 1.0
+                spread = Spread(c.sd_nonzero, c.zero_share, level, c.design_effect, per_document)
+                measured.setdefault((first, second), []).append(spread)
                 if first == c.arm_a:
-                    as_run.append(Spread(c.sd_nonzero, c.zero_share, level))
+                    as_run.append(spread)
     if not as_run:
         raise UserError(f"--pilot {spec}: run {run.run_id} has no comparison of two arms on its headline panel to measure a spread from")
     by_comparison = {pair: _pooled(spreads) for pair, spreads in measured.items()}
@@ -82,10 +87,23 @@ def _pct(points: float, base_level: float) -> str:
     return f" ({100 * points / base_level:.0f}% of a base of {base_level:.2f})" if base_level >= PCT_MIN_BASE else ""
 
 
+def _clusters(spread: Spread, n_questions: int) -> int | None:
+    """The documents `n_questions` come from at the spread's questions per document (None: independent)."""
+    return max(1, round(n_questions / spread.questions_per_cluster)) if spread.questions_per_cluster > 1 else None
+
+
 def _detectable_text(spread: Spread, n_questions: int, n_comparisons: int) -> str:
-    detectable = detectable_difference(spread.sd_nonzero, n_questions, n_comparisons, spread.zero_share)
+    clusters = _clusters(spread, n_questions)
+    detectable = detectable_difference(
+        spread.sd_nonzero, n_questions, n_comparisons, spread.zero_share, design_effect=spread.design_effect, n_clusters=clusters
+    )
     if detectable == math.inf:
-        ceiling = power_ceiling(n_questions, n_comparisons, spread.zero_share)
+        ceiling = power_ceiling(n_questions, n_comparisons, spread.zero_share, n_clusters=clusters)
+        if clusters is not None and ceiling == 0:
+            return (
+                f"detects no change: at {spread.questions_per_cluster:.1f} questions per document they come from {clusters} "
+                f"documents, whose sign patterns give no p below 2 / 2**{clusters} = {2 / 2**clusters:.3g}, above the level"
+            )
         return (
             f"detects no change with {DEFAULT_POWER:.0%} power: however large the change, the test clears its level only when "
             f"enough questions differ, which happens {ceiling:.0%} of the time"
@@ -112,13 +130,26 @@ def power_lines(config: StudyConfig, n_questions: int | None, variance: Variance
     named = [(f"each of the {len(pairs)} comparisons per model", pairs[0])] if not variance.by_comparison else None
     for name, (arm_a, arm_b) in named or [(f"{b} vs {a}", (a, b)) for a, b in pairs]:
         spread = variance.spread(arm_a, arm_b)
-        line = f"  {name} (SD {spread.sd_nonzero:.2f} points, {spread.zero_share:.0%} alike): "
+        clustered = (
+            f", design effect {spread.design_effect:.2f} at {spread.questions_per_cluster:.1f} questions per document"
+            if spread.questions_per_cluster > 1
+            else ""
+        )
+        line = f"  {name} (SD {spread.sd_nonzero:.2f} points, {spread.zero_share:.0%} alike{clustered}): "
         if n_questions is None:
             line += "detectable change unknown until the eval set exists"
         else:
             line += f"with {n_questions} questions " + _detectable_text(spread, n_questions, n_comparisons)
         if detect_pct is not None:
-            needed = questions_needed(spread.sd_nonzero, detect_pct / 100 * spread.base_level, n_comparisons, spread.zero_share)
+            target = detect_pct / 100 * spread.base_level
+            needed = questions_needed(
+                spread.sd_nonzero,
+                target,
+                n_comparisons,
+                spread.zero_share,
+                design_effect=spread.design_effect,
+                questions_per_cluster=spread.questions_per_cluster,
+            )
             needed_all.append(needed)
             line += f"; {detect_pct:g}% needs {needed if needed is not None else 'more than a million'} questions"
         lines.append(line)

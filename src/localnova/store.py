@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 DB_NAME = "store.sqlite"
+# The artifact that keeps each earlier invocation of a run: its status, finish time and calls
+# (the runs table holds the latest invocation's, and resets them when the run is opened again).
+EARLIER_INVOCATIONS = "earlier_invocations"
 
 
 def generation_key(backend_identity: dict[str, str], request: ChatRequest) -> str:
@@ -62,7 +65,7 @@ def generation_key(backend_identity: dict[str, str], request: ChatRequest) -> st
 
 
 def run_id_of(study: str, run_config: dict[str, Any]) -> str:
-    """The id of the run this config defines (config.run_identity): the same one on a rerun."""
+    """The id of the run this config defines (run_identity.run_identity): the same one on a rerun."""
     return f"{study}-{stable_hash(run_config, length=10)}"
 
 
@@ -115,6 +118,7 @@ class Store(ProbeTables):
         # panel on a run later: its calls are its own (`calls_made`), not the run's.
         self.count_in_run = True
         self.calls_made = {"model_calls": 0, "cached_calls": 0}  # by this Store object, whatever count_in_run says
+        self._environment: dict[str, Any] = {}  # the open run's, recorded if it makes a model call
 
     def close(self) -> None:
         self.connection.close()
@@ -130,9 +134,15 @@ class Store(ProbeTables):
 
     def start_run(self, study: str, config: dict[str, Any], environment: dict[str, Any]) -> str:
         """Open the run that this config defines. The same config gives the same run id, so a
-        command run again after an interruption resumes that run instead of starting anew."""
+        command run again after an interruption resumes that run instead of starting anew. The
+        invocation that opened it before (finished, stopped or killed) is kept in the
+        EARLIER_INVOCATIONS artifact with its calls, so no call is lost from the record. The
+        run's environment is this invocation's only once it makes a model call (`finish_run`):
+        a rerun answered from the store changes nothing the run measured, nor where."""
         run_id = run_id_of(study, config)
-        existing = self.connection.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        existing = self.connection.execute(
+            "SELECT status, finished_at, model_calls, cached_calls FROM runs WHERE run_id=?", (run_id,)
+        ).fetchone()
         if existing is None:
             self._write(
                 [
@@ -143,21 +153,33 @@ class Store(ProbeTables):
                 ]
             )
         else:
+            status, finished_at, model_calls, cached_calls = existing
+            earlier = self.artifacts(run_id).get(EARLIER_INVOCATIONS, [])
+            earlier.append({"status": status, "finished_at": finished_at, "model_calls": model_calls, "cached_calls": cached_calls})
             self._write(
                 [
+                    ("UPDATE runs SET status='running', finished_at=NULL, model_calls=0, cached_calls=0 WHERE run_id=?", (run_id,)),
                     (
-                        "UPDATE runs SET status='running', environment_json=?, finished_at=NULL, model_calls=0, cached_calls=0 "
-                        "WHERE run_id=?",
-                        (json.dumps(environment, sort_keys=True), run_id),
-                    )
+                        "INSERT OR REPLACE INTO artifacts(run_id, name, value_json) VALUES (?,?,?)",
+                        (run_id, EARLIER_INVOCATIONS, json.dumps(earlier)),
+                    ),
                 ]
             )
         self.run_id = run_id
+        self._environment = environment
         return run_id
 
     def finish_run(self, complete: bool) -> None:
+        """Mark the run complete or not; an invocation that made model calls records its environment."""
+        status = "complete" if complete else "incomplete"
         self._write(
-            [("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", ("complete" if complete else "incomplete", now_iso(), self.run_id))]
+            [
+                ("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", (status, now_iso(), self.run_id)),
+                (
+                    "UPDATE runs SET environment_json=? WHERE run_id=? AND model_calls > 0",
+                    (json.dumps(self._environment, sort_keys=True), self.run_id),
+                ),
+            ]
         )
 
     def run_info(self, run_id: str | None = None) -> dict[str, Any]:

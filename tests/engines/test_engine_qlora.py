@@ -12,8 +12,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import REPO, need_bitsandbytes
+from engine_support import REPO, need_bitsandbytes
 
 pytestmark = pytest.mark.engines
 

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO, free_port
+from engine_support import REPO, free_port
 
 pytestmark = pytest.mark.engines
 

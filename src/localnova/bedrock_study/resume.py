@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections import Counter
 
 from localnova.bedrock.hosting import hourly_usd
-from localnova.config import FT_ARMS, StudyConfig, run_identity
+from localnova.config import FT_ARMS, StudyConfig
 from localnova.data.eval_set import load_study_eval_set
+from localnova.run_identity import run_identity
 from localnova.store import DB_NAME, Store, run_id_of
 
 

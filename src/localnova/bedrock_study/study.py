@@ -108,6 +108,7 @@ def run_bedrock_study(
     skip_checks: tuple[str, ...] | list[str] = (),
     keep_jobs: bool = False,
     report_left: Callable[[str], None] | None = None,
+    retry_failed: bool = False,
 ) -> tuple[Path, str]:
     """Check, plan, estimate, confirm, create what the study needs, then run it; returns the
     study folder and run id. A dry run prints the plan and estimate and runs the whole study on
@@ -127,6 +128,7 @@ def run_bedrock_study(
             adapters=adapters,
             artifacts={"cost_estimate": cost_artifact(plan.costs), "bedrock_routing": routing(config, {})},
             artifacts_from_store=lambda store: {"cost_actual_simulated": actual_spend(store, config, {})},
+            retry_failed=retry_failed,
         )
 
     check_no_placeholders(config)  # a role, bucket or index the user has not named yet: one line, before anything
@@ -168,7 +170,7 @@ def run_bedrock_study(
     guard.add(_stored_token_spend(config, {}, prices, state))
     with spend_guarded(guard), signals_as_interrupt():
         try:
-            result = _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record)
+            result = _create_and_run(config, state, clients, guard, prices, prepared, plan, allow_spend, training_record, retry_failed)
         except BaseException as error:
             stopped = after_stop(error, config, state, clients, keep_hosting, keep_jobs, report)
             say_what_is_left(config, state, clients, report, f"the run stopped: {reason(error)}")
@@ -191,6 +193,7 @@ def _create_and_run(
     plan: Any,
     allow_spend: bool,
     training_record: dict[str, Any],
+    retry_failed: bool = False,
 ) -> tuple[Path, str]:
     assert config.bedrock is not None
     retriever = None
@@ -232,6 +235,7 @@ def _create_and_run(
         },
         artifacts_from_store=lambda store: {"cost_actual": actual_spend(store, config, custom_models, state)},
         hosting=hosting,
+        retry_failed=retry_failed,
     )
 
 

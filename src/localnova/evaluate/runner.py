@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from localnova.backends import create_backend
 from localnova.backends.base import Backend
 from localnova.config import ModelConfig
 from localnova.console import progress, stage
 from localnova.evaluate.arms import ArmInputs, generation_params
 from localnova.evaluate.judges import JUDGE_IDENTITY_ARTIFACT, SUBJECT_ANSWER, Judge, JudgeInput, control_inputs
+from localnova.evaluate.seeds import split_replicate
 from localnova.store import JudgmentRecord, Store
 from localnova.types import EvalItem, GenerationParams
 
@@ -73,6 +75,31 @@ def answer_arms(
     return answers
 
 
+def answer_replicates(
+    store: Store,
+    model: ModelConfig,
+    arms: list[str],
+    items: list[EvalItem],
+    arm_inputs: dict[str, ArmInputs],
+    seed: int,
+    timings: dict[str, float],
+    adapters: dict[str, str],
+) -> list[ArmAnswers]:
+    """The fine-tuned `arms` once more for each further adapter of `model` (one per training
+    seed after the first: `adapters` names them `seeds.replicate_name(model, seed)`), stored
+    under that name; each adapter's model is loaded, answers and is closed before the next."""
+    answers = []
+    for name, path in adapters.items():
+        if not arms or name == model.name or split_replicate(name)[0] != model.name:
+            continue
+        backend = create_backend(model, adapter_path=path)
+        try:
+            answers += answer_arms(store, backend, model.model_copy(update={"name": name}), arms, items, arm_inputs, seed, timings)
+        finally:
+            backend.close()
+    return answers
+
+
 def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls: bool) -> list[JudgeInput]:
     by_id = {item.question_id: item for item in items}
     inputs = [
@@ -87,19 +114,21 @@ def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls
     return inputs
 
 
-def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[list[JudgmentRecord], int]:
-    """Score `inputs` with one opened judge; scores already given to the same content by the
-    same judge identity (in any run of this study) are reused, failures are not, and model
-    calls go through the store in batches of the judge's batch size. Returns the judgments and
-    how many of them were made now.
+def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput], retry_failed: bool = False) -> tuple[list[JudgmentRecord], int]:
+    """Score `inputs` with one opened judge; judgments already made of the same content by the
+    same judge identity (in any run of this study) are reused, and model calls go through the
+    store in batches of the judge's batch size. Returns the judgments and how many of them were
+    made now.
 
-    A judgment that failed before is judged with new model calls, never from the store's cache
-    of model calls: replaying the calls would replay the failure, and a rerun could never mend
-    it. It goes on from the attempts the failure made (`Judge.run`'s `tries_before`)."""
+    A judgment that failed before stays a failure (a finished study reruns with no model call,
+    and its panel cannot change under it), unless `retry_failed` asks for another try: it is
+    then judged with new model calls, never from the store's cache of model calls (replaying
+    the calls would replay the failure), going on from the attempts the failure made
+    (`Judge.run`'s `tries_before`)."""
     keys = [judge.content_key(item) for item in inputs]
     stored = store.judgment_by_content(keys)
-    known = {key: record for key, record in stored.items() if record.score is not None}
-    tries_before = {key: record.attempts for key, record in stored.items() if record.score is None}
+    known = {key: record for key, record in stored.items() if record.score is not None or not retry_failed}
+    tries_before = {key: record.attempts for key, record in stored.items() if key not in known}
     missing = [index for index, key in enumerate(keys) if key not in known]
     records: dict[int, JudgmentRecord] = {}
     for index, key in enumerate(keys):
@@ -167,13 +196,16 @@ def run_judge(store: Store, judge: Judge, inputs: list[JudgeInput]) -> tuple[lis
     return [records[index] for index in range(len(inputs))], len(missing)
 
 
-def run_panel(store: Store, panel: list[Judge], judge_items: list[JudgeInput], timings: dict[str, float]) -> dict[str, int]:
+def run_panel(
+    store: Store, panel: list[Judge], judge_items: list[JudgeInput], timings: dict[str, float], retry_failed: bool = False
+) -> dict[str, int]:
     """Every judge of `panel` over `judge_items`, one at a time: each is opened (its model
     loaded), run and closed before the next opens. Adds each judge's seconds, loading included,
-    to `timings["judge <name>"]`; returns how many judgments each made now."""
+    to `timings["judge <name>"]`; returns how many judgments each made now. Stored failures
+    are judged again only with `retry_failed` (`run_judge`)."""
     made: dict[str, int] = {}
     for judge in panel:
         with stage(f"judge {judge.name}", timings), judge.opened():
             store.save_artifact(JUDGE_IDENTITY_ARTIFACT + judge.name, judge.identity)  # what cross-run pairing compares
-            made[judge.name] = run_judge(store, judge, judge_items)[1]
+            made[judge.name] = run_judge(store, judge, judge_items, retry_failed)[1]
     return made

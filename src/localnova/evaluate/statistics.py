@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from localnova.config import BASE_ARM
+from localnova.evaluate.clustered import cluster_labels, cluster_sums, mean_variance
 
 # Above this many pairs the sign-flip test samples sign patterns instead of enumerating all
 # 2**n of them (2**16 = 65,536 patterns is still instant).
@@ -185,9 +186,41 @@ def bootstrap_ci(
     return (estimate, float(low), float(high))
 
 
+def cluster_bootstrap_ci(
+    values_by_question: Mapping[str, float],
+    clusters: Mapping[str, str] | None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """The mean of the values with the expanded percentile bootstrap interval over clusters
+    (`interval_tails` at the number of clusters): each resample draws G clusters
+    with replacement and takes the mean of all their questions. Without clusters (or only
+    single-question ones) it is `bootstrap_ci` over the values, exactly."""
+    questions = list(values_by_question)
+    values = np.array([values_by_question[q] for q in questions], dtype=float)
+    labels = cluster_labels(questions, clusters)
+    if labels is None:
+        return bootstrap_ci(values, n_resamples, seed, confidence)
+    sums, sizes = cluster_sums(values, labels)
+    estimate = float(values.mean())
+    if sums.size < 2:
+        return (estimate, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, sums.size, size=(n_resamples, sums.size))
+    resampled = sums[drawn].sum(axis=1) / sizes[drawn].sum(axis=1)
+    low, high = np.quantile(resampled, interval_tails(int(sums.size), confidence))
+    return (estimate, float(low), float(high))
+
+
+def shared_questions(a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]) -> list[str]:
+    """The questions present in both maps, in the stable (sorted id) order `paired_arrays` uses."""
+    return sorted(set(a_by_question) & set(b_by_question))
+
+
 def paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Values of the questions present in both maps, in a stable (sorted id) order."""
-    shared = sorted(set(a_by_question) & set(b_by_question))
+    shared = shared_questions(a_by_question, b_by_question)
     a = np.array([a_by_question[q] for q in shared], dtype=float)
     b = np.array([b_by_question[q] for q in shared], dtype=float)
     return a, b
@@ -196,7 +229,9 @@ def paired_arrays(a_by_question: Mapping[str, float], b_by_question: Mapping[str
 @dataclass(frozen=True)
 class PairedChange:
     """An arm against the base on the same questions: the change in points (arm - base) and in
-    % of the base mean, each with its paired t interval; pct is NaN below PCT_MIN_BASE."""
+    % of the base mean, each with its paired t interval; pct is NaN below PCT_MIN_BASE.
+    n_clusters is the number of independent units the intervals rest on (n when the questions
+    are independent, else their source documents)."""
 
     n: int
     base_mean: float
@@ -207,9 +242,15 @@ class PairedChange:
     pct: float
     pct_low: float
     pct_high: float
+    n_clusters: int = 0
 
 
-def paired_change(base_by_question: Mapping[str, float], arm_by_question: Mapping[str, float], confidence: float = 0.95) -> PairedChange:
+def paired_change(
+    base_by_question: Mapping[str, float],
+    arm_by_question: Mapping[str, float],
+    confidence: float = 0.95,
+    clusters: Mapping[str, str] | None = None,
+) -> PairedChange:
     """The arm's change against the base, over the questions present in both maps.
 
     diff = mean(arm) - mean(base), with the paired t interval: diff +/- t_{n-1} * SD(d) / sqrt(n)
@@ -221,9 +262,14 @@ def paired_change(base_by_question: Mapping[str, float], arm_by_question: Mappin
     its interval are NaN when the base mean is below PCT_MIN_BASE (a % of almost nothing; the
     change in points still stands). Everything is NaN without shared questions, the intervals
     with fewer than 2.
+
+    With `clusters` ({question_id: cluster}, e.g. source documents) that put several questions
+    together, both intervals are cluster-robust (`clustered.mean_variance`, CR2) with G - 1
+    degrees of freedom for G clusters; NaN below 2 clusters.
     """
     from scipy.stats import t
 
+    shared = shared_questions(base_by_question, arm_by_question)
     base, arm = paired_arrays(base_by_question, arm_by_question)
     n = base.size
     if n == 0:
@@ -232,15 +278,16 @@ def paired_change(base_by_question: Mapping[str, float], arm_by_question: Mappin
     with_pct = base_mean >= PCT_MIN_BASE
     diff = arm_mean - base_mean
     pct = 100.0 * diff / base_mean if with_pct else math.nan
-    if n < 2:
-        return PairedChange(1, base_mean, arm_mean, diff, math.nan, math.nan, pct, math.nan, math.nan)
-    quantile = float(t.ppf((1.0 + confidence) / 2.0, n - 1))
-    diff_half = quantile * float(np.std(arm - base, ddof=1)) / math.sqrt(n)
+    diff_variance, units = mean_variance(arm - base, cluster_labels(shared, clusters))
+    if units < 2:
+        return PairedChange(n, base_mean, arm_mean, diff, math.nan, math.nan, pct, math.nan, math.nan, units)
+    quantile = float(t.ppf((1.0 + confidence) / 2.0, units - 1))
+    diff_half = quantile * math.sqrt(diff_variance)
     pct_half = math.nan
     if with_pct:
-        ratio = arm_mean / base_mean
-        pct_half = 100.0 * quantile * float(np.std(arm - ratio * base, ddof=1)) / (base_mean * math.sqrt(n))
-    return PairedChange(n, base_mean, arm_mean, diff, diff - diff_half, diff + diff_half, pct, pct - pct_half, pct + pct_half)
+        residual_variance, _ = mean_variance(arm - arm_mean / base_mean * base, cluster_labels(shared, clusters))
+        pct_half = 100.0 * quantile * math.sqrt(residual_variance) / base_mean
+    return PairedChange(n, base_mean, arm_mean, diff, diff - diff_half, diff + diff_half, pct, pct - pct_half, pct + pct_half, units)
 
 
 def pct_change_vs_base(
@@ -256,12 +303,14 @@ def pct_change_vs_base(
 
 @dataclass(frozen=True)
 class PairedTest:
-    """Two paired tests of b against a; mean_diff = mean(b - a) over the n pairs."""
+    """Two paired tests of b against a; mean_diff = mean(b - a) over the n pairs, n_clusters the
+    independent units the tests flip and rank (n without clusters)."""
 
     n: int
     mean_diff: float
     wilcoxon_p: float
     permutation_p: float
+    n_clusters: int = 0
 
 
 def signed_rank_p(differences: Sequence[float]) -> float:
@@ -336,13 +385,19 @@ def _sign_flip_p(differences: np.ndarray, n_permutations: int, seed: int) -> flo
     return (1 + hits) / (1 + n_permutations)
 
 
-def paired_tests(a: Sequence[float], b: Sequence[float], n_permutations: int = 10000, seed: int = 0) -> PairedTest:
+def paired_tests(
+    a: Sequence[float], b: Sequence[float], n_permutations: int = 10000, seed: int = 0, labels: np.ndarray | None = None
+) -> PairedTest:
     """Wilcoxon signed-rank and sign-flip permutation test on paired samples a and b.
 
     Both tests are two-sided on the differences b - a. The Wilcoxon p is exact, conditional on
     ties, with zero differences dropped (`signed_rank_p`); all-zero differences give p = 1. The
     permutation test of the mean difference is described in `_sign_flip_p` (exact for n <= 16,
     else Monte Carlo with `seed`). With no pairs every field but n is NaN.
+
+    With cluster `labels` (`clustered.cluster_labels`, one per pair), a cluster is the unit:
+    the permutation test flips the sign of each cluster's sum of differences (exact up to 16
+    clusters), and the signed-rank test ranks the clusters' mean differences.
     """
     a_values = np.asarray(a, dtype=float)
     b_values = np.asarray(b, dtype=float)
@@ -351,11 +406,21 @@ def paired_tests(a: Sequence[float], b: Sequence[float], n_permutations: int = 1
     differences = b_values - a_values
     if differences.size == 0:
         return PairedTest(n=0, mean_diff=math.nan, wilcoxon_p=math.nan, permutation_p=math.nan)
+    if labels is not None:
+        sums, sizes = cluster_sums(differences, labels)
+        return PairedTest(
+            n=int(differences.size),
+            mean_diff=float(differences.mean()),
+            wilcoxon_p=signed_rank_p(sums / sizes),
+            permutation_p=_sign_flip_p(sums, n_permutations, seed),
+            n_clusters=int(sums.size),
+        )
     return PairedTest(
         n=int(differences.size),
         mean_diff=float(differences.mean()),
         wilcoxon_p=signed_rank_p(differences),
         permutation_p=_sign_flip_p(differences, n_permutations, seed),
+        n_clusters=int(differences.size),
     )
 
 

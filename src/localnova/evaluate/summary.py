@@ -8,22 +8,24 @@ a pure function of its inputs and the seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from localnova.config import BASE_ARM, ControlGate
 from localnova.evaluate.agreement import JudgeAgreement, judge_agreement
+from localnova.evaluate.clustered import CLUSTER_UNIT, INDEPENDENT
 from localnova.evaluate.comparisons import ArmComparison, compare_arms
 from localnova.evaluate.controls import JudgeControls
 from localnova.evaluate.latency_probe import ProbeCell, probe_summary
-from localnova.evaluate.panel import PANEL_RULE, model_panels, sparse_judges
+from localnova.evaluate.panel import PANEL_RULE, model_panels, score_linked_failures, sparse_judges
+from localnova.evaluate.seeds import AdapterSpread, adapter_panels, adapter_spreads, fold_replicates, seeded_change, split_replicate
 from localnova.evaluate.statistics import (
     PCT_MIN_BASE,
     PairedChange,
-    bootstrap_ci,
+    cluster_bootstrap_ci,
     generation_rows_from,
     ordered_arms,
     paired_change,
@@ -124,6 +126,9 @@ class StudySummary:
     # The latency comparison: the interleaved probe's cells (evaluate.latency_probe); empty
     # when the run had no probe. latency_tokens' times are the batched run's: throughput.
     latency_probe: list[ProbeCell] = field(default_factory=list)
+    # The fine-tuned arms answered by several adapters (one per training seed): each adapter's
+    # level and change, and their spread; empty with one adapter per model.
+    adapter_spreads: list[AdapterSpread] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for json.dumps: NaN and infinities become None."""
@@ -179,11 +184,35 @@ def latency_token_summary(generation_rows: Iterable[Any], base_arm: str = BASE_A
     return cells
 
 
-def _note_left_out(note: str, sparse: dict[str, str]) -> str:
-    if not sparse:
-        return note
-    reasons = "; ".join(f"{judge} ({why})" for judge, why in sparse.items())
-    return f"{note} Left out for too few scored answers, so that every comparison keeps the same judges: {reasons}.".strip()
+def _note_left_out(note: str, sparse: dict[str, str], linked: dict[str, str] | None = None) -> str:
+    if sparse:
+        reasons = "; ".join(f"{judge} ({why})" for judge, why in sparse.items())
+        note = f"{note} Left out for too few scored answers, so that every comparison keeps the same judges: {reasons}.".strip()
+    if linked:
+        reasons = "; ".join(f"{judge} ({why})" for judge, why in linked.items())
+        note = f"{note} Left out because their failures depend on the score: {reasons}.".strip()
+    return note
+
+
+def clustered_by(clusters: Mapping[str, str] | None, questions: set[str]) -> str:
+    """What the summary's intervals and tests take as their independent unit, in words."""
+    if not clusters:
+        return INDEPENDENT
+    documents = len({clusters.get(q, q) for q in questions})
+    return f"{CLUSTER_UNIT} (the first of each question's doc_ids): {len(questions)} questions from {documents} documents"
+
+
+def seeds_note(adapters: Mapping[str, Any]) -> str:
+    """How many adapters answered each fine-tuned arm, and what that means for its intervals."""
+    if len(adapters) < 2:
+        return (
+            "one adapter per model: a fine-tuned arm's intervals are over questions only, for this adapter; another training "
+            "seed would give another adapter (finetune.seeds trains several)"
+        )
+    return (
+        f"{len(adapters)} adapters per model, one per training seed: a fine-tuned arm is their mean, and its changes' "
+        "intervals and tests are over questions and seeds (two-way variance, Satterthwaite degrees of freedom)"
+    )
 
 
 def summarize(
@@ -199,6 +228,7 @@ def summarize(
     controls: Sequence[JudgeControls] = (),
     probe_timings: Iterable[Any] = (),
     max_answer_failure_rate: float = ControlGate().max_answer_failure_rate,
+    clusters: Mapping[str, str] | None = None,
 ) -> StudySummary:
     """Summarise a study from its judgments and generations.
 
@@ -207,38 +237,44 @@ def summarize(
     here is treated as an arm. Per model x arm x judge: mean over the answers the judge scored
     with a bootstrap interval over questions. The headline panel is `headline_judges` (all
     judges when None; `evaluate.controls.headline_panel` picks them) less any judge that failed
-    more than `max_answer_failure_rate` of some model x arm's answers (the note says which).
+    more than `max_answer_failure_rate` of some model x arm's answers, and any whose failures
+    depend on the score (`panel.score_linked_failures`); the note says which.
     Per model, every panel figure is over the same questions and judges (`panel.model_panels`):
     each arm's level with its interval, each non-base arm's change against base, and every
     pair of arms' paired tests, Holm-adjusted across the whole family. Agreement is over the
     headline judges. Every interval and test uses `seed`, so the summary is reproducible.
     `probe_timings` (the latency probe's, `ProbeTiming`-like) give the latency comparison.
+    `clusters` ({question_id: source document}, `clustered.clusters_from_items`) makes every
+    interval and test treat a document's questions as one unit (evaluate/clustered.py); without
+    it the questions are independent. settings["clustered_by"] says which.
     """
-    rows = score_rows_from(score_rows)
+    rows, adapters = fold_replicates(score_rows_from(score_rows))
     cells = list(dict.fromkeys((r.model, r.arm) for r in rows))
     models = list(dict.fromkeys(model for model, _ in cells))
     ordered_cells = [(model, arm) for model in models for arm in ordered_arms((a for m, a in cells if m == model), base_arm)]
     judges = list(dict.fromkeys(r.judge for r in rows))
 
-    judge_scores: dict[tuple[str, str, str], list[float | None]] = {}
+    judge_scores: dict[tuple[str, str, str], dict[str, float | None]] = {}
     for row in rows:
-        judge_scores.setdefault((row.model, row.arm, row.judge), []).append(row.score)
+        judge_scores.setdefault((row.model, row.arm, row.judge), {})[row.question_id] = row.score
     judge_cells = []
     for model, arm in ordered_cells:
         for judge in judges:
             scores = judge_scores.get((model, arm, judge))
             if scores is None:
                 continue
-            valid = [s for s in scores if s is not None]
-            mean, low, high = bootstrap_ci(valid, n_resamples, seed, confidence)
+            valid = {question: score for question, score in scores.items() if score is not None}
+            mean, low, high = cluster_bootstrap_ci(valid, clusters, n_resamples, seed, confidence)
             judge_cells.append(JudgeCell(model, arm, judge, len(scores), len(scores) - len(valid), mean, low, high))
 
     requested = judges if headline_judges is None else [judge for judge in judges if judge in set(headline_judges)]
     sparse = sparse_judges(rows, requested, max_answer_failure_rate)
-    headline = [judge for judge in requested if judge not in sparse]
+    linked = score_linked_failures(rows, [judge for judge in requested if judge not in sparse])
+    headline = [judge for judge in requested if judge not in sparse and judge not in linked]
     panels = model_panels(rows, headline, base_arm)
     panel_values = {(model, arm): panels[model].scores.get(arm, {}) for model, arm in ordered_cells}
-    comparisons = compare_arms(panel_values, base_arm, n_permutations, seed)
+    seeded = adapter_panels(adapters, {model: panel.questions for model, panel in panels.items()}, headline)
+    comparisons = compare_arms(panel_values, base_arm, n_permutations, seed, clusters=clusters, seeded=seeded)
     versus_base = {(c.model, c.arm_b): c for c in comparisons if c.arm_a == base_arm}
     answered: dict[tuple[str, str], set[str]] = {}
     for row in rows:
@@ -246,11 +282,13 @@ def summarize(
     panel_cells = []
     for model, arm in ordered_cells:
         values = panel_values[(model, arm)]
-        mean, low, high = bootstrap_ci(list(values.values()), n_resamples, seed, confidence)
+        mean, low, high = cluster_bootstrap_ci(values, clusters, n_resamples, seed, confidence)
         change = PairedChange(0, *([math.nan] * 8))
         detectable = math.nan
         if arm != base_arm and (model, base_arm) in panel_values:
-            change = paired_change(panel_values[(model, base_arm)], values, confidence)
+            change = paired_change(panel_values[(model, base_arm)], values, confidence, clusters)
+            if (model, arm) in seeded:  # the adapters' spread widens the change's interval
+                change = seeded_change({"": panel_values[(model, base_arm)]}, seeded[(model, arm)], confidence, clusters).change
             detectable = versus_base[(model, arm)].detectable_diff
         base_level = change.base_mean if change.base_mean >= PCT_MIN_BASE else math.nan
         panel_cells.append(
@@ -286,10 +324,14 @@ def summarize(
         panel_cells=panel_cells,
         comparisons=comparisons,
         agreement=judge_agreement(rows, headline),
-        latency_tokens=latency_token_summary(generation_rows, base_arm),
+        # the answers of a model's further adapters are the model's (its ft cells span them all)
+        latency_tokens=latency_token_summary(
+            [replace(r, model=split_replicate(r.model)[0]) for r in generation_rows_from(generation_rows)], base_arm
+        ),
         failures_by_judge=failures,
         controls=list(controls),
         latency_probe=probe_summary(probe_timings, confidence, base_arm),
+        adapter_spreads=adapter_spreads({**{cell: {"": values} for cell, values in panel_values.items()}, **seeded}, base_arm),
         settings={
             "n_resamples": n_resamples,
             "seed": seed,
@@ -298,14 +340,18 @@ def summarize(
             "base_arm": base_arm,
             "panel_score": PANEL_RULE,
             "headline_judges": headline,
-            "headline_note": _note_left_out(headline_note, sparse),
-            "left_out": {**left_out, **sparse},
+            "headline_note": _note_left_out(headline_note, sparse, linked),
+            "left_out": {**left_out, **sparse, **linked},
             "max_answer_failure_rate": max_answer_failure_rate,
             "interval": "levels: expanded percentile bootstrap over questions (a t interval's width on small samples); "
-            "changes against base: paired t intervals (the % on the ratio's linearised standard error)",
+            "changes against base: paired t intervals (the % on the ratio's linearised standard error); where questions "
+            "share a source document, the document is the unit: its questions are resampled together and the t intervals "
+            "are cluster-robust (CR2, documents - 1 degrees of freedom)",
             "wilcoxon": "exact signed-rank distribution given the ties, zero differences dropped",
             "pct_min_base": PCT_MIN_BASE,
             "p_adjustment": "Holm across all arm pairs of all models",
             "detectable": "smallest true change with 80% power at alpha 0.05 / the number of comparisons (Holm's strictest step)",
+            "clustered_by": clustered_by(clusters, {row.question_id for row in rows}),
+            "seeds": seeds_note(adapters),
         },
     )

@@ -35,7 +35,10 @@ class Comparison(_Strict):
     """One paired change within a run: `arm` against `reference` on `measure`, for the models
     `model` picks, expected to go `direction`; `post_pct` is the post's size (% of the
     reference, signed) where it gives one, an estimate (`post_size` about) or a bound the
-    change went past (beyond: "more than 60%")."""
+    change went past (beyond: "more than 60%"). `reference_sign` is the premise of the post's
+    reading, where it has one: the sign the reference level has (for a gap between two models,
+    positive: the larger model ahead at the reference arm); a run whose interval of that level
+    lies wholly on the other side cannot test the reading, and says so."""
 
     measure: Measure
     model: Role
@@ -44,6 +47,7 @@ class Comparison(_Strict):
     direction: Literal["up", "down"]
     post_pct: float | None = None
     post_size: Literal["about", "beyond"] = "about"
+    reference_sign: Literal["positive", "negative"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Comparison:

@@ -9,6 +9,7 @@ in the context it is asked in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -24,6 +25,7 @@ from localnova.data.tables import source_exists, source_fingerprint
 from localnova.embedder import Embedder, EmbedFn
 from localnova.errors import UserError
 from localnova.evaluate.arms import SYSTEM_PROMPT
+from localnova.evaluate.seeds import replicate_name
 from localnova.files import json_text, write_text_atomic
 from localnova.finetune.lora import (
     METADATA_FILE,
@@ -131,11 +133,41 @@ def reusable_adapter(base_model, config, out_dir: Path, seed: int, source_key: s
     return existing
 
 
+def training_seeds(config: StudyConfig) -> list[int]:
+    """The seeds local training trains an adapter with, one each: finetune.seeds, else the study's."""
+    return list(config.finetune.seeds or [config.seed])
+
+
+def adapter_folder(config: StudyConfig, model_name: str, seed: int) -> Path:
+    """Where a model's adapter for `seed` lives: adapters/<model> for the first training seed
+    (as with a single seed), adapters/<model>-seed<seed> for the others."""
+    first = seed == training_seeds(config)[0]
+    return config.study_dir / "adapters" / (model_name if first else f"{model_name}-seed{seed}")
+
+
+def adapter_hashes(adapters: dict[str, str]) -> dict[str, str]:
+    """{name: sha256 of its files} of the adapters that are folders here (trained or given):
+    a run's identity holds them. A Bedrock custom model (an ARN) is left out: its study keys
+    its runs by config, and its resumption looks them up that way."""
+    hashes = {}
+    for name, adapter in adapters.items():
+        folder = Path(adapter)
+        if folder.is_dir():
+            digest = hashlib.sha256()
+            # the adapter's own files (weights, adapter config, tokenizer), not localnova's notes on it
+            for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != METADATA_FILE):
+                digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+            hashes[name] = digest.hexdigest()[:16]
+    return hashes
+
+
 def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None) -> dict[str, str]:
-    """Train or reuse one adapter per local answer model; returns model name -> adapter folder.
-    An adapter trained from the same sources is reused before the training records are rebuilt,
-    so a rerun loads no embedder for decontamination. Bedrock models are fine-tuned by
-    customization jobs instead (bedrock/study.py)."""
+    """Train or reuse one adapter per local answer model and training seed (`training_seeds`);
+    returns name -> adapter folder, the name being the model's for its first seed and
+    `seeds.replicate_name(model, seed)` for the others. An adapter trained from the same
+    sources is reused before the training records are rebuilt, so a rerun loads no embedder
+    for decontamination. Bedrock models are fine-tuned by customization jobs instead
+    (bedrock/study.py), one each."""
     local_models = [model for model in models if model.backend in LOCAL_BACKENDS]
     adapters = {}
     for model in [m for m in local_models if m.adapter is not None]:
@@ -150,14 +182,17 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
         embed = Embedder(config.retrieval.embedding_model)
     source_key = training_source_key(config, embed)
     to_train = []
+    seeds = training_seeds(config)
     for model in local_models:
         base = resolve_model(model.model, model.revision)
-        reused = reusable_adapter(base, config.finetune, config.study_dir / "adapters" / model.name, config.seed, source_key)
-        if reused is not None:
-            log.info("reusing adapter at %s (trained from the same data, settings and seed)", reused.path)
-            adapters[model.name] = reused.path
-        else:
-            to_train.append((model, base))
+        for seed in seeds:
+            name = model.name if seed == seeds[0] else replicate_name(model.name, seed)
+            reused = reusable_adapter(base, config.finetune, adapter_folder(config, model.name, seed), seed, source_key)
+            if reused is not None:
+                log.info("reusing adapter at %s (trained from the same data, settings and seed)", reused.path)
+                adapters[name] = reused.path
+            else:
+                to_train.append((name, model, base, seed))
     if not to_train:
         return adapters
     if eval_items is None:
@@ -165,10 +200,10 @@ def adapters_for_study(config: StudyConfig, models, eval_items=None, embed=None)
     train, validation, report = training_records(config, eval_items, embed)
     write_text_atomic(training_report_path(config), json_text(report))
     log.info("training pairs: %d kept, %d dropped as too close to the eval set", report["train_pairs"], report["dropped_contaminated"])
-    for model, base in to_train:
-        out_dir = config.study_dir / "adapters" / model.name
-        info = find_or_train_adapter(base, train, validation, config.finetune, out_dir, config.seed, source_key=source_key)
-        adapters[model.name] = str(info.path)
+    for name, model, base, seed in to_train:
+        out_dir = adapter_folder(config, model.name, seed)
+        info = find_or_train_adapter(base, train, validation, config.finetune, out_dir, seed, source_key=source_key)
+        adapters[name] = str(info.path)
     return adapters
 
 

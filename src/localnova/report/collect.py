@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from localnova.errors import UserError
+from localnova.evaluate.clustered import clusters_from_items
 from localnova.evaluate.judges import SUBJECT_ANSWER
 from localnova.evaluate.statistics import GenerationRow, ScoreRow
-from localnova.store import DB_NAME, AnswerRecord, JudgmentRecord, ProbeTiming, Store
+from localnova.store import DB_NAME, EARLIER_INVOCATIONS, AnswerRecord, JudgmentRecord, ProbeTiming, Store
 
 
 @dataclass
@@ -28,7 +29,7 @@ class RunData:
     judgments: list[JudgmentRecord]
     artifacts: dict[str, Any]
     label: str = ""  # how the report names this run; the run id unless set
-    eval_items: dict[str, dict[str, str]] = field(default_factory=dict)  # question_id -> {question, answer}
+    eval_items: dict[str, dict[str, Any]] = field(default_factory=dict)  # question_id -> {question, answer, doc_ids}
     probe_timings: list[ProbeTiming] = field(default_factory=list)  # the latency probe's, when it ran
 
     def __post_init__(self) -> None:
@@ -40,10 +41,37 @@ class RunData:
         return bool(self.artifacts.get("simulated"))
 
     @property
+    def invocations(self) -> list[dict[str, Any]]:
+        """Every invocation of the run, first to latest: status, finish time, model calls and
+        calls answered from the store."""
+        latest = {key: self.info.get(key) for key in ("status", "finished_at", "model_calls", "cached_calls")}
+        return [*self.artifacts.get(EARLIER_INVOCATIONS, []), latest]
+
+    @property
+    def model_calls(self) -> int:
+        """The model calls of every invocation of the run together: a rerun adds its own."""
+        return sum(int(invocation.get("model_calls") or 0) for invocation in self.invocations)
+
+    @property
+    def calls_from_store(self) -> int:
+        """The calls the run's first invocation answered from the store (what it took from earlier
+        runs); later invocations read back the run's own."""
+        return int(self.invocations[0].get("cached_calls") or 0)
+
+    @property
     def study_config(self) -> dict[str, Any]:
         """The study config the run used (a run stores {config, arms, limit, simulated})."""
         stored = self.info.get("config") or {}
         return stored.get("config", stored)
+
+    @property
+    def clusters(self) -> dict[str, str] | None:
+        """{question_id: source document} when the run recorded one for every question it
+        asked (the first of its doc_ids), else None: its questions are then independent."""
+        asked = {answer.question_id for answer in self.answers} | {j.question_id for j in self.judgments if j.subject == SUBJECT_ANSWER}
+        items = [item for question_id, item in self.eval_items.items() if question_id in asked]
+        found = clusters_from_items(items)
+        return found if found is not None and asked <= set(found) else None
 
     @property
     def score_rows(self) -> list[ScoreRow]:
@@ -84,8 +112,9 @@ def parse_run_spec(spec: str) -> tuple[Path, str | None]:
 
 
 def _eval_items(artifacts: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Questions and ground truths, from the run's 'eval_items' artifact when it saved one
-    (a list of {question_id, question, answer} or a dict keyed by question id)."""
+    """Questions, ground truths and source documents, from the run's 'eval_items' artifact when
+    it saved one (a list of {question_id, question, answer, doc_ids} or a dict keyed by question
+    id; runs stored before issue 27 have no doc_ids)."""
     raw = artifacts.get("eval_items")
     if isinstance(raw, dict):
         return {str(qid): dict(item) for qid, item in raw.items() if isinstance(item, dict)}

@@ -10,7 +10,7 @@ from localnova.report.render import markdown_cell, markdown_inline
 from localnova.report.reproduction import HEADERS as REPRODUCTION_HEADERS
 from localnova.report.reproduction import finding_rows, report_findings, roles_sentence, run_results
 from localnova.report.summarize import summarize_run
-from localnova.report.tables import SUMMARY_HEADERS, summary_rows
+from localnova.report.tables import SUMMARY_HEADERS, clustering_sentence, summary_rows
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -30,6 +30,8 @@ def readme_results(run: RunData, command: str, findings: str | None = None) -> s
         f"<!-- {provenance} -->",
         "",
         markdown_inline(summary.settings["headline_note"]),
+        "",
+        markdown_inline(clustering_sentence(run.label, summary.settings)),
         "",
     ]
     models = list(dict.fromkeys(cell.model for cell in summary.panel_cells))

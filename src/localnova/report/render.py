@@ -31,6 +31,7 @@ from localnova.report.questions import TABLE_CSS, TABLE_SCRIPT, DataTable, data_
 from localnova.report.reproduction import report_findings, reproduction_blocks
 from localnova.report.summarize import config_order, control_gate, legacy_gate_note, summarize_run
 from localnova.report.tables import Figure, Paragraph, Preformatted, Section, Table
+from localnova.store import EARLIER_INVOCATIONS
 from localnova.types import stable_hash
 
 SIMULATED_BANNER = "SIMULATED — no real model was called"
@@ -168,8 +169,8 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
                 "yes" if r.simulated else "no",
                 str(len(r.answers)),
                 str(len(r.judgments)),
-                str(r.info.get("model_calls")),
-                str(r.info.get("cached_calls")),
+                str(r.model_calls),
+                str(r.calls_from_store),
             ]
             for r in runs
         ],
@@ -179,14 +180,17 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         f"Panel score: {settings.get('panel_score', '')}. Interval: {settings.get('interval', '')} "
         f"({settings.get('n_resamples')} resamples, seed {settings.get('seed')}). p-values: paired Wilcoxon signed-rank "
         f"({settings.get('wilcoxon', '')}) and sign-flip permutation tests of the mean difference (exact up to 16 questions, "
-        f"{settings.get('n_permutations')} random sign patterns above) for every pair of arms within a model (the summary shows "
+        f"or documents where questions share them, {settings.get('n_permutations')} random sign patterns above; where "
+        "questions share a document, its questions' signs flip together and the signed-rank test ranks documents) for every "
+        "pair of arms within a model (the summary shows "
         f"each arm against {BASE_ARM}; all pairs are in the next section), {settings.get('p_adjustment', '')}. "
         f"A % change is given only when the base level is at least {settings.get('pct_min_base')} point; the change in points "
         f"always. Detectable change: {settings.get('detectable', '')}, from the spread of this run's own per-question "
-        "differences. Parse failures are left out of every mean, never counted as 0."
+        "differences and their design effect. Parse failures are left out of every mean, never counted as 0."
     )
     headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries)]
     arm_order, model_order = config_order(runs[0])
+    headline += [Paragraph(tables.clustering_sentence(run.label, summary.settings)) for run, summary in zip(runs, summaries)]
     return [
         Section("Findings", [findings_paragraph(run, summary, findings) for run, summary in zip(runs, summaries)]),
         Section("Runs", [overview]),
@@ -231,7 +235,10 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         Section("Retrieval", tables.artifact_blocks(runs, "retrieval", "No retrieval metrics recorded.", "model / arm")),
         Section("Reference metrics", tables.artifact_blocks(runs, "answer_metrics", "No reference metrics recorded.", "model / arm")),
         Section("Cost", tables.artifact_blocks(runs, "cost", "No cost estimate or spend recorded.")),
-        Section("Fine-tuning", figs.get("finetune", []) or [Paragraph("No training loss recorded.")]),
+        Section(
+            "Fine-tuning",
+            [*tables.adapter_spread_blocks(runs, summaries), *(figs.get("finetune", []) or [Paragraph("No training loss recorded.")])],
+        ),
         Section("Sample answers", [block for run in runs for block in tables.sample_blocks(run)]),
         Section("Config, models and environment", [block for run in runs for block in tables.provenance_blocks(run)]),
     ]
@@ -354,8 +361,10 @@ def _html(title: str, banner: str | None, sections: list[Section]) -> str:
 # changes no result, then leaves the report as it is instead of spending seconds on
 # statistics and figures to write the same thing again.
 REPORT_KEY_FILE = "report.key"
-# What a rerun changes without changing a result: its own finish time and call counts.
+# What a rerun changes without changing a result: its own finish time and call counts, and the
+# record of the invocations before it (the report shows their sum, which the key holds).
 RERUN_INFO = ("finished_at", "model_calls", "cached_calls")
+RERUN_ARTIFACTS = (EARLIER_INVOCATIONS,)
 
 
 def report_key(runs: list[RunData], findings: FindingsSet | None = None) -> str:
@@ -366,9 +375,10 @@ def report_key(runs: list[RunData], findings: FindingsSet | None = None) -> str:
         {
             "label": run.label,
             "info": {key: value for key, value in run.info.items() if key not in RERUN_INFO},
+            "calls": [run.model_calls, run.calls_from_store],
             "answers": [dataclasses.asdict(answer) for answer in run.answers],
             "judgments": [dataclasses.asdict(judgment) for judgment in run.judgments],
-            "artifacts": run.artifacts,
+            "artifacts": {name: value for name, value in run.artifacts.items() if name not in RERUN_ARTIFACTS},
             "eval_items": run.eval_items,
             "probe_timings": [dataclasses.asdict(timing) for timing in run.probe_timings],
         }

@@ -52,7 +52,14 @@ class RunReproduction:
 
 def run_results(run: RunData, summary: StudySummary, findings: FindingsSet) -> RunReproduction:
     """Every finding set against one run, on the run's headline panel, probe and tokens."""
-    values = run_values(run.score_rows, summary.settings["headline_judges"], run.generation_rows, run.probe_timings, models_by_size(run))
+    values = run_values(
+        run.score_rows,
+        summary.settings["headline_judges"],
+        run.generation_rows,
+        run.probe_timings,
+        models_by_size(run),
+        clusters=run.clusters,
+    )
     settings = summary.settings
     found = reproduce(findings.content, values, float(settings["confidence"]), int(settings["n_permutations"]), int(settings["seed"]))
     return RunReproduction(run, values.models, found)
@@ -74,10 +81,13 @@ def change_text(result: ComparisonResult) -> str:
     if not math.isfinite(result.diff):
         return f"{result.label}: not tested"
     units = f"{_signed(result.diff, result.diff_low, result.diff_high, _digits(result))} {result.unit}"
+    questions = f"{result.n} questions"
+    if 0 < result.n_clusters < result.n:
+        questions += f" from {result.n_clusters} documents, design effect {result.design_effect:.2f}"
     if math.isfinite(result.pct):
         pct = f"{result.pct:+.1f}%" + (f" [{result.pct_low:+.1f}, {result.pct_high:+.1f}]" if math.isfinite(result.pct_low) else "")
-        return f"{result.label}: {pct} ({units}, {result.n} questions)"
-    return f"{result.label}: {units} ({result.n} questions)"
+        return f"{result.label}: {pct} ({units}, {questions})"
+    return f"{result.label}: {units} ({questions})"
 
 
 def detectable_text(result: ComparisonResult) -> str:
@@ -133,14 +143,16 @@ def _method(findings: FindingsSet) -> str:
         f'The findings of "{content.study}" ({where}), each set against this run.{note}{checked} '
         "Each comparison is paired by question within the run: the change of an arm against its reference arm with its 95% "
         "paired t interval (on the headline panel's score, on the latency probe's time per request, or on each answer's input "
-        "plus output tokens), and the smallest change this run could detect with 80% power at the same level, from the spread "
-        "of its own per-question differences. Verdict: reproduced when the change goes the post's way and its interval excludes "
-        "0, the paired sign-flip test agreeing (p below 5%); contradicted when it goes the other way, likewise; otherwise "
-        "inconclusive at this power, with "
-        "the questions that would detect the post's size with 80% power at this run's spread. A finding of several "
-        "comparisons is reproduced only when all are, contradicted when any is. The verdict is on direction, one comparison "
-        "at a time (unadjusted: the Holm-adjusted tests are in the summary); the post's size stands beside the estimate, "
-        "and where this run's % interval leaves it out the verdict says so."
+        "plus output tokens), cluster-robust where questions share a source document, and the smallest change this run could "
+        "detect with 80% power at the same level, from the spread of its own per-question differences and their design effect. "
+        "A comparison goes the post's way, or the other, when its p is below 5% (the larger of the t interval's p and the "
+        "paired sign-flip test's, over documents where questions share them). Verdicts, each false at most 5% of the time "
+        "(BENCHMARKS.md, issue 27): reproduced when every comparison of the finding goes the post's way; contradicted when "
+        "one goes the other way after Holm's adjustment over the finding's comparisons; the post's size is ruled out when a "
+        "comparison's % interval leaves the post's figure out (Holm-adjusted over the finding's sized comparisons) and the run "
+        "had 80% power for a change of that size; not tested when the run lacks what a comparison needs, or the reading's "
+        "premise fails; otherwise inconclusive at this power, with the questions that would detect the post's size with 80% "
+        "power at this run's spread. The Holm-adjusted tests of every pair of arms are in the summary."
     )
 
 

@@ -29,7 +29,8 @@ def legacy_gate_note(run: RunData) -> str:
 
 def summarize_run(run: RunData) -> StudySummary:
     """The summary of `run`, with its seed, bootstrap size, control gate and headline mode as
-    its stored config says (the defaults where an older config does not say)."""
+    its stored config says (the defaults where an older config does not say), its questions
+    clustered by source document where the run recorded one for each (`RunData.clusters`)."""
     eval_config = run.study_config.get("eval") or {}
     n_resamples = int(eval_config.get("bootstrap_samples") or EvalConfig.model_fields["bootstrap_samples"].default)
     mode = eval_config.get("headline_panel") or EvalConfig.model_fields["headline_panel"].default
@@ -54,6 +55,7 @@ def summarize_run(run: RunData) -> StudySummary:
         controls=controls,
         probe_timings=run.probe_timings,
         max_answer_failure_rate=gate.max_answer_failure_rate,
+        clusters=run.clusters,
     )
 
 

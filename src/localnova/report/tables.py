@@ -160,6 +160,21 @@ def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     return Table(["run", *SUMMARY_HEADERS], rows)
 
 
+def clustering_sentence(label: str, settings: dict[str, Any]) -> str:
+    """What a run's intervals and tests take as their independent unit, in one sentence."""
+    clustered_by = str(settings.get("clustered_by") or "")
+    if not clustered_by or clustered_by.startswith("none"):
+        return f"{label}: questions treated as independent: the eval set records no source document for them."
+    return (
+        f"{label}: intervals, tests and power clustered by {clustered_by}; a document's questions count as one unit, "
+        "and each comparison's design effect says how much that widens its intervals."
+    )
+
+
+def _units(c: Any) -> str:
+    return "independent" if c.n_clusters >= c.n else f"{c.n_clusters} (design effect {c.design_effect:.2f}, ICC {c.icc:.2f})"
+
+
 def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = [
         [
@@ -167,6 +182,7 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
             c.model,
             f"{c.arm_b} vs {c.arm_a}",
             str(c.n),
+            _units(c),
             number(c.mean_diff),
             number(c.sd_diff),
             "n/a" if not math.isfinite(c.zero_share) else f"{100 * c.zero_share:.0f}%",
@@ -179,7 +195,8 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
         for run, summary in zip(runs, summaries)
         for c in summary.comparisons
     ]
-    headers = ["run", "model", "comparison", "pairs", "mean difference", "SD of differences", "no difference", "detectable (80% power)"]
+    headers = ["run", "model", "comparison", "pairs", "documents", "mean difference", "SD of differences", "no difference"]
+    headers.append("detectable (80% power)")
     return Table([*headers, "p Wilcoxon", "Holm", "p permutation", "Holm"], rows)
 
 
@@ -291,8 +308,8 @@ def provenance_blocks(run: RunData) -> list[Any]:
     blocks: list[Any] = [
         Paragraph(
             f"Run {run.run_id} of study {info.get('study')}: status {info.get('status')}, started {info.get('started_at')}, "
-            f"finished {info.get('finished_at') or 'not yet'}; {info.get('model_calls')} model calls, "
-            f"{info.get('cached_calls')} answered from the store."
+            f"finished {info.get('finished_at') or 'not yet'}; {run.model_calls} model calls in all its invocations, "
+            f"{run.calls_from_store} answered from the store by the first."
         )
     ]
     model_rows = [
@@ -333,3 +350,31 @@ def sample_blocks(run: RunData, per_arm: int = 2) -> list[Any]:
         blocks.append(Preformatted("ground truth", truth if truth is not None else "(not recorded in this run)"))
         blocks.append(Preformatted("answer", answer.result.text))
     return blocks or [Paragraph(f"{run.label}: no answers stored.")]
+
+
+def adapter_spread_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
+    """How many adapters answered each run's fine-tuned arms, and with several (one per training
+    seed) each adapter's panel level and change against base, and their spread."""
+    blocks: list[Any] = [Paragraph(f"{run.label}: {summary.settings.get('seeds', '')}.") for run, summary in zip(runs, summaries)]
+    rows = [
+        [
+            run.label,
+            spread.model,
+            spread.arm,
+            label or "first seed",
+            number(level),
+            signed_interval(spread.changes.get(label, math.nan), math.nan, math.nan),
+        ]
+        for run, summary in zip(runs, summaries)
+        for spread in summary.adapter_spreads
+        for label, level in spread.levels.items()
+    ]
+    if rows:
+        spreads = "; ".join(
+            f"{run.label} {s.model} / {s.arm}: SD {number(s.sd_levels)} points across {len(s.levels)} adapters"
+            for run, summary in zip(runs, summaries)
+            for s in summary.adapter_spreads
+        )
+        blocks.append(Paragraph(f"Each adapter's panel level and change against base, on the panel's questions ({spreads})."))
+        blocks.append(Table(["run", "model", "arm", "adapter", "panel score", "change vs base, points"], rows))
+    return blocks
