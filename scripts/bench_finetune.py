@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 
@@ -46,7 +47,7 @@ def time_ours(base, config, rows_dataset, tokenizer_and_model, precision, steps:
             model, tokenizer, rows_dataset, None, config, precision, Path(scratch), seed, max_steps=warmup + steps, callbacks=[StepClock()]
         )
         trainer.train()
-    intervals = [later - earlier for earlier, later in zip(step_ends, step_ends[1:])]
+    intervals = [later - earlier for earlier, later in pairwise(step_ends)]
     return intervals[warmup - 1 :] if warmup > 0 else intervals
 
 

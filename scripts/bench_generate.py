@@ -60,14 +60,14 @@ def figures_for(results, seconds: float, baseline=None) -> dict:
         base_results, base_seconds = baseline
         base_rate = sum(result.output_tokens for result in base_results) / base_seconds
         row["speedup_vs_one_at_a_time"] = round(row["tokens_per_s"] / base_rate, 2)
-        row["answers_differing"] = sum(a.text != b.text for a, b in zip(base_results, results))
+        row["answers_differing"] = sum(a.text != b.text for a, b in zip(base_results, results, strict=True))
     return row
 
 
 def largest_logprob_difference(reference, results) -> float:
     largest = 0.0
-    for a, b in zip(reference, results):
-        for step_a, step_b in zip(a.top_logprobs or [], b.top_logprobs or []):
+    for a, b in zip(reference, results, strict=True):
+        for step_a, step_b in zip(a.top_logprobs or [], b.top_logprobs or [], strict=True):
             for token, value in step_a.items():
                 if token in step_b:
                     largest = max(largest, abs(value - step_b[token]))

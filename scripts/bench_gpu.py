@@ -484,7 +484,7 @@ def bench_faiss(device: dict[str, Any], quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     _, gpu_ids = gpu_index.search(query_vectors, k)
     gpu_s = time.perf_counter() - started
-    agreement = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(cpu_ids, gpu_ids)]))
+    agreement = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(cpu_ids, gpu_ids, strict=True)]))
     result = {
         "vectors": count,
         "dim": dim,

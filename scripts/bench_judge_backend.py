@@ -63,8 +63,8 @@ def main() -> None:
     two_seconds, two_scores = timed(False)
     one_again, _ = timed(True)  # before and after, so that a change in load hits both ways
     one_seconds = min(one_seconds, one_again)
-    differences = [abs(a - b) for a, b in zip(one_scores, two_scores) if a is not None and b is not None]
-    failures_differ = sum((a is None) != (b is None) for a, b in zip(one_scores, two_scores))
+    differences = [abs(a - b) for a, b in zip(one_scores, two_scores, strict=True) if a is not None and b is not None]
+    failures_differ = sum((a is None) != (b is None) for a, b in zip(one_scores, two_scores, strict=True))
     print(f"one request per item:  {one_seconds:.1f} s")
     print(f"two requests per item: {two_seconds:.1f} s")
     print(

@@ -132,7 +132,7 @@ def check_train_rows(rows: list[tuple[int, dict]], doc_ids: set[str], file_name:
         if not isinstance(messages, list) or len(messages) != 2:
             problems.append(f"{where}: 'messages' must be a list of one user and one assistant turn")
             continue
-        for message, role in zip(messages, ("user", "assistant")):
+        for message, role in zip(messages, ("user", "assistant"), strict=True):
             if not isinstance(message, dict) or message.get("role") != role:
                 problems.append(f"{where}: expected a '{role}' message here")
             elif not _nonempty_str(message.get("content")):

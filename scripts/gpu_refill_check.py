@@ -57,7 +57,7 @@ def main() -> None:
             print(dtype, decoding, result[f"{dtype}_{decoding}"], flush=True)
             backend.close()
     for dtype in ("float32", "bfloat16"):
-        same = sum(a == b for a, b in zip(answers[(dtype, "generate")], answers[(dtype, "refill")]))
+        same = sum(a == b for a, b in zip(answers[(dtype, "generate")], answers[(dtype, "refill")], strict=True))
         result[f"{dtype}_same_answers"] = f"{same}/{len(requests)}"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

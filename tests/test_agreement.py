@@ -51,7 +51,7 @@ def random_reliability(seed: int, judges: int, answers: int, integer: bool, miss
 def _rows_from_matrix(matrix: np.ndarray, judges: list[str]) -> list[ScoreRow]:
     return [
         ScoreRow("m", "base", f"u{u}", judge, None if np.isnan(v) else float(v))
-        for judge, row in zip(judges, matrix)
+        for judge, row in zip(judges, matrix, strict=True)
         for u, v in enumerate(row)
     ]
 
@@ -226,7 +226,7 @@ def test_arm_ranking_pairs_name_their_judges():
     rows = [
         ScoreRow("m", arm, "q", judge, score)
         for judge, scores in (("j1", (2, 5, 7)), ("j2", (3, 4, 8)))
-        for arm, score in zip(("base", "rag", "ft"), scores)
+        for arm, score in zip(("base", "rag", "ft"), scores, strict=True)
     ]
     agreement = judge_agreement(rows)
     assert [(p.judge_a, p.judge_b) for p in agreement.arm_ranking] == [("j1", "j2")]

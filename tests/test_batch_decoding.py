@@ -73,11 +73,11 @@ def test_same_greedy_tokens_as_generate_one_at_a_time(tiny_model, references, sl
     prompts = prompts_of_varied_length(shared_prefix)
     decoder = RefillDecoder(tiny_model, "cpu", pad_token_id=0, stop_token_ids={STOP}, slots=slots)
     rows = decoder.decode(prompts, max_new_tokens=12, top_logprobs=5)
-    for row, (expected, logprobs) in zip(rows, references[shared_prefix]):
+    for row, (expected, logprobs) in zip(rows, references[shared_prefix], strict=True):
         assert row.token_ids == expected
         assert row.stopped == (expected[-1] == STOP)
         assert len(row.steps) == len(expected)
-        for (values, token_ids, chosen), step_logprobs, token in zip(row.steps, logprobs, expected):
+        for (values, token_ids, chosen), step_logprobs, token in zip(row.steps, logprobs, expected, strict=True):
             top = step_logprobs.topk(5)
             assert token_ids == top.indices.tolist()
             assert values == pytest.approx(top.values.tolist(), abs=1e-4)
@@ -108,7 +108,7 @@ def test_a_forced_first_token_is_generated_and_the_model_read_after_it(tiny_mode
     forced = 7
     decoder = RefillDecoder(tiny_model, "cpu", pad_token_id=0, stop_token_ids=set(), slots=3)
     rows = decoder.decode(prompts, max_new_tokens=2, top_logprobs=5, first_token_id=forced)
-    for row, prompt, (_, logprobs) in zip(rows, prompts, references[0]):
+    for row, prompt, (_, logprobs) in zip(rows, prompts, references[0], strict=True):
         assert row.token_ids[0] == forced
         assert row.steps[0][1] == logprobs[0].topk(5).indices.tolist()
         assert row.steps[0][2] == pytest.approx(float(logprobs[0][forced]), abs=1e-4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -46,7 +48,7 @@ def test_fixed_chunks_respect_size_and_overlap(tokenizer):
         assert token_count(tokenizer, chunk.text) <= 40
         assert chunk.text in document.text  # a slice of the original, readable as written
         assert chunk.context_text == chunk.text and chunk.parent_id is None
-    for previous, following in zip(chunks, chunks[1:]):
+    for previous, following in pairwise(chunks):
         previous_tokens = tokenizer(previous.text, add_special_tokens=False)["input_ids"]
         following_tokens = tokenizer(following.text, add_special_tokens=False)["input_ids"]
         shared = max(size for size in range(1, 41) if previous_tokens[-size:] == following_tokens[:size])

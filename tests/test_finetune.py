@@ -88,8 +88,8 @@ def test_labels_cover_only_the_assistant_turns(tokenizer):
     from localnova.finetune.chat_data import IGNORE_INDEX, tokenize_chat
 
     row = tokenize_chat(tokenizer, TWO_TURNS["messages"], max_seq_length=512)
-    learned = [token for token, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
-    ignored = [token for token, label in zip(row["input_ids"], row["labels"]) if label == IGNORE_INDEX]
+    learned = [token for token, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE_INDEX]
+    ignored = [token for token, label in zip(row["input_ids"], row["labels"], strict=True) if label == IGNORE_INDEX]
     learned_text = tokenizer.decode(learned)
     assert "Seven." in learned_text and "Eleven." in learned_text
     assert "<|im_end|>" in learned_text  # the model learns to end its turn
@@ -97,7 +97,7 @@ def test_labels_cover_only_the_assistant_turns(tokenizer):
         assert prompt_text not in learned_text
     assert "Name a prime" in tokenizer.decode(ignored)
     # every label is either the token itself or ignored
-    assert all(label in (token, IGNORE_INDEX) for token, label in zip(row["input_ids"], row["labels"]))
+    assert all(label in (token, IGNORE_INDEX) for token, label in zip(row["input_ids"], row["labels"], strict=True))
 
 
 def test_truncation_keeps_the_start_and_drops_records_left_without_answers(tokenizer):

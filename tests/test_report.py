@@ -123,7 +123,7 @@ def build_study(
         # gives the truth itself, so it never ranks the truth first.
         control_scores = (9.0, 0.5, 1.5) if behaves else (10.0, 0.0, 10.0)
         for q in question_ids:
-            for subject, score in zip(("control_ground_truth", "control_empty", "control_other"), control_scores):
+            for subject, score in zip(("control_ground_truth", "control_empty", "control_other"), control_scores, strict=True):
                 stored = stored_ids.get(q, q)
                 judgments.append(JudgmentRecord(judge, "", "", stored, subject, f"{judge}{subject}{q}", score, method, "ok", "{}", 1))
     store.save_judgments(judgments)

@@ -71,7 +71,7 @@ def test_a_judge_prompt_gets_a_parseable_score_that_ranks_the_truth_above_an_emp
 
 def test_token_counts_follow_the_shared_estimate():
     requests = [answer_request(question) for question in QUESTIONS[:5]] + [judge_request(TRUTH)]
-    for request, result in zip(requests, simulated().generate(requests)):
+    for request, result in zip(requests, simulated().generate(requests), strict=True):
         # every message costs its estimated tokens plus 4 for the chat markup around it
         assert result.input_tokens == sum(count_tokens_estimate(content) + 4 for _, content in request.messages)
         assert result.output_tokens == count_tokens_estimate(result.text)

@@ -249,7 +249,7 @@ def test_holm_hand_worked_examples():
 @given(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=20))
 def test_holm_properties(pvalues):
     adjusted = holm_adjust(pvalues)
-    for raw, adj in zip(pvalues, adjusted):
+    for raw, adj in zip(pvalues, adjusted, strict=True):
         assert raw - 1e-12 <= adj <= 1.0
     for i, j in combinations(range(len(pvalues)), 2):
         if pvalues[i] <= pvalues[j]:
@@ -358,7 +358,9 @@ def test_sign_flip_ties_are_relative_to_the_sum_and_no_wider():
     # patterns that tie exactly differ in their last bits; p must equal the exact count
     decimals = ["5.5", "5.9", "-11.4", "4256.6", "812.8", "2091.9"]
     exact = [Fraction(text) for text in decimals]
-    reaching = [abs(sum(sign * value for sign, value in zip(signs, exact))) >= abs(sum(exact)) for signs in product((1, -1), repeat=6)]
+    reaching = [
+        abs(sum(sign * value for sign, value in zip(signs, exact, strict=True))) >= abs(sum(exact)) for signs in product((1, -1), repeat=6)
+    ]
     assert paired_tests(np.zeros(6), [float(text) for text in decimals]).permutation_p == np.mean(reaching) == 10 / 64
 
 

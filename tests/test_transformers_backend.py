@@ -83,12 +83,12 @@ def test_refill_answers_and_logprobs_match_generate_one_at_a_time():
         refill.close()
         reference.close()
     assert refill.loaded is False  # closed
-    for got, expected in zip(batched, alone):
+    for got, expected in zip(batched, alone, strict=True):
         assert (got.text, got.output_tokens, got.finish_reason) == (expected.text, expected.output_tokens, expected.finish_reason)
         assert got.input_tokens == expected.input_tokens
-    for got, expected in zip(batched[len(answers) :], alone[len(answers) :]):
+    for got, expected in zip(batched[len(answers) :], alone[len(answers) :], strict=True):
         assert got.tokens == expected.tokens
-        for got_step, expected_step in zip(got.top_logprobs, expected.top_logprobs):
+        for got_step, expected_step in zip(got.top_logprobs, expected.top_logprobs, strict=True):
             assert set(got_step) == set(expected_step)
             assert all(got_step[token] == pytest.approx(expected_step[token], abs=1e-4) for token in expected_step)
 
@@ -119,7 +119,7 @@ def test_a_forced_first_token_reads_what_a_prefilled_one_would(decoding):
             backend.generate(grading(SCORE_PREFILL, GenerationParams(max_new_tokens=2, top_logprobs=5, first_token="10 points")))
     finally:
         backend.close()
-    for got, first, second in zip(forced, plain, after_one):
+    for got, first, second in zip(forced, plain, after_one, strict=True):
         assert got.tokens[0] == "1" and len(got.top_logprobs) == 2
         for got_step, expected_step in [(got.top_logprobs[0], first.top_logprobs[0]), (got.top_logprobs[1], second.top_logprobs[0])]:
             assert set(got_step) == set(expected_step)

@@ -11,6 +11,7 @@ import bisect
 import re
 from collections.abc import Sequence
 from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -149,7 +150,7 @@ def _section_spans(text: str) -> list[tuple[int, int]]:
     fenced = [(match.start(), match.end()) for match in CODE_FENCE.finditer(text)]
     cuts = [0] + [match.start() for match in _HEADING_LINE.finditer(text) if not any(start <= match.start() < end for start, end in fenced)]
     cuts = sorted(set(cuts)) + [len(text)]
-    return [(start, end) for start, end in zip(cuts, cuts[1:]) if text[start:end].strip()]
+    return [(start, end) for start, end in pairwise(cuts) if text[start:end].strip()]
 
 
 def _parent_spans(tokenized: _TokenizedText, max_tokens: int) -> list[tuple[int, int]]:
@@ -229,11 +230,11 @@ def semantic_breaks(sentence_vectors: np.ndarray, breakpoint_percentile: float) 
 def _semantic_chunks(documents: Sequence[Document], config: ChunkingConfig, tokenizer: Any, embed: EmbedFn) -> list[Chunk]:
     sentence_spans = [split_sentences(document.text) for document in documents]
     # One embed call for the whole corpus batches far better than one call per document.
-    all_sentences = [document.text[start:end] for document, spans in zip(documents, sentence_spans) for start, end in spans]
+    all_sentences = [document.text[start:end] for document, spans in zip(documents, sentence_spans, strict=True) for start, end in spans]
     all_vectors = np.asarray(embed(all_sentences), dtype=np.float32) if all_sentences else np.zeros((0, 1), np.float32)
     chunks: list[Chunk] = []
     offset = 0
-    for document, spans in zip(documents, sentence_spans):
+    for document, spans in zip(documents, sentence_spans, strict=True):
         vectors = all_vectors[offset : offset + len(spans)]
         offset += len(spans)
         tokenized = _TokenizedText(document.text, tokenizer)

@@ -189,7 +189,9 @@ class VectorIndex:
         fetch = min(most, top_k * 4 if any(chunk.parent_id for chunk in self.chunks) else top_k)
         while True:
             scores, indices = self.search_index.search(query_vectors, fetch)
-            results = [self._distinct_contexts(row_scores, row_indices, top_k) for row_scores, row_indices in zip(scores, indices)]
+            results = [
+                self._distinct_contexts(row_scores, row_indices, top_k) for row_scores, row_indices in zip(scores, indices, strict=True)
+            ]
             # Fetch more only when shared parents left a query short and the index has more.
             if fetch >= most or all(len(result) >= top_k for result in results):
                 return results
@@ -205,9 +207,9 @@ class VectorIndex:
             except (OSError, json.JSONDecodeError):
                 cached = {}
         keys = [stable_hash(query) for query in queries]
-        missing = list(dict.fromkeys(query for query, key in zip(queries, keys) if key not in cached))
+        missing = list(dict.fromkeys(query for query, key in zip(queries, keys, strict=True) if key not in cached))
         if missing:
-            for query, vector in zip(missing, self.embedder.encode(missing, show_progress=False)):
+            for query, vector in zip(missing, self.embedder.encode(missing, show_progress=False), strict=True):
                 cached[stable_hash(query)] = vector.tolist()
             if self.query_cache is not None:
                 write_text_atomic(self.query_cache, json.dumps(cached))
@@ -216,7 +218,7 @@ class VectorIndex:
     def _distinct_contexts(self, scores: np.ndarray, indices: np.ndarray, top_k: int) -> list[RetrievedChunk]:
         retrieved: list[RetrievedChunk] = []
         seen_contexts: set[str] = set()
-        for score, index in zip(scores, indices):
+        for score, index in zip(scores, indices, strict=True):
             if index < 0:  # approximate indexes pad with -1 when they find fewer
                 continue
             chunk = self.chunks[int(index)]
@@ -358,5 +360,5 @@ def recall_at_k(retrieved_doc_ids: Sequence[Sequence[str]], gold_doc_ids: Sequen
     Questions without gold documents are left out; NaN when none has any."""
     if len(retrieved_doc_ids) != len(gold_doc_ids):
         raise ValueError(f"{len(retrieved_doc_ids)} retrieval results for {len(gold_doc_ids)} questions")
-    hits = [hit_at_k(retrieved, gold, k) for retrieved, gold in zip(retrieved_doc_ids, gold_doc_ids) if gold]
+    hits = [hit_at_k(retrieved, gold, k) for retrieved, gold in zip(retrieved_doc_ids, gold_doc_ids, strict=True) if gold]
     return sum(hits) / len(hits) if hits else float("nan")

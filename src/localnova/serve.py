@@ -122,7 +122,7 @@ def _chosen_tokens(result: GenerationResult, greedy: bool) -> list[tuple[str | N
         )
         return [
             (token, token_logprobs[index] if token_logprobs is not None else candidates.get(token))
-            for index, (token, candidates) in enumerate(zip(result.tokens, positions))
+            for index, (token, candidates) in enumerate(zip(result.tokens, positions, strict=True))
         ]
     # A backend that reports candidates only: under greedy decoding the generated token is the
     # most likely one; under sampling it is unknown.
@@ -140,7 +140,7 @@ def completion_response(result: GenerationResult, request: ChatRequest, model_na
                 "logprob": logprob,
                 "top_logprobs": [{"token": candidate, "logprob": value} for candidate, value in candidates.items()],
             }
-            for (token, logprob), candidates in zip(chosen, result.top_logprobs)
+            for (token, logprob), candidates in zip(chosen, result.top_logprobs, strict=True)
         ]
         logprobs = {"content": content}
     return {
@@ -240,7 +240,7 @@ class MicroBatcher:
                 for pending in batch:
                     pending.future.set_exception(error)
                 continue
-            for pending, result in zip(batch, results):
+            for pending, result in zip(batch, results, strict=True):
                 pending.future.set_result(result)
 
 

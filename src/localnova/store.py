@@ -191,7 +191,7 @@ class Store(ProbeTables):
         if row is None:
             raise KeyError(run_id)
         keys = ("run_id", "study", "config", "environment", "status", "started_at", "finished_at", "model_calls", "cached_calls")
-        info = dict(zip(keys, row))
+        info = dict(zip(keys, row, strict=True))
         info["config"] = json.loads(info["config"])
         info["environment"] = json.loads(info["environment"])
         return info
@@ -325,7 +325,7 @@ class Store(ProbeTables):
                     "INSERT OR REPLACE INTO answers(run_id, model, arm, question_id, generation_key, retrieved_json) VALUES (?,?,?,?,?,?)",
                     (self.run_id, model, arm, question_id, key, json.dumps(chunks)),
                 )
-                for question_id, key, chunks in zip(question_ids, keys, retrieved)
+                for question_id, key, chunks in zip(question_ids, keys, retrieved, strict=True)
             ]
         )
 

@@ -163,7 +163,7 @@ class TransformersBackend(Backend):
                     for start in range(0, len(group_requests), self.config.generation.batch_size)
                     for result in self._generate_group(group_requests[start : start + self.config.generation.batch_size], params)
                 ]
-            for index, result in zip(indices, group_results):
+            for index, result in zip(indices, group_results, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
 
@@ -181,7 +181,7 @@ class TransformersBackend(Backend):
         rows = self._decoder.decode(prompts, params.max_new_tokens, params.top_logprobs, stop_check, first_token_id)
         return [
             self._result(row.token_ids, row.stopped, params, len(prompt), row.seconds * 1000, LATENCY_PER_REQUEST, 1, row)
-            for prompt, row in zip(prompts, rows)
+            for prompt, row in zip(prompts, rows, strict=True)
         ]
 
     def _generate_group(self, requests: list[ChatRequest], params: GenerationParams) -> list[GenerationResult]:
@@ -236,7 +236,7 @@ class TransformersBackend(Backend):
     def _steps_from_logits(self, logits, row: int, generated: list[int], count: int) -> list[tuple[list[float], list[int], float]]:
         torch = self._torch
         steps = []
-        for step_logits, generated_id in zip(logits[: len(generated)], generated):
+        for step_logits, generated_id in zip(logits[: len(generated)], generated, strict=True):
             logprobs = torch.log_softmax(step_logits[row].float(), dim=-1)
             values, token_ids = logprobs.topk(count)
             steps.append((values.tolist(), token_ids.tolist(), float(logprobs[generated_id])))
@@ -302,9 +302,9 @@ class TransformersBackend(Backend):
         generated and its log probability."""
         torch = self._torch
         top_steps, tokens, token_logprobs = [], [], []
-        for (values, token_ids, generated_logprob), generated_id in zip(steps, generated):
+        for (values, token_ids, generated_logprob), generated_id in zip(steps, generated, strict=True):
             step: dict[str, float] = {}
-            for value, token_id in zip(values, token_ids):
+            for value, token_id in zip(values, token_ids, strict=True):
                 piece = self.tokenizer.decode([token_id])
                 # Two token ids can decode to the same text; their probabilities add up.
                 if piece in step:

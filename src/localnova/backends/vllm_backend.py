@@ -235,7 +235,7 @@ def sampled_tokens_from_vllm(
         return None, None
     tokens: list[str] = []
     token_logprobs: list[float] = []
-    for token_id, candidates in zip(token_ids, position_logprobs):
+    for token_id, candidates in zip(token_ids, position_logprobs, strict=True):
         entry = candidates.get(token_id)
         if entry is None:  # not expected from vllm; say so rather than guess
             return None, None
@@ -327,12 +327,14 @@ class VLLMBackend(Backend):
             for flag in (True, False):
                 indices = [i for i, value in enumerate(continuing) if value is flag]
                 for index, output in zip(
-                    indices, self._chat([conversations[i] for i in indices], [sampling[i] for i in indices], flag, with_adapter)
+                    indices,
+                    self._chat([conversations[i] for i in indices], [sampling[i] for i in indices], flag, with_adapter),
+                    strict=True,
                 ):
                     outputs[index] = output
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
-        for request, output in zip(requests, outputs):
+        for request, output in zip(requests, outputs, strict=True):
             completion = output.outputs[0]
             wants_logprobs = request.params.top_logprobs > 0
             tokens, token_logprobs = (

@@ -159,5 +159,7 @@ def compare_arms(
             design_effect=clustering.design_effect,
             n_seeds=n_seeds,
         )
-        for (model, arm_a, arm_b, test, spread, clustering, n_seeds), w_holm, p_holm in zip(raw, wilcoxon_holm, permutation_holm)
+        for (model, arm_a, arm_b, test, spread, clustering, n_seeds), w_holm, p_holm in zip(
+            raw, wilcoxon_holm, permutation_holm, strict=True
+        )
     ]

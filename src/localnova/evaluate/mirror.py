@@ -165,7 +165,8 @@ def _pairs_of_models(
             return f"{label}: {found}"
     one, other = picked
     if comparison.model == "each":
-        return list(zip(reversed(one), reversed(other)))[::-1]  # type: ignore[arg-type]
+        # from the largest down: the run with fewer models leaves the other's smallest unpaired
+        return list(zip(reversed(one), reversed(other), strict=False))[::-1]  # type: ignore[arg-type]
     return [(one[0], other[0])]  # type: ignore[index]
 
 

@@ -46,7 +46,7 @@ def answer_arm(
     with progress(len(requests), f"{model_name}/{arm}", unit="answer") as bar:
         per_call = backend.requests_per_call(batch_size)
         keys, results = store.generate_cached(backend, [requests[i] for i in order], per_call, progress=bar)
-    by_index = {index: (key, result) for index, key, result in zip(order, keys, results)}
+    by_index = {index: (key, result) for index, key, result in zip(order, keys, results, strict=True)}
     retrieved_records = [
         [{"chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": round(c.score, 6)} for c in (contexts[i] or [])] for i in range(len(items))
     ]
@@ -107,7 +107,7 @@ def judge_inputs(items: list[EvalItem], answers: list[ArmAnswers], with_controls
             arm_answers.model, arm_answers.arm, question_id, SUBJECT_ANSWER, by_id[question_id].question, by_id[question_id].answer, text
         )
         for arm_answers in answers
-        for question_id, text in zip(arm_answers.question_ids, arm_answers.texts)
+        for question_id, text in zip(arm_answers.question_ids, arm_answers.texts, strict=True)
     ]
     if with_controls:
         inputs += control_inputs([(item.question_id, item.question, item.answer) for item in items])

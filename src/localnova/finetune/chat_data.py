@@ -34,7 +34,7 @@ def tokenize_chat(tokenizer, messages: list[dict[str, str]], max_seq_length: int
     offsets = list(encoded["offset_mapping"])[:max_seq_length]
     labels = [
         token_id if any(start <= char_start < end for start, end in spans) else IGNORE_INDEX
-        for token_id, (char_start, _) in zip(input_ids, offsets)
+        for token_id, (char_start, _) in zip(input_ids, offsets, strict=True)
     ]
     return {"input_ids": input_ids, "labels": labels}
 

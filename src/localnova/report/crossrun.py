@@ -142,7 +142,7 @@ def compare_runs(
 def _with_holm(comparisons: list[CrossRunComparison]) -> list[CrossRunComparison]:
     wilcoxon = holm_adjust([c.wilcoxon_p for c in comparisons])
     permutation = holm_adjust([c.permutation_p for c in comparisons])
-    return [replace(c, wilcoxon_p_holm=w, permutation_p_holm=p) for c, w, p in zip(comparisons, wilcoxon, permutation)]
+    return [replace(c, wilcoxon_p_holm=w, permutation_p_holm=p) for c, w, p in zip(comparisons, wilcoxon, permutation, strict=True)]
 
 
 def _panel_note(reference: RunData, ref_summary: StudySummary, other: RunData, other_summary: StudySummary, panel: SharedPanel) -> str:

@@ -106,7 +106,7 @@ def latency_figure(groups: Sequence[str], arms: Sequence[str], cells: Mapping[tu
         points = [(starts[i] + offset * width, *cells[(g, arm)]) for i, g in enumerate(groups) if (g, arm) in cells]
         if not points:
             continue
-        xs, medians, p90s = zip(*points)
+        xs, medians, p90s = zip(*points, strict=True)
         axes.bar(xs, medians, width, label=_label(arm), color=_colour(arm, arms))
         axes.scatter(xs, p90s, marker="_", s=300, color="black", label=None if p90_labelled else "p90", zorder=3)
         p90_labelled = True
@@ -124,7 +124,7 @@ def tokens_figure(groups: Sequence[str], arms: Sequence[str], cells: Mapping[tup
         points = [(starts[i] + offset * width, *cells[(g, arm)]) for i, g in enumerate(groups) if (g, arm) in cells]
         if not points:
             continue
-        xs, inputs, outputs = zip(*points)
+        xs, inputs, outputs = zip(*points, strict=True)
         colour = _colour(arm, arms)
         axes.bar(xs, inputs, width, color=colour, label=_label(f"{arm} input"))
         axes.bar(xs, outputs, width, bottom=inputs, color=colour, alpha=0.45, hatch="//", label=_label(f"{arm} output"))
@@ -194,12 +194,12 @@ def controls_figure(judges: Sequence[str], means: Mapping[tuple[str, str], float
     figure = _new_figure(max(5.0, 1.6 * len(judges) + 2), 3.6)
     axes = figure.add_subplot()
     starts, width = _grouped_positions(len(judges), len(CONTROL_LABELS))
-    for offset, (label, colour) in enumerate(zip(CONTROL_LABELS, colours)):
+    for offset, (label, colour) in enumerate(zip(CONTROL_LABELS, colours, strict=True)):
         points = [
             (starts[i] + offset * width, means[(j, label)]) for i, j in enumerate(judges) if math.isfinite(means.get((j, label), math.nan))
         ]
         if points:
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             axes.bar(xs, ys, width, color=colour, label=label)
     axes.set_ylim(0, 10.5)
     _finish_axes(axes, judges, "Judge controls: mean score per judge", "mean score (0-10)")
@@ -213,7 +213,7 @@ def loss_figure(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
     for label, points in curves.items():
         usable = [(p["step"], p["loss"]) for p in points if p.get("step") is not None and p.get("loss") is not None]
         if usable:
-            steps, losses = zip(*usable)
+            steps, losses = zip(*usable, strict=True)
             axes.plot(steps, losses, marker="." if len(usable) < 50 else None, label=_label(label))
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")

@@ -23,7 +23,7 @@ def judge_means_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
             str(c.n_failed),
             interval(c.mean, c.low, c.high),
         ]
-        for run, summary in zip(runs, summaries)
+        for run, summary in zip(runs, summaries, strict=True)
         for c in summary.judge_cells
     ]
     return Table(["run", "model", "arm", "judge", "in headline", "scored", "failed", "mean [95% CI]"], rows)
@@ -35,7 +35,7 @@ def _left_out(summary: StudySummary, judge: str) -> str:
 
 def agreement_tables(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
     pairs, overall = [], []
-    for run, summary in zip(runs, summaries):
+    for run, summary in zip(runs, summaries, strict=True):
         agreement = summary.agreement
         if agreement is None:
             continue
@@ -49,7 +49,7 @@ def agreement_tables(runs: list[RunData], summaries: list[StudySummary]) -> list
                 f"{agreement.n_answers_with_two_scores} of {agreement.n_answers}",
             ]
         )
-        for answer_pair, arm_pair in zip(agreement.per_answer, agreement.arm_ranking):
+        for answer_pair, arm_pair in zip(agreement.per_answer, agreement.arm_ranking, strict=True):
             pairs.append(
                 [
                     run.label,
@@ -110,7 +110,7 @@ def control_means(run: RunData) -> dict[tuple[str, str], list[float]]:
 
 def controls_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
     rows = []
-    for run, summary in zip(runs, summaries):
+    for run, summary in zip(runs, summaries, strict=True):
         headline = set(summary.settings["headline_judges"])
         for c in summary.controls:
             rows.append(

@@ -62,7 +62,7 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
     groups: list[str] = []
     arms: list[str] = []
     quality, latency, tokens, probed = {}, {}, {}, {}
-    for run, summary in zip(runs, summaries):
+    for run, summary in zip(runs, summaries, strict=True):
         for cell in summary.latency_probe:
             probed[(_group(run, cell.model, several), cell.arm)] = (cell.median_ms, cell.p90_ms)
         for cell in summary.panel_cells:
@@ -96,7 +96,7 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
         ]
 
     panels = []
-    for run, summary in zip(runs, summaries):
+    for run, summary in zip(runs, summaries, strict=True):
         if summary.agreement is None:
             continue
         judges = summary.agreement.judges
@@ -115,7 +115,7 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
         ]
 
     columns, by_column = [], {}
-    for run, summary in zip(runs, summaries):
+    for run, summary in zip(runs, summaries, strict=True):
         for (model, arm), cell in cell_scores(run.score_rows, summary.settings["headline_judges"]).items():
             column = f"{_group(run, model, several)} / {arm}"
             columns.append(column)
@@ -131,7 +131,7 @@ def _figure_blocks(runs: list[RunData], summaries: list[StudySummary]) -> dict[s
         ]
 
     judges, means = [], {}
-    subjects = dict(zip((SUBJECT_ANSWER, *CONTROL_SUBJECTS), figures.CONTROL_LABELS))
+    subjects = dict(zip((SUBJECT_ANSWER, *CONTROL_SUBJECTS), figures.CONTROL_LABELS, strict=True))
     for run in runs:
         for (judge, subject), scores in judge_tables.control_means(run).items():
             name = f"{run.label}: {judge}" if several else judge
@@ -188,11 +188,11 @@ def build_sections(runs: list[RunData], findings: FindingsSet | None = None, fin
         f"always. Detectable change: {settings.get('detectable', '')}, from the spread of this run's own per-question "
         "differences and their design effect. Parse failures are left out of every mean, never counted as 0."
     )
-    headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries)]
+    headline = [Paragraph(f"{run.label}: {summary.settings['headline_note']}") for run, summary in zip(runs, summaries, strict=True)]
     arm_order, model_order = config_order(runs[0])
-    headline += [Paragraph(tables.clustering_sentence(run.label, summary.settings)) for run, summary in zip(runs, summaries)]
+    headline += [Paragraph(tables.clustering_sentence(run.label, summary.settings)) for run, summary in zip(runs, summaries, strict=True)]
     return [
-        Section("Findings", [findings_paragraph(run, summary, findings) for run, summary in zip(runs, summaries)]),
+        Section("Findings", [findings_paragraph(run, summary, findings) for run, summary in zip(runs, summaries, strict=True)]),
         Section("Runs", [overview]),
         Section("Summary", [*headline, tables.summary_table(runs, summaries), method, *figs.get("summary", [])]),
         *([Section("Reproduction", reproduction_blocks(runs, summaries, findings, findings_note))] if findings else []),

@@ -156,7 +156,7 @@ def summary_rows(summary: StudySummary, cells: list[PanelCell] | None = None) ->
 
 
 def summary_table(runs: list[RunData], summaries: list[StudySummary]) -> Table:
-    rows = [[run.label, *row] for run, summary in zip(runs, summaries) for row in summary_rows(summary)]
+    rows = [[run.label, *row] for run, summary in zip(runs, summaries, strict=True) for row in summary_rows(summary)]
     return Table(["run", *SUMMARY_HEADERS], rows)
 
 
@@ -192,7 +192,7 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
             p_value(c.permutation_p),
             p_value(c.permutation_p_holm),
         ]
-        for run, summary in zip(runs, summaries)
+        for run, summary in zip(runs, summaries, strict=True)
         for c in summary.comparisons
     ]
     headers = ["run", "model", "comparison", "pairs", "documents", "mean difference", "SD of differences", "no difference"]
@@ -203,7 +203,7 @@ def comparisons_table(runs: list[RunData], summaries: list[StudySummary]) -> Tab
 def latency_tokens_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
     """The batched run's times (throughput; arms are compared in report/latency.py) and tokens."""
     rows, notes = [], []
-    for run, summary in zip(runs, summaries):
+    for run, summary in zip(runs, summaries, strict=True):
         methods: dict[tuple[str, str], set[str]] = {}
         batch_sizes: dict[str, int] = {}
         for answer in run.answers:
@@ -355,7 +355,9 @@ def sample_blocks(run: RunData, per_arm: int = 2) -> list[Any]:
 def adapter_spread_blocks(runs: list[RunData], summaries: list[StudySummary]) -> list[Any]:
     """How many adapters answered each run's fine-tuned arms, and with several (one per training
     seed) each adapter's panel level and change against base, and their spread."""
-    blocks: list[Any] = [Paragraph(f"{run.label}: {summary.settings.get('seeds', '')}.") for run, summary in zip(runs, summaries)]
+    blocks: list[Any] = [
+        Paragraph(f"{run.label}: {summary.settings.get('seeds', '')}.") for run, summary in zip(runs, summaries, strict=True)
+    ]
     rows = [
         [
             run.label,
@@ -365,14 +367,14 @@ def adapter_spread_blocks(runs: list[RunData], summaries: list[StudySummary]) ->
             number(level),
             signed_interval(spread.changes.get(label, math.nan), math.nan, math.nan),
         ]
-        for run, summary in zip(runs, summaries)
+        for run, summary in zip(runs, summaries, strict=True)
         for spread in summary.adapter_spreads
         for label, level in spread.levels.items()
     ]
     if rows:
         spreads = "; ".join(
             f"{run.label} {s.model} / {s.arm}: SD {number(s.sd_levels)} points across {len(s.levels)} adapters"
-            for run, summary in zip(runs, summaries)
+            for run, summary in zip(runs, summaries, strict=True)
             for s in summary.adapter_spreads
         )
         blocks.append(Paragraph(f"Each adapter's panel level and change against base, on the panel's questions ({spreads})."))

@@ -123,6 +123,6 @@ def control_inputs(questions: list[tuple[str, str, str]]) -> list[JudgeInput]:
     controls = []
     for index, (question_id, question, truth) in enumerate(questions):
         other_truth = questions[(index + 1) % len(questions)][2] if len(questions) > 1 else ""
-        for subject, text in zip(CONTROL_SUBJECTS, (truth, "", other_truth)):
+        for subject, text in zip(CONTROL_SUBJECTS, (truth, "", other_truth), strict=True):
             controls.append(JudgeInput("", "", question_id, subject, question, truth, text))
     return controls

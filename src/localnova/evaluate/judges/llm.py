@@ -390,7 +390,7 @@ class LLMJudge(Judge):
         first_steps = [result.top_logprobs[0] if result.top_logprobs else {} for result in firsts]
         split = [index for index, step in enumerate(first_steps) if needs_continuation(step)]
         if split:
-            for index, result in zip(split, generate([self.request(items[index], 0, prefill_digit="1") for index in split])):
+            for index, result in zip(split, generate([self.request(items[index], 0, prefill_digit="1") for index in split]), strict=True):
                 after_one[index] = result.top_logprobs[0] if result.top_logprobs else {}
         return self._logprob_outcomes([result.text for result in firsts], first_steps, after_one)
 

@@ -77,5 +77,5 @@ class EmbeddingSimilarityJudge(Judge):
         cosines = np.sum(answers * truths, axis=1)
         return [
             JudgeOutcome(0.0 if not item.text.strip() else round(10 * max(0.0, float(cosine)), 4), "embedding_similarity", None, None, 1)
-            for item, cosine in zip(items, cosines)
+            for item, cosine in zip(items, cosines, strict=True)
         ]
