@@ -12,7 +12,7 @@ non-zero when the step did not pass; the shell times it, bounds it and records i
                  smoke's study config (configs/demo.yaml on those models)
   qlora          4-bit QLoRA of the SmolLM2 shape through the study's own trainer
   merged         the transformers backend with that adapter merged, generating
-  vllm           the vllm backend on the same model with that adapter through LoRARequest, and
+  vllm_answers   the vllm backend on the same model with that adapter through LoRARequest, and
                  as the base model, against the transformers backend on the same greedy requests
   study          `localnova run` of the smoke config: base, rag, ft, ft_rag on a few
                  questions, the embedder and the logprob judge on the device, faiss as installed;
@@ -64,7 +64,7 @@ class Sizes:
     qlora_steps: int = 6
     merged_rows: int = 32  # the merged step: answers and their new tokens
     merged_tokens: int = 48
-    vllm_rows: int = 16  # the vllm step: requests and their new tokens
+    vllm_rows: int = 16  # the vllm_answers step: requests and their new tokens
     vllm_tokens: int = 32
     fsdp_steps: int = 3
     big_rows: int = 12  # the qlora_7b step: rows, steps, and a row length other than the config's
@@ -210,17 +210,17 @@ def step_device(args) -> int:
     return 0 if info["cuda"] or info["smoke_device"] == "cpu" else 1
 
 
-# What each step needs: import names, "device" for the smoke's device (a visible CUDA GPU, or the
+# What each step needs: import names, "smoke_device" for the smoke's device (a visible CUDA GPU, or the
 # CPU when rehearsing), and earlier steps whose output it uses (a step that did not pass is
 # listed in blocked.tsv by the shell).
 STEP_NEEDS = {
     "random_models": ["torch", "transformers", "sentence_transformers", "localnova"],
-    "qlora": ["device", "bitsandbytes", "peft", "trl", "datasets", "localnova", "random_models"],
-    "merged": ["device", "peft", "localnova", "qlora"],
-    "vllm": ["device", "vllm", "peft", "localnova", "qlora"],
-    "study": ["device", "peft", "trl", "datasets", "faiss", "sentence_transformers", "localnova", "random_models"],
-    "fsdp": ["device", "accelerate", "peft", "trl", "datasets", "localnova", "random_models"],
-    "qlora_7b": ["device", "bitsandbytes", "peft", "trl", "datasets", "localnova"],
+    "qlora": ["smoke_device", "bitsandbytes", "peft", "trl", "datasets", "localnova", "random_models"],
+    "merged": ["smoke_device", "peft", "localnova", "qlora"],
+    "vllm_answers": ["smoke_device", "vllm", "peft", "localnova", "qlora"],
+    "study": ["smoke_device", "peft", "trl", "datasets", "faiss", "sentence_transformers", "localnova", "random_models"],
+    "fsdp": ["smoke_device", "accelerate", "peft", "trl", "datasets", "localnova", "random_models"],
+    "qlora_7b": ["smoke_device", "bitsandbytes", "peft", "trl", "datasets", "localnova"],
     "gpu_tests": ["pytest", "localnova"],
 }
 # Where the GPU configs' vLLM comes from when the node has none (docs/gpu.md): the wheelhouse
@@ -240,7 +240,7 @@ def step_versions(args) -> int:
             versions[distribution] = None
     blocked: dict[str, str] = {}
     imported_from: dict[str, str] = {}
-    for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"device"} - set(STEP_NEEDS)):
+    for module in sorted({module for needs in STEP_NEEDS.values() for module in needs} - {"smoke_device"} - set(STEP_NEEDS)):
         if module == "vllm" and importlib.util.find_spec("vllm") is None:
             blocked[module] = VLLM_ON_A_NODE
             continue
@@ -255,7 +255,7 @@ def step_versions(args) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            blocked["device"] = f"no CUDA device (torch {torch.__version__})"
+            blocked["smoke_device"] = f"no CUDA device (torch {torch.__version__})"
     problems = []
     vllm_build = None
     if "localnova" not in blocked:
@@ -275,7 +275,7 @@ def step_versions(args) -> int:
     write_json(args.out / "versions.json", record)
     # A missing device, or vllm (which a node may lack by design), skips the steps that need it;
     # anything else missing is a broken environment.
-    return 1 if problems or set(blocked) - {"device", "vllm"} else 0
+    return 1 if problems or set(blocked) - {"smoke_device", "vllm"} else 0
 
 
 def smoke_config(work: Path, train_pairs: int = Sizes.study_train_pairs) -> dict:
@@ -495,7 +495,7 @@ def step_vllm(args) -> int:
     result["adapter_effect_vllm"] = first_position_gap(with_adapter, without_adapter)
     result["adapter_effect_transformers"] = first_position_gap(reference["with_adapter"], reference["without_adapter"])
     result.update(memory)
-    write_json(args.out / "vllm.json", result)
+    write_json(args.out / "vllm_answers.json", result)
     answered = all(
         len(answers) == len(requests) and all(a.output_tokens > 0 for a in answers) for answers in (with_adapter, without_adapter)
     )
@@ -688,7 +688,7 @@ def step_report(args) -> int:
     device = read_json(out, "device.json")
     figures = {
         name: read_json(out, f"{name}.json")
-        for name in ("versions", "random_models", "qlora", "merged", "vllm", "study", "fsdp", "qlora_7b")
+        for name in ("versions", "random_models", "qlora", "merged", "vllm_answers", "study", "fsdp", "qlora_7b")
     }
     figures["gpu_tests"] = junit_summary(out / "gpu_tests.xml")
     report = {
@@ -715,7 +715,7 @@ STEPS = {
     "random_models": step_random_models,
     "qlora": step_qlora,
     "merged": step_merged,
-    "vllm": step_vllm,
+    "vllm_answers": step_vllm,
     "study": step_study,
     "fsdp": step_fsdp,
     "qlora_7b": step_qlora_7b,

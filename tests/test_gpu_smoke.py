@@ -20,8 +20,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_smoke.sh"
-STEPS = ["device", "install_wheels", "versions", "random_models", "qlora", "merged", "vllm", "study", "fsdp", "qlora_7b", "gpu_tests"]
-CUDA_STEPS = ["qlora", "merged", "vllm", "study", "fsdp", "qlora_7b"]
+STEPS = [
+    "device",
+    "install_wheels",
+    "versions",
+    "random_models",
+    "qlora",
+    "merged",
+    "vllm_answers",
+    "study",
+    "fsdp",
+    "qlora_7b",
+    "gpu_tests",
+]
+CUDA_STEPS = ["qlora", "merged", "vllm_answers", "study", "fsdp", "qlora_7b"]
 BUDGET_S, REPORT_RESERVE_S = 540, 15
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -167,13 +179,13 @@ def test_against_a_fake_wheelhouse_on_cpu_it_installs_checks_builds_and_skips_wh
     versions = report["figures"]["versions"]
     assert "smokeprobe" in versions["wheelhouse_installed"]  # from the wheelhouse, into the private folder
     assert versions["imported_from"]["localnova"].startswith(str(REPO / "src"))  # PYTHONPATH=src, in every mode
-    assert "device" in versions["cannot_use"] and "vllm" in versions["cannot_use"]  # this venv has no vllm: the reason says where it runs
+    assert "smoke_device" in versions["cannot_use"] and "vllm" in versions["cannot_use"]  # this venv has no vllm: the reason says where it runs
     assert "Dockerfile.cuda" in versions["cannot_use"]["vllm"]
     assert status["random_models"]["status"] == "ok", status["random_models"].get("log_tail")
     built = report["figures"]["random_models"]
     assert built["smollm2-135m-instruct"]["parameters"] > 0 and built["all-minilm-l6-v2"]["parameters"] > 0
     for name in CUDA_STEPS:
-        assert status[name]["status"] == "skipped" and status[name]["note"].startswith("needs device (no CUDA device"), status[name]
+        assert status[name]["status"] == "skipped" and status[name]["note"].startswith("needs smoke_device (no CUDA device"), status[name]
     tests = report["figures"]["gpu_tests"]
     assert status["gpu_tests"]["status"] == "ok" and tests["tests"] >= 4 and tests["skipped"] == tests["tests"], tests
     for step in report["steps"]:

