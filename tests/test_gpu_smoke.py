@@ -179,7 +179,7 @@ def test_against_a_fake_wheelhouse_on_cpu_it_installs_checks_builds_and_skips_wh
     versions = report["figures"]["versions"]
     assert "smokeprobe" in versions["wheelhouse_installed"]  # from the wheelhouse, into the private folder
     assert versions["imported_from"]["localnova"].startswith(str(REPO / "src"))  # PYTHONPATH=src, in every mode
-    assert "smoke_device" in versions["cannot_use"] and "vllm" in versions["cannot_use"]  # this venv has no vllm: the reason says where it runs
+    assert "smoke_device" in versions["cannot_use"] and "vllm" in versions["cannot_use"]  # no vllm here: the reason says where it runs
     assert "Dockerfile.cuda" in versions["cannot_use"]["vllm"]
     assert status["random_models"]["status"] == "ok", status["random_models"].get("log_tail")
     built = report["figures"]["random_models"]
